@@ -476,10 +476,12 @@ class _Writer:
         stream.codec_context.thread_count = 0
         stream.codec_context.options = {"crf": str(crf)}
         self.stream = stream
+        self.time_base = Fraction(1, fps)
         self.frames = 0
 
     def write(self, frame: av.VideoFrame) -> None:
         frame.pts = self.frames
+        frame.time_base = self.time_base  # decoded frames carry their source's time base
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
 

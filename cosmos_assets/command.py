@@ -22,12 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ENTRY_POINT = "cosmos_transfer1/diffusion/inference/transfer.py"
 CONTAINER_ROOT = "/workspace"
 CONTAINER_CHECKPOINTS = "/workspace/checkpoints"
-DEFAULT_OFFLOAD = ("offload_text_encoder_model", "offload_guardrail_models")
 VALID_GPU_COUNTS = (1, 2, 4, 8, 16)
+OFFLOAD_FLAGS = (
+    "offload_diffusion_transformer", "offload_text_encoder_model", "offload_guardrail_models",
+    "offload_prompt_upsampler",
+)  # fmt: skip
+# Always on the command line, so a spec's top-level key of the same name never overrides them.
+ALWAYS_PASSED_FLAGS = frozenset({"controlnet_specs", "video_save_folder", "video_save_name", "checkpoint_dir", "num_gpus"})
 # Flags the invocation sets through its own fields; `extra` may not set them a second time.
-RESERVED_FLAGS = frozenset(
-    {"controlnet_specs", "video_save_folder", "video_save_name", "checkpoint_dir", "num_gpus", "num_steps"}
-)
+RESERVED_FLAGS = ALWAYS_PASSED_FLAGS | {"num_steps", *OFFLOAD_FLAGS}
 
 FlagValue = str | int | float | bool
 
@@ -134,7 +137,11 @@ class TransferInvocation(BaseModel):
     video_save_name: str = "output"
     checkpoint_dir: str = "./checkpoints"
     num_gpus: int = 1
-    offload: tuple[str, ...] = DEFAULT_OFFLOAD
+    # The seed's defaults: text encoder and guardrail offloaded, the rest kept in GPU memory.
+    offload_diffusion_transformer: bool = False
+    offload_text_encoder_model: bool = True
+    offload_guardrail_models: bool = True
+    offload_prompt_upsampler: bool = False
     num_steps: int | None = None
     extra: dict[str, FlagValue] = Field(default_factory=dict)
 
@@ -177,19 +184,6 @@ class TransferInvocation(BaseModel):
             raise ValueError(f"num_steps = {v}: use at least 1 (upstream default 35, the 4K upscaler uses 10)")
         return v
 
-    @field_validator("offload", mode="before")
-    @classmethod
-    def _offload_flags(cls, v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            names = tuple(_normalise_flag_name(str(n)) for n in v)
-            for name in names:
-                flag = cli_flags().get(name)
-                if not name.startswith("offload_") or flag is None or flag.type != "flag":
-                    known = sorted(n for n, f in cli_flags().items() if n.startswith("offload_"))
-                    raise ValueError(f"offload {name!r} is not an offload switch of transfer.py; known: {known}")
-            return names
-        return v
-
     @field_validator("extra", mode="before")
     @classmethod
     def _extra_flags(cls, v: Any) -> Any:
@@ -200,8 +194,6 @@ class TransferInvocation(BaseModel):
             name = _normalise_flag_name(str(raw_name))
             if name in RESERVED_FLAGS:
                 raise ValueError(f"extra --{name}: set it through the TransferInvocation field {name!r} instead")
-            if name.startswith("offload_"):
-                raise ValueError(f"extra --{name}: list offload switches in the 'offload' field instead")
             problem = flag_value_problem(name, value)
             if problem:
                 raise ValueError(f"extra: {problem}")
@@ -231,7 +223,7 @@ def _flag_args(inv: TransferInvocation) -> list[str]:
     ]  # fmt: skip
     if inv.num_steps is not None:
         args += ["--num_steps", str(inv.num_steps)]
-    args += [f"--{name}" for name in inv.offload]
+    args += [f"--{name}" for name in OFFLOAD_FLAGS if getattr(inv, name)]
     for name, value in inv.extra.items():
         if value is True:
             args.append(f"--{name}")
@@ -273,10 +265,13 @@ def is_secret_name(name: str) -> bool:
 
 def _host_path(value: str, what: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one)")
+        raise ValueError(
+            f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one; expand ~ first)"
+        )
     if ":" in value or "," in value:
         raise ValueError(f"{what} {value!r} contains ':' or ',', which docker -v reads as separators")
-    return value
+    # The seed's default checkpoint folder is REMOTE_DIR/../checkpoints: give docker the clean path.
+    return posixpath.normpath(value)
 
 
 class DockerRunSettings(BaseModel):

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cosmos_assets.command import RESERVED_FLAGS, cli_flags, flag_value_problem
+from cosmos_assets.command import ALWAYS_PASSED_FLAGS, cli_flags, flag_value_problem
 
 CONTROL_KEYS: tuple[str, ...] = ("vis", "seg", "edge", "depth", "keypoint", "upscale", "hdmap", "lidar")
 CONTROL_FIELDS: tuple[str, ...] = (
@@ -258,11 +258,11 @@ class TransferSpec(BaseModel):
             # examples rely on that), so only a present one is judged here; see sigma_max_problem.
             if self.sigma_max is not None and self.sigma_max < MIN_SIGMA_MAX_WITHOUT_VIDEO:
                 yield ("sigma_max", _SIGMA_FIX, self.sigma_max)
-            for key, control in controls.items():
+            for key, control in controls:
                 if control.input_control is None:
                     yield (f"{key}.input_control", "missing; without input_video_path Cosmos cannot derive the "
                            f"{key} control: give a control video or an input_video_path")  # fmt: skip
-        for key, control in controls.items():
+        for key, control in controls:
             if control.input_control_prompt is not None and key != "seg":
                 yield (f"{key}.input_control_prompt", "only the seg control reads input_control_prompt (objects "
                        "for GroundingDINO+SAM2 to segment); remove it or move it under seg")  # fmt: skip
@@ -272,9 +272,9 @@ class TransferSpec(BaseModel):
                 if problem:
                     yield (name, f"{problem} (top-level keys are set on transfer.py's arguments as-is)", value)
 
-    def controls(self) -> dict[str, ControlSpec]:
-        """The controls present, by key, in the canonical order."""
-        return {key: getattr(self, key) for key in CONTROL_KEYS if getattr(self, key) is not None}
+    def controls(self) -> list[tuple[str, ControlSpec]]:
+        """(key, control) for the controls present, in upstream's key order."""
+        return [(key, getattr(self, key)) for key in CONTROL_KEYS if getattr(self, key) is not None]
 
     def has_input_video(self) -> bool:
         return bool(self.input_video_path)
@@ -289,11 +289,11 @@ class TransferSpec(BaseModel):
         if not self.has_input_video() and self.sigma_max is None:
             found.append(f"sigma_max: absent and there is no input_video_path; the run needs --sigma_max "
                          f">= {MIN_SIGMA_MAX_WITHOUT_VIDEO} on the command line (upstream's default 70 fails)")
-        for key, control in self.controls().items():
+        for key, control in self.controls():
             if control.control_weight_prompt is not None and key != "seg":
                 found.append(f"{key}.control_weight_prompt: honoured for seg only; upstream ignores it on {key}")
         for name in self.__pydantic_extra__ or {}:
-            if name in RESERVED_FLAGS:
+            if name in ALWAYS_PASSED_FLAGS:
                 found.append(f"{name}: ignored, the run command always passes --{name} (the command line wins)")
             elif name not in cli_flags():
                 found.append(f"{name}: not a flag of transfer.py; it is passed through unchecked")
@@ -414,7 +414,7 @@ def _spec_paths(spec: TransferSpec) -> Iterator[tuple[str, str]]:
     """(field, path) for every file a spec refers to, relative to the cosmos-transfer1 root."""
     if spec.input_video_path:
         yield "input_video_path", spec.input_video_path
-    for key, control in spec.controls().items():
+    for key, control in spec.controls():
         if control.input_control is not None:
             yield f"{key}.input_control", control.input_control
         if isinstance(control.control_weight, str) and control.control_weight.endswith(".pt"):
@@ -464,7 +464,7 @@ def validate_for_run(
         message = _path_problem(path, repo_root)
         if message:
             problems.append(Problem(field, message, path, True))
-    for key, control in spec.controls().items():
+    for key, control in spec.controls():
         weight = control.weight_value()
         if weight is not None and weight > 1:
             problems.append(Problem(f"{key}.control_weight", f"out of range; {_WEIGHT_FIX}", control.control_weight,

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from cosmos_assets.command import (
     ENTRY_POINT,
+    OFFLOAD_FLAGS,
     DockerRunSettings,
     TransferInvocation,
     cli_contract,
@@ -113,7 +114,7 @@ def test_gpu_count_must_divide_16(gpus: int) -> None:
 
 
 def test_upscaler_invocation_uses_ten_steps() -> None:
-    inv = invocation(num_steps=10, offload=["offload_text_encoder_model"], video_save_folder="outputs/p_upscaled/r")
+    inv = invocation(num_steps=10, offload_guardrail_models=False, video_save_folder="outputs/p_upscaled/r")
     args = script_args(transfer_argv(inv))
     assert args[args.index("--num_steps") + 1] == "10"
     assert "--offload_guardrail_models" not in args
@@ -130,9 +131,10 @@ def test_flags_are_key_space_value_never_key_equals_value() -> None:
     [
         invocation(),
         invocation(num_gpus=8, num_steps=10),
-        invocation(offload=["offload_prompt_upsampler"], extra={"upsample_prompt": True, "seed": 3}),
+        invocation(offload_prompt_upsampler=True, extra={"upsample_prompt": True, "seed": 3}),
         invocation(extra={"guidance": 7, "sigma_max": 80.0, "canny_threshold": "very_high", "fps": 30}),
-        invocation(offload=["--offload_diffusion_transformer"], extra={"--prompt": "a cup; rm -rf /"}),
+        invocation(offload_diffusion_transformer=True, offload_text_encoder_model=False,
+                   extra={"--prompt": "a cup; rm -rf /"}),
     ],
     ids=["default", "8gpu", "upsample", "tuning", "dashed-names"],
 )
@@ -145,8 +147,8 @@ def test_argv_parses_back_with_the_contract(inv: TransferInvocation) -> None:
     assert parsed["num_gpus"] == inv.num_gpus
     if inv.num_steps is not None:
         assert parsed["num_steps"] == inv.num_steps
-    for name in inv.offload:
-        assert parsed[name] is True
+    for name in OFFLOAD_FLAGS:
+        assert parsed[name] is getattr(inv, name)
     for name, value in inv.extra.items():
         assert parsed[name] == value
 
@@ -170,7 +172,7 @@ def test_every_emitted_flag_is_in_the_contract() -> None:
         ({"upsample_prompt": "yes"}, "true or false"),
         ({"num_gpus": 2}, "field 'num_gpus'"),
         ({"controlnet_specs": "x.json"}, "field 'controlnet_specs'"),
-        ({"offload_diffusion_transformer": True}, "'offload' field"),
+        ({"offload_diffusion_transformer": True}, "field 'offload_diffusion_transformer'"),
         ({"prompt": "--oops"}, "starting with '-'"),
     ],
 )
@@ -179,9 +181,9 @@ def test_bad_extra_flags_are_rejected(extra: dict[str, object], message: str) ->
         invocation(extra=extra)
 
 
-def test_unknown_offload_switch_is_rejected() -> None:
-    with pytest.raises(ValidationError, match="not an offload switch"):
-        invocation(offload=["offload_everything"])
+def test_unknown_invocation_field_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="offload_everything"):
+        invocation(offload_everything=True)
 
 
 @pytest.mark.parametrize("path", ["/workspace/inputs/prompts/p.json", "../p.json", "a/../../p.json", ""])
@@ -214,6 +216,11 @@ def test_docker_run_argv_shape() -> None:
 def test_docker_gpu_device_list_is_csv_quoted() -> None:
     argv = docker_run_argv(settings(gpus=[0, 2]), ["true"])
     assert argv[argv.index("--gpus") + 1] == '"device=0,2"'
+
+
+def test_docker_host_paths_are_normalised() -> None:
+    argv = docker_run_argv(settings(checkpoint_dir_host="/home/u/cosmos-transfer1/../checkpoints"), ["true"])
+    assert "/home/u/checkpoints:/workspace/checkpoints" in argv
 
 
 def test_docker_without_gpus_or_detach_or_user() -> None:

@@ -90,6 +90,16 @@ def test_missing_sigma_max_without_video_is_a_warning_not_an_error() -> None:
     assert any(w.startswith("sigma_max") for w in spec.warnings())
 
 
+def test_top_level_key_the_command_line_always_sets_warns(tmp_path: Path) -> None:
+    spec = load_spec(write_json(tmp_path / "s.json", {"input_video_path": "a.mp4", "edge": {}, "num_gpus": 4}))
+    assert any(w.startswith("num_gpus: ignored") for w in spec.warnings())
+
+
+def test_controls_are_key_control_pairs_in_upstream_order() -> None:
+    spec = new_prompt_spec("s", "p")
+    assert [key for key, _ in spec.controls()] == ["vis", "seg", "edge", "depth"]
+
+
 def test_unknown_scalar_key_is_kept_and_passed_through(tmp_path: Path) -> None:
     data = {"input_video_path": "a.mp4", "edge": {}, "guidance": 7, "my_note": "x"}
     spec = load_spec(write_json(tmp_path / "s.json", data))

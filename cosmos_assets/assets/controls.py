@@ -1,0 +1,63 @@
+"""Stage 2: control videos. A shot's three PNG passes encoded to MP4 in-process with PyAV."""
+
+import time
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from cosmos_assets.assets.renders import shots
+from cosmos_assets.media import encode_control_videos, scan_render_folder
+from cosmos_assets.partitions import SHOTS
+from cosmos_assets.resources import ProjectResource
+
+PROGRESS_EVERY_SECONDS = 3.0
+
+class ControlVideosConfig(dg.Config):
+    max_frames: int | None = Field(default=None, ge=1, description="Encode only the first N frames (the seed's frame_count).")
+
+def throttled_progress(log, every: float = PROGRESS_EVERY_SECONDS):
+    """A progress callback that logs at most every ``every`` seconds per modality, and the last frame."""
+    last: dict[str, float] = {}
+
+    def report(modality: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last.get(modality, 0.0) >= every:
+            last[modality] = now
+            log(f"encode {modality}: {done}/{total} frames")
+
+    return report
+
+@dg.asset(
+    partitions_def=SHOTS,
+    deps=[shots],
+    group_name="controls",
+    kinds={"pyav", "mp4"},
+    description=(
+        "The shot's control videos `inputs/videos/<shot>/{color,depth,segmentation}.mp4`: H.264, CRF 18, yuv420p, "
+        "24 fps (the seed's settings), encoded in-process with PyAV. Depth is inverted (near is bright) and "
+        "normalised once over the clip, as Cosmos' depth control expects."
+    ),
+)
+def control_videos(context: dg.AssetExecutionContext, config: ControlVideosConfig, project: ProjectResource) -> dg.MaterializeResult:
+    layout = project.layout
+    shot = context.partition_key
+    sequence = scan_render_folder(layout.render_dir(shot))
+    out_dir = layout.shot_videos_dir(shot)
+    started = time.monotonic()
+    videos = encode_control_videos(sequence, out_dir, max_frames=config.max_frames, progress=throttled_progress(context.log.info))
+    seconds = time.monotonic() - started
+    color = videos["color"]
+    metadata: dict[str, Any] = {
+        "folder": dg.MetadataValue.path(str(out_dir)),
+        "frame_count": color.frames,
+        "resolution": f"{color.width}x{color.height}",
+        "fps": color.fps,
+        "encode_seconds": round(seconds, 2),
+        "padded_to_even": any(v.padded for v in videos.values()),
+        "total_bytes": sum(v.bytes for v in videos.values()),
+    }
+    for name, video in videos.items():
+        metadata[f"{name}_path"] = dg.MetadataValue.path(str(video.path))
+    return dg.MaterializeResult(metadata=metadata)

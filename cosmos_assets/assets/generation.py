@@ -1,0 +1,110 @@
+"""Stages 4 and 5: the generated video and its 4K upscale, run on the GPU host resource."""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from cosmos_assets.assets.prompts import prompt_specs
+from cosmos_assets.hosts.base import GpuHost
+from cosmos_assets.media import probe_video
+from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.resources import ProjectResource
+from cosmos_assets.runner import DEFAULT_UPSCALE_WEIGHT, InferenceFailed, StageResult, run_generation, run_upscale
+
+GPU_POOL = "gpu_host"
+"""Concurrency pool of the steps that hold the GPU host (limit it in dagster.yaml)."""
+
+class GenerateConfig(dg.Config):
+    videos_subdir: str | None = Field(default=None, description="Use inputs/videos/<this>/ instead of the spec's shot folder (the seed's videos_subdir_override).")
+    num_gpus: int = Field(default=1, description="GPUs for one run: 1 runs python3, more run torchrun; must divide 16.")
+
+class UpscaleConfig(dg.Config):
+    control_weight: float = Field(default=DEFAULT_UPSCALE_WEIGHT, ge=0.0, description="Upscale control weight (the seed's --upscale-weight).")
+    num_gpus: int = Field(default=1, description="GPUs for one run; must divide 16.")
+
+def result_metadata(result: StageResult, host: GpuHost, num_gpus: int) -> dict[str, Any]:
+    info = probe_video(result.video)
+    return {
+        "backend": host.backend if host.backend != "preview" else "preview (pipeline preview, not the model)",
+        "host": host.label,
+        "run_id": result.spec_used.run_id,
+        "shot": result.shot or "(none)",
+        "command": dg.MetadataValue.md(f"```\n{result.spec_used.command_line}\n```"),
+        "output_dir": dg.MetadataValue.path(str(result.output_dir)),
+        "video": dg.MetadataValue.path(str(result.video)),
+        "frame_count": info.frames,
+        "resolution": f"{info.width}x{info.height}",
+        "inference_seconds": round(result.outcome.seconds, 2),
+        "gpu_seconds": round(result.outcome.seconds * num_gpus, 2) if host.backend != "preview" else 0.0,
+        "upload_bytes": result.upload.bytes_sent,
+        "upload_files_skipped": result.upload.files_skipped,
+        "download_bytes": result.download.bytes_sent,
+        "previous_run_moved_to": str(result.previous_moved_to) if result.previous_moved_to else "(none)",
+    }
+
+def failure_from(error: InferenceFailed) -> dg.Failure:
+    return dg.Failure(
+        description=str(error).splitlines()[0],
+        metadata={
+            "log_tail": dg.MetadataValue.md("```\n" + "\n".join(error.log_tail[-30:]) + "\n```"),
+            "log": dg.MetadataValue.path(str(error.log_path)),
+            "guardrail_blocked": error.guardrail_blocked,
+        },
+        allow_retries=not error.guardrail_blocked,
+    )
+
+@dg.asset(
+    partitions_def=PROMPTS,
+    deps=[prompt_specs],
+    group_name="generation",
+    pool=GPU_POOL,
+    kinds={"docker", "mp4"},
+    description=(
+        "Cosmos-Transfer1 output for one prompt: uploads the spec and control videos to the GPU host, runs "
+        "inference in Docker with live logs, downloads `outputs/<prompt>/` (output.mp4, spec_used.json, "
+        "prompt_spec.json, run.log). With COSMOS_HOST=preview the preview backend runs instead of the model."
+    ),
+)
+def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
+    try:
+        result = run_generation(
+            project.layout,
+            gpu_host,
+            context.partition_key,
+            dagster_run_id=context.run.run_id,
+            videos_subdir=config.videos_subdir,
+            num_gpus=config.num_gpus,
+            log=context.log.info,
+        )
+    except InferenceFailed as error:
+        raise failure_from(error) from error
+    return dg.MaterializeResult(metadata=result_metadata(result, gpu_host, config.num_gpus))
+
+@dg.asset(
+    partitions_def=PROMPTS,
+    deps=[generated_videos],
+    group_name="generation",
+    pool=GPU_POOL,
+    kinds={"docker", "mp4"},
+    description=(
+        "The 4K upscale of the generated video (spec `{input_video_path, upscale: {control_weight}}`, weight 0.5 "
+        "by default) into `outputs/<prompt>_upscaled/`. Leave it out of a selection to skip it (the seed's --no-upscale)."
+    ),
+)
+def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
+    try:
+        result = run_upscale(
+            project.layout,
+            gpu_host,
+            context.partition_key,
+            dagster_run_id=context.run.run_id,
+            control_weight=config.control_weight,
+            num_gpus=config.num_gpus,
+            log=context.log.info,
+        )
+    except InferenceFailed as error:
+        raise failure_from(error) from error
+    metadata = result_metadata(result, gpu_host, config.num_gpus)
+    metadata["control_weight"] = config.control_weight
+    return dg.MaterializeResult(metadata=metadata)

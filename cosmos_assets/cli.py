@@ -1,0 +1,254 @@
+"""``cosmos-assets``: the seed's scripts as subcommands.
+
+Upload, run, download and the full cycle are asset materializations (``dagster asset materialize``);
+these subcommands cover what happens around them: encoding, prompt files, validation and a dry run
+of the exact host command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from cosmos_assets.config import ProjectLayout, RemoteSettings
+
+DEMO_SHOT = "sample_flythrough"
+DEMO_PROMPT = "sample_flythrough_demo"
+DEMO_TEXT = (
+    "A slow camera move over a city block of glass towers at dusk, wet asphalt reflecting warm street lights, "
+    "cinematic, photorealistic."
+)
+
+
+def _layout() -> ProjectLayout:
+    return ProjectLayout.from_env()
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from cosmos_assets.media import RenderValidationError, encode_control_videos, scan_render_folder
+
+    layout = _layout()
+    try:
+        sequence = scan_render_folder(Path(args.render_dir))
+    except RenderValidationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    out_dir = layout.shot_videos_dir(args.name)
+    videos = encode_control_videos(sequence, out_dir, max_frames=args.frames)
+    for name, video in videos.items():
+        note = " (padded to even size)" if video.padded else ""
+        print(f"{video.path}: {video.frames} frames {video.width}x{video.height} @ {video.fps} fps, {video.bytes} bytes{note}")
+    return 0
+
+
+def cmd_new_prompt(args: argparse.Namespace) -> int:
+    from cosmos_assets.spec import duplicate_prompt, new_prompt_spec, timestamped_name, write_spec
+
+    layout = _layout()
+    layout.prompts_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.now()
+    if args.duplicate:
+        path = duplicate_prompt(Path(args.duplicate), layout.prompts_dir, now)
+    else:
+        if not args.base or args.text is None:
+            print('error: give BASE "PROMPT TEXT", or --duplicate FILE', file=sys.stderr)
+            return 2
+        path = layout.prompt_file(args.name or timestamped_name(args.base, now))
+        if path.exists():
+            print(f"error: {path} exists; pick another --name (prompt files are never overwritten)", file=sys.stderr)
+            return 1
+        write_spec(new_prompt_spec(args.base, args.text), path)
+    print(path)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cosmos_assets.spec import SpecError, load_spec, validate_for_run
+
+    layout = _layout()
+    failed = 0
+    for name in args.specs:
+        path = Path(name)
+        try:
+            spec = load_spec(path)
+        except SpecError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        problems = validate_for_run(spec, path, layout.root) if not args.schema_only else []
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if problems:
+            failed += 1
+        else:
+            print(f"ok: {path}")
+    return 1 if failed else 0
+
+
+def _expand_home(path: str, home: str) -> str:
+    return home + path[1:] if path.startswith("~") else path
+
+
+def host_command_preview(prompt: str, settings: RemoteSettings, *, num_gpus: int, upscale_weight: float | None) -> str:
+    """The ``docker run`` a real GPU host would get for this prompt (run id and uid:gid as placeholders)."""
+    from cosmos_assets.command import DockerRunSettings, container_name_for, docker_run_argv, shell_join, transfer_argv
+    from cosmos_assets.runner import generation_invocation, upscale_invocation
+
+    run_id = "RUN_ID"
+    stage = "upscale" if upscale_weight is not None else "generate"
+    build = upscale_invocation if upscale_weight is not None else generation_invocation
+    invocation = build(prompt, run_id, num_gpus)
+    home = "/root" if settings.user in (None, "root") else f"/home/{settings.user}"
+    remote_dir = _expand_home(settings.remote_dir, home)
+    checkpoints = _expand_home(settings.checkpoint_dir_or_default, home)
+    notes = []
+    if settings.remote_dir.startswith("~"):
+        notes.append(f"# REMOTE_DIR {settings.remote_dir} is under the remote home; shown here as {home}")
+    docker = DockerRunSettings(
+        image=settings.docker_image,
+        container_name=container_name_for(run_id, prompt, stage),
+        remote_dir=remote_dir,
+        checkpoint_dir_host=checkpoints,
+        uid=1000,
+        gid=1000,
+    )
+    notes.append("# -u 1000:1000 stands for the remote user's uid:gid, read on the host at run time")
+    if upscale_weight is not None:
+        notes.append(f"# spec {invocation.spec_path}: {{\"input_video_path\": \"outputs/{prompt}/<generation run>/output.mp4\", \"upscale\": {{\"control_weight\": {upscale_weight}}}}}")
+    return "\n".join([*notes, shell_join(docker_run_argv(docker, transfer_argv(invocation)))])
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    from cosmos_assets.spec import SpecError, load_spec
+
+    try:
+        load_spec(Path(args.prompt))
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    settings = RemoteSettings.from_env()
+    print(host_command_preview(Path(args.prompt).stem, settings, num_gpus=args.num_gpus or settings.num_gpus, upscale_weight=args.upscale))
+    return 0
+
+
+def register_partitions(layout: ProjectLayout) -> tuple[list[str], list[str]]:
+    """Add every render folder and prompt file as a partition of the instance in DAGSTER_HOME."""
+    import dagster as dg
+
+    from cosmos_assets.partitions import PROMPTS, SHOTS
+
+    instance = dg.DagsterInstance.get()
+    added: dict[str, list[str]] = {}
+    for partitions, keys in ((SHOTS, layout.shot_names()), (PROMPTS, layout.prompt_names())):
+        known = set(instance.get_dynamic_partitions(partitions.name))
+        new = [key for key in keys if key not in known]
+        if new:
+            instance.add_dynamic_partitions(partitions.name, new)
+        added[partitions.name] = new
+    return added[SHOTS.name], added[PROMPTS.name]
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    shots, prompts = register_partitions(_layout())
+    print(f"added shots: {shots or 'none new'}; prompts: {prompts or 'none new'}")
+    return 0
+
+
+def cmd_sample_render(args: argparse.Namespace) -> int:
+    from cosmos_assets.sample_render import make_sample_render
+
+    layout = _layout()
+    folder = layout.render_dir(args.shot)
+    sequence = make_sample_render(folder, frames=args.frames, width=args.width, height=args.height)
+    print(f"{folder}: {sequence.frame_count} frames {sequence.width}x{sequence.height}")
+    return 0
+
+
+def cmd_demo_setup(args: argparse.Namespace) -> int:
+    """The sample render, a prompt for it and their partitions: everything `make demo` materializes."""
+    from cosmos_assets.media import RenderValidationError, scan_render_folder
+    from cosmos_assets.sample_render import make_sample_render
+    from cosmos_assets.spec import new_prompt_spec, write_spec
+
+    layout = _layout()
+    layout.ensure_working_folders()
+    folder = layout.render_dir(DEMO_SHOT)
+    try:
+        scan_render_folder(folder)
+        print(f"sample render already in {folder}")
+    except RenderValidationError:
+        make_sample_render(folder)
+        print(f"sample render written to {folder}")
+    prompt_path = layout.prompt_file(DEMO_PROMPT)
+    if not prompt_path.exists():
+        write_spec(new_prompt_spec(DEMO_SHOT, DEMO_TEXT), prompt_path)
+    print(f"prompt: {prompt_path}")
+    shots, prompts = register_partitions(layout)
+    print(f"partitions added: shots {shots or '(already there)'}, prompts {prompts or '(already there)'}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from cosmos_assets.records import read_history
+
+    for record in read_history(_layout().history_log)[-args.last :]:
+        print(f"{record.when:%Y-%m-%d %H:%M:%S} {record.status:<17} {record.stage:<8} {record.prompt} ({record.shot}) on {record.host}: {record.total_seconds:.1f}s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cosmos-assets", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="PNG sequences -> inputs/videos/NAME/{color,depth,segmentation}.mp4 (convert_png_sequences.sh)")
+    p.add_argument("render_dir")
+    p.add_argument("name")
+    p.add_argument("--frames", type=int, default=None, help="convert only the first N frames")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("new-prompt", help="write inputs/prompts/BASE_<timestamp>.json (new_prompt.sh)")
+    p.add_argument("base", nargs="?")
+    p.add_argument("text", nargs="?")
+    p.add_argument("--duplicate", metavar="FILE", help="copy an existing prompt under a new timestamp")
+    p.add_argument("--name", help="prompt name instead of BASE_<timestamp>")
+    p.set_defaults(func=cmd_new_prompt)
+
+    p = sub.add_parser("validate", help="check prompt specs; exit 1 naming the file, field and fix")
+    p.add_argument("specs", nargs="+")
+    p.add_argument("--schema-only", action="store_true", help="check the spec alone, not that its files exist")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("command", help="print the exact host command for a prompt, without running it")
+    p.add_argument("prompt")
+    p.add_argument("--num-gpus", type=int, default=None)
+    p.add_argument("--upscale", type=float, default=None, metavar="W", help="print the 4K upscale command with weight W")
+    p.set_defaults(func=cmd_command)
+
+    p = sub.add_parser("register", help="add render folders and prompt files as Dagster partitions (DAGSTER_HOME)")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("sample-render", help="write the procedural sample shot under art/houdini/renders/SHOT")
+    p.add_argument("--shot", default=DEMO_SHOT)
+    p.add_argument("--frames", type=int, default=121)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=704)
+    p.set_defaults(func=cmd_sample_render)
+
+    p = sub.add_parser("demo-setup", help="sample render + demo prompt + partitions (used by `make demo`)")
+    p.set_defaults(func=cmd_demo_setup)
+
+    p = sub.add_parser("history", help="print notes/run_history.log")
+    p.add_argument("--last", type=int, default=20)
+    p.set_defaults(func=cmd_history)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Dagster resources that are not GPU hosts: where the project lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from cosmos_assets.config import ProjectLayout
+
+
+class ProjectResource(dg.ConfigurableResource):
+    """The project root holding the seed's working folders (art/, inputs/, outputs/, notes/)."""
+
+    root: str = Field(description="Project root; the seed's working folders live under it.")
+
+    @property
+    def layout(self) -> ProjectLayout:
+        return ProjectLayout(root=Path(self.root).resolve())

@@ -1,0 +1,398 @@
+"""One inference run, whatever the host: stage inputs, preflight, run with live logs, fetch, record.
+
+Plain Python (no Dagster) so tests and the CLI can drive it. The asset layer only picks the prompt,
+passes the host and turns the :class:`StageResult` into metadata.
+
+Nothing is lost: each run has its own remote folder (``outputs/<prompt>/<run_id>``), outputs come back
+into a staging folder, and only a complete, verified folder is renamed into ``outputs/<prompt>``; an
+earlier run's folder there is first moved to ``outputs/.previous/<prompt>/<its run_id>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from cosmos_assets.command import TransferInvocation, shell_join
+from cosmos_assets.config import ProjectLayout
+from cosmos_assets.hosts.base import GpuHost, InferenceJob, RunOutcome, StagedFile, TransferStats
+from cosmos_assets.records import HistoryRecord, SpecUsed, append_history, atomic_write_json
+from cosmos_assets.spec import (
+    SpecError,
+    TransferSpec,
+    load_spec,
+    shot_of,
+    upscale_spec,
+    validate_for_run,
+    with_videos_subdir,
+    write_spec,
+)
+
+LogLine = Callable[[str], None]
+Stage = Literal["generate", "upscale"]
+OUTPUT_VIDEO = "output.mp4"
+DEFAULT_UPSCALE_WEIGHT = 0.5
+UPSCALE_NUM_STEPS = 10
+
+
+class InferenceFailed(RuntimeError):
+    """The model program exited non-zero; carries the tail of its log."""
+
+    def __init__(self, message: str, log_tail: list[str], guardrail_blocked: bool, log_path: Path) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.guardrail_blocked = guardrail_blocked
+        self.log_path = log_path
+
+
+@dataclass
+class StageResult:
+    stage: Stage
+    prompt: str
+    shot: str | None
+    output_dir: Path
+    video: Path
+    spec_used: SpecUsed
+    outcome: RunOutcome
+    upload: TransferStats
+    download: TransferStats
+    previous_moved_to: Path | None = None
+    history: HistoryRecord | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+
+def new_run_id(now: datetime, dagster_run_id: str | None) -> str:
+    """``YYYYmmdd_HHMMSS_<8 hex>``: sortable, unique per run, the seed's timestamp style."""
+    suffix = (dagster_run_id or os.urandom(4).hex())[:8]
+    return f"{now.strftime('%Y%m%d_%H%M%S')}_{suffix}"
+
+
+def referenced_paths(spec: TransferSpec) -> list[str]:
+    """Every file path the spec makes the model read, relative to the cosmos-transfer1 root."""
+    paths: list[str] = []
+    if spec.input_video_path:
+        paths.append(spec.input_video_path)
+    for _, control in spec.controls():
+        if control.input_control:
+            paths.append(control.input_control)
+        if isinstance(control.control_weight, str) and control.control_weight.endswith(".pt"):
+            paths.append(control.control_weight)
+    for region in spec.regional_prompts or []:
+        if isinstance(region.region_definitions_path, str):
+            paths.append(region.region_definitions_path)
+    return list(dict.fromkeys(paths))
+
+
+def _staged_inputs(layout: ProjectLayout, spec: TransferSpec) -> list[StagedFile]:
+    return [StagedFile(local=layout.root / rel, remote=rel) for rel in referenced_paths(spec)]
+
+
+def _raise_on_problems(spec: TransferSpec, spec_path: Path, layout: ProjectLayout) -> None:
+    problems = validate_for_run(spec, spec_path, layout.root)
+    if problems:
+        raise SpecError("\n".join(problems), file=spec_path, field=None)
+
+
+def _previous_run_id(folder: Path) -> str:
+    try:
+        return json.loads((folder / "spec_used.json").read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).strftime("%Y%m%d_%H%M%S") + "_unknown"
+
+
+def promote(staged: Path, dest: Path, previous_root: Path) -> Path | None:
+    """Rename ``staged`` to ``dest``; an existing ``dest`` is moved under ``previous_root`` first."""
+    moved_to = None
+    if dest.exists():
+        moved_to = previous_root / dest.name / _previous_run_id(dest)
+        moved_to.parent.mkdir(parents=True, exist_ok=True)
+        if moved_to.exists():
+            moved_to = moved_to.with_name(f"{moved_to.name}_{os.urandom(3).hex()}")
+        os.replace(dest, moved_to)
+    os.replace(staged, dest)
+    return moved_to
+
+
+class _RunLog:
+    """Writes every line to the local run log as it comes, and passes it on."""
+
+    def __init__(self, path: Path, forward: LogLine) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle = open(path, "a", encoding="utf-8", buffering=1)
+        self._forward = forward
+
+    def __call__(self, line: str) -> None:
+        self._handle.write(line + "\n")
+        self._forward(line)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _execute(
+    layout: ProjectLayout,
+    host: GpuHost,
+    job: InferenceJob,
+    *,
+    shot: str | None,
+    dest: Path,
+    log_name: str,
+    extra_files: dict[str, object],
+    log: LogLine,
+) -> StageResult:
+    staging = layout.staging_dir / job.run_id
+    run_log = _RunLog(staging / log_name, log)
+    run_log(f"[cosmos-assets] {job.stage} run {job.run_id} for prompt {job.prompt} on {host.label} ({host.backend} backend)")
+    t0 = time.monotonic()
+    try:
+        host.preflight(job, run_log)
+        upload = host.upload(job.inputs, run_log)
+        run_log("[cosmos-assets] command: " + shell_join(host.command_for(job)))
+        outcome = host.run(job, run_log)
+        if outcome.exit_code != 0:
+            _record_failure(layout, host, job, shot, outcome, upload, t0)
+            run_log.close()
+            failed_log = _keep_failed_log(layout, job, staging / log_name)
+            reason = "the guardrail blocked the prompt or video (retrying the same input will not help)" if outcome.guardrail_blocked else f"exit code {outcome.exit_code}"
+            raise InferenceFailed(
+                f"{job.stage} for {job.prompt} failed on {host.label}: {reason}. Log: {failed_log}\n"
+                + "\n".join(outcome.log_tail[-20:]),
+                outcome.log_tail,
+                outcome.guardrail_blocked,
+                failed_log,
+            )
+        fetched = staging / "fetched"
+        download = host.download(job.video_save_folder, fetched, run_log)
+    finally:
+        run_log.close()
+    spec_used = _spec_used(host, job, shot, outcome)
+    spec_used.write(fetched / "spec_used.json")
+    for name, content in extra_files.items():
+        atomic_write_json(fetched / name, content)
+    os.replace(staging / log_name, fetched / log_name)
+    video = fetched / OUTPUT_VIDEO
+    if not video.exists():
+        raise InferenceFailed(f"{job.stage} for {job.prompt} exited 0 but wrote no {OUTPUT_VIDEO}", outcome.log_tail, False, fetched / log_name)
+    moved = promote(fetched, dest, layout.previous_outputs_dir)
+    outputs = sorted(p for p in dest.iterdir() if p.is_file())
+    history = HistoryRecord(
+        when=outcome.finished_at,
+        run_id=job.run_id,
+        dagster_run_id=job.dagster_run_id,
+        stage=job.stage,
+        prompt=job.prompt,
+        shot=shot,
+        host=host.label,
+        backend=host.backend,
+        command=spec_used.command_line,
+        status="success",
+        upload_seconds=round(upload.seconds, 3),
+        inference_seconds=round(outcome.seconds, 3),
+        download_seconds=round(download.seconds, 3),
+        total_seconds=round(time.monotonic() - t0, 3),
+        outputs=[str(p.relative_to(layout.root)) for p in outputs],
+    )
+    append_history(layout.history_log, history)
+    return StageResult(
+        stage=job.stage,
+        prompt=job.prompt,
+        shot=shot,
+        output_dir=dest,
+        video=dest / OUTPUT_VIDEO,
+        spec_used=spec_used,
+        outcome=outcome,
+        upload=upload,
+        download=download,
+        previous_moved_to=moved,
+        history=history,
+        outputs=outputs,
+    )
+
+
+def _clean_staging(staging: Path) -> None:
+    """Drop the run's staged spec; the folder goes too once nothing else is left in it."""
+    for name in ("spec.json", "upscale_spec.json"):
+        (staging / name).unlink(missing_ok=True)
+    try:
+        staging.rmdir()
+    except OSError:
+        pass
+
+
+def _keep_failed_log(layout: ProjectLayout, job: InferenceJob, log_path: Path) -> Path:
+    target = layout.outputs_dir / ".failed" / job.prompt / job.run_id / log_path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(log_path, target)
+    return target
+
+
+def _spec_used(host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunOutcome) -> SpecUsed:
+    return SpecUsed(
+        stage=job.stage,
+        backend=host.backend,
+        run_id=job.run_id,
+        dagster_run_id=job.dagster_run_id,
+        prompt=job.prompt,
+        shot=shot,
+        host=host.label,
+        command=outcome.command,
+        command_line=shell_join(outcome.command),
+        container=outcome.container,
+        environment=outcome.environment,
+        settings=job.invocation.model_dump(mode="json"),
+        spec=job.spec.to_json_dict(),
+        spec_remote_path=job.spec_remote_path,
+        video_save_folder=job.video_save_folder,
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at,
+        exit_code=outcome.exit_code,
+    )
+
+
+def _record_failure(layout, host, job, shot, outcome: RunOutcome, upload: TransferStats, t0: float) -> None:
+    append_history(
+        layout.history_log,
+        HistoryRecord(
+            when=outcome.finished_at,
+            run_id=job.run_id,
+            dagster_run_id=job.dagster_run_id,
+            stage=job.stage,
+            prompt=job.prompt,
+            shot=shot,
+            host=host.label,
+            backend=host.backend,
+            command=shell_join(outcome.command),
+            status="guardrail_blocked" if outcome.guardrail_blocked else "failed",
+            upload_seconds=round(upload.seconds, 3),
+            inference_seconds=round(outcome.seconds, 3),
+            total_seconds=round(time.monotonic() - t0, 3),
+            error="\n".join(outcome.log_tail[-5:]),
+        ),
+    )
+
+
+def generation_spec_remote(prompt: str) -> str:
+    return f"inputs/prompts/{prompt}.json"
+
+
+def upscale_spec_remote(prompt: str) -> str:
+    return f"inputs/prompts/{prompt}_upscale.json"
+
+
+def generation_invocation(prompt: str, run_id: str, num_gpus: int = 1) -> TransferInvocation:
+    """transfer.py for one prompt, into a folder of its own on the host (``outputs/<prompt>/<run_id>``)."""
+    return TransferInvocation(
+        spec_path=generation_spec_remote(prompt), video_save_folder=f"outputs/{prompt}/{run_id}", num_gpus=num_gpus
+    )
+
+
+def upscale_invocation(prompt: str, run_id: str, num_gpus: int = 1) -> TransferInvocation:
+    """The upscaler as upstream documents it: ``--num_steps 10 --offload_text_encoder_model``."""
+    return TransferInvocation(
+        spec_path=upscale_spec_remote(prompt),
+        video_save_folder=f"outputs/{prompt}_upscaled/{run_id}",
+        num_gpus=num_gpus,
+        num_steps=UPSCALE_NUM_STEPS,
+        offload_guardrail_models=False,
+    )
+
+
+def run_generation(
+    layout: ProjectLayout,
+    host: GpuHost,
+    prompt: str,
+    *,
+    dagster_run_id: str | None = None,
+    videos_subdir: str | None = None,
+    num_gpus: int = 1,
+    log: LogLine = print,
+    now: datetime | None = None,
+) -> StageResult:
+    """The seed's upload -> run -> download for one prompt, into ``outputs/<prompt>/``."""
+    prompt_path = layout.prompt_file(prompt)
+    original = load_spec(prompt_path)
+    spec = with_videos_subdir(original, videos_subdir) if videos_subdir else original
+    _raise_on_problems(spec, prompt_path, layout)
+    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
+    staging = layout.staging_dir / run_id
+    effective = staging / "spec.json"
+    write_spec(spec, effective)
+    spec_remote = generation_spec_remote(prompt)
+    job = InferenceJob(
+        run_id=run_id,
+        dagster_run_id=dagster_run_id,
+        stage="generate",
+        prompt=prompt,
+        spec=spec,
+        spec_remote_path=spec_remote,
+        invocation=generation_invocation(prompt, run_id, num_gpus),
+        inputs=[StagedFile(local=effective, remote=spec_remote), *_staged_inputs(layout, spec)],
+    )
+    try:
+        return _execute(
+            layout, host, job,
+            shot=shot_of(spec),
+            dest=layout.output_dir(prompt),
+            log_name="run.log",
+            extra_files={"prompt_spec.json": original.to_json_dict()},
+            log=log,
+        )
+    finally:
+        _clean_staging(staging)
+
+
+def run_upscale(
+    layout: ProjectLayout,
+    host: GpuHost,
+    prompt: str,
+    *,
+    dagster_run_id: str | None = None,
+    control_weight: float = DEFAULT_UPSCALE_WEIGHT,
+    num_gpus: int = 1,
+    log: LogLine = print,
+    now: datetime | None = None,
+) -> StageResult:
+    """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/``."""
+    generated_dir = layout.output_dir(prompt)
+    generated = generated_dir / OUTPUT_VIDEO
+    if not generated.exists():
+        raise FileNotFoundError(
+            f"{generated} does not exist: materialize generated_videos for prompt {prompt} first "
+            "(the upscale runs only after a successful generation)"
+        )
+    gen_used = json.loads((generated_dir / "spec_used.json").read_text())
+    generated_remote = f"{gen_used['video_save_folder']}/{OUTPUT_VIDEO}"
+    spec = upscale_spec(generated_remote, control_weight)
+    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
+    staging = layout.staging_dir / run_id
+    effective = staging / "upscale_spec.json"
+    write_spec(spec, effective)
+    spec_remote = upscale_spec_remote(prompt)
+    job = InferenceJob(
+        run_id=run_id,
+        dagster_run_id=dagster_run_id,
+        stage="upscale",
+        prompt=prompt,
+        spec=spec,
+        spec_remote_path=spec_remote,
+        invocation=upscale_invocation(prompt, run_id, num_gpus),
+        inputs=[StagedFile(local=effective, remote=spec_remote), StagedFile(local=generated, remote=generated_remote)],
+    )
+    try:
+        return _execute(
+            layout, host, job,
+            shot=gen_used.get("shot"),
+            dest=layout.upscaled_dir(prompt),
+            log_name="upscale_run.log",
+            extra_files={},
+            log=log,
+        )
+    finally:
+        _clean_staging(staging)

@@ -8,7 +8,9 @@ from cosmos_assets.assets import ALL_ASSETS, control_videos, generated_videos, p
 from cosmos_assets.config import ProjectLayout
 from cosmos_assets.hosts import gpu_host_from_env
 from cosmos_assets.partitions import PROMPTS, SHOTS
+from cosmos_assets.checks import ALL_CHECKS
 from cosmos_assets.resources import ProjectResource
+from cosmos_assets.sensors import ALL_SENSORS
 
 def build_jobs(host_label: str) -> list[dg.UnresolvedAssetJobDefinition]:
     """Jobs that use the GPU are tagged with their host so the queue runs one at a time per host."""
@@ -42,6 +44,8 @@ def build_definitions(layout: ProjectLayout | None = None) -> dg.Definitions:
     host = gpu_host_from_env(layout)
     return dg.Definitions(
         assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
+        sensors=ALL_SENSORS,
         jobs=build_jobs(host.label),
         resources={"project": ProjectResource(root=str(layout.root)), "gpu_host": host},
     )

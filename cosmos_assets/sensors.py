@@ -1,0 +1,5 @@
+"""Sensors that start runs when new renders and prompts land (filled in by the sensors work)."""
+
+import dagster as dg
+
+ALL_SENSORS: list[dg.SensorDefinition] = []

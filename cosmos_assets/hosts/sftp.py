@@ -715,6 +715,8 @@ def download_tree(ssh: paramiko.SSHClient, remote_dir: str, local_dir: Path,
         _fsync_dir(staging)
         rename_no_replace(staging, local_dir)
         _fsync_dir(local_dir.parent)
+        for item in report.files:  # name the files where they now are
+            item.local = str(local_dir / Path(item.local).relative_to(staging))
     except BaseException:
         _remove_tree(staging)
         raise

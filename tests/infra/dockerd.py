@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -37,6 +37,7 @@ class DockerDaemon:
     log_path: Path
     bin_dir: Path  # on dockerd's PATH: the runtime-hook stand-in
     start_seconds: float
+    proc: subprocess.Popen | None = field(default=None, repr=False)  # None if not our child
 
     @property
     def docker_host(self) -> str:
@@ -62,12 +63,22 @@ class DockerDaemon:
             except docker.errors.DockerException as exc:
                 log.warning("could not remove leftover containers: %s", exc)
             os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while time.monotonic() < deadline and _pid_alive(self.pid):
-                time.sleep(0.1)
-            if _pid_alive(self.pid):
+            if not self._wait_exit(STOP_TIMEOUT_S):
                 os.kill(self.pid, signal.SIGKILL)
+                self._wait_exit(10)
         _unmount_under(self.root)
+
+    def _wait_exit(self, timeout: float) -> bool:
+        if self.proc is not None:  # our child: reap it, else it lingers as a zombie
+            try:
+                self.proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(self.pid):
+            time.sleep(0.1)
+        return not _pid_alive(self.pid)
 
 
 def other_engines() -> list[str]:
@@ -145,4 +156,4 @@ def start_dockerd(root: Path) -> DockerDaemon:
                                 start_new_session=True, stdin=subprocess.DEVNULL)
     _wait_ready(proc, sock, log_path)
     return DockerDaemon(root=root, socket_path=sock, pid=proc.pid, log_path=log_path,
-                        bin_dir=bin_dir, start_seconds=time.monotonic() - t0)
+                        bin_dir=bin_dir, start_seconds=time.monotonic() - t0, proc=proc)

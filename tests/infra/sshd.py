@@ -62,11 +62,12 @@ def _comm(pid: int) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while pid runs (a zombie counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return _comm(pid) != ""  # a zombie has no comm file content issue; good enough here
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @dataclass

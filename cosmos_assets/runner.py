@@ -24,12 +24,11 @@ from cosmos_assets.config import ProjectLayout
 from cosmos_assets.hosts.base import GpuHost, InferenceJob, RunOutcome, StagedFile, TransferStats
 from cosmos_assets.records import HistoryRecord, SpecUsed, append_history, atomic_write_json
 from cosmos_assets.spec import (
-    SpecError,
     TransferSpec,
+    check_for_run,
     load_spec,
     shot_of,
     upscale_spec,
-    validate_for_run,
     with_videos_subdir,
     write_spec,
 )
@@ -91,12 +90,6 @@ def referenced_paths(spec: TransferSpec) -> list[str]:
 
 def _staged_inputs(layout: ProjectLayout, spec: TransferSpec) -> list[StagedFile]:
     return [StagedFile(local=layout.root / rel, remote=rel) for rel in referenced_paths(spec)]
-
-
-def _raise_on_problems(spec: TransferSpec, spec_path: Path, layout: ProjectLayout) -> None:
-    problems = validate_for_run(spec, spec_path, layout.root)
-    if problems:
-        raise SpecError("\n".join(problems), file=spec_path, field=None)
 
 
 def _previous_run_id(folder: Path) -> str:
@@ -319,7 +312,7 @@ def run_generation(
     prompt_path = layout.prompt_file(prompt)
     original = load_spec(prompt_path)
     spec = with_videos_subdir(original, videos_subdir) if videos_subdir else original
-    _raise_on_problems(spec, prompt_path, layout)
+    check_for_run(spec, prompt_path, layout.root)
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
     staging = layout.staging_dir / run_id
     effective = staging / "spec.json"

@@ -447,6 +447,13 @@ def sigma_max_problem(spec: TransferSpec, cli_overrides: Mapping[str, Any] | Non
     return _SIGMA_FIX if effective < MIN_SIGMA_MAX_WITHOUT_VIDEO else None
 
 
+def check_for_run(spec: TransferSpec, spec_path: Path, repo_root: Path) -> None:
+    """Raise :class:`SpecError` listing every :func:`validate_for_run` problem (each names file and field)."""
+    problems = validate_for_run(spec, spec_path, repo_root)
+    if problems:
+        raise SpecError(None, [Problem(None, problem) for problem in problems])
+
+
 def validate_for_run(
     spec: TransferSpec, spec_path: Path, repo_root: Path, cli_overrides: Mapping[str, Any] | None = None
 ) -> list[str]:

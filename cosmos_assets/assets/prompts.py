@@ -8,7 +8,7 @@ from cosmos_assets.assets.controls import control_videos
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.runner import referenced_paths
-from cosmos_assets.spec import SpecError, load_spec, shot_of, validate_for_run
+from cosmos_assets.spec import check_for_run, load_spec, shot_of
 
 def spec_data_version(spec_bytes: bytes, input_files: list) -> str:
     """Changes when the spec or any file it points at changes (size and mtime), so downstream shows stale."""
@@ -34,9 +34,7 @@ def prompt_specs(context: dg.AssetExecutionContext, project: ProjectResource) ->
     layout = project.layout
     path = layout.prompt_file(context.partition_key)
     spec = load_spec(path)
-    problems = validate_for_run(spec, path, layout.root)
-    if problems:
-        raise SpecError("\n".join(problems), file=path, field=None)
+    check_for_run(spec, path, layout.root)
     shot = shot_of(spec)
     inputs = [layout.root / rel for rel in referenced_paths(spec)]
     controls = {name: control.control_weight for name, control in spec.controls()}

@@ -1,0 +1,103 @@
+"""cosmos-assets subcommands: the seed's scripts, with errors that name the file, frame or field."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cosmos_assets.cli import main
+from cosmos_assets.media import probe_video, write_png
+from cosmos_assets.sample_render import make_sample_render
+from tests.project_factory import TINY, make_project
+
+
+@pytest.fixture
+def project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(root))
+    return root
+
+
+def test_convert_writes_three_videos_with_a_frame_limit(project_root: Path, capsys) -> None:
+    render = project_root / "render"
+    make_sample_render(render, **TINY)
+    assert main(["convert", str(render), "shot_a", "--frames", "5"]) == 0
+    for modality in ("color", "depth", "segmentation"):
+        info = probe_video(project_root / "inputs/videos/shot_a" / f"{modality}.mp4")
+        assert (info.frames, info.width, info.height) == (5, TINY["width"], TINY["height"])
+
+
+def test_convert_names_the_missing_frame(project_root: Path, capsys) -> None:
+    render = project_root / "render"
+    seq = make_sample_render(render, **TINY)
+    gap = seq.first_frame + 3
+    (render / f"depth.{gap:04d}.png").unlink()
+    assert main(["convert", str(render), "shot_b"]) == 1
+    err = capsys.readouterr().err
+    assert f"depth.{gap:04d}.png" in err and str(gap) in err
+    assert not (project_root / "inputs/videos/shot_b").exists()
+
+
+def test_convert_names_the_frame_of_another_size(project_root: Path, capsys) -> None:
+    import numpy as np
+
+    render = project_root / "render"
+    seq = make_sample_render(render, **TINY)
+    odd = render / f"segmentation.{seq.first_frame + 1:04d}.png"
+    write_png(odd, np.zeros((TINY["height"] + 2, TINY["width"], 3), np.uint8))
+    assert main(["convert", str(render), "shot_c"]) == 1
+    err = capsys.readouterr().err
+    assert odd.name in err and f"{TINY['width']}x{TINY['height'] + 2}" in err
+
+
+def test_validate_names_file_field_and_fix(project_root: Path, capsys) -> None:
+    bad = project_root / "bad.json"
+    bad.write_text(json.dumps({"prompt": "x", "input_video_path": "a.mp4", "depth": {"control_weight": -0.2}}))
+    assert main(["validate", "--schema-only", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "depth.control_weight" in err and ">= 0" in err
+
+
+def test_validate_checks_the_files_a_spec_points_at(project_root: Path, capsys) -> None:
+    layout = make_project(project_root)
+    assert main(["validate", str(layout.prompt_file("tiny_prompt"))]) == 0
+    (layout.shot_videos_dir("tiny_shot") / "depth.mp4").unlink()
+    assert main(["validate", str(layout.prompt_file("tiny_prompt"))]) == 1
+    assert "depth.input_control" in capsys.readouterr().err
+
+
+def test_new_prompt_and_duplicate_never_overwrite(project_root: Path, capsys) -> None:
+    assert main(["new-prompt", "shot_x", "neon night"]) == 0
+    first = Path(capsys.readouterr().out.strip())
+    spec = json.loads(first.read_text())
+    assert spec["prompt"] == "neon night"
+    assert spec["seg"]["input_control"] == "inputs/videos/shot_x/segmentation.mp4"
+    assert main(["new-prompt", "--duplicate", str(first)]) == 0
+    second = Path(capsys.readouterr().out.strip())
+    assert second != first and second.read_bytes() == first.read_bytes()
+    assert main(["new-prompt", "shot_x", "other", "--name", first.stem]) == 1
+    assert json.loads(first.read_text())["prompt"] == "neon night"
+
+
+def test_command_prints_the_docker_run_for_a_real_host(project_root: Path, capsys, monkeypatch) -> None:
+    layout = make_project(project_root)
+    monkeypatch.setenv("REMOTE_DIR", "/data/cosmos-transfer1")
+    monkeypatch.setenv("DOCKER_IMAGE", "nvcr.io/me/cosmos-transfer1:latest")
+    assert main(["command", str(layout.prompt_file("tiny_prompt")), "--num-gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "docker run" in out and "--ipc=host" in out and "-v /data/cosmos-transfer1:/workspace" in out
+    assert "-v /data/checkpoints:/workspace/checkpoints" in out
+    assert "torchrun --nproc_per_node=2" in out and "--num_gpus 2" in out
+    assert "--controlnet_specs inputs/prompts/tiny_prompt.json" in out and "=inputs" not in out
+
+
+def test_console_script_is_installed_and_runs() -> None:
+    script = Path(sys.executable).with_name("cosmos-assets")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0 and "new-prompt" in result.stdout and "validate" in result.stdout

@@ -1,0 +1,95 @@
+"""runner.py with the real preview backend on a local host: outputs, records, failures, no overwrites."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cosmos_assets.hosts.local import LocalPreviewHost
+from cosmos_assets.media import probe_video
+from cosmos_assets.records import read_history
+from cosmos_assets.runner import InferenceFailed, run_generation, run_upscale
+from cosmos_assets.spec import SpecError, load_spec, write_spec
+from tests.project_factory import TINY, make_project
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    layout = make_project(tmp_path / "project")
+    host = LocalPreviewHost(remote_dir=str(tmp_path / "host" / "cosmos-transfer1"))
+    return layout, host
+
+
+def test_generation_then_upscale_write_the_seed_layout(project) -> None:
+    layout, host = project
+    lines: list[str] = []
+    gen = run_generation(layout, host, "tiny_prompt", dagster_run_id="abcdef0123", log=lines.append)
+    assert {p.name for p in gen.output_dir.iterdir()} >= {"output.mp4", "spec_used.json", "prompt_spec.json", "run.log"}
+    assert any("[preview]" in line for line in lines)
+    assert gen.shot == "tiny_shot"
+    assert json.loads((gen.output_dir / "prompt_spec.json").read_text()) == load_spec(layout.prompt_file("tiny_prompt")).to_json_dict()
+    run_log = (gen.output_dir / "run.log").read_text()
+    assert "[cosmos-assets] command:" in run_log and "preview backend" in run_log
+
+    up = run_upscale(layout, host, "tiny_prompt", control_weight=0.7, log=lines.append)
+    gen_info, up_info = probe_video(gen.video), probe_video(up.video)
+    assert (up_info.width, up_info.height) == (3 * gen_info.width, 3 * gen_info.height)
+    assert up_info.frames == gen_info.frames == TINY["frames"]
+    used = json.loads((up.output_dir / "spec_used.json").read_text())
+    assert used["spec"] == {"input_video_path": f"{gen.spec_used.video_save_folder}/output.mp4", "upscale": {"control_weight": 0.7}}
+    assert "--num_steps" in used["command"] and used["command"][used["command"].index("--num_steps") + 1] == "10"
+
+    history = read_history(layout.history_log)
+    assert [(h.stage, h.status) for h in history] == [("generate", "success"), ("upscale", "success")]
+    assert history[0].outputs and all(o.startswith("outputs/tiny_prompt/") for o in history[0].outputs)
+
+
+def test_a_second_run_moves_the_first_aside_and_skips_unchanged_inputs(project) -> None:
+    layout, host = project
+    first = run_generation(layout, host, "tiny_prompt", dagster_run_id="11111111")
+    first_bytes = first.video.read_bytes()
+    second = run_generation(layout, host, "tiny_prompt", dagster_run_id="22222222")
+    assert second.previous_moved_to is not None
+    assert (second.previous_moved_to / "output.mp4").read_bytes() == first_bytes
+    assert second.previous_moved_to.name == first.spec_used.run_id
+    assert second.upload.bytes_sent == 0 and second.upload.files_sent == 0
+    assert second.upload.files_skipped == 4  # spec + color, depth, segmentation
+
+
+def test_a_failing_run_fails_with_its_log_tail_and_no_outputs(project) -> None:
+    layout, host = project
+    spec = load_spec(layout.prompt_file("tiny_prompt"))
+    write_spec(spec.model_copy(update={"prompt": "GUARDRAIL_TEST_BLOCK please"}), layout.prompt_file("blocked"))
+    with pytest.raises(InferenceFailed) as caught:
+        run_generation(layout, host, "blocked")
+    assert caught.value.guardrail_blocked
+    assert "guardrail" in str(caught.value)
+    assert any("GUARDRAIL BLOCKED" in line for line in caught.value.log_tail)
+    assert caught.value.log_path.exists() and caught.value.log_path.parts[-4] == ".failed"
+    assert not layout.output_dir("blocked").exists()
+    assert read_history(layout.history_log)[-1].status == "guardrail_blocked"
+    with pytest.raises(FileNotFoundError, match="generated_videos"):
+        run_upscale(layout, host, "blocked")
+
+
+def test_a_spec_pointing_at_a_missing_control_is_refused_before_any_upload(project) -> None:
+    layout, host = project
+    spec = load_spec(layout.prompt_file("tiny_prompt"))
+    write_spec(spec.model_copy(update={"input_video_path": "inputs/videos/nowhere/color.mp4"}), layout.prompt_file("broken"))
+    with pytest.raises(SpecError) as caught:
+        run_generation(layout, host, "broken")
+    assert "broken.json" in str(caught.value) and "inputs/videos/nowhere/color.mp4" in str(caught.value)
+    assert not Path(host.remote_dir).exists() or not any(Path(host.remote_dir).rglob("*.mp4"))
+
+
+def test_videos_subdir_override_reads_another_shot_folder(project) -> None:
+    layout, host = project
+    import shutil
+
+    shutil.copytree(layout.shot_videos_dir("tiny_shot"), layout.shot_videos_dir("tiny_shot_v2"))
+    result = run_generation(layout, host, "tiny_prompt", videos_subdir="tiny_shot_v2")
+    assert result.shot == "tiny_shot_v2"
+    assert result.spec_used.spec["input_video_path"] == "inputs/videos/tiny_shot_v2/color.mp4"
+    assert (Path(host.remote_dir) / "inputs/videos/tiny_shot_v2/depth.mp4").exists()

@@ -160,7 +160,7 @@ def _write_config(root: Path, port: int, host_key: Path, authorized: Path, pid_p
     return cfg
 
 
-def _wait_listening(port: int, proc_pid_path: Path, log_path: Path) -> None:
+def _wait_listening(port: int, log_path: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
@@ -209,7 +209,7 @@ def start_sshd(root: Path, docker_host: str | None = None,
             last_error = proc.stderr.strip()
             continue
         try:
-            _wait_listening(port, pid_path, log_path)
+            _wait_listening(port, log_path)
         except InfraError as exc:
             last_error = str(exc)
             continue

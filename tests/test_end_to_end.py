@@ -50,6 +50,12 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def instance_at(home: Path) -> dg.DagsterInstance:
+    from dagster._core.instance.ref import InstanceRef
+
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+
+
 def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(root / "dagster_home"), "COSMOS_HOST": "preview"}
 
@@ -104,7 +110,7 @@ def test_dagster_cli_materializes_all_five_assets_for_the_sample_render(demo_pro
     ]
     assert all(r.host == "preview@local" and r.outputs for r in history)
 
-    instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(demo_project / "dagster_home")))
+    instance = instance_at(demo_project / "dagster_home")
     for key in ("shots", "control_videos"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
     for key in ("prompt_specs", "generated_videos", "upscaled_videos"):
@@ -117,7 +123,7 @@ def test_rerun_keeps_the_earlier_run_and_upscale_weight_is_set_per_run(demo_proj
     """Second generation of the same prompt, in-process through Dagster: the first run's folder is kept."""
     layout = ProjectLayout(root=demo_project)
     first = json.loads((layout.output_dir(DEMO_PROMPT) / "spec_used.json").read_text())["run_id"]
-    instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(demo_project / "dagster_home")))
+    instance = instance_at(demo_project / "dagster_home")
     resources = {
         "project": ProjectResource(root=str(demo_project)),
         "gpu_host": LocalPreviewHost(remote_dir=str(demo_project / ".preview_host" / "cosmos-transfer1")),

@@ -3,7 +3,11 @@
 # Idempotent and non-interactive: does nothing (and no apt-get update) when all are present.
 set -eu
 
-PACKAGES="openssh-server docker.io debootstrap ffmpeg chromium"
+PACKAGES="openssh-server docker.io debootstrap ffmpeg chromium make python3-venv"
+# --python-only: just what `make demo` needs to create its virtualenv on a fresh Debian.
+if [ "${1:-}" = "--python-only" ]; then
+    PACKAGES="python3-venv"
+fi
 
 missing=""
 for pkg in $PACKAGES; do

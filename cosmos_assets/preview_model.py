@@ -307,6 +307,37 @@ def composite(layers: dict[str, np.ndarray], weights: dict[str, float], tint: np
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+# 5x7 bitmap glyphs for the watermark: the frames themselves say they are a preview, not the model.
+_GLYPHS = {
+    "P": ("11110", "10001", "10001", "11110", "10000", "10000", "10000"),
+    "R": ("11110", "10001", "10001", "11110", "10100", "10010", "10001"),
+    "E": ("11111", "10000", "10000", "11110", "10000", "10000", "11111"),
+    "V": ("10001", "10001", "10001", "10001", "10001", "01010", "00100"),
+    "I": ("11111", "00100", "00100", "00100", "00100", "00100", "11111"),
+    "W": ("10001", "10001", "10001", "10101", "10101", "10101", "01010"),
+}
+WATERMARK = "PREVIEW"
+
+
+def watermark_mask(text: str, scale: int) -> np.ndarray:
+    """A boolean mask of ``text`` in the 5x7 font, each font pixel ``scale`` pixels wide."""
+    rows = [" ".join(_GLYPHS[c][r] for c in text).replace(" ", "0") for r in range(7)]
+    bits = np.array([[ch == "1" for ch in row] for row in rows], dtype=bool)
+    return np.kron(bits, np.ones((scale, scale), dtype=bool)).astype(bool)
+
+
+def stamp_watermark(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Light text on a darkened box in the top-left corner (in place)."""
+    h, w = mask.shape
+    pad = max(2, h // 4)
+    if h + 2 * pad > frame.shape[0] or w + 2 * pad > frame.shape[1]:
+        return frame
+    box = frame[pad // 2 : h + pad + pad // 2, pad // 2 : w + pad + pad // 2]
+    box[:] = (box.astype(np.uint16) // 3).astype(np.uint8)
+    frame[pad : pad + h, pad : pad + w][mask] = 235
+    return frame
+
+
 class Mp4Writer:
     """H.264 (ultrafast, frame threads) to a temp name beside the target, renamed on commit."""
 
@@ -314,6 +345,7 @@ class Mp4Writer:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
         self.container = av.open(str(self.tmp), "w", format="mp4")
+        self.container.metadata["comment"] = "cosmos-assets preview backend: a preview of the pipeline, not Cosmos-Transfer1"
         self.stream = self.container.add_stream("libx264", rate=fps)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.stream.codec_context.thread_type = "FRAME"
@@ -374,6 +406,7 @@ def generate(args: argparse.Namespace, controls: dict[str, dict], weights: dict[
     log(f"{BANNER}: {frames} frames, resolution bucket {width}x{height} from {first[1]}x{first[2]}, fps {args.fps}")
     step_log(frames, args.num_steps, "generate")
     tint = grade_tint(str(args.prompt), int(args.seed))
+    mask = watermark_mask(WATERMARK, max(1, height // 120))
     writer = Mp4Writer(out, width, height, args.fps)
     try:
         streams = {name: frames_of(path, width, height, "rgb24") for name, path in paths.items()}
@@ -382,7 +415,7 @@ def generate(args: argparse.Namespace, controls: dict[str, dict], weights: dict[
         with ThreadPoolExecutor(2) as pool:
             for index in range(frames):
                 layers = {name: _next_frame(s, paths[name], index).to_ndarray() for name, s in streams.items()}
-                pending.append(pool.submit(composite, layers, weights, tint))
+                pending.append(pool.submit(lambda l=layers: stamp_watermark(composite(l, weights, tint), mask)))
                 if len(pending) >= 4 or index + 1 == frames:
                     while pending and (len(pending) >= 4 or index + 1 == frames):
                         writer.write(av.VideoFrame.from_ndarray(pending.popleft().result(), format="rgb24"))

@@ -178,3 +178,22 @@ def test_imports_only_stdlib_numpy_and_av():
     roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert roots - set(sys.stdlib_module_names) == {"numpy", "av"}
+
+
+def test_generated_frames_and_file_say_preview(tmp_path, monkeypatch, capsys):
+    """The output itself is labelled: a PREVIEW watermark in the frames and a container comment."""
+    import av
+
+    videos = make_video(tmp_path, 256, 144, 3)
+    spec = {"prompt": "x", "input_video_path": videos["color"], "depth": {"input_control": videos["depth"]}}
+    code, _ = run_preview(tmp_path, spec, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0
+    video = tmp_path / "outputs" / "run" / "output.mp4"
+    with av.open(str(video)) as container:
+        assert "not Cosmos-Transfer1" in container.metadata.get("comment", "")
+    frame = read_frames(video, [0])[0].astype(int)
+    mask = preview_model.watermark_mask(preview_model.WATERMARK, max(1, frame.shape[0] // 120))
+    h, w = mask.shape
+    pad = max(2, h // 4)
+    region = frame[pad : pad + h, pad : pad + w].mean(axis=2)
+    assert region[mask].mean() > region[~mask].mean() + 80, "watermark text not visible"

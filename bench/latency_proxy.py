@@ -95,6 +95,9 @@ class LatencyProxy:
         down = asyncio.create_task(self._pipe(server_r, client_w, "down"))
         try:
             await asyncio.gather(up, down)
+        except asyncio.CancelledError:  # the proxy is stopping: just close both ends
+            up.cancel()
+            down.cancel()
         finally:
             for w in (client_w, server_w):
                 w.close()

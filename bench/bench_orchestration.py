@@ -130,7 +130,8 @@ def materialize_in_process(root: Path, prompts: list[str]) -> list[CycleTiming]:
         for prompt in prompts:
             started = time.perf_counter()
             result = dg.materialize(ALL_ASSETS, selection=SELECTION.split(","), partition_key=prompt,
-                                    instance=instance, resources=resources, raise_on_error=True)
+                                    instance=instance, resources=resources, raise_on_error=True,
+                                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
             wall = time.perf_counter() - started
             if not result.success:
                 raise RuntimeError(f"materialize of {prompt} failed")

@@ -190,6 +190,21 @@ def cmd_demo_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def ssh_argv(command: list[str]) -> list[str]:
+    """The OpenSSH client argv for the GPU host, from the same settings as COSMOS_HOST=ssh (ssh_lambda.sh)."""
+    from cosmos_assets.hosts.ssh import SshGpuHost
+
+    return SshGpuHost.from_env().openssh_argv(command)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    import os
+
+    argv = ssh_argv(list(args.command))
+    os.execvp(argv[0], argv)  # replaces this process; no shell in between
+    return 0  # not reached
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from cosmos_assets.records import read_history
 
@@ -238,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-setup", help="sample render + demo prompt + partitions (used by `make demo`)")
     p.set_defaults(func=cmd_demo_setup)
+
+    p = sub.add_parser("ssh", help="interactive shell on the GPU host with the same settings (ssh_lambda.sh)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="optional command to run instead of a shell")
+    p.set_defaults(func=cmd_ssh)
 
     p = sub.add_parser("history", help="print notes/run_history.log")
     p.add_argument("--last", type=int, default=20)

@@ -289,6 +289,7 @@ class DockerRunSettings(BaseModel):
     ipc: str | None = "host"
     shm_size: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)  # docker --label, to find a run's containers later
     detach: bool = True
     workdir: str = CONTAINER_ROOT
 
@@ -351,6 +352,16 @@ class DockerRunSettings(BaseModel):
                 raise ValueError("env PYTHONPATH is always /workspace (transfer.py imports cosmos_transfer1 from it)")
         return v
 
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not re.match(r"^[a-z0-9][a-z0-9._-]*$", name):
+                raise ValueError(f"label name {name!r} must be lower-case letters, digits, '.', '_' or '-'")
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"label {name}: value must be one line")
+        return v
+
     @model_validator(mode="after")
     def _user(self) -> DockerRunSettings:
         if self.gid is not None and self.uid is None:
@@ -376,6 +387,8 @@ def docker_run_argv(settings: DockerRunSettings, inner_argv: Sequence[str]) -> l
     if settings.detach:
         argv.append("-d")
     argv += ["--name", settings.container_name]
+    for name in sorted(settings.labels):
+        argv += ["--label", f"{name}={settings.labels[name]}"]
     if settings.gpus is not None:
         argv += ["--gpus", _gpus_arg(settings.gpus)]
     if settings.ipc is not None:

@@ -105,8 +105,28 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not a whole number") from error
 
 
+def _env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a yes/no value: use 1 or 0")
+
+
 class RemoteSettings(BaseModel):
-    """The seed's ``scripts/config.sh``, read from the environment (same variable names)."""
+    """The seed's ``scripts/config.sh``, read from the environment (same variable names).
+
+    Beyond the seed: ``COSMOS_DOCKER_GPUS`` (``all``, ``none`` for a host without the NVIDIA runtime,
+    or device ids ``0,1``), ``COSMOS_KNOWN_HOSTS`` (default ``~/.ssh/known_hosts``),
+    ``COSMOS_SSH_TRUST_ON_FIRST_USE`` (record an unknown host key instead of refusing),
+    ``COSMOS_CONTAINER_USER`` (``uid:gid`` for the container; default: the remote user's, or the
+    owner of REMOTE_DIR when the remote user is root) and ``COSMOS_MIN_FREE_GB`` (preflight's
+    free-disk floor). The key passphrase and the HF token stay in the environment
+    (``COSMOS_SSH_KEY_PASSPHRASE``, ``HF_TOKEN``) and are read where they are used, never stored here.
+    """
 
     host: str | None = None
     user: str | None = None
@@ -116,11 +136,21 @@ class RemoteSettings(BaseModel):
     checkpoint_dir: str | None = None
     docker_image: str = "nvcr.io/cosmos/cosmos-transfer1:latest"
     num_gpus: int = 1
+    docker_gpus: str = "all"
+    known_hosts: str | None = None
+    trust_on_first_use: bool = False
+    container_user: str | None = None
+    min_free_gb: float = 20.0
 
     @classmethod
     def from_env(cls) -> "RemoteSettings":
         env = os.environ
         remote_dir = env.get("REMOTE_DIR") or cls.model_fields["remote_dir"].default
+        min_free = env.get("COSMOS_MIN_FREE_GB", "").strip()
+        try:
+            min_free_gb = float(min_free) if min_free else cls.model_fields["min_free_gb"].default
+        except ValueError as error:
+            raise ValueError(f"COSMOS_MIN_FREE_GB={min_free!r} is not a number of gigabytes") from error
         return cls(
             host=env.get("REMOTE_HOST") or None,
             user=env.get("REMOTE_USER") or None,
@@ -130,6 +160,11 @@ class RemoteSettings(BaseModel):
             checkpoint_dir=env.get("CHECKPOINT_DIR_REMOTE") or None,
             docker_image=env.get("DOCKER_IMAGE") or f"nvcr.io/{env.get('USER', 'cosmos')}/cosmos-transfer1:latest",
             num_gpus=_env_int("NUM_GPU", 1),
+            docker_gpus=(env.get("COSMOS_DOCKER_GPUS") or "all").strip(),
+            known_hosts=env.get("COSMOS_KNOWN_HOSTS") or None,
+            trust_on_first_use=_env_bool("COSMOS_SSH_TRUST_ON_FIRST_USE"),
+            container_user=env.get("COSMOS_CONTAINER_USER") or None,
+            min_free_gb=min_free_gb,
         )
 
     @property

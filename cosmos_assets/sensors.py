@@ -252,6 +252,9 @@ class RenderPlan(BaseModel):
     """Changed folders left for the next tick (scan budget used up)."""
     still_bad: list[str] = Field(default_factory=list)
     examined: int = 0
+    """New, changed or settling folders looked into (stat pass) this tick."""
+    deep_checked: int = 0
+    """Unchanged folders re-stat'ed by the round-robin deep check this tick."""
 
 
 IsCurrent = Callable[[str, str], bool]
@@ -361,6 +364,7 @@ def plan_render_tick(
     deep = _round_robin(steady, cursor.rr, deep_checks)
 
     plan = RenderPlan(cursor=cursor, shots_to_add=[], runs=[], problems=[], removed=removed, deferred=len(deferred))
+    plan.examined, plan.deep_checked = len(todo), len(deep)
     for name in [*todo, *deep]:
         try:
             result = _examine_folder(layout.renders_dir / name, folders[name], old.get(name), now_ns, settle_ns, is_current)
@@ -368,7 +372,6 @@ def plan_render_tick(
             shots[name] = ShotState(folders[name], "", "bad")  # looked at again when the folder changes
             plan.problems.append(Problem(name=name, message=f"cannot read {layout.renders_dir / name}: {error}"))
             continue
-        plan.examined += 1
         shots[name] = result.state
         if result.run:
             plan.runs.append(result.run)
@@ -523,28 +526,34 @@ def _names(names: list[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def controls_current(instance: dg.DagsterInstance, shot: str, fingerprint: str) -> bool:
-    """True when the latest control_videos of ``shot`` were made from ``shots`` at this fingerprint."""
-    from dagster._core.definitions.data_version import get_input_data_version_tag
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str):
+    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1)
+    return result.records[0] if result.records else None
 
-    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=CONTROL_VIDEOS, asset_partitions=[shot]), limit=1)
-    if not result.records:
+
+def controls_current(instance: dg.DagsterInstance, shot: str, fingerprint: str) -> bool:
+    """True when ``shots`` was last materialized at this fingerprint (its data version) and ``control_videos``
+    after it: the control videos were made from exactly these frames (by a run, the UI or the CLI)."""
+    from dagster._core.definitions.data_version import DATA_VERSION_TAG
+
+    shots_record = _latest(instance, dg.AssetKey("shots"), shot)
+    controls_record = _latest(instance, CONTROL_VIDEOS, shot)
+    if shots_record is None or controls_record is None or controls_record.storage_id < shots_record.storage_id:
         return False
-    materialization = result.records[0].asset_materialization
-    tags = (materialization.tags or {}) if materialization else {}
-    return tags.get(get_input_data_version_tag(dg.AssetKey("shots"))) == fingerprint
+    materialization = shots_record.asset_materialization
+    return materialization is not None and (materialization.tags or {}).get(DATA_VERSION_TAG) == fingerprint
 
 
 def materialized_spec_version(instance: dg.DagsterInstance, prompt: str) -> str | None:
     from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=PROMPT_SPECS, asset_partitions=[prompt]), limit=1)
-    materialization = result.records[0].asset_materialization if result.records else None
+    record = _latest(instance, PROMPT_SPECS, prompt)
+    materialization = record.asset_materialization if record else None
     return (materialization.tags or {}).get(DATA_VERSION_TAG) if materialization else None
 
 
 def render_summary(plan: RenderPlan, folders_known: int) -> str:
-    parts = [f"{folders_known} render folders, {plan.examined} examined, {len(plan.runs)} runs"]
+    parts = [f"{folders_known} render folders, {plan.examined} new or changed, {plan.deep_checked} re-checked, {len(plan.runs)} runs"]
     if plan.waiting:
         parts.append(f"waiting to settle: {_names(plan.waiting)}")
     if plan.problems:

@@ -1,0 +1,342 @@
+"""SshGpuHost against the real sshd and the private dockerd: through Dagster, and at the host level.
+
+The "remote" cosmos-transfer1 checkout is a folder on this machine reached only through the test
+sshd: the stand-in transfer.py (a copy of the preview backend), a Dockerfile the preflight builds,
+empty stand-in checkpoints. REMOTE_DIR belongs to a throwaway uid, so the host (logged in as root)
+runs the container as that owner and the outputs must come out owned by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import docker
+import pytest
+
+from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.command import ENTRY_POINT
+from cosmos_assets.config import ProjectLayout
+from cosmos_assets.hosts.base import HostNotReadyError, InferenceJob, StagedFile
+from cosmos_assets.hosts.ssh import (
+    ALWAYS_NEEDED,
+    CONTROL_CHECKPOINTS,
+    DERIVED_CONTROL_MODELS,
+    LABEL_PREFIX,
+    SshGpuHost,
+)
+from cosmos_assets.media import probe_video
+from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.resources import ProjectResource
+from cosmos_assets.runner import generation_invocation, generation_spec_remote, referenced_paths
+from cosmos_assets.spec import load_spec, new_prompt_spec, write_spec
+from tests.infra.nvidia import set_fake_gpu_count
+from tests.project_factory import make_project
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+OWNER_UID, OWNER_GID = 4321, 4321  # a throwaway owner of REMOTE_DIR, not root
+SECRET = "hf_test_" + uuid.uuid4().hex  # stands for a real HF token: must never show anywhere
+PROMPT, SHOT, BLOCKED = "tiny_prompt", "tiny_shot", "blocked_prompt"
+STEP_SECONDS = "0.25"  # the stand-in sleeps this long per step in the slowed runs (35 steps)
+
+
+@dataclass(frozen=True)
+class FakeRemote:
+    base: Path
+    remote_dir: Path
+    checkpoints: Path
+    image: str
+    no_ssh_config: Path
+
+
+def _write_checkout(remote_dir: Path) -> None:
+    entry = remote_dir / ENTRY_POINT
+    entry.parent.mkdir(parents=True)
+    shutil.copy(REPO / "cosmos_assets" / "preview_model.py", entry)
+    (remote_dir / "Dockerfile").write_text(
+        "FROM cosmos-test-base:latest\nLABEL org.cosmos-assets.test=\"ssh host\"\nWORKDIR /workspace\n"
+    )
+
+
+def _write_checkpoints(root: Path) -> None:
+    for files in CONTROL_CHECKPOINTS.values():
+        for rel in files:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).touch()
+    for rel in (*ALWAYS_NEEDED, *(m for models in DERIVED_CONTROL_MODELS.values() for m in models)):
+        (root / rel).mkdir(parents=True, exist_ok=True)
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for item in path.rglob("*"):
+        os.chown(item, uid, gid)
+
+
+@pytest.fixture(scope="module")
+def remote(test_image: str) -> Iterator[FakeRemote]:
+    base = Path(tempfile.mkdtemp(prefix="cosmos-remote-", dir="/tmp"))
+    base.chmod(0o755)
+    remote_dir = base / "cosmos-transfer1"
+    _write_checkout(remote_dir)
+    _write_checkpoints(base / "checkpoints")
+    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    yield FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints",
+                     image=f"cosmos-transfer1-test:{uuid.uuid4().hex[:8]}", no_ssh_config=base / "no-ssh-config")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def make_host(sshd, remote: FakeRemote, **overrides) -> SshGpuHost:  # noqa: ANN001 (SshServer)
+    fields = dict(
+        host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path),
+        known_hosts=str(sshd.known_hosts), ssh_config=str(remote.no_ssh_config),
+        remote_dir=str(remote.remote_dir), docker_image=remote.image, min_free_gb=1.0,
+        hf_token=dg.EnvVar("HF_TOKEN"), reconnect_attempts=5,
+    )  # fmt: skip
+    fields.update(overrides)
+    return SshGpuHost(**fields)
+
+
+@pytest.fixture(autouse=True)
+def hf_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectLayout:
+    root = tmp_path_factory.mktemp("ssh-project")
+    layout = make_project(root, shot=SHOT, prompt=PROMPT)
+    write_spec(new_prompt_spec(SHOT, "GUARDRAIL_TEST_BLOCK a street"), layout.prompt_file(BLOCKED))
+    (root / "dagster_home").mkdir()
+    return layout
+
+
+@pytest.fixture(scope="module")
+def instance(project: ProjectLayout) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(project.root / "dagster_home")) as inst:
+        inst.add_dynamic_partitions(PROMPTS.name, [PROMPT, BLOCKED])
+        yield inst
+
+
+def materialize(project: ProjectLayout, instance: dg.DagsterInstance, host: SshGpuHost, selection: list[str],
+                prompt: str = PROMPT) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        ALL_ASSETS, selection=selection, partition_key=prompt, instance=instance, raise_on_error=False,
+        resources={"project": ProjectResource(root=str(project.root)), "gpu_host": host},
+    )  # fmt: skip
+
+
+def our_containers(client: docker.DockerClient, prompt: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.prompt={prompt}"})
+
+
+def container_starts(client: docker.DockerClient, since: float, prompt: str, stage: str) -> list[str]:
+    events = client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+                           filters={"type": "container", "event": "start"})
+    return [e["Actor"]["Attributes"]["name"] for e in events
+            if e["Actor"]["Attributes"].get(f"{LABEL_PREFIX}.prompt") == prompt
+            and e["Actor"]["Attributes"].get(f"{LABEL_PREFIX}.stage") == stage]  # fmt: skip
+
+
+def no_secret_in(*paths: Path) -> None:
+    for path in paths:
+        assert SECRET not in path.read_text(errors="replace"), f"the HF token leaked into {path}"
+
+
+# --------------------------------------------------------------------------- through Dagster
+
+
+def test_generate_and_upscale_on_the_ssh_host_building_the_image(
+    sshd, remote: FakeRemote, project: ProjectLayout, instance: dg.DagsterInstance, docker_client
+) -> None:
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(remote.image)
+    host = make_host(sshd, remote)
+
+    t0 = time.monotonic()
+    result = materialize(project, instance, host, ["generated_videos", "upscaled_videos"])
+    seconds = time.monotonic() - t0
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+    assert docker_client.images.get(remote.image).labels.get("org.cosmos-assets.test") == "ssh host"
+    generated, upscaled = project.output_dir(PROMPT), project.upscaled_dir(PROMPT)
+    run_log = (generated / "run.log").read_text()
+    assert "[docker build]" in run_log and f"built {remote.image}" in run_log
+    assert "started container" in run_log and "[preview]" in run_log
+
+    info = probe_video(generated / "output.mp4")
+    big = probe_video(upscaled / "output.mp4")
+    assert info.frames == big.frames == 8
+    assert (big.width, big.height) == (3 * info.width, 3 * info.height)
+
+    used = json.loads((generated / "spec_used.json").read_text())
+    remote_out = remote.remote_dir / used["video_save_folder"]
+    for path in [remote_out, *remote_out.iterdir(), remote.remote_dir / "outputs"]:
+        stat = path.stat()
+        assert (stat.st_uid, stat.st_gid) == (OWNER_UID, OWNER_GID), f"{path} is owned by {stat.st_uid}:{stat.st_gid}"
+    assert used["container"]["user"] == f"{OWNER_UID}:{OWNER_GID}"
+    assert "owner of" in used["container"]["user_source"]
+    command = used["command"]
+    assert command[:3] == ["docker", "run", "-d"]
+    assert ["--gpus", "all"] == command[command.index("--gpus"):command.index("--gpus") + 2]
+    assert "--ipc=host" in command and ["-u", f"{OWNER_UID}:{OWNER_GID}"] == command[command.index("-u"):command.index("-u") + 2]
+    assert f"{remote.remote_dir}:/workspace" in command and f"{remote.checkpoints}:/workspace/checkpoints" in command
+    assert command[command.index("-e", command.index("PYTHONPATH=/workspace") + 1):][:2] == ["-e", "HF_TOKEN"]
+    assert command[command.index(remote.image) + 1] == "python3"
+    assert used["environment"]["HF_TOKEN"] == "***"
+    no_secret_in(generated / "spec_used.json", generated / "run.log", upscaled / "spec_used.json",
+                 upscaled / "upscale_run.log")
+    assert our_containers(docker_client, PROMPT) == []  # removed after a normal exit
+
+    metadata = result.asset_materializations_for_node("generated_videos")[0].metadata
+    assert metadata["host"].value == host.label and metadata["upload_bytes"].value > 0
+    print(f"\n[measure] generate+upscale through Dagster incl. image build: {seconds:.1f}s")
+
+
+def test_unchanged_inputs_upload_nothing_and_a_dropped_link_keeps_one_container(
+    sshd, remote: FakeRemote, project: ProjectLayout, instance: dg.DagsterInstance, docker_client
+) -> None:
+    host = make_host(sshd, remote, container_env={"COSMOS_PREVIEW_STEP_SECONDS": STEP_SECONDS})
+    seen: dict[str, object] = {}
+    started = time.time()
+
+    def kill_link_mid_run() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            running = [c for c in our_containers(docker_client, PROMPT) if c.status == "running"]
+            if running and b"step 4/" in running[0].logs():
+                seen["env"] = running[0].attrs["Config"]["Env"]
+                seen["killed"] = sshd.kill_sessions()
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_link_mid_run, daemon=True)
+    killer.start()
+    result = materialize(project, instance, host, ["generated_videos"])
+    killer.join(timeout=10)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert seen.get("killed", 0) >= 1, "the SSH link was not killed mid-run"
+    assert f"HF_TOKEN={SECRET}" in seen["env"]  # reached the container through stdin, not argv
+
+    metadata = result.asset_materializations_for_node("generated_videos")[0].metadata
+    assert metadata["upload_bytes"].value == 0
+    assert metadata["upload_files_skipped"].value >= 3
+
+    assert len(container_starts(docker_client, started, PROMPT, "generate")) == 1
+    assert our_containers(docker_client, PROMPT) == []
+    run_log = (project.output_dir(PROMPT) / "run.log").read_text()
+    assert "reconnected" in run_log and "re-attaching" in run_log
+    steps = [line for line in run_log.splitlines() if "generate chunk 1/1 step " in line]
+    assert len(steps) == len(set(steps)) == 35, "every step line must reach the run log exactly once across the re-attach"
+    assert probe_video(project.output_dir(PROMPT) / "output.mp4").frames == 8
+    no_secret_in(project.output_dir(PROMPT) / "run.log", project.output_dir(PROMPT) / "spec_used.json")
+
+
+def test_failing_container_fails_the_asset_with_its_log_tail_and_skips_the_upscale(
+    sshd, remote: FakeRemote, project: ProjectLayout, instance: dg.DagsterInstance, docker_client
+) -> None:
+    result = materialize(project, instance, make_host(sshd, remote), ["generated_videos", "upscaled_videos"],
+                         prompt=BLOCKED)
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert [e.step_key for e in failures] == ["generated_videos"]
+    failure = failures[0].step_failure_data
+    assert "guardrail" in failure.error.message.lower()
+    assert "GUARDRAIL BLOCKED" in failure.user_failure_data.metadata["log_tail"].value
+    assert failure.user_failure_data.metadata["guardrail_blocked"].value is True
+    # Dagster does not start a step whose upstream failed (no STEP_START, nothing materialized)
+    assert not [e for e in result.all_events if e.step_key == "upscaled_videos"]
+    assert result.asset_materializations_for_node("upscaled_videos") == []
+    assert our_containers(docker_client, BLOCKED) == []
+    assert not project.upscaled_dir(BLOCKED).exists()
+
+
+# --------------------------------------------------------------------------- host level
+
+
+def _job(project: ProjectLayout, prompt: str = PROMPT, num_gpus: int = 1) -> InferenceJob:
+    spec = load_spec(project.prompt_file(prompt))
+    run_id = f"test_{uuid.uuid4().hex[:8]}"
+    staged = project.root / "staged" / run_id / "spec.json"
+    write_spec(spec, staged)
+    remote_spec = generation_spec_remote(prompt)
+    return InferenceJob(
+        run_id=run_id, stage="generate", prompt=prompt, spec=spec, spec_remote_path=remote_spec,
+        invocation=generation_invocation(prompt, run_id, num_gpus),
+        inputs=[StagedFile(local=staged, remote=remote_spec),
+                *[StagedFile(local=project.root / rel, remote=rel) for rel in referenced_paths(spec)]],
+    )  # fmt: skip
+
+
+def test_unknown_host_key_is_refused_with_how_to_trust_it_and_tofu_records_it(
+    sshd, remote: FakeRemote, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostNotReadyError) as refused:
+        make_host(sshd, remote, known_hosts=str(empty)).host_facts()
+    assert "not in" in str(refused.value) and "ssh-keyscan" in str(refused.value)
+    assert "trust_on_first_use" in str(refused.value)
+
+    tofu = make_host(sshd, remote, known_hosts=str(empty), trust_on_first_use=True)
+    assert tofu.host_facts().remote_dir == str(remote.remote_dir)
+    tofu.close()
+    assert sshd.host_pubkey.split()[1] in empty.read_text()
+    make_host(sshd, remote, known_hosts=str(empty)).host_facts()  # now known: no TOFU needed
+
+
+def test_preflight_names_too_few_gpus_and_a_missing_checkpoint(
+    sshd, remote: FakeRemote, project: ProjectLayout, fake_gpu_bin
+) -> None:
+    host = make_host(sshd, remote)
+    lines: list[str] = []
+    with pytest.raises(HostNotReadyError, match=r"2 usable GPU\(s\).*needs 4"):
+        host.preflight(_job(project, num_gpus=4), lines.append)
+    set_fake_gpu_count(fake_gpu_bin.bin_dir, 0)
+    try:
+        with pytest.raises(HostNotReadyError, match=r"0 usable GPU\(s\).*No devices were found.*needs 1"):
+            host.preflight(_job(project), lines.append)
+    finally:
+        set_fake_gpu_count(fake_gpu_bin.bin_dir, fake_gpu_bin.gpus)
+
+    edge = remote.checkpoints / "nvidia/Cosmos-Transfer1-7B/edge_control.pt"
+    edge.rename(edge.with_name("moved.pt"))
+    try:
+        with pytest.raises(HostNotReadyError, match=r"missing.*\n.*nvidia/Cosmos-Transfer1-7B/edge_control\.pt"):
+            host.preflight(_job(project), lines.append)
+    finally:
+        edge.with_name("moved.pt").rename(edge)
+    host.preflight(_job(project), lines.append)  # everything back: ready
+    host.close()
+
+
+def test_cancelling_the_step_stops_and_removes_the_container(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    host = make_host(sshd, remote, container_env={"COSMOS_PREVIEW_STEP_SECONDS": STEP_SECONDS})
+    job = _job(project)
+    host.preflight(job, print)
+    host.upload(job.inputs, print)
+    name = host.docker_settings(job).container_name
+
+    def interrupt_on_step_3(line: str) -> None:
+        if "step 3/" in line:
+            assert docker_client.containers.get(name).status == "running"
+            raise dg.DagsterExecutionInterruptedError()  # what Dagster raises into a cancelled step
+
+    with pytest.raises(dg.DagsterExecutionInterruptedError):
+        host.run(job, interrupt_on_step_3)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(name)
+    host.close()

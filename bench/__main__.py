@@ -132,13 +132,13 @@ def run_encode(plan: Plan, report: Report) -> None:
         "color, depth, segmentation one after another. Ours: `encode_control_videos` (PyAV, in-process). "
         f"Median of {f.reps} interleaved runs (order alternating each run); ratio = variant time / seed CLI time.",
         "",
-        "| variant | median s | ratio to CLI | runs (s) | color / depth / seg bytes | PSNR color / seg / depth dB | color.mp4 frame types | x264 threads |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | --- |",
+        "| variant | median s | ratio to CLI | CPU s (median) | runs (s) | color / depth / seg bytes | PSNR color / seg / depth dB | color.mp4 frame types | x264 threads |",
+        "| --- | ---: | ---: | ---: | --- | --- | --- | --- | --- |",
     ]
     for v in VARIANTS:
         b, p = f.bytes[v], f.psnr[v]
         lines.append(
-            f"| {v} | {f.median(v):.2f} | {f.ratio(v):.2f}x | {' '.join(f'{s:.2f}' for s in f.seconds[v])} | "
+            f"| {v} | {f.median(v):.2f} | {f.ratio(v):.2f}x | {f.median_cpu(v):.2f} | {' '.join(f'{s:.2f}' for s in f.seconds[v])} | "
             f"{b['color']:,} / {b['depth']:,} / {b['segmentation']:,} | "
             f"{p['color']:.1f} / {p['segmentation']:.1f} / {p['depth']:.1f} | {f.gop[v]} | {f.x264[v]} |"
         )
@@ -210,13 +210,20 @@ def run_transfer(plan: Plan, report: Report) -> None:
             report.figure(f"transfer {way}, {link}: ours / scp throughput", f"{f.ratio(link, way):.2f}x",
                           f">= {TRANSFER_TARGET}x", f.ratio(link, way) >= TRANSFER_TARGET)
     lines += ["", "Second upload of unchanged inputs (the sample render's 3 control videos + a spec; uploaded once before):", "",
-              "| link | files skipped | file bytes sent | seconds (incl. connect) | seconds after connect |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+              "| link | files skipped | file bytes sent (max) | median s (incl. connect) | after connect | runs (s) | "
+              "diagnosis: one batched remote sha256sum of all files |",
+              "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     for link, u in f.unchanged.items():
         lines.append(f"| {link} | {u['files_skipped']}/{u['files']} | {u['bytes_sent']} | {u['seconds']:.2f} | "
-                     f"{u['seconds_after_connect']:.2f} |")
+                     f"{u['seconds_after_connect']:.2f} | {' '.join(f'{x:.2f}' for x in u['runs'])} | "
+                     f"{u['one_batched_remote_sha256sum']:.2f} |")
         report.figure(f"unchanged re-upload, {link}: bytes / time", f"{u['bytes_sent']} B / {u['seconds']:.2f} s",
                       f"0 B / < {UNCHANGED_TARGET_S:.0f} s", u["bytes_sent"] == 0 and u["seconds"] < UNCHANGED_TARGET_S)
+    lines += ["", "Where ours spends its time (one run each, same connection; diagnosis for the proposed sftp.py fix):", "",
+              "| link | " + " | ".join(next(iter(f.phases.values())).keys()) + " |",
+              "| --- |" + " ---: |" * len(next(iter(f.phases.values())))]
+    for link, phases in f.phases.items():
+        lines.append(f"| {link} | " + " | ".join(f"{v:.2f} s" for v in phases.values()) + " |")
     report.sections += lines + [""]
 
 

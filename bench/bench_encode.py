@@ -24,6 +24,7 @@ Variants (all libx264 medium, CRF 18, yuv420p, 24 fps):
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,6 +56,7 @@ MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited range, what the CLI writes and playe
 class EncodeFigures:
     reps: int
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # user+sys CPU seconds (this process + children)
     bytes: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> modality -> size
     psnr: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> modality -> dB
     x264: dict[str, str] = field(default_factory=dict)  # variant -> x264 options of color.mp4 (threads)
@@ -62,6 +64,9 @@ class EncodeFigures:
 
     def median(self, variant: str) -> float:
         return statistics.median(self.seconds[variant])
+
+    def median_cpu(self, variant: str) -> float:
+        return statistics.median(self.cpu[variant])
 
     def ratio(self, variant: str) -> float:
         """Our time / the seed CLI's time (< 1: ours faster)."""
@@ -227,6 +232,11 @@ def frame_types(path: Path) -> str:
 # ------------------------------------------------------------------------------------------ driver
 
 
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def variant_dir(outputs: Path, variant: str) -> Path:
     return outputs / variant.replace(" ", "_").replace(",", "").replace("+", "_")
 
@@ -241,9 +251,11 @@ def bench_encode(work: Path, reps: int = 5, psnr_step: int = 4, variants: tuple[
         for variant in order:
             target = variant_dir(outputs, variant)
             shutil.rmtree(target, ignore_errors=True)
+            cpu_before = _cpu_seconds()
             started = time.perf_counter()
             ENCODERS[variant](seq, target)
             figures.seconds.setdefault(variant, []).append(time.perf_counter() - started)
+            figures.cpu.setdefault(variant, []).append(_cpu_seconds() - cpu_before)
         log(f"encode rep {rep + 1}/{reps}: " + ", ".join(f"{v} {figures.seconds[v][-1]:.2f}s" for v in variants))
     wanted = set(range(0, seq.frame_count, psnr_step)) | {seq.frame_count - 1}
     ours_depth, raw_depth = depth_references(seq, wanted)

@@ -14,12 +14,14 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.latency_proxy import latency_proxy
+from cosmos_assets.hosts import sftp as sftp_mod
 from cosmos_assets.hosts.sftp import SshSettings, connect_ssh, download_tree, upload_files
 
 try:  # the repo's own throwaway-sshd helper (tests/infra/sshd.py), when run from the repo root
@@ -29,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - a fresh clone always has tests/
 
 FILE_MB = 200
 ONE_WAY_DELAY_S = 0.020
+PARALLEL_CHANNELS = 4  # the proposed fix: SFTP channels writing disjoint ranges of one file
 
 
 @dataclass
@@ -47,6 +50,7 @@ class TransferFigures:
     seconds: dict[str, list[float]] = field(default_factory=dict)  # "<link>/<way>/<tool>" -> runs
     unchanged: dict[str, dict] = field(default_factory=dict)  # link -> {seconds, bytes_sent, files_skipped}
     cipher: str = ""
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)  # link -> phase -> seconds (diagnosis)
 
     def median(self, key: str) -> float:
         return statistics.median(self.seconds[key])
@@ -150,8 +154,15 @@ def _check_same_size(path: Path, reference: Path) -> None:
         raise RuntimeError(f"{path} has {path.stat().st_size} bytes, expected {reference.stat().st_size}")
 
 
+UNCHANGED_REPEATS = 3
+
+
 def unchanged_upload(server: SshServer, link: Link, files: list[Path], remote_root: Path) -> dict:
-    """Upload the inputs once, then again unchanged: the second upload's bytes and time."""
+    """Upload the inputs once, then again unchanged (``UNCHANGED_REPEATS`` times): median bytes and time.
+
+    Also times, as a diagnosis, one remote ``sha256sum`` over all the files in a single command (what a
+    batched skip check would cost instead of one remote command per file).
+    """
     items = [(f, str(remote_root / "inputs" / f.parent.name / f.name)) for f in files]
     settings = _settings(server, link)
     ssh = connect_ssh(settings)
@@ -159,16 +170,23 @@ def unchanged_upload(server: SshServer, link: Link, files: list[Path], remote_ro
         upload_files(ssh.open_sftp(), items)
     finally:
         ssh.close()
-    started = time.perf_counter()
-    ssh = connect_ssh(settings)
-    try:
-        connected = time.perf_counter()
-        report = upload_files(ssh.open_sftp(), items)
-    finally:
-        ssh.close()
-    ended = time.perf_counter()
-    return {"seconds": ended - started, "seconds_after_connect": ended - connected,
-            "bytes_sent": report.bytes_sent, "files_skipped": report.files_skipped, "files": len(items)}
+    runs = []
+    for _ in range(UNCHANGED_REPEATS):
+        started = time.perf_counter()
+        ssh = connect_ssh(settings)
+        try:
+            connected = time.perf_counter()
+            report = upload_files(ssh.open_sftp(), items)
+            ended = time.perf_counter()
+            batched = _timed(lambda: sftp_mod.run_remote(ssh.get_transport(), ["sha256sum", "--", *[r for _, r in items]]))
+        finally:
+            ssh.close()
+        runs.append((ended - started, ended - connected, report.bytes_sent, report.files_skipped, batched))
+    runs.sort()
+    seconds, after_connect, sent, skipped, batched = runs[len(runs) // 2]
+    return {"seconds": seconds, "seconds_after_connect": after_connect, "bytes_sent": max(r[2] for r in runs),
+            "files_skipped": skipped, "files": len(items), "runs": [r[0] for r in runs],
+            "one_batched_remote_sha256sum": batched}
 
 
 def _cipher(server: SshServer, link: Link) -> str:
@@ -201,6 +219,8 @@ def bench_transfer(work: Path, unchanged_files: list[Path], reps: int = 3, megab
                         f"{k.split('/', 1)[1]} {v[-1]:.2f}s" for k, v in figures.seconds.items() if k.startswith(link.name)))
             for link in (direct, delayed):
                 figures.unchanged[link.name] = unchanged_upload(server, link, unchanged_files, remote_root)
+                figures.phases[link.name] = phase_breakdown(server, link, big, remote_root)
+                log(f"transfer phases {link.name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in figures.phases[link.name].items()))
     finally:
         server.stop()
         shutil.rmtree(infra, ignore_errors=True)
@@ -209,3 +229,77 @@ def bench_transfer(work: Path, unchanged_files: list[Path], reps: int = 3, megab
 
 def _same_fs(a: Path, b: Path) -> bool:
     return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+# ------------------------------------------------------------------------------------------ diagnosis
+
+
+def _range_chunks(path: Path, lo: int, hi: int, step: int):
+    with open(path, "rb") as f:
+        f.seek(lo)
+        left = hi - lo
+        while left > 0:
+            chunk = f.read(min(step, left))
+            left -= len(chunk)
+            yield chunk
+
+
+def raw_parallel_put(ssh, local: Path, remote: str, channels: int) -> None:
+    """Only the data phase of an upload: ``channels`` SFTP channels on one connection, each writing
+    its own byte range of ``remote`` with sftp.py's pipelined writer (each channel has its own
+    server-side receive window). No hashing, no verification: the transfer phase alone."""
+    size = local.stat().st_size
+    clients = [ssh.open_sftp() for _ in range(channels)]
+    with clients[0].open(remote, "wb"):
+        pass
+    bounds = [(size * i // channels, size * (i + 1) // channels) for i in range(channels)]
+    errors: list[BaseException] = []
+
+    def write_range(client, lo: int, hi: int) -> None:
+        try:
+            with client.open(remote, "r+b") as f:
+                chunks = _range_chunks(local, lo, hi, sftp_mod.request_size(client))
+                sftp_mod._pipelined_write(client, f.handle, chunks, lo, sftp_mod._Throttle(None, hi - lo))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write_range, args=(c, lo, hi)) for c, (lo, hi) in zip(clients, bounds)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in clients:
+        c.close()
+    if errors:
+        raise errors[0]
+
+
+def raw_read(ssh, remote: str, size: int) -> None:
+    """Only the data phase of a download: sftp.py's pipelined reader, bytes dropped (no hash, no disk)."""
+    client = ssh.open_sftp()
+    with client.open(remote, "rb") as f:
+        for _ in sftp_mod._pipelined_read(client, f.handle, size):
+            pass
+    client.close()
+
+
+def phase_breakdown(server: SshServer, link: Link, big: Path, remote_root: Path) -> dict[str, float]:
+    """Where ours spends its time: data phases alone, and the verification steps scp does not do."""
+    phases: dict[str, float] = {}
+    target = remote_root / "phases" / big.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ssh = connect_ssh(_settings(server, link))
+    try:
+        transport = ssh.get_transport()
+        for channels in (1, PARALLEL_CHANNELS):
+            target.unlink(missing_ok=True)
+            phases[f"put data, {channels} channel(s)"] = _timed(lambda: raw_parallel_put(ssh, big, str(target), channels))
+            _check_same_size(target, big)
+        phases["get data (no hash, no disk)"] = _timed(lambda: raw_read(ssh, str(target), big.stat().st_size))
+        phases["remote sync"] = _timed(lambda: sftp_mod._remote_sync(transport, str(target)))
+        phases["remote sha256sum"] = _timed(lambda: sftp_mod.remote_sha256(transport, str(target)))
+        phases["local sha256"] = _timed(lambda: sftp_mod._hash_local(big))
+    finally:
+        ssh.close()
+        target.unlink(missing_ok=True)
+    return phases

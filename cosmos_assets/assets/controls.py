@@ -1,14 +1,15 @@
 """Stage 2: control videos. A shot's three PNG passes encoded to MP4 in-process with PyAV."""
 
 import time
-
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from cosmos_assets.assets.renders import shots
-from cosmos_assets.media import encode_control_videos, scan_render_folder
+from cosmos_assets.media import MODALITIES, EncodedVideo, VideoReadError, encode_control_videos, scan_render_folder
+from cosmos_assets.previews import control_preview, preview_markdown
 from cosmos_assets.partitions import SHOTS
 from cosmos_assets.resources import ProjectResource
 
@@ -50,14 +51,33 @@ def control_videos(context: dg.AssetExecutionContext, config: ControlVideosConfi
     seconds = time.monotonic() - started
     color = videos["color"]
     metadata: dict[str, Any] = {
-        "folder": dg.MetadataValue.path(str(out_dir)),
         "frame_count": color.frames,
+        "render_frame_count": sequence.frame_count,
+        "max_frames": config.max_frames if config.max_frames is not None else "(all)",
+        "duration_seconds": round(color.frames / color.fps, 3),
         "resolution": f"{color.width}x{color.height}",
-        "fps": color.fps,
-        "encode_seconds": round(seconds, 2),
+        "render_resolution": f"{sequence.width}x{sequence.height}",
         "padded_to_even": any(v.padded for v in videos.values()),
+        "fps": color.fps,
+        **preview_metadata(videos, out_dir, context.log),
+        "folder": dg.MetadataValue.path(str(out_dir)),
+        "encode_seconds": round(seconds, 2),
         "total_bytes": sum(v.bytes for v in videos.values()),
     }
     for name, video in videos.items():
         metadata[f"{name}_path"] = dg.MetadataValue.path(str(video.path))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def preview_metadata(videos: dict[str, EncodedVideo], out_dir: Path, log: dg.DagsterLogManager) -> dict[str, Any]:
+    """The contact sheet of the passes as an inline thumbnail plus the full sheet's path; a warning if it cannot be made."""
+    try:
+        preview = control_preview({m: videos[m].path for m in MODALITIES}, out_dir)
+    except VideoReadError as error:
+        log.warning(f"no contact sheet: {error}")
+        return {"preview": f"(no contact sheet: {error})"}
+    caption = "rows: " + ", ".join(MODALITIES) + "; columns: first, middle, last frame"
+    return {
+        "preview": dg.MetadataValue.md(preview_markdown(preview, caption)),
+        "contact_sheet": dg.MetadataValue.path(str(preview.sheet_path)),
+    }

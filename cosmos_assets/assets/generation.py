@@ -7,7 +7,8 @@ from pydantic import Field
 
 from cosmos_assets.assets.prompts import prompt_specs
 from cosmos_assets.hosts.base import GpuHost
-from cosmos_assets.media import probe_video
+from cosmos_assets.media import VideoReadError, probe_video
+from cosmos_assets.previews import preview_markdown, video_preview
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.runner import DEFAULT_UPSCALE_WEIGHT, InferenceFailed, StageResult, run_generation, run_upscale
@@ -23,25 +24,46 @@ class UpscaleConfig(dg.Config):
     control_weight: float = Field(default=DEFAULT_UPSCALE_WEIGHT, ge=0.0, description="Upscale control weight (the seed's --upscale-weight).")
     num_gpus: int = Field(default=1, description="GPUs for one run; must divide 16.")
 
-def result_metadata(result: StageResult, host: GpuHost, num_gpus: int) -> dict[str, Any]:
+def result_metadata(result: StageResult, host: GpuHost, num_gpus: int, log: dg.DagsterLogManager | None = None) -> dict[str, Any]:
+    """What the UI shows for a generated or upscaled video: size, time, host, command, paths and a picture."""
     info = probe_video(result.video)
     return {
-        "backend": host.backend if host.backend != "preview" else "preview (pipeline preview, not the model)",
-        "host": host.label,
-        "run_id": result.spec_used.run_id,
-        "shot": result.shot or "(none)",
-        "command": dg.MetadataValue.md(f"```\n{result.spec_used.command_line}\n```"),
-        "output_dir": dg.MetadataValue.path(str(result.output_dir)),
-        "video": dg.MetadataValue.path(str(result.video)),
         "frame_count": info.frames,
         "resolution": f"{info.width}x{info.height}",
-        "inference_seconds": round(result.outcome.seconds, 2),
+        "duration_seconds": round(info.duration, 3),
+        "fps": round(info.fps, 3),
+        **picture_metadata(result, log),
+        "backend": host.backend if host.backend != "preview" else "preview (pipeline preview, not the model)",
+        "host": host.label,
         "gpu_seconds": round(result.outcome.seconds * num_gpus, 2) if host.backend != "preview" else 0.0,
+        "inference_seconds": round(result.outcome.seconds, 2),
+        "command": dg.MetadataValue.md(f"```\n{result.spec_used.command_line}\n```"),
+        "run_id": result.spec_used.run_id,
+        "shot": result.shot or "(none)",
+        "output_dir": dg.MetadataValue.path(str(result.output_dir)),
+        "video": dg.MetadataValue.path(str(result.video)),
         "upload_bytes": result.upload.bytes_sent,
+        "upload_seconds": round(result.upload.seconds, 2),
         "upload_files_skipped": result.upload.files_skipped,
         "download_bytes": result.download.bytes_sent,
+        "download_seconds": round(result.download.seconds, 2),
         "previous_run_moved_to": str(result.previous_moved_to) if result.previous_moved_to else "(none)",
     }
+
+
+def picture_metadata(result: StageResult, log: dg.DagsterLogManager | None) -> dict[str, Any]:
+    """First/middle/last frame inline (small JPEG) and the full-size sheet beside the video."""
+    try:
+        preview = video_preview(result.video, result.output_dir)
+    except VideoReadError as error:
+        if log is not None:
+            log.warning(f"no preview frames: {error}")
+        return {"preview": f"(no preview frames: {error})"}
+    return {
+        "preview": dg.MetadataValue.md(preview_markdown(preview, f"{result.stage}: first, middle, last frame")),
+        "contact_sheet": dg.MetadataValue.path(str(preview.sheet_path)),
+    }
+
 
 def failure_from(error: InferenceFailed) -> dg.Failure:
     return dg.Failure(
@@ -79,7 +101,7 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
         )
     except InferenceFailed as error:
         raise failure_from(error) from error
-    return dg.MaterializeResult(metadata=result_metadata(result, gpu_host, config.num_gpus))
+    return dg.MaterializeResult(metadata=result_metadata(result, gpu_host, config.num_gpus, context.log))
 
 @dg.asset(
     partitions_def=PROMPTS,
@@ -105,6 +127,6 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
         )
     except InferenceFailed as error:
         raise failure_from(error) from error
-    metadata = result_metadata(result, gpu_host, config.num_gpus)
+    metadata = result_metadata(result, gpu_host, config.num_gpus, context.log)
     metadata["control_weight"] = config.control_weight
     return dg.MaterializeResult(metadata=metadata)

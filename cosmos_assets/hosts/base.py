@@ -7,6 +7,7 @@ back. What to run and what to record is decided by :mod:`cosmos_assets.runner`, 
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Callable
 from datetime import datetime
@@ -69,6 +70,78 @@ class RunOutcome(BaseModel):
     @property
     def seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
+
+
+TRANSFER_PROGRESS_SECONDS = 2.0
+"""Longest quiet time between two progress lines of a transfer (every host uses the same format)."""
+
+
+def format_bytes(count: float) -> str:
+    """1536 -> '1.5 KiB'; binary units, one decimal."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def format_transfer_progress(direction: str, done: int, total: int, files_done: int, files: int, seconds: float) -> str:
+    """The one progress line every host logs, e.g.
+    ``[transfer] upload 12.0 MiB / 48.0 MiB (25%), 1/4 files, 6.0 MiB/s``."""
+    percent = f"{100 * done / total:.0f}%" if total else "100%"
+    rate = format_bytes(done / seconds) + "/s" if seconds > 0 else "-"
+    return f"[transfer] {direction} {format_bytes(done)} / {format_bytes(total)} ({percent}), {files_done}/{files} files, {rate}"
+
+
+class TransferProgress:
+    """Counts a transfer's bytes and logs :func:`format_transfer_progress` lines through ``log``.
+
+    Call :meth:`add` per chunk sent, :meth:`file_done` per file, :meth:`finish` once at the end (always
+    logs). In between it logs at most every ``every`` seconds, so a slow link still shows a line every
+    couple of seconds and a fast one does not flood the run log. Thread-safe enough for one writer.
+    """
+
+    def __init__(
+        self,
+        direction: str,
+        total_bytes: int,
+        total_files: int,
+        log: LogLine,
+        every: float = TRANSFER_PROGRESS_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.direction = direction
+        self.total_bytes = total_bytes
+        self.total_files = total_files
+        self.done_bytes = 0
+        self.done_files = 0
+        self._log = log
+        self._every = every
+        self._clock = clock
+        self._started = clock()
+        self._last = self._started
+
+    def line(self) -> str:
+        return format_transfer_progress(
+            self.direction, self.done_bytes, self.total_bytes, self.done_files, self.total_files, self._clock() - self._started
+        )
+
+    def add(self, nbytes: int) -> None:
+        self.done_bytes += nbytes
+        self._maybe_log()
+
+    def file_done(self) -> None:
+        self.done_files += 1
+        self._maybe_log()
+
+    def finish(self) -> None:
+        self._log(self.line())
+
+    def _maybe_log(self) -> None:
+        now = self._clock()
+        if now - self._last >= self._every:
+            self._last = now
+            self._log(self.line())
 
 
 class HostNotReadyError(RuntimeError):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,11 +28,13 @@ from cosmos_assets.hosts.base import (
     LogLine,
     RunOutcome,
     StagedFile,
+    TransferProgress,
     TransferStats,
 )
 
 PREVIEW_TAG = "[preview]"
 LOG_TAIL_LINES = 40
+COPY_CHUNK = 1 << 20
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -46,11 +49,20 @@ def same_file_content(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
 
 
-def copy_verified(src: Path, dst: Path) -> None:
+def copy_with_progress(src: Path, dst: Path, on_bytes: Callable[[int], None] | None = None) -> None:
+    """Copy ``src`` to ``dst`` in 1 MiB blocks, calling ``on_bytes(n)`` after each block."""
+    with open(src, "rb") as reader, open(dst, "wb") as writer:
+        while block := reader.read(COPY_CHUNK):
+            writer.write(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
+
+
+def copy_verified(src: Path, dst: Path, on_bytes: Callable[[int], None] | None = None) -> None:
     """Copy to a temp name beside ``dst``, check the digest, then rename into place."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.part")
-    shutil.copyfile(src, tmp)
+    copy_with_progress(src, tmp, on_bytes)
     if sha256_file(tmp) != sha256_file(src):
         tmp.unlink(missing_ok=True)
         raise OSError(f"copy of {src} to {dst} does not match its source (sha256); disk full or failing?")
@@ -91,14 +103,15 @@ class LocalPreviewHost(GpuHost):
     def upload(self, files: list[StagedFile], log: LogLine) -> TransferStats:
         stats = TransferStats()
         started = time.monotonic()
-        for item in files:
-            target = self.root / item.remote
-            if same_file_content(item.local, target):
-                stats.files_skipped += 1
-                continue
-            copy_verified(item.local, target)
+        to_send = [item for item in files if not same_file_content(item.local, self.root / item.remote)]
+        stats.files_skipped = len(files) - len(to_send)
+        progress = TransferProgress("upload", sum(i.local.stat().st_size for i in to_send), len(to_send), log)
+        for item in to_send:
+            copy_verified(item.local, self.root / item.remote, progress.add)
+            progress.file_done()
             stats.files_sent += 1
             stats.bytes_sent += item.local.stat().st_size
+        progress.finish()
         stats.seconds = time.monotonic() - started
         log(f"{PREVIEW_TAG} staged {stats.files_sent} file(s), {stats.bytes_sent} bytes; {stats.files_skipped} unchanged")
         return stats
@@ -155,10 +168,14 @@ class LocalPreviewHost(GpuHost):
         started = time.monotonic()
         partial = local_dir.with_name(f".{local_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            copy_verified(path, partial / path.relative_to(source))
+        paths = sorted(p for p in source.rglob("*") if p.is_file())
+        progress = TransferProgress("download", sum(p.stat().st_size for p in paths), len(paths), log)
+        for path in paths:
+            copy_verified(path, partial / path.relative_to(source), progress.add)
+            progress.file_done()
             stats.files_sent += 1
             stats.bytes_sent += path.stat().st_size
+        progress.finish()
         partial.mkdir(parents=True, exist_ok=True)
         os.replace(partial, local_dir)
         stats.seconds = time.monotonic() - started

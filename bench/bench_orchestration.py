@@ -10,7 +10,8 @@ Two ways are measured:
 - ``materialize``: ``dagster.materialize`` in this process with a ``DagsterInstance`` on disk (the
   repo's dagster.yaml), one run per prompt: 1 prompt, then 10 prompts of one shot.
 - ``cli``: ``dagster asset materialize ... --partition P`` as a user types it (a fresh Python process
-  each time, so Dagster's import and code loading are included): 1 prompt.
+  each time, so Dagster's import and code loading are included): 1 prompt, twice, with Dagster's
+  default executor (a subprocess per step) and with the in-process executor chosen by run config.
 
 The shot is the sample render at a smaller size (``SHOT_FRAMES`` frames of ``SHOT_SIZE``) to keep the
 benchmark short; the overhead is per-run work and barely depends on the frame size.
@@ -139,14 +140,20 @@ def materialize_in_process(root: Path, prompts: list[str]) -> list[CycleTiming]:
     return timings
 
 
-def materialize_cli(root: Path, prompts: list[str]) -> list[CycleTiming]:
+IN_PROCESS_CONFIG = '{"execution": {"config": {"in_process": {}}}}'
+
+
+def materialize_cli(root: Path, prompts: list[str], in_process: bool = False) -> list[CycleTiming]:
+    """The CLI as a user types it; ``in_process`` adds run config choosing Dagster's in-process executor
+    (the default executor starts one Python subprocess per step, each importing Dagster and the code)."""
     dagster = Path(sys.executable).with_name("dagster")
+    extra = ["--config-json", IN_PROCESS_CONFIG] if in_process else []
     timings = []
     with project_env(root) as env:
         for prompt in prompts:
             started = time.perf_counter()
             proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "cosmos_assets.definitions",
-                                   "--select", SELECTION, "--partition", prompt],
+                                   "--select", SELECTION, "--partition", prompt, *extra],
                                   cwd=root, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
             wall = time.perf_counter() - started
             if proc.returncode != 0:
@@ -166,8 +173,11 @@ def bench_orchestration(work: Path, many: int = 10, with_cli: bool = True,
     log(f"orchestration: {many} prompts in-process overhead/prompt "
         f"{figures.per_prompt_overhead(f'materialize, {many} prompts'):.2f}s")
     if with_cli:
-        figures.runs["dagster CLI, 1 prompt"] = materialize_cli(root, names[-1:])
-        log(f"orchestration: CLI 1 prompt overhead {figures.per_prompt_overhead('dagster CLI, 1 prompt'):.2f}s")
+        for rep in range(2):  # interleaved: default executor, in-process executor
+            for case, in_process in (("dagster CLI, 1 prompt", False), ("dagster CLI + in_process executor, 1 prompt", True)):
+                prompt = names[-2 + rep]
+                figures.runs.setdefault(case, []).extend(materialize_cli(root, [prompt], in_process))
+                log(f"orchestration: {case}: overhead {figures.runs[case][-1].overhead_s:.2f}s")
         figures.import_s = definitions_import_seconds(root)
     return figures
 

@@ -1,0 +1,279 @@
+"""The Dagster UI as an artist uses it, in headless Chromium (Debian's, driven by the playwright package).
+
+`dagster dev` (webserver + daemon, so the queued run is launched) on a free loopback port against a
+temporary DAGSTER_HOME with a small sample render registered. The test opens the asset graph, opens
+`control_videos`, materializes the shot's partition from the Materialize dialog, waits for the run,
+opens its logs and checks that the metadata and the contact-sheet picture show. Screenshots go to the
+test's tmp_path; the final ones are copied to docs/screenshots/ for the docs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cosmos_assets.config import ProjectLayout
+from cosmos_assets.partitions import SHOTS
+from cosmos_assets.sample_render import make_sample_render
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOT = "sample_flythrough"
+FRAMES, WIDTH, HEIGHT = 24, 256, 144
+SERVER_START_SECONDS = 180
+RUN_SECONDS = 300
+UI_TIMEOUT_MS = 60_000
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
+FINAL_SCREENSHOTS = ("01_asset_graph.png", "02_materialize_partition.png", "03_run_logs.png", "04_asset_metadata.png", "05_contact_sheet.png")
+
+
+@dataclass
+class UiServer:
+    url: str
+    root: Path
+    home: Path
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def instance_at(home: Path) -> dg.DagsterInstance:
+    from dagster._core.instance.ref import InstanceRef
+
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"dagster dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"dagster dev did not answer {url} within {seconds}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group we started (dagster dev, its webserver, daemon and code server), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    root = tmp_path_factory.mktemp("ui_project")
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    layout = ProjectLayout(root=root)
+    layout.ensure_working_folders()
+    make_sample_render(layout.render_dir(SHOT), frames=FRAMES, width=WIDTH, height=HEIGHT)
+    instance_at(home).add_dynamic_partitions(SHOTS.name, [SHOT])
+    port = free_port()
+    log = root / "dagster_dev.log"
+    env = {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(home), "COSMOS_HOST": "preview"}
+    dagster = Path(sys.executable).with_name("dagster")
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(dagster), "dev", "-m", "cosmos_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/server_info", process, log, SERVER_START_SECONDS)
+        yield UiServer(url=url, root=root, home=home, log=log)
+    finally:
+        stop(process)
+
+
+@pytest.fixture()
+def page(tmp_path: Path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 860},
+        )
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def dismiss_community_dialog(page) -> None:
+    """A fresh DAGSTER_HOME shows "Join the Dagster community" over the page on the first visit."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=10_000)
+    except Exception:  # noqa: BLE001 - the dialog is optional: absent means nothing to dismiss
+        return
+    skip.click()
+
+
+def pick_partition(page, dialog, key: str, attempts: int = 3):
+    """Choose one partition in the Materialize dialog's "Custom" picker; returns the "Launch 1 run" button.
+
+    The picker's menu re-renders while partition statuses load, so a click can hit a detached item: retry.
+    """
+    launch = dialog.get_by_role("button", name="Launch 1 run")
+    for _ in range(attempts):
+        dialog.get_by_text("Select a partition or create one").click()
+        page.keyboard.type(key)
+        try:
+            page.get_by_role("menuitem", name=key).last.click(timeout=10_000)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; retried below
+            pass
+        page.keyboard.press("Escape")
+        try:
+            launch.wait_for(state="visible", timeout=5_000)
+            return launch
+        except Exception:  # noqa: BLE001
+            continue
+    pytest.fail(f"could not pick partition {key} in the Materialize dialog after {attempts} attempts")
+
+
+def wait_for_texts(page, texts: list[str], seconds: float = UI_TIMEOUT_MS / 1000) -> str:
+    """Poll the page's text (bounded) until every one of ``texts`` is in it; returns the text."""
+    deadline = time.monotonic() + seconds
+    while True:
+        body = page.locator("body").inner_text()
+        missing = [t for t in texts if t not in body]
+        if not missing:
+            return body
+        if time.monotonic() > deadline:
+            pytest.fail(f"{missing} not shown on {page.url} after {seconds}s")
+        page.wait_for_timeout(500)
+
+
+def wait_for_run(home: Path, run_id: str, seconds: float) -> dg.DagsterRunStatus:
+    """Poll the instance (bounded) until the run is finished; returns its status."""
+    instance = instance_at(home)
+    deadline = time.monotonic() + seconds
+    finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in finished:
+            return run.status
+        time.sleep(1)
+    run = instance.get_run_by_id(run_id)
+    pytest.fail(f"run {run_id} still {run.status if run else 'unknown'} after {seconds}s")
+
+
+def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_server: UiServer, page, tmp_path: Path) -> None:
+    shots_dir = tmp_path / "screenshots"
+    shots_dir.mkdir()
+
+    def snap(name: str) -> None:
+        page.screenshot(path=str(shots_dir / name))
+
+    # 1. The asset graph: the four groups in data-flow order.
+    page.goto(ui_server.url + "/asset-groups", wait_until="domcontentloaded")
+    dismiss_community_dialog(page)
+    for group in ("renders", "controls", "prompts", "generation"):
+        page.get_by_text(group, exact=True).first.wait_for(state="visible")
+    snap("01_asset_graph.png")
+
+    # 2. control_videos' page: description, group, kinds; Materialize the shot's partition.
+    page.goto(ui_server.url + "/assets/control_videos", wait_until="domcontentloaded")
+    page.get_by_text("encoded in-process with PyAV", exact=False).first.wait_for(state="visible")
+    page.get_by_role("button", name="Materialize…").click()
+    confirm = page.get_by_role("button", name="Confirm")  # "upstream `shots` not materialized yet"
+    dialog_title = page.get_by_text("Launch runs to materialize control_videos")
+    confirm.or_(dialog_title).first.wait_for(state="visible")
+    if confirm.is_visible():
+        confirm.click()
+    dialog = page.get_by_role("dialog")
+    launch = pick_partition(page, dialog, SHOT)
+    snap("02_materialize_partition.png")
+    launch.click()
+
+    # 3. The toast links to the run; wait (bounded) for it to finish, then read its logs in the UI.
+    view = page.get_by_role("link", name="View", exact=True)
+    view.wait_for(state="visible")
+    run_id = view.get_attribute("href").rstrip("/").split("/")[-1]
+    status = wait_for_run(ui_server.home, run_id, RUN_SECONDS)
+    assert status == dg.DagsterRunStatus.SUCCESS, ui_server.log.read_text()[-3000:]
+    page.goto(f"{ui_server.url}/runs/{run_id}", wait_until="domcontentloaded")
+    wait_for_texts(page, ["RUN_SUCCESS"])
+    # The log list is virtualised and opens at its end: filter it to the asset's own step.
+    log_filter = page.get_by_placeholder("Filter…")
+    log_filter.fill("step:control_videos")
+    log_filter.press("Enter")
+    wait_for_texts(page, [f"encode color: {FRAMES}/{FRAMES} frames", "ASSET_MATERIALIZATION", "frame_count", "contact_sheet", "[Show Markdown]"])
+    page.get_by_text(f"encode color: {FRAMES}/{FRAMES} frames").first.scroll_into_view_if_needed()
+    snap("03_run_logs.png")
+
+    # 4. The asset's page for the partition: the metadata table with the latest values.
+    page.goto(f"{ui_server.url}/assets/control_videos?partition={SHOT}", wait_until="domcontentloaded")
+    frame_row = page.get_by_role("row").filter(has_text="frame_count").first
+    frame_row.wait_for(state="visible")
+    assert frame_row.inner_text().split()[-1] == str(FRAMES)
+    resolution_row = page.get_by_role("row").filter(has_text="render_resolution").first
+    assert f"{WIDTH}x{HEIGHT}" in resolution_row.inner_text()
+    snap("04_asset_metadata.png")
+
+    # 5. The picture: the preview entry opens the contact sheet (an inline JPEG) in a dialog.
+    page.get_by_role("row").filter(has_text="preview").get_by_text("[Show Markdown]").first.click()
+    picture = page.get_by_role("dialog").locator("img[src^='data:image/jpeg;base64,']").first
+    picture.wait_for(state="visible")
+    natural = picture.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    assert natural[0] and 0 < natural[1] <= 480 and natural[2] > 0, natural
+    assert "contact_sheet.png" in page.get_by_role("dialog").inner_text()
+    snap("05_contact_sheet.png")
+
+    # The full-size sheet is on disk where the metadata says, and the checks ran and passed.
+    assert (ProjectLayout(root=ui_server.root).shot_videos_dir(SHOT) / "contact_sheet.png").stat().st_size > 0
+    instance = instance_at(ui_server.home)
+    evaluations = [
+        e.dagster_event.event_specific_data
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    assert {e.check_name for e in evaluations} >= {"controls_match_render", "controls_decodable", "controls_owned_by_user"}
+    assert all(e.passed for e in evaluations), [(e.check_name, e.description) for e in evaluations]
+
+    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name in FINAL_SCREENSHOTS:
+        shutil.copyfile(shots_dir / name, DOCS_SCREENSHOTS / name)

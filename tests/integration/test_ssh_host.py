@@ -340,3 +340,23 @@ def test_cancelling_the_step_stops_and_removes_the_container(
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(name)
     host.close()
+
+
+def test_a_retry_of_the_same_run_attaches_to_its_container_instead_of_starting_another(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    host = make_host(sshd, remote)
+    job = _job(project)
+    host.preflight(job, print)
+    host.upload(job.inputs, print)
+    settings = host.docker_settings(job)
+    started = time.time()
+    assert host._start(settings, host.command_for(job), print) is False  # an earlier attempt started it
+    lines: list[str] = []
+    outcome = host.run(job, lines.append)  # the retry: same run, same container name
+    assert outcome.exit_code == 0 and outcome.container["attached_to_existing"] is True
+    assert any("already exists" in line for line in lines)
+    assert any("saved outputs/" in line for line in lines)  # the log was read from the start
+    assert container_starts(docker_client, started, PROMPT, "generate") == [settings.container_name]
+    assert (remote.remote_dir / job.video_save_folder / "output.mp4").exists()
+    host.close()

@@ -21,7 +21,9 @@ process list, log, ``spec_used.json`` or metadata.
 
 from __future__ import annotations
 
+import bisect
 import calendar
+import itertools
 import logging
 import os
 import posixpath
@@ -61,8 +63,10 @@ from cosmos_assets.hosts.base import (
     InferenceJob,
     LogLine,
     RunOutcome,
+    TRANSFER_PROGRESS_SECONDS,
     StagedFile,
     TransferStats,
+    format_transfer_progress,
 )
 from cosmos_assets.hosts.sftp import (
     DEFAULT_PASSPHRASE_ENV,
@@ -71,6 +75,7 @@ from cosmos_assets.hosts.sftp import (
     TransferReport,
     connect_ssh,
     download_tree,
+    list_remote_files,
     resolve_target,
     upload_files,
 )
@@ -80,7 +85,6 @@ log = logging.getLogger(__name__)
 TAG = "[ssh]"
 BUILD_TAG = "[docker build]"
 LOG_TAIL_LINES = 40
-PROGRESS_EVERY_S = 5.0
 STREAM_POLL_S = 20.0  # no output for this long: check the link is alive
 PROBE_TIMEOUT_S = 20.0
 EXIT_STATUS_WAIT_S = 10.0
@@ -260,9 +264,14 @@ class LogFollower:
         self._log(text)
 
 
-def progress_logger(log: LogLine, what: str, every_s: float = PROGRESS_EVERY_S) -> Callable[[int, int], None]:
-    """A (done, total) callback that logs bytes and rate at most every ``every_s`` seconds, and at the end."""
+def progress_logger(log: LogLine, direction: str, sizes: list[int],
+                    every_s: float = TRANSFER_PROGRESS_SECONDS) -> Callable[[int, int], None]:
+    """A (bytes done, bytes total) callback logging the shared progress line at most every ``every_s`` and at the end.
+
+    Files are sent in order, so the files done follow from the bytes done and each file's size.
+    """
     started = time.monotonic()
+    ends = list(itertools.accumulate(sizes))
     last = [started]
 
     def progress(done: int, total: int) -> None:
@@ -270,9 +279,8 @@ def progress_logger(log: LogLine, what: str, every_s: float = PROGRESS_EVERY_S) 
         if done < total and now - last[0] < every_s:
             return
         last[0] = now
-        rate = done / (now - started) / 1e6 if now > started else 0.0
-        percent = 100.0 * done / total if total else 100.0
-        log(f"{TAG} {what}: {done / 1e6:.1f} / {total / 1e6:.1f} MB ({percent:.0f}%), {rate:.1f} MB/s")
+        files_done = bisect.bisect_right(ends, done)
+        log(format_transfer_progress(direction, done, total, files_done, len(sizes), now - started))
 
     return progress
 
@@ -739,7 +747,7 @@ class SshGpuHost(GpuHost):
     def upload(self, files: list[StagedFile], log: LogLine) -> TransferStats:
         facts = self.host_facts()
         items = [(item.local, remote_child(facts.remote_dir, item.remote)) for item in files]
-        progress = progress_logger(log, "upload")
+        progress = progress_logger(log, "upload", [item.local.stat().st_size for item in files])
 
         def send() -> TransferReport:
             sftp = self._ssh().open_sftp()
@@ -755,10 +763,16 @@ class SshGpuHost(GpuHost):
 
     def download(self, remote_dir: str, local_dir: Path, log: LogLine) -> TransferStats:
         source = remote_child(self.host_facts().remote_dir, remote_dir)
-        progress = progress_logger(log, "download")
-        report: TransferReport = self._with_reconnect(
-            "download", lambda: download_tree(self._ssh(), source, local_dir, progress), log
-        )
+
+        def fetch() -> TransferReport:
+            sftp = self._ssh().open_sftp()
+            try:
+                sizes = [size for _, size in list_remote_files(sftp, source)]  # download_tree's order
+            finally:
+                sftp.close()
+            return download_tree(self._ssh(), source, local_dir, progress_logger(log, "download", sizes))
+
+        report: TransferReport = self._with_reconnect("download", fetch, log)
         log(f"{TAG} download: {report.files_sent} file(s), {report.bytes_sent} bytes from {source} into {local_dir} "
             f"in {report.seconds:.1f}s")
         return _stats(report)

@@ -221,3 +221,14 @@ def test_follower_delivers_each_line_once_across_a_reattach() -> None:
     f.feed("Error response from daemon: something")  # docker's own message: passed on as is
     assert got == ["a", "b", "c", "c2", "d", "GUARDRAIL BLOCKED: x", "Error response from daemon: something"]
     assert f.guardrail and list(f.tail) == got[-3:]
+
+
+def test_progress_lines_use_the_shared_format_and_count_files_from_bytes() -> None:
+    from cosmos_assets.hosts.ssh import progress_logger
+
+    lines: list[str] = []
+    progress = progress_logger(lines.append, "upload", [100, 0, 300], every_s=3600)
+    progress(50, 400)  # throttled: not the end, too soon
+    progress(100, 400)
+    progress(400, 400)  # the end always logs
+    assert len(lines) == 1 and lines[0].startswith("[transfer] upload 400 B / 400 B (100%), 3/3 files")

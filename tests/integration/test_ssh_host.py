@@ -174,6 +174,7 @@ def test_generate_and_upscale_on_the_ssh_host_building_the_image(
     run_log = (generated / "run.log").read_text()
     assert "[docker build]" in run_log and f"built {remote.image}" in run_log
     assert "started container" in run_log and "[preview]" in run_log
+    assert "[transfer] upload" in run_log and "[transfer] download" in run_log
 
     info = probe_video(generated / "output.mp4")
     big = probe_video(upscaled / "output.mp4")

@@ -8,6 +8,7 @@ of the exact host command.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -87,49 +88,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _expand_home(path: str, home: str) -> str:
-    return home + path[1:] if path.startswith("~") else path
-
-
-def host_command_preview(prompt: str, settings: RemoteSettings, *, num_gpus: int, upscale_weight: float | None) -> str:
-    """The ``docker run`` a real GPU host would get for this prompt (run id and uid:gid as placeholders)."""
-    from cosmos_assets.command import DockerRunSettings, container_name_for, docker_run_argv, shell_join, transfer_argv
-    from cosmos_assets.runner import generation_invocation, upscale_invocation
-
-    run_id = "RUN_ID"
-    stage = "upscale" if upscale_weight is not None else "generate"
-    build = upscale_invocation if upscale_weight is not None else generation_invocation
-    invocation = build(prompt, run_id, num_gpus)
-    home = "/root" if settings.user in (None, "root") else f"/home/{settings.user}"
-    remote_dir = _expand_home(settings.remote_dir, home)
-    checkpoints = _expand_home(settings.checkpoint_dir_or_default, home)
-    notes = []
-    if settings.remote_dir.startswith("~"):
-        notes.append(f"# REMOTE_DIR {settings.remote_dir} is under the remote home; shown here as {home}")
-    docker = DockerRunSettings(
-        image=settings.docker_image,
-        container_name=container_name_for(run_id, prompt, stage),
-        remote_dir=remote_dir,
-        checkpoint_dir_host=checkpoints,
-        uid=1000,
-        gid=1000,
-    )
-    notes.append("# -u 1000:1000 stands for the remote user's uid:gid, read on the host at run time")
-    if upscale_weight is not None:
-        notes.append(f"# spec {invocation.spec_path}: {{\"input_video_path\": \"outputs/{prompt}/<generation run>/output.mp4\", \"upscale\": {{\"control_weight\": {upscale_weight}}}}}")
-    return "\n".join([*notes, shell_join(docker_run_argv(docker, transfer_argv(invocation)))])
-
-
 def cmd_command(args: argparse.Namespace) -> int:
-    from cosmos_assets.spec import SpecError, load_spec
+    """What the configured host (COSMOS_HOST) would run for this prompt; nothing is run or uploaded."""
+    from cosmos_assets.command import shell_join
+    from cosmos_assets.hosts import gpu_host_from_env
+    from cosmos_assets.runner import new_run_id, plan_generation, plan_upscale
+    from cosmos_assets.spec import SpecError
 
+    layout = _layout()
+    path = Path(args.prompt).resolve()
+    if path.parent != layout.prompts_dir.resolve():
+        print(f"error: {args.prompt} is not in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
+        return 1
+    run_id = new_run_id(datetime.now(), None)
+    num_gpus = args.num_gpus or RemoteSettings.from_env().num_gpus
     try:
-        load_spec(Path(args.prompt))
-    except SpecError as error:
+        if args.upscale is None:
+            plan = plan_generation(layout, path.stem, run_id=run_id, num_gpus=num_gpus)
+        else:
+            plan = plan_upscale(layout, path.stem, run_id=run_id, control_weight=args.upscale, num_gpus=num_gpus)
+    except (SpecError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    settings = RemoteSettings.from_env()
-    print(host_command_preview(Path(args.prompt).stem, settings, num_gpus=args.num_gpus or settings.num_gpus, upscale_weight=args.upscale))
+    host = gpu_host_from_env(layout)
+    print(f"# {plan.job.stage} on {host.label} ({host.backend}); spec {plan.job.spec_remote_path}: {json.dumps(plan.job.spec.to_json_dict())}")
+    print(shell_join(host.command_for(plan.job)))
     return 0
 
 

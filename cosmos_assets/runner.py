@@ -297,6 +297,109 @@ def upscale_invocation(prompt: str, run_id: str, num_gpus: int = 1) -> TransferI
     )
 
 
+@dataclass
+class StagePlan:
+    """Everything one stage will do, decided before anything is written or sent."""
+
+    job: InferenceJob
+    shot: str | None
+    dest: Path
+    log_name: str
+    effective_spec: Path
+    extra_files: dict[str, object] = field(default_factory=dict)
+
+
+def plan_generation(
+    layout: ProjectLayout,
+    prompt: str,
+    *,
+    run_id: str,
+    dagster_run_id: str | None = None,
+    videos_subdir: str | None = None,
+    num_gpus: int = 1,
+) -> StagePlan:
+    """Validate the prompt and describe its generation run (spec, inputs, command, destination)."""
+    prompt_path = layout.prompt_file(prompt)
+    original = load_spec(prompt_path)
+    spec = with_videos_subdir(original, videos_subdir) if videos_subdir else original
+    check_for_run(spec, prompt_path, layout.root)
+    effective = layout.staging_dir / run_id / "spec.json"
+    spec_remote = generation_spec_remote(prompt)
+    job = InferenceJob(
+        run_id=run_id,
+        dagster_run_id=dagster_run_id,
+        stage="generate",
+        prompt=prompt,
+        spec=spec,
+        spec_remote_path=spec_remote,
+        invocation=generation_invocation(prompt, run_id, num_gpus),
+        inputs=[StagedFile(local=effective, remote=spec_remote), *_staged_inputs(layout, spec)],
+    )
+    return StagePlan(
+        job=job,
+        shot=shot_of(spec),
+        dest=layout.output_dir(prompt),
+        log_name="run.log",
+        effective_spec=effective,
+        extra_files={"prompt_spec.json": original.to_json_dict()},
+    )
+
+
+def generated_output(layout: ProjectLayout, prompt: str) -> tuple[Path, dict]:
+    """The local generated video of ``prompt`` and its ``spec_used.json``; the upscale's input."""
+    generated_dir = layout.output_dir(prompt)
+    generated = generated_dir / OUTPUT_VIDEO
+    if not generated.exists():
+        raise FileNotFoundError(
+            f"{generated} does not exist: materialize generated_videos for prompt {prompt} first "
+            "(the upscale runs only after a successful generation)"
+        )
+    return generated, json.loads((generated_dir / "spec_used.json").read_text())
+
+
+def plan_upscale(
+    layout: ProjectLayout,
+    prompt: str,
+    *,
+    run_id: str,
+    dagster_run_id: str | None = None,
+    control_weight: float = DEFAULT_UPSCALE_WEIGHT,
+    num_gpus: int = 1,
+) -> StagePlan:
+    """Describe the 4K upscale of the prompt's generated video (which must exist locally)."""
+    generated, gen_used = generated_output(layout, prompt)
+    generated_remote = f"{gen_used['video_save_folder']}/{OUTPUT_VIDEO}"
+    spec = upscale_spec(generated_remote, control_weight)
+    spec_remote = upscale_spec_remote(prompt)
+    effective = layout.staging_dir / run_id / "upscale_spec.json"
+    job = InferenceJob(
+        run_id=run_id,
+        dagster_run_id=dagster_run_id,
+        stage="upscale",
+        prompt=prompt,
+        spec=spec,
+        spec_remote_path=spec_remote,
+        invocation=upscale_invocation(prompt, run_id, num_gpus),
+        inputs=[StagedFile(local=effective, remote=spec_remote), StagedFile(local=generated, remote=generated_remote)],
+    )
+    return StagePlan(job=job, shot=gen_used.get("shot"), dest=layout.upscaled_dir(prompt), log_name="upscale_run.log", effective_spec=effective)
+
+
+def execute_plan(layout: ProjectLayout, host: GpuHost, plan: StagePlan, log: LogLine) -> StageResult:
+    write_spec(plan.job.spec, plan.effective_spec)
+    try:
+        return _execute(
+            layout, host, plan.job,
+            shot=plan.shot,
+            dest=plan.dest,
+            log_name=plan.log_name,
+            extra_files=plan.extra_files,
+            log=log,
+        )
+    finally:
+        _clean_staging(plan.effective_spec.parent)
+
+
 def run_generation(
     layout: ProjectLayout,
     host: GpuHost,
@@ -309,36 +412,9 @@ def run_generation(
     now: datetime | None = None,
 ) -> StageResult:
     """The seed's upload -> run -> download for one prompt, into ``outputs/<prompt>/``."""
-    prompt_path = layout.prompt_file(prompt)
-    original = load_spec(prompt_path)
-    spec = with_videos_subdir(original, videos_subdir) if videos_subdir else original
-    check_for_run(spec, prompt_path, layout.root)
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
-    staging = layout.staging_dir / run_id
-    effective = staging / "spec.json"
-    write_spec(spec, effective)
-    spec_remote = generation_spec_remote(prompt)
-    job = InferenceJob(
-        run_id=run_id,
-        dagster_run_id=dagster_run_id,
-        stage="generate",
-        prompt=prompt,
-        spec=spec,
-        spec_remote_path=spec_remote,
-        invocation=generation_invocation(prompt, run_id, num_gpus),
-        inputs=[StagedFile(local=effective, remote=spec_remote), *_staged_inputs(layout, spec)],
-    )
-    try:
-        return _execute(
-            layout, host, job,
-            shot=shot_of(spec),
-            dest=layout.output_dir(prompt),
-            log_name="run.log",
-            extra_files={"prompt_spec.json": original.to_json_dict()},
-            log=log,
-        )
-    finally:
-        _clean_staging(staging)
+    plan = plan_generation(layout, prompt, run_id=run_id, dagster_run_id=dagster_run_id, videos_subdir=videos_subdir, num_gpus=num_gpus)
+    return execute_plan(layout, host, plan, log)
 
 
 def run_upscale(
@@ -353,39 +429,6 @@ def run_upscale(
     now: datetime | None = None,
 ) -> StageResult:
     """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/``."""
-    generated_dir = layout.output_dir(prompt)
-    generated = generated_dir / OUTPUT_VIDEO
-    if not generated.exists():
-        raise FileNotFoundError(
-            f"{generated} does not exist: materialize generated_videos for prompt {prompt} first "
-            "(the upscale runs only after a successful generation)"
-        )
-    gen_used = json.loads((generated_dir / "spec_used.json").read_text())
-    generated_remote = f"{gen_used['video_save_folder']}/{OUTPUT_VIDEO}"
-    spec = upscale_spec(generated_remote, control_weight)
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
-    staging = layout.staging_dir / run_id
-    effective = staging / "upscale_spec.json"
-    write_spec(spec, effective)
-    spec_remote = upscale_spec_remote(prompt)
-    job = InferenceJob(
-        run_id=run_id,
-        dagster_run_id=dagster_run_id,
-        stage="upscale",
-        prompt=prompt,
-        spec=spec,
-        spec_remote_path=spec_remote,
-        invocation=upscale_invocation(prompt, run_id, num_gpus),
-        inputs=[StagedFile(local=effective, remote=spec_remote), StagedFile(local=generated, remote=generated_remote)],
-    )
-    try:
-        return _execute(
-            layout, host, job,
-            shot=gen_used.get("shot"),
-            dest=layout.upscaled_dir(prompt),
-            log_name="upscale_run.log",
-            extra_files={},
-            log=log,
-        )
-    finally:
-        _clean_staging(staging)
+    plan = plan_upscale(layout, prompt, run_id=run_id, dagster_run_id=dagster_run_id, control_weight=control_weight, num_gpus=num_gpus)
+    return execute_plan(layout, host, plan, log)

@@ -85,16 +85,20 @@ def test_new_prompt_and_duplicate_never_overwrite(project_root: Path, capsys) ->
     assert json.loads(first.read_text())["prompt"] == "neon night"
 
 
-def test_command_prints_the_docker_run_for_a_real_host(project_root: Path, capsys, monkeypatch) -> None:
+def test_command_prints_what_the_preview_host_would_run(project_root: Path, capsys, monkeypatch) -> None:
     layout = make_project(project_root)
-    monkeypatch.setenv("REMOTE_DIR", "/data/cosmos-transfer1")
-    monkeypatch.setenv("DOCKER_IMAGE", "nvcr.io/me/cosmos-transfer1:latest")
-    assert main(["command", str(layout.prompt_file("tiny_prompt")), "--num-gpus", "2"]) == 0
+    monkeypatch.setenv("COSMOS_HOST", "preview")
+    assert main(["command", str(layout.prompt_file("tiny_prompt"))]) == 0
     out = capsys.readouterr().out
-    assert "docker run" in out and "--ipc=host" in out and "-v /data/cosmos-transfer1:/workspace" in out
-    assert "-v /data/checkpoints:/workspace/checkpoints" in out
-    assert "torchrun --nproc_per_node=2" in out and "--num_gpus 2" in out
+    assert "preview@local" in out and "cosmos_assets.preview_model" in out
     assert "--controlnet_specs inputs/prompts/tiny_prompt.json" in out and "=inputs" not in out
+    assert not layout.output_dir("tiny_prompt").exists(), "a dry run must not run anything"
+
+
+def test_command_for_the_upscale_needs_a_generated_video(project_root: Path, capsys) -> None:
+    layout = make_project(project_root)
+    assert main(["command", str(layout.prompt_file("tiny_prompt")), "--upscale", "0.6"]) == 1
+    assert "materialize generated_videos" in capsys.readouterr().err
 
 
 def test_console_script_is_installed_and_runs() -> None:

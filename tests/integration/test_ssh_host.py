@@ -361,3 +361,25 @@ def test_a_retry_of_the_same_run_attaches_to_its_container_instead_of_starting_a
     assert container_starts(docker_client, started, PROMPT, "generate") == [settings.container_name]
     assert (remote.remote_dir / job.video_save_folder / "output.mp4").exists()
     host.close()
+
+
+def test_cli_command_prints_what_the_ssh_host_would_run(
+    sshd, remote: FakeRemote, project: ProjectLayout, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`cosmos-assets command` is a dry run of SshGpuHost.command_for: real uid:gid and paths, nothing started."""
+    from cosmos_assets.cli import main as cli_main
+
+    env = {
+        "COSMOS_PROJECT_ROOT": str(project.root), "COSMOS_HOST": "ssh", "REMOTE_HOST": sshd.host,
+        "REMOTE_PORT": str(sshd.port), "REMOTE_USER": sshd.user, "SSH_KEY": str(sshd.key_path),
+        "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts), "REMOTE_DIR": str(remote.remote_dir),
+        "DOCKER_IMAGE": remote.image, "NUM_GPU": "2",
+    }  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli_main(["command", str(project.prompt_file(PROMPT))]) == 0
+    out = capsys.readouterr().out
+    assert f"-u {OWNER_UID}:{OWNER_GID}" in out
+    assert f"-v {remote.remote_dir}:/workspace" in out and "--ipc=host" in out and "--gpus all" in out
+    assert "torchrun --nproc_per_node=2" in out and f"--controlnet_specs inputs/prompts/{PROMPT}.json" in out
+    assert SECRET not in out and "-e HF_TOKEN " in out

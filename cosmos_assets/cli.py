@@ -96,9 +96,10 @@ def cmd_command(args: argparse.Namespace) -> int:
     from cosmos_assets.spec import SpecError
 
     layout = _layout()
-    path = Path(args.prompt).resolve()
-    if path.parent != layout.prompts_dir.resolve():
-        print(f"error: {args.prompt} is not in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
+    path = Path(args.prompt)
+    path = path.resolve() if path.suffix == ".json" else layout.prompt_file(args.prompt).resolve()
+    if path.parent != layout.prompts_dir.resolve() or not path.exists():
+        print(f"error: no prompt {args.prompt} in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
         return 1
     run_id = new_run_id(datetime.now(), None)
     num_gpus = args.num_gpus or RemoteSettings.from_env().num_gpus
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("command", help="print the exact host command for a prompt, without running it")
-    p.add_argument("prompt")
+    p.add_argument("prompt", help="inputs/prompts/NAME.json, or NAME")
     p.add_argument("--num-gpus", type=int, default=None)
     p.add_argument("--upscale", type=float, default=None, metavar="W", help="print the 4K upscale command with weight W")
     p.set_defaults(func=cmd_command)

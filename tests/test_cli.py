@@ -93,6 +93,9 @@ def test_command_prints_what_the_preview_host_would_run(project_root: Path, caps
     assert "preview@local" in out and "cosmos_assets.preview_model" in out
     assert "--controlnet_specs inputs/prompts/tiny_prompt.json" in out and "=inputs" not in out
     assert not layout.output_dir("tiny_prompt").exists(), "a dry run must not run anything"
+    assert main(["command", "tiny_prompt"]) == 0  # a prompt's name works as well as its path
+    assert "--controlnet_specs inputs/prompts/tiny_prompt.json" in capsys.readouterr().out
+    assert main(["command", "no_such_prompt"]) == 1
 
 
 def test_command_for_the_upscale_needs_a_generated_video(project_root: Path, capsys) -> None:

@@ -298,10 +298,10 @@ The fixes below are for files this benchmark does not own; each was measured her
 - **Encode, speed**: with equal quality the work is the same as the CLI's (CPU seconds column: ours+fix ~= cli). In a
   single-threaded breakdown here, libx264 medium/CRF 18 is ~73% of the CPU (color 3.2 s, depth 1.0 s, segmentation
   0.7 s), PNG decode ~1.0 s, RGB->YUV + depth LUT ~0.8 s. The seed's CLI already keeps ~1.6 of the 2 cores busy (x264
-  frame threads), so on 2 cores ours can at best be ~(CPU/2)/CLI wall ~= 0.75-0.8x; 0.6x shows up only when the CLI
-  runs are slowed by other load. x264 thread settings change neither the bitstream (x264 is deterministic across
-  thread counts: identical bytes) nor the CPU; one x264 thread per modality is slower. Sliced threads are worse. The
-  depth pass is decoded once (cached). Reaching 0.6x would need less encoder work (a faster preset, i.e. not equal
+  frame threads), so on 2 cores ours can at best be ~(CPU/2)/CLI wall ~= 0.8x; 0.6x shows up only when the CLI
+  runs are slowed by other load. x264 thread settings change neither the bitstream (identical bytes for 1, 2 and
+  3 threads) nor the CPU; one x264 thread per modality is slower. media.py already uses frame threads (the issue
+  measured slice threads ~1.6x slower; not re-measured here). The depth pass is decoded once (cached). Reaching 0.6x would need less encoder work (a faster preset, i.e. not equal
   quality) or more cores (ours encodes the three modalities concurrently and scales past 2 cores; the CLI does not).
 - **Transfer, upload at 20 ms**: one SFTP channel can have at most the server's channel window in flight
   (OpenSSH sshd: 2 MiB per session channel), i.e. ~2 MiB per 40 ms RTT ~= 50 MB/s, for scp and ours alike; our 64 MiB

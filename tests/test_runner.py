@@ -93,3 +93,11 @@ def test_videos_subdir_override_reads_another_shot_folder(project) -> None:
     assert result.shot == "tiny_shot_v2"
     assert result.spec_used.spec["input_video_path"] == "inputs/videos/tiny_shot_v2/color.mp4"
     assert (Path(host.remote_dir) / "inputs/videos/tiny_shot_v2/depth.mp4").exists()
+
+
+def test_a_multi_gpu_run_works_on_the_preview_host(project) -> None:
+    """The real command launches torchrun; the preview process stands in for its rank 0."""
+    layout, host = project
+    result = run_generation(layout, host, "tiny_prompt", num_gpus=2)
+    assert probe_video(result.video).frames == TINY["frames"]
+    assert result.spec_used.environment["WORLD_SIZE"] == "2" and result.spec_used.environment["RANK"] == "0"

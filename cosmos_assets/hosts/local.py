@@ -73,6 +73,13 @@ def _flags_after_entry_point(argv: list[str]) -> list[str]:
     return argv[argv.index(ENTRY_POINT) + 1 :]
 
 
+def _launcher_env(job: InferenceJob) -> dict[str, str]:
+    """torchrun's rank variables when the real command launches with torchrun: the one preview process is rank 0."""
+    if not job.invocation.uses_torchrun:
+        return {}
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": str(job.invocation.num_gpus)}
+
+
 class LocalPreviewHost(GpuHost):
     """Runs the preview backend as a subprocess in ``remote_dir`` on this machine."""
 
@@ -122,6 +129,7 @@ class LocalPreviewHost(GpuHost):
 
     def run(self, job: InferenceJob, log: LogLine) -> RunOutcome:
         command = self.command_for(job)
+        environment = {"PYTHONUNBUFFERED": "1", **_launcher_env(job)}
         started = datetime.now(timezone.utc)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         guardrail = False
@@ -132,7 +140,7 @@ class LocalPreviewHost(GpuHost):
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **environment},
         )
         try:
             assert process.stdout is not None
@@ -150,7 +158,7 @@ class LocalPreviewHost(GpuHost):
         return RunOutcome(
             exit_code=exit_code,
             command=command,
-            environment={"PYTHONUNBUFFERED": "1"},
+            environment=environment,
             container={"kind": "subprocess (preview backend, no container)", "cwd": str(self.root)},
             started_at=started,
             finished_at=datetime.now(timezone.utc),

@@ -13,7 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from cosmos_assets.config import ProjectLayout, RemoteSettings
+from cosmos_assets.config import ProjectLayout, num_gpus_from_env
 
 DEMO_SHOT = "sample_flythrough"
 DEMO_PROMPT = "sample_flythrough_demo"
@@ -102,7 +102,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         print(f"error: no prompt {args.prompt} in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
         return 1
     run_id = new_run_id(datetime.now(), None)
-    num_gpus = args.num_gpus or RemoteSettings.from_env().num_gpus
+    num_gpus = args.num_gpus or num_gpus_from_env()
     try:
         if args.upscale is None:
             plan = plan_generation(layout, path.stem, run_id=run_id, num_gpus=num_gpus)

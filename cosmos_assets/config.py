@@ -105,6 +105,11 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not a whole number") from error
 
 
+def num_gpus_from_env() -> int:
+    """``NUM_GPU`` (the seed's GPUs per run), 1 when unset."""
+    return _env_int("NUM_GPU", 1)
+
+
 def _env_bool(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
@@ -159,7 +164,7 @@ class RemoteSettings(BaseModel):
             remote_dir=remote_dir,
             checkpoint_dir=env.get("CHECKPOINT_DIR_REMOTE") or None,
             docker_image=env.get("DOCKER_IMAGE") or f"nvcr.io/{env.get('USER', 'cosmos')}/cosmos-transfer1:latest",
-            num_gpus=_env_int("NUM_GPU", 1),
+            num_gpus=num_gpus_from_env(),
             docker_gpus=(env.get("COSMOS_DOCKER_GPUS") or "all").strip(),
             known_hosts=env.get("COSMOS_KNOWN_HOSTS") or None,
             trust_on_first_use=_env_bool("COSMOS_SSH_TRUST_ON_FIRST_USE"),

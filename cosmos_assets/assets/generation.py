@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from cosmos_assets.assets.prompts import prompt_specs
+from cosmos_assets.config import num_gpus_from_env
 from cosmos_assets.hosts.base import GpuHost
 from cosmos_assets.media import VideoReadError, probe_video
 from cosmos_assets.previews import preview_markdown, video_preview
@@ -18,11 +19,16 @@ GPU_POOL = "gpu_host"
 
 class GenerateConfig(dg.Config):
     videos_subdir: str | None = Field(default=None, description="Use inputs/videos/<this>/ instead of the spec's shot folder (the seed's videos_subdir_override).")
-    num_gpus: int = Field(default=1, description="GPUs for one run: 1 runs python3, more run torchrun; must divide 16.")
+    num_gpus: int | None = Field(default=None, description="GPUs for one run: 1 runs python3, more run torchrun; must divide 16. Default NUM_GPU, else 1.")
 
 class UpscaleConfig(dg.Config):
     control_weight: float = Field(default=DEFAULT_UPSCALE_WEIGHT, ge=0.0, description="Upscale control weight (the seed's --upscale-weight).")
-    num_gpus: int = Field(default=1, description="GPUs for one run; must divide 16.")
+    num_gpus: int | None = Field(default=None, description="GPUs for one run; must divide 16. Default NUM_GPU, else 1.")
+
+def gpus_for_run(configured: int | None) -> int:
+    """The run's GPU count: the run config's, else the environment's NUM_GPU (as `cosmos-assets command` prints)."""
+    return configured if configured is not None else num_gpus_from_env()
+
 
 def result_metadata(result: StageResult, host: GpuHost, num_gpus: int, log: dg.DagsterLogManager | None = None) -> dict[str, Any]:
     """What the UI shows for a generated or upscaled video: size, time, host, command, paths and a picture."""
@@ -89,6 +95,7 @@ def failure_from(error: InferenceFailed) -> dg.Failure:
     ),
 )
 def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
+    num_gpus = gpus_for_run(config.num_gpus)
     try:
         result = run_generation(
             project.layout,
@@ -96,12 +103,12 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
             context.partition_key,
             dagster_run_id=context.run.run_id,
             videos_subdir=config.videos_subdir,
-            num_gpus=config.num_gpus,
+            num_gpus=num_gpus,
             log=context.log.info,
         )
     except InferenceFailed as error:
         raise failure_from(error) from error
-    return dg.MaterializeResult(metadata=result_metadata(result, gpu_host, config.num_gpus, context.log))
+    return dg.MaterializeResult(metadata=result_metadata(result, gpu_host, num_gpus, context.log))
 
 @dg.asset(
     partitions_def=PROMPTS,
@@ -115,6 +122,7 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
     ),
 )
 def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
+    num_gpus = gpus_for_run(config.num_gpus)
     try:
         result = run_upscale(
             project.layout,
@@ -122,11 +130,11 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
             context.partition_key,
             dagster_run_id=context.run.run_id,
             control_weight=config.control_weight,
-            num_gpus=config.num_gpus,
+            num_gpus=num_gpus,
             log=context.log.info,
         )
     except InferenceFailed as error:
         raise failure_from(error) from error
-    metadata = result_metadata(result, gpu_host, config.num_gpus, context.log)
+    metadata = result_metadata(result, gpu_host, num_gpus, context.log)
     metadata["control_weight"] = config.control_weight
     return dg.MaterializeResult(metadata=metadata)

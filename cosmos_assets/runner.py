@@ -27,6 +27,7 @@ from cosmos_assets.spec import (
     TransferSpec,
     check_for_run,
     load_spec,
+    referenced_paths,
     shot_of,
     upscale_spec,
     with_videos_subdir,
@@ -70,22 +71,6 @@ def new_run_id(now: datetime, dagster_run_id: str | None) -> str:
     """``YYYYmmdd_HHMMSS_<8 hex>``: sortable, unique per run, the seed's timestamp style."""
     suffix = (dagster_run_id or os.urandom(4).hex())[:8]
     return f"{now.strftime('%Y%m%d_%H%M%S')}_{suffix}"
-
-
-def referenced_paths(spec: TransferSpec) -> list[str]:
-    """Every file path the spec makes the model read, relative to the cosmos-transfer1 root."""
-    paths: list[str] = []
-    if spec.input_video_path:
-        paths.append(spec.input_video_path)
-    for _, control in spec.controls():
-        if control.input_control:
-            paths.append(control.input_control)
-        if isinstance(control.control_weight, str) and control.control_weight.endswith(".pt"):
-            paths.append(control.control_weight)
-    for region in spec.regional_prompts or []:
-        if isinstance(region.region_definitions_path, str):
-            paths.append(region.region_definitions_path)
-    return list(dict.fromkeys(paths))
 
 
 def _staged_inputs(layout: ProjectLayout, spec: TransferSpec) -> list[StagedFile]:

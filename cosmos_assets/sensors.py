@@ -31,7 +31,7 @@ from cosmos_assets.config import ProjectLayout
 from cosmos_assets.media import MODALITIES, RenderValidationError, scan_render_folder
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.spec import SpecError, check_for_run, load_spec, shot_of
+from cosmos_assets.spec import SpecError, check_for_run, load_spec, referenced_paths, shot_of
 
 # --------------------------------------------------------------------------------------------------
 # Settings
@@ -422,7 +422,6 @@ def expected_spec_version(layout: ProjectLayout, path: Path) -> tuple[str, str |
     Raises SpecError (with file, field and fix) when the asset would fail.
     """
     from cosmos_assets.assets.prompts import spec_data_version
-    from cosmos_assets.runner import referenced_paths
 
     spec = load_spec(path)
     shot = shot_of(spec)

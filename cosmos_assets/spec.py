@@ -424,6 +424,11 @@ def _spec_paths(spec: TransferSpec) -> Iterator[tuple[str, str]]:
             yield f"regional_prompts[{i}].region_definitions_path", regional.region_definitions_path
 
 
+def referenced_paths(spec: TransferSpec) -> list[str]:
+    """Every file path the spec makes the model read, relative to the cosmos-transfer1 root, each once."""
+    return list(dict.fromkeys(path for _, path in _spec_paths(spec)))
+
+
 def _path_problem(path: str, repo_root: Path) -> str | None:
     if path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path):
         hint = path.removeprefix("/workspace/") if path.startswith("/workspace/") else "inputs/videos/<shot>/..."

@@ -7,8 +7,7 @@ import dagster as dg
 from cosmos_assets.assets.controls import control_videos
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.runner import referenced_paths
-from cosmos_assets.spec import check_for_run, load_spec, shot_of
+from cosmos_assets.spec import check_for_run, load_spec, referenced_paths, shot_of
 
 def spec_data_version(spec_bytes: bytes, input_files: list) -> str:
     """Changes when the spec or any file it points at changes (size and mtime), so downstream shows stale."""

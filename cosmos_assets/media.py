@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import av
+from av.video.frame import PictureType
+from av.video.reformatter import ColorRange
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from cosmos_assets.records import atomic_write_bytes
 
 MODALITIES = ("color", "depth", "segmentation")
 
@@ -348,20 +352,11 @@ def write_png(path: Path, array: np.ndarray, level: int = 1) -> None:
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     body = PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), level))
-    _atomic_write_bytes(Path(path), body + _png_chunk(b"IEND", b""))
+    atomic_write_bytes(Path(path), body + _png_chunk(b"IEND", b""))
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,11 +374,14 @@ def _pad_even(rgb: np.ndarray) -> np.ndarray:
 
 
 def _to_yuv_frame(frame: av.VideoFrame, padded: bool) -> av.VideoFrame:
-    """Any decoded PNG (RGB/RGBA/gray/palette, 8/16-bit) -> yuv420p, alpha dropped, odd sizes padded."""
-    if not padded:
-        return frame.reformat(format="yuv420p")
-    rgb = _pad_even(frame.to_ndarray(format="rgb24"))
-    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    """Any decoded PNG (RGB/RGBA/gray/palette, 8/16-bit) -> yuv420p, alpha dropped, odd sizes padded.
+
+    Limited ("MPEG") range, as the stream is tagged and as players assume: decoded PNGs are full range,
+    and keeping that would wash the picture out on playback.
+    """
+    if padded:
+        frame = av.VideoFrame.from_ndarray(_pad_even(frame.to_ndarray(format="rgb24")), format="rgb24")
+    return frame.reformat(format="yuv420p", dst_color_range=ColorRange.MPEG)
 
 
 def _depth_values(frame: av.VideoFrame) -> np.ndarray:
@@ -482,6 +480,8 @@ class _Writer:
     def write(self, frame: av.VideoFrame) -> None:
         frame.pts = self.frames
         frame.time_base = self.time_base  # decoded frames carry their source's time base
+        # A decoded PNG is marked as an I picture and libx264 obeys that: every frame would be a keyframe.
+        frame.pict_type = PictureType.NONE
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+from av.video.frame import PictureType
 import numpy as np
 
 TAG = "[preview]"
@@ -357,6 +358,7 @@ class Mp4Writer:
     def write(self, frame: av.VideoFrame) -> None:
         frame.pts = self.frames
         frame.time_base = self.time_base  # decoded frames carry their source's time base
+        frame.pict_type = PictureType.NONE  # let x264 choose frame types; decoded frames carry their own
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
 

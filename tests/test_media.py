@@ -199,3 +199,25 @@ def test_read_frames_out_of_range_and_contact_sheet(tmp_path):
     assert sheet.shape == (4 + 2 * (24 + 4), 4 + 2 * (32 + 4), 3)
     write_png(tmp_path / "sheet.png", sheet)
     assert decode_png(tmp_path / "sheet.png").to_ndarray().shape == sheet.shape
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_colour_encode_keeps_quality_and_uses_inter_frames(tmp_path):
+    """Limited-range output that decodes back close to the PNGs, and not every frame a keyframe."""
+    import av
+
+    from cosmos_assets.sample_render import make_sample_render
+
+    seq = make_sample_render(tmp_path / "render", frames=12, width=160, height=96)
+    videos = encode_control_videos(seq, tmp_path / "out")
+    decoded = read_frames(videos["color"].path, list(range(12)))
+    for index, path in enumerate(seq.frames["color"]):
+        source = av.open(str(path)).decode(video=0).__next__().to_ndarray(format="rgb24")
+        assert _psnr(decoded[index], source) >= 34.0, f"frame {index} decodes far from {path.name}"
+    with av.open(str(videos["color"].path)) as container:
+        keyframes = [packet.is_keyframe for packet in container.demux(video=0) if packet.size]
+    assert keyframes[0] and not all(keyframes), "every frame was encoded as a keyframe"

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, mod
 from pydantic_core import PydanticCustomError
 
 from cosmos_assets.command import ALWAYS_PASSED_FLAGS, cli_flags, flag_value_problem
+from cosmos_assets.records import atomic_write_bytes
 
 CONTROL_KEYS: tuple[str, ...] = ("vis", "seg", "edge", "depth", "keypoint", "upscale", "hdmap", "lidar")
 CONTROL_FIELDS: tuple[str, ...] = (
@@ -600,14 +601,7 @@ def _temp_file_with(directory: Path, name: str, data: bytes) -> Path:
 
 def write_spec(spec: TransferSpec, path: Path) -> None:
     """Write the spec as pretty JSON atomically: readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_file_with(path.parent, path.name, _spec_bytes(spec))
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(path), _spec_bytes(spec))
 
 
 def timestamped_name(base: str, now: datetime) -> str:

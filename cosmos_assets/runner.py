@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from cosmos_assets.command import TransferInvocation, shell_join
+from cosmos_assets.command import TransferInvocation, redacted, shell_join
 from cosmos_assets.config import ProjectLayout
 from cosmos_assets.hosts.base import GpuHost, InferenceJob, RunOutcome, StagedFile, TransferStats
 from cosmos_assets.records import HistoryRecord, SpecUsed, append_history, atomic_write_json
@@ -160,21 +160,10 @@ def _execute(
         raise InferenceFailed(f"{job.stage} for {job.prompt} exited 0 but wrote no {OUTPUT_VIDEO}", outcome.log_tail, False, fetched / log_name)
     moved = promote(fetched, dest, layout.previous_outputs_dir)
     outputs = sorted(p for p in dest.iterdir() if p.is_file())
-    history = HistoryRecord(
-        when=outcome.finished_at,
-        run_id=job.run_id,
-        dagster_run_id=job.dagster_run_id,
-        stage=job.stage,
-        prompt=job.prompt,
-        shot=shot,
-        host=host.label,
-        backend=host.backend,
-        command=spec_used.command_line,
+    history = _history_record(
+        host, job, shot, outcome, upload, t0,
         status="success",
-        upload_seconds=round(upload.seconds, 3),
-        inference_seconds=round(outcome.seconds, 3),
         download_seconds=round(download.seconds, 3),
-        total_seconds=round(time.monotonic() - t0, 3),
         outputs=[str(p.relative_to(layout.root)) for p in outputs],
     )
     append_history(layout.history_log, history)
@@ -234,26 +223,33 @@ def _spec_used(host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunO
     )
 
 
-def _record_failure(layout, host, job, shot, outcome: RunOutcome, upload: TransferStats, t0: float) -> None:
-    append_history(
-        layout.history_log,
-        HistoryRecord(
-            when=outcome.finished_at,
-            run_id=job.run_id,
-            dagster_run_id=job.dagster_run_id,
-            stage=job.stage,
-            prompt=job.prompt,
-            shot=shot,
-            host=host.label,
-            backend=host.backend,
-            command=shell_join(outcome.command),
-            status="guardrail_blocked" if outcome.guardrail_blocked else "failed",
-            upload_seconds=round(upload.seconds, 3),
-            inference_seconds=round(outcome.seconds, 3),
-            total_seconds=round(time.monotonic() - t0, 3),
-            error="\n".join(outcome.log_tail[-5:]),
-        ),
+def _history_record(
+    host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunOutcome, upload: TransferStats, t0: float, **fields: object
+) -> HistoryRecord:
+    """One run_history.log line for ``job``; ``fields`` add the status and what only that outcome knows."""
+    return HistoryRecord(
+        when=outcome.finished_at,
+        run_id=job.run_id,
+        dagster_run_id=job.dagster_run_id,
+        stage=job.stage,
+        prompt=job.prompt,
+        shot=shot,
+        host=host.label,
+        backend=host.backend,
+        command=redacted(shell_join(outcome.command)),
+        upload_seconds=round(upload.seconds, 3),
+        inference_seconds=round(outcome.seconds, 3),
+        total_seconds=round(time.monotonic() - t0, 3),
+        **fields,
     )
+
+
+def _record_failure(
+    layout: ProjectLayout, host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunOutcome, upload: TransferStats, t0: float
+) -> None:
+    status = "guardrail_blocked" if outcome.guardrail_blocked else "failed"
+    record = _history_record(host, job, shot, outcome, upload, t0, status=status, error="\n".join(outcome.log_tail[-5:]))
+    append_history(layout.history_log, record)
 
 
 def generation_spec_remote(prompt: str) -> str:

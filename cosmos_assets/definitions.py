@@ -48,6 +48,9 @@ def build_definitions(layout: ProjectLayout | None = None) -> dg.Definitions:
         sensors=ALL_SENSORS,
         jobs=build_jobs(host.label),
         resources={"project": ProjectResource(root=str(layout.root)), "gpu_host": host},
+        # The steps of one shot or prompt run one after another anyway; in-process saves a Python start-up and
+        # a code import per step (bench: 11.3 s -> 2.5 s overhead per prompt through `dagster asset materialize`).
+        executor=dg.in_process_executor,
     )
 
 

@@ -22,7 +22,7 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Callable, Literal, Mapping, NamedTuple
+from typing import Callable, Literal, Mapping, NamedTuple, TypeVar
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -106,6 +106,19 @@ def _decode_cursor_text(raw: str) -> str:
     return raw
 
 
+CursorT = TypeVar("CursorT", bound=BaseModel)
+
+
+def _load_cursor(cls: type[CursorT], raw: str | None) -> CursorT:
+    """The cursor ``raw`` holds; an empty or unreadable one starts afresh (first tick, or format change)."""
+    if not raw:
+        return cls()
+    try:
+        return cls.model_validate_json(_decode_cursor_text(raw))
+    except (ValidationError, ValueError, zlib.error):
+        return cls()
+
+
 ShotStatus = Literal["new", "ok", "bad", "empty"]
 
 
@@ -134,12 +147,7 @@ class RenderCursor(BaseModel):
     @classmethod
     def load(cls, raw: str | None) -> "RenderCursor":
         """The cursor of the last tick; an empty or unreadable cursor starts afresh (first tick, or format change)."""
-        if not raw:
-            return cls()
-        try:
-            return cls.model_validate_json(_decode_cursor_text(raw))
-        except (ValidationError, ValueError, zlib.error):
-            return cls()
+        return _load_cursor(cls, raw)
 
 
 class PromptState(NamedTuple):
@@ -168,12 +176,7 @@ class PromptCursor(BaseModel):
 
     @classmethod
     def load(cls, raw: str | None) -> "PromptCursor":
-        if not raw:
-            return cls()
-        try:
-            return cls.model_validate_json(_decode_cursor_text(raw))
-        except (ValidationError, ValueError, zlib.error):
-            return cls()
+        return _load_cursor(cls, raw)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from cosmos_assets.assets import control_videos, generated_videos, upscaled_vide
 from cosmos_assets.media import MODALITIES, VideoInfo, VideoReadError, probe_video, scan_render_folder
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
+from cosmos_assets.spec import CONTROL_KEYS
 
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121
@@ -45,7 +46,6 @@ UPSCALE_FACTOR = 3
 BUCKETS: tuple[tuple[int, int], ...] = ((1280, 704), (960, 704), (960, 960), (704, 960), (704, 1280))
 """(width, height) of Cosmos-Transfer1's 720p resolution buckets."""
 CONTROL_PIX_FMT = "yuv420p"
-CONTROL_KEYS = ("vis", "seg", "edge", "depth", "keypoint", "upscale", "hdmap", "lidar")
 
 
 @dataclass

@@ -78,8 +78,8 @@ TRANSFER_PROGRESS_SECONDS = 2.0
 
 def format_bytes(count: float) -> str:
     """1536 -> '1.5 KiB'; binary units, one decimal."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(count) < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB"):
+        if abs(count) < 1024:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count:.1f} GiB"

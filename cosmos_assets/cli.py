@@ -45,7 +45,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_new_prompt(args: argparse.Namespace) -> int:
-    from cosmos_assets.spec import duplicate_prompt, new_prompt_spec, timestamped_name, write_spec
+    from cosmos_assets.spec import duplicate_prompt, new_prompt_spec, write_new_prompt, write_spec_if_absent
 
     layout = _layout()
     layout.prompts_dir.mkdir(parents=True, exist_ok=True)
@@ -56,11 +56,19 @@ def cmd_new_prompt(args: argparse.Namespace) -> int:
         if not args.base or args.text is None:
             print('error: give BASE "PROMPT TEXT", or --duplicate FILE', file=sys.stderr)
             return 2
-        path = layout.prompt_file(args.name or timestamped_name(args.base, now))
-        if path.exists():
-            print(f"error: {path} exists; pick another --name (prompt files are never overwritten)", file=sys.stderr)
-            return 1
-        write_spec(new_prompt_spec(args.base, args.text), path)
+        spec = new_prompt_spec(args.base, args.text)
+        if not args.name:
+            path = write_new_prompt(spec, layout.prompts_dir, args.base, now)
+        elif "/" in args.name or args.name.startswith("."):
+            print(f"error: --name {args.name!r} must be a plain file name (no '/', not starting with '.')", file=sys.stderr)
+            return 2
+        else:
+            path = layout.prompt_file(args.name)
+            try:
+                write_spec_if_absent(spec, path)
+            except FileExistsError:
+                print(f"error: {path} exists; pick another --name (prompt files are never overwritten)", file=sys.stderr)
+                return 1
     print(path)
     return 0
 

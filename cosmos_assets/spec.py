@@ -632,6 +632,17 @@ def _claim_new_file(directory: Path, stem: str, data: bytes) -> Path:
         temp.unlink(missing_ok=True)
 
 
+def write_spec_if_absent(spec: TransferSpec, path: Path) -> None:
+    """Write the spec to ``path`` only when no file is there; FileExistsError otherwise (checked and created at once)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_file_with(path.parent, path.stem, _spec_bytes(spec))
+    try:
+        os.link(temp, path)  # fails if the target exists: no window between the check and the write
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def write_new_prompt(spec: TransferSpec, prompts_dir: Path, base: str, now: datetime) -> Path:
     """Write a new prompt file `<base>_<timestamp>.json` in prompts_dir, never overwriting one."""
     return _claim_new_file(Path(prompts_dir), timestamped_name(base, now), _spec_bytes(spec))

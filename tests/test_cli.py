@@ -108,3 +108,20 @@ def test_console_script_is_installed_and_runs() -> None:
     script = Path(sys.executable).with_name("cosmos-assets")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=os.environ.copy())
     assert result.returncode == 0 and "new-prompt" in result.stdout and "validate" in result.stdout
+
+
+def test_new_prompt_name_must_stay_in_the_prompts_folder(project_root: Path, capsys) -> None:
+    assert main(["new-prompt", "shot_x", "text", "--name", "../escaped"]) == 2
+    assert "--name" in capsys.readouterr().err
+    assert not (project_root / "inputs" / "escaped.json").exists()
+
+
+def test_write_spec_if_absent_never_replaces_a_file(tmp_path: Path) -> None:
+    from cosmos_assets.spec import new_prompt_spec, write_spec_if_absent
+
+    target = tmp_path / "p.json"
+    write_spec_if_absent(new_prompt_spec("s", "first"), target)
+    with pytest.raises(FileExistsError):
+        write_spec_if_absent(new_prompt_spec("s", "second"), target)
+    assert json.loads(target.read_text())["prompt"] == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]

@@ -126,42 +126,39 @@ def _execute(
     log: LogLine,
 ) -> StageResult:
     staging = layout.staging_dir / job.run_id
+    fetched = staging / "fetched"
     run_log = _RunLog(staging / log_name, log)
     run_log(f"[cosmos-assets] {job.stage} run {job.run_id} for prompt {job.prompt} on {host.label} ({host.backend} backend)")
-    t0 = time.monotonic()
+    progress = _Progress(t0=time.monotonic())
     try:
         host.preflight(job, run_log)
-        upload = host.upload(job.inputs, run_log)
+        progress.upload = host.upload(job.inputs, run_log)
         run_log("[cosmos-assets] command: " + shell_join(host.command_for(job)))
-        outcome = host.run(job, run_log)
-        if outcome.exit_code != 0:
-            _record_failure(layout, host, job, shot, outcome, upload, t0)
-            run_log.close()
-            failed_log = _keep_failed_log(layout, job, staging / log_name)
-            reason = "the guardrail blocked the prompt or video (retrying the same input will not help)" if outcome.guardrail_blocked else f"exit code {outcome.exit_code}"
-            raise InferenceFailed(
-                f"{job.stage} for {job.prompt} failed on {host.label}: {reason}. Log: {failed_log}\n"
-                + "\n".join(outcome.log_tail[-20:]),
-                outcome.log_tail,
-                outcome.guardrail_blocked,
-                failed_log,
-            )
-        fetched = staging / "fetched"
+        progress.outcome = host.run(job, run_log)
+        if progress.outcome.exit_code != 0:
+            raise _model_failed(layout, host, job, progress.outcome, log_name)
         download = host.download(job.video_save_folder, fetched, run_log)
-    finally:
+        if not (fetched / OUTPUT_VIDEO).exists():
+            raise InferenceFailed(
+                f"{job.stage} for {job.prompt} exited 0 but wrote no {OUTPUT_VIDEO}; see the log in "
+                f"{_failed_dir(layout, job)}",
+                progress.outcome.log_tail, False, _failed_dir(layout, job) / log_name,
+            )
+    except BaseException as error:
         run_log.close()
+        _record_failure(layout, host, job, shot, progress, error, staging)
+        raise
+    run_log.close()
+    outcome = progress.outcome
     spec_used = _spec_used(host, job, shot, outcome)
     spec_used.write(fetched / "spec_used.json")
     for name, content in extra_files.items():
         atomic_write_json(fetched / name, content)
     os.replace(staging / log_name, fetched / log_name)
-    video = fetched / OUTPUT_VIDEO
-    if not video.exists():
-        raise InferenceFailed(f"{job.stage} for {job.prompt} exited 0 but wrote no {OUTPUT_VIDEO}", outcome.log_tail, False, fetched / log_name)
     moved = promote(fetched, dest, layout.previous_outputs_dir)
     outputs = sorted(p for p in dest.iterdir() if p.is_file())
     history = _history_record(
-        host, job, shot, outcome, upload, t0,
+        host, job, shot, progress,
         status="success",
         download_seconds=round(download.seconds, 3),
         outputs=[str(p.relative_to(layout.root)) for p in outputs],
@@ -175,12 +172,60 @@ def _execute(
         video=dest / OUTPUT_VIDEO,
         spec_used=spec_used,
         outcome=outcome,
-        upload=upload,
+        upload=progress.upload,
         download=download,
         previous_moved_to=moved,
         history=history,
         outputs=outputs,
     )
+
+
+@dataclass
+class _Progress:
+    """How far a run got: what the history line of a failed run can still say."""
+
+    t0: float
+    upload: TransferStats = field(default_factory=TransferStats)
+    outcome: RunOutcome | None = None
+
+
+def _failed_dir(layout: ProjectLayout, job: InferenceJob) -> Path:
+    return layout.outputs_dir / ".failed" / job.prompt / job.run_id
+
+
+def _model_failed(layout: ProjectLayout, host: GpuHost, job: InferenceJob, outcome: RunOutcome, log_name: str) -> InferenceFailed:
+    if outcome.guardrail_blocked:
+        reason = "the guardrail blocked the prompt or video (retrying the same input will not help)"
+    else:
+        reason = f"exit code {outcome.exit_code}"
+    log_path = _failed_dir(layout, job) / log_name
+    return InferenceFailed(
+        f"{job.stage} for {job.prompt} failed on {host.label}: {reason}. Log: {log_path}\n" + "\n".join(outcome.log_tail[-20:]),
+        outcome.log_tail,
+        outcome.guardrail_blocked,
+        log_path,
+    )
+
+
+def _failure_status(error: BaseException) -> str:
+    if isinstance(error, InferenceFailed) and error.guardrail_blocked:
+        return "guardrail_blocked"
+    # Dagster's run termination (DagsterExecutionInterruptedError) and Ctrl-C are not Exceptions.
+    return "failed" if isinstance(error, Exception) else "cancelled"
+
+
+def _record_failure(
+    layout: ProjectLayout, host: GpuHost, job: InferenceJob, shot: str | None, progress: _Progress, error: BaseException, staging: Path
+) -> None:
+    """Keep what the failed run left (its log, spec, any partial download) and write its history line."""
+    failed = _failed_dir(layout, job)
+    failed.parent.mkdir(parents=True, exist_ok=True)
+    if staging.exists():
+        os.replace(staging, failed)
+    tail = progress.outcome.log_tail[-5:] if progress.outcome else []
+    message = "\n".join(tail) if isinstance(error, InferenceFailed) and tail else f"{type(error).__name__}: {error}"
+    record = _history_record(host, job, shot, progress, status=_failure_status(error), error=redacted(message))
+    append_history(layout.history_log, record)
 
 
 def _clean_staging(staging: Path) -> None:
@@ -191,13 +236,6 @@ def _clean_staging(staging: Path) -> None:
         staging.rmdir()
     except OSError:
         pass
-
-
-def _keep_failed_log(layout: ProjectLayout, job: InferenceJob, log_path: Path) -> Path:
-    target = layout.outputs_dir / ".failed" / job.prompt / job.run_id / log_path.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(log_path, target)
-    return target
 
 
 def _spec_used(host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunOutcome) -> SpecUsed:
@@ -223,12 +261,11 @@ def _spec_used(host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunO
     )
 
 
-def _history_record(
-    host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunOutcome, upload: TransferStats, t0: float, **fields: object
-) -> HistoryRecord:
+def _history_record(host: GpuHost, job: InferenceJob, shot: str | None, progress: _Progress, **fields: object) -> HistoryRecord:
     """One run_history.log line for ``job``; ``fields`` add the status and what only that outcome knows."""
+    outcome = progress.outcome
     return HistoryRecord(
-        when=outcome.finished_at,
+        when=outcome.finished_at if outcome else datetime.now(timezone.utc),
         run_id=job.run_id,
         dagster_run_id=job.dagster_run_id,
         stage=job.stage,
@@ -236,20 +273,12 @@ def _history_record(
         shot=shot,
         host=host.label,
         backend=host.backend,
-        command=redacted(shell_join(outcome.command)),
-        upload_seconds=round(upload.seconds, 3),
-        inference_seconds=round(outcome.seconds, 3),
-        total_seconds=round(time.monotonic() - t0, 3),
+        command=redacted(shell_join(outcome.command)) if outcome else "(not started)",
+        upload_seconds=round(progress.upload.seconds, 3),
+        inference_seconds=round(outcome.seconds, 3) if outcome else 0.0,
+        total_seconds=round(time.monotonic() - progress.t0, 3),
         **fields,
     )
-
-
-def _record_failure(
-    layout: ProjectLayout, host: GpuHost, job: InferenceJob, shot: str | None, outcome: RunOutcome, upload: TransferStats, t0: float
-) -> None:
-    status = "guardrail_blocked" if outcome.guardrail_blocked else "failed"
-    record = _history_record(host, job, shot, outcome, upload, t0, status=status, error="\n".join(outcome.log_tail[-5:]))
-    append_history(layout.history_log, record)
 
 
 def generation_spec_remote(prompt: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cosmos_assets.hosts.base import HostNotReadyError
 from cosmos_assets.hosts.local import LocalPreviewHost
 from cosmos_assets.media import probe_video
 from cosmos_assets.records import read_history
@@ -101,3 +102,37 @@ def test_a_multi_gpu_run_works_on_the_preview_host(project) -> None:
     result = run_generation(layout, host, "tiny_prompt", num_gpus=2)
     assert probe_video(result.video).frames == TINY["frames"]
     assert result.spec_used.environment["WORLD_SIZE"] == "2" and result.spec_used.environment["RANK"] == "0"
+
+
+class _UnreadyHost(LocalPreviewHost):
+    def preflight(self, job, log) -> None:  # noqa: ANN001
+        log("checking the host")
+        raise HostNotReadyError("no GPUs: nvidia-smi -L lists 0, NUM_GPU=1 needs 1")
+
+
+def test_a_host_that_is_not_ready_leaves_a_history_line_and_its_log(project) -> None:
+    layout, host = project
+    unready = _UnreadyHost(remote_dir=host.remote_dir)
+    with pytest.raises(HostNotReadyError):
+        run_generation(layout, unready, "tiny_prompt")
+    record = read_history(layout.history_log)[-1]
+    assert (record.status, record.command) == ("failed", "(not started)")
+    assert "no GPUs" in record.error
+    kept = layout.outputs_dir / ".failed" / "tiny_prompt" / record.run_id / "run.log"
+    assert "checking the host" in kept.read_text()
+    assert not (layout.staging_dir / record.run_id).exists()
+    assert not layout.output_dir("tiny_prompt").exists()
+
+
+def test_a_cancelled_run_is_recorded_as_cancelled(project) -> None:
+    layout, host = project
+
+    def cancel_at_first_step(line: str) -> None:
+        if "step 1/" in line:
+            raise KeyboardInterrupt  # what a terminated Dagster step sees: a BaseException, not an Exception
+
+    with pytest.raises(KeyboardInterrupt):
+        run_generation(layout, host, "tiny_prompt", log=cancel_at_first_step)
+    record = read_history(layout.history_log)[-1]
+    assert record.status == "cancelled"
+    assert not layout.output_dir("tiny_prompt").exists()

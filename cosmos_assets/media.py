@@ -460,7 +460,7 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, depth: in
 
 
 class _Writer:
-    """An H.264 mp4 written to a temp name in the output folder and renamed into place on close."""
+    """An H.264 mp4 written to a temp name in the output folder; ``publish`` renames it into place."""
 
     def __init__(self, path: Path, width: int, height: int, fps: int, crf: int):
         self.path = path
@@ -485,9 +485,12 @@ class _Writer:
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
 
-    def commit(self) -> None:
+    def finish(self) -> None:
+        """Flush the encoder and close the temp file (still under its temp name)."""
         self.container.mux(self.stream.encode(None))
         self.container.close()
+
+    def publish(self) -> None:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -499,25 +502,13 @@ class _Writer:
 
 
 def _encode_stream(
-    modality: str,
-    frames: Iterable[av.VideoFrame],
-    total: int,
-    out_path: Path,
-    size: tuple[int, int],
-    fps: int,
-    crf: int,
-    progress: ProgressCallback | None,
+    modality: str, frames: Iterable[av.VideoFrame], total: int, writer: _Writer, progress: ProgressCallback | None
 ) -> int:
-    writer = _Writer(out_path, size[0], size[1], fps, crf)
-    try:
-        for frame in frames:
-            writer.write(frame)
-            if progress is not None:
-                progress(modality, writer.frames, total)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    for frame in frames:
+        writer.write(frame)
+        if progress is not None:
+            progress(modality, writer.frames, total)
+    writer.finish()
     return writer.frames
 
 
@@ -577,7 +568,8 @@ def encode_control_videos(
 
     The three modalities are encoded concurrently (threads; PyAV releases the GIL), PNGs are decoded
     in a shared thread pool, libx264 uses frame threads. Each file is written under a temp name in
-    ``out_dir`` and ``os.replace``d into place, overwriting an earlier file atomically.
+    ``out_dir``; only when all three are complete are they ``os.replace``d into place (if one fails,
+    the earlier set stays as it was).
     ``progress(modality, frames_done, total)`` is called from worker threads after every frame.
     """
     if max_frames is not None and max_frames < 1:
@@ -596,11 +588,17 @@ def encode_control_videos(
             "depth": _depth_frames(seq.frames["depth"][:total], decode_pool),
             "segmentation": _rgb_frames(seq.frames["segmentation"][:total], decode_pool, padded),
         }
-        futures = {
-            m: encode_pool.submit(_encode_stream, m, frames, total, out_dir / f"{m}.mp4", size, fps, crf, progress)
-            for m, frames in streams.items()
-        }
-        counts = {m: f.result() for m, f in futures.items()}
+        writers = {m: _Writer(out_dir / f"{m}.mp4", size[0], size[1], fps, crf) for m in MODALITIES}
+        try:
+            futures = {m: encode_pool.submit(_encode_stream, m, frames, total, writers[m], progress) for m, frames in streams.items()}
+            counts = {m: f.result() for m, f in futures.items()}
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+    # Only once all three are complete do they replace the earlier set: never a mix of old and new passes.
+    for writer in writers.values():
+        writer.publish()
     return {
         m: EncodedVideo(
             modality=m,

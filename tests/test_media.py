@@ -221,3 +221,29 @@ def test_colour_encode_keeps_quality_and_uses_inter_frames(tmp_path):
     with av.open(str(videos["color"].path)) as container:
         keyframes = [packet.is_keyframe for packet in container.demux(video=0) if packet.size]
     assert keyframes[0] and not all(keyframes), "every frame was encoded as a keyframe"
+
+
+def test_a_failed_encode_leaves_the_earlier_set_untouched(tmp_path):
+    """One modality failing after another has finished must not leave new colour beside old passes."""
+    import threading
+
+    from cosmos_assets.sample_render import make_sample_render
+
+    seq = make_sample_render(tmp_path / "render", frames=6, width=64, height=48)
+    out = tmp_path / "out"
+    before = {m: v.path.read_bytes() for m, v in encode_control_videos(seq, out).items()}
+    write_png(seq.frames["color"][0], np.zeros((48, 64, 3), np.uint8))  # the new colour differs from the old
+    colour_done = threading.Event()
+
+    def fail_segmentation_after_colour(modality: str, done: int, total: int) -> None:
+        if modality == "color" and done == total:
+            colour_done.set()
+        if modality == "segmentation" and done == total - 1:
+            colour_done.wait(30)
+            raise RuntimeError("segmentation encoder failed")
+
+    with pytest.raises(RuntimeError, match="segmentation encoder failed"):
+        encode_control_videos(seq, out, progress=fail_segmentation_after_colour)
+    assert colour_done.is_set()
+    assert {m: (out / f"{m}.mp4").read_bytes() for m in before} == before
+    assert sorted(p.name for p in out.iterdir()) == ["color.mp4", "depth.mp4", "segmentation.mp4"]

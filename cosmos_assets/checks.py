@@ -23,7 +23,6 @@ What "expected" means (Cosmos-Transfer1, see FACTS.md in the shared notes):
 """
 
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,8 @@ from cosmos_assets.assets import control_videos, generated_videos, upscaled_vide
 from cosmos_assets.media import MODALITIES, VideoInfo, VideoReadError, probe_video, scan_render_folder
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.spec import CONTROL_KEYS
+from cosmos_assets.records import SpecUsed
+from cosmos_assets.spec import input_videos, parse_spec
 
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121
@@ -217,35 +217,20 @@ def check_ownership(paths: Sequence[Path], uid: int | None = None, remote: bool 
 # --------------------------------------------------------------------------------------------------
 
 
-def spec_input_paths(spec: Mapping[str, Any]) -> list[str]:
-    """Video paths a spec reads (input_video_path first, then each control's input_control)."""
-    paths = [spec["input_video_path"]] if spec.get("input_video_path") else []
-    for key in CONTROL_KEYS:
-        control = spec.get(key)
-        if isinstance(control, Mapping) and control.get("input_control"):
-            paths.append(control["input_control"])
-    return paths
-
-
 def output_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
-def recorded_remote_user(spec_used: Mapping[str, Any]) -> tuple[bool, str | None]:
+def recorded_remote_user(spec_used: SpecUsed) -> tuple[bool, str | None]:
     """(ran on a remote host, the container user it recorded): ``container.user`` or the docker argv's ``-u``."""
-    if spec_used.get("backend") == "preview":
+    if spec_used.backend == "preview":
         return False, None
-    container = spec_used.get("container") or {}
-    user = container.get("user") if isinstance(container, Mapping) else None
-    return True, str(user) if user else container_user(spec_used.get("command") or [])
+    user = spec_used.container.get("user")
+    return True, str(user) if user else container_user(spec_used.command)
 
 
-def read_spec_used(folder: Path) -> dict[str, Any]:
-    path = folder / "spec_used.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"{path} is missing or unreadable ({error}); materialize the asset first") from error
+def read_spec_used(folder: Path) -> SpecUsed:
+    return SpecUsed.read(folder / "spec_used.json")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,8 +304,8 @@ def generated_decodable(context: dg.AssetCheckExecutionContext, project: Project
 def generated_frames_and_bucket(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     layout = project.layout
     folder = layout.output_dir(context.partition_key)
-    spec = read_spec_used(folder).get("spec", {})
-    inputs = [layout.root / rel for rel in spec_input_paths(spec)]
+    spec = parse_spec(read_spec_used(folder).spec)
+    inputs = [layout.root / rel for rel in input_videos(spec)]
     return to_result(check_generated(folder / "output.mp4", inputs), "frames and resolution as the model writes them")
 
 

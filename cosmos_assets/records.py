@@ -61,6 +61,14 @@ class SpecUsed(BaseModel):
     finished_at: datetime
     exit_code: int
 
+    @classmethod
+    def read(cls, path: Path) -> "SpecUsed":
+        """Load a run's ``spec_used.json``; a missing or unreadable one says which asset to materialize."""
+        try:
+            return cls.model_validate_json(path.read_text())
+        except (OSError, ValueError) as error:
+            raise FileNotFoundError(f"{path} is missing or unreadable ({error}); materialize the asset first") from error
+
     def write(self, path: Path) -> None:
         """Write atomically; secrets in the environment and the command line are redacted first."""
         safe = self.model_copy(update={"environment": redacted(self.environment), "command": redacted(self.command), "command_line": redacted(self.command_line)})

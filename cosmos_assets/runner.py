@@ -10,7 +10,6 @@ earlier run's folder there is first moved to ``outputs/.previous/<prompt>/<its r
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -79,8 +78,8 @@ def _staged_inputs(layout: ProjectLayout, spec: TransferSpec) -> list[StagedFile
 
 def _previous_run_id(folder: Path) -> str:
     try:
-        return json.loads((folder / "spec_used.json").read_text())["run_id"]
-    except (OSError, ValueError, KeyError):
+        return SpecUsed.read(folder / "spec_used.json").run_id
+    except FileNotFoundError:
         return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).strftime("%Y%m%d_%H%M%S") + "_unknown"
 
 
@@ -355,7 +354,7 @@ def plan_generation(
     )
 
 
-def generated_output(layout: ProjectLayout, prompt: str) -> tuple[Path, dict]:
+def generated_output(layout: ProjectLayout, prompt: str) -> tuple[Path, SpecUsed]:
     """The local generated video of ``prompt`` and its ``spec_used.json``; the upscale's input."""
     generated_dir = layout.output_dir(prompt)
     generated = generated_dir / OUTPUT_VIDEO
@@ -364,7 +363,7 @@ def generated_output(layout: ProjectLayout, prompt: str) -> tuple[Path, dict]:
             f"{generated} does not exist: materialize generated_videos for prompt {prompt} first "
             "(the upscale runs only after a successful generation)"
         )
-    return generated, json.loads((generated_dir / "spec_used.json").read_text())
+    return generated, SpecUsed.read(generated_dir / "spec_used.json")
 
 
 def plan_upscale(
@@ -378,7 +377,7 @@ def plan_upscale(
 ) -> StagePlan:
     """Describe the 4K upscale of the prompt's generated video (which must exist locally)."""
     generated, gen_used = generated_output(layout, prompt)
-    generated_remote = f"{gen_used['video_save_folder']}/{OUTPUT_VIDEO}"
+    generated_remote = f"{gen_used.video_save_folder}/{OUTPUT_VIDEO}"
     spec = upscale_spec(generated_remote, control_weight)
     spec_remote = upscale_spec_remote(prompt)
     effective = layout.staging_dir / run_id / "upscale_spec.json"
@@ -392,7 +391,7 @@ def plan_upscale(
         invocation=upscale_invocation(prompt, run_id, num_gpus),
         inputs=[StagedFile(local=effective, remote=spec_remote), StagedFile(local=generated, remote=generated_remote)],
     )
-    return StagePlan(job=job, shot=gen_used.get("shot"), dest=layout.upscaled_dir(prompt), log_name="upscale_run.log", effective_spec=effective)
+    return StagePlan(job=job, shot=gen_used.shot, dest=layout.upscaled_dir(prompt), log_name="upscale_run.log", effective_spec=effective)
 
 
 def execute_plan(layout: ProjectLayout, host: GpuHost, plan: StagePlan, log: LogLine) -> StageResult:

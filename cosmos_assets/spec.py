@@ -425,6 +425,11 @@ def _spec_paths(spec: TransferSpec) -> Iterator[tuple[str, str]]:
             yield f"regional_prompts[{i}].region_definitions_path", regional.region_definitions_path
 
 
+def input_videos(spec: TransferSpec) -> list[str]:
+    """The videos the model trims to one length: input_video_path first, then each control's input_control."""
+    return [path for field, path in _spec_paths(spec) if field == "input_video_path" or field.endswith(".input_control")]
+
+
 def referenced_paths(spec: TransferSpec) -> list[str]:
     """Every file path the spec makes the model read, relative to the cosmos-transfer1 root, each once."""
     return list(dict.fromkeys(path for _, path in _spec_paths(spec)))

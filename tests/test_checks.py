@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from datetime import datetime, timezone
 from pathlib import Path
 
 import av
@@ -13,6 +14,7 @@ import pytest
 
 from cosmos_assets import preview_model
 from cosmos_assets.assets import ALL_ASSETS, control_videos
+from cosmos_assets.records import SpecUsed
 from cosmos_assets.checks import (
     ALL_CHECKS,
     BUCKETS,
@@ -142,12 +144,20 @@ def test_ownership_by_uid_and_non_root_container_on_remote_hosts(tmp_path: Path)
     assert check_ownership(files, remote=True, remote_user="1000:1000").passed
 
 
+def _spec_used(backend: str, command: list[str], container: dict | None = None) -> SpecUsed:
+    now = datetime.now(timezone.utc)
+    return SpecUsed(
+        stage="generate", backend=backend, run_id="r", prompt="p", host="h", command=command,
+        command_line=" ".join(command), container=container or {}, spec={}, spec_remote_path="s",
+        video_save_folder="v", started_at=now, finished_at=now, exit_code=0,
+    )  # fmt: skip
+
+
 def test_remote_user_is_read_from_the_recorded_docker_command_or_container() -> None:
-    assert recorded_remote_user({"backend": "preview", "command": ["python"]}) == (False, None)
-    docker = {"backend": "cosmos-transfer1", "command": ["docker", "run", "-u", "1000:1000", "img"]}
-    assert recorded_remote_user(docker) == (True, "1000:1000")
-    assert recorded_remote_user({"backend": "cosmos-transfer1", "command": ["docker", "run", "img"]}) == (True, None)
-    assert recorded_remote_user({"backend": "cosmos-transfer1", "container": {"user": "1001:1001"}}) == (True, "1001:1001")
+    assert recorded_remote_user(_spec_used("preview", ["python"])) == (False, None)
+    assert recorded_remote_user(_spec_used("cosmos-transfer1", ["docker", "run", "-u", "1000:1000", "img"])) == (True, "1000:1000")
+    assert recorded_remote_user(_spec_used("cosmos-transfer1", ["docker", "run", "img"])) == (True, None)
+    assert recorded_remote_user(_spec_used("cosmos-transfer1", [], {"user": "1001:1001"})) == (True, "1001:1001")
 
 
 def test_partitioned_checks_run_with_the_asset_for_its_partition(tmp_path: Path) -> None:

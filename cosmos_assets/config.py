@@ -8,6 +8,7 @@ The layout is the seed repository's (``art/``, ``inputs/videos``, ``inputs/promp
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -95,6 +96,32 @@ def videos_rel(shot: str, modality: str) -> str:
     return f"inputs/videos/{shot}/{modality}.mp4"
 
 
+_TRUE = frozenset({"1", "on", "true", "yes"})
+_FALSE = frozenset({"0", "off", "false", "no"})
+
+
+def env_bool(name: str, default: bool = False, env: Mapping[str, str] | None = None) -> bool:
+    """An on/off setting: on/off, true/false, yes/no, 1/0; unset or empty gives ``default``."""
+    raw = (os.environ if env is None else env).get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not on/off (use on, off, true, false, 1 or 0)")
+
+
+def env_number(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as error:
+        raise ValueError(f"{name}={raw!r} is not a number") from error
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -108,17 +135,6 @@ def _env_int(name: str, default: int) -> int:
 def num_gpus_from_env() -> int:
     """``NUM_GPU`` (the seed's GPUs per run), 1 when unset."""
     return _env_int("NUM_GPU", 1)
-
-
-def _env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}={raw!r} is not a yes/no value: use 1 or 0")
 
 
 class RemoteSettings(BaseModel):
@@ -151,11 +167,6 @@ class RemoteSettings(BaseModel):
     def from_env(cls) -> "RemoteSettings":
         env = os.environ
         remote_dir = env.get("REMOTE_DIR") or cls.model_fields["remote_dir"].default
-        min_free = env.get("COSMOS_MIN_FREE_GB", "").strip()
-        try:
-            min_free_gb = float(min_free) if min_free else cls.model_fields["min_free_gb"].default
-        except ValueError as error:
-            raise ValueError(f"COSMOS_MIN_FREE_GB={min_free!r} is not a number of gigabytes") from error
         return cls(
             host=env.get("REMOTE_HOST") or None,
             user=env.get("REMOTE_USER") or None,
@@ -167,9 +178,9 @@ class RemoteSettings(BaseModel):
             num_gpus=num_gpus_from_env(),
             docker_gpus=(env.get("COSMOS_DOCKER_GPUS") or "all").strip(),
             known_hosts=env.get("COSMOS_KNOWN_HOSTS") or None,
-            trust_on_first_use=_env_bool("COSMOS_SSH_TRUST_ON_FIRST_USE"),
+            trust_on_first_use=env_bool("COSMOS_SSH_TRUST_ON_FIRST_USE"),
             container_user=env.get("COSMOS_CONTAINER_USER") or None,
-            min_free_gb=min_free_gb,
+            min_free_gb=env_number("COSMOS_MIN_FREE_GB", cls.model_fields["min_free_gb"].default),
         )
 
     @property

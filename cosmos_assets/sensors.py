@@ -27,7 +27,7 @@ from typing import Callable, Literal, Mapping, NamedTuple, TypeVar
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.config import ProjectLayout, env_bool, env_number
 from cosmos_assets.media import MODALITIES, RenderValidationError, scan_render_folder
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
@@ -36,29 +36,6 @@ from cosmos_assets.spec import SpecError, check_for_run, load_spec, referenced_p
 # --------------------------------------------------------------------------------------------------
 # Settings
 # --------------------------------------------------------------------------------------------------
-
-_TRUE = {"1", "on", "true", "yes"}
-_FALSE = {"0", "off", "false", "no", ""}
-
-
-def _env_bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ValueError(f"{name}={env[name]!r} is not on/off (use on, off, true, false, 1 or 0)")
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as error:
-        raise ValueError(f"{name}={raw!r} is not a number of seconds") from error
-
 
 class SensorSettings(BaseModel):
     """The sensors' settings, from the environment (read when the definitions load)."""
@@ -76,12 +53,12 @@ class SensorSettings(BaseModel):
     def from_env(cls, env: Mapping[str, str] | None = None) -> "SensorSettings":
         env = os.environ if env is None else env
         return cls(
-            enabled=_env_bool(env, "COSMOS_SENSORS"),
-            interval_seconds=int(_env_number(env, "COSMOS_SENSOR_INTERVAL", 30)),
-            render_settle_seconds=_env_number(env, "COSMOS_RENDER_SETTLE_SECONDS", 30.0),
-            auto_generate=_env_bool(env, "COSMOS_AUTO_GENERATE"),
-            render_scan_budget=int(_env_number(env, "COSMOS_RENDER_SCAN_BUDGET", 200)),
-            render_deep_checks=int(_env_number(env, "COSMOS_RENDER_DEEP_CHECKS", 100)),
+            enabled=env_bool("COSMOS_SENSORS", env=env),
+            interval_seconds=int(env_number("COSMOS_SENSOR_INTERVAL", 30, env)),
+            render_settle_seconds=env_number("COSMOS_RENDER_SETTLE_SECONDS", 30.0, env),
+            auto_generate=env_bool("COSMOS_AUTO_GENERATE", env=env),
+            render_scan_budget=int(env_number("COSMOS_RENDER_SCAN_BUDGET", 200, env)),
+            render_deep_checks=int(env_number("COSMOS_RENDER_DEEP_CHECKS", 100, env)),
         )
 
 

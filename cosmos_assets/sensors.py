@@ -31,7 +31,7 @@ from cosmos_assets.config import ProjectLayout, env_bool, env_number
 from cosmos_assets.media import MODALITIES, RenderValidationError, scan_render_folder
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.spec import SpecError, check_for_run, load_spec, referenced_paths, shot_of
+from cosmos_assets.spec import SpecError, check_prompt_file, load_spec, shot_of
 
 # --------------------------------------------------------------------------------------------------
 # Settings
@@ -401,13 +401,8 @@ def expected_spec_version(layout: ProjectLayout, path: Path) -> tuple[str, str |
 
     Raises SpecError (with file, field and fix) when the asset would fail.
     """
-    from cosmos_assets.assets.prompts import spec_data_version
-
-    spec = load_spec(path)
-    shot = shot_of(spec)
-    check_for_run(spec, path, layout.root)
-    inputs = [layout.root / rel for rel in referenced_paths(spec)]
-    return spec_data_version(path.read_bytes(), inputs), shot
+    checked = check_prompt_file(path, layout.root)
+    return checked.data_version, checked.shot
 
 
 def _shot_if_readable(path: Path) -> str:

@@ -7,6 +7,7 @@ read. Errors are `SpecError`s naming the file, the field and how to fix it.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import math
 import os
@@ -658,3 +659,31 @@ def duplicate_prompt(path: Path, prompts_dir: Path, now: datetime) -> Path:
     path = Path(path)
     stem = timestamped_name(base_name(path.stem), now)
     return _claim_new_file(Path(prompts_dir), stem, path.read_bytes())
+
+
+@dataclass(frozen=True)
+class CheckedPrompt:
+    """A prompt file that is ready to run: its spec, shot, the files it reads and its data version."""
+
+    spec: TransferSpec
+    shot: str | None
+    inputs: list[Path]
+    data_version: str
+
+
+def prompt_data_version(spec_bytes: bytes, input_files: list[Path]) -> str:
+    """Changes when the spec or any file it points at changes (size and mtime), so downstream shows stale."""
+    digest = hashlib.sha256(spec_bytes)
+    for path in input_files:
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def check_prompt_file(path: Path, repo_root: Path) -> CheckedPrompt:
+    """Load and check a prompt file for a run (raises :class:`SpecError` naming file, field and fix)."""
+    spec = load_spec(path)
+    shot = shot_of(spec)
+    check_for_run(spec, path, repo_root)
+    inputs = [repo_root / rel for rel in referenced_paths(spec)]
+    return CheckedPrompt(spec=spec, shot=shot, inputs=inputs, data_version=prompt_data_version(path.read_bytes(), inputs))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,17 +135,17 @@ def test_remote_corruption_between_write_and_verify_is_detected(sftp, tmp_path: 
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     local = _file(tmp_path / "shot_color.mp4", 2 * MB, 6)
     remote = tmp_path / "remote" / "shot_color.mp4"
-    real_sync = sftp_mod._remote_sync
+    real_sync_and_sha256 = sftp_mod._remote_sync_and_sha256
 
-    def corrupting_sync(transport: paramiko.Transport, path: str) -> None:
+    def corrupting_sync_and_sha256(transport: paramiko.Transport, path: str) -> str:
         with open(path, "r+b") as f:  # the "remote" is this machine: flip a byte in the .part
             f.seek(MB)
             byte = f.read(1)
             f.seek(MB)
             f.write(bytes([byte[0] ^ 0xFF]))
-        real_sync(transport, path)
+        return real_sync_and_sha256(transport, path)
 
-    monkeypatch.setattr(sftp_mod, "_remote_sync", corrupting_sync)
+    monkeypatch.setattr(sftp_mod, "_remote_sync_and_sha256", corrupting_sync_and_sha256)
     with pytest.raises(TransferVerificationError, match="shot_color.mp4"):
         upload_files(sftp, [(local, str(remote))])
     assert not remote.exists()
@@ -175,6 +178,212 @@ def test_hostile_remote_path_is_quoted(sftp, ssh, tmp_path: Path) -> None:
     assert down.files_sent == 1
     assert (tmp_path / "down" / remote.relative_to(hostile_dir)).read_bytes() == local.read_bytes()
     assert not marker.exists()
+
+
+@pytest.fixture
+def small_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parallel upload path for files of a few MiB (1 MiB blocks), so tests stay small."""
+    monkeypatch.setattr(sftp_mod, "PARALLEL_MIN_BYTES", 4 * MB)
+    monkeypatch.setattr(sftp_mod, "PARALLEL_BLOCK", MB)
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple]:
+    calls: list[tuple] = []
+    real = getattr(sftp_mod, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sftp_mod, name, spy)
+    return calls
+
+
+def test_large_fresh_upload_goes_over_several_channels_and_is_exact(sftp, tmp_path: Path, small_parallel,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    local = _file(tmp_path / "big.bin", 9 * MB + 123, 13)
+    remote = tmp_path / "remote" / "deep" / "big.bin"
+    parallel = _spy(monkeypatch, "_send_part_parallel")
+    writers: set[int] = set()
+    real_write = sftp_mod._pipelined_write_at
+
+    def counting_write(client, *args, **kwargs):
+        writers.add(id(client))
+        return real_write(client, *args, **kwargs)
+
+    monkeypatch.setattr(sftp_mod, "_pipelined_write_at", counting_write)
+    calls: list[tuple[int, int]] = []
+    report = upload_files(sftp, [(local, str(remote))], progress=lambda d, t: calls.append((d, t)))
+    item = report.files[0]
+    assert len(parallel) == 1 and len(writers) == sftp_mod.PARALLEL_CHANNELS
+    assert (item.bytes_sent, item.resumed_from, item.skipped) == (local.stat().st_size, 0, False)
+    assert item.sha256 == hashlib.sha256(local.read_bytes()).hexdigest()
+    assert remote.read_bytes() == local.read_bytes()
+    assert not Path(str(remote) + ".part").exists()
+    assert calls[-1] == (local.stat().st_size, local.stat().st_size)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert upload_files(sftp, [(local, str(remote))]).files_skipped == 1
+
+
+def test_a_resume_stays_on_one_channel(sftp, tmp_path: Path, small_parallel,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    local = _file(tmp_path / "big.bin", 6 * MB, 14)
+    remote = tmp_path / "remote" / "big.bin"
+    remote.parent.mkdir()
+    Path(str(remote) + ".part").write_bytes(local.read_bytes()[:MB])
+    parallel = _spy(monkeypatch, "_send_part_parallel")
+    item = upload_files(sftp, [(local, str(remote))]).files[0]
+    assert (item.resumed_from, item.bytes_sent, len(parallel)) == (MB, 5 * MB, 0)
+    assert remote.read_bytes() == local.read_bytes()
+
+
+def test_parallel_upload_corrupted_before_verify_is_detected(sftp, tmp_path: Path, small_parallel,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    local = _file(tmp_path / "big.bin", 5 * MB + 1, 15)
+    remote = tmp_path / "remote" / "big.bin"
+    real = sftp_mod._remote_sync_and_sha256
+
+    def corrupting(transport: paramiko.Transport, path: str) -> str:
+        with open(path, "r+b") as f:  # a byte in the last block
+            f.seek(5 * MB - 7)
+            byte = f.read(1)
+            f.seek(5 * MB - 7)
+            f.write(bytes([byte[0] ^ 0x01]))
+        return real(transport, path)
+
+    monkeypatch.setattr(sftp_mod, "_remote_sync_and_sha256", corrupting)
+    parallel = _spy(monkeypatch, "_send_part_parallel")
+    with pytest.raises(TransferVerificationError, match="big.bin"):
+        upload_files(sftp, [(local, str(remote))])
+    assert len(parallel) == 1
+    assert not remote.exists() and not Path(str(remote) + ".part").exists()
+
+
+def _failing_writes(monkeypatch: pytest.MonkeyPatch, after_pieces: int, fail) -> None:
+    """Make the parallel writers call fail() once `after_pieces` pieces were sent over all channels."""
+    real = sftp_mod._pipelined_write_at
+    lock = threading.Lock()
+    sent = [0]
+
+    def wrapped(client, handle, pieces, throttle, acked=None):
+        def counted():
+            for piece in pieces:
+                with lock:
+                    sent[0] += 1
+                    due = sent[0] == after_pieces
+                if due:
+                    fail(client)
+                yield piece
+        return real(client, handle, counted(), throttle, acked)
+
+    monkeypatch.setattr(sftp_mod, "_pipelined_write_at", wrapped)
+
+
+def test_failed_parallel_upload_keeps_the_landed_prefix_and_resumes(sftp, tmp_path: Path, small_parallel,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    local = _file(tmp_path / "big.bin", 12 * MB + 5, 16)
+    remote = tmp_path / "remote" / "big.bin"
+    part = Path(str(remote) + ".part")
+
+    def local_read_fails(_client) -> None:
+        raise OSError("injected: local disk error")
+
+    _failing_writes(monkeypatch, 30, local_read_fails)  # ~7 of 12 MiB handed out by then
+    with pytest.raises(OSError, match="injected"):
+        upload_files(sftp, [(local, str(remote))])
+    assert not remote.exists()
+    kept = part.read_bytes()
+    assert 0 < len(kept) < local.stat().st_size
+    assert kept == local.read_bytes()[: len(kept)]  # a contiguous prefix: no holes left in the .part
+
+    monkeypatch.undo()
+    item = upload_files(sftp, [(local, str(remote))]).files[0]
+    assert (item.resumed_from, item.bytes_sent) == (len(kept), local.stat().st_size - len(kept))
+    assert remote.read_bytes() == local.read_bytes()
+    assert not part.exists()
+
+
+def test_connection_lost_mid_parallel_upload_then_next_upload_is_exact(sshd: SshServer, tmp_path: Path,
+                                                                       small_parallel,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    local = _file(tmp_path / "big.bin", 12 * MB + 5, 17)
+    remote = tmp_path / "remote" / "big.bin"
+    first = connect_ssh(_settings(sshd, tmp_path))
+    try:
+        _failing_writes(monkeypatch, 30, lambda client: client.get_channel().get_transport().close())
+        with pytest.raises(Exception):  # noqa: B017 - whichever error paramiko raises for a dropped link
+            upload_files(first.open_sftp(), [(local, str(remote))])
+    finally:
+        first.close()
+    monkeypatch.undo()
+    assert not remote.exists()
+    again = connect_ssh(_settings(sshd, tmp_path))
+    try:
+        item = upload_files(again.open_sftp(), [(local, str(remote))]).files[0]
+    finally:
+        again.close()
+    assert item.resumed_from + item.bytes_sent == local.stat().st_size
+    assert remote.read_bytes() == local.read_bytes()
+    assert not Path(str(remote) + ".part").exists()
+
+
+def test_skip_check_is_one_remote_command_for_all_files(sftp, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    local = tmp_path / "local"
+    files = [_file(local / f"f{i}.bin", (i + 1) * 100_000 + i, 20 + i) for i in range(5)]
+    files.append(_file(local / "empty.txt", 0, 0))
+    remote = tmp_path / "remote"
+    items = [(f, str(remote / "in" / f.name)) for f in files]
+    upload_files(sftp, items)
+
+    commands = _spy(monkeypatch, "start_remote")
+    second = upload_files(sftp, items)
+    assert (second.files_sent, second.files_skipped, second.bytes_sent) == (0, len(files), 0)
+    assert len(commands) == 1
+    assert [f.sha256 for f in second.files] == [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+
+    _file(files[2], files[2].stat().st_size, 99)  # same size, other content
+    (remote / "in" / files[4].name).write_bytes(b"x")  # remote copy of another one differs in size
+    third = upload_files(sftp, items)
+    assert [f.skipped for f in third.files] == [True, True, False, True, False, True]
+    assert third.bytes_sent == files[2].stat().st_size + files[4].stat().st_size
+    for f, r in items:
+        assert Path(r).read_bytes() == f.read_bytes()
+
+
+def test_skip_check_with_missing_or_non_file_remotes(sftp, tmp_path: Path) -> None:
+    a = _file(tmp_path / "a.bin", 1000, 30)
+    remote = tmp_path / "remote"
+    (remote / "b.bin").mkdir(parents=True)  # a directory where a file would go
+    transport = sftp.get_channel().get_transport()
+    assert sftp_mod.same_remote_files(transport, [(a, str(remote / "a.bin")), (a, str(remote / "b.bin"))]) \
+        == [None, None]
+    shutil.copy(a, remote / "a.bin")
+    assert sftp_mod.same_remote_files(transport, [(a, str(remote / "a.bin"))]) == \
+        [hashlib.sha256(a.read_bytes()).hexdigest()]
+
+
+@pytest.mark.parametrize("with_openssl", [True, False])
+def test_remote_hash_scripts_with_and_without_openssl(tmp_path: Path, with_openssl: bool) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "sha256sum", "sync", "wc", "printf", "echo") + (("openssl",) if with_openssl else ()):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir)}
+    f = _file(tmp_path / "-odd name $(x).bin", 300_000, 31)
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", script, "sh", *args], env=env, capture_output=True, text=True,
+                              executable=shutil.which("sh"))
+
+    assert run(sftp_mod._SHA256_SH, str(f)).stdout == digest + "\n"
+    assert run(sftp_mod._SYNC_SHA256_SH, str(f)).stdout == digest + "\n"
+    assert run(sftp_mod._SHA256_SH, str(tmp_path / "missing")).returncode != 0
+    out = run(sftp_mod._SAME_SIZE_SHA256_SH, str(f.stat().st_size), str(f), "5", str(f),
+              "1", str(tmp_path / "missing")).stdout
+    assert out.split("\n") == ["=", "-", "-", digest, "-", "-", ""]
 
 
 # --------------------------------------------------------------------------- download

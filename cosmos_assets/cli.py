@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,18 @@ DEMO_TEXT = (
     "A slow camera move over a city block of glass towers at dusk, wet asphalt reflecting warm street lights, "
     "cinematic, photorealistic."
 )
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def plain_name(value: str) -> str:
+    """An argparse type for shot and prompt names: they become folder names and partition keys."""
+    if not _PLAIN_NAME.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a plain name: use letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+        )
+    return value
 
 
 def _layout() -> ProjectLayout:
@@ -59,9 +72,6 @@ def cmd_new_prompt(args: argparse.Namespace) -> int:
         spec = new_prompt_spec(args.base, args.text)
         if not args.name:
             path = write_new_prompt(spec, layout.prompts_dir, args.base, now)
-        elif "/" in args.name or args.name.startswith("."):
-            print(f"error: --name {args.name!r} must be a plain file name (no '/', not starting with '.')", file=sys.stderr)
-            return 2
         else:
             path = layout.prompt_file(args.name)
             try:
@@ -89,6 +99,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems = validate_for_run(spec, path, layout.root) if not args.schema_only else []
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
+        for warning in spec.warnings():
+            print(f"warning: {path}: {warning}", file=sys.stderr)
         if problems:
             failed += 1
         else:
@@ -211,15 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="PNG sequences -> inputs/videos/NAME/{color,depth,segmentation}.mp4 (convert_png_sequences.sh)")
     p.add_argument("render_dir")
-    p.add_argument("name")
+    p.add_argument("name", type=plain_name, help="shot name: inputs/videos/NAME/")
     p.add_argument("--frames", type=int, default=None, help="convert only the first N frames")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("new-prompt", help="write inputs/prompts/BASE_<timestamp>.json (new_prompt.sh)")
-    p.add_argument("base", nargs="?")
+    p.add_argument("base", nargs="?", type=plain_name, help="the shot the prompt is for")
     p.add_argument("text", nargs="?")
     p.add_argument("--duplicate", metavar="FILE", help="copy an existing prompt under a new timestamp")
-    p.add_argument("--name", help="prompt name instead of BASE_<timestamp>")
+    p.add_argument("--name", type=plain_name, help="prompt name instead of BASE_<timestamp>")
     p.set_defaults(func=cmd_new_prompt)
 
     p = sub.add_parser("validate", help="check prompt specs; exit 1 naming the file, field and fix")
@@ -237,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("sample-render", help="write the procedural sample shot under art/houdini/renders/SHOT")
-    p.add_argument("--shot", default=DEMO_SHOT)
+    p.add_argument("--shot", default=DEMO_SHOT, type=plain_name)
     p.add_argument("--frames", type=int, default=121)
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=704)

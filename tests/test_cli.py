@@ -111,9 +111,28 @@ def test_console_script_is_installed_and_runs() -> None:
 
 
 def test_new_prompt_name_must_stay_in_the_prompts_folder(project_root: Path, capsys) -> None:
-    assert main(["new-prompt", "shot_x", "text", "--name", "../escaped"]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["new-prompt", "shot_x", "text", "--name", "../escaped"])
+    assert exited.value.code == 2
     assert "--name" in capsys.readouterr().err
     assert not (project_root / "inputs" / "escaped.json").exists()
+
+
+@pytest.mark.parametrize("argv", [["convert", "render", "../../etc"], ["new-prompt", "../x", "text"], ["sample-render", "--shot", ".hidden"]])
+def test_shot_and_prompt_names_must_be_plain(project_root: Path, capsys, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "is not a plain name" in capsys.readouterr().err
+    assert not any(project_root.rglob("*.mp4")) and not (project_root / "etc").exists()
+
+
+def test_validate_prints_the_spec_warnings(project_root: Path, capsys) -> None:
+    spec = project_root / "warn.json"
+    spec.write_text(json.dumps({"prompt": "x", "input_video_path": "a.mp4", "vis": {"control_weight": 0.3, "control_weight_prompt": "car"}}))
+    assert main(["validate", "--schema-only", str(spec)]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "control_weight_prompt" in err
 
 
 def test_write_spec_if_absent_never_replaces_a_file(tmp_path: Path) -> None:

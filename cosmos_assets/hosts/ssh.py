@@ -867,7 +867,12 @@ class SshGpuHost(GpuHost):
             "--filter", f"label={LABEL_PREFIX}.prompt={job.prompt}",
             "--filter", f"label={LABEL_PREFIX}.stage={job.stage}",
         ]), log.info)  # fmt: skip
-        others = [n for n in out.split() if n != name] if code == 0 else []
+        if code != 0:
+            raise HostNotReadyError(
+                f"`docker ps` failed on {self.label} ({err.strip() or f'exit {code}'}), so it cannot be checked that no "
+                f"earlier {job.stage} of {job.prompt} is still running; fix docker on the host and run again."
+            )
+        others = [n for n in out.split() if n != name]
         if others:
             raise HostNotReadyError(
                 f"container {others[0]} (an earlier run of {job.stage} for {job.prompt}) is still running on "

@@ -9,7 +9,6 @@ import importlib
 import importlib.util
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile

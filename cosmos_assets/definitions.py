@@ -12,6 +12,7 @@ from cosmos_assets.checks import ALL_CHECKS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sensors import ALL_SENSORS
 
+
 def build_jobs(host_label: str) -> list[dg.UnresolvedAssetJobDefinition]:
     """Jobs that use the GPU are tagged with their host so the queue runs one at a time per host."""
     gpu_tags = {"gpu_host": host_label}

@@ -417,7 +417,7 @@ def generate(args: argparse.Namespace, controls: dict[str, dict], weights: dict[
         with ThreadPoolExecutor(2) as pool:
             for index in range(frames):
                 layers = {name: _next_frame(s, paths[name], index).to_ndarray() for name, s in streams.items()}
-                pending.append(pool.submit(lambda l=layers: stamp_watermark(composite(l, weights, tint), mask)))
+                pending.append(pool.submit(lambda frame_layers=layers: stamp_watermark(composite(frame_layers, weights, tint), mask)))
                 if len(pending) >= 4 or index + 1 == frames:
                     while pending and (len(pending) >= 4 or index + 1 == frames):
                         writer.write(av.VideoFrame.from_ndarray(pending.popleft().result(), format="rgb24"))

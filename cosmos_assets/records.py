@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from cosmos_assets.command import redacted
 
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -37,6 +37,7 @@ from cosmos_assets.spec import SpecError, check_prompt_file, load_spec, shot_of
 # Settings
 # --------------------------------------------------------------------------------------------------
 
+
 class SensorSettings(BaseModel):
     """The sensors' settings, from the environment (read when the definitions load)."""
 

@@ -30,7 +30,7 @@ from cosmos_assets.checks import (
     nearest_bucket,
     recorded_remote_user,
 )
-from cosmos_assets.media import MODALITIES, VideoInfo, encode_control_videos, scan_render_folder
+from cosmos_assets.media import VideoInfo, encode_control_videos, scan_render_folder
 from cosmos_assets.hosts.local import LocalPreviewHost
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sample_render import make_sample_render

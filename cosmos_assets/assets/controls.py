@@ -15,8 +15,10 @@ from cosmos_assets.resources import ProjectResource
 
 PROGRESS_EVERY_SECONDS = 3.0
 
+
 class ControlVideosConfig(dg.Config):
     max_frames: int | None = Field(default=None, ge=1, description="Encode only the first N frames (the seed's frame_count).")
+
 
 def throttled_progress(log, every: float = PROGRESS_EVERY_SECONDS):
     """A progress callback that logs at most every ``every`` seconds per modality, and the last frame."""
@@ -29,6 +31,7 @@ def throttled_progress(log, every: float = PROGRESS_EVERY_SECONDS):
             log(f"encode {modality}: {done}/{total} frames")
 
     return report
+
 
 @dg.asset(
     partitions_def=SHOTS,

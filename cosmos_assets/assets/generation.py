@@ -17,13 +17,16 @@ from cosmos_assets.runner import DEFAULT_UPSCALE_WEIGHT, InferenceFailed, StageR
 GPU_POOL = "gpu_host"
 """Concurrency pool of the steps that hold the GPU host (limit it in dagster.yaml)."""
 
+
 class GenerateConfig(dg.Config):
     videos_subdir: str | None = Field(default=None, description="Use inputs/videos/<this>/ instead of the spec's shot folder (the seed's videos_subdir_override).")
     num_gpus: int | None = Field(default=None, description="GPUs for one run: 1 runs python3, more run torchrun; must divide 16. Default NUM_GPU, else 1.")
 
+
 class UpscaleConfig(dg.Config):
     control_weight: float = Field(default=DEFAULT_UPSCALE_WEIGHT, ge=0.0, description="Upscale control weight (the seed's --upscale-weight).")
     num_gpus: int | None = Field(default=None, description="GPUs for one run; must divide 16. Default NUM_GPU, else 1.")
+
 
 def gpus_for_run(configured: int | None) -> int:
     """The run's GPU count: the run config's, else the environment's NUM_GPU (as `cosmos-assets command` prints)."""
@@ -82,6 +85,7 @@ def failure_from(error: InferenceFailed) -> dg.Failure:
         allow_retries=not error.guardrail_blocked,
     )
 
+
 @dg.asset(
     partitions_def=PROMPTS,
     deps=[prompt_specs],
@@ -109,6 +113,7 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
     except InferenceFailed as error:
         raise failure_from(error) from error
     return dg.MaterializeResult(metadata=result_metadata(result, gpu_host, num_gpus, context.log))
+
 
 @dg.asset(
     partitions_def=PROMPTS,

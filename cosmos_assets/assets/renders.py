@@ -6,6 +6,7 @@ from cosmos_assets.media import scan_render_folder
 from cosmos_assets.partitions import SHOTS
 from cosmos_assets.resources import ProjectResource
 
+
 @dg.asset(
     partitions_def=SHOTS,
     group_name="renders",

@@ -4,16 +4,21 @@
   host is refused with the exact command to trust it, or recorded with the explicit
   ``trust_on_first_use=True``; a changed key is always refused), keepalive, fast ciphers,
   large windows.
-- `upload_files`: skips files whose remote copy has the same size and sha256, writes to
-  ``<remote>.part`` (resuming a ``.part`` whose content is a prefix of the local file), verifies
-  the sha256 remotely, then renames into place.
+- `upload_files`: skips files whose remote copy has the same size and sha256 (one pipelined
+  round of SFTP stats, then one remote command hashing every same-size remote), writes to
+  ``<remote>.part`` (resuming a ``.part`` whose content is a prefix of the local file; a fresh
+  large file goes over several SFTP channels at once), verifies the sha256 of what landed
+  remotely (sync and hash in one command, started before the data so its shell start-up
+  overlaps it), then renames into place.
 - `download_tree`: into a temporary sibling folder, every file verified, then renamed into
   place; an existing destination is never overwritten (`move_aside` moves it first).
 
 Throughput: paramiko's own `get`/`put` wait on small requests (32 KiB) and its prefetch has
 quadratic bookkeeping (paramiko issue 2455). Here reads and writes are pipelined with our own
 request window over paramiko's SFTP request layer, with the request size the server announces
-(``limits@openssh.com``; OpenSSH allows ~256 KiB), falling back to 32 KiB.
+(``limits@openssh.com``; OpenSSH allows ~256 KiB), falling back to 32 KiB. Downloads hash and
+write in a thread so the reads never wait on the disk. Remote hashing uses OpenSSL when the host
+has it (much faster than coreutils sha256sum), else sha256sum; paths are always arguments.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import os
 import secrets
 import shlex
+import socket
 import queue
 import stat as stat_mod
 import threading
@@ -255,7 +261,13 @@ def _append_known_host(path: Path, hostname: str, key: paramiko.PKey) -> None:
 
 
 def _fast_transport(sock: object, **kwargs: object) -> paramiko.Transport:
-    """paramiko Transport with large windows and AES-GCM preferred when the server has it."""
+    """paramiko Transport with large windows and AES-GCM preferred when the server has it.
+
+    TCP_NODELAY: SSH does its own packet batching; with Nagle on, a small request sent right after
+    another (pipelined stats, a channel request) waits for the peer's delayed ACK (~40 ms).
+    """
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE,
                                    default_max_packet_size=MAX_PACKET_SIZE, **kwargs)
     options = transport.get_security_options()
@@ -348,8 +360,11 @@ def finish_remote(chan: paramiko.Channel) -> tuple[int, str, str]:
 _HASHER_SH = ('if openssl dgst -sha256 -r </dev/null >/dev/null 2>&1; then h() { openssl dgst -sha256 -r; }; '
               'else h() { sha256sum; }; fi; ')
 _SHA256_SH = _HASHER_SH + 'o=$(h < "$1") || exit 2; printf "%s\\n" "${o%% *}"'
-# sync and hash the same file at once; exit status is the hash's, a failed sync is only reported
-_SYNC_SHA256_SH = (_HASHER_SH + 'sync -- "$1" & s=$!; o=$(h < "$1") || exit 2; printf "%s\\n" "${o%% *}"; '
+# sync and hash the same file at once; exit status is the hash's, a failed sync is only reported.
+# It first waits for a "go" line on stdin: started before the data is sent (so the remote shell's
+# start-up, e.g. a heavy ~/.bashrc, overlaps the transfer) and told to go once every write landed.
+_SYNC_SHA256_SH = (_HASHER_SH + 'read -r go && [ "$go" = go ] || exit 3; '
+                   'sync -- "$1" & s=$!; o=$(h < "$1") || exit 2; printf "%s\\n" "${o%% *}"; '
                    'wait "$s" || echo "remote sync failed" >&2')
 # args: size1 path1 size2 path2 ...; first one line per file: "=" if it is a regular file of that
 # size, else "-"; then per file its sha256 if it (still) has that size, else "-"
@@ -391,9 +406,25 @@ def _remote_sync(transport: paramiko.Transport, path: str) -> None:
         log.warning("remote sync of %r failed (%d): %s", path, code, err.strip())
 
 
-def _remote_sync_and_sha256(transport: paramiko.Transport, path: str) -> str:
-    """fsync a remote file (best effort, logged) and hash it, both at once in one remote command."""
-    code, out, err = run_remote(transport, _sh(_SYNC_SHA256_SH, path))
+def _start_sync_and_sha256(transport: paramiko.Transport, path: str) -> paramiko.Channel:
+    """Start the remote command of `_remote_sync_and_sha256`; it waits until told to go."""
+    return start_remote(transport, _sh(_SYNC_SHA256_SH, path))
+
+
+def _remote_sync_and_sha256(transport: paramiko.Transport, path: str,
+                            waiting: paramiko.Channel | None = None) -> str:
+    """fsync a remote file (best effort, logged) and hash it, both at once in one remote command.
+
+    `waiting`: that command already started by `_start_sync_and_sha256`; it starts work now.
+    """
+    chan = waiting if waiting is not None else _start_sync_and_sha256(transport, path)
+    try:
+        chan.sendall(b"go\n")
+        chan.shutdown_write()
+    except BaseException:
+        chan.close()
+        raise
+    code, out, err = finish_remote(chan)
     if "remote sync failed" in err:
         log.warning("remote sync of %r failed: %s", path, err.strip())
     return _sha256_result(path, (code, out, err))
@@ -413,6 +444,11 @@ def same_remote_files(transport: paramiko.Transport, files: list[tuple[Path, str
         return []
     sizes = [Path(local).stat().st_size for local, _ in files]
     args = [a for (_, remote), size in zip(files, sizes) for a in (str(size), remote)]
+    return _same_remote_files(transport, files, args)
+
+
+def _same_remote_files(transport: paramiko.Transport, files: list[tuple[Path, str]],
+                       args: list[str]) -> list[str | None]:
     chan = start_remote(transport, _sh(_SAME_SIZE_SHA256_SH, *args))
     try:
         out = chan.makefile("rb")
@@ -702,8 +738,7 @@ def upload_file(sftp: paramiko.SFTPClient, local: Path, remote: str,
                 progress: ProgressFn | None = None) -> FileTransfer:
     """Upload one file (skip if same, resume `.part`, verify, rename). See `upload_files`."""
     t0 = time.monotonic()
-    transport = sftp.get_channel().get_transport()
-    same = same_remote_files(transport, [(local, remote)])[0]
+    same = _skip_check(sftp, [(local, remote)], [local.stat().st_size])[0]
     if same is not None:
         return _skipped(local, remote, local.stat().st_size, same, time.monotonic() - t0)
     return _send_file(sftp, local, remote, progress)
@@ -725,12 +760,16 @@ def _send_file(sftp: paramiko.SFTPClient, local: Path, remote: str,
     parent_attrs, part_attrs = _remote_stats(sftp, [parent, part])
     make_remote_dirs(sftp, parent, parent_attrs)
     offset, hasher = _resume_state(transport, local, part, part_attrs, size)
-    if offset == 0 and size >= PARALLEL_MIN_BYTES:
-        sent, local_sha = _send_part_parallel(sftp, local, part, size, progress)
-    else:
-        sent = _send_part(sftp, local, part, offset, size, progress, hasher)
-        local_sha = hasher.hexdigest()
-    _verify_part(sftp, transport, local, part, local_sha)
+    verifier = _start_sync_and_sha256(transport, part)  # its start-up overlaps the data
+    try:
+        if offset == 0 and size >= PARALLEL_MIN_BYTES:
+            sent, local_sha = _send_part_parallel(sftp, local, part, size, progress)
+        else:
+            sent = _send_part(sftp, local, part, offset, size, progress, hasher)
+            local_sha = hasher.hexdigest()
+        _verify_part(sftp, transport, local, part, local_sha, verifier)
+    finally:
+        verifier.close()
     sftp.posix_rename(part, remote)
     seconds = time.monotonic() - t0
     return FileTransfer(local=str(local), remote=remote, size=size, sha256=local_sha, bytes_sent=sent,
@@ -862,8 +901,8 @@ def _send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size:
 
 
 def _verify_part(sftp: paramiko.SFTPClient, transport: paramiko.Transport, local: Path, part: str,
-                 local_sha: str) -> None:
-    remote_sha = _remote_sync_and_sha256(transport, part)
+                 local_sha: str, waiting: paramiko.Channel | None = None) -> None:
+    remote_sha = _remote_sync_and_sha256(transport, part, waiting)
     if remote_sha != local_sha:
         try:
             sftp.remove(part)
@@ -873,6 +912,21 @@ def _verify_part(sftp: paramiko.SFTPClient, transport: paramiko.Transport, local
             f"upload of {local} to {part} failed verification: local sha256 {local_sha}, "
             f"remote {remote_sha}; the .part file was removed, retry to send it again"
         )
+
+
+def _skip_check(sftp: paramiko.SFTPClient, items: list[tuple[Path, str]], sizes: list[int]) -> list[str | None]:
+    """`same_remote_files`, after one pipelined round of SFTP stats: the remote command (whose
+    shell start-up can cost more than the stats) runs only when some remote has the local size."""
+    stats = _remote_stats(sftp, [remote for _, remote in items])
+    candidates = [i for i, (attrs, size) in enumerate(zip(stats, sizes))
+                  if attrs is not None and stat_mod.S_ISREG(attrs.st_mode or 0) and attrs.st_size == size]
+    same: list[str | None] = [None] * len(items)
+    if candidates:
+        found = _same_remote_files(sftp.get_channel().get_transport(), [items[i] for i in candidates],
+                                   [a for i in candidates for a in (str(sizes[i]), items[i][1])])
+        for i, sha in zip(candidates, found):
+            same[i] = sha
+    return same
 
 
 def upload_files(sftp: paramiko.SFTPClient, items: list[tuple[Path, str]],
@@ -887,7 +941,7 @@ def upload_files(sftp: paramiko.SFTPClient, items: list[tuple[Path, str]],
     items = [(Path(local), remote) for local, remote in items]
     sizes = [local.stat().st_size for local, _ in items]
     total = sum(sizes)
-    same = same_remote_files(sftp.get_channel().get_transport(), items)
+    same = _skip_check(sftp, items, sizes)
     checked = time.monotonic() - t0
     base = 0
 

@@ -137,13 +137,13 @@ def test_remote_corruption_between_write_and_verify_is_detected(sftp, tmp_path: 
     remote = tmp_path / "remote" / "shot_color.mp4"
     real_sync_and_sha256 = sftp_mod._remote_sync_and_sha256
 
-    def corrupting_sync_and_sha256(transport: paramiko.Transport, path: str) -> str:
+    def corrupting_sync_and_sha256(transport: paramiko.Transport, path: str, *waiting) -> str:
         with open(path, "r+b") as f:  # the "remote" is this machine: flip a byte in the .part
             f.seek(MB)
             byte = f.read(1)
             f.seek(MB)
             f.write(bytes([byte[0] ^ 0xFF]))
-        return real_sync_and_sha256(transport, path)
+        return real_sync_and_sha256(transport, path, *waiting)
 
     monkeypatch.setattr(sftp_mod, "_remote_sync_and_sha256", corrupting_sync_and_sha256)
     with pytest.raises(TransferVerificationError, match="shot_color.mp4"):
@@ -243,13 +243,13 @@ def test_parallel_upload_corrupted_before_verify_is_detected(sftp, tmp_path: Pat
     remote = tmp_path / "remote" / "big.bin"
     real = sftp_mod._remote_sync_and_sha256
 
-    def corrupting(transport: paramiko.Transport, path: str) -> str:
+    def corrupting(transport: paramiko.Transport, path: str, *waiting) -> str:
         with open(path, "r+b") as f:  # a byte in the last block
             f.seek(5 * MB - 7)
             byte = f.read(1)
             f.seek(5 * MB - 7)
             f.write(bytes([byte[0] ^ 0x01]))
-        return real(transport, path)
+        return real(transport, path, *waiting)
 
     monkeypatch.setattr(sftp_mod, "_remote_sync_and_sha256", corrupting)
     parallel = _spy(monkeypatch, "_send_part_parallel")
@@ -374,12 +374,14 @@ def test_remote_hash_scripts_with_and_without_openssl(tmp_path: Path, with_opens
     f = _file(tmp_path / "-odd name $(x).bin", 300_000, 31)
     digest = hashlib.sha256(f.read_bytes()).hexdigest()
 
-    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    def run(script: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         return subprocess.run(["sh", "-c", script, "sh", *args], env=env, capture_output=True, text=True,
-                              executable=shutil.which("sh"))
+                              executable=shutil.which("sh"), input=stdin)
 
     assert run(sftp_mod._SHA256_SH, str(f)).stdout == digest + "\n"
-    assert run(sftp_mod._SYNC_SHA256_SH, str(f)).stdout == digest + "\n"
+    assert run(sftp_mod._SYNC_SHA256_SH, str(f), stdin="go\n").stdout == digest + "\n"
+    never_told = run(sftp_mod._SYNC_SHA256_SH, str(f))  # the upload failed before "go": no hash
+    assert (never_told.returncode, never_told.stdout) == (3, "")
     assert run(sftp_mod._SHA256_SH, str(tmp_path / "missing")).returncode != 0
     out = run(sftp_mod._SAME_SIZE_SHA256_SH, str(f.stat().st_size), str(f), "5", str(f),
               "1", str(tmp_path / "missing")).stdout

@@ -78,9 +78,9 @@ def preview_metadata(videos: dict[str, EncodedVideo], out_dir: Path, log: dg.Dag
         preview = control_preview({m: videos[m].path for m in MODALITIES}, out_dir)
     except VideoReadError as error:
         log.warning(f"no contact sheet: {error}")
-        return {"preview": f"(no contact sheet: {error})"}
+        return {"contact_sheet_image": f"(no contact sheet: {error})"}
     caption = "rows: " + ", ".join(MODALITIES) + "; columns: first, middle, last frame"
     return {
-        "preview": dg.MetadataValue.md(preview_markdown(preview, caption)),
+        "contact_sheet_image": dg.MetadataValue.md(preview_markdown(preview, caption)),
         "contact_sheet": dg.MetadataValue.path(str(preview.sheet_path)),
     }

@@ -67,9 +67,9 @@ def picture_metadata(result: StageResult, log: dg.DagsterLogManager | None) -> d
     except VideoReadError as error:
         if log is not None:
             log.warning(f"no preview frames: {error}")
-        return {"preview": f"(no preview frames: {error})"}
+        return {"frames_image": f"(no frames to show: {error})"}
     return {
-        "preview": dg.MetadataValue.md(preview_markdown(preview, f"{result.stage}: first, middle, last frame")),
+        "frames_image": dg.MetadataValue.md(preview_markdown(preview, f"{result.stage}: first, middle, last frame")),
         "contact_sheet": dg.MetadataValue.path(str(preview.sheet_path)),
     }
 

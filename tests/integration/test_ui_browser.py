@@ -257,7 +257,7 @@ def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_serve
     snap("04_asset_metadata.png")
 
     # 5. The picture: the preview entry opens the contact sheet (an inline JPEG) in a dialog.
-    page.get_by_role("row").filter(has_text="preview").get_by_text("[Show Markdown]").first.click()
+    page.get_by_role("row").filter(has_text="contact_sheet_image").get_by_text("[Show Markdown]").first.click()
     picture = page.get_by_role("dialog").locator("img[src^='data:image/jpeg;base64,']").first
     picture.wait_for(state="visible")
     natural = picture.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from datetime import datetime
@@ -143,6 +144,11 @@ def register_partitions(layout: ProjectLayout) -> tuple[list[str], list[str]]:
 
     from cosmos_assets.partitions import PROMPTS, SHOTS
 
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SystemExit(
+            "error: DAGSTER_HOME is not set, so partitions would go to a throwaway instance; "
+            "export DAGSTER_HOME=$PWD/dagster_home (the Makefile does)"
+        )
     instance = dg.DagsterInstance.get()
     added: dict[str, list[str]] = {}
     for partitions, keys in ((SHOTS, layout.shot_names()), (PROMPTS, layout.prompt_names())):
@@ -174,7 +180,7 @@ def cmd_demo_setup(args: argparse.Namespace) -> int:
     """The sample render, a prompt for it and their partitions: everything `make demo` materializes."""
     from cosmos_assets.media import RenderValidationError, scan_render_folder
     from cosmos_assets.sample_render import make_sample_render
-    from cosmos_assets.spec import new_prompt_spec, write_spec
+    from cosmos_assets.spec import new_prompt_spec, write_spec_if_absent
 
     layout = _layout()
     layout.ensure_working_folders()
@@ -187,7 +193,7 @@ def cmd_demo_setup(args: argparse.Namespace) -> int:
         print(f"sample render written to {folder}")
     prompt_path = layout.prompt_file(DEMO_PROMPT)
     if not prompt_path.exists():
-        write_spec(new_prompt_spec(DEMO_SHOT, DEMO_TEXT), prompt_path)
+        write_spec_if_absent(new_prompt_spec(DEMO_SHOT, DEMO_TEXT), prompt_path)
     print(f"prompt: {prompt_path}")
     shots, prompts = register_partitions(layout)
     print(f"partitions added: shots {shots or '(already there)'}, prompts {prompts or '(already there)'}")

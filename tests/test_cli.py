@@ -144,3 +144,21 @@ def test_write_spec_if_absent_never_replaces_a_file(tmp_path: Path) -> None:
         write_spec_if_absent(new_prompt_spec("s", "second"), target)
     assert json.loads(target.read_text())["prompt"] == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
+
+
+def test_register_refuses_a_throwaway_instance(project_root: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["register"])
+    assert "DAGSTER_HOME is not set" in str(exited.value.code)
+
+
+def test_register_adds_new_shots_and_prompts_once(project_root: Path, monkeypatch, capsys) -> None:
+    home = project_root / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    make_project(project_root)
+    assert main(["register"]) == 0
+    assert "['tiny_shot']" in capsys.readouterr().out
+    assert main(["register"]) == 0
+    assert "none new" in capsys.readouterr().out

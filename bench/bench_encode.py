@@ -11,12 +11,8 @@ depth, near = bright (``media.depth_lut``). Its PSNR is therefore measured again
 reference: ours against our converted gray, the CLI's against Z/257 (what the CLI was given).
 
 Variants (all libx264 medium, CRF 18, yuv420p, 24 fps):
-- ``ours``: ``encode_control_videos`` as it is in cosmos_assets/media.py.
-- ``ours+fix``: the same with the two-line change proposed for media.py (see ``proposed_fix``):
-  colour/segmentation frames converted to limited-range yuv420p and their decoder picture type
-  cleared, so libx264 chooses I/P/B frames itself.
-- ``ours+fix, 1 x264 thread``: as ``ours+fix`` with one libx264 thread per modality (three encoders
-  already run side by side on two cores).
+- ``cli``: the seed's three commands, one after another.
+- ``ours``: ``encode_control_videos`` as it is in cosmos_assets/media.py (nothing patched).
 - ``cli x3 parallel``: the seed's three CLI commands started at once (a reference: what concurrency
   alone gives the CLI).
 """
@@ -30,7 +26,6 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,10 +41,7 @@ FRAMES, WIDTH, HEIGHT = 121, 1280, 704
 CLI = "cli"
 CLI_PARALLEL = "cli x3 parallel"
 OURS = "ours"
-OURS_FIX = "ours+fix"
-OURS_FIX_T1 = "ours+fix, 1 x264 thread"
-VARIANTS = (CLI, OURS, OURS_FIX, OURS_FIX_T1, CLI_PARALLEL)
-MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited range, what the CLI writes and players assume
+VARIANTS = (CLI, OURS, CLI_PARALLEL)
 
 
 @dataclass
@@ -107,61 +99,13 @@ def encode_cli_parallel(seq: RenderSequence, out_dir: Path) -> None:
             raise RuntimeError(f"ffmpeg failed: {proc.args}")
 
 
-def _fixed_to_yuv_frame(original: Callable) -> Callable:
-    def to_yuv(frame: av.VideoFrame, padded: bool) -> av.VideoFrame:
-        if padded:
-            out = original(frame, padded)
-        else:
-            out = frame.reformat(format="yuv420p", dst_color_range=MPEG_RANGE)
-        out.pict_type = PictureType.NONE
-        return out
-    return to_yuv
-
-
-@contextmanager
-def proposed_fix(x264_threads: int | None = None) -> Iterator[None]:
-    """Apply the change proposed for media.py for the duration of the block (bench only, restored after).
-
-    1. ``_to_yuv_frame``: ``frame.reformat(format="yuv420p", dst_color_range=1)`` (limited range; the
-       PNG decoder marks its frames full range, and reformat keeps that, so the file holds full-range
-       samples that every player reads as limited: washed-out contrast, PSNR ~26 dB), and
-    2. ``frame.pict_type = PictureType.NONE`` on every frame given to the encoder (a decoded PNG is
-       marked I, and libx264 obeys the type: every frame became a keyframe, 3.6x the bytes).
-    """
-    original_to_yuv = media._to_yuv_frame
-    original_init = media._Writer.__init__
-    media._to_yuv_frame = _fixed_to_yuv_frame(original_to_yuv)
-    if x264_threads is not None:
-        def init(self, path, width, height, fps, crf):  # type: ignore[no-untyped-def]
-            original_init(self, path, width, height, fps, crf)
-            self.stream.codec_context.thread_count = x264_threads
-        media._Writer.__init__ = init
-    try:
-        yield
-    finally:
-        media._to_yuv_frame = original_to_yuv
-        media._Writer.__init__ = original_init
-
-
 def encode_ours(seq: RenderSequence, out_dir: Path) -> None:
     encode_control_videos(seq, out_dir)
-
-
-def encode_ours_fixed(seq: RenderSequence, out_dir: Path) -> None:
-    with proposed_fix():
-        encode_control_videos(seq, out_dir)
-
-
-def encode_ours_fixed_t1(seq: RenderSequence, out_dir: Path) -> None:
-    with proposed_fix(x264_threads=1):
-        encode_control_videos(seq, out_dir)
 
 
 ENCODERS: dict[str, Callable[[RenderSequence, Path], None]] = {
     CLI: encode_cli,
     OURS: encode_ours,
-    OURS_FIX: encode_ours_fixed,
-    OURS_FIX_T1: encode_ours_fixed_t1,
     CLI_PARALLEL: encode_cli_parallel,
 }
 

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - a fresh clone always has tests/
 
 FILE_MB = 200
 ONE_WAY_DELAY_S = 0.020
-PARALLEL_CHANNELS = 4  # the proposed fix: SFTP channels writing disjoint ranges of one file
+PARALLEL_CHANNELS = sftp_mod.PARALLEL_CHANNELS  # what sftp.py uses for a fresh large upload
 
 
 @dataclass
@@ -160,8 +160,7 @@ UNCHANGED_REPEATS = 3
 def unchanged_upload(server: SshServer, link: Link, files: list[Path], remote_root: Path) -> dict:
     """Upload the inputs once, then again unchanged (``UNCHANGED_REPEATS`` times): median bytes and time.
 
-    Also times, as a diagnosis, one remote ``sha256sum`` over all the files in a single command (what a
-    batched skip check would cost instead of one remote command per file).
+    Also times, as a reference, one bare remote ``sha256sum`` over all the files in a single command.
     """
     items = [(f, str(remote_root / "inputs" / f.parent.name / f.name)) for f in files]
     settings = _settings(server, link)
@@ -219,7 +218,7 @@ def bench_transfer(work: Path, unchanged_files: list[Path], reps: int = 3, megab
                         f"{k.split('/', 1)[1]} {v[-1]:.2f}s" for k, v in figures.seconds.items() if k.startswith(link.name)))
             for link in (direct, delayed):
                 figures.unchanged[link.name] = unchanged_upload(server, link, unchanged_files, remote_root)
-                figures.phases[link.name] = phase_breakdown(server, link, big, remote_root)
+                figures.phases[link.name] = phase_breakdown(server, link, big, remote_root, work)
                 log(f"transfer phases {link.name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in figures.phases[link.name].items()))
     finally:
         server.stop()
@@ -283,23 +282,57 @@ def raw_read(ssh, remote: str, size: int) -> None:
     client.close()
 
 
-def phase_breakdown(server: SshServer, link: Link, big: Path, remote_root: Path) -> dict[str, float]:
-    """Where ours spends its time: data phases alone, and the verification steps scp does not do."""
+def _ssh_true(server: SshServer, link: Link) -> None:
+    """OpenSSH connecting and running ``true``: the connection set-up every scp run pays."""
+    cmd = ["ssh", "-o", f"UserKnownHostsFile={link.known_hosts}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+           "-F", "/dev/null", "-p", str(link.port), "-i", str(server.key_path), f"{server.user}@127.0.0.1", "true"]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _local_write_then_fsync(big: Path, target: Path) -> tuple[float, float]:
+    """(seconds to write the file's bytes to a new local file, seconds to fsync it): the disk part of a
+    download. The source is read into memory first, so only the writing is timed."""
+    data = big.read_bytes()
+    step = sftp_mod.HASH_BLOCK
+    with open(target, "wb") as dst:
+        started = time.perf_counter()
+        for at in range(0, len(data), step):
+            dst.write(data[at:at + step])
+        dst.flush()
+        written = time.perf_counter()
+        os.fsync(dst.fileno())
+        return written - started, time.perf_counter() - written
+
+
+def phase_breakdown(server: SshServer, link: Link, big: Path, remote_root: Path, work: Path) -> dict[str, float]:
+    """Where ours spends its time: each part of an upload/download timed alone (one run each).
+
+    Keys: ``connect`` (ours, connect_ssh), ``ssh connect`` (OpenSSH running ``true``: scp's set-up),
+    ``put data, N channel(s)`` (data phase only), ``remote sync+sha256`` (the one verify command of an
+    upload), ``get data`` (data phase only: no hash, no disk), ``remote sha256`` (what a download
+    runs remotely beside the data), ``local sha256``, ``local write`` and ``local fsync`` (the download's
+    writer-thread work and final fsync; the upload's local hash).
+    """
     phases: dict[str, float] = {}
     target = remote_root / "phases" / big.name
     target.parent.mkdir(parents=True, exist_ok=True)
+    phases["connect"] = _timed(lambda: connect_ssh(_settings(server, link)).close())
+    phases["ssh connect"] = _timed(lambda: _ssh_true(server, link))
     ssh = connect_ssh(_settings(server, link))
+    local_copy = work / "phases-local.bin"
     try:
         transport = ssh.get_transport()
         for channels in (1, PARALLEL_CHANNELS):
             target.unlink(missing_ok=True)
             phases[f"put data, {channels} channel(s)"] = _timed(lambda: raw_parallel_put(ssh, big, str(target), channels))
             _check_same_size(target, big)
-        phases["get data (no hash, no disk)"] = _timed(lambda: raw_read(ssh, str(target), big.stat().st_size))
-        phases["remote sync"] = _timed(lambda: sftp_mod._remote_sync(transport, str(target)))
-        phases["remote sha256sum"] = _timed(lambda: sftp_mod.remote_sha256(transport, str(target)))
+        phases["remote sync+sha256"] = _timed(lambda: sftp_mod._remote_sync_and_sha256(transport, str(target)))
+        phases["get data"] = _timed(lambda: raw_read(ssh, str(target), big.stat().st_size))
+        phases["remote sha256"] = _timed(lambda: sftp_mod.remote_sha256(transport, str(target)))
         phases["local sha256"] = _timed(lambda: sftp_mod._hash_local(big))
+        phases["local write"], phases["local fsync"] = _local_write_then_fsync(big, local_copy)
     finally:
         ssh.close()
         target.unlink(missing_ok=True)
+        local_copy.unlink(missing_ok=True)
     return phases

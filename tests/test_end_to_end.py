@@ -36,17 +36,10 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = root / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {"COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(home), "COSMOS_HOST": "preview"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {"COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(home), "COSMOS_HOST": "preview"}.items():
+            env.setenv(key, value)
         assert cli_main(["demo-setup"]) == 0
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return root
 
 

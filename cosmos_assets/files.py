@@ -1,0 +1,156 @@
+"""Local file primitives, one of each: atomic write, no-replace rename, move-aside, hashing, fsync.
+
+Nothing here knows about runs or hosts. Every writer in the package goes through these, so "a file is
+either the old one or the whole new one" and "an earlier run's folder is never overwritten" hold in
+one place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HASH_BLOCK = 4 * 1024 * 1024
+COPY_BLOCK = 1024 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` so readers see the old file or the whole new one (temp + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def hash_file(path: Path, length: int | None = None, block: int = HASH_BLOCK) -> "hashlib._Hash":
+    """sha256 state over the first ``length`` bytes of ``path`` (all of it when None)."""
+    hasher = hashlib.sha256()
+    left = length
+    with open(path, "rb") as handle:
+        while left is None or left > 0:
+            chunk = handle.read(block if left is None else min(block, left))
+            if not chunk:
+                break
+            if left is not None:
+                left -= len(chunk)
+            hasher.update(chunk)
+    return hasher
+
+
+def sha256_file(path: Path) -> str:
+    return hash_file(path).hexdigest()
+
+
+def same_file_content(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
+
+
+def copy_verified(src: Path, dst: Path, on_bytes: Callable[[int], None] | None = None) -> None:
+    """Copy to a temp name beside ``dst`` (hashing on the way), check it against the source, rename into place."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    hasher = hashlib.sha256()
+    with open(src, "rb") as reader, open(tmp, "wb") as writer:
+        while block := reader.read(COPY_BLOCK):
+            writer.write(block)
+            hasher.update(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
+        writer.flush()
+        os.fsync(writer.fileno())
+    if sha256_file(tmp) != hasher.hexdigest():
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"copy of {src} to {dst} does not match its source (sha256); disk full or failing?")
+    os.replace(tmp, dst)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def refuse_existing(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(
+            f"{path} already exists and is not overwritten; move it aside first "
+            "(cosmos_assets.files.move_aside) or choose another destination"
+        )
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Atomic rename that fails with FileExistsError if ``dst`` exists (Linux renameat2)."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):  # EINVAL/ENOSYS: the filesystem lacks the flag
+            if err == errno.EEXIST:
+                raise FileExistsError(err, f"{dst} already exists and is not overwritten", str(dst))
+            raise OSError(err, os.strerror(err), str(src))
+    refuse_existing(dst)  # fallback: check then rename (small race)
+    os.rename(src, dst)
+
+
+def plain_folder_name(name: str, what: str) -> str:
+    """``name`` when it is one path component (no '/', not '.', '..' or empty); else ValueError naming ``what``."""
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise ValueError(f"{what} {name!r} is not a plain folder name")
+    return name
+
+
+def move_aside(folder: Path, previous_root: Path, run_id: str) -> Path:
+    """Rename ``folder`` to ``previous_root/<folder name>/<run_id>`` atomically, never over an existing one.
+
+    A second folder of the same ``run_id`` gets a short random suffix. Returns where it went.
+    """
+    plain_folder_name(run_id, "run_id")
+    dest_parent = Path(previous_root) / Path(folder).name
+    dest_parent.mkdir(parents=True, exist_ok=True)
+    dest = dest_parent / run_id
+    while True:
+        try:
+            rename_no_replace(Path(folder), dest)
+            return dest
+        except FileExistsError:
+            if not Path(folder).exists():
+                raise
+            dest = dest_parent / f"{run_id}_{os.urandom(3).hex()}"

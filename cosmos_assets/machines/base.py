@@ -1,0 +1,52 @@
+"""Where a run happens: the interface every machine implements (this computer, or a host over SSH).
+
+A machine puts files under its model root (``REMOTE_DIR``), checks it can run a job, runs one
+:class:`~cosmos_assets.machines.job.InferenceJob` with live log lines (in docker, or as a plain
+process), and brings an output folder back, verified. What to run and what to record is decided by
+the model backend and the run (:mod:`cosmos_assets.models`, :mod:`cosmos_assets.runs`), not here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
+from cosmos_assets.progress import TransferStats
+
+
+class Machine(ABC):
+    """A place that runs model invocations. Dagster-free; the Dagster resources wrap one."""
+
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """Short name for run tags, metadata and the run history (e.g. ``local``, ``ssh@gpu1``)."""
+
+    @property
+    @abstractmethod
+    def runtime(self) -> str:
+        """``docker`` or ``process``."""
+
+    @abstractmethod
+    def preflight(self, job: InferenceJob, log: LogLine) -> None:
+        """Raise :class:`~cosmos_assets.machines.job.HostNotReadyError` naming what is missing, before GPU time."""
+
+    @abstractmethod
+    def upload(self, files: list[StagedFile], log: LogLine) -> TransferStats:
+        """Put files under the model root; unchanged files are skipped, the rest verified."""
+
+    @abstractmethod
+    def command_for(self, job: InferenceJob) -> list[str]:
+        """The exact command this machine runs for ``job``, secrets left out."""
+
+    @abstractmethod
+    def run(self, job: InferenceJob, log: LogLine) -> RunOutcome:
+        """Run the job's invocation, passing every output line to ``log`` as it comes."""
+
+    @abstractmethod
+    def download(self, remote_dir: str, local_dir: Path, log: LogLine) -> TransferStats:
+        """Copy a folder under the model root into ``local_dir`` (which must not exist yet), verified."""
+
+    def close(self) -> None:
+        """Release connections; the machine reconnects when used again."""

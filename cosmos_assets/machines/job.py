@@ -1,0 +1,103 @@
+"""What a machine is asked to run: the contract between "what model runs" and "where it runs".
+
+A model backend (:mod:`cosmos_assets.models`) turns a prompt into an :class:`Invocation` (argv from the
+model's root folder, the files it needs there, where it writes); the run (:mod:`cosmos_assets.runs`)
+wraps it in an :class:`InferenceJob` with the run's identity and the files to stage; a machine
+(:mod:`cosmos_assets.machines`) runs it and answers with a :class:`RunOutcome`. Nothing here knows a
+particular model or a particular machine.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LogLine = Callable[[str], None]
+Stage = Literal["generate", "upscale"]
+
+
+class HostNotReadyError(RuntimeError):
+    """Preflight (or the start of a run) found something missing; the message says what and how to fix it."""
+
+
+def relative_inside(value: str, what: str) -> str:
+    """``value`` when it is a relative path that stays inside its root; ValueError naming ``what`` otherwise."""
+    if not value or not value.strip():
+        raise ValueError(f"{what} is empty")
+    if value.startswith("/"):
+        raise ValueError(f"{what} {value!r} is absolute; give it relative to the model's root folder")
+    normal = posixpath.normpath(value)
+    if normal == ".." or normal.startswith("../"):
+        raise ValueError(f"{what} {value!r} leaves the model's root folder through '..'")
+    return value
+
+
+class StagedFile(BaseModel):
+    """A local file and where it goes, relative to the machine's model root (``REMOTE_DIR``)."""
+
+    local: Path
+    remote: str
+
+    @field_validator("remote")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return relative_inside(v, "staged file")
+
+
+class Invocation(BaseModel):
+    """One run of a model's entry point, as its backend describes it. Paths are relative to the model root."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str = Field(description="backend name: 'preview', 'cosmos-transfer1', ...")
+    argv: tuple[str, ...] = Field(description="the command run from the model root (python3 ... or torchrun ...)")
+    entry_point: str = Field(description="the program the argv runs; the preflight checks it is on the machine")
+    output_folder: str = Field(description="where the run writes its outputs")
+    num_gpus: int = 1
+    env: dict[str, str] = Field(default_factory=dict, description="non-secret variables the program needs")
+    checkpoints: tuple[str, ...] = Field(default=(), description="paths under the checkpoint folder that must exist")
+    needs_gpu: bool = Field(default=True, description="False for the preview backend: no GPU check, no --gpus")
+    guardrail_marker: str | None = Field(default=None, description="a log line holding this means a guardrail block")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the backend's own settings, recorded as given")
+
+    @field_validator("entry_point", "output_folder")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return relative_inside(v, "path")
+
+
+class InferenceJob(BaseModel):
+    """One invocation of a model on a machine, with the identity of the run it belongs to."""
+
+    run_id: str
+    dagster_run_id: str | None = None
+    stage: Stage
+    prompt: str
+    invocation: Invocation
+    inputs: list[StagedFile]
+
+    @property
+    def output_folder(self) -> str:
+        return self.invocation.output_folder
+
+
+class RunOutcome(BaseModel):
+    """What the machine saw of one invocation."""
+
+    exit_code: int
+    command: list[str]
+    container: dict[str, Any] = Field(default_factory=dict)
+    environment: dict[str, str] = Field(default_factory=dict)
+    started_at: datetime
+    finished_at: datetime
+    log_tail: list[str] = Field(default_factory=list)
+    guardrail_blocked: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()

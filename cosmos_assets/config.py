@@ -53,6 +53,11 @@ class ProjectLayout(BaseModel):
         return self.outputs_dir / ".staging"
 
     @property
+    def runs_dir(self) -> Path:
+        """Where the run records live (``outputs/.runs/<run_id>.json``)."""
+        return self.outputs_dir / ".runs"
+
+    @property
     def notes_dir(self) -> Path:
         return self.root / "notes"
 

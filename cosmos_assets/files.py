@@ -52,8 +52,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(data: Any) -> bytes:
+    """The one JSON layout of every file we write: two-space indent, UTF-8 as is, a final newline."""
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_bytes(path, json_bytes(data))
 
 
 def hash_file(path: Path, length: int | None = None, block: int = HASH_BLOCK) -> "hashlib._Hash":

@@ -29,7 +29,7 @@ from av.video.reformatter import ColorRange
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from cosmos_assets.records import atomic_write_bytes
+from cosmos_assets.files import atomic_write_bytes
 
 MODALITIES = ("color", "depth", "segmentation")
 

@@ -23,8 +23,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cosmos_assets.command import ALWAYS_PASSED_FLAGS, cli_flags, flag_value_problem
-from cosmos_assets.records import atomic_write_bytes
+from cosmos_assets.files import atomic_write_bytes, json_bytes
+from cosmos_assets.models.transfer1_cli import ALWAYS_PASSED_FLAGS, cli_flags, flag_value_problem
 
 CONTROL_KEYS: tuple[str, ...] = ("vis", "seg", "edge", "depth", "keypoint", "upscale", "hdmap", "lidar")
 CONTROL_FIELDS: tuple[str, ...] = (
@@ -589,7 +589,7 @@ def _rewrite_paths(data: dict[str, Any], rewrite: Callable[[str], str]) -> None:
 
 
 def _spec_bytes(spec: TransferSpec) -> bytes:
-    return (json.dumps(spec.to_json_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return json_bytes(spec.to_json_dict())
 
 
 def _temp_file_with(directory: Path, name: str, data: bytes) -> Path:

@@ -1,0 +1,31 @@
+"""What model runs: one backend per model, chosen by name (``COSMOS_MODEL``, or per host).
+
+The backends are imported on first use: :mod:`cosmos_assets.spec` (the prompt file) reads the
+Transfer1 flag contract from :mod:`cosmos_assets.models.transfer1_cli`, and the backends read specs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cosmos_assets.models.base import ModelBackend
+
+
+@lru_cache(maxsize=1)
+def backends() -> dict[str, "ModelBackend"]:
+    """Every backend by name."""
+    from cosmos_assets.models.preview import PreviewBackend
+    from cosmos_assets.models.transfer1 import Transfer1Backend
+
+    return {backend.name: backend for backend in (PreviewBackend(), Transfer1Backend())}
+
+
+def backend_named(name: str) -> "ModelBackend":
+    """The backend called ``name``; a ValueError listing the known ones otherwise."""
+    known = backends()
+    try:
+        return known[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"model {name!r} is not a backend here: use one of {', '.join(known)}") from None

@@ -1,0 +1,124 @@
+"""Planning a run: everything one stage will do, decided before anything is written or sent.
+
+The prompt file is read and checked by the chosen model backend (file/field/fix errors before any
+GPU time), the backend's own spec and invocation are built, and the files the run stages are listed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cosmos_assets.config import ProjectLayout
+from cosmos_assets.machines.job import InferenceJob, StagedFile
+from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend, ModelRequest
+from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.spec import TransferSpec, load_spec, referenced_paths, shot_of, with_videos_subdir
+
+DEFAULT_UPSCALE_WEIGHT = 0.5
+
+
+def new_run_id(now: datetime, dagster_run_id: str | None) -> str:
+    """``YYYYmmdd_HHMMSS_<8 hex>``: sortable, unique per run, the seed's timestamp style."""
+    suffix = (dagster_run_id or os.urandom(4).hex())[:8]
+    return f"{now.strftime('%Y%m%d_%H%M%S')}_{suffix}"
+
+
+@dataclass
+class StagePlan:
+    """One stage of one prompt: the job for the machine, where its outputs go, what is written beside them."""
+
+    job: InferenceJob
+    request: ModelRequest
+    shot: str | None
+    dest: Path
+    log_name: str
+    effective_spec: Path
+    extra_files: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str:
+        return self.job.stage
+
+
+def _staged_inputs(layout: ProjectLayout, spec: TransferSpec) -> list[StagedFile]:
+    return [StagedFile(local=layout.root / rel, remote=rel) for rel in referenced_paths(spec)]
+
+
+def plan_generation(
+    layout: ProjectLayout,
+    backend: ModelBackend,
+    prompt: str,
+    *,
+    run_id: str,
+    dagster_run_id: str | None = None,
+    videos_subdir: str | None = None,
+    num_gpus: int = 1,
+) -> StagePlan:
+    """Validate the prompt for ``backend`` and describe its generation run (spec, inputs, command, destination)."""
+    prompt_path = layout.prompt_file(prompt)
+    original = load_spec(prompt_path)
+    spec = with_videos_subdir(original, videos_subdir) if videos_subdir else original
+    backend.check_prompt(spec, prompt_path, layout.root)
+    request = backend.generation(prompt, spec, run_id, num_gpus)
+    effective = layout.staging_dir / run_id / "spec.json"
+    job = InferenceJob(
+        run_id=run_id,
+        dagster_run_id=dagster_run_id,
+        stage="generate",
+        prompt=prompt,
+        invocation=request.invocation,
+        inputs=[StagedFile(local=effective, remote=request.spec_remote), *_staged_inputs(layout, spec)],
+    )
+    return StagePlan(
+        job=job,
+        request=request,
+        shot=shot_of(spec),
+        dest=layout.output_dir(prompt),
+        log_name="run.log",
+        effective_spec=effective,
+        extra_files={"prompt_spec.json": original.to_json_dict()},
+    )
+
+
+def generated_output(layout: ProjectLayout, prompt: str) -> tuple[Path, SpecUsed]:
+    """The local generated video of ``prompt`` and its ``spec_used.json``; the upscale's input."""
+    generated_dir = layout.output_dir(prompt)
+    generated = generated_dir / OUTPUT_VIDEO
+    if not generated.exists():
+        raise FileNotFoundError(
+            f"{generated} does not exist: materialize generated_videos for prompt {prompt} first "
+            "(the upscale runs only after a successful generation)"
+        )
+    return generated, SpecUsed.read(generated_dir / "spec_used.json")
+
+
+def plan_upscale(
+    layout: ProjectLayout,
+    backend: ModelBackend,
+    prompt: str,
+    *,
+    run_id: str,
+    dagster_run_id: str | None = None,
+    control_weight: float = DEFAULT_UPSCALE_WEIGHT,
+    num_gpus: int = 1,
+) -> StagePlan:
+    """Describe the 4K upscale of the prompt's generated video (which must exist locally), whichever model made it."""
+    if not backend.can_upscale:
+        raise ValueError(f"{backend.name} has no 4K upscaler: run the upscale on cosmos-transfer1 (or the preview)")
+    generated, gen_used = generated_output(layout, prompt)
+    generated_remote = f"{gen_used.video_save_folder}/{OUTPUT_VIDEO}"
+    request = backend.upscale(prompt, generated_remote, run_id, num_gpus, control_weight)
+    effective = layout.staging_dir / run_id / "upscale_spec.json"
+    job = InferenceJob(
+        run_id=run_id,
+        dagster_run_id=dagster_run_id,
+        stage="upscale",
+        prompt=prompt,
+        invocation=request.invocation,
+        inputs=[StagedFile(local=effective, remote=request.spec_remote), StagedFile(local=generated, remote=generated_remote)],
+    )
+    return StagePlan(job=job, request=request, shot=gen_used.shot, dest=layout.upscaled_dir(prompt),
+                     log_name="upscale_run.log", effective_spec=effective)

@@ -1,0 +1,280 @@
+"""The run: one durable record per model invocation, and the files derived from it.
+
+A :class:`RunRecord` is written to ``outputs/.runs/<run_id>.json`` before anything is sent to a
+machine and rewritten (atomically) at every change of state: planned, uploading, running,
+downloading, then succeeded, failed, guardrail_blocked or cancelled. It names the host, the
+container, the remote output folder, the model, the image, the spec and the content hashes of every
+input, so a later attempt can find the run again after the process that started it died.
+``spec_used.json`` (:class:`SpecUsed`), the ``notes/run_history.log`` line (:class:`HistoryRecord`)
+and the asset metadata are all derived from it, never assembled separately. Secrets are redacted
+before anything is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cosmos_assets.files import atomic_write_text, plain_folder_name, sha256_file
+from cosmos_assets.machines.job import InferenceJob, RunOutcome, Stage
+from cosmos_assets.progress import TransferStats
+from cosmos_assets.redaction import redacted, redacted_message, shell_join
+
+RunState = Literal["planned", "uploading", "running", "downloading", "succeeded", "failed", "guardrail_blocked", "cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "guardrail_blocked", "cancelled"})
+HistoryStatus = Literal["success", "failed", "guardrail_blocked", "cancelled"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class InputFile(BaseModel):
+    """A file the run read, by content: where it sits under the model root, its size and sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class RunRecord(BaseModel):
+    """Everything known about one run, as it goes. Whatever is assigned is redacted on the way in."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    run_id: str
+    dagster_run_id: str | None = None
+    stage: Stage
+    prompt: str
+    shot: str | None = None
+    state: RunState = "planned"
+    host: str
+    runtime: str
+    model: str
+    model_label: str
+    preview: bool = Field(description="True for the preview backend: a preview of the pipeline, not the model")
+    remote_output_folder: str
+    spec: dict[str, Any]
+    spec_remote_path: str
+    spec_sha256: str
+    inputs: list[InputFile] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    num_gpus: int = 1
+    command: list[str] = Field(default_factory=list)
+    environment: dict[str, str] = Field(default_factory=dict)
+    container: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    log_tail: list[str] = Field(default_factory=list)
+    upload: TransferStats = Field(default_factory=TransferStats)
+    download: TransferStats = Field(default_factory=lambda: TransferStats(direction="download"))
+    output_dir: str | None = None
+    outputs: list[str] = Field(default_factory=list)
+    previous_moved_to: str | None = None
+    error: str | None = None
+    total_seconds: float = 0.0
+
+    @field_validator("command")
+    @classmethod
+    def _redact_command(cls, value: list[str]) -> list[str]:
+        return redacted(value)
+
+    @field_validator("environment")
+    @classmethod
+    def _redact_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        return redacted(value)
+
+    @field_validator("log_tail")
+    @classmethod
+    def _redact_log(cls, value: list[str]) -> list[str]:
+        return [redacted_message(line) for line in value]
+
+    @field_validator("error")
+    @classmethod
+    def _redact_error(cls, value: str | None) -> str | None:
+        return redacted_message(value) if value is not None else None
+
+    @classmethod
+    def plan(cls, job: InferenceJob, *, shot: str | None, host: str, runtime: str, model_label: str, preview: bool,
+             spec: dict[str, Any], spec_remote_path: str, project_root: Path) -> "RunRecord":
+        """The record of a run about to start: identity, placement, spec and the content of every input."""
+        inputs = [InputFile(path=item.remote, size=item.local.stat().st_size, sha256=sha256_file(item.local))
+                  for item in job.inputs]
+        spec_hash = next((i.sha256 for i in inputs if i.path == spec_remote_path), "")
+        return cls(
+            run_id=job.run_id, dagster_run_id=job.dagster_run_id, stage=job.stage, prompt=job.prompt, shot=shot,
+            host=host, runtime=runtime, model=job.invocation.model, model_label=model_label, preview=preview,
+            remote_output_folder=job.output_folder, spec=spec, spec_remote_path=spec_remote_path,
+            spec_sha256=spec_hash, inputs=inputs, settings=job.invocation.settings, num_gpus=job.invocation.num_gpus,
+            environment=dict(job.invocation.env),
+        )  # fmt: skip
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def inference_seconds(self) -> float:
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def gpu_seconds(self) -> float:
+        """Container start to end times the GPUs it held; 0 for the preview backend, which holds none."""
+        return 0.0 if self.preview else self.inference_seconds * self.num_gpus
+
+    @property
+    def command_line(self) -> str:
+        return shell_join(self.command)
+
+    def inputs_digest(self) -> str:
+        """One hash of the spec, every input's content, the model and its settings: equal digests, same work."""
+        digest = hashlib.sha256()
+        for part in (self.stage, self.model, self.spec_sha256, repr(sorted(self.settings.items())), str(self.num_gpus)):
+            digest.update(part.encode() + b"\0")
+        for item in sorted(self.inputs, key=lambda i: i.path):
+            digest.update(f"{item.path}\0{item.sha256}\0".encode())
+        return digest.hexdigest()
+
+    def ran(self, command: list[str], outcome: RunOutcome) -> None:
+        """Take in what the machine reports of the invocation."""
+        self.command = outcome.command or command
+        self.environment = outcome.environment
+        self.container = outcome.container
+        self.started_at, self.finished_at = outcome.started_at, outcome.finished_at
+        self.exit_code = outcome.exit_code
+        self.log_tail = list(outcome.log_tail)
+
+    def spec_used(self) -> "SpecUsed":
+        return SpecUsed(
+            stage=self.stage, backend=self.model, backend_label=self.model_label, preview=self.preview,
+            run_id=self.run_id, dagster_run_id=self.dagster_run_id, prompt=self.prompt, shot=self.shot,
+            host=self.host, command=self.command, command_line=self.command_line, container=self.container,
+            environment=self.environment, settings=self.settings, spec=self.spec, spec_remote_path=self.spec_remote_path,
+            video_save_folder=self.remote_output_folder, inputs=self.inputs,
+            started_at=self.started_at or self.created_at, finished_at=self.finished_at or self.updated_at,
+            exit_code=self.exit_code if self.exit_code is not None else -1,
+        )  # fmt: skip
+
+    def history(self) -> "HistoryRecord":
+        status: HistoryStatus = "success" if self.state == "succeeded" else self.state  # type: ignore[assignment]
+        return HistoryRecord(
+            when=self.finished_at if self.state == "succeeded" and self.finished_at else self.updated_at,
+            run_id=self.run_id, dagster_run_id=self.dagster_run_id, stage=self.stage, prompt=self.prompt,
+            shot=self.shot, host=self.host, backend=self.model,
+            command=self.command_line if self.command else "(not started)", status=status,
+            upload_seconds=round(self.upload.seconds, 3), inference_seconds=round(self.inference_seconds, 3),
+            download_seconds=round(self.download.seconds, 3), total_seconds=round(self.total_seconds, 3),
+            gpu_seconds=round(self.gpu_seconds, 3), outputs=self.outputs, error=self.error,
+        )  # fmt: skip
+
+
+class RunStore:
+    """The run records of a project: ``outputs/.runs/<run_id>.json``, each rewritten atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, run_id: str) -> Path:
+        return self.folder / f"{plain_folder_name(run_id, 'run_id')}.json"
+
+    def save(self, record: RunRecord) -> None:
+        record.updated_at = _now()
+        atomic_write_text(self.path(record.run_id), record.model_dump_json(indent=2) + "\n")
+
+    def load(self, run_id: str) -> RunRecord:
+        return RunRecord.model_validate_json(self.path(run_id).read_text())
+
+    def all(self) -> list[RunRecord]:
+        if not self.folder.is_dir():
+            return []
+        return sorted((RunRecord.model_validate_json(p.read_text()) for p in self.folder.glob("*.json")),
+                      key=lambda r: r.created_at)
+
+
+class SpecUsed(BaseModel):
+    """``spec_used.json``: everything needed to reproduce one run, secrets redacted. Derived from the run record."""
+
+    stage: Stage
+    backend: str = Field(description="the model backend: 'preview' (a pipeline preview, not the model) or the model's name")
+    backend_label: str | None = None
+    preview: bool | None = None
+    run_id: str
+    dagster_run_id: str | None = None
+    prompt: str
+    shot: str | None = None
+    host: str
+    command: list[str]
+    command_line: str
+    container: dict[str, Any] = Field(default_factory=dict)
+    environment: dict[str, str] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any]
+    spec_remote_path: str
+    video_save_folder: str
+    inputs: list[InputFile] = Field(default_factory=list)
+    started_at: datetime
+    finished_at: datetime
+    exit_code: int
+
+    @classmethod
+    def read(cls, path: Path) -> "SpecUsed":
+        """Load a run's ``spec_used.json``; a missing or unreadable one says which asset to materialize."""
+        try:
+            return cls.model_validate_json(path.read_text())
+        except (OSError, ValueError) as error:
+            raise FileNotFoundError(f"{path} is missing or unreadable ({error}); materialize the asset first") from error
+
+    def write(self, path: Path) -> None:
+        """Write atomically; secrets in the environment and the command line are redacted first."""
+        safe = self.model_copy(update={"environment": redacted(self.environment), "command": redacted(self.command),
+                                       "command_line": redacted(self.command_line)})
+        atomic_write_text(path, safe.model_dump_json(indent=2) + "\n")
+
+
+class HistoryRecord(BaseModel):
+    """One line of ``notes/run_history.log`` (JSON Lines: greppable, and parseable). Derived from the run record."""
+
+    when: datetime
+    run_id: str
+    dagster_run_id: str | None = None
+    stage: Stage
+    prompt: str
+    shot: str | None
+    host: str
+    backend: str
+    command: str
+    status: HistoryStatus
+    upload_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    download_seconds: float = 0.0
+    total_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    outputs: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+def append_history(path: Path, record: HistoryRecord) -> None:
+    """One whole line per write (O_APPEND), so concurrent runs never interleave a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (record.model_dump_json() + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_history(path: Path) -> list[HistoryRecord]:
+    if not path.exists():
+        return []
+    return [HistoryRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]

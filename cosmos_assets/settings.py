@@ -1,0 +1,123 @@
+"""Every setting the README lists, in one object, read once where the definitions are built.
+
+The seed's ``scripts/config.sh`` names are kept (``REMOTE_HOST``, ``REMOTE_USER``, ``REMOTE_PORT``,
+``SSH_KEY``, ``REMOTE_DIR``, ``CHECKPOINT_DIR_REMOTE``, ``DOCKER_IMAGE``, ``NUM_GPU``); ours start with
+``COSMOS_``. Secrets are never values here: ``HF_TOKEN`` reaches the SSH host resource as a
+``dg.EnvVar`` and the key passphrase is read by name (``COSMOS_SSH_KEY_PASSPHRASE``) where the key is
+opened. A bad value fails with one line naming the variable and what it takes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HF_TOKEN_ENV = "HF_TOKEN"
+KEY_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
+_ON = frozenset({"1", "on", "true", "yes"})
+_OFF = frozenset({"0", "off", "false", "no"})
+
+
+class SettingsError(ValueError):
+    """A setting with a value it cannot take; the message names the variable and the fix."""
+
+
+def _on_off(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _ON:
+            return True
+        if text in _OFF:
+            return False
+        raise ValueError("is not on/off (use on, off, true, false, yes, no, 1 or 0)")
+    return value
+
+
+class Settings(BaseSettings):
+    """The deployment's settings (the environment, by the names in the README)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, env_ignore_empty=True,
+                                      populate_by_name=True)
+
+    # where things live and what runs
+    project_root: Path | None = Field(None, validation_alias="COSMOS_PROJECT_ROOT", description="project root; default the current directory")
+    host: Literal["preview", "ssh"] = Field("preview", validation_alias="COSMOS_HOST", description="preview (this machine, no GPU) or ssh (a GPU host)")
+    model: str | None = Field(None, validation_alias="COSMOS_MODEL", description="model backend; default preview on the preview host, cosmos-transfer1 over ssh")
+    preview_dir: str | None = Field(None, validation_alias="COSMOS_PREVIEW_DIR", description="the preview host's model root")
+    num_gpus: int = Field(1, ge=1, validation_alias="NUM_GPU", description="GPUs per run (the seed's NUM_GPU)")
+
+    # the GPU host (the seed's config.sh)
+    remote_host: str | None = Field(None, validation_alias="REMOTE_HOST")
+    remote_user: str | None = Field(None, validation_alias="REMOTE_USER")
+    remote_port: int | None = Field(None, ge=1, le=65535, validation_alias="REMOTE_PORT")
+    ssh_key: str | None = Field(None, validation_alias="SSH_KEY")
+    remote_dir: str = Field("~/cosmos-transfer1", validation_alias="REMOTE_DIR")
+    checkpoint_dir: str | None = Field(None, validation_alias="CHECKPOINT_DIR_REMOTE")
+    docker_image: str | None = Field(None, validation_alias="DOCKER_IMAGE")
+    docker_gpus: str = Field("all", validation_alias="COSMOS_DOCKER_GPUS")
+    known_hosts: str | None = Field(None, validation_alias="COSMOS_KNOWN_HOSTS")
+    trust_on_first_use: bool = Field(False, validation_alias="COSMOS_SSH_TRUST_ON_FIRST_USE")
+    container_user: str | None = Field(None, validation_alias="COSMOS_CONTAINER_USER")
+    min_free_gb: float = Field(20.0, ge=0, validation_alias="COSMOS_MIN_FREE_GB")
+
+    # sensors
+    sensors: bool = Field(False, validation_alias="COSMOS_SENSORS")
+    sensor_interval: int = Field(30, ge=1, validation_alias="COSMOS_SENSOR_INTERVAL")
+    render_settle_seconds: float = Field(30.0, ge=0, validation_alias="COSMOS_RENDER_SETTLE_SECONDS")
+    auto_generate: bool = Field(False, validation_alias="COSMOS_AUTO_GENERATE")
+    render_scan_budget: int = Field(200, ge=1, validation_alias="COSMOS_RENDER_SCAN_BUDGET")
+    render_deep_checks: int = Field(100, ge=0, validation_alias="COSMOS_RENDER_DEEP_CHECKS")
+
+    @field_validator("trust_on_first_use", "sensors", "auto_generate", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return _on_off(value)
+
+    @field_validator("host", "model", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """The settings from the environment (or ``env``); a bad value raises :class:`SettingsError` naming it."""
+        try:
+            if env is None:
+                return cls()
+            return cls.model_validate({name: value for name, value in env.items() if value.strip()})
+        except ValidationError as error:
+            raise SettingsError(_one_line(error, env if env is not None else os.environ)) from None
+
+    @property
+    def root(self) -> Path:
+        return (self.project_root or Path(os.getcwd())).resolve()
+
+    @property
+    def model_name(self) -> str:
+        """The model backend to run: COSMOS_MODEL, else the host's natural one."""
+        return self.model or ("preview" if self.host == "preview" else "cosmos-transfer1")
+
+    @property
+    def image(self) -> str:
+        """DOCKER_IMAGE, else the seed's default ``nvcr.io/$USER/cosmos-transfer1:latest``."""
+        return self.docker_image or f"nvcr.io/{os.environ.get('USER', 'cosmos')}/cosmos-transfer1:latest"
+
+    @property
+    def checkpoint_dir_or_default(self) -> str:
+        """CHECKPOINT_DIR_REMOTE, else the seed's default ``REMOTE_DIR/../checkpoints``."""
+        return self.checkpoint_dir or f"{self.remote_dir.rstrip('/')}/../checkpoints"
+
+
+def _one_line(error: ValidationError, env: Mapping[str, str]) -> str:
+    first = error.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "a setting"
+    message = first["msg"].removeprefix("Value error, ")
+    raw = env.get(name)
+    shown = f"={raw!r}" if raw is not None else ""
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{name}{shown}: {message}{more}; fix the variable (see the README's settings table)"

@@ -27,7 +27,7 @@ system-deps:
 demo: venv
 	$(BIN)/cosmos-assets demo-setup
 	$(BIN)/dagster asset materialize -m cosmos_assets.definitions --select shots,control_videos --partition $(DEMO_SHOT)
-	$(BIN)/dagster asset materialize -m cosmos_assets.definitions --select prompt_specs,generated_videos,upscaled_videos --partition $(DEMO_PROMPT)
+	$(BIN)/dagster asset materialize -m cosmos_assets.definitions --select prompt_inputs,prompt_specs,generated_videos,upscaled_videos --partition $(DEMO_PROMPT)
 	@echo
 	@echo "Done (preview backend: a preview of the pipeline, not the Cosmos model)."
 	@echo "  control videos: $(COSMOS_PROJECT_ROOT)/inputs/videos/$(DEMO_SHOT)/"

@@ -133,7 +133,7 @@ def run_encode(plan: Plan, report: Report) -> None:
         "## 1. Encode: three control videos, 121 frames 1280x704 (the sample render)",
         "",
         "Seed: `ffmpeg -y -framerate 24 -start_number 1001 -i <m>.%04d.png -c:v libx264 -crf 18 -pix_fmt yuv420p <m>.mp4`, "
-        "color, depth, segmentation one after another. Ours: `encode_control_videos` from cosmos_assets/media.py as it is "
+        "color, depth, segmentation one after another. Ours: `encode_control_videos` from cosmos_assets/media/encode.py as it is "
         "(PyAV, in-process, the three modalities concurrently). "
         f"Median of {f.reps} interleaved runs (order alternating each run); ratio = variant time / seed CLI time. "
         "CPU s = user + system CPU of the bench process and its children during the run.",
@@ -154,7 +154,7 @@ def run_encode(plan: Plan, report: Report) -> None:
         f"{plan.psnr_step}th frame. Color and segmentation: RGB against the PNG. Depth is not the same job: "
         "the seed's CLI encodes the raw 16-bit Z pass (cut to 8 bits, near = dark), ours converts to clip-normalised "
         "inverse depth (near = bright) first; so the CLI's depth is compared with Z/257 and ours with our own 8-bit "
-        "converted reference (`media.depth_lut`). Both measure only the encoder's loss.",
+        "converted reference (`media.encode.depth_lut`). Both measure only the encoder's loss.",
         "- Equal quality is judged on color and segmentation PSNR (within 1 dB of the CLI's); frame types and bytes "
         "are shown so a change in what libx264 was asked to do is visible.",
         "",

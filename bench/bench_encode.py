@@ -7,12 +7,12 @@ does::
 
 Depth is not the same job on both sides: the seed's CLI encodes the raw 16-bit Z pass (``gray16be`` is
 cut to 8 bits, near = dark), ours first reads the whole clip for its Z range and converts to inverse
-depth, near = bright (``media.depth_lut``). Its PSNR is therefore measured against its own 8-bit
+depth, near = bright (``media.encode.depth_lut``). Its PSNR is therefore measured against its own 8-bit
 reference: ours against our converted gray, the CLI's against Z/257 (what the CLI was given).
 
 Variants (all libx264 medium, CRF 18, yuv420p, 24 fps):
 - ``cli``: the seed's three commands, one after another.
-- ``ours``: ``encode_control_videos`` as it is in cosmos_assets/media.py (nothing patched).
+- ``ours``: ``encode_control_videos`` as it is in cosmos_assets/media/encode.py (nothing patched).
 - ``cli x3 parallel``: the seed's three CLI commands started at once (a reference: what concurrency
   alone gives the CLI).
 """
@@ -33,8 +33,15 @@ import av
 import numpy as np
 from av.video.frame import PictureType
 
-import cosmos_assets.media as media
-from cosmos_assets.media import MODALITIES, RenderSequence, RenderValidationError, encode_control_videos
+import cosmos_assets.media.encode as media_encode
+from cosmos_assets.media import (
+    MODALITIES,
+    RenderSequence,
+    RenderValidationError,
+    decode_png,
+    encode_control_videos,
+    scan_render_folder,
+)
 from cosmos_assets.sample_render import make_sample_render
 
 FRAMES, WIDTH, HEIGHT = 121, 1280, 704
@@ -68,7 +75,7 @@ class EncodeFigures:
 def sample_render(cache: Path) -> RenderSequence:
     """The 121-frame 1280x704 sample render, rendered once into ``cache`` and reused."""
     try:
-        seq = media.scan_render_folder(cache)
+        seq = scan_render_folder(cache)
         if (seq.frame_count, seq.width, seq.height) == (FRAMES, WIDTH, HEIGHT):
             return seq
     except RenderValidationError:
@@ -134,11 +141,11 @@ def _luma_to_gray(frame: av.VideoFrame) -> np.ndarray:
 
 
 def depth_references(seq: RenderSequence, wanted: set[int]) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """(ours: clip-normalised inverse depth via media.depth_lut, cli: raw Z cut to 8 bits) per frame."""
-    values = [media._depth_values(media.decode_png(p)) for p in seq.frames["depth"]]
-    ranges = [r for r in (media._depth_range(v) for v in values) if r is not None]
+    """(ours: clip-normalised inverse depth via media.encode.depth_lut, cli: raw Z cut to 8 bits) per frame."""
+    values = [media_encode._depth_values(decode_png(p)) for p in seq.frames["depth"]]
+    ranges = [r for r in (media_encode._depth_range(v) for v in values) if r is not None]
     levels = 65536 if values[0].dtype == np.uint16 else 256
-    lut = media.depth_lut(min(r[0] for r in ranges), max(r[1] for r in ranges), levels)
+    lut = media_encode.depth_lut(min(r[0] for r in ranges), max(r[1] for r in ranges), levels)
     scale = 257.0 if levels == 65536 else 1.0
     ours = {i: lut[values[i]] for i in wanted}
     raw = {i: np.round(values[i] / scale) for i in wanted}
@@ -150,7 +157,7 @@ def psnr_of(variant_dir: Path, seq: RenderSequence, wanted: set[int], depth_ref:
     result = {}
     for modality in ("color", "segmentation"):
         scores = [_psnr(frame.to_ndarray(format="rgb24"),
-                        media.decode_png(seq.frames[modality][i]).to_ndarray(format="rgb24"))
+                        decode_png(seq.frames[modality][i]).to_ndarray(format="rgb24"))
                   for i, frame in _decoded(variant_dir / f"{modality}.mp4", wanted)]
         result[modality] = float(np.mean(scores))
     scores = [_psnr(_luma_to_gray(frame), depth_ref[i]) for i, frame in _decoded(variant_dir / "depth.mp4", wanted)]

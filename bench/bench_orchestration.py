@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHOT = "bench_shot"
 SHOT_FRAMES = 24
 SHOT_SIZE = (640, 352)
-SELECTION = "prompt_specs,generated_videos,upscaled_videos"
+SELECTION = "prompt_inputs,prompt_specs,generated_videos,upscaled_videos"
 
 
 @dataclass
@@ -123,7 +123,7 @@ def materialize_in_process(root: Path, prompts: list[str]) -> list[CycleTiming]:
     import dagster as dg
 
     from cosmos_assets.assets import ALL_ASSETS
-    from cosmos_assets.hosts.local import LocalPreviewHost
+    from cosmos_assets.hosts import LocalPreviewHost
     from cosmos_assets.resources import ProjectResource
 
     timings = []

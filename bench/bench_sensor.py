@@ -20,7 +20,8 @@ import numpy as np
 
 from cosmos_assets.config import ProjectLayout
 from cosmos_assets.media import MODALITIES, write_png
-from cosmos_assets.sensors import RenderCursor, SensorSettings, plan_render_tick
+from cosmos_assets.sensor_plans import plan_render_tick
+from cosmos_assets.sensor_state import RenderCursor, SensorSettings
 
 FOLDERS = 10_000
 CHANGED_FRAMES = 121

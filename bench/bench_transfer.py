@@ -1,8 +1,8 @@
-"""Transfer: ours (cosmos_assets.hosts.sftp) vs OpenSSH ``scp``, 200 MB up and down, to a throwaway
+"""Transfer: ours (cosmos_assets.machines.sftp_transfer) vs OpenSSH ``scp``, 200 MB up and down, to a throwaway
 sshd on 127.0.0.1, directly and through the latency proxy (about 20 ms each way).
 
 Both sides pay their own connection set-up in every timed run (scp starts a new ssh each time; ours
-calls ``connect_ssh``). Ours also does what scp does not: sha256 verification at both ends, a
+connects through ``SshLink``). Ours also does what scp does not: sha256 verification at both ends, a
 remote ``sync`` and an atomic rename; that work is inside its time. The file is random bytes, so
 no compression could help either side. Runs are interleaved (ours, scp, ours, scp, ...).
 """
@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.latency_proxy import latency_proxy
-from cosmos_assets.hosts import sftp as sftp_mod
-from cosmos_assets.hosts.sftp import SshSettings, connect_ssh, download_tree, upload_files
+from cosmos_assets.files import HASH_BLOCK, hash_file
+from cosmos_assets.machines import remote_hash, sftp_parallel, sftp_wire
+from cosmos_assets.machines.sftp_transfer import download_tree, upload_files
+from cosmos_assets.machines.ssh_connect import connect as connect_ssh
+from cosmos_assets.machines.ssh_link import SshLink
+from cosmos_assets.machines.ssh_target import SshTarget
 
 try:  # the repo's own throwaway-sshd helper (tests/infra/sshd.py), when run from the repo root
     from tests.infra.sshd import SshServer, start_sshd
@@ -31,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - a fresh clone always has tests/
 
 FILE_MB = 200
 ONE_WAY_DELAY_S = 0.020
-PARALLEL_CHANNELS = sftp_mod.PARALLEL_CHANNELS  # what sftp.py uses for a fresh large upload
+PARALLEL_CHANNELS = sftp_parallel.PARALLEL_CHANNELS  # what a fresh large upload uses
 
 
 @dataclass
@@ -78,8 +82,8 @@ def _known_hosts_for(server: SshServer, port: int, path: Path) -> Path:
     return path
 
 
-def _settings(server: SshServer, link: Link) -> SshSettings:
-    return SshSettings(host="127.0.0.1", port=link.port, user=server.user, key_file=server.key_path,
+def _settings(server: SshServer, link: Link) -> SshTarget:
+    return SshTarget(host="127.0.0.1", port=link.port, user=server.user, key_file=server.key_path,
                        known_hosts=link.known_hosts, ssh_config=Path("/nonexistent"), allow_agent=False)
 
 
@@ -96,10 +100,9 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def ours_upload(server: SshServer, link: Link, local: Path, remote: str) -> float:
     def run() -> None:
-        ssh = connect_ssh(_settings(server, link))
+        ssh = SshLink(_settings(server, link), "bench")
         try:
-            sftp = ssh.open_sftp()
-            report = upload_files(sftp, [(local, remote)])
+            report = upload_files(ssh, [(local, remote)])
             assert report.bytes_sent == local.stat().st_size, report
         finally:
             ssh.close()
@@ -113,7 +116,7 @@ def scp_upload(server: SshServer, link: Link, local: Path, remote: str) -> float
 
 def ours_download(server: SshServer, link: Link, remote_dir: str, local_dir: Path) -> float:
     def run() -> None:
-        ssh = connect_ssh(_settings(server, link))
+        ssh = SshLink(_settings(server, link), "bench")
         try:
             download_tree(ssh, remote_dir, local_dir)
         finally:
@@ -164,20 +167,21 @@ def unchanged_upload(server: SshServer, link: Link, files: list[Path], remote_ro
     """
     items = [(f, str(remote_root / "inputs" / f.parent.name / f.name)) for f in files]
     settings = _settings(server, link)
-    ssh = connect_ssh(settings)
+    ssh = SshLink(settings, "bench")
     try:
-        upload_files(ssh.open_sftp(), items)
+        upload_files(ssh, items)
     finally:
         ssh.close()
     runs = []
     for _ in range(UNCHANGED_REPEATS):
         started = time.perf_counter()
-        ssh = connect_ssh(settings)
+        ssh = SshLink(settings, "bench")
         try:
+            ssh.client()
             connected = time.perf_counter()
-            report = upload_files(ssh.open_sftp(), items)
+            report = upload_files(ssh, items)
             ended = time.perf_counter()
-            batched = _timed(lambda: sftp_mod.run_remote(ssh.get_transport(), ["sha256sum", "--", *[r for _, r in items]]))
+            batched = _timed(lambda: ssh.exec(["sha256sum", "--", *[r for _, r in items]], timeout=600))
         finally:
             ssh.close()
         runs.append((ended - started, ended - connected, report.bytes_sent, report.files_skipped, batched))
@@ -245,7 +249,7 @@ def _range_chunks(path: Path, lo: int, hi: int, step: int):
 
 def raw_parallel_put(ssh, local: Path, remote: str, channels: int) -> None:
     """Only the data phase of an upload: ``channels`` SFTP channels on one connection, each writing
-    its own byte range of ``remote`` with sftp.py's pipelined writer (each channel has its own
+    its own byte range of ``remote`` with sftp_wire's pipelined writer (each channel has its own
     server-side receive window). No hashing, no verification: the transfer phase alone."""
     size = local.stat().st_size
     clients = [ssh.open_sftp() for _ in range(channels)]
@@ -257,8 +261,8 @@ def raw_parallel_put(ssh, local: Path, remote: str, channels: int) -> None:
     def write_range(client, lo: int, hi: int) -> None:
         try:
             with client.open(remote, "r+b") as f:
-                chunks = _range_chunks(local, lo, hi, sftp_mod.request_size(client))
-                sftp_mod._pipelined_write(client, f.handle, chunks, lo, sftp_mod._Throttle(None, hi - lo))
+                chunks = _range_chunks(local, lo, hi, sftp_wire.request_size(client))
+                sftp_wire.pipelined_write(client, f, chunks, lo, sftp_parallel.Counter())
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
 
@@ -274,10 +278,10 @@ def raw_parallel_put(ssh, local: Path, remote: str, channels: int) -> None:
 
 
 def raw_read(ssh, remote: str, size: int) -> None:
-    """Only the data phase of a download: sftp.py's pipelined reader, bytes dropped (no hash, no disk)."""
+    """Only the data phase of a download: sftp_wire's pipelined reader, bytes dropped (no hash, no disk)."""
     client = ssh.open_sftp()
     with client.open(remote, "rb") as f:
-        for _ in sftp_mod._pipelined_read(client, f.handle, size):
+        for _ in sftp_wire.pipelined_read(client, f, size):
             pass
     client.close()
 
@@ -293,7 +297,7 @@ def _local_write_then_fsync(big: Path, target: Path) -> tuple[float, float]:
     """(seconds to write the file's bytes to a new local file, seconds to fsync it): the disk part of a
     download. The source is read into memory first, so only the writing is timed."""
     data = big.read_bytes()
-    step = sftp_mod.HASH_BLOCK
+    step = HASH_BLOCK
     with open(target, "wb") as dst:
         started = time.perf_counter()
         for at in range(0, len(data), step):
@@ -321,15 +325,15 @@ def phase_breakdown(server: SshServer, link: Link, big: Path, remote_root: Path,
     ssh = connect_ssh(_settings(server, link))
     local_copy = work / "phases-local.bin"
     try:
-        transport = ssh.get_transport()
+        over = SshLink(_settings(server, link), "bench", connect_fn=lambda _target: ssh)  # commands on this connection
         for channels in (1, PARALLEL_CHANNELS):
             target.unlink(missing_ok=True)
             phases[f"put data, {channels} channel(s)"] = _timed(lambda: raw_parallel_put(ssh, big, str(target), channels))
             _check_same_size(target, big)
-        phases["remote sync+sha256"] = _timed(lambda: sftp_mod._remote_sync_and_sha256(transport, str(target)))
+        phases["remote sync+sha256"] = _timed(lambda: remote_hash.sync_and_sha256(over, str(target)))
         phases["get data"] = _timed(lambda: raw_read(ssh, str(target), big.stat().st_size))
-        phases["remote sha256"] = _timed(lambda: sftp_mod.remote_sha256(transport, str(target)))
-        phases["local sha256"] = _timed(lambda: sftp_mod._hash_local(big))
+        phases["remote sha256"] = _timed(lambda: remote_hash.remote_sha256(over, str(target)))
+        phases["local sha256"] = _timed(lambda: hash_file(big))
         phases["local write"], phases["local fsync"] = _local_write_then_fsync(big, local_copy)
     finally:
         ssh.close()

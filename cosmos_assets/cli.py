@@ -15,7 +15,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from cosmos_assets.config import ProjectLayout, num_gpus_from_env
+from cosmos_assets.config import ProjectLayout
+from cosmos_assets.machines.job import HostNotReadyError
+from cosmos_assets.settings import Settings
 
 DEMO_SHOT = "sample_flythrough"
 DEMO_PROMPT = "sample_flythrough_demo"
@@ -37,8 +39,12 @@ def plain_name(value: str) -> str:
     return value
 
 
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
 def _layout() -> ProjectLayout:
-    return ProjectLayout.from_env()
+    return ProjectLayout(root=_settings().root)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -110,31 +116,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_command(args: argparse.Namespace) -> int:
-    """What the configured host (COSMOS_HOST) would run for this prompt; nothing is run or uploaded."""
-    from cosmos_assets.command import shell_join
-    from cosmos_assets.hosts import gpu_host_from_env
-    from cosmos_assets.runner import new_run_id, plan_generation, plan_upscale
+    """What the configured host and model would run for this prompt; nothing is run or uploaded."""
+    from cosmos_assets.hosts import gpu_host_from_settings
+    from cosmos_assets.models import backend_named
+    from cosmos_assets.redaction import shell_join
+    from cosmos_assets.runs.plan import new_run_id, plan_generation, plan_upscale
     from cosmos_assets.spec import SpecError
 
-    layout = _layout()
+    settings = _settings()
+    layout = ProjectLayout(root=settings.root)
     path = Path(args.prompt)
     path = path.resolve() if path.suffix == ".json" else layout.prompt_file(args.prompt).resolve()
     if path.parent != layout.prompts_dir.resolve() or not path.exists():
         print(f"error: no prompt {args.prompt} in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
         return 1
+    host = gpu_host_from_settings(settings)
+    backend = backend_named(args.model or host.model)
     run_id = new_run_id(datetime.now(), None)
-    num_gpus = args.num_gpus or num_gpus_from_env()
+    num_gpus = args.num_gpus or settings.num_gpus
     try:
         if args.upscale is None:
-            plan = plan_generation(layout, path.stem, run_id=run_id, num_gpus=num_gpus)
+            plan = plan_generation(layout, backend, path.stem, run_id=run_id, num_gpus=num_gpus)
         else:
-            plan = plan_upscale(layout, path.stem, run_id=run_id, control_weight=args.upscale, num_gpus=num_gpus)
+            plan = plan_upscale(layout, backend, path.stem, run_id=run_id, control_weight=args.upscale, num_gpus=num_gpus)
     except (SpecError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    host = gpu_host_from_env(layout)
-    print(f"# {plan.job.stage} on {host.label} ({host.backend}); spec {plan.job.spec_remote_path}: {json.dumps(plan.job.spec.to_json_dict())}")
-    print(shell_join(host.command_for(plan.job)))
+    machine = host.machine()
+    try:
+        command = machine.command_for(plan.job)
+    finally:
+        machine.close()
+    print(f"# {plan.job.stage} on {machine.label} ({backend.label}); spec {plan.request.spec_remote}: {json.dumps(plan.request.spec)}")
+    print(shell_join(command))
     return 0
 
 
@@ -202,21 +216,19 @@ def cmd_demo_setup(args: argparse.Namespace) -> int:
 
 def ssh_argv(command: list[str]) -> list[str]:
     """The OpenSSH client argv for the GPU host, from the same settings as COSMOS_HOST=ssh (ssh_lambda.sh)."""
-    from cosmos_assets.hosts.ssh import SshGpuHost
+    from cosmos_assets.hosts import ssh_target_from_settings
 
-    return SshGpuHost.from_env().openssh_argv(command)
+    return ssh_target_from_settings(_settings()).openssh_argv(command)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
-    import os
-
     argv = ssh_argv(list(args.command))
     os.execvp(argv[0], argv)  # replaces this process; no shell in between
     return 0  # not reached
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from cosmos_assets.records import read_history
+    from cosmos_assets.runs.record import read_history
 
     for record in read_history(_layout().history_log)[-args.last :]:
         print(f"{record.when:%Y-%m-%d %H:%M:%S} {record.status:<17} {record.stage:<8} {record.prompt} ({record.shot}) on {record.host}: {record.total_seconds:.1f}s")
@@ -249,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", help="inputs/prompts/NAME.json, or NAME")
     p.add_argument("--num-gpus", type=int, default=None)
     p.add_argument("--upscale", type=float, default=None, metavar="W", help="print the 4K upscale command with weight W")
+    p.add_argument("--model", default=None, help="model backend (default: COSMOS_MODEL, else the host's)")
     p.set_defaults(func=cmd_command)
 
     p = sub.add_parser("register", help="add render folders and prompt files as Dagster partitions (DAGSTER_HOME)")
@@ -275,8 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; an error we can explain is one line on stderr and exit 1, never a traceback."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (HostNotReadyError, ValueError, FileNotFoundError, FileExistsError) as error:  # SpecError, SettingsError too
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

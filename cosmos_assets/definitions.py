@@ -1,58 +1,101 @@
-"""The one place that wires assets, jobs, sensors and resources together."""
+"""The one place that wires assets, jobs, sensors and resources together, from the one settings object.
+
+The settings (:class:`~cosmos_assets.settings.Settings`) are read here, when a code location loads the
+definitions, and nowhere else: importing this module reads no environment until Dagster asks for ``defs``.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import dagster as dg
 
-from cosmos_assets.assets import ALL_ASSETS, control_videos, generated_videos, prompt_specs, shots, upscaled_videos
-from cosmos_assets.config import ProjectLayout
-from cosmos_assets.hosts import gpu_host_from_env
-from cosmos_assets.partitions import PROMPTS, SHOTS
+from cosmos_assets.assets import (
+    ALL_ASSETS,
+    control_videos,
+    generated_videos,
+    prompt_inputs,
+    prompt_specs,
+    shots,
+    upscaled_videos,
+)
 from cosmos_assets.checks import ALL_CHECKS
+from cosmos_assets.hosts import gpu_host_from_settings
+from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.sensors import ALL_SENSORS
+from cosmos_assets.sensor_state import SensorSettings
+from cosmos_assets.sensors import build_sensors
+from cosmos_assets.settings import Settings
+
+if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster does not export the class itself
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
-def build_jobs(host_label: str) -> list[dg.UnresolvedAssetJobDefinition]:
-    """Jobs that use the GPU are tagged with their host so the queue runs one at a time per host."""
+class CosmosJobs(NamedTuple):
+    """The jobs, built once; a sequence of job objects for ``Definitions(jobs=...)`` and named for the sensors."""
+
+    shot: UnresolvedAssetJobDefinition
+    prompt: UnresolvedAssetJobDefinition
+    full_cycle: UnresolvedAssetJobDefinition
+    generate: UnresolvedAssetJobDefinition
+
+
+def build_jobs(host_label: str) -> CosmosJobs:
+    """Jobs that use the GPU are tagged with their host so the queue runs one at a time per host.
+
+    The prompt jobs start with the ``prompt_inputs`` observation, so ``prompt_specs`` is recorded against the
+    inputs it was made from (observe, then materialize; see ARCHITECTURE.md, *Partitions*).
+    """
     gpu_tags = {"gpu_host": host_label}
-    return [
-        dg.define_asset_job(
+    return CosmosJobs(
+        shot=dg.define_asset_job(
             "shot_job",
             selection=dg.AssetSelection.assets(shots, control_videos),
             partitions_def=SHOTS,
             description="Check a render folder and encode its control videos.",
         ),
-        dg.define_asset_job(
+        prompt=dg.define_asset_job(
+            "prompt_job",
+            selection=dg.AssetSelection.assets(prompt_inputs, prompt_specs),
+            partitions_def=PROMPTS,
+            description="Observe what the prompt reads (its spec and its shot's control videos) and validate the spec. No GPU.",
+        ),
+        full_cycle=dg.define_asset_job(
             "full_cycle_job",
-            selection=dg.AssetSelection.assets(prompt_specs, generated_videos, upscaled_videos),
+            selection=dg.AssetSelection.assets(prompt_inputs, prompt_specs, generated_videos, upscaled_videos),
             partitions_def=PROMPTS,
             tags=gpu_tags,
             description="The seed's full_cycle.sh: validate the prompt, generate on the GPU host, upscale to 4K, download.",
         ),
-        dg.define_asset_job(
+        generate=dg.define_asset_job(
             "generate_job",
-            selection=dg.AssetSelection.assets(prompt_specs, generated_videos),
+            selection=dg.AssetSelection.assets(prompt_inputs, prompt_specs, generated_videos),
             partitions_def=PROMPTS,
             tags=gpu_tags,
             description="full_cycle.sh --no-upscale: validate the prompt and generate, without the 4K upscale.",
         ),
-    ]
+    )
 
 
-def build_definitions(layout: ProjectLayout | None = None) -> dg.Definitions:
-    layout = layout or ProjectLayout.from_env()
-    host = gpu_host_from_env(layout)
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """Everything, for these settings (default: the environment, by the names in the README)."""
+    settings = settings or Settings.from_env()
+    host = gpu_host_from_settings(settings)
+    jobs = build_jobs(host.label)
+    sensors = build_sensors(SensorSettings.from_settings(settings), shot_job=jobs.shot, prompt_job=jobs.prompt,
+                            gpu_job=jobs.full_cycle)  # fmt: skip
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        sensors=ALL_SENSORS,
-        jobs=build_jobs(host.label),
-        resources={"project": ProjectResource(root=str(layout.root)), "gpu_host": host},
+        sensors=sensors,
+        jobs=list(jobs),
+        resources={"project": ProjectResource(root=str(settings.root), num_gpus=settings.num_gpus), "gpu_host": host},
         # The steps of one shot or prompt run one after another anyway; in-process saves a Python start-up and
         # a code import per step (bench: 11.3 s -> 2.5 s overhead per prompt through `dagster asset materialize`).
         executor=dg.in_process_executor,
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

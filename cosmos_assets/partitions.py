@@ -7,3 +7,9 @@ SHOTS = dg.DynamicPartitionsDefinition(name="shots")
 
 PROMPTS = dg.DynamicPartitionsDefinition(name="prompts")
 """One key per prompt file ``inputs/prompts/<prompt>.json``; the prompt's shot is read from its spec."""
+
+NO_PARTICULAR_SHOT = dg.SpecificPartitionsPartitionMapping([])
+"""The mapping of the edge ``control_videos`` (shots) -> ``prompt_inputs`` (prompts): it draws the edge and claims
+no ``shots`` partition. Dagster has no one-to-many dynamic mapping, and with no mapping it would pair partitions
+by identical key (a prompt would "need" a shot named like itself). Which shot a prompt reads is in its spec; the
+truth reaches Dagster as ``prompt_inputs``' observed data version. See ARCHITECTURE.md, *Partitions*."""

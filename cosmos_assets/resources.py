@@ -1,4 +1,4 @@
-"""Dagster resources that are not GPU hosts: where the project lives."""
+"""Dagster resources that are not GPU hosts: where the project lives and the run defaults."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ class ProjectResource(dg.ConfigurableResource):
     """The project root holding the seed's working folders (art/, inputs/, outputs/, notes/)."""
 
     root: str = Field(description="Project root; the seed's working folders live under it.")
+    num_gpus: int = Field(default=1, ge=1, description="GPUs per run when the run config gives none (NUM_GPU).")
 
     @property
     def layout(self) -> ProjectLayout:

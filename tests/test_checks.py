@@ -14,9 +14,9 @@ import pytest
 
 from cosmos_assets import preview_model
 from cosmos_assets.assets import ALL_ASSETS, control_videos
-from cosmos_assets.records import SpecUsed
-from cosmos_assets.checks import (
-    ALL_CHECKS,
+from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.checks import ALL_CHECKS
+from cosmos_assets.output_rules import (
     BUCKETS,
     CHUNK_FRAMES,
     MAX_FRAMES,
@@ -31,7 +31,7 @@ from cosmos_assets.checks import (
     recorded_remote_user,
 )
 from cosmos_assets.media import VideoInfo, encode_control_videos, scan_render_folder
-from cosmos_assets.hosts.local import LocalPreviewHost
+from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sample_render import make_sample_render
 from tests.project_factory import make_project

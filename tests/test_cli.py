@@ -90,7 +90,7 @@ def test_command_prints_what_the_preview_host_would_run(project_root: Path, caps
     monkeypatch.setenv("COSMOS_HOST", "preview")
     assert main(["command", str(layout.prompt_file("tiny_prompt"))]) == 0
     out = capsys.readouterr().out
-    assert "preview@local" in out and "cosmos_assets.preview_model" in out
+    assert "preview@local" in out and ".cosmos_assets/preview_model.py" in out  # the staged preview program
     assert "--controlnet_specs inputs/prompts/tiny_prompt.json" in out and "=inputs" not in out
     assert not layout.output_dir("tiny_prompt").exists(), "a dry run must not run anything"
     assert main(["command", "tiny_prompt"]) == 0  # a prompt's name works as well as its path

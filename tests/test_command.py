@@ -1,4 +1,7 @@
-"""The host command: transfer.py argv checked against transfer_cli.json, docker argv, quoting, secrets."""
+"""The host command: transfer.py argv checked against transfer_cli.json, docker argv, quoting, secrets.
+
+(transfer.py's side is :mod:`cosmos_assets.models.transfer1_cli`, docker's :mod:`cosmos_assets.machines.docker`,
+secrets and quoting :mod:`cosmos_assets.redaction`.)"""
 
 from __future__ import annotations
 
@@ -12,20 +15,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cosmos_assets.command import (
-    ENTRY_POINT,
-    OFFLOAD_FLAGS,
-    DockerRunSettings,
-    TransferInvocation,
-    cli_contract,
-    container_name_for,
-    docker_run_argv,
-    is_secret_name,
-    redacted,
-    secret_env,
-    shell_join,
-    transfer_argv,
-)
+from cosmos_assets.machines.docker import DockerRunSettings, container_name_for, docker_run_argv, secret_env
+from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, cli_contract, transfer_argv
+from cosmos_assets.redaction import is_secret_name, redacted, shell_join
 
 CONTRACT_COPY = Path(__file__).parents[1] / "cosmos_assets" / "contract" / "transfer_cli.json"
 SHARED_CONTRACT = Path(__file__).parents[2] / "shared" / "cosmos-transfer1" / "transfer_cli.json"

@@ -15,13 +15,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cosmos_assets.settings import Settings
 from cosmos_assets.assets import ALL_ASSETS
 from cosmos_assets.cli import DEMO_PROMPT, DEMO_SHOT, main as cli_main
 from cosmos_assets.config import ProjectLayout
 from cosmos_assets.definitions import build_definitions
-from cosmos_assets.hosts.local import LocalPreviewHost
+from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.media import probe_video
-from cosmos_assets.records import read_history
+from cosmos_assets.runs.record import read_history
 from cosmos_assets.resources import ProjectResource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_dagster_cli_materializes_all_five_assets_for_the_sample_render(demo_pro
         info = probe_video(layout.shot_videos_dir(DEMO_SHOT) / f"{modality}.mp4")
         assert (info.frames, info.width, info.height) == (FRAMES, WIDTH, HEIGHT)
 
-    prompt_run = _materialize_cli(demo_project, "prompt_specs,generated_videos,upscaled_videos", DEMO_PROMPT)
+    prompt_run = _materialize_cli(demo_project, "prompt_inputs,prompt_specs,generated_videos,upscaled_videos", DEMO_PROMPT)
     assert prompt_run.returncode == 0, prompt_run.stderr[-3000:]
     assert "preview" in prompt_run.stderr  # the backend announces itself in the live log
 
@@ -142,9 +143,9 @@ def test_rerun_keeps_the_earlier_run_and_upscale_weight_is_set_per_run(demo_proj
 
 
 def test_definitions_load_with_every_asset_and_job() -> None:
-    defs = build_definitions(ProjectLayout(root=REPO))
+    defs = build_definitions(Settings(project_root=REPO))
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"shots", "control_videos", "prompt_specs", "generated_videos", "upscaled_videos"}
+    assert keys == {"shots", "control_videos", "prompt_inputs", "prompt_specs", "generated_videos", "upscaled_videos"}
     assert {job.name for job in defs.jobs} >= {"shot_job", "full_cycle_job", "generate_job"}
     assert graph.get(dg.AssetKey("upscaled_videos")).parent_keys == {dg.AssetKey("generated_videos")}

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from cosmos_assets.hosts.base import TransferProgress, format_bytes, format_transfer_progress
+from cosmos_assets.progress import TransferProgress, format_bytes, format_transfer_progress
 from cosmos_assets.media import encode_control_videos, read_png_header, scan_render_folder
 from cosmos_assets.previews import (
     THUMB_WIDTH,
@@ -110,12 +110,12 @@ def test_transfer_progress_is_throttled_and_always_reports_the_end() -> None:
 
 
 def test_local_host_reports_transfer_progress(tmp_path: Path) -> None:
-    from cosmos_assets.hosts.base import StagedFile
-    from cosmos_assets.hosts.local import LocalPreviewHost
+    from cosmos_assets.machines.job import StagedFile
+    from cosmos_assets.machines.local import LocalMachine
 
     source = tmp_path / "big.bin"
     source.write_bytes(b"\0" * (3 * 2**20 + 5))
-    host = LocalPreviewHost(remote_dir=str(tmp_path / "host"))
+    host = LocalMachine(tmp_path / "host")
     lines: list[str] = []
     stats = host.upload([StagedFile(local=source, remote="inputs/big.bin")], lines.append)
     assert stats.bytes_sent == source.stat().st_size

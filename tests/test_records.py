@@ -1,4 +1,4 @@
-"""records.py: spec_used.json never carries a secret; history lines are whole JSON records."""
+"""runs/record.py: spec_used.json never carries a secret; history lines are whole JSON records."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cosmos_assets.records import HistoryRecord, SpecUsed, append_history, atomic_write_text, read_history
+from cosmos_assets.files import atomic_write_text
+from cosmos_assets.runs.record import HistoryRecord, SpecUsed, append_history, read_history
 
 
 def test_spec_used_redacts_secrets_in_environment_and_command(tmp_path: Path) -> None:

@@ -18,22 +18,18 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._core.instance.ref import InstanceRef
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
+from cosmos_assets.settings import Settings
 from cosmos_assets.assets import ALL_ASSETS
 from cosmos_assets.config import ProjectLayout
-from cosmos_assets.definitions import build_jobs
-from cosmos_assets.hosts.local import LocalPreviewHost
+from cosmos_assets.definitions import CosmosJobs, build_jobs
+from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.media import scan_render_folder, write_png
+from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sample_render import make_sample_render
-from cosmos_assets.sensors import (
-    PromptCursor,
-    RenderCursor,
-    SensorSettings,
-    build_sensors,
-    plan_prompt_tick,
-    plan_render_tick,
-    stat_render_folder,
-)
+from cosmos_assets.sensor_plans import plan_prompt_tick, plan_render_tick, stat_render_folder
+from cosmos_assets.sensor_state import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.sensors import build_sensors
 from cosmos_assets.spec import new_prompt_spec, write_spec
 from tests.project_factory import make_project
 
@@ -60,12 +56,14 @@ class Project:
             "project": ProjectResource(root=str(self.root)),
             "gpu_host": LocalPreviewHost(remote_dir=str(self.root / ".preview_host" / "cosmos-transfer1")),
         }
+        self.jobs = build_jobs(HOST_LABEL)
         self.defs = dg.Definitions(
-            assets=ALL_ASSETS, jobs=build_jobs(HOST_LABEL), sensors=build_sensors(settings), resources=self.resources
+            assets=ALL_ASSETS, jobs=self.jobs, sensors=sensors_for(settings, self.jobs), resources=self.resources
         )
 
     def tick(self, sensor: str, cursor: str | None) -> SensorExecutionData:
-        """One evaluation as the daemon runs it; the partitions it asks for are then added, as the daemon does."""
+        """One evaluation as the daemon runs it; the asset events it reports are then recorded and the partitions it
+        asks for added, as the daemon does (both before any run starts)."""
         sensor_def = self.defs.resolve_sensor_def(sensor)
         with dg.build_sensor_context(
             instance=self.instance,
@@ -75,6 +73,8 @@ class Project:
             resources={"project": self.resources["project"]},
         ) as context:
             data = sensor_def.evaluate_tick(context)
+        for event in data.asset_events or []:
+            self.instance.report_runless_asset_event(event)
         for request in data.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         return data
@@ -85,6 +85,11 @@ class Project:
         )
         assert result.success
         return result
+
+
+def sensors_for(settings: SensorSettings, jobs: CosmosJobs) -> list[dg.SensorDefinition]:
+    """The sensors wired as ``definitions.build_definitions`` wires them: job objects, no names."""
+    return build_sensors(settings, shot_job=jobs.shot, prompt_job=jobs.prompt, gpu_job=jobs.full_cycle)
 
 
 @pytest.fixture()
@@ -249,7 +254,7 @@ def test_bad_folder_is_reported_and_the_good_one_still_runs(project: Project) ->
 def test_unreadable_folder_does_not_stop_the_tick(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     settled_render(project.layout, "good_shot")
     settled_render(project.layout, "locked_shot")
-    import cosmos_assets.sensors as sensors
+    import cosmos_assets.sensor_plans as sensors
 
     real = sensors.stat_render_folder
 
@@ -315,7 +320,7 @@ def test_scan_budget_defers_the_rest_to_the_next_tick(project: Project) -> None:
 
 
 def test_large_cursor_round_trips_compressed() -> None:
-    from cosmos_assets.sensors import ShotState
+    from cosmos_assets.sensor_state import ShotState
 
     cursor = RenderCursor(shots={f"shot_{i:05d}": ShotState(1_700_000_000_000_000_000 + i, f"{i:016x}", "ok") for i in range(2000)})
     raw = cursor.dump()
@@ -407,6 +412,65 @@ def test_removed_prompt_keeps_partition_and_outputs(project: Project) -> None:
     assert "tiny_prompt" not in PromptCursor.load(data.cursor).prompts
 
 
+def test_prompt_sensor_observes_prompt_inputs_for_exactly_the_prompts_it_runs(project: Project) -> None:
+    """Each run comes with an observation of prompt_inputs at the data version the run's prompt_specs will record;
+    a tick that runs nothing observes nothing."""
+    layout = _prompt_project(project)
+    data = project.tick("prompt_sensor", None)
+    [request] = data.run_requests
+    [observation] = data.asset_events
+    assert isinstance(observation, dg.AssetObservation)
+    assert (observation.asset_key, observation.partition) == (dg.AssetKey("prompt_inputs"), "tiny_prompt")
+    assert observation.data_version == PromptCursor.load(data.cursor).prompts["tiny_prompt"].v
+    assert request.run_key.startswith(f"tiny_prompt:{observation.data_version}:")
+    assert observation.metadata["shot"].value == "tiny_shot"
+    recorded = project.instance.fetch_observations(dg.AssetKey("prompt_inputs"), limit=5).records
+    assert [(r.partition_key, r.asset_observation.data_version) for r in recorded] == [("tiny_prompt", observation.data_version)]
+
+    os.utime(layout.prompt_file("tiny_prompt"), (time.time() + 5, time.time() + 5))  # saved without a change
+    unchanged = project.tick("prompt_sensor", data.cursor)
+    assert (unchanged.run_requests, unchanged.asset_events) == ([], [])
+
+    project.materialize(["prompt_specs"], "tiny_prompt")  # what the run does
+    materialized = project.instance.fetch_materializations(dg.AssetKey("prompt_specs"), limit=1).records[0]
+    assert materialized.asset_materialization.tags["dagster/data_version"] == observation.data_version
+
+
+def test_sensors_start_the_job_objects_they_are_given(project: Project) -> None:
+    """No job is found by name: the sensors' targets, run jobs and run tags come from the objects handed to them."""
+    jobs = build_jobs(HOST_LABEL)
+    renamed = jobs._replace(
+        shot=dg.define_asset_job("encode_shot", selection=jobs.shot.selection, partitions_def=SHOTS),
+        full_cycle=dg.define_asset_job("gpu_cycle", selection=jobs.full_cycle.selection, partitions_def=PROMPTS, tags={"gpu_host": "gpu-7"}),
+    )
+    off = {s.name: s for s in sensors_for(SensorSettings(), renamed)}
+    on = {s.name: s for s in sensors_for(SensorSettings(auto_generate=True), renamed)}
+    assert off["render_sensor"].job_name == "encode_shot" and on["render_sensor"].job_name == "encode_shot"
+    assert off["prompt_sensor"].job_name == "prompt_job" and on["prompt_sensor"].job_name == "gpu_cycle"
+
+    _prompt_project(project)
+    project.defs = dg.Definitions(assets=ALL_ASSETS, jobs=list(renamed), sensors=list(on.values()), resources=project.resources)
+    [request] = project.tick("prompt_sensor", None).run_requests
+    assert request.tags["gpu_host"] == "gpu-7"
+    assert request.asset_selection == [dg.AssetKey(k) for k in ("prompt_specs", "generated_videos", "upscaled_videos")]
+    settled_render(project.layout, "shot_a")
+    [shot_request] = project.tick("render_sensor", None).run_requests
+    assert shot_request.partition_key == "shot_a"
+    assert project.defs.resolve_sensor_def("render_sensor").job_name == "encode_shot"
+
+
+def test_definitions_hand_the_built_jobs_to_the_sensors() -> None:
+    from cosmos_assets.definitions import build_definitions
+
+    defs = build_definitions(Settings(project_root=REPO))
+    jobs = {job.name: job for job in defs.jobs}
+    assert set(jobs) == {"shot_job", "prompt_job", "full_cycle_job", "generate_job"}
+    sensors = {sensor.name: sensor for sensor in defs.sensors}
+    assert sensors["render_sensor"].job_name == "shot_job"
+    assert sensors["prompt_sensor"].job_name in {"prompt_job", "full_cycle_job"}
+    assert jobs["prompt_job"].tags.get("gpu_host") is None and jobs["full_cycle_job"].tags["gpu_host"]
+
+
 @pytest.mark.integration
 def test_reencoded_controls_make_the_generated_video_stale(project: Project) -> None:
     """shots -> controls -> prompt -> generated through Dagster; re-encode; the sensor's prompt_specs run makes
@@ -428,7 +492,7 @@ def test_reencoded_controls_make_the_generated_video_stale(project: Project) -> 
     before = color.stat().st_mtime_ns
     project.materialize(["control_videos"], "tiny_shot")  # re-encode
     assert color.stat().st_mtime_ns != before
-    assert status() == StaleStatus.FRESH  # Dagster alone cannot see it: no one-to-many partition mapping
+    assert status() == StaleStatus.FRESH  # Dagster cannot see it before the sensor observes prompt_inputs
 
     second = project.tick("prompt_sensor", first.cursor)
     [request] = second.run_requests
@@ -450,8 +514,8 @@ def test_settings_from_environment() -> None:
     assert SensorSettings().enabled is False and SensorSettings().auto_generate is False
     with pytest.raises(ValueError, match="COSMOS_AUTO_GENERATE"):
         SensorSettings.from_env({"COSMOS_AUTO_GENERATE": "maybe"})
-    sensors = {s.name: s for s in build_sensors(settings)}
+    sensors = {s.name: s for s in sensors_for(settings, build_jobs(HOST_LABEL))}
     assert sensors["render_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["render_sensor"].minimum_interval_seconds == 5
-    off = {s.name: s for s in build_sensors(SensorSettings())}
+    off = {s.name: s for s in sensors_for(SensorSettings(), build_jobs(HOST_LABEL))}
     assert off["prompt_sensor"].default_status == dg.DefaultSensorStatus.STOPPED

@@ -2,9 +2,18 @@
 
 from cosmos_assets.assets.controls import control_videos
 from cosmos_assets.assets.generation import generated_videos, upscaled_videos
-from cosmos_assets.assets.prompts import prompt_specs
+from cosmos_assets.assets.prompts import PROMPT_INPUTS, prompt_inputs, prompt_specs
 from cosmos_assets.assets.renders import shots
 
-ALL_ASSETS = [shots, control_videos, prompt_specs, generated_videos, upscaled_videos]
+ALL_ASSETS = [shots, control_videos, prompt_inputs, prompt_specs, generated_videos, upscaled_videos]
 
-__all__ = ["ALL_ASSETS", "control_videos", "generated_videos", "prompt_specs", "shots", "upscaled_videos"]
+__all__ = [
+    "ALL_ASSETS",
+    "PROMPT_INPUTS",
+    "control_videos",
+    "generated_videos",
+    "prompt_inputs",
+    "prompt_specs",
+    "shots",
+    "upscaled_videos",
+]

@@ -1,6 +1,7 @@
 """Stage 2: control videos. A shot's three PNG passes encoded to MP4 in-process with PyAV."""
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +9,10 @@ import dagster as dg
 from pydantic import Field
 
 from cosmos_assets.assets.renders import shots
+from cosmos_assets.check_results import to_result
 from cosmos_assets.media import MODALITIES, EncodedVideo, VideoReadError, encode_control_videos, scan_render_folder
+from cosmos_assets.output_rules import check_controls_match_render
+from cosmos_assets.progress import Throttle
 from cosmos_assets.previews import control_preview, preview_markdown
 from cosmos_assets.partitions import SHOTS
 from cosmos_assets.resources import ProjectResource
@@ -20,17 +24,24 @@ class ControlVideosConfig(dg.Config):
     max_frames: int | None = Field(default=None, ge=1, description="Encode only the first N frames (the seed's frame_count).")
 
 
-def throttled_progress(log, every: float = PROGRESS_EVERY_SECONDS):
-    """A progress callback that logs at most every ``every`` seconds per modality, and the last frame."""
-    last: dict[str, float] = {}
+def throttled_progress(log: Callable[[str], None], every: float = PROGRESS_EVERY_SECONDS) -> Callable[[str, int, int], None]:
+    """A progress callback that logs each modality's first frame, then at most every ``every`` seconds, and its last frame."""
+    throttle = Throttle(every, first_due=True)
 
     def report(modality: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last.get(modality, 0.0) >= every:
-            last[modality] = now
+        if throttle.due(modality, final=done == total):
             log(f"encode {modality}: {done}/{total} frames")
 
     return report
+
+
+MATCH_RENDER_CHECK = dg.AssetCheckSpec(
+    "controls_match_render",
+    asset="control_videos",
+    partitions_def=SHOTS,
+    blocking=True,
+    description="The three control videos have the render's frame count (or max_frames), its size padded to even, yuv420p.",
+)
 
 
 @dg.asset(
@@ -38,6 +49,7 @@ def throttled_progress(log, every: float = PROGRESS_EVERY_SECONDS):
     deps=[shots],
     group_name="controls",
     kinds={"pyav", "mp4"},
+    check_specs=[MATCH_RENDER_CHECK],
     description=(
         "The shot's control videos `inputs/videos/<shot>/{color,depth,segmentation}.mp4`: H.264, CRF 18, yuv420p, "
         "24 fps (the seed's settings), encoded in-process with PyAV. Depth is inverted (near is bright) and "
@@ -69,7 +81,11 @@ def control_videos(context: dg.AssetExecutionContext, config: ControlVideosConfi
     }
     for name, video in videos.items():
         metadata[f"{name}_path"] = dg.MetadataValue.path(str(video.path))
-    return dg.MaterializeResult(metadata=metadata)
+    report = check_controls_match_render(
+        {m: videos[m].path for m in MODALITIES}, sequence.frame_count, (sequence.width, sequence.height), config.max_frames
+    )
+    check = to_result(report, "the passes match the render", MATCH_RENDER_CHECK.name)
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
 def preview_metadata(videos: dict[str, EncodedVideo], out_dir: Path, log: dg.DagsterLogManager) -> dict[str, Any]:

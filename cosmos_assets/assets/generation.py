@@ -1,4 +1,4 @@
-"""Stages 4 and 5: the generated video and its 4K upscale, run on the GPU host resource."""
+"""Stages 4 and 5: the generated video and its 4K upscale, run on the GPU host resource by the chosen model."""
 
 from typing import Any
 
@@ -6,13 +6,14 @@ import dagster as dg
 from pydantic import Field
 
 from cosmos_assets.assets.prompts import prompt_specs
-from cosmos_assets.config import num_gpus_from_env
-from cosmos_assets.hosts.base import GpuHost
+from cosmos_assets.hosts import GpuHost
 from cosmos_assets.media import VideoReadError, probe_video
-from cosmos_assets.previews import preview_markdown, video_preview
+from cosmos_assets.models import backend_named
 from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.previews import preview_markdown, video_preview
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.runner import DEFAULT_UPSCALE_WEIGHT, InferenceFailed, StageResult, run_generation, run_upscale
+from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT
+from cosmos_assets.runs.runner import InferenceFailed, StageResult, run_generation, run_upscale
 
 GPU_POOL = "gpu_host"
 """Concurrency pool of the steps that hold the GPU host (limit it in dagster.yaml)."""
@@ -28,13 +29,9 @@ class UpscaleConfig(dg.Config):
     num_gpus: int | None = Field(default=None, description="GPUs for one run; must divide 16. Default NUM_GPU, else 1.")
 
 
-def gpus_for_run(configured: int | None) -> int:
-    """The run's GPU count: the run config's, else the environment's NUM_GPU (as `cosmos-assets command` prints)."""
-    return configured if configured is not None else num_gpus_from_env()
-
-
-def result_metadata(result: StageResult, host: GpuHost, num_gpus: int, log: dg.DagsterLogManager | None = None) -> dict[str, Any]:
-    """What the UI shows for a generated or upscaled video: size, time, host, command, paths and a picture."""
+def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None) -> dict[str, Any]:
+    """What the UI shows for a generated or upscaled video, derived from the run record and the video itself."""
+    record = result.record
     info = probe_video(result.video)
     return {
         "frame_count": info.frames,
@@ -42,21 +39,22 @@ def result_metadata(result: StageResult, host: GpuHost, num_gpus: int, log: dg.D
         "duration_seconds": round(info.duration, 3),
         "fps": round(info.fps, 3),
         **picture_metadata(result, log),
-        "backend": host.backend if host.backend != "preview" else "preview (pipeline preview, not the model)",
-        "host": host.label,
-        "gpu_seconds": round(result.outcome.seconds * num_gpus, 2) if host.backend != "preview" else 0.0,
-        "inference_seconds": round(result.outcome.seconds, 2),
-        "command": dg.MetadataValue.md(f"```\n{result.spec_used.command_line}\n```"),
-        "run_id": result.spec_used.run_id,
-        "shot": result.shot or "(none)",
+        "backend": record.model_label,
+        "host": record.host,
+        "gpu_seconds": round(record.gpu_seconds, 2),
+        "inference_seconds": round(record.inference_seconds, 2),
+        "num_gpus": record.num_gpus,
+        "command": dg.MetadataValue.md(f"```\n{record.command_line}\n```"),
+        "run_id": record.run_id,
+        "shot": record.shot or "(none)",
         "output_dir": dg.MetadataValue.path(str(result.output_dir)),
         "video": dg.MetadataValue.path(str(result.video)),
-        "upload_bytes": result.upload.bytes_sent,
-        "upload_seconds": round(result.upload.seconds, 2),
-        "upload_files_skipped": result.upload.files_skipped,
-        "download_bytes": result.download.bytes_sent,
-        "download_seconds": round(result.download.seconds, 2),
-        "previous_run_moved_to": str(result.previous_moved_to) if result.previous_moved_to else "(none)",
+        "upload_bytes": record.upload.bytes_sent,
+        "upload_seconds": round(record.upload.seconds, 2),
+        "upload_files_skipped": record.upload.files_skipped,
+        "download_bytes": record.download.bytes_sent,
+        "download_seconds": round(record.download.seconds, 2),
+        "previous_run_moved_to": record.previous_moved_to or "(none)",
     }
 
 
@@ -93,26 +91,26 @@ def failure_from(error: InferenceFailed) -> dg.Failure:
     pool=GPU_POOL,
     kinds={"docker", "mp4"},
     description=(
-        "Cosmos-Transfer1 output for one prompt: uploads the spec and control videos to the GPU host, runs "
+        "The model's output for one prompt: uploads the spec and control videos to the GPU host, runs "
         "inference in Docker with live logs, downloads `outputs/<prompt>/` (output.mp4, spec_used.json, "
         "prompt_spec.json, run.log). With COSMOS_HOST=preview the preview backend runs instead of the model."
     ),
 )
 def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
-    num_gpus = gpus_for_run(config.num_gpus)
     try:
         result = run_generation(
             project.layout,
-            gpu_host,
+            gpu_host.machine(),
+            backend_named(gpu_host.model),
             context.partition_key,
             dagster_run_id=context.run.run_id,
             videos_subdir=config.videos_subdir,
-            num_gpus=num_gpus,
+            num_gpus=config.num_gpus or project.num_gpus,
             log=context.log.info,
         )
     except InferenceFailed as error:
         raise failure_from(error) from error
-    return dg.MaterializeResult(metadata=result_metadata(result, gpu_host, num_gpus, context.log))
+    return dg.MaterializeResult(metadata=result_metadata(result, context.log))
 
 
 @dg.asset(
@@ -127,19 +125,19 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
     ),
 )
 def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
-    num_gpus = gpus_for_run(config.num_gpus)
     try:
         result = run_upscale(
             project.layout,
-            gpu_host,
+            gpu_host.machine(),
+            backend_named(gpu_host.model),
             context.partition_key,
             dagster_run_id=context.run.run_id,
             control_weight=config.control_weight,
-            num_gpus=num_gpus,
+            num_gpus=config.num_gpus or project.num_gpus,
             log=context.log.info,
         )
     except InferenceFailed as error:
         raise failure_from(error) from error
-    metadata = result_metadata(result, gpu_host, num_gpus, context.log)
+    metadata = result_metadata(result, context.log)
     metadata["control_weight"] = config.control_weight
     return dg.MaterializeResult(metadata=metadata)

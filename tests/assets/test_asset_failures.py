@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.hosts.local import LocalPreviewHost
+from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.media import write_png
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource

@@ -1,4 +1,5 @@
-"""generated_videos takes its GPU count from the run config, else NUM_GPU (the seed's config.sh)."""
+"""generated_videos takes its GPU count from the run config, else NUM_GPU (the seed's config.sh), which the
+definitions read once when they load (through the one settings object), never inside the asset."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.hosts.local import LocalPreviewHost
+from cosmos_assets.definitions import build_definitions
 from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
 
 
@@ -19,10 +20,8 @@ def _generate(tmp_path: Path, run_config: dict | None = None) -> list[str]:
     layout = make_project(tmp_path / "project")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(PROMPTS.name, ["tiny_prompt"])
-    resources = {
-        "project": ProjectResource(root=str(layout.root)),
-        "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host")),
-    }
+    settings = Settings.from_env().model_copy(update={"project_root": layout.root, "preview_dir": str(tmp_path / "host")})
+    resources = build_definitions(settings).resources
     result = dg.materialize(
         ALL_ASSETS, selection=["generated_videos"], partition_key="tiny_prompt", instance=instance,
         resources=resources, run_config=run_config,

@@ -1,4 +1,4 @@
-"""SshGpuHost without daemons: settings, argv building, secret handling, log re-attach bookkeeping."""
+"""SshGpuHost and SshHost without daemons: settings, argv building, secret handling, log re-attach bookkeeping."""
 
 from __future__ import annotations
 
@@ -9,22 +9,22 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.cli import main as cli_main
-from cosmos_assets.command import docker_run_argv, redacted, transfer_argv
 from cosmos_assets.config import RemoteSettings
-from cosmos_assets.hosts.base import InferenceJob, StagedFile
-from cosmos_assets.hosts.ssh import (
-    HostFacts,
+from cosmos_assets.hosts import SshGpuHost
+from cosmos_assets.machines.docker import (
     LogFollower,
-    SshGpuHost,
-    _secrets_from_stdin,
-    absolute_remote_path,
+    docker_run_argv,
     parse_gpus,
-    remote_child,
-    required_checkpoints,
+    secrets_from_stdin,
     since_arg,
     timestamp_ns,
 )
-from cosmos_assets.runner import generation_invocation
+from cosmos_assets.machines.host_facts import HostFacts, absolute_remote_path, remote_child
+from cosmos_assets.machines.job import InferenceJob, Invocation, StagedFile
+from cosmos_assets.machines.ssh_host import SshHost
+from cosmos_assets.models.transfer1 import required_checkpoints
+from cosmos_assets.progress import TransferProgress
+from cosmos_assets.redaction import redacted
 from cosmos_assets.spec import ControlSpec, TransferSpec, new_prompt_spec, upscale_spec
 
 SECRET = "hf_unit_secret_value"
@@ -46,18 +46,31 @@ def facts(uid: int = 1000, gid: int = 1000) -> HostFacts:
                      checkpoint_dir="/home/ubuntu/checkpoints", uid=uid, gid=gid, user_source="remote user")
 
 
-def host(**fields: object) -> SshGpuHost:
-    h = SshGpuHost(**{"host": "gpu1", "docker_image": "nvcr.io/me/cosmos-transfer1:latest", **fields})
-    h._facts = facts()  # what the host would report; no connection needed for argv building
-    return h
+def host(**fields: object) -> SshHost:
+    machine = SshGpuHost(**{"host": "gpu1", "docker_image": "nvcr.io/me/cosmos-transfer1:latest", **fields}).machine()
+    assert isinstance(machine, SshHost)
+    machine._facts = facts()  # what the host would report; no connection needed for argv building
+    return machine
+
+
+ENTRY = "cosmos_transfer1/diffusion/inference/transfer.py"
+
+
+def transfer_argv(num_gpus: int) -> tuple[str, ...]:
+    """What the Cosmos-Transfer1 backend asks for (written out: the machine only passes it on)."""
+    launcher = ("python3",) if num_gpus == 1 else ("torchrun", f"--nproc_per_node={num_gpus}", "--nnodes=1", "--node_rank=0")
+    return (*launcher, ENTRY, "--checkpoint_dir", "./checkpoints", "--video_save_folder", "outputs/p1/20250101_120000_abcd1234",
+            "--video_save_name", "output", "--controlnet_specs", "inputs/prompts/p1.json", "--offload_text_encoder_model",
+            "--offload_guardrail_models", "--num_gpus", str(num_gpus))  # fmt: skip
 
 
 def job(num_gpus: int = 1) -> InferenceJob:
-    spec = new_prompt_spec("shot_a", "a street")
+    invocation = Invocation(model="cosmos-transfer1", argv=transfer_argv(num_gpus), entry_point=ENTRY,
+                            output_folder="outputs/p1/20250101_120000_abcd1234", num_gpus=num_gpus,
+                            checkpoints=("nvidia/Cosmos-Transfer1-7B/base_model.pt",), guardrail_marker="GUARDRAIL BLOCKED")
     return InferenceJob(
-        run_id="20250101_120000_abcd1234", dagster_run_id="abcd1234-0000", stage="generate", prompt="p1", spec=spec,
-        spec_remote_path="inputs/prompts/p1.json", invocation=generation_invocation("p1", "20250101_120000_abcd1234", num_gpus),
-        inputs=[StagedFile(local=Path("/x/p1.json"), remote="inputs/prompts/p1.json")],
+        run_id="20250101_120000_abcd1234", dagster_run_id="abcd1234-0000", stage="generate", prompt="p1",
+        invocation=invocation, inputs=[StagedFile(local=Path("/x/p1.json"), remote="inputs/prompts/p1.json")],
     )  # fmt: skip
 
 
@@ -149,11 +162,12 @@ def test_command_is_the_docker_run_of_the_seed_with_secrets_by_name_only(monkeyp
     assert argv[argv.index("-w") + 1] == "/workspace"
     assert "HF_TOKEN" in argv and "COSMOS_PREVIEW_STEP_SECONDS=0.5" in argv and "PYTHONUNBUFFERED=1" in argv
     assert "cosmos-assets.prompt=p1" in argv and "cosmos-assets.stage=generate" in argv
-    assert argv[argv.index("nvcr.io/me/cosmos-transfer1:latest") + 1:] == transfer_argv(j.invocation)
+    assert argv[argv.index("nvcr.io/me/cosmos-transfer1:latest") + 1:] == list(j.invocation.argv)
     assert not any(SECRET in a for a in argv)
     settings = h.docker_settings(j)
     assert redacted({"PYTHONPATH": "/workspace", **settings.env})["HF_TOKEN"] == "***"
-    wrapped = _secrets_from_stdin(["HF_TOKEN"], argv)
+    assert SECRET not in repr(settings) and SECRET not in repr(h)
+    wrapped = secrets_from_stdin(["HF_TOKEN"], argv)
     assert wrapped[:2] == ["sh", "-c"] and "read -r HF_TOKEN" in wrapped[2] and wrapped[4:] == argv
     assert not any(SECRET in a for a in wrapped)
 
@@ -179,6 +193,7 @@ def test_openssh_argv_uses_the_resolved_settings(tmp_path: Path) -> None:
     assert argv[-2:] == ["--", "ubuntu@203.0.113.7"]
     tofu = SshGpuHost(host="lambda", docker_image="i", ssh_config=str(config), trust_on_first_use=True,
                       user="root", port=22, ssh_key="/k")
+    assert tofu.machine().openssh_argv(["x"]) == tofu.openssh_argv(["x"])
     targv = tofu.openssh_argv(["nvidia-smi", "-L"])
     assert "StrictHostKeyChecking=accept-new" in targv and targv[-4:] == ["--", "root@203.0.113.7", "nvidia-smi", "-L"]
     assert targv[targv.index("-i") + 1] == "/k" and targv[:3] == ["ssh", "-p", "22"]
@@ -209,7 +224,7 @@ def test_timestamps_parse_to_nanoseconds() -> None:
 
 def test_follower_delivers_each_line_once_across_a_reattach() -> None:
     got: list[str] = []
-    f = LogFollower(got.append, deque(maxlen=3))
+    f = LogFollower(got.append, deque(maxlen=3), guardrail_marker="GUARDRAIL BLOCKED")
     t = "2025-01-02T03:04:05.00000000{}Z"
     for i, text in enumerate(["a", "b", "c"]):
         f.feed(f"{t.format(i)} {text}")
@@ -224,11 +239,11 @@ def test_follower_delivers_each_line_once_across_a_reattach() -> None:
 
 
 def test_progress_lines_use_the_shared_format_and_count_files_from_bytes() -> None:
-    from cosmos_assets.hosts.ssh import progress_logger
-
+    """What SshHost.upload/download do with the transfer's (done, total) callback."""
     lines: list[str] = []
-    progress = progress_logger(lines.append, "upload", [100, 0, 300], every_s=3600)
-    progress(50, 400)  # throttled: not the end, too soon
-    progress(100, 400)
-    progress(400, 400)  # the end always logs
+    progress = TransferProgress.for_files("upload", [100, 0, 300], lines.append, every=3600)
+    progress.callback(50, 400)  # throttled: not the end, too soon
+    progress.callback(100, 400)
+    progress.callback(400, 400)
+    progress.finish()  # the end always logs
     assert len(lines) == 1 and lines[0].startswith("[transfer] upload 400 B / 400 B (100%), 3/3 files")

@@ -11,7 +11,7 @@ takes no key or known_hosts argument. Two clean ways that leave the real ~/.ssh 
    Fine for tests (monkeypatch HOME); clumsy for a long-running product process.
 2. Our own connection (this module): build the client with `use_ssh_client=True`, whose
    adapter makes no connection in its constructor, then mount an `SSHHTTPAdapter` subclass that
-   uses a `paramiko.SSHClient` we opened ourselves (e.g. `hosts.sftp.connect_ssh`, with its
+   uses a `paramiko.SSHClient` we opened ourselves (e.g. `machines.ssh_connect.connect`, with its
    known_hosts checks, TOFU rule, keepalive) and reconnects through the same function when the
    link dropped. It touches two private attributes of docker-py (`_custom_adapter`,
    `_version`), pinned by the tests in tests/integration/test_infra.py.

@@ -1,4 +1,6 @@
-"""The real ``dagster-daemon``: a render folder renamed into the renders root becomes control videos, no command typed.
+"""The real ``dagster-daemon``: a render folder renamed into the renders root becomes control videos, no command typed,
+and a prompt written for that shot beforehand is observed (``prompt_inputs``) and validated (``prompt_job``) once
+the videos exist: the sensors start the job objects they were given, and the daemon records the tick's observation.
 
 A temporary DAGSTER_HOME with the repo's dagster.yaml (queued run coordinator: the daemon dequeues the run too),
 sensors on with a 2 s interval and a 1 s settle time. The wait is bounded; the daemon's process group is always
@@ -23,9 +25,11 @@ from dagster._core.instance.ref import InstanceRef
 from cosmos_assets.config import ProjectLayout
 from cosmos_assets.media import MODALITIES, probe_video
 from cosmos_assets.sample_render import make_sample_render
+from cosmos_assets.spec import new_prompt_spec, write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SHOT = "daemon_shot"
+PROMPT = "daemon_prompt"
 DEADLINE_SECONDS = 240
 FRAMES, WIDTH, HEIGHT = 12, 128, 64
 
@@ -93,6 +97,10 @@ def _shot_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "render_sensor"})))
 
 
+def _prompt_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "prompt_sensor"})))
+
+
 @pytest.mark.integration
 @pytest.mark.daemon
 def test_daemon_turns_a_new_render_folder_into_control_videos(project: ProjectLayout, daemon: Daemon, tmp_path: Path) -> None:
@@ -104,6 +112,7 @@ def test_daemon_turns_a_new_render_folder_into_control_videos(project: ProjectLa
 
 
 def _drop_render_and_wait(project: ProjectLayout, daemon: Daemon, tmp_path: Path) -> None:
+    write_spec(new_prompt_spec(SHOT, "a daemon at work"), project.prompt_file(PROMPT))  # before its videos exist
     staging = tmp_path / "renderer_scratch" / SHOT
     make_sample_render(staging, frames=FRAMES, width=WIDTH, height=HEIGHT)
     os.rename(staging, project.render_dir(SHOT))  # the renderer finishes the folder elsewhere and moves it in
@@ -131,3 +140,20 @@ def _drop_render_and_wait(project: ProjectLayout, daemon: Daemon, tmp_path: Path
         assert (info.frames, info.width, info.height) == (FRAMES, WIDTH, HEIGHT)
     materialization = instance.get_latest_materialization_event(dg.AssetKey("control_videos"))
     assert materialization is not None and materialization.dagster_event.partition == SHOT
+
+    prompt_runs: list[dg.DagsterRun] = []
+    while time.monotonic() - started < DEADLINE_SECONDS:
+        assert daemon.process.poll() is None, f"dagster-daemon exited with {daemon.process.returncode}"
+        prompt_runs = _prompt_runs(instance)
+        if any(run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE) for run in prompt_runs):
+            break
+        time.sleep(2)
+    prompt_statuses = [(run.job_name, run.tags.get("dagster/partition"), run.status.value) for run in prompt_runs]
+    assert prompt_statuses == [("prompt_job", PROMPT, "SUCCESS")], f"the prompt sensor's runs are {prompt_statuses}"
+    assert "gpu_host" not in prompt_runs[0].tags  # auto-generate off: prompt_job, not the GPU job
+    observations = instance.fetch_observations(dg.AssetKey("prompt_inputs"), limit=5).records
+    assert [r.partition_key for r in observations] == [PROMPT]  # recorded by the daemon from the tick, before the run
+    spec = instance.fetch_materializations(dg.AssetKey("prompt_specs"), limit=1).records
+    assert [r.partition_key for r in spec] == [PROMPT]
+    assert observations[0].asset_observation.data_version == spec[0].asset_materialization.tags["dagster/data_version"]
+    assert observations[0].storage_id < spec[0].storage_id

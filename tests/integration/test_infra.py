@@ -10,7 +10,9 @@ import docker
 import paramiko
 import pytest
 
-from cosmos_assets.hosts.sftp import SshSettings, connect_ssh, run_remote
+from cosmos_assets.machines.ssh_connect import connect as connect_ssh
+from cosmos_assets.machines.ssh_link import SshLink
+from cosmos_assets.machines.ssh_target import SshTarget
 from tests.infra.docker_ssh import docker_client_over_ssh
 from tests.infra.dockerd import DockerDaemon
 from tests.infra.nvidia import set_fake_gpu_count
@@ -35,8 +37,8 @@ def _exec(client: paramiko.SSHClient, command: str) -> str:
     return out
 
 
-def _settings(sshd: SshServer, tmp_path: Path) -> SshSettings:
-    return SshSettings(host=sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_path,
+def _settings(sshd: SshServer, tmp_path: Path) -> SshTarget:
+    return SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_path,
                        known_hosts=sshd.known_hosts, ssh_config=tmp_path / "no-ssh-config",
                        allow_agent=False)
 
@@ -59,36 +61,37 @@ def test_sshd_refused_when_known_hosts_lacks_its_key(sshd: SshServer, tmp_path: 
 
 def test_sessions_see_private_engine_and_fake_gpus(sshd: SshServer, dockerd: DockerDaemon,
                                                    fake_gpu_bin, tmp_path: Path) -> None:
-    client = connect_ssh(_settings(sshd, tmp_path))
+    link = SshLink(_settings(sshd, tmp_path), "test sshd")
     try:
-        transport = client.get_transport()
-        code, out, _ = run_remote(transport, ["sh", "-c", "echo $DOCKER_HOST"])
+        code, out, _ = link.exec(["sh", "-c", "echo $DOCKER_HOST"])
         assert (code, out.strip()) == (0, dockerd.docker_host)
-        code, out, _ = run_remote(transport, ["nvidia-smi", "-L"])
+        code, out, _ = link.exec(["nvidia-smi", "-L"])
         assert code == 0
         assert [line.split(":")[0] for line in out.splitlines()] == [f"GPU {i}" for i in range(fake_gpu_bin.gpus)]
         set_fake_gpu_count(fake_gpu_bin.bin_dir, 4)
         try:
-            _, out, _ = run_remote(transport, ["nvidia-smi", "-L"])
+            _, out, _ = link.exec(["nvidia-smi", "-L"])
             assert len(out.splitlines()) == 4
         finally:
             set_fake_gpu_count(fake_gpu_bin.bin_dir, fake_gpu_bin.gpus)
     finally:
-        client.close()
+        link.close()
 
 
 def test_kill_sessions_drops_links_but_daemon_survives(sshd: SshServer, tmp_path: Path) -> None:
     client = connect_ssh(_settings(sshd, tmp_path))
     try:
-        assert run_remote(client.get_transport(), ["true"])[0] == 0
+        assert _exec(client, "true") == ""
         assert sshd.kill_sessions() >= 1
         with pytest.raises((paramiko.SSHException, EOFError, OSError)):
-            run_remote(client.get_transport(), ["true"], timeout=10)
+            stdin, stdout, _ = client.exec_command("true", timeout=10)  # the old connection: no reconnect
+            stdout.channel.recv_exit_status()
+            stdout.read()
     finally:
         client.close()
-    again = connect_ssh(_settings(sshd, tmp_path))
+    again = SshLink(_settings(sshd, tmp_path), "test sshd")
     try:
-        assert run_remote(again.get_transport(), ["echo", "back"])[1].strip() == "back"
+        assert again.exec(["echo", "back"])[1].strip() == "back"
     finally:
         again.close()
 

@@ -1,4 +1,5 @@
-"""SshGpuHost against the real sshd and the private dockerd: through Dagster, and at the host level.
+"""The SSH host against the real sshd and the private dockerd: through Dagster (SshGpuHost), and at the
+host level (SshHost, with jobs built by hand as a model backend would).
 
 The "remote" cosmos-transfer1 checkout is a folder on this machine reached only through the test
 sshd: the stand-in transfer.py (a copy of the preview backend), a Dockerfile the preflight builds,
@@ -24,21 +25,16 @@ import docker
 import pytest
 
 from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.command import ENTRY_POINT
 from cosmos_assets.config import ProjectLayout
-from cosmos_assets.hosts.base import HostNotReadyError, InferenceJob, StagedFile
-from cosmos_assets.hosts.ssh import (
-    ALWAYS_NEEDED,
-    CONTROL_CHECKPOINTS,
-    DERIVED_CONTROL_MODELS,
-    LABEL_PREFIX,
-    SshGpuHost,
-)
+from cosmos_assets.hosts import SshGpuHost
+from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, Invocation, StagedFile
+from cosmos_assets.machines.ssh_host import SshHost
 from cosmos_assets.media import probe_video
+from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.runner import generation_invocation, generation_spec_remote, referenced_paths
-from cosmos_assets.spec import load_spec, new_prompt_spec, write_spec
+from cosmos_assets.spec import new_prompt_spec, write_spec
 from tests.infra.nvidia import set_fake_gpu_count
 from tests.project_factory import make_project
 
@@ -49,6 +45,15 @@ OWNER_UID, OWNER_GID = 4321, 4321  # a throwaway owner of REMOTE_DIR, not root
 SECRET = "hf_test_" + uuid.uuid4().hex  # stands for a real HF token: must never show anywhere
 PROMPT, SHOT, BLOCKED = "tiny_prompt", "tiny_shot", "blocked_prompt"
 STEP_SECONDS = "0.25"  # the stand-in sleeps this long per step in the slowed runs (35 steps)
+ENTRY_POINT = "cosmos_transfer1/diffusion/inference/transfer.py"  # the stand-in's path in the checkout
+PREVIEW_PROGRAM = ".cosmos_assets/preview_model.py"  # where the preview backend stages its program
+# What the seed prompt (vis, edge, depth and seg, with depth and seg videos) needs, written out by hand.
+SEED_CHECKPOINTS = (
+    "nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1",
+    "nvidia/Cosmos-Transfer1-7B/base_model.pt", "nvidia/Cosmos-Transfer1-7B/vis_control.pt",
+    "nvidia/Cosmos-Transfer1-7B/edge_control.pt", "nvidia/Cosmos-Transfer1-7B/depth_control.pt",
+    "nvidia/Cosmos-Transfer1-7B/seg_control.pt",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -266,18 +271,34 @@ def test_failing_container_fails_the_asset_with_its_log_tail_and_skips_the_upsca
 # --------------------------------------------------------------------------- host level
 
 
-def _job(project: ProjectLayout, prompt: str = PROMPT, num_gpus: int = 1) -> InferenceJob:
-    spec = load_spec(project.prompt_file(prompt))
+def _job(project: ProjectLayout, prompt: str = PROMPT, num_gpus: int = 1, *, preview: bool = False,
+         label: str | None = None) -> InferenceJob:
+    """A generation job as a model backend would describe it: Cosmos-Transfer1's (the checkout's stand-in
+    transfer.py, GPUs, checkpoints), or with ``preview`` the preview backend's (its program staged with the
+    job, no GPU, no checkpoints)."""
     run_id = f"test_{uuid.uuid4().hex[:8]}"
-    staged = project.root / "staged" / run_id / "spec.json"
-    write_spec(spec, staged)
-    remote_spec = generation_spec_remote(prompt)
-    return InferenceJob(
-        run_id=run_id, stage="generate", prompt=prompt, spec=spec, spec_remote_path=remote_spec,
-        invocation=generation_invocation(prompt, run_id, num_gpus),
-        inputs=[StagedFile(local=staged, remote=remote_spec),
-                *[StagedFile(local=project.root / rel, remote=rel) for rel in referenced_paths(spec)]],
+    spec_remote = f"inputs/prompts/{prompt}.json"
+    output = f"outputs/{prompt}/{run_id}"
+    inputs = [StagedFile(local=project.prompt_file(prompt), remote=spec_remote)]
+    for video in sorted(project.shot_videos_dir(SHOT).glob("*.mp4")):
+        inputs.append(StagedFile(local=video, remote=f"inputs/videos/{SHOT}/{video.name}"))
+    entry = PREVIEW_PROGRAM if preview else ENTRY_POINT
+    if preview:
+        inputs.insert(0, StagedFile(local=REPO / "cosmos_assets" / "preview_model.py", remote=PREVIEW_PROGRAM))
+    launcher = ("python3",) if num_gpus == 1 else ("torchrun", f"--nproc_per_node={num_gpus}", "--nnodes=1", "--node_rank=0")
+    invocation = Invocation(
+        model="preview" if preview else "cosmos-transfer1",
+        argv=(*launcher, entry, "--controlnet_specs", spec_remote, "--video_save_folder", output, "--num_gpus", str(num_gpus)),
+        entry_point=entry, output_folder=output, num_gpus=num_gpus, needs_gpu=not preview,
+        checkpoints=() if preview else SEED_CHECKPOINTS, guardrail_marker="GUARDRAIL BLOCKED",
     )  # fmt: skip
+    return InferenceJob(run_id=run_id, stage="generate", prompt=label or prompt, invocation=invocation, inputs=inputs)
+
+
+def machine_of(host: SshGpuHost) -> SshHost:
+    machine = host.machine()
+    assert isinstance(machine, SshHost)
+    return machine
 
 
 def test_unknown_host_key_is_refused_with_how_to_trust_it_and_tofu_records_it(
@@ -286,21 +307,23 @@ def test_unknown_host_key_is_refused_with_how_to_trust_it_and_tofu_records_it(
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(HostNotReadyError) as refused:
-        make_host(sshd, remote, known_hosts=str(empty)).host_facts()
+        machine_of(make_host(sshd, remote, known_hosts=str(empty))).facts()
     assert "not in" in str(refused.value) and "ssh-keyscan" in str(refused.value)
     assert "trust_on_first_use" in str(refused.value)
 
     tofu = make_host(sshd, remote, known_hosts=str(empty), trust_on_first_use=True)
-    assert tofu.host_facts().remote_dir == str(remote.remote_dir)
+    assert machine_of(tofu).facts().remote_dir == str(remote.remote_dir)
     tofu.close()
     assert sshd.host_pubkey.split()[1] in empty.read_text()
-    make_host(sshd, remote, known_hosts=str(empty)).host_facts()  # now known: no TOFU needed
+    known = make_host(sshd, remote, known_hosts=str(empty))
+    machine_of(known).facts()  # now known: no TOFU needed
+    known.close()
 
 
 def test_preflight_names_too_few_gpus_and_a_missing_checkpoint(
     sshd, remote: FakeRemote, project: ProjectLayout, fake_gpu_bin
 ) -> None:
-    host = make_host(sshd, remote)
+    host = machine_of(make_host(sshd, remote))
     lines: list[str] = []
     with pytest.raises(HostNotReadyError, match=r"2 usable GPU\(s\).*needs 4"):
         host.preflight(_job(project, num_gpus=4), lines.append)
@@ -325,7 +348,7 @@ def test_preflight_names_too_few_gpus_and_a_missing_checkpoint(
 def test_cancelling_the_step_stops_and_removes_the_container(
     sshd, remote: FakeRemote, project: ProjectLayout, docker_client
 ) -> None:
-    host = make_host(sshd, remote, container_env={"COSMOS_PREVIEW_STEP_SECONDS": STEP_SECONDS})
+    host = machine_of(make_host(sshd, remote, container_env={"COSMOS_PREVIEW_STEP_SECONDS": STEP_SECONDS}))
     job = _job(project)
     host.preflight(job, print)
     host.upload(job.inputs, print)
@@ -346,20 +369,20 @@ def test_cancelling_the_step_stops_and_removes_the_container(
 def test_a_retry_of_the_same_run_attaches_to_its_container_instead_of_starting_another(
     sshd, remote: FakeRemote, project: ProjectLayout, docker_client
 ) -> None:
-    host = make_host(sshd, remote)
+    host = machine_of(make_host(sshd, remote))
     job = _job(project)
     host.preflight(job, print)
     host.upload(job.inputs, print)
     settings = host.docker_settings(job)
     started = time.time()
-    assert host._start(settings, host.command_for(job), print) is False  # an earlier attempt started it
+    assert host.docker.start(settings, host.command_for(job), print) is False  # an earlier attempt started it
     lines: list[str] = []
     outcome = host.run(job, lines.append)  # the retry: same run, same container name
     assert outcome.exit_code == 0 and outcome.container["attached_to_existing"] is True
     assert any("already exists" in line for line in lines)
     assert any("saved outputs/" in line for line in lines)  # the log was read from the start
     assert container_starts(docker_client, started, PROMPT, "generate") == [settings.container_name]
-    assert (remote.remote_dir / job.video_save_folder / "output.mp4").exists()
+    assert (remote.remote_dir / job.output_folder / "output.mp4").exists()
     host.close()
 
 
@@ -383,3 +406,47 @@ def test_cli_command_prints_what_the_ssh_host_would_run(
     assert f"-v {remote.remote_dir}:/workspace" in out and "--ipc=host" in out and "--gpus all" in out
     assert "torchrun --nproc_per_node=2" in out and f"--controlnet_specs inputs/prompts/{PROMPT}.json" in out
     assert SECRET not in out and "-e HF_TOKEN " in out
+
+
+def test_the_preview_backend_runs_through_the_ssh_host_as_a_dry_run_of_a_new_host(
+    sshd, test_image: str, project: ProjectLayout, docker_client, tmp_path: Path
+) -> None:
+    """A fresh host with only a Dockerfile: no checkout, no checkpoints, no GPU needed. The preview program is
+    staged with the job; upload, image build, container, live logs and the verified download all run."""
+    base = Path(tempfile.mkdtemp(prefix="cosmos-dry-run-", dir="/tmp"))
+    base.chmod(0o755)
+    remote_dir = base / "new-host"
+    remote_dir.mkdir()
+    (remote_dir / "Dockerfile").write_text(
+        "FROM cosmos-test-base:latest\nLABEL org.cosmos-assets.test=\"dry run\"\nWORKDIR /workspace\n"
+    )
+    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    image = f"cosmos-dry-run-test:{uuid.uuid4().hex[:8]}"
+    host = make_host(sshd, FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints", image=image,
+                                      no_ssh_config=base / "no-ssh-config"), model="preview")  # fmt: skip
+    assert host.model == "preview" and host.docker_gpus == "all"  # the job, not the host, says no GPU
+    machine = machine_of(host)
+    job = _job(project, preview=True, label="dry_run")
+    fetched = tmp_path / "fetched"
+    lines: list[str] = []
+    try:
+        machine.preflight(job, lines.append)
+        upload = machine.upload(job.inputs, lines.append)
+        command = machine.command_for(job)
+        outcome = machine.run(job, lines.append)
+        machine.download(job.output_folder, fetched, lines.append)
+    finally:
+        machine.close()
+        shutil.rmtree(base, ignore_errors=True)
+    assert docker_client.images.get(image).labels.get("org.cosmos-assets.test") == "dry run"
+    assert any(f"built {image}" in line for line in lines) and any("[docker build]" in line for line in lines)
+    assert any("needs no GPU" in line for line in lines) and any("no GPU needed" in line for line in lines)
+    assert upload.files_sent == len(job.inputs) and upload.bytes_sent > 0
+    assert "--gpus" not in command and command[command.index(image) + 1:] == list(job.invocation.argv)
+    assert outcome.exit_code == 0 and outcome.container["gpus"] == "none" and not outcome.guardrail_blocked
+    assert any("[preview]" in line for line in lines) and any("started container" in line for line in lines)
+    assert any(line.startswith("[transfer] upload") for line in lines)
+    assert any(line.startswith("[transfer] download") for line in lines)
+    assert probe_video(fetched / "output.mp4").frames == 8
+    assert our_containers(docker_client, "dry_run") == []
+    assert not any(SECRET in line for line in lines) and SECRET not in " ".join(command)

@@ -1,0 +1,181 @@
+"""Where runs happen, as thin Dagster resources over :mod:`cosmos_assets.machines`.
+
+A resource holds the configuration Dagster shows and checks; :meth:`GpuHost.machine` builds the Dagster-free
+:class:`~cosmos_assets.machines.base.Machine` from it once per resource instance. ``model`` names the model
+backend the runner picks for this host (the resource only stores it).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+from pydantic import Field, PrivateAttr, model_validator
+
+from cosmos_assets.machines.base import Machine
+
+if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is used
+    from cosmos_assets.machines.ssh_host import SshHostSettings
+    from cosmos_assets.machines.ssh_target import SshTarget
+    from cosmos_assets.settings import Settings
+
+HF_TOKEN_ENV = "HF_TOKEN"
+
+
+class GpuHost(dg.ConfigurableResource):
+    """A place runs happen (a GPU host, or this computer for the preview). Subclasses are the deployments."""
+
+    model: str = Field(description="Model backend the runner uses on this host ('preview', 'cosmos-transfer1', ...).")
+
+    _machine: Machine | None = PrivateAttr(default=None)
+
+    @abstractmethod
+    def build_machine(self) -> Machine:
+        """A new machine from this configuration (no connection is made yet)."""
+
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """Short name for run tags, metadata and the run history."""
+
+    def machine(self) -> Machine:
+        """The machine of this resource instance, built on first use and kept."""
+        if self._machine is None:
+            self._machine = self.build_machine()
+        return self._machine
+
+    def close(self) -> None:
+        if self._machine is not None:
+            self._machine.close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+
+class LocalPreviewHost(GpuHost):
+    """This computer: the model root is a local folder, the model a plain process (the preview backend)."""
+
+    model: str = Field(default="preview", description="Model backend run here; the preview needs no GPU.")
+    remote_dir: str = Field(description="Folder standing in for a host's model root (REMOTE_DIR).")
+    name: str = Field(default="local", description="Host name shown in tags, metadata and the run history.")
+
+    @property
+    def label(self) -> str:
+        return f"preview@{self.name}"
+
+    def build_machine(self) -> Machine:
+        from cosmos_assets.machines.local import LocalMachine
+
+        return LocalMachine(Path(self.remote_dir), label=self.label)
+
+
+class SshGpuHost(GpuHost):
+    """A host reached over SSH running the model in docker (the seed's scripts, as a resource)."""
+
+    model: str = Field(default="cosmos-transfer1", description="Model backend run here ('preview' for a dry run).")
+    host: str = Field(description="REMOTE_HOST: address or an alias from ~/.ssh/config.")
+    user: str | None = Field(default=None, description="REMOTE_USER; default from ~/.ssh/config, else the local user.")
+    port: int | None = Field(default=None, description="REMOTE_PORT; default from ~/.ssh/config, else 22.")
+    ssh_key: str | None = Field(default=None, description="SSH_KEY: private key file; default from ~/.ssh/config.")
+    key_passphrase_env: str = Field(
+        default="COSMOS_SSH_KEY_PASSPHRASE", description="Name of the environment variable holding the key's passphrase."
+    )
+    known_hosts: str | None = Field(default=None, description="known_hosts file; default ~/.ssh/known_hosts.")
+    ssh_config: str | None = Field(default=None, description="ssh config file; default ~/.ssh/config.")
+    trust_on_first_use: bool = Field(default=False, description="Record an unknown host key instead of refusing.")
+    remote_dir: str = Field(default="~/cosmos-transfer1", description="REMOTE_DIR: the model's code on the host.")
+    checkpoint_dir: str | None = Field(default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints.")
+    docker_image: str = Field(description="DOCKER_IMAGE; built from REMOTE_DIR/Dockerfile when missing.")
+    docker_gpus: str = Field(default="all", description="'all', 'none' (no NVIDIA runtime) or device ids '0,1'.")
+    container_user: str | None = Field(
+        default=None, description="uid:gid for the container; default the remote user's, or REMOTE_DIR's owner for root."
+    )
+    container_env: dict[str, str] = Field(default_factory=dict, description="Extra non-secret container variables.")
+    hf_token: str | None = Field(default=None, description="Hugging Face token (use dg.EnvVar('HF_TOKEN')).")
+    min_free_gb: float = Field(default=20.0, description="Preflight: free space needed on REMOTE_DIR's disk.")
+    reconnect_attempts: int = Field(default=6, description="Reconnects tried (with backoff) when the link drops.")
+    name: str | None = Field(default=None, description="Host name in tags and metadata; default ssh@REMOTE_HOST.")
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> SshGpuHost:
+        # An EnvVar field holds the variable's name until Dagster resolves it: check the values once they are there.
+        if not any(isinstance(value, dg.EnvVar) for name, value in self if name != "hf_token"):
+            self.ssh_target()
+            self.host_settings()
+        return self
+
+    @classmethod
+    def from_env(cls) -> SshGpuHost:
+        """The seed's config.sh variables (see :class:`cosmos_assets.config.RemoteSettings`); HF_TOKEN stays an EnvVar."""
+        from cosmos_assets.config import RemoteSettings
+
+        settings = RemoteSettings.from_env()
+        if not settings.host:
+            raise ValueError(
+                "COSMOS_HOST=ssh needs REMOTE_HOST (the GPU host's address or ~/.ssh/config alias); see docs/gpu-host.md"
+            )
+        return cls(
+            host=settings.host, user=settings.user, port=settings.port, ssh_key=settings.ssh_key,
+            known_hosts=settings.known_hosts, trust_on_first_use=settings.trust_on_first_use,
+            remote_dir=settings.remote_dir, checkpoint_dir=settings.checkpoint_dir, docker_image=settings.docker_image,
+            docker_gpus=settings.docker_gpus, container_user=settings.container_user,
+            hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None, min_free_gb=settings.min_free_gb,
+        )  # fmt: skip
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SshGpuHost:
+        """The SSH host of the deployment settings; HF_TOKEN stays an EnvVar (its value is read only by the run)."""
+        if not settings.remote_host:
+            raise ValueError(
+                "COSMOS_HOST=ssh needs REMOTE_HOST (the GPU host's address or ~/.ssh/config alias); see docs/gpu-host.md"
+            )
+        return cls(
+            model=settings.model_name, host=settings.remote_host, user=settings.remote_user, port=settings.remote_port,
+            ssh_key=settings.ssh_key, known_hosts=settings.known_hosts, trust_on_first_use=settings.trust_on_first_use,
+            remote_dir=settings.remote_dir, checkpoint_dir=settings.checkpoint_dir, docker_image=settings.image,
+            docker_gpus=settings.docker_gpus, container_user=settings.container_user, min_free_gb=settings.min_free_gb,
+            hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None,
+        )  # fmt: skip
+
+    @property
+    def label(self) -> str:
+        return self.name or f"ssh@{self.host}"
+
+    # The one mapping from this resource's fields to the machine's models.
+    def ssh_target(self) -> SshTarget:
+        from cosmos_assets.machines.ssh_target import SshTarget
+
+        return SshTarget(
+            host=self.host, port=self.port, user=self.user,
+            key_file=Path(self.ssh_key).expanduser() if self.ssh_key else None,
+            key_passphrase_env=self.key_passphrase_env,
+            known_hosts=Path(self.known_hosts).expanduser() if self.known_hosts else None,
+            ssh_config=Path(self.ssh_config).expanduser() if self.ssh_config else None,
+            trust_on_first_use=self.trust_on_first_use,
+        )  # fmt: skip
+
+    def host_settings(self) -> SshHostSettings:
+        from cosmos_assets.machines.ssh_host import SshHostSettings
+
+        return SshHostSettings(
+            remote_dir=self.remote_dir, checkpoint_dir=self.checkpoint_dir, docker_image=self.docker_image,
+            docker_gpus=self.docker_gpus, container_user=self.container_user, container_env=self.container_env,
+            min_free_gb=self.min_free_gb, reconnect_attempts=self.reconnect_attempts, name=self.label,
+        )  # fmt: skip
+
+    def _secrets(self) -> dict[str, str]:
+        token = self.hf_token.get_value() if isinstance(self.hf_token, dg.EnvVar) else self.hf_token
+        return {HF_TOKEN_ENV: token} if token else {}
+
+    def build_machine(self) -> Machine:
+        from cosmos_assets.machines.ssh_host import SshHost
+
+        return SshHost(self.ssh_target(), self.host_settings(), self._secrets())
+
+    def openssh_argv(self, command: Sequence[str] = ()) -> list[str]:
+        """The OpenSSH client argv for a shell (or ``command``) on the host, reaching it as we do (``cosmos-assets ssh``)."""
+        return self.ssh_target().openssh_argv(command)

@@ -1,0 +1,424 @@
+"""The docker container a run happens in: its ``docker run`` argv, its name, its log, and its lifecycle on a host.
+
+The host's own ``docker`` CLI runs over the verified :class:`~cosmos_assets.machines.ssh_link.SshLink`, so the
+command we record is the command that ran, behind the same host-key check as the file transfers.
+
+- The container is started detached (``docker run -d``) under a name derived from the run, so a dropped SSH
+  link does not stop it; if a container of that name already exists (a retry of the same run) we attach to it,
+  and a running container of another run for the same prompt and stage makes us refuse.
+- Secrets never enter an argv: ``docker run`` gets ``-e NAME`` and the value reaches the docker client's
+  environment through the exec channel's stdin (``read -r``), so it shows in no process list, log or record.
+- Logs are followed with ``docker logs --follow --timestamps``; after a drop we reconnect and follow again
+  with ``--since <last timestamp>``, skipping the lines already delivered (:class:`LogFollower`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import posixpath
+import re
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cosmos_assets.machines.job import HostNotReadyError, LogLine
+from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
+from cosmos_assets.redaction import is_secret_name
+
+CONTAINER_ROOT = "/workspace"  # REMOTE_DIR (the model's code) is mounted here; PYTHONPATH and working dir
+CONTAINER_CHECKPOINTS = "/workspace/checkpoints"
+LABEL_PREFIX = "cosmos-assets"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_DEVICE = re.compile(r"^[A-Za-z0-9-]+$")
+
+
+def _host_path(value: str, what: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one; expand ~ first)")
+    if ":" in value or "," in value:
+        raise ValueError(f"{what} {value!r} contains ':' or ',', which docker -v reads as separators")
+    # The seed's default checkpoint folder is REMOTE_DIR/../checkpoints: give docker the clean path.
+    return posixpath.normpath(value)
+
+
+def parse_gpus(value: str) -> Literal["all"] | tuple[str, ...] | None:
+    """COSMOS_DOCKER_GPUS: ``all``, ``none`` (no GPU request, for hosts without the NVIDIA runtime) or ``0,1``."""
+    text = value.strip().lower()
+    if text == "all":
+        return "all"
+    if text == "none":
+        return None
+    devices = tuple(d.strip() for d in value.split(",") if d.strip())
+    if not devices or not all(_DEVICE.match(d) for d in devices):
+        raise ValueError(f"docker_gpus {value!r}: use 'all', 'none' or device ids like '0,1'")
+    return devices
+
+
+class DockerRunSettings(BaseModel):
+    """How the model's container is started on the host. ``env`` may hold secrets: it is never shown or logged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    image: str
+    container_name: str
+    remote_dir: str  # host path of the model's code, mounted at /workspace
+    checkpoint_dir_host: str  # host path mounted at /workspace/checkpoints
+    uid: int | None = None
+    gid: int | None = None
+    gpus: Literal["all"] | tuple[int | str, ...] | None = "all"
+    ipc: str | None = "host"
+    shm_size: str | None = None
+    env: dict[str, str] = Field(default_factory=dict, repr=False)
+    labels: dict[str, str] = Field(default_factory=dict)  # docker --label, to find a run's containers later
+    detach: bool = True
+    workdir: str = CONTAINER_ROOT
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not v or v.startswith("-") or any(c.isspace() for c in v):
+            raise ValueError(f"image {v!r} must be an image reference like nvcr.io/me/cosmos-transfer1:latest")
+        return v
+
+    @field_validator("container_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _CONTAINER_NAME.match(v):
+            raise ValueError(f"container_name {v!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (use container_name_for)")
+        return v
+
+    @field_validator("remote_dir")
+    @classmethod
+    def _remote_dir(cls, v: str) -> str:
+        return _host_path(v, "remote_dir")
+
+    @field_validator("checkpoint_dir_host")
+    @classmethod
+    def _checkpoint_dir(cls, v: str) -> str:
+        return _host_path(v, "checkpoint_dir_host")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        if isinstance(v, tuple):
+            if not v:
+                raise ValueError("gpus: give 'all', None, or at least one device id")
+            for device in v:
+                if not _DEVICE.match(str(device)):
+                    raise ValueError(f"gpus: device {device!r} must be an index or a GPU UUID")
+        return v
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^\d+[bkmgBKMG]?$", v):
+            raise ValueError(f"shm_size {v!r} must look like 16g or 512m")
+        return v
+
+    @field_validator("ipc")
+    @classmethod
+    def _ipc(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9:_.-]+$", v):
+            raise ValueError(f"ipc {v!r} must be a docker ipc mode such as host")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"env name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if name == "PYTHONPATH":
+                raise ValueError("env PYTHONPATH is always /workspace (the model imports its code from it)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not re.match(r"^[a-z0-9][a-z0-9._-]*$", name):
+                raise ValueError(f"label name {name!r} must be lower-case letters, digits, '.', '_' or '-'")
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"label {name}: value must be one line")
+        return v
+
+    @model_validator(mode="after")
+    def _user(self) -> DockerRunSettings:
+        if self.gid is not None and self.uid is None:
+            raise ValueError("gid without uid: give uid too (docker -u uid:gid)")
+        return self
+
+
+def _gpus_arg(gpus: Literal["all"] | tuple[int | str, ...]) -> str:
+    if gpus == "all":
+        return "all"
+    # docker parses --gpus as CSV: a device list needs literal double quotes around it.
+    return '"device=' + ",".join(str(d) for d in gpus) + '"'
+
+
+def secret_env(settings: DockerRunSettings) -> dict[str, str]:
+    """Secret variables to set in the docker client's environment; the argv names them with ``-e NAME`` only."""
+    return {name: value for name, value in settings.env.items() if is_secret_name(name)}
+
+
+def docker_run_argv(settings: DockerRunSettings, inner_argv: Sequence[str]) -> list[str]:
+    """``docker run ...`` argv that runs ``inner_argv`` in the container."""
+    argv = ["docker", "run"]
+    if settings.detach:
+        argv.append("-d")
+    argv += ["--name", settings.container_name]
+    for name in sorted(settings.labels):
+        argv += ["--label", f"{name}={settings.labels[name]}"]
+    if settings.gpus is not None:
+        argv += ["--gpus", _gpus_arg(settings.gpus)]
+    if settings.ipc is not None:
+        argv.append(f"--ipc={settings.ipc}")
+    if settings.shm_size is not None:
+        argv.append(f"--shm-size={settings.shm_size}")
+    if settings.uid is not None:
+        argv += ["-u", f"{settings.uid}:{settings.gid}" if settings.gid is not None else str(settings.uid)]
+    argv += [
+        "-v", f"{settings.remote_dir}:{CONTAINER_ROOT}",
+        "-v", f"{settings.checkpoint_dir_host}:{CONTAINER_CHECKPOINTS}",
+        "-w", settings.workdir,
+        "-e", f"PYTHONPATH={CONTAINER_ROOT}",
+    ]  # fmt: skip
+    for name in sorted(settings.env):
+        argv += ["-e", name if is_secret_name(name) else f"{name}={settings.env[name]}"]
+    argv.append(settings.image)
+    argv += list(inner_argv)
+    return argv
+
+
+def secrets_from_stdin(names: Sequence[str], argv: Sequence[str]) -> list[str]:
+    """argv run with each named variable read from one stdin line and exported (values stay off argv)."""
+    reads = "".join(f"IFS= read -r {name} && export {name} && " for name in names)
+    return ["sh", "-c", reads + 'exec "$@"', "sh", *argv]
+
+
+def in_dir(directory: str, argv: Sequence[str]) -> list[str]:
+    """argv run from ``directory`` on the host (both passed as arguments, never pasted into the script)."""
+    return ["sh", "-c", 'cd -- "$1" && shift && exec "$@"', "sh", directory, *argv]
+
+
+def _slug(text: str, limit: int) -> str:
+    slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-_.")
+    return slug[:limit].rstrip("-_.") or "x"
+
+
+def container_name_for(run_id: str, partition_key: str, stage: str) -> str:
+    """Deterministic, short, valid docker container name for one stage of one run of one partition."""
+    digest = hashlib.sha256(f"{run_id}\0{partition_key}\0{stage}".encode()).hexdigest()[:10]
+    # The digest keeps names unique when slugs collide or are cut; the readable parts are for `docker ps`.
+    return f"cosmos-{_slug(stage, 12)}-{_slug(partition_key, 32)}-{_slug(run_id, 8)}-{digest}"
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def timestamp_ns(text: str) -> int | None:
+    """Nanoseconds since the epoch of a docker log timestamp (RFC 3339, up to 9 fraction digits)."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$", text)
+    if not match:
+        return None
+    seconds = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%S"))
+    if match[3] != "Z":
+        sign = 1 if match[3][0] == "+" else -1
+        seconds -= sign * (int(match[3][1:3]) * 3600 + int(match[3][4:6]) * 60)
+    return seconds * 10**9 + int((match[2] or "").ljust(9, "0"))
+
+
+def since_arg(ns: int) -> str:
+    """``docker logs --since`` value: Unix seconds with nanoseconds (inclusive bound)."""
+    return f"{ns // 10**9}.{ns % 10**9:09d}"
+
+
+class LogFollower:
+    """Turns ``docker logs --timestamps`` lines into log lines, each delivered once across re-attaches.
+
+    After a reconnect the log is read again from the last timestamp seen (``--since`` is inclusive): lines
+    older than it, and as many lines at exactly it as were already delivered, are skipped. A line holding
+    ``guardrail_marker`` sets :attr:`guardrail`.
+    """
+
+    def __init__(self, log: LogLine, tail: deque[str], guardrail_marker: str | None = None) -> None:
+        self._log = log
+        self.tail = tail
+        self.guardrail_marker = guardrail_marker
+        self.last_ns: int | None = None
+        self.at_last = 0
+        self.delivered = 0
+        self.guardrail = False
+        self._replaying = False
+        self._skip = 0
+
+    def since(self) -> str | None:
+        return since_arg(self.last_ns) if self.last_ns is not None else None
+
+    def resume(self) -> None:
+        """The next lines are a re-read from ``since()``."""
+        self._replaying = self.last_ns is not None
+        self._skip = self.at_last
+
+    def feed(self, raw: str) -> None:
+        stamp, _, text = raw.partition(" ")
+        ns = timestamp_ns(stamp)
+        if ns is None:  # not a log line (e.g. an error message of docker itself)
+            self._deliver(raw)
+            return
+        if self._replaying and self.last_ns is not None:
+            if ns < self.last_ns:
+                return
+            if ns == self.last_ns and self._skip > 0:
+                self._skip -= 1
+                return
+            self._replaying = False
+        if self.last_ns is None or ns > self.last_ns:
+            self.last_ns, self.at_last = ns, 1
+        elif ns == self.last_ns:
+            self.at_last += 1
+        self._deliver(text)
+
+    def _deliver(self, text: str) -> None:
+        self.delivered += 1
+        self.tail.append(text)
+        self.guardrail = self.guardrail or (self.guardrail_marker is not None and self.guardrail_marker in text)
+        self._log(text)
+
+
+# --------------------------------------------------------------------------- lifecycle on a host
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    status: str
+    exit_code: int
+
+
+class DockerCli:
+    """The host's ``docker`` CLI over an SSH link: images, and one run's container from start to removal."""
+
+    def __init__(self, link: SshLink) -> None:
+        self.link = link
+
+    @property
+    def label(self) -> str:
+        return self.link.label
+
+    def image_present(self, image: str) -> bool:
+        return self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])[0] == 0
+
+    def state(self, name: str) -> ContainerState | None:
+        code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name])
+        if code != 0:
+            return None
+        status, exit_code = out.split()
+        return ContainerState(status=status, exit_code=int(exit_code))
+
+    def refuse_other_container(self, prompt: str, stage: str, name: str, log: LogLine) -> None:
+        """One GPU job per prompt and stage: a still-running container of an earlier run blocks a new one."""
+        argv = ["docker", "ps", "--format", "{{.Names}}", "--filter", f"label={LABEL_PREFIX}.prompt={prompt}",
+                "--filter", f"label={LABEL_PREFIX}.stage={stage}"]  # fmt: skip
+        code, out, err = self.link.with_reconnect("listing containers", lambda: self.link.exec(argv), log)
+        if code != 0:
+            raise HostNotReadyError(
+                f"`docker ps` failed on {self.label} ({err.strip() or f'exit {code}'}), so it cannot be checked that no "
+                f"earlier {stage} of {prompt} is still running; fix docker on the host and run again."
+            )
+        others = [n for n in out.split() if n != name]
+        if others:
+            raise HostNotReadyError(
+                f"container {others[0]} (an earlier run of {stage} for {prompt}) is still running on "
+                f"{self.label}; wait for it or stop it (`cosmos-assets ssh`, then `docker rm -f {others[0]}`)."
+            )
+
+    def start(self, settings: DockerRunSettings, command: Sequence[str], log: LogLine) -> bool:
+        """Start the container detached; if one of that name exists (a retry of this run), attach. True if attached."""
+        name = settings.container_name
+        if self.state(name) is not None:
+            log(f"{TAG} container {name} already exists (an earlier attempt of this run): attaching to it, "
+                "not starting another")  # fmt: skip
+            return True
+        secrets = secret_env(settings)
+        names = sorted(secrets)
+        broken = [n for n in names if "\n" in secrets[n] or "\r" in secrets[n]]
+        if broken:
+            raise HostNotReadyError(f"secret {broken[0]} holds a line break; remove it")
+        argv = secrets_from_stdin(names, command) if names else list(command)
+        code, out, err = self.link.exec(argv, stdin_lines=[secrets[n] for n in names])
+        if code != 0:
+            if self.state(name) is not None:  # lost a race with an earlier attempt: attach to it
+                return True
+            hint = ""
+            if "gpu" in err.lower():
+                hint = (" Fix: install the NVIDIA Container Toolkit (nvidia-ctk runtime configure --runtime=docker; "
+                        "restart docker), or COSMOS_DOCKER_GPUS=none on a test host without GPUs.")  # fmt: skip
+            raise HostNotReadyError(f"docker run failed on {self.label} (exit {code}): {err.strip()[-600:]}{hint}")
+        log(f"{TAG} started container {name} ({out.strip()[:12]}), detached: it keeps running if the SSH link drops")
+        return False
+
+    def follow_until_exit(self, name: str, follower: LogFollower, log: LogLine) -> int:
+        """Stream the container's log until it exits, re-attaching after link drops; its exit code."""
+        failures = 0
+        while True:
+            delivered = follower.delivered
+            try:
+                since = follower.since()
+                self.link.stream(["docker", "logs", "--follow", "--timestamps", *(["--since", since] if since else []), name],
+                                 follower.feed)  # fmt: skip
+                state = self.state(name)
+                if state is None:
+                    raise RuntimeError(f"container {name} disappeared from {self.label} (removed by someone else?)")
+                if state.status in ("exited", "dead"):
+                    return state.exit_code
+                follower.resume()  # `docker logs` ended early while the container runs: follow again
+                time.sleep(1.0)
+            except (LinkDropped, HostUnreachableError) as error:
+                if follower.delivered > delivered:
+                    failures = 0  # the link carried lines since the last drop: a new incident
+                failures += 1
+                if failures > self.link.reconnect_attempts:
+                    raise HostLinkLostError(
+                        f"lost the SSH link to {self.label} while following {name} and {self.link.reconnect_attempts} "
+                        f"reconnects failed ({error})"
+                    ) from error
+                if self.link.wait_and_reconnect(failures, f"the run of {name}", error, log):
+                    log(f"{TAG} re-attaching to {name}'s log from where it stopped")
+                follower.resume()
+
+    def remove(self, name: str) -> bool:
+        """docker rm --force; False when there was no such container."""
+        code, _, err = self.link.exec(["docker", "rm", "--force", name])
+        if code != 0 and "No such container" not in err:
+            raise RuntimeError(f"docker rm {name} failed on {self.label}: {err.strip()}")
+        return code == 0
+
+    def stop(self, name: str, log: LogLine) -> None:
+        """Best effort (we are already failing): stop and remove the container, reconnecting once if needed."""
+        last: BaseException | None = None
+        for attempt in (1, 2):
+            try:
+                if attempt == 2:
+                    self.link.reconnect()
+                if self.remove(name):
+                    log(f"{TAG} stopped and removed container {name}")
+                return
+            except BaseException as error:  # noqa: BLE001 - the original error is what the caller raises
+                last = error
+        log(f"{TAG} could not stop container {name} ({last}); stop it by hand: cosmos-assets ssh, then docker rm -f {name}")
+
+
+def container_labels(prompt: str, stage: str, run_id: str, dagster_run_id: str | None) -> Mapping[str, str]:
+    """The labels that find a run's container later (``docker ps --filter label=...``)."""
+    return {
+        f"{LABEL_PREFIX}.prompt": prompt,
+        f"{LABEL_PREFIX}.stage": stage,
+        f"{LABEL_PREFIX}.run-id": run_id,
+        f"{LABEL_PREFIX}.dagster-run-id": dagster_run_id or "",
+    }

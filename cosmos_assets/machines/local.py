@@ -1,0 +1,153 @@
+"""This computer as a machine: the model root is a local folder and the runtime is a plain process.
+
+Used for the preview backend (no GPU, no docker, no checkpoints). The invocation's argv runs in the root with
+the invocation's environment added; a leading ``python3`` is replaced by this interpreter (``sys.executable``),
+so the program finds the packages of the environment cosmos-assets runs in (numpy, PyAV), whatever
+``python3`` on the PATH is. A cancelled step kills the process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cosmos_assets.files import copy_verified, refuse_existing, remove_tree, rename_no_replace, same_file_content
+from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile, relative_inside
+from cosmos_assets.progress import TransferProgress, TransferStats
+
+TAG = "[local]"
+LOG_TAIL_LINES = 40
+MIN_FREE_BYTES = 512 * 1024 * 1024
+
+
+class LocalMachine(Machine):
+    """Runs invocations as a subprocess in ``root`` on this computer."""
+
+    def __init__(self, root: Path, label: str = "local") -> None:
+        self.root = Path(root)
+        self._label = label
+
+    def __repr__(self) -> str:
+        return f"LocalMachine({self.root})"
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def runtime(self) -> str:
+        return "process"
+
+    def _path(self, relative: str) -> Path:
+        return self.root / relative_inside(relative, "path")
+
+    def preflight(self, job: InferenceJob, log: LogLine) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise HostNotReadyError(
+                f"local model folder {self.root} is not writable; fix its permissions or set COSMOS_PREVIEW_DIR"
+            )
+        free = shutil.disk_usage(self.root).free
+        if free < MIN_FREE_BYTES:
+            raise HostNotReadyError(f"only {free // 2**20} MiB free under {self.root}; free some disk space")
+        entry = self._path(job.invocation.entry_point)
+        staged = any(Path(item.remote) == Path(job.invocation.entry_point) for item in job.inputs)
+        if not staged and not entry.is_file():
+            raise HostNotReadyError(f"{entry} is missing: {job.invocation.model}'s program is not in {self.root}")
+        log(f"{TAG} preflight ok: {job.invocation.model} as a local process in {self.root}")
+
+    def upload(self, files: list[StagedFile], log: LogLine) -> TransferStats:
+        started = time.monotonic()
+        stats = TransferStats(direction="upload")
+        pairs = [(item.local, self._path(item.remote)) for item in files]
+        sizes = [src.stat().st_size for src, _ in pairs]
+        progress = TransferProgress.for_files("upload", sizes, log)
+        done = 0
+        for (src, dst), size in zip(pairs, sizes):
+            if same_file_content(src, dst):
+                stats.files_skipped += 1
+            else:
+                copy_verified(src, dst, progress.add)
+                stats.files_sent += 1
+                stats.bytes_sent += size
+            done += size
+            progress.set(done)
+        progress.finish()
+        stats.seconds = time.monotonic() - started
+        log(f"{TAG} staged {stats.files_sent} file(s), {stats.bytes_sent} bytes; {stats.files_skipped} unchanged")
+        return stats
+
+    def command_for(self, job: InferenceJob) -> list[str]:
+        argv = list(job.invocation.argv)
+        if argv and argv[0] == "python3":
+            argv[0] = sys.executable
+        return argv
+
+    def run(self, job: InferenceJob, log: LogLine) -> RunOutcome:
+        command = self.command_for(job)
+        environment = {"PYTHONUNBUFFERED": "1", **job.invocation.env}
+        marker = job.invocation.guardrail_marker
+        started = datetime.now(timezone.utc)
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        guardrail = False
+        process = subprocess.Popen(command, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   bufsize=1, env={**os.environ, **environment})  # fmt: skip
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                line = raw.rstrip("\n")
+                tail.append(line)
+                guardrail = guardrail or (marker is not None and marker in line)
+                log(line)
+            exit_code = process.wait()
+        except BaseException:
+            # Run cancelled (Dagster raises into the step): never leave the job running behind us.
+            process.kill()
+            process.wait()
+            raise
+        return RunOutcome(
+            exit_code=exit_code,
+            command=command,
+            environment=environment,
+            container={"runtime": "process", "host": self.label, "cwd": str(self.root)},
+            started_at=started,
+            finished_at=datetime.now(timezone.utc),
+            log_tail=list(tail),
+            guardrail_blocked=guardrail,
+        )
+
+    def download(self, remote_dir: str, local_dir: Path, log: LogLine) -> TransferStats:
+        source = self._path(remote_dir)
+        if not source.is_dir():
+            raise FileNotFoundError(f"the run left no output folder {source}")
+        local_dir = Path(local_dir)
+        refuse_existing(local_dir)
+        started = time.monotonic()
+        stats = TransferStats(direction="download")
+        partial = local_dir.with_name(f".{local_dir.name}.partial-{os.getpid()}")
+        remove_tree(partial)
+        paths = sorted(p for p in source.rglob("*") if p.is_file())
+        sizes = [p.stat().st_size for p in paths]
+        progress = TransferProgress.for_files("download", sizes, log)
+        try:
+            partial.mkdir(parents=True)
+            for path, size in zip(paths, sizes):
+                copy_verified(path, partial / path.relative_to(source), progress.add)
+                stats.files_sent += 1
+                stats.bytes_sent += size
+            progress.finish()
+            rename_no_replace(partial, local_dir)
+        except BaseException:
+            remove_tree(partial)
+            raise
+        stats.seconds = time.monotonic() - started
+        log(f"{TAG} fetched {stats.files_sent} file(s), {stats.bytes_sent} bytes into {local_dir}")
+        return stats
+

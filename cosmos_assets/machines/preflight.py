@@ -1,0 +1,145 @@
+"""Preflight checks of an SSH host, before any GPU time is spent: each raises HostNotReadyError naming the fix.
+
+Plain functions over the link, the host facts and the job, in the order :class:`~cosmos_assets.machines.ssh_host.SshHost`
+runs them: the model's code, docker, the image (built from REMOTE_DIR/Dockerfile when missing), GPUs,
+checkpoints, free disk.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import time
+from collections import deque
+
+from cosmos_assets.machines.docker import DockerCli, in_dir, parse_gpus
+from cosmos_assets.machines.host_facts import HostFacts, remote_child
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
+from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
+
+BUILD_TAG = "[docker build]"
+BUILD_TAIL_LINES = 20
+
+
+def _stages(job: InferenceJob, path: str) -> bool:
+    return any(posixpath.normpath(item.remote) == posixpath.normpath(path) for item in job.inputs)
+
+
+def check_checkout(link: SshLink, facts: HostFacts, job: InferenceJob) -> None:
+    """The job's entry point is under REMOTE_DIR (unless the job brings that file itself)."""
+    entry = job.invocation.entry_point
+    if _stages(job, entry):
+        return
+    code, _, _ = link.exec(["test", "-f", remote_child(facts.remote_dir, entry)])
+    if code != 0:
+        raise HostNotReadyError(
+            f"{facts.remote_dir} on {link.label} is not a {job.invocation.model} checkout (no {entry}). Fix: on the "
+            f"host, git clone the {job.invocation.model} repository into {shlex.quote(facts.remote_dir)} "
+            "(or set REMOTE_DIR to where it is)."
+        )
+
+
+def check_docker(link: SshLink) -> None:
+    code, out, err = link.exec(["docker", "version", "--format", "{{.Server.Version}}"])
+    if code != 0:
+        raise HostNotReadyError(
+            f"docker is not reachable on {link.label} ({(err or out).strip()[-400:]}). Fix: install Docker and the "
+            "NVIDIA Container Toolkit, start the daemon, and let the SSH user use it "
+            "(sudo usermod -aG docker $USER, then log in again)."
+        )
+
+
+def ensure_image(docker: DockerCli, facts: HostFacts, image: str, log: LogLine) -> None:
+    """The image is on the host, or is built there from REMOTE_DIR/Dockerfile with the build log streamed."""
+    link = docker.link
+    if docker.image_present(image):
+        return
+    dockerfile = remote_child(facts.remote_dir, "Dockerfile")
+    if link.exec(["test", "-f", dockerfile])[0] != 0:
+        raise HostNotReadyError(
+            f"image {image} is not on {link.label} and there is no {dockerfile} to build it from. "
+            "Fix: clone the model's repository into REMOTE_DIR (it has the Dockerfile), or docker pull/load the image, "
+            "or set DOCKER_IMAGE to an image the host has."
+        )
+    build = ["docker", "build", "-f", "Dockerfile", ".", "-t", image]  # the seed's command
+    log(f"{TAG} image {image} missing: building it on the host in {facts.remote_dir}: {shlex.join(build)}")
+    started = time.monotonic()
+    tail: deque[str] = deque(maxlen=BUILD_TAIL_LINES)
+
+    def build_line(line: str) -> None:
+        tail.append(line)
+        log(f"{BUILD_TAG} {line}")
+
+    try:
+        code = link.stream(in_dir(facts.remote_dir, build), build_line)
+    except LinkDropped as error:
+        raise HostNotReadyError(
+            f"the SSH link dropped during the image build on {link.label} ({error}); run again to restart it"
+        ) from error
+    if code != 0 or not docker.image_present(image):
+        raise HostNotReadyError(
+            f"docker build of {image} failed on {link.label} (exit {code}). Fix the Dockerfile in "
+            f"{facts.remote_dir} or build it by hand there. Last lines:\n" + "\n".join(tail)
+        )
+    log(f"{TAG} built {image} in {time.monotonic() - started:.1f}s")
+
+
+def check_gpus(link: SshLink, job: InferenceJob, docker_gpus: str, log: LogLine) -> None:
+    """Enough GPUs for the job (``nvidia-smi -L``); skipped for a job that needs none (the preview backend)."""
+    if not job.invocation.needs_gpu:
+        log(f"{TAG} {job.invocation.model} needs no GPU: no GPU check, the container gets none")
+        return
+    needed = job.invocation.num_gpus
+    gpus = parse_gpus(docker_gpus)
+    if gpus is None:
+        log(f"{TAG} COSMOS_DOCKER_GPUS=none: the container gets no GPUs (a test host; the model needs them)")
+        return
+    code, out, err = link.exec(["nvidia-smi", "-L"])
+    found = [line for line in out.splitlines() if line.startswith("GPU ")]
+    if code == 127:
+        raise HostNotReadyError(
+            f"nvidia-smi is not installed on {link.label}: install the NVIDIA driver and Container Toolkit, "
+            "or set COSMOS_DOCKER_GPUS=none on a host without GPUs (testing only)."
+        )
+    usable = len(found) if gpus == "all" else min(len(found), len(gpus))
+    if usable < needed:
+        detail = (out or err).strip().splitlines()[:1]
+        raise HostNotReadyError(
+            f"{link.label} has {usable} usable GPU(s) (nvidia-smi -L: {detail[0] if detail else 'no output'}; "
+            f"COSMOS_DOCKER_GPUS={docker_gpus}) but the run needs {needed}. Fix: set NUM_GPU / num_gpus to "
+            f"at most {usable}, or use an instance with more GPUs."
+        )
+
+
+def check_checkpoints(link: SshLink, facts: HostFacts, job: InferenceJob) -> None:
+    """Every checkpoint the job lists exists under the checkpoint folder."""
+    if not job.invocation.checkpoints:
+        return
+    wanted = [remote_child(facts.checkpoint_dir, rel) for rel in job.invocation.checkpoints]
+    script = 'for p do [ -e "$p" ] || printf "%s\\n" "$p"; done'
+    code, out, err = link.exec(["sh", "-c", script, "sh", *wanted])
+    if code != 0:
+        raise HostNotReadyError(f"could not check checkpoints on {link.label}: {err.strip()}")
+    missing = out.splitlines()
+    if missing:
+        raise HostNotReadyError(
+            f"{len(missing)} checkpoint file(s) this spec needs are missing on {link.label} under "
+            f"{facts.checkpoint_dir}:\n  " + "\n  ".join(missing) + "\nFix: download them in REMOTE_DIR with "
+            "a Hugging Face token that accepted the models' terms (HF_TOKEN=... python scripts/"
+            "download_checkpoints.py --output_dir checkpoints/); that script can exit 0 after failing, so "
+            "check the files, or set CHECKPOINT_DIR_REMOTE."
+        )
+
+
+def check_disk(link: SshLink, facts: HostFacts, min_free_gb: float) -> None:
+    code, out, err = link.exec(["df", "-Pk", "--", facts.remote_dir])
+    lines = out.strip().splitlines()
+    if code != 0 or len(lines) < 2:
+        raise HostNotReadyError(f"df of {facts.remote_dir} failed on {link.label}: {err.strip()}")
+    free_gb = int(lines[-1].split()[3]) * 1024 / 1e9
+    if free_gb < min_free_gb:
+        raise HostNotReadyError(
+            f"only {free_gb:.1f} GB free on {link.label} under {facts.remote_dir}; outputs need at least "
+            f"{min_free_gb:g} GB (COSMOS_MIN_FREE_GB). Fix: delete old runs under outputs/ or unused images "
+            "(docker image prune)."
+        )

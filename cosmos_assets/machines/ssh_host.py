@@ -1,0 +1,267 @@
+"""A host reached over SSH: files by SFTP, the model in docker, live logs, and a run that survives a dropped link.
+
+Everything rides one verified :class:`~cosmos_assets.machines.ssh_link.SshLink`: SFTP for files, the host's own
+``docker`` CLI for the container (:class:`~cosmos_assets.machines.docker.DockerCli`), plain commands for the
+preflight. A job that needs no GPU (the preview backend, as a dry run of a new host) gets no ``--gpus`` and no
+GPU check.
+
+Run design (one container, one output, never a second GPU job): the container is detached and named after the
+run; a retry of the same run attaches to it; after a dropped link the log is followed again without repeating
+lines; a cancelled step stops and removes it; a link that stays down leaves it running (never kill what we
+cannot see) and says how to look at it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cosmos_assets.machines import preflight
+from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.docker import (
+    CONTAINER_CHECKPOINTS,
+    CONTAINER_ROOT,
+    DockerCli,
+    DockerRunSettings,
+    LogFollower,
+    container_labels,
+    container_name_for,
+    docker_run_argv,
+    parse_gpus,
+)
+from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
+from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files
+from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
+from cosmos_assets.machines.ssh_target import SshTarget
+from cosmos_assets.progress import TransferProgress, TransferStats
+from cosmos_assets.redaction import is_secret_name, redacted
+
+LOG_TAIL_LINES = 40
+
+
+class SshHostSettings(BaseModel):
+    """What runs where on an SSH host (no secrets here: they are passed to :class:`SshHost` by name and value)."""
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+    remote_dir: str = Field(default="~/cosmos-transfer1", description="REMOTE_DIR: the model's code, mounted at /workspace")
+    checkpoint_dir: str | None = Field(default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints")
+    docker_image: str = Field(description="DOCKER_IMAGE; built from REMOTE_DIR/Dockerfile when missing")
+    docker_gpus: str = Field(default="all", description="'all', 'none' (no NVIDIA runtime) or device ids '0,1'")
+    container_user: str | None = Field(
+        default=None, description="uid:gid; default the remote user's, or REMOTE_DIR's owner for root"
+    )
+    container_env: dict[str, str] = Field(default_factory=dict, description="extra non-secret container variables")
+    min_free_gb: float = Field(default=20.0, description="preflight: free space needed on REMOTE_DIR's disk")
+    reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried (with backoff) when the link drops")
+    name: str | None = Field(default=None, description="host name in tags and metadata; default ssh@<host>")
+
+    @field_validator("docker_gpus")
+    @classmethod
+    def _valid_gpus(cls, v: str) -> str:
+        parse_gpus(v)
+        return v
+
+    @field_validator("container_user")
+    @classmethod
+    def _valid_user(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_user(v)
+        return v
+
+    @field_validator("container_env")
+    @classmethod
+    def _no_secrets_in_env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if is_secret_name(name):
+                raise ValueError(f"container_env {name}: secrets do not go in config; set hf_token=dg.EnvVar(...)")
+        return v
+
+
+class SshHost(Machine):
+    """The model in docker on a host reached over SSH."""
+
+    def __init__(
+        self,
+        target: SshTarget,
+        settings: SshHostSettings,
+        secrets: Mapping[str, str] | None = None,
+        *,
+        link: SshLink | None = None,
+        facts: HostFacts | None = None,
+    ) -> None:
+        """``secrets``: name -> value for the container (e.g. HF_TOKEN), kept here only and sent through stdin.
+
+        ``facts``: what the host is known to be like (skips asking it; for argv building without a connection).
+        """
+        for name in secrets or {}:
+            if not is_secret_name(name):
+                raise ValueError(f"secret {name}: its name does not say it is a secret, so docker would show its value; "
+                                 "use a name with TOKEN, SECRET, PASSWORD or KEY")  # fmt: skip
+        self._secrets = {name: value for name, value in (secrets or {}).items() if value}
+        self.target = target
+        self.settings = settings
+        self.link = link or SshLink(target, self.label, settings.reconnect_attempts)
+        self.docker = DockerCli(self.link)
+        self._facts = facts
+
+    def __repr__(self) -> str:
+        return f"SshHost({self.label})"
+
+    @property
+    def label(self) -> str:
+        return self.settings.name or f"ssh@{self.target.host}"
+
+    @property
+    def runtime(self) -> str:
+        return "docker"
+
+    def openssh_argv(self, command: Sequence[str] = ()) -> list[str]:
+        """The OpenSSH client argv reaching this host the way we do (``cosmos-assets ssh``)."""
+        return self.target.openssh_argv(command)
+
+    def close(self) -> None:
+        self.link.close()
+
+    # ------------------------------------------------------------------ host facts and preflight
+
+    def facts(self) -> HostFacts:
+        """Absolute REMOTE_DIR and checkpoint folder, and the uid:gid the container runs as (asked once)."""
+        if self._facts is None:
+            try:
+                self._facts = read_host_facts(self.link, self.settings.remote_dir, self.settings.checkpoint_dir,
+                                              self.settings.container_user)  # fmt: skip
+            except LinkDropped as error:
+                raise HostUnreachableError(
+                    f"the SSH link to {self.label} dropped while reading host facts ({error})"
+                ) from error
+        return self._facts
+
+    def preflight(self, job: InferenceJob, log: LogLine) -> None:
+        self.link.with_reconnect("preflight", lambda: self._preflight(job, log), log)
+
+    def _preflight(self, job: InferenceJob, log: LogLine) -> None:
+        started = time.monotonic()
+        facts = self.facts()
+        log(f"{TAG} connected to {self.label}; REMOTE_DIR {facts.remote_dir}; checkpoints {facts.checkpoint_dir}; "
+            f"container user {facts.uid}:{facts.gid} ({facts.user_source})")  # fmt: skip
+        preflight.check_checkout(self.link, facts, job)
+        preflight.check_docker(self.link)
+        preflight.ensure_image(self.docker, facts, self.settings.docker_image, log)
+        preflight.check_gpus(self.link, job, self.settings.docker_gpus, log)
+        preflight.check_checkpoints(self.link, facts, job)
+        preflight.check_disk(self.link, facts, self.settings.min_free_gb)
+        needs = f"{job.invocation.num_gpus} GPU(s), checkpoints present" if job.invocation.needs_gpu else "no GPU needed"
+        log(f"{TAG} preflight ok in {time.monotonic() - started:.1f}s: image {self.settings.docker_image}, {needs}")
+
+    # ------------------------------------------------------------------ files
+
+    def upload(self, files: list[StagedFile], log: LogLine) -> TransferStats:
+        facts = self.facts()
+        items = [(item.local, remote_child(facts.remote_dir, item.remote)) for item in files]
+        progress = TransferProgress.for_files("upload", [item.local.stat().st_size for item in files], log)
+        # a retry resumes from the .part files
+        stats = self.link.with_reconnect("upload", lambda: upload_files(self.link, items, progress.callback), log)
+        progress.finish()
+        log(f"{TAG} upload: {stats.files_sent} file(s) sent ({stats.bytes_sent} bytes), "
+            f"{stats.files_skipped} unchanged (same size and sha256) in {stats.seconds:.1f}s")  # fmt: skip
+        return stats
+
+    def download(self, remote_dir: str, local_dir: Path, log: LogLine) -> TransferStats:
+        source = remote_child(self.facts().remote_dir, remote_dir)
+
+        def fetch() -> TransferStats:
+            sftp = self.link.open_sftp()
+            try:
+                files = list_remote_files(sftp, source)
+            finally:
+                sftp.close()
+            progress = TransferProgress.for_files("download", [size for _, size in files], log)
+            stats = download_tree(self.link, source, local_dir, progress.callback, files=files)
+            progress.finish()
+            return stats
+
+        stats = self.link.with_reconnect("download", fetch, log)
+        log(f"{TAG} download: {stats.files_sent} file(s), {stats.bytes_sent} bytes from {source} into {local_dir} "
+            f"in {stats.seconds:.1f}s")  # fmt: skip
+        return stats
+
+    # ------------------------------------------------------------------ the run
+
+    def docker_settings(self, job: InferenceJob) -> DockerRunSettings:
+        facts = self.facts()
+        return DockerRunSettings(
+            image=self.settings.docker_image,
+            container_name=container_name_for(job.run_id, job.prompt, job.stage),
+            remote_dir=facts.remote_dir,
+            checkpoint_dir_host=facts.checkpoint_dir,
+            uid=facts.uid,
+            gid=facts.gid,
+            gpus=parse_gpus(self.settings.docker_gpus) if job.invocation.needs_gpu else None,
+            ipc="host",
+            env={"PYTHONUNBUFFERED": "1", **job.invocation.env, **self.settings.container_env, **self._secrets},
+            labels=dict(container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id)),
+            detach=True,
+        )
+
+    def command_for(self, job: InferenceJob) -> list[str]:
+        return docker_run_argv(self.docker_settings(job), job.invocation.argv)
+
+    def run(self, job: InferenceJob, log: LogLine) -> RunOutcome:
+        settings = self.docker_settings(job)
+        command = docker_run_argv(settings, job.invocation.argv)
+        name = settings.container_name
+        started = datetime.now(timezone.utc)
+        follower = LogFollower(log, deque(maxlen=LOG_TAIL_LINES), job.invocation.guardrail_marker)
+        attached = False
+        try:
+            self.docker.refuse_other_container(job.prompt, job.stage, name, log)
+            attached = self.link.with_reconnect(
+                "starting the container", lambda: self.docker.start(settings, command, log), log
+            )
+            exit_code = self.docker.follow_until_exit(name, follower, log)
+        except HostNotReadyError:
+            raise  # refused before any container was started
+        except HostLinkLostError as error:
+            # The container is detached and may still be running: never kill what we cannot see.
+            raise HostLinkLostError(
+                f"{error}. Container {name} may still be running on the host: `cosmos-assets ssh`, then "
+                f"`docker logs -f {name}`; a run of this prompt is refused while it runs."
+            ) from error
+        except BaseException:
+            self.docker.stop(name, log)  # cancelled or failed while following: stop the GPU job
+            raise
+        self.link.with_reconnect("removing the container", lambda: self.docker.remove(name), log)
+        return RunOutcome(
+            exit_code=exit_code,
+            command=command,
+            container=self._container_record(settings, attached),
+            environment=redacted({"PYTHONPATH": CONTAINER_ROOT, **settings.env}),
+            started_at=started,
+            finished_at=datetime.now(timezone.utc),
+            log_tail=list(follower.tail),
+            guardrail_blocked=follower.guardrail,
+        )
+
+    def _container_record(self, settings: DockerRunSettings, attached: bool) -> dict[str, Any]:
+        return {
+            "runtime": "docker",
+            "host": self.label,
+            "name": settings.container_name,
+            "image": settings.image,
+            "gpus": self.settings.docker_gpus if settings.gpus is not None else "none",
+            "ipc": settings.ipc,
+            "mounts": {settings.remote_dir: CONTAINER_ROOT, settings.checkpoint_dir_host: CONTAINER_CHECKPOINTS},
+            "workdir": settings.workdir,
+            "user": f"{settings.uid}:{settings.gid}",
+            "user_source": self.facts().user_source,
+            "labels": settings.labels,
+            "attached_to_existing": attached,
+        }

@@ -1,0 +1,241 @@
+"""Asset checks on the outputs: the videos decode, have the frames and size they should, and belong to us.
+
+Plain functions returning a :class:`CheckReport` (tests call them directly); :mod:`cosmos_assets.checks`
+only finds the files of a partition and turns a report into a Dagster result.
+
+What "expected" means (Cosmos-Transfer1, see FACTS.md in the shared notes):
+
+- **Control videos** have exactly the render's frames (or the ``max_frames`` the materialization asked
+  for), the render's size padded to even (yuv420p), and the three passes agree.
+- **Generated video**: frames = the shortest input video (control or ``input_video_path``) cut at
+  5000; size = the **resolution bucket** whose aspect is nearest the first input's (16:9 -> 1280x704,
+  4:3 -> 960x704, 1:1 -> 960x960, 3:4 -> 704x960, 9:16 -> 704x1280). The model generates in
+  121-frame chunks (each later chunk adds 120) but writes as many frames as it read, so the chunking
+  sets the work, not the frame count; the check reports the chunk count as a fact. The preview
+  backend follows the same rules by construction, so one rule serves both backends: on the preview
+  backend a failure means the pipeline broke, on the model it means the model or its inputs did.
+- **Upscale**: exactly 3x the generated video's width and height, the same frame count.
+- **Decodable**: every frame of the MP4 decodes, and as many as the container says.
+- **Ownership**: every output file is owned by the user running the pipeline (not root, unless we are
+  root); on a remote host (a ``docker run`` command was recorded) the container must also have run
+  with ``-u uid:gid``, non-root, else the files left on the host are root-owned (Cosmos' container runs
+  as root by default).
+"""
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+from cosmos_assets.media import VideoInfo, VideoReadError, probe_video
+from cosmos_assets.runs.record import SpecUsed
+
+MAX_FRAMES = 5000
+CHUNK_FRAMES = 121
+UPSCALE_FACTOR = 3
+BUCKETS: tuple[tuple[int, int], ...] = ((1280, 704), (960, 704), (960, 960), (704, 960), (704, 1280))
+"""(width, height) of Cosmos-Transfer1's 720p resolution buckets."""
+CONTROL_PIX_FMT = "yuv420p"
+
+
+@dataclass
+class CheckReport:
+    """The outcome of one rule: passed when no problem was found; facts are shown as metadata."""
+
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def description(self, ok: str) -> str:
+        return ok if self.passed else "; ".join(self.problems)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules (plain Python)
+# --------------------------------------------------------------------------------------------------
+
+
+def nearest_bucket(width: int, height: int) -> tuple[int, int]:
+    """The resolution bucket whose aspect ratio is nearest (in log space) to width/height."""
+    aspect = math.log(width / height)
+    return min(BUCKETS, key=lambda b: abs(math.log(b[0] / b[1]) - aspect))
+
+
+def chunk_count(frames: int) -> int:
+    """121-frame chunks the model runs for ``frames`` (each chunk after the first adds 120)."""
+    return 1 if frames <= CHUNK_FRAMES else 1 + math.ceil((frames - CHUNK_FRAMES) / (CHUNK_FRAMES - 1))
+
+
+def expected_generation(inputs: Sequence[VideoInfo]) -> tuple[int, tuple[int, int]]:
+    """(frames, (width, height)) the model writes for these input videos (first one sets the aspect)."""
+    if not inputs:
+        raise ValueError("a generation needs at least one input video")
+    frames = min(min(info.frames for info in inputs), MAX_FRAMES)
+    return frames, nearest_bucket(inputs[0].width, inputs[0].height)
+
+
+def count_decoded_frames(path: Path) -> int:
+    """Decode every frame of the first video stream and count them; ``VideoReadError`` if decoding fails."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            return sum(1 for _ in container.decode(stream))
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise VideoReadError(f"{path} cannot be decoded: {exc}") from exc
+
+
+def check_decodable(path: Path) -> CheckReport:
+    """Every frame decodes, and the count matches what the container declares."""
+    report = CheckReport(facts={"path": str(path)})
+    try:
+        info = probe_video(path)
+        decoded = count_decoded_frames(path)
+    except VideoReadError as error:
+        report.problems.append(str(error))
+        return report
+    report.facts.update(decoded_frames=decoded, declared_frames=info.frames, codec=info.codec)
+    if decoded != info.frames:
+        report.problems.append(f"{path.name}: {decoded} frames decode but the container says {info.frames}")
+    return report
+
+
+def _probe_all(videos: Mapping[str, Path], report: CheckReport) -> dict[str, VideoInfo]:
+    infos: dict[str, VideoInfo] = {}
+    for name, path in videos.items():
+        try:
+            infos[name] = probe_video(path)
+        except VideoReadError as error:
+            report.problems.append(f"{name}: {error}")
+    return infos
+
+
+def check_controls_match_render(
+    videos: Mapping[str, Path], render_frames: int, render_size: tuple[int, int], max_frames: int | None = None
+) -> CheckReport:
+    """Each pass has the render's frames (or ``max_frames``), its size padded to even, yuv420p."""
+    frames = render_frames if max_frames is None else min(max_frames, render_frames)
+    width, height = render_size
+    size = (width + width % 2, height + height % 2)
+    report = CheckReport(facts={"expected_frames": frames, "expected_resolution": f"{size[0]}x{size[1]}"})
+    for name, info in _probe_all(videos, report).items():
+        report.facts[f"{name}_frames"] = info.frames
+        if info.frames != frames:
+            report.problems.append(f"{name}: {info.frames} frames, the render gives {frames}")
+        if (info.width, info.height) != size:
+            report.problems.append(
+                f"{name}: {info.width}x{info.height}, expected {size[0]}x{size[1]} (render {width}x{height} padded to even)"
+            )
+        if info.pix_fmt != CONTROL_PIX_FMT:
+            report.problems.append(f"{name}: pixel format {info.pix_fmt}, expected {CONTROL_PIX_FMT}")
+    return report
+
+
+def check_generated(video: Path, inputs: Sequence[Path]) -> CheckReport:
+    """Frames = shortest input capped at 5000; size = the first input's resolution bucket."""
+    report = CheckReport()
+    infos = list(_probe_all({str(p): p for p in inputs}, report).values())
+    if not infos:
+        report.problems.append("no input video of the run could be read, so nothing to compare with")
+        return report
+    frames, (width, height) = expected_generation(infos)
+    report.facts.update(expected_frames=frames, expected_resolution=f"{width}x{height}", chunks_of_121=chunk_count(frames))
+    try:
+        info = probe_video(video)
+    except VideoReadError as error:
+        report.problems.append(str(error))
+        return report
+    report.facts.update(frames=info.frames, resolution=f"{info.width}x{info.height}")
+    if info.frames != frames:
+        report.problems.append(f"{video.name}: {info.frames} frames, expected {frames} (shortest input, at most {MAX_FRAMES})")
+    if (info.width, info.height) != (width, height):
+        report.problems.append(f"{video.name}: {info.width}x{info.height}, expected the resolution bucket {width}x{height}")
+    return report
+
+
+def check_upscale(upscaled: Path, generated: Path) -> CheckReport:
+    """Exactly 3x the generated video's width and height, with its frame count."""
+    report = CheckReport()
+    infos = _probe_all({"upscaled": upscaled, "generated": generated}, report)
+    if len(infos) < 2:
+        return report
+    up, gen = infos["upscaled"], infos["generated"]
+    want = (UPSCALE_FACTOR * gen.width, UPSCALE_FACTOR * gen.height)
+    report.facts.update(resolution=f"{up.width}x{up.height}", expected_resolution=f"{want[0]}x{want[1]}", frames=up.frames)
+    if (up.width, up.height) != want:
+        report.problems.append(f"upscale is {up.width}x{up.height}, expected {want[0]}x{want[1]} (3x {gen.width}x{gen.height})")
+    if up.frames != gen.frames:
+        report.problems.append(f"upscale has {up.frames} frames, the generated video {gen.frames}")
+    return report
+
+
+def container_user(command: Sequence[str]) -> str | None:
+    """The ``-u``/``--user`` value of a ``docker run`` argv, or None when it runs as the image's user."""
+    for i, arg in enumerate(command):
+        if arg in ("-u", "--user") and i + 1 < len(command):
+            return command[i + 1]
+        if arg.startswith("--user="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_ownership(paths: Sequence[Path], uid: int | None = None, remote: bool = False, remote_user: str | None = None) -> CheckReport:
+    """Every file is owned by ``uid`` (default: ours); a remote run must have used a non-root container user."""
+    uid = os.getuid() if uid is None else uid
+    report = CheckReport(facts={"owner_uid": uid, "files": len(paths)})
+    for path in paths:
+        try:
+            owner = path.stat().st_uid
+        except OSError as error:
+            report.problems.append(f"{path}: {error.strerror}")
+            continue
+        if owner != uid:
+            who = "root" if owner == 0 else f"uid {owner}"
+            report.problems.append(f"{path} is owned by {who}, not uid {uid}: fix with chown, and run the container as -u uid:gid")
+    if remote:
+        report.facts["container_user"] = remote_user or "(image default: root)"
+        if remote_user is None or remote_user.split(":")[0] in ("0", "root"):
+            report.problems.append("the container ran as root (no non-root -u uid:gid), so its files on the host are root-owned")
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the files of a partition
+# --------------------------------------------------------------------------------------------------
+
+
+def output_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def recorded_remote_user(spec_used: SpecUsed) -> tuple[bool, str | None]:
+    """(ran in a container, the container user it recorded): ``container.user`` or the docker argv's ``-u``.
+
+    Whatever the model: the preview backend run on an SSH host runs in docker too, and must run non-root.
+    """
+    container = spec_used.container
+    in_container = container.get("runtime") == "docker" or "user" in container or spec_used.command[:2] == ["docker", "run"]
+    if not in_container:
+        return False, None
+    user = container.get("user")
+    return True, str(user) if user else container_user(spec_used.command)
+
+
+def read_spec_used(folder: Path) -> SpecUsed:
+    return SpecUsed.read(folder / "spec_used.json")
+
+
+def merge(reports: Mapping[str, CheckReport]) -> CheckReport:
+    """One report of several (e.g. one per control pass); facts are prefixed with the part's name."""
+    merged = CheckReport()
+    for name, report in reports.items():
+        merged.problems.extend(report.problems)
+        merged.facts.update({f"{name}_{k}": v for k, v in report.facts.items()})
+    return merged

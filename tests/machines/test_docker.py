@@ -1,0 +1,137 @@
+"""The container lifecycle over a scripted link (reconnect messages reach the run's log; secrets through stdin;
+log lines once across a re-attach), and secrets kept out of reprs. The argv tests are in tests/test_command.py."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import pytest
+from pydantic import ValidationError
+
+from cosmos_assets.machines.docker import DockerCli, DockerRunSettings, LogFollower, docker_run_argv, secrets_from_stdin
+from cosmos_assets.machines.job import HostNotReadyError
+from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
+from cosmos_assets.machines.ssh_target import SshTarget
+from cosmos_assets.redaction import shell_join
+
+INNER = ["python3", "cosmos_transfer1/diffusion/inference/transfer.py", "--controlnet_specs", "inputs/prompts/p.json",
+         "--video_save_folder", "outputs/p/run1", "--num_gpus", "1"]  # fmt: skip
+
+
+def settings(**overrides: object) -> DockerRunSettings:
+    fields: dict[str, object] = {
+        "image": "nvcr.io/me/cosmos-transfer1:latest",
+        "container_name": "cosmos-generate-p-1",
+        "remote_dir": "/home/ubuntu/NatsFS/cosmos-transfer1",
+        "checkpoint_dir_host": "/home/ubuntu/NatsFS/checkpoints",
+        "uid": 1000,
+        "gid": 1001,
+    }
+    fields.update(overrides)
+    return DockerRunSettings(**fields)
+
+
+# --------------------------------------------------------------------------- secrets (the argv tests are in tests/test_command.py)
+
+
+def test_secret_values_stay_out_of_reprs_and_validation_errors() -> None:
+    env = {"HF_TOKEN": "hf_supersecret", "LOG_LEVEL": "info"}
+    s = settings(env=env)
+    assert "hf_supersecret" not in repr(s) and "hf_supersecret" not in shell_join(docker_run_argv(s, INNER))
+    with pytest.raises(ValidationError) as bad:
+        settings(env={**env, "BAD-NAME": "x"})
+    assert "hf_supersecret" not in str(bad.value)
+
+
+# --------------------------------------------------------------------------- lifecycle over a scripted link
+
+Result = tuple[int, str, str]
+
+
+class ScriptedLink(SshLink):
+    """An SshLink whose commands answer from a script (a result, or an error to raise); no network."""
+
+    def __init__(self, execs: Sequence[Result | BaseException],
+                 streams: Sequence[Callable[[Callable[[str], None]], int]] = ()) -> None:  # fmt: skip
+        super().__init__(SshTarget(host="gpu1"), "ssh@gpu1", reconnect_attempts=3, sleep=self._slept)
+        self.execs, self.streams = list(execs), list(streams)
+        self.commands: list[tuple[list[str], list[str]]] = []
+        self.stream_argvs: list[list[str]] = []
+        self.sleeps: list[float] = []
+        self.reconnects = 0
+
+    def _slept(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def exec(self, argv: Sequence[str], stdin_lines: Sequence[str] | None = None, timeout: float = 0) -> Result:
+        self.commands.append((list(argv), list(stdin_lines or ())))
+        result = self.execs.pop(0)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def stream(self, argv: Sequence[str], on_line: Callable[[str], None]) -> int:
+        self.stream_argvs.append(list(argv))
+        return self.streams.pop(0)(on_line)
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
+
+
+def test_refusing_another_runs_container_logs_its_reconnects_to_the_run_log(caplog: pytest.LogCaptureFixture) -> None:
+    """The defect fixed on the way: these messages went to a module logger that shadowed the run's log."""
+    link = ScriptedLink([LinkDropped("the host stopped answering"), (0, "cosmos-generate-p1-old\n", "")])
+    run_log: list[str] = []
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(HostNotReadyError, match="container cosmos-generate-p1-old .* is still running on ssh@gpu1"):
+        DockerCli(link).refuse_other_container("p1", "generate", "cosmos-generate-p1-new", run_log.append)
+    assert run_log[0].startswith(f"{TAG} SSH link to ssh@gpu1 lost during listing containers")
+    assert run_log[1] == f"{TAG} reconnected to ssh@gpu1" and link.reconnects == 1 and link.sleeps == [1.0]
+    assert "lost during" not in caplog.text
+    argv = link.commands[-1][0]
+    assert argv[:4] == ["docker", "ps", "--format", "{{.Names}}"] and "label=cosmos-assets.prompt=p1" in argv
+
+
+def test_start_sends_secrets_through_stdin_only() -> None:
+    link = ScriptedLink([(1, "", "No such object"), (0, "0123456789abcdef\n", "")])
+    s = settings(env={"HF_TOKEN": "hf_value", "MODE": "fast"})
+    command = docker_run_argv(s, INNER)
+    lines: list[str] = []
+    assert DockerCli(link).start(s, command, lines.append) is False
+    argv, stdin = link.commands[-1]
+    assert argv == secrets_from_stdin(["HF_TOKEN"], command) and stdin == ["hf_value"]
+    assert "hf_value" not in shlex.join(argv)
+    assert lines == [f"{TAG} started container cosmos-generate-p-1 (0123456789ab), detached: it keeps running if the SSH link drops"]
+
+
+def test_a_secret_with_a_line_break_is_refused_by_name() -> None:
+    link = ScriptedLink([(1, "", "No such object")])
+    s = settings(env={"A_TOKEN": "fine", "HF_TOKEN": "two\nlines"})
+    with pytest.raises(HostNotReadyError, match="secret HF_TOKEN holds a line break"):
+        DockerCli(link).start(s, docker_run_argv(s, INNER), print)
+
+
+def test_following_the_log_across_a_dropped_link_delivers_each_line_once() -> None:
+    t = "2025-01-02T03:04:05.00000000{}Z {}"
+
+    def first(on_line: Callable[[str], None]) -> int:
+        for i, text in enumerate(["loading", "step 1/2"]):
+            on_line(t.format(i, text))
+        raise LinkDropped("the SSH link closed under a running command")
+
+    def second(on_line: Callable[[str], None]) -> int:
+        for i, text in ((1, "step 1/2"), (2, "step 2/2"), (3, "GUARDRAIL BLOCKED: x")):
+            on_line(t.format(i, text))
+        return 0
+
+    link = ScriptedLink([(0, "exited 1\n", "")], streams=[first, second])
+    lines: list[str] = []
+    follower = LogFollower(lines.append, deque(maxlen=10), guardrail_marker="GUARDRAIL BLOCKED")
+    assert DockerCli(link).follow_until_exit("c1", follower, lines.append) == 1
+    delivered = [line for line in lines if not line.startswith(TAG)]
+    assert delivered == ["loading", "step 1/2", "step 2/2", "GUARDRAIL BLOCKED: x"] and follower.guardrail
+    assert any("re-attaching to c1's log" in line for line in lines)
+    assert link.stream_argvs[1][-3:] == ["--since", "1735787045.000000001", "c1"]

@@ -206,7 +206,7 @@ def _control_videos_and_spec() -> list[Path]:
     videos = variant_dir(OUT / "encode", OURS)
     if not all((videos / f"{m}.mp4").exists() for m in ("color", "depth", "segmentation")):
         encode_ours(sample_render(OUT / "sample_render_121"), videos)
-    from cosmos_assets.spec import new_prompt_spec, write_spec
+    from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 
     spec = OUT / "transfer_inputs" / "sample_flythrough_bench.json"
     write_spec(new_prompt_spec("sample_flythrough", "a quiet street at dusk"), spec)

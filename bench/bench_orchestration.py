@@ -90,10 +90,10 @@ def project_env(root: Path) -> Iterator[dict[str, str]]:
 def make_project(root: Path, prompts: int) -> list[str]:
     """A project root with the small sample shot, its control videos, ``prompts`` prompt files, partitions."""
     from cosmos_assets.cli import register_partitions
-    from cosmos_assets.config import ProjectLayout
+    from cosmos_assets.layout import ProjectLayout
     from cosmos_assets.media import encode_control_videos
     from cosmos_assets.sample_render import make_sample_render
-    from cosmos_assets.spec import new_prompt_spec, write_spec
+    from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 
     shutil.rmtree(root, ignore_errors=True)
     (root / "dagster_home").mkdir(parents=True)

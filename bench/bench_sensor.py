@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import MODALITIES, write_png
 from cosmos_assets.sensor_plans import plan_render_tick
 from cosmos_assets.sensor_state import RenderCursor, SensorSettings

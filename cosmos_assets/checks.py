@@ -23,7 +23,8 @@ from cosmos_assets.output_rules import (
 )
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.spec import input_videos, parse_spec
+from cosmos_assets.spec import parse_spec
+from cosmos_assets.spec_inputs import input_videos
 
 
 @dg.asset_check(asset=control_videos, partitions_def=SHOTS, blocking=True, description="Every frame of the three control videos decodes.")

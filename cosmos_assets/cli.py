@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.settings import Settings
 
@@ -65,7 +65,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_new_prompt(args: argparse.Namespace) -> int:
-    from cosmos_assets.spec import duplicate_prompt, new_prompt_spec, write_new_prompt, write_spec_if_absent
+    from cosmos_assets.prompt_files import duplicate_prompt, new_prompt_spec, write_new_prompt, write_spec_if_absent
 
     layout = _layout()
     layout.prompts_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,8 @@ def cmd_new_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cosmos_assets.spec import SpecError, load_spec, validate_for_run
+    from cosmos_assets.spec import load_spec, SpecError
+    from cosmos_assets.spec_inputs import validate_for_run
 
     layout = _layout()
     failed = 0
@@ -194,7 +195,7 @@ def cmd_demo_setup(args: argparse.Namespace) -> int:
     """The sample render, a prompt for it and their partitions: everything `make demo` materializes."""
     from cosmos_assets.media import RenderValidationError, scan_render_folder
     from cosmos_assets.sample_render import make_sample_render
-    from cosmos_assets.spec import new_prompt_spec, write_spec_if_absent
+    from cosmos_assets.prompt_files import new_prompt_spec, write_spec_if_absent
 
     layout = _layout()
     layout.ensure_working_folders()

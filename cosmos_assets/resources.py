@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 
 
 class ProjectResource(dg.ConfigurableResource):

@@ -13,10 +13,12 @@ from typing import Callable, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import FRAME_NAME, MODALITIES, RenderValidationError, scan_render_folder
 from cosmos_assets.sensor_state import PromptCursor, PromptState, RenderCursor, ShotState
-from cosmos_assets.spec import SpecError, check_prompt_file, load_spec, shot_of
+from cosmos_assets.prompt_files import check_prompt_file
+from cosmos_assets.spec import load_spec, SpecError
+from cosmos_assets.spec_inputs import shot_of
 
 # --------------------------------------------------------------------------------------------------
 # Render folders: the pure planning function

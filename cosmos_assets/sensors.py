@@ -27,7 +27,7 @@ import dagster as dg
 # Private on purpose, and used only by `data_version_of` and `observation_with_version` below: see the comment there.
 from dagster._core.definitions.data_version import DATA_VERSION_TAG as _DATA_VERSION_TAG
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sensor_plans import Problem, RenderPlan, plan_prompt_tick, plan_render_tick

@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from cosmos_assets import preview_model
+from cosmos_assets.models import preview_model
 from cosmos_assets.assets import ALL_ASSETS, control_videos
 from cosmos_assets.runs.record import SpecUsed
 from cosmos_assets.checks import ALL_CHECKS

@@ -136,7 +136,7 @@ def test_validate_prints_the_spec_warnings(project_root: Path, capsys) -> None:
 
 
 def test_write_spec_if_absent_never_replaces_a_file(tmp_path: Path) -> None:
-    from cosmos_assets.spec import new_prompt_spec, write_spec_if_absent
+    from cosmos_assets.prompt_files import new_prompt_spec, write_spec_if_absent
 
     target = tmp_path / "p.json"
     write_spec_if_absent(new_prompt_spec("s", "first"), target)

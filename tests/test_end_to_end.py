@@ -18,7 +18,7 @@ import pytest
 from cosmos_assets.settings import Settings
 from cosmos_assets.assets import ALL_ASSETS
 from cosmos_assets.cli import DEMO_PROMPT, DEMO_SHOT, main as cli_main
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.definitions import build_definitions
 from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.media import probe_video

@@ -22,7 +22,7 @@ from cosmos_assets.assets import ALL_ASSETS, PROMPT_INPUTS, control_videos
 from cosmos_assets.media import write_png
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.sensor_state import PromptCursor
-from cosmos_assets.spec import new_prompt_spec, write_spec
+from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from tests.project_factory import TINY, make_project
 from tests.test_sensors import Project, SensorSettings, age
 

@@ -1,4 +1,4 @@
-"""preview_model.py: the transfer.py stand-in's CLI contract, spec handling and output layout."""
+"""models/preview_model.py: the transfer.py stand-in's CLI contract, spec handling and output layout."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cosmos_assets
-from cosmos_assets import preview_model
+from cosmos_assets.models import preview_model
 from cosmos_assets.media import probe_video, read_frames, scan_render_folder, encode_control_videos, write_png
 
 CONTRACT = json.loads((Path(cosmos_assets.__file__).parent / "contract" / "transfer_cli.json").read_text())

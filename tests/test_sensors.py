@@ -20,7 +20,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from cosmos_assets.settings import Settings
 from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.definitions import CosmosJobs, build_jobs
 from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.media import scan_render_folder, write_png
@@ -30,7 +30,7 @@ from cosmos_assets.sample_render import make_sample_render
 from cosmos_assets.sensor_plans import plan_prompt_tick, plan_render_tick, stat_render_folder
 from cosmos_assets.sensor_state import PromptCursor, RenderCursor, SensorSettings
 from cosmos_assets.sensors import build_sensors
-from cosmos_assets.spec import new_prompt_spec, write_spec
+from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from tests.project_factory import make_project
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import dagster as dg
 from cosmos_assets.assets.controls import control_videos
 from cosmos_assets.partitions import NO_PARTICULAR_SHOT, PROMPTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.spec import CheckedPrompt, check_prompt_file
+from cosmos_assets.prompt_files import check_prompt_file, CheckedPrompt
 
 PROMPT_INPUTS = dg.AssetKey("prompt_inputs")
 

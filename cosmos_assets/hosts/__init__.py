@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-from cosmos_assets.config import ProjectLayout
 from cosmos_assets.hosts.resources import GpuHost, LocalPreviewHost, SshGpuHost
 
 if TYPE_CHECKING:
@@ -13,24 +11,8 @@ if TYPE_CHECKING:
     from cosmos_assets.settings import Settings
 
 __all__ = [
-    "GpuHost", "LocalPreviewHost", "SshGpuHost", "gpu_host_from_env", "gpu_host_from_settings", "ssh_target_from_settings",
+    "GpuHost", "LocalPreviewHost", "SshGpuHost", "gpu_host_from_settings", "ssh_target_from_settings",
 ]  # fmt: skip
-
-HOST_ENV = "COSMOS_HOST"
-PREVIEW_DIR_ENV = "COSMOS_PREVIEW_DIR"
-
-
-def gpu_host_from_env(layout: ProjectLayout) -> GpuHost:
-    kind = os.environ.get(HOST_ENV, "preview").strip().lower()
-    if kind == "preview":
-        remote_dir = os.environ.get(PREVIEW_DIR_ENV) or str(layout.root / ".preview_host" / "cosmos-transfer1")
-        return LocalPreviewHost(remote_dir=remote_dir)
-    if kind == "ssh":
-        return SshGpuHost.from_env()
-    raise ValueError(
-        f"{HOST_ENV}={kind!r} is not a host kind: use 'preview' (no GPU, pipeline preview) or 'ssh' (a real GPU host)"
-    )
-
 
 def gpu_host_from_settings(settings: Settings) -> GpuHost:
     """The host resource the settings pick (COSMOS_HOST), running the model they name (COSMOS_MODEL)."""

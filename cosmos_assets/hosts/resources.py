@@ -109,24 +109,6 @@ class SshGpuHost(GpuHost):
         return self
 
     @classmethod
-    def from_env(cls) -> SshGpuHost:
-        """The seed's config.sh variables (see :class:`cosmos_assets.config.RemoteSettings`); HF_TOKEN stays an EnvVar."""
-        from cosmos_assets.config import RemoteSettings
-
-        settings = RemoteSettings.from_env()
-        if not settings.host:
-            raise ValueError(
-                "COSMOS_HOST=ssh needs REMOTE_HOST (the GPU host's address or ~/.ssh/config alias); see docs/gpu-host.md"
-            )
-        return cls(
-            host=settings.host, user=settings.user, port=settings.port, ssh_key=settings.ssh_key,
-            known_hosts=settings.known_hosts, trust_on_first_use=settings.trust_on_first_use,
-            remote_dir=settings.remote_dir, checkpoint_dir=settings.checkpoint_dir, docker_image=settings.docker_image,
-            docker_gpus=settings.docker_gpus, container_user=settings.container_user,
-            hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None, min_free_gb=settings.min_free_gb,
-        )  # fmt: skip
-
-    @classmethod
     def from_settings(cls, settings: Settings) -> SshGpuHost:
         """The SSH host of the deployment settings; HF_TOKEN stays an EnvVar (its value is read only by the run)."""
         if not settings.remote_host:

@@ -9,23 +9,23 @@ command we record is the command that ran, behind the same host-key check as the
 - Secrets never enter an argv: ``docker run`` gets ``-e NAME`` and the value reaches the docker client's
   environment through the exec channel's stdin (``read -r``), so it shows in no process list, log or record.
 - Logs are followed with ``docker logs --follow --timestamps``; after a drop we reconnect and follow again
-  with ``--since <last timestamp>``, skipping the lines already delivered (:class:`LogFollower`).
+  with ``--since <last timestamp>``, skipping the lines already delivered
+  (:class:`~cosmos_assets.machines.docker_logs.LogFollower`).
 """
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import posixpath
 import re
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError, LogLine
 from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
 from cosmos_assets.redaction import is_secret_name
@@ -217,79 +217,6 @@ def container_name_for(run_id: str, partition_key: str, stage: str) -> str:
     digest = hashlib.sha256(f"{run_id}\0{partition_key}\0{stage}".encode()).hexdigest()[:10]
     # The digest keeps names unique when slugs collide or are cut; the readable parts are for `docker ps`.
     return f"cosmos-{_slug(stage, 12)}-{_slug(partition_key, 32)}-{_slug(run_id, 8)}-{digest}"
-
-
-# --------------------------------------------------------------------------- logs
-
-
-def timestamp_ns(text: str) -> int | None:
-    """Nanoseconds since the epoch of a docker log timestamp (RFC 3339, up to 9 fraction digits)."""
-    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$", text)
-    if not match:
-        return None
-    seconds = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%S"))
-    if match[3] != "Z":
-        sign = 1 if match[3][0] == "+" else -1
-        seconds -= sign * (int(match[3][1:3]) * 3600 + int(match[3][4:6]) * 60)
-    return seconds * 10**9 + int((match[2] or "").ljust(9, "0"))
-
-
-def since_arg(ns: int) -> str:
-    """``docker logs --since`` value: Unix seconds with nanoseconds (inclusive bound)."""
-    return f"{ns // 10**9}.{ns % 10**9:09d}"
-
-
-class LogFollower:
-    """Turns ``docker logs --timestamps`` lines into log lines, each delivered once across re-attaches.
-
-    After a reconnect the log is read again from the last timestamp seen (``--since`` is inclusive): lines
-    older than it, and as many lines at exactly it as were already delivered, are skipped. A line holding
-    ``guardrail_marker`` sets :attr:`guardrail`.
-    """
-
-    def __init__(self, log: LogLine, tail: deque[str], guardrail_marker: str | None = None) -> None:
-        self._log = log
-        self.tail = tail
-        self.guardrail_marker = guardrail_marker
-        self.last_ns: int | None = None
-        self.at_last = 0
-        self.delivered = 0
-        self.guardrail = False
-        self._replaying = False
-        self._skip = 0
-
-    def since(self) -> str | None:
-        return since_arg(self.last_ns) if self.last_ns is not None else None
-
-    def resume(self) -> None:
-        """The next lines are a re-read from ``since()``."""
-        self._replaying = self.last_ns is not None
-        self._skip = self.at_last
-
-    def feed(self, raw: str) -> None:
-        stamp, _, text = raw.partition(" ")
-        ns = timestamp_ns(stamp)
-        if ns is None:  # not a log line (e.g. an error message of docker itself)
-            self._deliver(raw)
-            return
-        if self._replaying and self.last_ns is not None:
-            if ns < self.last_ns:
-                return
-            if ns == self.last_ns and self._skip > 0:
-                self._skip -= 1
-                return
-            self._replaying = False
-        if self.last_ns is None or ns > self.last_ns:
-            self.last_ns, self.at_last = ns, 1
-        elif ns == self.last_ns:
-            self.at_last += 1
-        self._deliver(text)
-
-    def _deliver(self, text: str) -> None:
-        self.delivered += 1
-        self.tail.append(text)
-        self.guardrail = self.guardrail or (self.guardrail_marker is not None and self.guardrail_marker in text)
-        self._log(text)
 
 
 # --------------------------------------------------------------------------- lifecycle on a host

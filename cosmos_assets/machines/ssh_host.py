@@ -29,12 +29,12 @@ from cosmos_assets.machines.docker import (
     CONTAINER_ROOT,
     DockerCli,
     DockerRunSettings,
-    LogFollower,
     container_labels,
     container_name_for,
     docker_run_argv,
     parse_gpus,
 )
+from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files

@@ -1,6 +1,6 @@
 """The preview backend: Cosmos-Transfer1's command line and output layout, without the model.
 
-It runs :mod:`cosmos_assets.preview_model` (stdlib, numpy and PyAV; no GPU, no checkpoints), which
+It runs :mod:`cosmos_assets.models.preview_model` (stdlib, numpy and PyAV; no GPU, no checkpoints), which
 composites the control videos into a watermarked PREVIEW. It is a preview of the pipeline, never the
 model, and says so in every log line, record and UI label. The program file is staged onto the
 machine with the job (``.cosmos_assets/preview_model.py`` under the model root), so the same backend
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cosmos_assets.preview_model as preview_program
+from cosmos_assets.models import preview_model as preview_program
 from cosmos_assets.machines.job import Invocation, StagedFile
 from cosmos_assets.models.base import ModelRequest
 from cosmos_assets.models.transfer1 import GUARDRAIL_MARKER, Transfer1Backend

@@ -10,7 +10,8 @@ from pathlib import Path
 from cosmos_assets.machines.job import Invocation
 from cosmos_assets.models.base import ModelBackend, ModelRequest
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT, TransferInvocation, transfer_argv
-from cosmos_assets.spec import TransferSpec, check_for_run, upscale_spec
+from cosmos_assets.spec import ControlSpec, TransferSpec
+from cosmos_assets.spec_inputs import check_for_run
 
 GUARDRAIL_MARKER = "GUARDRAIL BLOCKED"
 UPSCALE_NUM_STEPS = 10
@@ -47,6 +48,11 @@ def required_checkpoints(spec: TransferSpec, upsample_prompt: bool = False) -> l
     if upsample_prompt:
         needed.append(UPSAMPLER_MODEL)
     return list(dict.fromkeys(needed))
+
+
+def upscale_spec(input_video_path: str, control_weight: float = 0.5) -> TransferSpec:
+    """The 4K upscaler's spec for a generated video."""
+    return TransferSpec(input_video_path=input_video_path, upscale=ControlSpec(control_weight=control_weight))
 
 
 def generation_spec_remote(prompt: str) -> str:

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.job import InferenceJob, StagedFile
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend, ModelRequest
 from cosmos_assets.runs.record import SpecUsed
-from cosmos_assets.spec import TransferSpec, load_spec, referenced_paths, shot_of, with_videos_subdir
+from cosmos_assets.spec import load_spec, TransferSpec
+from cosmos_assets.spec_inputs import referenced_paths, shot_of, with_videos_subdir
 
 DEFAULT_UPSCALE_WEIGHT = 0.5
 

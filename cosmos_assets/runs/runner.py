@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename_no_replace
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import LogLine

@@ -9,23 +9,23 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.cli import main as cli_main
-from cosmos_assets.config import RemoteSettings
 from cosmos_assets.hosts import SshGpuHost
 from cosmos_assets.machines.docker import (
-    LogFollower,
     docker_run_argv,
     parse_gpus,
     secrets_from_stdin,
-    since_arg,
-    timestamp_ns,
 )
+from cosmos_assets.machines.docker_logs import LogFollower, since_arg, timestamp_ns
 from cosmos_assets.machines.host_facts import HostFacts, absolute_remote_path, remote_child
 from cosmos_assets.machines.job import InferenceJob, Invocation, StagedFile
 from cosmos_assets.machines.ssh_host import SshHost
 from cosmos_assets.models.transfer1 import required_checkpoints
 from cosmos_assets.progress import TransferProgress
 from cosmos_assets.redaction import redacted
-from cosmos_assets.spec import ControlSpec, TransferSpec, new_prompt_spec, upscale_spec
+from cosmos_assets.settings import Settings
+from cosmos_assets.models.transfer1 import upscale_spec
+from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.spec import ControlSpec, TransferSpec
 
 SECRET = "hf_unit_secret_value"
 CONFIG_VARS = (
@@ -86,11 +86,14 @@ def test_remote_settings_read_the_seed_variables_and_ours(monkeypatch: pytest.Mo
     }  # fmt: skip
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    s = RemoteSettings.from_env()
-    assert (s.host, s.user, s.port, s.ssh_key, s.num_gpus) == ("lambda-1", "ubuntu", 2200, "~/.ssh/l.pem", 4)
+    s = Settings.from_env()
+    assert (s.remote_host, s.remote_user, s.remote_port, s.ssh_key, s.num_gpus) == ("lambda-1", "ubuntu", 2200, "~/.ssh/l.pem", 4)
     assert s.checkpoint_dir_or_default == "/data/cosmos-transfer1/../checkpoints"
     assert (s.docker_gpus, s.known_hosts, s.trust_on_first_use, s.container_user, s.min_free_gb) == (
         "none", "/k", True, "1000:1000", 50.0)
+    host = SshGpuHost.from_settings(s)
+    assert (host.host, host.user, host.port, host.docker_image, host.docker_gpus) == (
+        "lambda-1", "ubuntu", 2200, "nvcr.io/me/c:1", "none")
 
 
 @pytest.mark.parametrize(("name", "value"), [("COSMOS_SSH_TRUST_ON_FIRST_USE", "maybe"), ("COSMOS_MIN_FREE_GB", "lots"),
@@ -98,16 +101,16 @@ def test_remote_settings_read_the_seed_variables_and_ours(monkeypatch: pytest.Mo
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
-        RemoteSettings.from_env()
+        Settings.from_env()
 
 
 def test_from_env_needs_remote_host_and_keeps_the_token_an_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="REMOTE_HOST"):
-        SshGpuHost.from_env()
+        SshGpuHost.from_settings(Settings.from_env())
     monkeypatch.setenv("REMOTE_HOST", "gpu1")
-    assert SshGpuHost.from_env().hf_token is None
+    assert SshGpuHost.from_settings(Settings.from_env()).hf_token is None
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    h = SshGpuHost.from_env()
+    h = SshGpuHost.from_settings(Settings.from_env())
     assert isinstance(h.hf_token, dg.EnvVar) and h.hf_token.env_var_name == "HF_TOKEN"
     assert SECRET not in repr(h) and SECRET not in h.model_dump_json()
 

@@ -22,10 +22,10 @@ import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import MODALITIES, probe_video
 from cosmos_assets.sample_render import make_sample_render
-from cosmos_assets.spec import new_prompt_spec, write_spec
+from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SHOT = "daemon_shot"

@@ -25,16 +25,17 @@ import docker
 import pytest
 
 from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.config import ProjectLayout
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.hosts import SshGpuHost
 from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, Invocation, StagedFile
 from cosmos_assets.machines.ssh_host import SshHost
 from cosmos_assets.media import probe_video
+from cosmos_assets.models.preview import PROGRAM_LOCAL, PROGRAM_REMOTE
 from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.spec import new_prompt_spec, write_spec
+from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from tests.infra.nvidia import set_fake_gpu_count
 from tests.project_factory import make_project
 
@@ -46,7 +47,6 @@ SECRET = "hf_test_" + uuid.uuid4().hex  # stands for a real HF token: must never
 PROMPT, SHOT, BLOCKED = "tiny_prompt", "tiny_shot", "blocked_prompt"
 STEP_SECONDS = "0.25"  # the stand-in sleeps this long per step in the slowed runs (35 steps)
 ENTRY_POINT = "cosmos_transfer1/diffusion/inference/transfer.py"  # the stand-in's path in the checkout
-PREVIEW_PROGRAM = ".cosmos_assets/preview_model.py"  # where the preview backend stages its program
 # What the seed prompt (vis, edge, depth and seg, with depth and seg videos) needs, written out by hand.
 SEED_CHECKPOINTS = (
     "nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1",
@@ -68,7 +68,7 @@ class FakeRemote:
 def _write_checkout(remote_dir: Path) -> None:
     entry = remote_dir / ENTRY_POINT
     entry.parent.mkdir(parents=True)
-    shutil.copy(REPO / "cosmos_assets" / "preview_model.py", entry)
+    shutil.copy(PROGRAM_LOCAL, entry)
     (remote_dir / "Dockerfile").write_text(
         "FROM cosmos-test-base:latest\nLABEL org.cosmos-assets.test=\"ssh host\"\nWORKDIR /workspace\n"
     )
@@ -282,9 +282,9 @@ def _job(project: ProjectLayout, prompt: str = PROMPT, num_gpus: int = 1, *, pre
     inputs = [StagedFile(local=project.prompt_file(prompt), remote=spec_remote)]
     for video in sorted(project.shot_videos_dir(SHOT).glob("*.mp4")):
         inputs.append(StagedFile(local=video, remote=f"inputs/videos/{SHOT}/{video.name}"))
-    entry = PREVIEW_PROGRAM if preview else ENTRY_POINT
+    entry = PROGRAM_REMOTE if preview else ENTRY_POINT
     if preview:
-        inputs.insert(0, StagedFile(local=REPO / "cosmos_assets" / "preview_model.py", remote=PREVIEW_PROGRAM))
+        inputs.insert(0, StagedFile(local=PROGRAM_LOCAL, remote=PROGRAM_REMOTE))
     launcher = ("python3",) if num_gpus == 1 else ("torchrun", f"--nproc_per_node={num_gpus}", "--nnodes=1", "--node_rank=0")
     invocation = Invocation(
         model="preview" if preview else "cosmos-transfer1",
@@ -450,3 +450,45 @@ def test_the_preview_backend_runs_through_the_ssh_host_as_a_dry_run_of_a_new_hos
     assert probe_video(fetched / "output.mp4").frames == 8
     assert our_containers(docker_client, "dry_run") == []
     assert not any(SECRET in line for line in lines) and SECRET not in " ".join(command)
+
+
+def test_cosmos_model_preview_runs_the_whole_generation_on_the_ssh_host_through_dagster(
+    sshd, test_image: str, project: ProjectLayout, instance: dg.DagsterInstance, docker_client
+) -> None:
+    """COSMOS_MODEL=preview with COSMOS_HOST=ssh: the real runner, record and metadata, on a host that has only a
+    Dockerfile. Labelled a preview everywhere; no GPU is asked for or counted."""
+    from cosmos_assets.hosts import gpu_host_from_settings
+    from cosmos_assets.settings import Settings
+
+    base = Path(tempfile.mkdtemp(prefix="cosmos-preview-host-", dir="/tmp"))
+    base.chmod(0o755)
+    remote_dir = base / "new-host"
+    remote_dir.mkdir()
+    (remote_dir / "Dockerfile").write_text("FROM cosmos-test-base:latest\nWORKDIR /workspace\n")
+    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    image = f"cosmos-preview-host-test:{uuid.uuid4().hex[:8]}"
+    chosen = gpu_host_from_settings(Settings.from_env({"COSMOS_HOST": "ssh", "COSMOS_MODEL": "preview",
+                                                       "REMOTE_HOST": sshd.host, "DOCKER_IMAGE": image}))
+    assert chosen.model == "preview"  # one setting picks the model, whatever the host
+    host = make_host(sshd, FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints", image=image,
+                                      no_ssh_config=base / "no-ssh-config"), model=chosen.model)  # fmt: skip
+    try:
+        result = materialize(project, instance, host, ["generated_videos"])
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        used = json.loads((project.output_dir(PROMPT) / "spec_used.json").read_text())
+        remote_out = remote_dir / used["video_save_folder"]
+        assert (remote_out / "output.mp4").stat().st_uid == OWNER_UID  # the container ran as the folder's owner
+    finally:
+        host.close()
+        shutil.rmtree(base, ignore_errors=True)
+    assert used["backend"] == "preview" and used["preview"] is True and used["container"]["runtime"] == "docker"
+    assert "--gpus" not in used["command"] and ".cosmos_assets/preview_model.py" in used["command"]
+    assert used["container"]["user"] == f"{OWNER_UID}:{OWNER_GID}"
+    metadata = result.asset_materializations_for_node("generated_videos")[0].metadata
+    assert "not the model" in metadata["backend"].value and metadata["gpu_seconds"].value == 0.0
+    assert metadata["host"].value == host.label
+    run_log = (project.output_dir(PROMPT) / "run.log").read_text()
+    assert "[preview]" in run_log and "started container" in run_log and f"built {image}" in run_log
+    assert probe_video(project.output_dir(PROMPT) / "output.mp4").frames == 8
+    assert our_containers(docker_client, PROMPT) == []
+    no_secret_in(project.output_dir(PROMPT) / "run.log", project.output_dir(PROMPT) / "spec_used.json")

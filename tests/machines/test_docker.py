@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 import pytest
 from pydantic import ValidationError
 
-from cosmos_assets.machines.docker import DockerCli, DockerRunSettings, LogFollower, docker_run_argv, secrets_from_stdin
+from cosmos_assets.machines.docker import DockerCli, DockerRunSettings, docker_run_argv, secrets_from_stdin
+from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget

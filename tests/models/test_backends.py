@@ -10,7 +10,8 @@ from cosmos_assets.models import backend_named, backends
 from cosmos_assets.models.preview import PROGRAM_LOCAL, PROGRAM_REMOTE
 from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS, GUARDRAIL_MARKER
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT
-from cosmos_assets.spec import ControlSpec, TransferSpec, new_prompt_spec
+from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.spec import ControlSpec, TransferSpec
 
 
 def test_backends_by_name_and_a_clear_error_for_an_unknown_one() -> None:

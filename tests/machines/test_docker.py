@@ -4,6 +4,7 @@ log lines once across a re-attach), and secrets kept out of reprs. The argv test
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -11,7 +12,14 @@ from collections.abc import Callable, Sequence
 import pytest
 from pydantic import ValidationError
 
-from cosmos_assets.machines.docker import DockerCli, DockerRunSettings, docker_run_argv, secrets_from_stdin
+from cosmos_assets.machines.docker import (
+    DockerCli,
+    DockerRunSettings,
+    container_name_for,
+    docker_run_argv,
+    secret_env,
+    secrets_from_stdin,
+)
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
@@ -136,3 +144,101 @@ def test_following_the_log_across_a_dropped_link_delivers_each_line_once() -> No
     assert delivered == ["loading", "step 1/2", "step 2/2", "GUARDRAIL BLOCKED: x"] and follower.guardrail
     assert any("re-attaching to c1's log" in line for line in lines)
     assert link.stream_argvs[1][-3:] == ["--since", "1735787045.000000001", "c1"]
+
+
+# --------------------------------------------------------------------------- docker run argv
+
+
+def test_docker_run_argv_shape() -> None:
+    inner = INNER
+    argv = docker_run_argv(settings(), inner)
+    assert argv[: argv.index("nvcr.io/me/cosmos-transfer1:latest")] == [
+        "docker", "run", "-d",
+        "--name", "cosmos-generate-p-1",
+        "--gpus", "all",
+        "--ipc=host",
+        "-u", "1000:1001",
+        "-v", "/home/ubuntu/NatsFS/cosmos-transfer1:/workspace",
+        "-v", "/home/ubuntu/NatsFS/checkpoints:/workspace/checkpoints",
+        "-w", "/workspace",
+        "-e", "PYTHONPATH=/workspace",
+    ]  # fmt: skip
+    assert argv[-len(inner) :] == inner
+
+
+def test_docker_gpu_device_list_is_csv_quoted() -> None:
+    argv = docker_run_argv(settings(gpus=[0, 2]), ["true"])
+    assert argv[argv.index("--gpus") + 1] == '"device=0,2"'
+
+
+def test_docker_host_paths_are_normalised() -> None:
+    argv = docker_run_argv(settings(checkpoint_dir_host="/home/u/cosmos-transfer1/../checkpoints"), ["true"])
+    assert "/home/u/checkpoints:/workspace/checkpoints" in argv
+
+
+def test_docker_without_gpus_or_detach_or_user() -> None:
+    argv = docker_run_argv(settings(gpus=None, detach=False, uid=None, gid=None, shm_size="16g"), ["true"])
+    assert "--gpus" not in argv and "-d" not in argv and "-u" not in argv
+    assert "--shm-size=16g" in argv
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"remote_dir": "relative/dir"}, "absolute"),
+        ({"remote_dir": "/a:b"}, "separators"),
+        ({"container_name": "-bad name"}, "container_name"),
+        ({"image": "img --privileged"}, "image"),
+        ({"env": {"PYTHONPATH": "/x"}}, "PYTHONPATH"),
+        ({"env": {"BAD-NAME": "x"}}, "env name"),
+        ({"uid": None, "gid": 5}, "gid without uid"),
+    ],
+)
+def test_bad_docker_settings_are_rejected(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        settings(**overrides)
+
+
+def test_secret_env_never_in_argv() -> None:
+    env = {"HF_TOKEN": "hf_supersecret", "MY_API_KEY": "k-secret", "DB_PASSWORD": "pw-secret", "LOG_LEVEL": "info"}
+    s = settings(env=env)
+    argv = docker_run_argv(s, INNER)
+    joined = shell_join(argv)
+    for value in ("hf_supersecret", "k-secret", "pw-secret"):
+        assert value not in joined
+    assert argv[argv.index("HF_TOKEN") - 1] == "-e"
+    assert "LOG_LEVEL=info" in argv
+    assert secret_env(s) == {"HF_TOKEN": "hf_supersecret", "MY_API_KEY": "k-secret", "DB_PASSWORD": "pw-secret"}
+
+
+# --------------------------------------------------------------------------- container names
+
+NAME_RULE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+@pytest.mark.parametrize(
+    "run_id, key, stage",
+    [
+        ("3f2a9c1e-7b7d-4c1e-9d2a-1b2c3d4e5f60", "building_v1_20250821_143000", "generate"),
+        ("r", "../weird key/with spaces & $(x)", "upscale"),
+        ("-", "---", "___"),
+        ("0" * 100, "k" * 300, "s" * 50),
+    ],
+)
+def test_container_name_is_valid_short_and_deterministic(run_id: str, key: str, stage: str) -> None:
+    name = container_name_for(run_id, key, stage)
+    assert NAME_RULE.match(name)
+    assert len(name) <= 80
+    assert name == container_name_for(run_id, key, stage)
+
+
+def test_container_names_differ_across_run_key_and_stage() -> None:
+    base = ("run-1", "prompt_a", "generate")
+    names = {
+        container_name_for(*base),
+        container_name_for("run-2", "prompt_a", "generate"),
+        container_name_for("run-1", "prompt_b", "generate"),
+        container_name_for("run-1", "prompt_a", "upscale"),
+        container_name_for("run-1", "prompt a", "generate"),  # slugs to "prompt-a"; the digest differs anyway
+    }
+    assert len(names) == 5

@@ -119,9 +119,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_command(args: argparse.Namespace) -> int:
     """What the configured host and model would run for this prompt; nothing is run or uploaded."""
     from cosmos_assets.hosts import gpu_host_from_settings
-    from cosmos_assets.models import backend_named
     from cosmos_assets.redaction import shell_join
-    from cosmos_assets.runs.plan import new_run_id, plan_generation, plan_upscale
+    from cosmos_assets.runs.plan import model_for, new_run_id, plan_generation, plan_upscale, upscaler_for
     from cosmos_assets.spec import SpecError
 
     settings = _settings()
@@ -132,18 +131,19 @@ def cmd_command(args: argparse.Namespace) -> int:
         print(f"error: no prompt {args.prompt} in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
         return 1
     host = gpu_host_from_settings(settings)
-    backend = backend_named(args.model or host.model)
     run_id = new_run_id(datetime.now(), None)
     num_gpus = args.num_gpus or settings.num_gpus
     try:
         if args.upscale is None:
+            backend = model_for(layout, path.stem, args.model, host.model)
             plan = plan_generation(layout, backend, path.stem, run_id=run_id, num_gpus=num_gpus)
         else:
+            backend = upscaler_for(host.model)  # the 4K upscale is Transfer1's whichever model generated
             plan = plan_upscale(layout, backend, path.stem, run_id=run_id, control_weight=args.upscale, num_gpus=num_gpus)
-    except (SpecError, FileNotFoundError) as error:
+    except (SpecError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    machine = host.machine()
+    machine = host.machine_for(backend.name)
     try:
         command = machine.command_for(plan.job)
     finally:
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", help="inputs/prompts/NAME.json, or NAME")
     p.add_argument("--num-gpus", type=int, default=None)
     p.add_argument("--upscale", type=float, default=None, metavar="W", help="print the 4K upscale command with weight W")
-    p.add_argument("--model", default=None, help="model backend (default: COSMOS_MODEL, else the host's)")
+    p.add_argument("--model", default=None, help="model: cosmos-transfer1, cosmos-transfer2.5, cosmos3 (default: the prompt file's cosmos_assets.model, else COSMOS_MODEL)")
     p.set_defaults(func=cmd_command)
 
     p = sub.add_parser("register", help="add render folders and prompt files as Dagster partitions (DAGSTER_HOME)")

@@ -20,6 +20,7 @@ from cosmos_assets.assets import (
     upscaled_videos,
 )
 from cosmos_assets.checks import ALL_CHECKS
+from cosmos_assets.dead_runs import build_dead_run_sensor
 from cosmos_assets.hosts import gpu_host_from_settings
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
@@ -84,12 +85,14 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     jobs = build_jobs(host.label)
     sensors = build_sensors(SensorSettings.from_settings(settings), shot_job=jobs.shot, prompt_job=jobs.prompt,
                             gpu_job=jobs.full_cycle)  # fmt: skip
+    sensors = [*sensors, build_dead_run_sensor(settings.sensor_interval)]  # always on: a dead run must not hold the GPU host (docs/runs.md)
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         sensors=sensors,
         jobs=list(jobs),
-        resources={"project": ProjectResource(root=str(settings.root), num_gpus=settings.num_gpus), "gpu_host": host},
+        resources={"project": ProjectResource(root=str(settings.root), num_gpus=settings.num_gpus,
+                                              model_silence_minutes=settings.model_silence_minutes), "gpu_host": host},
         # The steps of one shot or prompt run one after another anyway; in-process saves a Python start-up and
         # a code import per step (bench: 11.3 s -> 2.5 s overhead per prompt through `dagster asset materialize`).
         executor=dg.in_process_executor,

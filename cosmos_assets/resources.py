@@ -15,6 +15,9 @@ class ProjectResource(dg.ConfigurableResource):
 
     root: str = Field(description="Project root; the seed's working folders live under it.")
     num_gpus: int = Field(default=1, ge=1, description="GPUs per run when the run config gives none (NUM_GPU).")
+    model_silence_minutes: float = Field(
+        default=0.0, ge=0, description="A model silent this long is hung: stopped and failed (COSMOS_MODEL_SILENCE_MINUTES; 0 = off)."
+    )
 
     @property
     def layout(self) -> ProjectLayout:

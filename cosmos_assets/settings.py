@@ -59,11 +59,18 @@ class Settings(BaseSettings):
     remote_dir: str = Field("~/cosmos-transfer1", validation_alias="REMOTE_DIR")
     checkpoint_dir: str | None = Field(None, validation_alias="CHECKPOINT_DIR_REMOTE")
     docker_image: str | None = Field(None, validation_alias="DOCKER_IMAGE")
+    # the newer models' own checkouts and images on the same host (default: beside REMOTE_DIR; docs/gpu-host.md)
+    remote_dir_transfer2_5: str | None = Field(None, validation_alias="REMOTE_DIR_TRANSFER2_5")
+    docker_image_transfer2_5: str | None = Field(None, validation_alias="DOCKER_IMAGE_TRANSFER2_5")
+    remote_dir_cosmos3: str | None = Field(None, validation_alias="REMOTE_DIR_COSMOS3")
+    docker_image_cosmos3: str | None = Field(None, validation_alias="DOCKER_IMAGE_COSMOS3")
     docker_gpus: str = Field("all", validation_alias="COSMOS_DOCKER_GPUS")
     known_hosts: str | None = Field(None, validation_alias="COSMOS_KNOWN_HOSTS")
     trust_on_first_use: bool = Field(False, validation_alias="COSMOS_SSH_TRUST_ON_FIRST_USE")
     container_user: str | None = Field(None, validation_alias="COSMOS_CONTAINER_USER")
     min_free_gb: float = Field(20.0, ge=0, validation_alias="COSMOS_MIN_FREE_GB")
+    # a model that prints nothing this long is hung: its run fails and its container is stopped (0 = never)
+    model_silence_minutes: float = Field(45.0, ge=0, validation_alias="COSMOS_MODEL_SILENCE_MINUTES")
 
     # sensors
     sensors: bool = Field(False, validation_alias="COSMOS_SENSORS")
@@ -82,6 +89,19 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        from cosmos_assets.models import backend_named  # the names come from the backends
+
+        return backend_named(value).name if value else value
+
+    def model_places(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(checkouts, images) of the newer models that are set, by backend name."""
+        dirs = {"cosmos-transfer2.5": self.remote_dir_transfer2_5, "cosmos3": self.remote_dir_cosmos3}
+        images = {"cosmos-transfer2.5": self.docker_image_transfer2_5, "cosmos3": self.docker_image_cosmos3}
+        return {k: v for k, v in dirs.items() if v}, {k: v for k, v in images.items() if v}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from cosmos_assets.models.transfer1_cli import ALWAYS_PASSED_FLAGS, cli_flags, flag_value_problem
@@ -213,6 +213,38 @@ class RegionalPrompt(BaseModel):
         return self
 
 
+MODEL_BLOCK = "cosmos_assets"
+MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", "cosmos-transfer2.5", "cosmos3")
+
+
+def _check_model_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _custom("model", "must be text: cosmos-transfer1, cosmos-transfer2.5 or cosmos3")
+    from cosmos_assets.models import backend_named  # the backends read this module: import on use
+
+    try:
+        return backend_named(value).name
+    except ValueError as error:
+        raise _custom("model", str(error)) from None
+
+
+class ModelBlock(BaseModel):
+    """The optional ``"cosmos_assets"`` block of a prompt file: which model runs it and each model's own settings.
+
+    Ignored by the backends it does not name; never written into any model's spec (docs/models.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: Annotated[str, PlainValidator(_check_model_name)] | None = None
+    transfer2_5: dict[str, Any] | None = Field(default=None, alias="cosmos-transfer2.5")
+    cosmos3: dict[str, Any] | None = None
+
+    def settings_for(self, model: str) -> dict[str, Any]:
+        """The settings block of ``model`` (empty when absent)."""
+        return dict({"cosmos-transfer2.5": self.transfer2_5, "cosmos3": self.cosmos3}.get(model) or {})
+
+
 class TransferSpec(BaseModel):
     """A whole spec file. Unknown top-level scalars are kept: upstream turns them into CLI arguments."""
 
@@ -234,6 +266,7 @@ class TransferSpec(BaseModel):
     hdmap: ControlSpec | None = None
     lidar: ControlSpec | None = None
     regional_prompts: list[RegionalPrompt] | None = None
+    cosmos_assets: ModelBlock | None = None  # not Transfer1's: see ModelBlock and model_spec_dict()
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> TransferSpec:
@@ -275,7 +308,17 @@ class TransferSpec(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         """The spec as the JSON object it came from: only keys that were given, no defaults."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True, by_alias=True)
+
+    def model_spec_dict(self) -> dict[str, Any]:
+        """The spec as a model reads it: :meth:`to_json_dict` without the ``cosmos_assets`` block."""
+        data = self.to_json_dict()
+        data.pop(MODEL_BLOCK, None)
+        return data
+
+    def model_block(self) -> ModelBlock:
+        """The ``cosmos_assets`` block, empty when the prompt file has none."""
+        return self.cosmos_assets or ModelBlock()
 
     def warnings(self) -> list[str]:
         """Things that load but probably do not do what the author meant."""
@@ -309,6 +352,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    if loc and loc[0] == MODEL_BLOCK:
+        return MODEL_BLOCK_FIELDS
     if loc and loc[0] == "regional_prompts":
         return REGIONAL_PROMPT_FIELDS
     return CONTROL_FIELDS

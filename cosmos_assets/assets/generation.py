@@ -1,5 +1,6 @@
 """Stages 4 and 5: the generated video and its 4K upscale, run on the GPU host resource by the chosen model."""
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -8,20 +9,21 @@ from pydantic import Field
 from cosmos_assets.assets.prompts import prompt_specs
 from cosmos_assets.hosts import GpuHost
 from cosmos_assets.media import VideoReadError, probe_video
-from cosmos_assets.models import backend_named
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.previews import preview_markdown, video_preview
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT
-from cosmos_assets.runs.runner import InferenceFailed, StageResult, run_generation, run_upscale
+from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, model_for, upscaler_for
+from cosmos_assets.runs.causes import failure_cause, retryable
+from cosmos_assets.runs.runner import InferenceFailed, RunTerminated, StageResult, run_generation, run_upscale
 
 GPU_POOL = "gpu_host"
 """Concurrency pool of the steps that hold the GPU host (limit it in dagster.yaml)."""
 
 
 class GenerateConfig(dg.Config):
+    model: str | None = Field(default=None, description="Model for this run: cosmos-transfer1, cosmos-transfer2.5 or cosmos3 (or transfer1, transfer2.5). Default: the prompt file's cosmos_assets.model, else COSMOS_MODEL (docs/models.md).")
     videos_subdir: str | None = Field(default=None, description="Use inputs/videos/<this>/ instead of the spec's shot folder (the seed's videos_subdir_override).")
-    num_gpus: int | None = Field(default=None, description="GPUs for one run: 1 runs python3, more run torchrun; must divide 16. Default NUM_GPU, else 1.")
+    num_gpus: int | None = Field(default=None, description="GPUs for one run: 1 runs python, more run torchrun; Transfer1: divides 16, Transfer2.5: 1/2/4/8, Cosmos 3: 1 or even. Default NUM_GPU, else 1.")
 
 
 class UpscaleConfig(dg.Config):
@@ -72,16 +74,43 @@ def picture_metadata(result: StageResult, log: dg.DagsterLogManager | None) -> d
     }
 
 
-def failure_from(error: InferenceFailed) -> dg.Failure:
-    return dg.Failure(
-        description=str(error).splitlines()[0],
-        metadata={
+GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+"""Retries of a GPU step (30 s, then 60 s): only for causes a later attempt can fix (a lost link, an unreachable
+host); every other failure is a ``Failure(allow_retries=False)``. A retry adopts what the failed attempt left."""
+
+
+def terminating(context: dg.AssetExecutionContext) -> Callable[[], bool]:
+    """Whether this run was terminated from outside: asked by the runner while the model runs, so a run no interrupt
+    reaches (started by `dagster asset materialize`, terminated in the UI) still stops its GPU job."""
+    instance, run_id = context.instance, context.run.run_id
+
+    def ask() -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+
+    return ask
+
+
+def terminated(error: BaseException) -> dg.Failure:
+    """A terminated step (UI Terminate, Ctrl-C): its GPU job is already stopped. Dagster 1.13.27 turns an interrupt
+    of a step that has a RetryPolicy into a retry (``op_execution_error_boundary``), which would start it again:
+    this Failure is never retried, and Dagster still ends a CANCELING run as canceled."""
+    return dg.Failure(description="terminated: the GPU job was stopped and its container removed",
+                      metadata={"cause": "cancelled", "retryable": False}, allow_retries=False)  # fmt: skip
+
+
+def failure_from(error: Exception) -> dg.Failure:
+    """The step's failure, with its cause; retried (by GPU_RETRY) only when the cause is retryable."""
+    cause = failure_cause(error)
+    metadata: dict[str, Any] = {"cause": cause, "retryable": retryable(cause)}
+    if isinstance(error, InferenceFailed):
+        metadata |= {
             "log_tail": dg.MetadataValue.md("```\n" + "\n".join(error.log_tail[-30:]) + "\n```"),
             "log": dg.MetadataValue.path(str(error.log_path)),
             "guardrail_blocked": error.guardrail_blocked,
-        },
-        allow_retries=not error.guardrail_blocked,
-    )
+        }
+    return dg.Failure(description=str(error).splitlines()[0] if str(error) else type(error).__name__,
+                      metadata=metadata, allow_retries=retryable(cause))  # fmt: skip
 
 
 @dg.asset(
@@ -89,6 +118,7 @@ def failure_from(error: InferenceFailed) -> dg.Failure:
     deps=[prompt_specs],
     group_name="generation",
     pool=GPU_POOL,
+    retry_policy=GPU_RETRY,
     kinds={"docker", "mp4"},
     description=(
         "The model's output for one prompt: uploads the spec and control videos to the GPU host, runs "
@@ -98,17 +128,26 @@ def failure_from(error: InferenceFailed) -> dg.Failure:
 )
 def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
     try:
+        backend = model_for(project.layout, context.partition_key, config.model, gpu_host.model)
+    except (ValueError, FileNotFoundError) as error:  # an unknown model name, or an unreadable prompt file
+        raise dg.Failure(description=str(error).splitlines()[0], allow_retries=False) from error
+    context.log.info(f"model: {backend.label} (run config > prompt file's cosmos_assets.model > COSMOS_MODEL)")
+    try:
         result = run_generation(
             project.layout,
-            gpu_host.machine(),
-            backend_named(gpu_host.model),
+            gpu_host.machine_for(backend.name),
+            backend,
             context.partition_key,
             dagster_run_id=context.run.run_id,
             videos_subdir=config.videos_subdir,
             num_gpus=config.num_gpus or project.num_gpus,
             log=context.log.info,
+            silence_minutes=project.model_silence_minutes,
+            cancelled=terminating(context),
         )
-    except InferenceFailed as error:
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
+        raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
+    except Exception as error:
         raise failure_from(error) from error
     return dg.MaterializeResult(metadata=result_metadata(result, context.log))
 
@@ -118,6 +157,7 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
     deps=[generated_videos],
     group_name="generation",
     pool=GPU_POOL,
+    retry_policy=GPU_RETRY,
     kinds={"docker", "mp4"},
     description=(
         "The 4K upscale of the generated video (spec `{input_video_path, upscale: {control_weight}}`, weight 0.5 "
@@ -126,17 +166,22 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
 )
 def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
     try:
+        upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
         result = run_upscale(
             project.layout,
-            gpu_host.machine(),
-            backend_named(gpu_host.model),
+            gpu_host.machine_for(upscaler.name),
+            upscaler,
             context.partition_key,
             dagster_run_id=context.run.run_id,
             control_weight=config.control_weight,
             num_gpus=config.num_gpus or project.num_gpus,
             log=context.log.info,
+            silence_minutes=project.model_silence_minutes,
+            cancelled=terminating(context),
         )
-    except InferenceFailed as error:
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
+        raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
+    except Exception as error:
         raise failure_from(error) from error
     metadata = result_metadata(result, context.log)
     metadata["control_weight"] = config.control_weight

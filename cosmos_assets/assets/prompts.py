@@ -82,9 +82,18 @@ def prompt_specs(context: dg.AssetExecutionContext, project: ProjectResource) ->
     spec, shot, inputs = checked.spec, checked.shot, checked.inputs
     controls = {name: control.control_weight for name, control in spec.controls()}
     context.log.info(f"{path.name}: shot {shot}, controls {controls}")
+    model = spec.model_block().model  # the prompt names its model: check it for that model too (docs/models.md)
+    if model:
+        from cosmos_assets.models import backend_named
+
+        backend = backend_named(model)
+        backend.check_prompt(spec, path, layout.root)
+        for warning in backend.prompt_warnings(spec, layout.root):
+            context.log.warning(f"{path.name} on {model}: {warning}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(path)),
+            "model": model or "(the run's, else COSMOS_MODEL)",
             "shot": shot or "(none)",
             "prompt": (spec.prompt or "")[:500],
             "controls": dg.MetadataValue.json({k: v for k, v in controls.items()}),

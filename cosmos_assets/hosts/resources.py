@@ -8,6 +8,7 @@ backend the runner picks for this host (the resource only stores it).
 from __future__ import annotations
 
 import os
+import posixpath
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is use
     from cosmos_assets.settings import Settings
 
 HF_TOKEN_ENV = "HF_TOKEN"
+# The newer models' repositories: their checkout's default folder name beside REMOTE_DIR and their image's name.
+MODEL_REPOS = {"cosmos-transfer2.5": "cosmos-transfer2.5", "cosmos3": "cosmos-framework"}
 
 
 class GpuHost(dg.ConfigurableResource):
@@ -32,6 +35,7 @@ class GpuHost(dg.ConfigurableResource):
     model: str = Field(description="Model backend the runner uses on this host ('preview', 'cosmos-transfer1', ...).")
 
     _machine: Machine | None = PrivateAttr(default=None)
+    _model_machines: dict[str, Machine] = PrivateAttr(default_factory=dict)
 
     @abstractmethod
     def build_machine(self) -> Machine:
@@ -48,9 +52,21 @@ class GpuHost(dg.ConfigurableResource):
             self._machine = self.build_machine()
         return self._machine
 
+    def machine_for(self, model: str) -> Machine:
+        """The machine that runs ``model`` here (each newer model has its own checkout and image on an SSH host)."""
+        return self.machine()
+
     def close(self) -> None:
         if self._machine is not None:
             self._machine.close()
+        for machine in self._model_machines.values():
+            machine.close()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Runs before any step of the run waits for the gpu_host pool: a dead run must not hold it (dead_runs.py).
+        from cosmos_assets.dead_runs import before_gpu_steps
+
+        before_gpu_steps(context)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
@@ -99,6 +115,14 @@ class SshGpuHost(GpuHost):
     min_free_gb: float = Field(default=20.0, description="Preflight: free space needed on REMOTE_DIR's disk.")
     reconnect_attempts: int = Field(default=6, description="Reconnects tried (with backoff) when the link drops.")
     name: str | None = Field(default=None, description="Host name in tags and metadata; default ssh@REMOTE_HOST.")
+    model_dirs: dict[str, str] = Field(
+        default_factory=dict, description="Checkout of each newer model (cosmos-transfer2.5, cosmos3); default beside "
+        "REMOTE_DIR: <its parent>/cosmos-transfer2.5, <its parent>/cosmos-framework.",
+    )
+    model_images: dict[str, str] = Field(
+        default_factory=dict, description="Docker image of each newer model; default cosmos-transfer2.5:latest, "
+        "cosmos-framework:latest (built from the checkout's Dockerfile when missing).",
+    )
 
     @model_validator(mode="after")
     def _check_settings(self) -> SshGpuHost:
@@ -121,6 +145,7 @@ class SshGpuHost(GpuHost):
             remote_dir=settings.remote_dir, checkpoint_dir=settings.checkpoint_dir, docker_image=settings.image,
             docker_gpus=settings.docker_gpus, container_user=settings.container_user, min_free_gb=settings.min_free_gb,
             hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None,
+            model_dirs=settings.model_places()[0], model_images=settings.model_places()[1],
         )  # fmt: skip
 
     @property
@@ -140,11 +165,32 @@ class SshGpuHost(GpuHost):
             trust_on_first_use=self.trust_on_first_use,
         )  # fmt: skip
 
-    def host_settings(self) -> SshHostSettings:
+    def model_place(self, model: str) -> tuple[str, str]:
+        """(checkout, image) of ``model``: REMOTE_DIR and DOCKER_IMAGE for Transfer1 and the preview (the upscaler's
+        home), the model's own for the newer ones."""
+        repo = MODEL_REPOS.get(model)
+        if repo is None:
+            return self.remote_dir, self.docker_image
+        default_dir = posixpath.join(posixpath.dirname(self.remote_dir.rstrip("/")) or ".", repo)
+        return self.model_dirs.get(model, default_dir), self.model_images.get(model, f"{repo}:latest")
+
+    def machine_for(self, model: str) -> Machine:
+        if model not in MODEL_REPOS:
+            return self.machine()
+        if model not in self._model_machines:
+            from cosmos_assets.machines.ssh_host import SshHost
+
+            self._model_machines[model] = SshHost(self.ssh_target(), self.host_settings(model), self._secrets())
+        return self._model_machines[model]
+
+    def host_settings(self, model: str | None = None) -> SshHostSettings:
         from cosmos_assets.machines.ssh_host import SshHostSettings
 
+        remote_dir, image = self.model_place(model) if model else (self.remote_dir, self.docker_image)
+        # One checkpoint folder (and so one download cache) for every model: Transfer1's default REMOTE_DIR/../checkpoints.
+        checkpoint_dir = self.checkpoint_dir or (f"{self.remote_dir.rstrip('/')}/../checkpoints" if model else None)
         return SshHostSettings(
-            remote_dir=self.remote_dir, checkpoint_dir=self.checkpoint_dir, docker_image=self.docker_image,
+            remote_dir=remote_dir, checkpoint_dir=checkpoint_dir, docker_image=image,
             docker_gpus=self.docker_gpus, container_user=self.container_user, container_env=self.container_env,
             min_free_gb=self.min_free_gb, reconnect_attempts=self.reconnect_attempts, name=self.label,
         )  # fmt: skip

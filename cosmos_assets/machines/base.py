@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Literal
 
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.progress import TransferStats
+
+
+JobState = Literal["running", "exited_ok", "outputs", "failed", "gone"]
+"""What a machine knows of an earlier run's job: its container still running; exited 0 with the container still
+there; no container but its output file present; exited non-zero; or nothing left (start a new one)."""
 
 
 class Machine(ABC):
@@ -50,3 +56,17 @@ class Machine(ABC):
 
     def close(self) -> None:
         """Release connections; the machine reconnects when used again."""
+
+    @property
+    def image(self) -> str | None:
+        """The container image runs use here (part of a run's identity); None where there is none."""
+        return None
+
+    def job_state(self, job: InferenceJob, output_file: str) -> JobState:
+        """What is left on the machine of ``job`` (an earlier attempt's), ``output_file`` being the output it must
+        leave (relative to the model root). The default knows nothing: "gone" (the runner starts a new job)."""
+        return "gone"
+
+    def stop(self, job: InferenceJob, log: LogLine) -> bool:
+        """Stop ``job`` while :meth:`run` follows it in another thread (the stall watchdog); False if not supported."""
+        return False

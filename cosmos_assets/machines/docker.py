@@ -78,6 +78,7 @@ class DockerRunSettings(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)  # docker --label, to find a run's containers later
     detach: bool = True
     workdir: str = CONTAINER_ROOT
+    cache_mounts: dict[str, str] = Field(default_factory=dict)  # host path -> container path (model download caches)
 
     @field_validator("image")
     @classmethod
@@ -102,6 +103,11 @@ class DockerRunSettings(BaseModel):
     @classmethod
     def _checkpoint_dir(cls, v: str) -> str:
         return _host_path(v, "checkpoint_dir_host")
+
+    @field_validator("cache_mounts")
+    @classmethod
+    def _cache_mounts(cls, v: dict[str, str]) -> dict[str, str]:
+        return {_host_path(host, "cache folder"): container for host, container in v.items()}
 
     @field_validator("gpus")
     @classmethod
@@ -186,6 +192,7 @@ def docker_run_argv(settings: DockerRunSettings, inner_argv: Sequence[str]) -> l
     argv += [
         "-v", f"{settings.remote_dir}:{CONTAINER_ROOT}",
         "-v", f"{settings.checkpoint_dir_host}:{CONTAINER_CHECKPOINTS}",
+        *(arg for host in sorted(settings.cache_mounts) for arg in ("-v", f"{host}:{settings.cache_mounts[host]}")),
         "-w", settings.workdir,
         "-e", f"PYTHONPATH={CONTAINER_ROOT}",
     ]  # fmt: skip

@@ -64,11 +64,28 @@ class Invocation(BaseModel):
     needs_gpu: bool = Field(default=True, description="False for the preview backend: no GPU check, no --gpus")
     guardrail_marker: str | None = Field(default=None, description="a log line holding this means a guardrail block")
     settings: dict[str, Any] = Field(default_factory=dict, description="the backend's own settings, recorded as given")
+    cache_dirs: dict[str, str] = Field(
+        default_factory=dict,
+        description="download caches mounted writable: host folder relative to the checkpoint folder -> absolute "
+        "container path (HF_HOME, UV_CACHE_DIR...; the model downloads its checkpoints there once)",
+    )
+
+    cache_free_gb: float = Field(default=0.0, description="free disk the caches need for a first download")
+    gpu_memory_gb: float = Field(default=0.0, description="memory each GPU needs by the model's documented figures (0: no check)")
 
     @field_validator("entry_point", "output_folder")
     @classmethod
     def _inside(cls, v: str) -> str:
         return relative_inside(v, "path")
+
+    @field_validator("cache_dirs")
+    @classmethod
+    def _cache_dirs(cls, v: dict[str, str]) -> dict[str, str]:
+        for host, container in v.items():
+            relative_inside(host, "cache folder")
+            if not container.startswith("/") or ":" in container or "," in container:
+                raise ValueError(f"cache folder {host}: container path {container!r} must be absolute, without ':' or ','")
+        return v
 
 
 class InferenceJob(BaseModel):

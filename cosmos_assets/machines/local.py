@@ -33,6 +33,7 @@ class LocalMachine(Machine):
     def __init__(self, root: Path, label: str = "local") -> None:
         self.root = Path(root)
         self._label = label
+        self._processes: dict[str, subprocess.Popen[str]] = {}
 
     def __repr__(self) -> str:
         return f"LocalMachine({self.root})"
@@ -99,6 +100,7 @@ class LocalMachine(Machine):
         guardrail = False
         process = subprocess.Popen(command, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    bufsize=1, env={**os.environ, **environment})  # fmt: skip
+        self._processes[job.run_id] = process
         try:
             assert process.stdout is not None
             for raw in process.stdout:
@@ -112,6 +114,8 @@ class LocalMachine(Machine):
             process.kill()
             process.wait()
             raise
+        finally:
+            self._processes.pop(job.run_id, None)
         return RunOutcome(
             exit_code=exit_code,
             command=command,
@@ -122,6 +126,14 @@ class LocalMachine(Machine):
             log_tail=list(tail),
             guardrail_blocked=guardrail,
         )
+
+    def stop(self, job: InferenceJob, log: LogLine) -> bool:
+        """Kill the job's process (the stall watchdog); :meth:`run` then returns its exit code."""
+        process = self._processes.get(job.run_id)
+        if process is not None and process.poll() is None:
+            process.kill()
+            log(f"{TAG} killed {job.invocation.model} (pid {process.pid})")
+        return True
 
     def download(self, remote_dir: str, local_dir: Path, log: LogLine) -> TransferStats:
         source = self._path(remote_dir)

@@ -111,6 +111,30 @@ def check_gpus(link: SshLink, job: InferenceJob, docker_gpus: str, log: LogLine)
         )
 
 
+def check_gpu_memory(link: SshLink, job: InferenceJob, docker_gpus: str, log: LogLine) -> None:
+    """Each GPU the run uses has the memory its model needs (``nvidia-smi --query-gpu``), by documented figures."""
+    needed = job.invocation.gpu_memory_gb
+    gpus = parse_gpus(docker_gpus)
+    if needed <= 0 or not job.invocation.needs_gpu or gpus is None:
+        return
+    code, out, _ = link.exec(["nvidia-smi", "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader"])
+    sizes: dict[str, float] = {}
+    for line in out.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) >= 3 and fields[2].split()[0].isdigit():
+            sizes[fields[0]] = int(fields[2].split()[0]) * 1.048576 / 1000  # MiB -> GB
+    if code != 0 or not sizes:
+        log(f"{TAG} warning: could not read GPU memory on {link.label}; {job.invocation.model} needs ~{needed:g} GB per GPU")
+        return
+    used = list(sizes.items()) if gpus == "all" else [(d, sizes[d]) for d in gpus if d in sizes]
+    small = [f"GPU {index} {size:.0f} GB" for index, size in used[: job.invocation.num_gpus] if size < needed]
+    if small:
+        raise HostNotReadyError(
+            f"{job.invocation.model} needs about {needed:g} GB on each GPU but {link.label} has {', '.join(small)}. "
+            "Fix: use bigger GPUs, more of them where the model shards its weights (docs/models.md), or another model."
+        )
+
+
 def check_checkpoints(link: SshLink, facts: HostFacts, job: InferenceJob) -> None:
     """Every checkpoint the job lists exists under the checkpoint folder."""
     if not job.invocation.checkpoints:
@@ -143,3 +167,65 @@ def check_disk(link: SshLink, facts: HostFacts, min_free_gb: float) -> None:
             f"{min_free_gb:g} GB (COSMOS_MIN_FREE_GB). Fix: delete old runs under outputs/ or unused images "
             "(docker image prune)."
         )
+
+
+def cache_mounts(facts: HostFacts, job: InferenceJob) -> dict[str, str]:
+    """The job's download caches as host path -> container path (host folders under the checkpoint folder)."""
+    return {remote_child(facts.checkpoint_dir, rel): container for rel, container in job.invocation.cache_dirs.items()}
+
+
+def check_caches(link: SshLink, facts: HostFacts, job: InferenceJob, log: LogLine) -> None:
+    """Each download cache folder exists and the container's uid can write it; enough free disk for a first download.
+
+    Checkpoints of Cosmos-Transfer2.5 and Cosmos 3 are downloaded by the model into these caches at first use,
+    so the preflight checks the folders and the disk, not individual files.
+    """
+    mounts = cache_mounts(facts, job)
+    if not mounts:
+        return
+    folders = sorted(mounts)
+    code, out, err = link.exec(["sh", "-c", _cache_check_script(), "sh", str(facts.uid), str(facts.gid), *folders])
+    if code != 0:
+        raise HostNotReadyError(
+            f"could not create the cache folders {', '.join(folders)} on {link.label} ({err.strip()[-300:]}). "
+            f"Fix: create them on the host, owned by {facts.uid}:{facts.gid}, or set CHECKPOINT_DIR_REMOTE."
+        )
+    unwritable = out.split()
+    if unwritable:
+        raise HostNotReadyError(
+            f"the container user {facts.uid}:{facts.gid} cannot write the cache folder(s) {', '.join(unwritable)} on "
+            f"{link.label}. Fix: on the host, sudo chown -R {facts.uid}:{facts.gid} {' '.join(unwritable)}"
+        )
+    needed = job.invocation.cache_free_gb
+    if needed <= 0:
+        return
+    code, out, _ = link.exec(["df", "-Pk", "--", folders[0]])
+    lines = out.strip().splitlines()
+    if code != 0 or len(lines) < 2:
+        return
+    free_gb = int(lines[-1].split()[3]) * 1024 / 1e9
+    if free_gb < needed:
+        empty = link.exec(["sh", "-c", 'for d do [ -z "$(ls -A -- "$d")" ] || exit 1; done', "sh", *folders])[0] == 0
+        message = (f"only {free_gb:.0f} GB free for the {job.invocation.model} download caches under "
+                   f"{facts.checkpoint_dir} on {link.label}; a first download needs about {needed:g} GB")
+        if empty:
+            raise HostNotReadyError(message + ". Fix: free disk there, or set CHECKPOINT_DIR_REMOTE to a bigger disk.")
+        log(f"{TAG} warning: {message} (the caches already hold files, so the checkpoints may be there)")
+
+
+def _cache_check_script() -> str:
+    """sh -c script: args uid gid dir...; creates each dir, chowns it to uid:gid when it cannot be written, prints failures."""
+    return (
+        'uid=$1; gid=$2; shift 2\n'
+        'for d do\n'
+        '  mkdir -p -- "$d" || exit 3\n'
+        '  stat -c "%u %g %a" -- "$d" | {\n'
+        '    read o g m; ok=0\n'
+        '    [ "$uid" = 0 ] && ok=1\n'
+        '    [ "$o" = "$uid" ] && [ $(( 0$m & 0200 )) -ne 0 ] && ok=1\n'
+        '    [ "$g" = "$gid" ] && [ $(( 0$m & 0020 )) -ne 0 ] && ok=1\n'
+        '    [ $(( 0$m & 0002 )) -ne 0 ] && ok=1\n'
+        '    [ $ok = 1 ] || chown "$uid:$gid" -- "$d" 2>/dev/null || printf "%s\\n" "$d"\n'
+        '  }\n'
+        'done\n'
+    )

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cosmos_assets.machines import preflight
-from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.docker import (
     CONTAINER_CHECKPOINTS,
     CONTAINER_ROOT,
@@ -130,6 +130,31 @@ class SshHost(Machine):
     def close(self) -> None:
         self.link.close()
 
+    # ------------------------------------------------------------------ an earlier attempt's job (adoption)
+
+    @property
+    def image(self) -> str | None:
+        return self.settings.docker_image
+
+    def job_state(self, job: InferenceJob, output_file: str) -> JobState:
+        def ask() -> JobState:
+            name = container_name_for(job.run_id, job.prompt, job.stage)
+            state = self.docker.state(name)
+            if state is not None and state.status not in ("exited", "dead"):
+                return "running"  # running, created, restarting or paused: attach and wait
+            if state is not None and state.exit_code != 0:
+                return "failed"
+            present = self.link.exec(["test", "-f", remote_child(self.facts().remote_dir, output_file)])[0] == 0
+            if state is not None:
+                return "exited_ok" if present else "failed"
+            return "outputs" if present else "gone"
+
+        return self.link.with_reconnect("looking for an earlier run's container", ask, print)
+
+    def stop(self, job: InferenceJob, log: LogLine) -> bool:
+        self.docker.stop(container_name_for(job.run_id, job.prompt, job.stage), log)
+        return True
+
     # ------------------------------------------------------------------ host facts and preflight
 
     def facts(self) -> HostFacts:
@@ -157,6 +182,8 @@ class SshHost(Machine):
         preflight.ensure_image(self.docker, facts, self.settings.docker_image, log)
         preflight.check_gpus(self.link, job, self.settings.docker_gpus, log)
         preflight.check_checkpoints(self.link, facts, job)
+        preflight.check_gpu_memory(self.link, job, self.settings.docker_gpus, log)
+        preflight.check_caches(self.link, facts, job, log)
         preflight.check_disk(self.link, facts, self.settings.min_free_gb)
         needs = f"{job.invocation.num_gpus} GPU(s), checkpoints present" if job.invocation.needs_gpu else "no GPU needed"
         log(f"{TAG} preflight ok in {time.monotonic() - started:.1f}s: image {self.settings.docker_image}, {needs}")
@@ -209,6 +236,7 @@ class SshHost(Machine):
             env={"PYTHONUNBUFFERED": "1", **job.invocation.env, **self.settings.container_env, **self._secrets},
             labels=dict(container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id)),
             detach=True,
+            cache_mounts=preflight.cache_mounts(facts, job),
         )
 
     def command_for(self, job: InferenceJob) -> list[str]:
@@ -233,7 +261,8 @@ class SshHost(Machine):
             # The container is detached and may still be running: never kill what we cannot see.
             raise HostLinkLostError(
                 f"{error}. Container {name} may still be running on the host: `cosmos-assets ssh`, then "
-                f"`docker logs -f {name}`; a run of this prompt is refused while it runs."
+                f"`docker logs -f {name}`; it is left to finish, and the next attempt of this prompt attaches to it "
+                "and collects its outputs."
             ) from error
         except BaseException:
             self.docker.stop(name, log)  # cancelled or failed while following: stop the GPU job
@@ -258,7 +287,8 @@ class SshHost(Machine):
             "image": settings.image,
             "gpus": self.settings.docker_gpus if settings.gpus is not None else "none",
             "ipc": settings.ipc,
-            "mounts": {settings.remote_dir: CONTAINER_ROOT, settings.checkpoint_dir_host: CONTAINER_CHECKPOINTS},
+            "mounts": {settings.remote_dir: CONTAINER_ROOT, settings.checkpoint_dir_host: CONTAINER_CHECKPOINTS,
+                       **settings.cache_mounts},
             "workdir": settings.workdir,
             "user": f"{settings.uid}:{settings.gid}",
             "user_source": self.facts().user_source,

@@ -16,16 +16,24 @@ if TYPE_CHECKING:
 @lru_cache(maxsize=1)
 def backends() -> dict[str, "ModelBackend"]:
     """Every backend by name."""
+    from cosmos_assets.models.cosmos3 import Cosmos3Backend
     from cosmos_assets.models.preview import PreviewBackend
     from cosmos_assets.models.transfer1 import Transfer1Backend
+    from cosmos_assets.models.transfer2_5 import Transfer25Backend
 
-    return {backend.name: backend for backend in (PreviewBackend(), Transfer1Backend())}
+    everyone = (PreviewBackend(), Transfer1Backend(), Transfer25Backend(), Cosmos3Backend())
+    return {backend.name: backend for backend in everyone}
+
+
+# Short names accepted wherever a model is named (COSMOS_MODEL, run config, prompt block, --model).
+ALIASES = {"transfer1": "cosmos-transfer1", "transfer2.5": "cosmos-transfer2.5", "cosmos-3": "cosmos3"}
 
 
 def backend_named(name: str) -> "ModelBackend":
-    """The backend called ``name``; a ValueError listing the known ones otherwise."""
+    """The backend called ``name`` (or an alias: transfer1, transfer2.5); a ValueError listing the known ones otherwise."""
     known = backends()
+    key = name.strip().lower()
     try:
-        return known[name.strip().lower()]
+        return known[ALIASES.get(key, key)]
     except KeyError:
         raise ValueError(f"model {name!r} is not a backend here: use one of {', '.join(known)}") from None

@@ -10,6 +10,8 @@ and upscale. The prompt files stay in the seed's form (a Cosmos-Transfer1 spec,
 
 from __future__ import annotations
 
+import os
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,18 +51,43 @@ class ModelBackend(ABC):
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
         """Raise :class:`cosmos_assets.spec.SpecError` (file, field, fix) if this backend cannot run the prompt."""
 
+    def prompt_warnings(self, spec: TransferSpec, project_root: Path | None = None) -> list[str]:
+        """Fields of the prompt file this backend does not carry over (each message names the field)."""
+        return []
+
     @abstractmethod
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int) -> ModelRequest:
-        """The generation of ``prompt`` into a folder of its own (``outputs/<prompt>/<run_id>``)."""
+    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
+                   project_root: Path | None = None) -> ModelRequest:
+        """The generation of ``prompt`` into a folder of its own (``outputs/<prompt>/<run_id>``).
+
+        ``project_root`` lets a backend read facts of the staged videos (size, fps) its spec needs.
+        """
 
     def upscale(self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float) -> ModelRequest:
         """The 4K upscale of a generated video (``generated_remote``, relative to the model root)."""
         raise NotImplementedError(f"{self.name} has no 4K upscaler; the upscale runs on Cosmos-Transfer1")
 
     def output_video(self, fetched: Path) -> Path:
-        """Where the run's video lands in its downloaded output folder."""
+        """The run's video in its downloaded output folder, always ``output.mp4`` once it exists.
+
+        A backend whose model writes another layout keeps the model's files and adds ``output.mp4`` (a hard
+        link, else a copy) here: the runner calls this after the download, and the checks and the upscale
+        read ``outputs/<prompt>/output.mp4`` whichever model wrote it. Missing video: the path it should be at.
+        """
         return fetched / OUTPUT_VIDEO
 
     def guardrail_blocked(self, outcome: RunOutcome, fetched: Path | None) -> bool:
         """Whether the run was stopped by the model's guardrail (retrying the same input will not help)."""
         return outcome.guardrail_blocked
+
+
+def link_output(model_video: Path, fetched: Path) -> Path:
+    """``fetched/output.mp4`` as a hard link to (else a copy of) the model's own video; the model's file stays."""
+    target = fetched / OUTPUT_VIDEO
+    if target.exists() or not model_video.is_file():
+        return target if target.exists() else model_video
+    try:
+        os.link(model_video, target)
+    except OSError:
+        shutil.copy2(model_video, target)
+    return target

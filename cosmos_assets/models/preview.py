@@ -37,8 +37,9 @@ class PreviewBackend(Transfer1Backend):
     description = "preview backend: composites the control videos, no GPU (a preview of the pipeline, not the model)"
     is_preview = True
 
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int) -> ModelRequest:
-        return self._with_program(super().generation(prompt, spec, run_id, num_gpus))
+    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
+                   project_root: Path | None = None) -> ModelRequest:
+        return self._with_program(super().generation(prompt, spec, run_id, num_gpus, project_root))
 
     def upscale(self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float) -> ModelRequest:
         return self._with_program(super().upscale(prompt, generated_remote, run_id, num_gpus, control_weight))

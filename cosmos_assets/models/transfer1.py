@@ -92,9 +92,12 @@ class Transfer1Backend(ModelBackend):
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
         check_for_run(spec, prompt_path, project_root)
 
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int) -> ModelRequest:
+    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
+                   project_root: Path | None = None) -> ModelRequest:
         flags = generation_invocation(prompt, run_id, num_gpus)
-        return ModelRequest(spec=spec.to_json_dict(), spec_remote=flags.spec_path, invocation=self.invocation(spec, flags))
+        # transfer.py rejects object-valued keys it does not know: the cosmos_assets block stays out of its spec.
+        return ModelRequest(spec=spec.model_spec_dict(), spec_remote=flags.spec_path,
+                            invocation=self.invocation(spec, flags))
 
     def upscale(self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float) -> ModelRequest:
         spec = upscale_spec(generated_remote, control_weight)

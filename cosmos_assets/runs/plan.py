@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.job import InferenceJob, StagedFile
@@ -38,10 +39,34 @@ class StagePlan:
     log_name: str
     effective_spec: Path
     extra_files: dict[str, object] = field(default_factory=dict)
+    prompt_spec: dict[str, Any] | None = None  # the artist's prompt file, shown beside the model's spec in spec_used
+    warnings: list[str] = field(default_factory=list)  # prompt-file fields the backend does not carry over
 
     @property
     def stage(self) -> str:
         return self.job.stage
+
+
+def model_for(layout: ProjectLayout, prompt: str, run_model: str | None, deployment_model: str) -> ModelBackend:
+    """The backend of a generation: the run's ``model``, else the prompt file's ``cosmos_assets.model``, else the
+    deployment's (``COSMOS_MODEL``). On the preview deployment the prompt file's choice is not taken (a preview
+    host runs previews); a run's explicit model still is."""
+    from cosmos_assets.models import backend_named
+
+    if run_model:
+        return backend_named(run_model)
+    if deployment_model != "preview":
+        chosen = load_spec(layout.prompt_file(prompt)).model_block().model
+        if chosen:
+            return backend_named(chosen)
+    return backend_named(deployment_model)
+
+
+def upscaler_for(deployment_model: str) -> ModelBackend:
+    """The 4K upscale is Transfer1's (the preview's on the preview deployment) whichever model generated."""
+    from cosmos_assets.models import backend_named
+
+    return backend_named("preview" if deployment_model == "preview" else "cosmos-transfer1")
 
 
 def _staged_inputs(layout: ProjectLayout, spec: TransferSpec) -> list[StagedFile]:
@@ -63,7 +88,7 @@ def plan_generation(
     original = load_spec(prompt_path)
     spec = with_videos_subdir(original, videos_subdir) if videos_subdir else original
     backend.check_prompt(spec, prompt_path, layout.root)
-    request = backend.generation(prompt, spec, run_id, num_gpus)
+    request = backend.generation(prompt, spec, run_id, num_gpus, project_root=layout.root)
     effective = layout.staging_dir / run_id / "spec.json"
     job = InferenceJob(
         run_id=run_id,
@@ -81,6 +106,8 @@ def plan_generation(
         log_name="run.log",
         effective_spec=effective,
         extra_files={"prompt_spec.json": original.to_json_dict()},
+        prompt_spec=original.to_json_dict(),
+        warnings=backend.prompt_warnings(spec, layout.root),
     )
 
 
@@ -110,7 +137,12 @@ def plan_upscale(
     if not backend.can_upscale:
         raise ValueError(f"{backend.name} has no 4K upscaler: run the upscale on cosmos-transfer1 (or the preview)")
     generated, gen_used = generated_output(layout, prompt)
-    generated_remote = f"{gen_used.video_save_folder}/{OUTPUT_VIDEO}"
+    if gen_used.backend == backend.name:
+        generated_remote = f"{gen_used.video_save_folder}/{OUTPUT_VIDEO}"  # already there: the upload skips it
+    else:
+        # Made by another model in another checkout: staged as an input, so this checkout's outputs/ folder is
+        # still created by the container's user (an upload as root would leave it unwritable for the upscale).
+        generated_remote = f"inputs/generated/{prompt}/{gen_used.run_id}/{OUTPUT_VIDEO}"
     request = backend.upscale(prompt, generated_remote, run_id, num_gpus, control_weight)
     effective = layout.staging_dir / run_id / "upscale_spec.json"
     job = InferenceJob(

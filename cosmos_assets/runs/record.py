@@ -62,6 +62,7 @@ class RunRecord(BaseModel):
     spec: dict[str, Any]
     spec_remote_path: str
     spec_sha256: str
+    prompt_spec: dict[str, Any] | None = Field(default=None, description="the prompt file the backend translated `spec` from")
     inputs: list[InputFile] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
     num_gpus: int = 1
@@ -81,6 +82,12 @@ class RunRecord(BaseModel):
     previous_moved_to: str | None = None
     error: str | None = None
     total_seconds: float = 0.0
+    # issue 10: who runs it, what it ran in, why it failed, and whether a container was left for the next attempt
+    worker: str | None = Field(default=None, description="the orchestrating process (runs/worker.py), host|pid|boot|start")
+    image: str | None = Field(default=None, description="the machine's container image (part of the work's identity)")
+    cause: str | None = Field(default=None, description="why it failed: link_lost, stalled, guardrail_blocked, ...")
+    detached: bool = Field(default=False, description="its container was left running on the host; the next attempt adopts it")
+    adopted_by: list[str] = Field(default_factory=list, description="Dagster runs that later attached to this run")
 
     @field_validator("command")
     @classmethod
@@ -137,9 +144,13 @@ class RunRecord(BaseModel):
         return shell_join(self.command)
 
     def inputs_digest(self) -> str:
-        """One hash of the spec, every input's content, the model and its settings: equal digests, same work."""
+        """One hash of the spec, every input's content, the model, the image and its settings: equal digests, same work.
+
+        The run's own id (in its output folder, hence in the settings) is left out, so two attempts compare equal.
+        """
         digest = hashlib.sha256()
-        for part in (self.stage, self.model, self.spec_sha256, repr(sorted(self.settings.items())), str(self.num_gpus)):
+        settings = repr(sorted(self.settings.items())).replace(self.run_id, "{run_id}")
+        for part in (self.stage, self.model, self.spec_sha256, settings, str(self.num_gpus), self.image or ""):
             digest.update(part.encode() + b"\0")
         for item in sorted(self.inputs, key=lambda i: i.path):
             digest.update(f"{item.path}\0{item.sha256}\0".encode())
@@ -160,7 +171,7 @@ class RunRecord(BaseModel):
             run_id=self.run_id, dagster_run_id=self.dagster_run_id, prompt=self.prompt, shot=self.shot,
             host=self.host, command=self.command, command_line=self.command_line, container=self.container,
             environment=self.environment, settings=self.settings, spec=self.spec, spec_remote_path=self.spec_remote_path,
-            video_save_folder=self.remote_output_folder, inputs=self.inputs,
+            video_save_folder=self.remote_output_folder, inputs=self.inputs, prompt_spec=self.prompt_spec,
             started_at=self.started_at or self.created_at, finished_at=self.finished_at or self.updated_at,
             exit_code=self.exit_code if self.exit_code is not None else -1,
         )  # fmt: skip
@@ -174,7 +185,7 @@ class RunRecord(BaseModel):
             command=self.command_line if self.command else "(not started)", status=status,
             upload_seconds=round(self.upload.seconds, 3), inference_seconds=round(self.inference_seconds, 3),
             download_seconds=round(self.download.seconds, 3), total_seconds=round(self.total_seconds, 3),
-            gpu_seconds=round(self.gpu_seconds, 3), outputs=self.outputs, error=self.error,
+            gpu_seconds=round(self.gpu_seconds, 3), outputs=self.outputs, error=self.error, cause=self.cause,
         )  # fmt: skip
 
 
@@ -221,6 +232,7 @@ class SpecUsed(BaseModel):
     spec: dict[str, Any]
     spec_remote_path: str
     video_save_folder: str
+    prompt_spec: dict[str, Any] | None = Field(default=None, description="the artist's prompt file `spec` was translated from")
     inputs: list[InputFile] = Field(default_factory=list)
     started_at: datetime
     finished_at: datetime
@@ -261,6 +273,7 @@ class HistoryRecord(BaseModel):
     gpu_seconds: float = 0.0
     outputs: list[str] = Field(default_factory=list)
     error: str | None = None
+    cause: str | None = None
 
 
 def append_history(path: Path, record: HistoryRecord) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,20 +19,33 @@ from pathlib import Path
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename_no_replace
 from cosmos_assets.machines.base import Machine
-from cosmos_assets.machines.job import LogLine
+from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
 from cosmos_assets.models.base import ModelBackend
+from cosmos_assets.runs.adopt import Adoption, find_adoption
+from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, new_run_id, plan_generation, plan_upscale
 from cosmos_assets.runs.record import RunRecord, RunStore, SpecUsed, append_history
+from cosmos_assets.runs.run_log import RunLog
+from cosmos_assets.runs.watchdog import Watchdog
+from cosmos_assets.runs.worker import Worker
 
 
 class InferenceFailed(RuntimeError):
     """The model program failed (or was blocked by its guardrail); carries the tail of its log."""
 
-    def __init__(self, message: str, log_tail: list[str], guardrail_blocked: bool, log_path: Path) -> None:
+    def __init__(self, message: str, log_tail: list[str], guardrail_blocked: bool, log_path: Path,
+                 cause: str | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.log_tail = log_tail
         self.guardrail_blocked = guardrail_blocked
         self.log_path = log_path
+        self.cause = cause or ("guardrail_blocked" if guardrail_blocked else "model_exit")
+
+
+class RunTerminated(BaseException):
+    """The run was terminated from outside (seen by the watchdog, not as an interrupt); its GPU job was stopped.
+
+    A BaseException, like Dagster's own interrupt, so it is recorded as cancelled and never mistaken for a failure."""
 
 
 @dataclass
@@ -66,23 +80,6 @@ class StageResult:
         return self.record.download
 
 
-class _RunLog:
-    """Writes every line to the local run log as it comes, and passes it on."""
-
-    def __init__(self, path: Path, forward: LogLine) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._handle = open(path, "a", encoding="utf-8", buffering=1)
-        self._forward = forward
-
-    def __call__(self, line: str) -> None:
-        self._handle.write(line + "\n")
-        self._forward(line)
-
-    def close(self) -> None:
-        self._handle.close()
-
-
 def failed_dir(layout: ProjectLayout, record: RunRecord) -> Path:
     return layout.outputs_dir / ".failed" / record.prompt / record.run_id
 
@@ -105,52 +102,87 @@ def _model_failed(layout: ProjectLayout, record: RunRecord, blocked: bool, log_n
     )  # fmt: skip
 
 
-def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend, plan: StagePlan, log: LogLine) -> StageResult:
-    """Run a planned stage on ``machine``; the outputs land in ``plan.dest`` or the run fails, recorded either way."""
-    job = plan.job
+def planned_record(layout: ProjectLayout, machine: Machine, backend: ModelBackend, plan: StagePlan) -> RunRecord:
+    """The record of ``plan`` about to run (its effective spec written, every input hashed); not saved yet."""
     atomic_write_json(plan.effective_spec, plan.request.spec)
+    record = RunRecord.plan(plan.job, shot=plan.shot, host=machine.label, runtime=machine.runtime,
+                            model_label=backend.label, preview=backend.is_preview, spec=plan.request.spec,
+                            spec_remote_path=plan.request.spec_remote, project_root=layout.root)  # fmt: skip
+    record.prompt_spec = plan.prompt_spec
+    record.image = machine.image
+    return record
+
+
+def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend, plan: StagePlan, log: LogLine, *,
+                 record: RunRecord | None = None, adoption: Adoption | None = None,
+                 silence_minutes: float = 0.0, cancelled: Callable[[], bool] | None = None) -> StageResult:  # fmt: skip
+    """Run a planned stage on ``machine``; the outputs land in ``plan.dest`` or the run fails, recorded either way.
+
+    With ``adoption`` (an earlier run of the same work, whose run id ``plan`` reuses) nothing is uploaded or started:
+    its container is attached to, or its outputs downloaded. ``silence_minutes`` > 0: the stall watchdog's limit.
+    ``cancelled``: asked every few seconds while the model runs; True stops the job (:class:`RunTerminated`).
+    """
+    job = plan.job
     store = RunStore(layout.runs_dir)
-    record = RunRecord.plan(job, shot=plan.shot, host=machine.label, runtime=machine.runtime, model_label=backend.label,
-                            preview=backend.is_preview, spec=plan.request.spec, spec_remote_path=plan.request.spec_remote,
-                            project_root=layout.root)  # fmt: skip
+    if adoption is not None:
+        atomic_write_json(plan.effective_spec, plan.request.spec)
+        record = adoption.record
+        record.detached, record.error, record.cause = False, None, None
+        record.adopted_by = [*record.adopted_by, job.dagster_run_id or "(no Dagster run)"]
+    elif record is None:
+        record = planned_record(layout, machine, backend, plan)
+    record.worker = Worker.current().to_text()
     store.save(record)
     staging = plan.effective_spec.parent
     fetched = staging / "fetched"
-    run_log = _RunLog(staging / plan.log_name, log)
+    if fetched.exists():  # a download cut short by the process that died: kept aside, never under a final name
+        os.replace(fetched, staging / f"fetched.partial-{time.strftime('%Y%m%dT%H%M%S')}")
+    run_log = RunLog(staging / plan.log_name, log)
     t0 = time.monotonic()
+    phase = "planned"
     run_log(f"[cosmos-assets] {job.stage} run {job.run_id} for prompt {job.prompt} on {machine.label} ({backend.label})")
+    if adoption is not None:
+        run_log(f"[cosmos-assets] adopting earlier run {job.run_id} (same inputs; what is left on the host: "
+                f"{adoption.state}); nothing is uploaded or started again")  # fmt: skip
+    for warning in plan.warnings:
+        run_log(f"[cosmos-assets] warning: {warning}")
     try:
-        if plan.request.program_files:
-            machine.upload(plan.request.program_files, run_log)  # the model's own code (the preview program)
-        machine.preflight(job, run_log)
-        record.state = "uploading"
-        store.save(record)
-        record.upload = machine.upload(job.inputs, run_log)
-        command = machine.command_for(job)
-        record.command = command
-        record.state = "running"
-        store.save(record)
-        run_log("[cosmos-assets] command: " + record.command_line)
-        outcome = machine.run(job, run_log)
-        record.ran(command, outcome)
-        store.save(record)
-        if outcome.exit_code != 0:
-            raise _model_failed(layout, record, backend.guardrail_blocked(outcome, None), plan.log_name)
-        record.state = "downloading"
+        outcome: RunOutcome | None = None
+        if adoption is None:
+            if plan.request.program_files:
+                machine.upload(plan.request.program_files, run_log)  # the model's own code (the preview program)
+            machine.preflight(job, run_log)
+            record.state = phase = "uploading"
+            store.save(record)
+            record.upload = machine.upload(job.inputs, run_log)
+        if adoption is None or adoption.state in ("running", "exited_ok"):
+            command = record.command if adoption is not None and record.command else machine.command_for(job)
+            record.command = command
+            record.state = phase = "running"
+            store.save(record)
+            run_log("[cosmos-assets] command: " + record.command_line)
+            outcome = _run_watched(layout, machine, job, record, plan, run_log, silence_minutes, cancelled)
+            record.ran(command, outcome)
+            store.save(record)
+            if outcome.exit_code != 0:
+                raise _model_failed(layout, record, backend.guardrail_blocked(outcome, None), plan.log_name)
+        record.state = phase = "downloading"
         store.save(record)
         record.download = machine.download(job.output_folder, fetched, run_log)
         if not backend.output_video(fetched).exists():
-            blocked = backend.guardrail_blocked(outcome, fetched)
+            blocked = outcome is not None and backend.guardrail_blocked(outcome, fetched)
             raise _model_failed(layout, record, blocked, plan.log_name,
                                 None if blocked else f"it exited 0 but wrote no {backend.output_video(fetched).name}")
     except BaseException as error:
         run_log.close()
         record.state = _failure_state(error)  # type: ignore[assignment]
+        record.cause = failure_cause(error)
+        record.detached = left_on_host(record.cause, phase)
         record.error = "\n".join(record.log_tail[-5:]) if isinstance(error, InferenceFailed) and record.log_tail else f"{type(error).__name__}: {error}"
         record.total_seconds = time.monotonic() - t0
-        _keep_failed(layout, record, staging, plan)
-        store.save(record)
-        append_history(layout.history_log, record.history())
+        _best_effort(lambda: _keep_failed(layout, record, staging, plan), log)
+        _best_effort(lambda: store.save(record), log)
+        _best_effort(lambda: append_history(layout.history_log, record.history()), log)
         raise
     run_log.close()
     video_name = backend.output_video(fetched).name
@@ -158,7 +190,8 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
     spec_used.write(fetched / "spec_used.json")
     for name, content in plan.extra_files.items():
         atomic_write_json(fetched / name, content)
-    os.replace(staging / plan.log_name, fetched / plan.log_name)
+    if (staging / plan.log_name).exists():  # absent only if the local disk refused it (the run went on)
+        os.replace(staging / plan.log_name, fetched / plan.log_name)
     moved = move_aside(plan.dest, layout.previous_outputs_dir, _previous_run_id(plan.dest)) if plan.dest.exists() else None
     rename_no_replace(fetched, plan.dest)
     fsync_dir(plan.dest.parent)
@@ -182,12 +215,83 @@ def _previous_run_id(folder: Path) -> str:
         return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).strftime("%Y%m%d_%H%M%S") + "_unknown"
 
 
+def _best_effort(action: Callable[[], object], log: LogLine) -> None:
+    """Bookkeeping while already failing: a local error here (disk full) is said, never raised over the real one."""
+    try:
+        action()
+    except OSError as error:
+        try:
+            log(f"[cosmos-assets] could not record the failure locally ({error}); free local disk space")
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def _keep_failed(layout: ProjectLayout, record: RunRecord, staging: Path, plan: StagePlan) -> None:
-    """Keep what the failed run left (its log, spec, any partial download) under ``outputs/.failed``."""
+    """Keep what the failed run left (its log, spec, any partial download) under ``outputs/.failed``.
+
+    An attempt that adopted the run and failed again keeps its own folder beside the first (``<run_id>.2`` ...).
+    """
     failed = failed_dir(layout, record)
     failed.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while failed.exists():
+        n += 1
+        failed = failed.with_name(f"{record.run_id}.{n}")
     if staging.exists():
         os.replace(staging, failed)
+
+
+def _log_tail(path: Path, lines: int = 40) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _run_watched(layout: ProjectLayout, machine: Machine, job: InferenceJob, record: RunRecord, plan: StagePlan,
+                 run_log: RunLog, silence_minutes: float, cancelled: Callable[[], bool] | None = None) -> RunOutcome:  # fmt: skip
+    """``machine.run`` under the stall watchdog: no line for ``silence_minutes`` -> stop the job, fail as stalled."""
+
+    def on_stall() -> None:
+        run_log(f"[cosmos-assets] no output from the model for {silence_minutes:g} min "
+                "(COSMOS_MODEL_SILENCE_MINUTES): treating it as hung and stopping it")  # fmt: skip
+        if not machine.stop(job, run_log):
+            run_log(f"[cosmos-assets] {machine.label} cannot stop the job from here; stop it by hand")
+
+    def stalled() -> InferenceFailed:
+        log_path = failed_dir(layout, record) / plan.log_name
+        return InferenceFailed(
+            f"{job.stage} for {job.prompt} stalled on {record.host}: no log line for {silence_minutes:g} min, so it was "
+            f"stopped; raise COSMOS_MODEL_SILENCE_MINUTES if the model is quiet that long. Log: {log_path}",
+            _log_tail(run_log.path), False, log_path, cause="stalled",
+        )  # fmt: skip
+
+    def on_cancel() -> None:
+        run_log("[cosmos-assets] the Dagster run was terminated: stopping the GPU job")
+        machine.stop(job, run_log)
+
+    def terminated() -> RunTerminated:
+        return RunTerminated(f"{job.stage} for {job.prompt} on {record.host}: the run was terminated; its job was stopped")
+
+    watchdog = Watchdog(silence_minutes * 60.0, on_stall, cancelled=cancelled, on_cancel=on_cancel)
+    run_log.touch = watchdog.touch
+    try:
+        with watchdog:
+            outcome = machine.run(job, run_log)
+    except Exception as error:
+        if watchdog.cancel_seen:
+            raise terminated() from error
+        if watchdog.fired:
+            raise stalled() from error
+        raise
+    finally:
+        run_log.touch = lambda: None
+    if watchdog.cancel_seen:
+        raise terminated()
+    if watchdog.fired:
+        record.ran(record.command, outcome)
+        raise stalled()
+    return outcome
 
 
 def _clean_staging(staging: Path, plan: StagePlan) -> None:
@@ -210,12 +314,21 @@ def run_generation(
     num_gpus: int = 1,
     log: LogLine = print,
     now: datetime | None = None,
+    silence_minutes: float = 0.0,
+    cancelled: Callable[[], bool] | None = None,
 ) -> StageResult:
-    """The seed's upload -> run -> download for one prompt, into ``outputs/<prompt>/``."""
+    """The seed's upload -> run -> download for one prompt, into ``outputs/<prompt>/``.
+
+    An earlier run of the same work left behind (its orchestrator died, or its link stayed down) is adopted rather
+    than repeated (:mod:`cosmos_assets.runs.adopt`).
+    """
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
-    plan = plan_generation(layout, backend, prompt, run_id=run_id, dagster_run_id=dagster_run_id,
-                           videos_subdir=videos_subdir, num_gpus=num_gpus)
-    return execute_plan(layout, machine, backend, plan, log)
+
+    def make_plan(rid: str) -> StagePlan:
+        return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
+                               videos_subdir=videos_subdir, num_gpus=num_gpus)  # fmt: skip
+
+    return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled)
 
 
 def run_upscale(
@@ -229,9 +342,31 @@ def run_upscale(
     num_gpus: int = 1,
     log: LogLine = print,
     now: datetime | None = None,
+    silence_minutes: float = 0.0,
+    cancelled: Callable[[], bool] | None = None,
 ) -> StageResult:
     """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/``."""
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
-    plan = plan_upscale(layout, backend, prompt, run_id=run_id, dagster_run_id=dagster_run_id,
-                        control_weight=control_weight, num_gpus=num_gpus)
-    return execute_plan(layout, machine, backend, plan, log)
+
+    def make_plan(rid: str) -> StagePlan:
+        return plan_upscale(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
+                            control_weight=control_weight, num_gpus=num_gpus)  # fmt: skip
+
+    return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled)
+
+
+def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, make_plan: Callable[[str], StagePlan],
+               run_id: str, log: LogLine, silence_minutes: float,
+               cancelled: Callable[[], bool] | None = None) -> StageResult:  # fmt: skip
+    """Plan under a new run id; adopt an earlier run of the same work if one was left behind, else run this plan."""
+    plan = make_plan(run_id)
+    record = planned_record(layout, machine, backend, plan)
+    adoption = find_adoption(RunStore(layout.runs_dir), layout.history_log, machine, record,
+                             lambda rid: make_plan(rid).job,
+                             lambda job: backend.output_video(Path(job.output_folder)).as_posix(), log)  # fmt: skip
+    if adoption is None:
+        return execute_plan(layout, machine, backend, plan, log, record=record, silence_minutes=silence_minutes,
+                            cancelled=cancelled)  # fmt: skip
+    _clean_staging(plan.effective_spec.parent, plan)  # this attempt's own plan is not used
+    return execute_plan(layout, machine, backend, make_plan(adoption.record.run_id), log, adoption=adoption,
+                        silence_minutes=silence_minutes, cancelled=cancelled)  # fmt: skip

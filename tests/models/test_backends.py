@@ -15,9 +15,11 @@ from cosmos_assets.spec import ControlSpec, TransferSpec
 
 
 def test_backends_by_name_and_a_clear_error_for_an_unknown_one() -> None:
-    assert set(backends()) == {"preview", "cosmos-transfer1"}
+    assert set(backends()) == {"preview", "cosmos-transfer1", "cosmos-transfer2.5", "cosmos3"}
     assert backend_named(" Cosmos-Transfer1 ").name == "cosmos-transfer1"
-    with pytest.raises(ValueError, match=r"'transfer9' is not a backend here: use one of preview, cosmos-transfer1"):
+    assert backend_named("transfer1").name == "cosmos-transfer1" and backend_named("transfer2.5").name == "cosmos-transfer2.5"
+    with pytest.raises(ValueError, match=r"'transfer9' is not a backend here: use one of preview, cosmos-transfer1, "
+                       r"cosmos-transfer2.5, cosmos3"):
         backend_named("transfer9")
 
 

@@ -1,0 +1,258 @@
+"""Cosmos-Transfer2.5 (2B): the spec it writes from a prompt file, ``examples/inference.py``'s argv, outputs, guardrail.
+
+Contract: ``contract/transfer2_5_cli.json`` and ``contract/transfer2_5_spec_schema.json`` (copies of
+``../shared/cosmos-transfer2.5/``; FACTS.md there). The translation table is in docs/models.md.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from cosmos_assets.machines.job import Invocation, RunOutcome
+from cosmos_assets.models.base import ModelBackend, ModelRequest, link_output
+from cosmos_assets.models.translate import (
+    CACHE_DIRS,
+    CACHE_ENV,
+    Translation,
+    block_field,
+    file_problems,
+    in_container,
+    merge_overrides,
+    number_text,
+    split_block,
+    validate_into,
+)
+from cosmos_assets.spec import TransferSpec
+
+NAME = "cosmos-transfer2.5"
+ENTRY_POINT = "examples/inference.py"
+VALID_GPU_COUNTS = (1, 2, 4, 8)  # FACTS.md: "Use 1, 2, 4 or 8" (context parallelism over the latent)
+MASTER_PORT = 12341  # docs/inference.md
+GPU_MEMORY_GB = 65.4  # docs/inference.md, one GPU; context parallelism does not shard the weights, so per GPU
+CONTROL_KEYS = ("edge", "vis", "depth", "seg")
+GUARDRAIL_MARKER = "Guardrail blocked generation"  # console line of a blocked prompt (a blocked video leaves none)
+# Transfer1 flags a prompt file may set at the top level, and what they become here (None: dropped, with a warning).
+TRANSFER1_FLAGS: dict[str, str | None] = {"guidance": "guidance", "num_steps": "num_steps", "seed": "seed"}
+Preset = Literal["very_low", "low", "medium", "high", "very_high"]
+
+
+@lru_cache(maxsize=1)
+def cli_contract() -> dict[str, Any]:
+    """examples/inference.py's flags (``contract/transfer2_5_cli.json``)."""
+    text = resources.files("cosmos_assets").joinpath("contract/transfer2_5_cli.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+class Control25(BaseModel):
+    """One of edge/vis/depth/seg (upstream ignores unknown keys here; we refuse them so a typo is seen)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    control_path: StrictStr | None = None
+    control_weight: float = Field(default=1.0, ge=0.0, le=1.0)
+    mask_prompt: StrictStr | None = None
+    preset_edge_threshold: Preset | None = None
+    preset_blur_strength: Preset | None = None
+    control_prompt: StrictStr | None = None
+
+
+class Spec25(BaseModel):
+    """One Transfer2.5 sample file (upstream ``InferenceArguments``): unknown top-level keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    prompt: StrictStr
+    negative_prompt: StrictStr | None = None
+    video_path: StrictStr
+    max_frames: StrictInt | None = Field(default=None, gt=0)
+    num_conditional_frames: Literal[0, 1, 2] | None = None
+    resolution: Literal["720", "480"] | None = None
+    sigma_max: StrictStr | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?$")
+    num_video_frames_per_chunk: StrictInt | None = Field(default=None, gt=0)
+    num_steps: StrictInt | None = Field(default=None, gt=0)
+    guidance: StrictInt | None = Field(default=None, ge=0, le=7)
+    seed: StrictInt | None = None
+    show_control_condition: StrictBool | None = None
+    show_input: StrictBool | None = None
+    keep_input_resolution: StrictBool | None = None
+    edge: Control25 | None = None
+    vis: Control25 | None = None
+    depth: Control25 | None = None
+    seg: Control25 | None = None
+
+
+class Launch25(BaseModel):
+    """Settings of the launch, from ``cosmos_assets.cosmos-transfer2.5`` in the prompt file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disable_guardrails: StrictBool = False  # NVIDIA Open Model License: see docs/models.md before setting it
+    offload_guardrail_models: StrictBool = False
+
+
+LAUNCH_KEYS = tuple(Launch25.model_fields)
+FIELD_NAMES = {"video_path": "input_video_path", "name": "(prompt name)",
+               **{f"{k}.control_path": f"{k}.input_control" for k in CONTROL_KEYS}}  # fmt: skip
+
+
+def translate(spec: TransferSpec, prompt: str) -> tuple[Translation, Launch25]:
+    """The Transfer2.5 sample for a prompt file, its launch settings, and every problem and dropped field."""
+    out = Translation()
+    launch_data, overrides = split_block(spec, NAME, LAUNCH_KEYS)
+    data: dict[str, Any] = {"name": prompt}
+    if spec.prompt is None:
+        out.problem("prompt", "missing; Transfer2.5 needs a prompt (add \"prompt\": \"...\")")
+    else:
+        data["prompt"] = spec.prompt
+    if spec.negative_prompt is not None:
+        if not spec.negative_prompt.strip():
+            out.problem("negative_prompt", "is empty, which Transfer2.5's guardrail blocks ('Input is empty'); "
+                        "remove it to use the default", spec.negative_prompt, True)  # fmt: skip
+        data["negative_prompt"] = spec.negative_prompt
+    if not spec.input_video_path:
+        out.problem("input_video_path", "missing; Transfer2.5 needs the RGB video (video_path): give "
+                    "inputs/videos/<shot>/color.mp4")  # fmt: skip
+    else:
+        data["video_path"] = in_container(spec.input_video_path)
+    if spec.sigma_max is not None:
+        data["sigma_max"] = number_text(spec.sigma_max)  # a string upstream ("80")
+    if spec.seed is not None:
+        data["seed"] = spec.seed
+    if spec.num_video_frames is not None:
+        out.dropped("num_video_frames", "Transfer2.5 generates as many frames as video_path has; cap them with "
+                    f"{block_field(NAME, 'max_frames')}")  # fmt: skip
+    for key, control in spec.controls():
+        if key not in CONTROL_KEYS:
+            out.problem(key, f"Transfer2.5 has no {key} control (only edge, vis, depth, seg); remove it or run "
+                        "this prompt on cosmos-transfer1")  # fmt: skip
+            continue
+        block: dict[str, Any] = {}
+        if control.input_control is not None:
+            block["control_path"] = in_container(control.input_control)
+        weight = control.weight_value()
+        if weight is None:
+            out.problem(f"{key}.control_weight", "a .pt weight map cannot be carried over: Transfer2.5 takes a number "
+                        "0..1 (use mask_prompt in the model block for a spatial mask)", control.control_weight, True)
+        elif weight > 1:
+            out.problem(f"{key}.control_weight", "Transfer2.5 takes 0..1; lower it", control.control_weight, True)
+        else:
+            block["control_weight"] = weight  # absent = 0.5 as in Transfer1 (Transfer2.5's own default is 1.0)
+        if control.ckpt_path is not None:
+            out.problem(f"{key}.ckpt_path", "per-control checkpoints are Transfer1's; remove it (Transfer2.5 picks "
+                        "its checkpoint from the control key)", control.ckpt_path, True)  # fmt: skip
+        if control.input_control_prompt is not None:
+            block["control_prompt"] = control.input_control_prompt
+        if control.control_weight_prompt is not None:
+            out.problem(f"{key}.control_weight_prompt", "not in Transfer2.5; use "
+                        f"{block_field(NAME, key + '.mask_prompt')} instead", control.control_weight_prompt, True)
+        data[key] = block
+    if spec.regional_prompts:
+        out.problem("regional_prompts", "Transfer2.5 has no regional prompts; remove them or run on cosmos-transfer1")
+    for name, value in (spec.__pydantic_extra__ or {}).items():
+        target = TRANSFER1_FLAGS.get(name)
+        if name == "guidance":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not float(value).is_integer() \
+                    or not 0 <= value <= 7:
+                out.problem("guidance", "Transfer2.5 takes a whole number 0..7 (default 3); Transfer1's scale 7 is "
+                            "a different scale: set it in the model block", value, True)  # fmt: skip
+                continue
+            data["guidance"] = int(value)
+        elif target is not None:
+            data[target] = value
+        elif name in Spec25.model_fields:
+            data[name] = value
+        else:
+            out.dropped(name, "a Transfer1 setting with no Transfer2.5 equivalent")
+    for key in overrides:
+        if key in ("video_path", "name", "prompt_path", "image_context_path", "guided_generation_mask") or \
+                (isinstance(overrides[key], dict) and "mask_path" in overrides[key]):
+            out.problem(block_field(NAME, key), "paths cannot be set in the model block (they would not be "
+                        "uploaded); use the prompt file's own fields")  # fmt: skip
+    if out.problems:
+        return out, Launch25()
+    merged = merge_overrides(data, overrides, CONTROL_KEYS)
+    model = validate_into(Spec25, merged, out, NAME, overrides, FIELD_NAMES)
+    launch = validate_into(Launch25, launch_data, out, NAME, launch_data, {})
+    if model is not None:
+        out.spec = model.model_dump(mode="json", exclude_none=True)
+    return out, launch if isinstance(launch, Launch25) else Launch25()
+
+
+def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch25) -> list[str]:
+    """``python examples/inference.py -i SPEC -o OUT`` (torchrun for several GPUs; no --num_gpus: WORLD_SIZE is it)."""
+    if num_gpus not in VALID_GPU_COUNTS:
+        raise ValueError(f"num_gpus = {num_gpus}: Cosmos-Transfer2.5 splits the latent across GPUs (context "
+                         "parallelism); use 1, 2, 4 or 8")  # fmt: skip
+    launcher = ["python"] if num_gpus == 1 else \
+        ["torchrun", f"--nproc_per_node={num_gpus}", f"--master_port={MASTER_PORT}"]
+    argv = [*launcher, ENTRY_POINT, "-i", spec_path, "-o", output_dir]
+    if launch.disable_guardrails:
+        argv.append("--disable-guardrails")
+    if launch.offload_guardrail_models:
+        argv.append("--offload-guardrail-models")
+    return argv
+
+
+def sample_name(fetched: Path) -> str | None:
+    """The one sample's name in a downloaded output folder (``<name>.json`` is written before the guardrail check)."""
+    names = [p.stem for p in fetched.glob("*.json") if p.name not in ("spec_used.json", "prompt_spec.json")]
+    return names[0] if len(names) == 1 else None
+
+
+class Transfer25Backend(ModelBackend):
+    """Cosmos-Transfer2.5 2B in its uv-based image: ``examples/inference.py -i SPEC -o OUTDIR``."""
+
+    name = NAME
+    description = "Cosmos-Transfer2.5 2B (edge/vis/depth/seg; guardrails can be switched off; no 4K upscaler)"
+
+    def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
+        translation, _ = translate(spec, prompt_path.stem)
+        translation.problems[:0] = file_problems(spec, project_root)
+        translation.raise_if_problems(str(prompt_path))
+
+    def prompt_warnings(self, spec: TransferSpec, project_root: Path | None = None) -> list[str]:
+        return translate(spec, "prompt")[0].warnings
+
+    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
+                   project_root: Path | None = None) -> ModelRequest:
+        translation, launch = translate(spec, prompt)
+        translation.raise_if_problems(f"inputs/prompts/{prompt}.json")
+        spec_remote = f"inputs/prompts/{prompt}.json"
+        output_dir = f"outputs/{prompt}/{run_id}"
+        warnings = list(translation.warnings)
+        if num_gpus > 1 and not launch.disable_guardrails:
+            warnings.append("num_gpus > 1 with guardrails on: a blocked prompt can leave the ranks out of step "
+                            "(hang until the NCCL timeout; FACTS.md, code-reading): pre-screen prompts or use 1 GPU")
+        invocation = Invocation(
+            model=self.name,
+            argv=tuple(launch_argv(spec_remote, output_dir, num_gpus, launch)),
+            entry_point=ENTRY_POINT,
+            output_folder=output_dir,
+            num_gpus=num_gpus,
+            env=dict(CACHE_ENV),
+            guardrail_marker=GUARDRAIL_MARKER,
+            settings={**launch.model_dump(), "warnings": warnings},
+            cache_dirs=dict(CACHE_DIRS),
+            gpu_memory_gb=GPU_MEMORY_GB,
+        )
+        return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
+
+    def output_video(self, fetched: Path) -> Path:
+        name = sample_name(fetched)
+        if name is None:
+            return fetched / "<name>.mp4"
+        return link_output(fetched / f"{name}.mp4", fetched)
+
+    def guardrail_blocked(self, outcome: RunOutcome, fetched: Path | None) -> bool:
+        """Exit 0 with ``<name>.json`` and no ``<name>.mp4`` (the default --keep-going skips a blocked sample)."""
+        if fetched is None:
+            return outcome.guardrail_blocked
+        name = sample_name(fetched)
+        return outcome.exit_code == 0 and name is not None and not (fetched / f"{name}.mp4").exists()

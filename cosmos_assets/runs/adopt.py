@@ -1,0 +1,93 @@
+"""Adopt, don't repeat: a new attempt of a prompt and stage first looks for an earlier run doing the same work.
+
+"The same work" is an equal :meth:`~cosmos_assets.runs.record.RunRecord.inputs_digest` (spec, every input's content,
+model, image, settings, GPUs) on the same host. Only runs left behind are looked at: a record that never reached a
+final state (its orchestrator died: SIGKILL, power loss) or one that failed with its container or outputs left on
+the host (``detached``: the link stayed down, or the local download failed). The machine then says what is left
+(:meth:`~cosmos_assets.machines.base.Machine.job_state`): a running or finished container is attached to, outputs
+without a container are downloaded, and nothing (or a failed container) means a new run. A record whose worker is
+still alive is someone else's run in progress: refused, naming it and how to stop it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cosmos_assets.machines.base import JobState, Machine
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
+from cosmos_assets.runs.record import RunRecord, RunStore, append_history
+from cosmos_assets.runs.worker import Worker
+
+ADOPTABLE_STATES: frozenset[str] = frozenset({"running", "exited_ok", "outputs"})
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """An earlier run to take over, and what of its job is left on the machine."""
+
+    record: RunRecord
+    state: JobState
+
+
+def earlier_attempt(store: RunStore, probe: RunRecord) -> RunRecord | None:
+    """The newest left-behind run of the same work as ``probe`` (see the module doc), if any."""
+    digest = probe.inputs_digest()
+    for record in reversed(store.all()):
+        if record.run_id == probe.run_id or (record.prompt, record.stage, record.host) != (probe.prompt, probe.stage, probe.host):
+            continue
+        if (not record.is_final or record.detached) and record.inputs_digest() == digest:
+            return record
+    return None
+
+
+def refuse_if_still_followed(record: RunRecord) -> None:
+    """An unfinished run whose orchestrating process is alive is in progress elsewhere: refuse to run it twice."""
+    if record.is_final or not record.worker:
+        return
+    worker = Worker.from_text(record.worker)
+    if worker is None or worker == Worker.current() or worker.provably_dead():
+        return
+    stop = (f"terminate Dagster run {record.dagster_run_id} (UI, or `dagster run terminate {record.dagster_run_id}`)"
+            if record.dagster_run_id else f"stop process {worker.pid} on {worker.host}")
+    raise HostNotReadyError(
+        f"run {record.run_id} ({record.stage} of {record.prompt}, the same inputs) is still in progress on {record.host}, "
+        f"followed by {worker}; wait for it, or {stop} and materialize again."
+    )
+
+
+def abandon(store: RunStore, history_log: Path, record: RunRecord, why: str) -> None:
+    """Close a left-behind record that cannot be adopted (its job failed or is gone): failed, with the reason."""
+    record.state = "failed"
+    record.cause = record.cause or "orchestrator_died"
+    record.detached = False
+    record.error = f"abandoned: {why}"
+    record.finished_at = record.finished_at or datetime.now(timezone.utc)
+    store.save(record)
+    append_history(history_log, record.history())
+
+
+def find_adoption(store: RunStore, history_log: Path, machine: Machine, probe: RunRecord,
+                  job_of: Callable[[str], InferenceJob], output_file_of: Callable[[InferenceJob], str],
+                  log: LogLine) -> Adoption | None:  # fmt: skip
+    """The earlier run to adopt for ``probe``, or None (start a new one); closes earlier runs that left nothing."""
+    earlier = earlier_attempt(store, probe)
+    if earlier is None:
+        return None
+    refuse_if_still_followed(earlier)
+    job = job_of(earlier.run_id)
+    state = machine.job_state(job, output_file_of(job))
+    if state in ADOPTABLE_STATES:
+        what = {"running": "its container is still running: attaching to its log",
+                "exited_ok": "its container finished: collecting its log and outputs",
+                "outputs": "its outputs are on the host: downloading them, no container started"}[state]
+        log(f"[cosmos-assets] adopting earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} "
+            f"(same inputs, left behind by {earlier.worker or 'an earlier process'}): {what}")  # fmt: skip
+        return Adoption(earlier, state)
+    why = "its container exited non-zero" if state == "failed" else f"nothing of its job is left on {machine.label}"
+    log(f"[cosmos-assets] earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} cannot be adopted ({why}); "
+        "starting a new run")
+    abandon(store, history_log, earlier, why)
+    return None

@@ -1,0 +1,55 @@
+"""Why a run failed, as one word, and what follows from it: is it worth retrying, is something left on the host.
+
+The cause is a field of the run record, of the history line and of the failure metadata. Retryable causes are the
+ones a later attempt can fix by itself (a lost link, an unreachable host, a timeout); a guardrail block, a spec error,
+a host that is not ready, a model that exits non-zero or hangs are never retried. Plain Python (no Dagster).
+"""
+
+from __future__ import annotations
+
+from cosmos_assets.machines.job import HostNotReadyError
+
+RETRYABLE: frozenset[str] = frozenset({"link_lost", "host_unreachable", "timeout"})
+
+
+def failure_cause(error: BaseException) -> str:
+    """``guardrail_blocked``, ``model_exit``, ``stalled``, ``no_output``, ``link_lost``, ``host_unreachable``,
+    ``timeout``, ``host_not_ready``, ``spec_error``, ``local_io``, ``cancelled`` or ``error``."""
+    from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError, LinkDropped
+    from cosmos_assets.spec import SpecError
+
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, str) and cause:
+        return cause  # InferenceFailed says its own
+    if not isinstance(error, Exception):
+        return "cancelled"
+    if isinstance(error, (HostLinkLostError, LinkDropped)):
+        return "link_lost"
+    if isinstance(error, HostUnreachableError):
+        return "host_unreachable"
+    if isinstance(error, HostNotReadyError):
+        return "host_not_ready"
+    if isinstance(error, SpecError):
+        return "spec_error"
+    if isinstance(error, (TimeoutError, ConnectionError)):
+        return "timeout" if isinstance(error, TimeoutError) else "link_lost"
+    if isinstance(error, OSError):
+        return "local_io"
+    if isinstance(error, ValueError):
+        return "spec_error"
+    return "error"
+
+
+def retryable(cause: str) -> bool:
+    return cause in RETRYABLE
+
+
+def left_on_host(cause: str, phase: str) -> bool:
+    """Whether a run failing with ``cause`` while in ``phase`` leaves its container or outputs for the next attempt.
+
+    A link that stayed down while the model ran leaves the detached container running; any failure but a cancel
+    while downloading leaves the outputs of a container that exited 0.
+    """
+    if cause == "cancelled":
+        return False
+    return phase == "downloading" or (phase == "running" and cause in ("link_lost", "host_unreachable", "timeout"))

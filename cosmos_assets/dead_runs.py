@@ -85,9 +85,10 @@ def _free_slots_of_finished_runs(instance: dg.DagsterInstance, log: Callable[[st
 
 def before_gpu_steps(context: dg.InitResourceContext) -> None:
     """At resource setup (before any step of this run waits for a pool): record our worker, clear dead runs."""
-    instance, run_id = context.instance, context.run_id
-    if instance is None or run_id is None:
+    instance, run = context.instance, context.run
+    if instance is None or run is None:
         return
+    run_id = run.run_id
     record_worker(instance, run_id)
     free_dead_runs(instance, context.log.warning if context.log else print, skip_run_id=run_id)
 

@@ -24,7 +24,6 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.definitions import CosmosJobs, build_jobs
 from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.media import scan_render_folder, write_png
-from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sample_render import make_sample_render
 from cosmos_assets.sensor_plans import plan_prompt_tick, plan_render_tick, stat_render_folder
@@ -440,8 +439,8 @@ def test_sensors_start_the_job_objects_they_are_given(project: Project) -> None:
     """No job is found by name: the sensors' targets, run jobs and run tags come from the objects handed to them."""
     jobs = build_jobs(HOST_LABEL)
     renamed = jobs._replace(
-        shot=dg.define_asset_job("encode_shot", selection=jobs.shot.selection, partitions_def=SHOTS),
-        full_cycle=dg.define_asset_job("gpu_cycle", selection=jobs.full_cycle.selection, partitions_def=PROMPTS, tags={"gpu_host": "gpu-7"}),
+        shot=dg.define_asset_job("encode_shot", selection=jobs.shot.selection),
+        full_cycle=dg.define_asset_job("gpu_cycle", selection=jobs.full_cycle.selection, tags={"gpu_host": "gpu-7"}),
     )
     off = {s.name: s for s in sensors_for(SensorSettings(), renamed)}
     on = {s.name: s for s in sensors_for(SensorSettings(auto_generate=True), renamed)}

@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cosmos_assets.machines.job import relative_inside
-from cosmos_assets.spec import MODEL_BLOCK, Problem, SpecError, TransferSpec
+from cosmos_assets.model_block import MODEL_BLOCK
+from cosmos_assets.spec import Problem, SpecError, TransferSpec
 from cosmos_assets.spec_inputs import _path_problem, _spec_paths, shot_of
 
 CONTAINER_ROOT = "/workspace"

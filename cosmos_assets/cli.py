@@ -231,8 +231,16 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from cosmos_assets.runs.record import read_history
 
-    for record in read_history(_layout().history_log)[-args.last :]:
-        print(f"{record.when:%Y-%m-%d %H:%M:%S} {record.status:<17} {record.stage:<8} {record.prompt} ({record.shot}) on {record.host}: {record.total_seconds:.1f}s")
+    lines = read_history(_layout().history_log)
+    if args.summary:
+        from cosmos_assets.runs.cost import summary_table
+
+        print(summary_table(lines), end="")
+        return 0
+    for record in lines[-args.last :]:
+        cost = "" if record.cost is None else f", cost {record.cost:.2f}"
+        print(f"{record.when:%Y-%m-%d %H:%M:%S} {record.status:<17} {record.stage:<8} {record.prompt} ({record.shot}) on {record.host}: "
+              f"{record.total_seconds:.1f}s, {record.gpu_seconds / 3600.0:.3f} GPU h{cost}")  # fmt: skip
     return 0
 
 
@@ -284,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", help="print notes/run_history.log")
     p.add_argument("--last", type=int, default=20)
+    p.add_argument("--summary", action="store_true", help="totals of GPU hours and cost per shot and per day")
     p.set_defaults(func=cmd_history)
     return parser
 

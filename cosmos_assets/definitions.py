@@ -22,7 +22,6 @@ from cosmos_assets.assets import (
 from cosmos_assets.checks import ALL_CHECKS
 from cosmos_assets.dead_runs import build_dead_run_sensor
 from cosmos_assets.hosts import gpu_host_from_settings
-from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sensor_state import SensorSettings
 from cosmos_assets.sensors import build_sensors
@@ -52,26 +51,22 @@ def build_jobs(host_label: str) -> CosmosJobs:
         shot=dg.define_asset_job(
             "shot_job",
             selection=dg.AssetSelection.assets(shots, control_videos),
-            partitions_def=SHOTS,
             description="Check a render folder and encode its control videos.",
         ),
         prompt=dg.define_asset_job(
             "prompt_job",
             selection=dg.AssetSelection.assets(prompt_inputs, prompt_specs),
-            partitions_def=PROMPTS,
             description="Observe what the prompt reads (its spec and its shot's control videos) and validate the spec. No GPU.",
         ),
         full_cycle=dg.define_asset_job(
             "full_cycle_job",
             selection=dg.AssetSelection.assets(prompt_inputs, prompt_specs, generated_videos, upscaled_videos),
-            partitions_def=PROMPTS,
             tags=gpu_tags,
             description="The seed's full_cycle.sh: validate the prompt, generate on the GPU host, upscale to 4K, download.",
         ),
         generate=dg.define_asset_job(
             "generate_job",
             selection=dg.AssetSelection.assets(prompt_inputs, prompt_specs, generated_videos),
-            partitions_def=PROMPTS,
             tags=gpu_tags,
             description="full_cycle.sh --no-upscale: validate the prompt and generate, without the 4K upscale.",
         ),
@@ -92,7 +87,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         sensors=sensors,
         jobs=list(jobs),
         resources={"project": ProjectResource(root=str(settings.root), num_gpus=settings.num_gpus,
-                                              model_silence_minutes=settings.model_silence_minutes), "gpu_host": host},
+                                              model_silence_minutes=settings.model_silence_minutes,
+                                              gpu_price_per_hour=settings.gpu_price_per_hour), "gpu_host": host},
         # The steps of one shot or prompt run one after another anyway; in-process saves a Python start-up and
         # a code import per step (bench: 11.3 s -> 2.5 s overhead per prompt through `dagster asset materialize`).
         executor=dg.in_process_executor,

@@ -18,6 +18,9 @@ class ProjectResource(dg.ConfigurableResource):
     model_silence_minutes: float = Field(
         default=0.0, ge=0, description="A model silent this long is hung: stopped and failed (COSMOS_MODEL_SILENCE_MINUTES; 0 = off)."
     )
+    gpu_price_per_hour: float | None = Field(
+        default=None, ge=0, description="Price of one GPU hour, any currency (COSMOS_GPU_PRICE_PER_HOUR); unset: no cost recorded."
+    )
 
     @property
     def layout(self) -> ProjectLayout:

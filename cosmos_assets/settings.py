@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     min_free_gb: float = Field(20.0, ge=0, validation_alias="COSMOS_MIN_FREE_GB")
     # a model that prints nothing this long is hung: its run fails and its container is stopped (0 = never)
     model_silence_minutes: float = Field(45.0, ge=0, validation_alias="COSMOS_MODEL_SILENCE_MINUTES")
+    # what a GPU hour costs (any currency): runs then record a cost; unset, they record GPU seconds only
+    gpu_price_per_hour: float | None = Field(None, ge=0, validation_alias="COSMOS_GPU_PRICE_PER_HOUR")
 
     # sensors
     sensors: bool = Field(False, validation_alias="COSMOS_SENSORS")

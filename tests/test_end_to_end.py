@@ -128,7 +128,8 @@ def test_rerun_keeps_the_earlier_run_and_upscale_weight_is_set_per_run(demo_proj
         partition_key=DEMO_PROMPT,
         instance=instance,
         resources=resources,
-        run_config={"ops": {"upscaled_videos": {"config": {"control_weight": 0.8}}}},
+        run_config={"ops": {"upscaled_videos": {"config": {"control_weight": 0.8}},
+                            "generated_videos": {"config": {"force": True}}}},  # unforced, it is skipped
     )
     assert result.success
     kept = layout.previous_outputs_dir / DEMO_PROMPT / first

@@ -56,7 +56,7 @@ def test_a_second_run_moves_the_first_aside_and_skips_unchanged_inputs(project) 
     layout, host = project
     first = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="11111111")
     first_bytes = first.video.read_bytes()
-    second = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="22222222")
+    second = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="22222222", force=True)  # else skipped
     assert second.previous_moved_to is not None
     assert (second.previous_moved_to / "output.mp4").read_bytes() == first_bytes
     assert second.previous_moved_to.name == first.spec_used.run_id
@@ -170,3 +170,17 @@ def test_a_failed_runs_record_says_why(project) -> None:
         run_generation(layout, host, PREVIEW, "blocked")
     (record,) = RunStore(layout.runs_dir).all()
     assert record.state == "guardrail_blocked" and record.exit_code != 0 and "GUARDRAIL" in (record.error or "")
+
+
+def test_a_generation_and_its_upscale_in_the_same_second_keep_their_own_records(project) -> None:
+    """Regression: one Dagster run's two stages starting within a second once shared a run id, so the upscale's
+    record replaced the generation's and a later unchanged generation was not recognised as done."""
+    from datetime import datetime, timezone
+
+    layout, host = project
+    now = datetime(2026, 11, 29, 10, 0, 0, tzinfo=timezone.utc)
+    gen = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="samerun0", now=now)
+    up = run_upscale(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="samerun0", now=now)
+    assert gen.record.run_id != up.record.run_id
+    states = {(r.stage, r.state) for r in RunStore(layout.runs_dir).all()}
+    assert states == {("generate", "succeeded"), ("upscale", "succeeded")}

@@ -23,19 +23,21 @@ GPU_POOL = "gpu_host"
 class GenerateConfig(dg.Config):
     model: str | None = Field(default=None, description="Model for this run: cosmos-transfer1, cosmos-transfer2.5 or cosmos3 (or transfer1, transfer2.5). Default: the prompt file's cosmos_assets.model, else COSMOS_MODEL (docs/models.md).")
     videos_subdir: str | None = Field(default=None, description="Use inputs/videos/<this>/ instead of the spec's shot folder (the seed's videos_subdir_override).")
+    force: bool = Field(default=False, description="Run even when the last successful run did the same work and its outputs are unchanged (otherwise skipped).")
     num_gpus: int | None = Field(default=None, description="GPUs for one run: 1 runs python, more run torchrun; Transfer1: divides 16, Transfer2.5: 1/2/4/8, Cosmos 3: 1 or even. Default NUM_GPU, else 1.")
 
 
 class UpscaleConfig(dg.Config):
     control_weight: float = Field(default=DEFAULT_UPSCALE_WEIGHT, ge=0.0, description="Upscale control weight (the seed's --upscale-weight).")
     num_gpus: int | None = Field(default=None, description="GPUs for one run; must divide 16. Default NUM_GPU, else 1.")
+    force: bool = Field(default=False, description="Run even when the last successful upscale did the same work and its outputs are unchanged (otherwise skipped).")
 
 
 def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None) -> dict[str, Any]:
     """What the UI shows for a generated or upscaled video, derived from the run record and the video itself."""
     record = result.record
     info = probe_video(result.video)
-    return {
+    metadata: dict[str, Any] = {
         "frame_count": info.frames,
         "resolution": f"{info.width}x{info.height}",
         "duration_seconds": round(info.duration, 3),
@@ -57,7 +59,21 @@ def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None
         "download_bytes": record.download.bytes_sent,
         "download_seconds": round(record.download.seconds, 2),
         "previous_run_moved_to": record.previous_moved_to or "(none)",
+        "model_load_seconds": "(not derivable from this model's log)" if record.model_load_seconds is None
+                              else round(record.model_load_seconds, 2),
+        "cost": "(no COSMOS_GPU_PRICE_PER_HOUR set)" if record.cost is None else round(record.cost, 4),
+        "skipped": result.skipped is not None,
     }
+    if result.skipped is not None:  # nothing ran: this materialization stands on an earlier run's outputs
+        metadata |= {
+            "skipped_because": result.skipped,
+            "matches_run_id": record.run_id,
+            "matches_run_finished_at": str(record.finished_at or record.updated_at),
+            "gpu_seconds": 0.0, "inference_seconds": 0.0, "cost": 0.0,
+            "upload_bytes": 0, "upload_seconds": 0.0, "upload_files_skipped": 0,
+            "download_bytes": 0, "download_seconds": 0.0, "previous_run_moved_to": "(none)",
+        }
+    return metadata
 
 
 def picture_metadata(result: StageResult, log: dg.DagsterLogManager | None) -> dict[str, Any]:
@@ -113,6 +129,9 @@ def failure_from(error: Exception) -> dg.Failure:
                       metadata=metadata, allow_retries=retryable(cause))  # fmt: skip
 
 
+# No code_version on the GPU assets: what makes their output (model, image, spec, inputs, settings, GPUs) is chosen
+# per run and is all in the data version (the inputs digest); a hand-bumped constant would mark every prompt stale
+# for a change of this module that alters no output, and a bump that does matter is not a reason to skip anyway.
 @dg.asset(
     partitions_def=PROMPTS,
     deps=[prompt_specs],
@@ -123,7 +142,9 @@ def failure_from(error: Exception) -> dg.Failure:
     description=(
         "The model's output for one prompt: uploads the spec and control videos to the GPU host, runs "
         "inference in Docker with live logs, downloads `outputs/<prompt>/` (output.mp4, spec_used.json, "
-        "prompt_spec.json, run.log). With COSMOS_HOST=preview the preview backend runs instead of the model."
+        "prompt_spec.json, run.log). With COSMOS_HOST=preview the preview backend runs instead of the model. "
+        "Skipped (nothing uploaded or started) when its last successful run did the same work and left its outputs "
+        "unchanged; config `force` runs it anyway. Data version: the run's inputs digest."
     ),
 )
 def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
@@ -144,12 +165,14 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
             log=context.log.info,
             silence_minutes=project.model_silence_minutes,
             cancelled=terminating(context),
+            force=config.force,
+            gpu_price_per_hour=project.gpu_price_per_hour,
         )
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
         raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
     except Exception as error:
         raise failure_from(error) from error
-    return dg.MaterializeResult(metadata=result_metadata(result, context.log))
+    return dg.MaterializeResult(metadata=result_metadata(result, context.log), data_version=dg.DataVersion(result.data_version))
 
 
 @dg.asset(
@@ -161,7 +184,8 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
     kinds={"docker", "mp4"},
     description=(
         "The 4K upscale of the generated video (spec `{input_video_path, upscale: {control_weight}}`, weight 0.5 "
-        "by default) into `outputs/<prompt>_upscaled/`. Leave it out of a selection to skip it (the seed's --no-upscale)."
+        "by default) into `outputs/<prompt>_upscaled/`. Leave it out of a selection to skip it (the seed's --no-upscale). "
+        "Skipped like the generation when nothing changed (config `force` runs it anyway)."
     ),
 )
 def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
@@ -178,6 +202,8 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
             log=context.log.info,
             silence_minutes=project.model_silence_minutes,
             cancelled=terminating(context),
+            force=config.force,
+            gpu_price_per_hour=project.gpu_price_per_hour,
         )
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
         raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
@@ -185,4 +211,4 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
         raise failure_from(error) from error
     metadata = result_metadata(result, context.log)
     metadata["control_weight"] = config.control_weight
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.data_version))

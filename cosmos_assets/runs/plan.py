@@ -22,10 +22,15 @@ from cosmos_assets.spec_inputs import referenced_paths, shot_of, with_videos_sub
 DEFAULT_UPSCALE_WEIGHT = 0.5
 
 
-def new_run_id(now: datetime, dagster_run_id: str | None) -> str:
-    """``YYYYmmdd_HHMMSS_<8 hex>``: sortable, unique per run, the seed's timestamp style."""
+def new_run_id(now: datetime, dagster_run_id: str | None, stage: str = "generate") -> str:
+    """``YYYYmmdd_HHMMSS_<8 hex>`` (``..._upscale`` for the upscale): sortable, unique per run and stage.
+
+    The generation and the upscale of one Dagster run can start within the same second: the stage keeps their
+    run records (``outputs/.runs/<run_id>.json``) apart.
+    """
     suffix = (dagster_run_id or os.urandom(4).hex())[:8]
-    return f"{now.strftime('%Y%m%d_%H%M%S')}_{suffix}"
+    stamp = f"{now.strftime('%Y%m%d_%H%M%S')}_{suffix}"
+    return stamp if stage == "generate" else f"{stamp}_{stage}"
 
 
 @dataclass

@@ -27,7 +27,7 @@ from cosmos_assets.redaction import redacted, redacted_message, shell_join
 
 RunState = Literal["planned", "uploading", "running", "downloading", "succeeded", "failed", "guardrail_blocked", "cancelled"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "guardrail_blocked", "cancelled"})
-HistoryStatus = Literal["success", "failed", "guardrail_blocked", "cancelled"]
+HistoryStatus = Literal["success", "failed", "guardrail_blocked", "cancelled", "skipped"]
 
 
 def _now() -> datetime:
@@ -88,6 +88,10 @@ class RunRecord(BaseModel):
     cause: str | None = Field(default=None, description="why it failed: link_lost, stalled, guardrail_blocked, ...")
     detached: bool = Field(default=False, description="its container was left running on the host; the next attempt adopts it")
     adopted_by: list[str] = Field(default_factory=list, description="Dagster runs that later attached to this run")
+    # issue 11: what it cost, and what it left, so an unchanged prompt is not run again (runs/skip.py)
+    gpu_price_per_hour: float | None = Field(default=None, ge=0, description="COSMOS_GPU_PRICE_PER_HOUR when it ran; None: unpriced")
+    model_load_seconds: float | None = Field(default=None, description="model load time from the model's own log; None: not derivable")
+    output_files: list[InputFile] = Field(default_factory=list, description="the local outputs of a succeeded run, by content")
 
     @field_validator("command")
     @classmethod
@@ -140,6 +144,15 @@ class RunRecord(BaseModel):
         return 0.0 if self.preview else self.inference_seconds * self.num_gpus
 
     @property
+    def cost(self) -> float | None:
+        """GPU hours times the price per GPU hour (currency-agnostic); 0 for the preview; None when no price is set."""
+        if self.preview:
+            return 0.0
+        if self.gpu_price_per_hour is None:
+            return None
+        return self.gpu_seconds / 3600.0 * self.gpu_price_per_hour
+
+    @property
     def command_line(self) -> str:
         return shell_join(self.command)
 
@@ -186,7 +199,20 @@ class RunRecord(BaseModel):
             upload_seconds=round(self.upload.seconds, 3), inference_seconds=round(self.inference_seconds, 3),
             download_seconds=round(self.download.seconds, 3), total_seconds=round(self.total_seconds, 3),
             gpu_seconds=round(self.gpu_seconds, 3), outputs=self.outputs, error=self.error, cause=self.cause,
+            model_load_seconds=self.model_load_seconds, cost=_rounded(self.cost),
         )  # fmt: skip
+
+    def skipped_history(self, *, dagster_run_id: str | None, when: datetime | None = None) -> "HistoryRecord":
+        """The history line of a materialization that reused this (succeeded) run's outputs: no GPU time, no cost."""
+        return HistoryRecord(
+            when=when or _now(), run_id=self.run_id, dagster_run_id=dagster_run_id, stage=self.stage,
+            prompt=self.prompt, shot=self.shot, host=self.host, backend=self.model, command="(skipped: same inputs)",
+            status="skipped", outputs=self.outputs, cost=0.0,
+        )  # fmt: skip
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 class RunStore:
@@ -274,6 +300,8 @@ class HistoryRecord(BaseModel):
     outputs: list[str] = Field(default_factory=list)
     error: str | None = None
     cause: str | None = None
+    model_load_seconds: float | None = None
+    cost: float | None = Field(default=None, description="GPU hours x COSMOS_GPU_PRICE_PER_HOUR; None when no price was set")
 
 
 def append_history(path: Path, record: HistoryRecord) -> None:

@@ -17,14 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename_no_replace
+from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename_no_replace, sha256_file
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import Adoption, find_adoption
 from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, new_run_id, plan_generation, plan_upscale
-from cosmos_assets.runs.record import RunRecord, RunStore, SpecUsed, append_history
+from cosmos_assets.runs.record import InputFile, RunRecord, RunStore, SpecUsed, append_history
+from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.watchdog import Watchdog
 from cosmos_assets.runs.worker import Worker
@@ -58,6 +59,12 @@ class StageResult:
     spec_used: SpecUsed
     outputs: list[Path] = field(default_factory=list)
     previous_moved_to: Path | None = None
+    skipped: str | None = None  # why nothing ran: ``record`` is then the earlier run whose outputs stand
+
+    @property
+    def data_version(self) -> str:
+        """The work's identity (the inputs digest): equal for a run and every later skip of it."""
+        return self.record.inputs_digest()
 
     @property
     def stage(self) -> str:
@@ -200,6 +207,8 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
     record.state = "succeeded"
     record.output_dir = str(plan.dest.relative_to(layout.root))
     record.outputs = [str(p.relative_to(layout.root)) for p in outputs]
+    record.output_files = [InputFile(path=str(p.relative_to(layout.root)), size=p.stat().st_size, sha256=sha256_file(p))
+                           for p in outputs]  # fmt: skip
     record.previous_moved_to = str(moved) if moved else None
     record.total_seconds = time.monotonic() - t0
     store.save(record)
@@ -213,6 +222,14 @@ def _previous_run_id(folder: Path) -> str:
         return SpecUsed.read(folder / "spec_used.json").run_id
     except FileNotFoundError:
         return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).strftime("%Y%m%d_%H%M%S") + "_unknown"
+
+
+def _say(log: LogLine, line: str) -> None:
+    """A line for the caller's log that never stops the run (a Dagster log on a full disk raises)."""
+    try:
+        log(line)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _best_effort(action: Callable[[], object], log: LogLine) -> None:
@@ -316,11 +333,14 @@ def run_generation(
     now: datetime | None = None,
     silence_minutes: float = 0.0,
     cancelled: Callable[[], bool] | None = None,
+    force: bool = False,
+    gpu_price_per_hour: float | None = None,
 ) -> StageResult:
     """The seed's upload -> run -> download for one prompt, into ``outputs/<prompt>/``.
 
     An earlier run of the same work left behind (its orchestrator died, or its link stayed down) is adopted rather
-    than repeated (:mod:`cosmos_assets.runs.adopt`).
+    than repeated (:mod:`cosmos_assets.runs.adopt`); unless ``force``, a prompt whose last successful run did the
+    same work and left its outputs unchanged is not run at all (:mod:`cosmos_assets.runs.skip`).
     """
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
 
@@ -328,7 +348,8 @@ def run_generation(
         return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
                                videos_subdir=videos_subdir, num_gpus=num_gpus)  # fmt: skip
 
-    return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled)
+    return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled,
+                      force=force, gpu_price_per_hour=gpu_price_per_hour)  # fmt: skip
 
 
 def run_upscale(
@@ -344,23 +365,40 @@ def run_upscale(
     now: datetime | None = None,
     silence_minutes: float = 0.0,
     cancelled: Callable[[], bool] | None = None,
+    force: bool = False,
+    gpu_price_per_hour: float | None = None,
 ) -> StageResult:
     """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/``."""
-    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
+    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id, "upscale")
 
     def make_plan(rid: str) -> StagePlan:
         return plan_upscale(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
                             control_weight=control_weight, num_gpus=num_gpus)  # fmt: skip
 
-    return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled)
+    return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled,
+                      force=force, gpu_price_per_hour=gpu_price_per_hour)  # fmt: skip
 
 
 def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, make_plan: Callable[[str], StagePlan],
                run_id: str, log: LogLine, silence_minutes: float,
-               cancelled: Callable[[], bool] | None = None) -> StageResult:  # fmt: skip
-    """Plan under a new run id; adopt an earlier run of the same work if one was left behind, else run this plan."""
+               cancelled: Callable[[], bool] | None = None, *, force: bool = False,
+               gpu_price_per_hour: float | None = None) -> StageResult:  # fmt: skip
+    """Plan under a new run id; skip it if its last success did the same work; adopt an earlier run of the same work
+    if one was left behind, else run this plan."""
     plan = make_plan(run_id)
     record = planned_record(layout, machine, backend, plan)
+    record.gpu_price_per_hour = gpu_price_per_hour
+    decision = decide(RunStore(layout.runs_dir), layout.root, record, force=force)
+    if decision.skip and decision.matches is not None:
+        _clean_staging(plan.effective_spec.parent, plan)
+        done = decision.matches
+        _say(log, f"[cosmos-assets] {plan.stage} of {plan.job.prompt} skipped: {decision.reason}; nothing uploaded "
+                  "or started (run config force=true runs it again)")  # fmt: skip
+        append_history(layout.history_log, done.skipped_history(dagster_run_id=plan.job.dagster_run_id))
+        return StageResult(record=done, output_dir=plan.dest, video=backend.output_video(plan.dest),
+                           spec_used=done.spec_used(), outputs=sorted(p for p in plan.dest.iterdir() if p.is_file()),
+                           skipped=decision.reason)  # fmt: skip
+    _say(log, f"[cosmos-assets] running {plan.stage} of {plan.job.prompt}: {decision.reason}")
     adoption = find_adoption(RunStore(layout.runs_dir), layout.history_log, machine, record,
                              lambda rid: make_plan(rid).job,
                              lambda job: backend.output_video(Path(job.output_folder)).as_posix(), log)  # fmt: skip
@@ -368,5 +406,7 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
         return execute_plan(layout, machine, backend, plan, log, record=record, silence_minutes=silence_minutes,
                             cancelled=cancelled)  # fmt: skip
     _clean_staging(plan.effective_spec.parent, plan)  # this attempt's own plan is not used
+    if adoption.record.gpu_price_per_hour is None:
+        adoption.record.gpu_price_per_hour = gpu_price_per_hour
     return execute_plan(layout, machine, backend, make_plan(adoption.record.run_id), log, adoption=adoption,
                         silence_minutes=silence_minutes, cancelled=cancelled)  # fmt: skip

@@ -135,10 +135,12 @@ def instance(project: ProjectLayout) -> Iterator[dg.DagsterInstance]:
 
 
 def materialize(project: ProjectLayout, instance: dg.DagsterInstance, host: SshGpuHost, selection: list[str],
-                prompt: str = PROMPT) -> dg.ExecuteInProcessResult:
+                prompt: str = PROMPT, force: bool = False, price: float | None = None) -> dg.ExecuteInProcessResult:
+    config = {"ops": {name: {"config": {"force": True}} for name in selection}} if force else None
     return dg.materialize(
         ALL_ASSETS, selection=selection, partition_key=prompt, instance=instance, raise_on_error=False,
-        resources={"project": ProjectResource(root=str(project.root)), "gpu_host": host},
+        resources={"project": ProjectResource(root=str(project.root), gpu_price_per_hour=price), "gpu_host": host},
+        run_config=config,
     )  # fmt: skip
 
 
@@ -229,7 +231,7 @@ def test_unchanged_inputs_upload_nothing_and_a_dropped_link_keeps_one_container(
 
     killer = threading.Thread(target=kill_link_mid_run, daemon=True)
     killer.start()
-    result = materialize(project, instance, host, ["generated_videos"])
+    result = materialize(project, instance, host, ["generated_videos"], force=True)  # unforced, it is skipped
     killer.join(timeout=10)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     assert seen.get("killed", 0) >= 1, "the SSH link was not killed mid-run"
@@ -247,6 +249,34 @@ def test_unchanged_inputs_upload_nothing_and_a_dropped_link_keeps_one_container(
     assert len(steps) == len(set(steps)) == 35, "every step line must reach the run log exactly once across the re-attach"
     assert probe_video(project.output_dir(PROMPT) / "output.mp4").frames == 8
     no_secret_in(project.output_dir(PROMPT) / "run.log", project.output_dir(PROMPT) / "spec_used.json")
+
+
+def test_an_unchanged_prompt_is_skipped_and_a_changed_one_runs_with_its_gpu_seconds_and_cost(
+    sshd, remote: FakeRemote, project: ProjectLayout, instance: dg.DagsterInstance, docker_client
+) -> None:
+    host = make_host(sshd, remote)
+    first = materialize(project, instance, host, ["generated_videos"], price=2.0)
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+    started = time.time()
+    again = materialize(project, instance, host, ["generated_videos"], price=2.0)
+    assert again.success, [e.message for e in again.all_events if e.is_failure]
+    meta = again.asset_materializations_for_node("generated_videos")[0].metadata
+    assert meta["skipped"].value is True and "same inputs as run" in meta["skipped_because"].value
+    assert container_starts(docker_client, started, PROMPT, "generate") == []
+
+    spec_path = project.prompt_file(PROMPT)
+    original = spec_path.read_bytes()
+    spec = json.loads(original)
+    spec["seed"] = int(spec.get("seed", 0)) + 1
+    spec_path.write_text(json.dumps(spec, indent=2))
+    try:
+        changed = materialize(project, instance, host, ["generated_videos"], price=2.0)
+    finally:
+        spec_path.write_bytes(original)
+    assert changed.success, [e.message for e in changed.all_events if e.is_failure]
+    meta = changed.asset_materializations_for_node("generated_videos")[0].metadata
+    assert meta["skipped"].value is False and len(container_starts(docker_client, started, PROMPT, "generate")) == 1
+    assert meta["cost"].value == pytest.approx(meta["gpu_seconds"].value / 3600 * 2.0, abs=1e-3)
 
 
 def test_failing_container_fails_the_asset_with_its_log_tail_and_skips_the_upscale(

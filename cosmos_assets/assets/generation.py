@@ -132,6 +132,30 @@ def failure_from(error: Exception) -> dg.Failure:
 # No code_version on the GPU assets: what makes their output (model, image, spec, inputs, settings, GPUs) is chosen
 # per run and is all in the data version (the inputs digest); a hand-bumped constant would mark every prompt stale
 # for a change of this module that alters no output, and a bump that does matter is not a reason to skip anyway.
+def _run_options(context: dg.AssetExecutionContext, project: ProjectResource, num_gpus: int | None,
+                 force: bool) -> dict[str, Any]:  # fmt: skip
+    """What both GPU steps pass the runner: the run's identity, its log, and the deployment's run settings."""
+    return {
+        "dagster_run_id": context.run.run_id,
+        "num_gpus": num_gpus or project.num_gpus,
+        "log": context.log.info,
+        "silence_minutes": project.model_silence_minutes,
+        "cancelled": terminating(context),
+        "force": force,
+        "gpu_price_per_hour": project.gpu_price_per_hour,
+    }
+
+
+def _gpu_step(run: Callable[[], StageResult]) -> StageResult:
+    """Run a GPU stage; a termination and every failure become the Dagster Failure that says whether to retry."""
+    try:
+        return run()
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
+        raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
+    except Exception as error:
+        raise failure_from(error) from error
+
+
 @dg.asset(
     partitions_def=PROMPTS,
     deps=[prompt_specs],
@@ -153,25 +177,10 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
     except (ValueError, FileNotFoundError) as error:  # an unknown model name, or an unreadable prompt file
         raise dg.Failure(description=str(error).splitlines()[0], allow_retries=False) from error
     context.log.info(f"model: {backend.label} (run config > prompt file's cosmos_assets.model > COSMOS_MODEL)")
-    try:
-        result = run_generation(
-            project.layout,
-            gpu_host.machine_for(backend.name),
-            backend,
-            context.partition_key,
-            dagster_run_id=context.run.run_id,
-            videos_subdir=config.videos_subdir,
-            num_gpus=config.num_gpus or project.num_gpus,
-            log=context.log.info,
-            silence_minutes=project.model_silence_minutes,
-            cancelled=terminating(context),
-            force=config.force,
-            gpu_price_per_hour=project.gpu_price_per_hour,
-        )
-    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
-        raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
-    except Exception as error:
-        raise failure_from(error) from error
+    result = _gpu_step(lambda: run_generation(
+        project.layout, gpu_host.machine_for(backend.name), backend, context.partition_key,
+        videos_subdir=config.videos_subdir, **_run_options(context, project, config.num_gpus, config.force),
+    ))  # fmt: skip
     return dg.MaterializeResult(metadata=result_metadata(result, context.log), data_version=dg.DataVersion(result.data_version))
 
 
@@ -189,26 +198,14 @@ def generated_videos(context: dg.AssetExecutionContext, config: GenerateConfig, 
     ),
 )
 def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
-    try:
+    def upscale() -> StageResult:
         upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
-        result = run_upscale(
-            project.layout,
-            gpu_host.machine_for(upscaler.name),
-            upscaler,
-            context.partition_key,
-            dagster_run_id=context.run.run_id,
-            control_weight=config.control_weight,
-            num_gpus=config.num_gpus or project.num_gpus,
-            log=context.log.info,
-            silence_minutes=project.model_silence_minutes,
-            cancelled=terminating(context),
-            force=config.force,
-            gpu_price_per_hour=project.gpu_price_per_hour,
-        )
-    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
-        raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
-    except Exception as error:
-        raise failure_from(error) from error
+        return run_upscale(
+            project.layout, gpu_host.machine_for(upscaler.name), upscaler, context.partition_key,
+            control_weight=config.control_weight, **_run_options(context, project, config.num_gpus, config.force),
+        )  # fmt: skip
+
+    result = _gpu_step(upscale)
     metadata = result_metadata(result, context.log)
     metadata["control_weight"] = config.control_weight
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.data_version))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +17,7 @@ import paramiko
 
 from cosmos_assets.files import sha256_file
 from cosmos_assets.machines import sftp_wire
+from cosmos_assets.machines.transfer_resume import Landed, prefix_length
 
 _logger = logging.getLogger(__name__)
 
@@ -43,44 +44,23 @@ class Counter:
             self.value += nbytes
 
 
-class _Landed:
-    """Which blocks of a parallel upload the server confirmed, for the contiguous prefix on failure.
-
-    Each block is written by one channel, in order, so its confirmed bytes are a prefix of it.
-    """
-
-    def __init__(self, size: int, block: int) -> None:
-        self.size, self.block = size, block
-        self.done = [0] * (-(-size // block))
-        self._lock = threading.Lock()
-
-    def acked(self, offset: int, length: int) -> None:
-        with self._lock:
-            self.done[offset // self.block] += length
-
-    def prefix(self) -> int:
-        """Bytes from 0 that all landed."""
-        total = 0
-        for i, done in enumerate(self.done):
-            total += done
-            if done < min(self.block, self.size - i * self.block):
-                break
-        return total
-
-
 class _Aborted(Exception):
     """Another channel of a parallel upload failed: stop sending."""
 
 
-def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: int,
-                       progress: Progress) -> tuple[int, str]:  # fmt: skip
+def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: int, progress: Progress,
+                       landed: Landed | None = None, carried: Callable[[int], None] | None = None,
+                       timeout: float | None = None) -> tuple[int, str]:  # fmt: skip
     """Write local into a fresh part over PARALLEL_CHANNELS SFTP channels of the same connection.
 
     One channel is limited by the server's per-channel window (OpenSSH: 2 MiB in flight, ~50 MB/s at 40 ms
     RTT); several channels each have their own. The channels take PARALLEL_BLOCK blocks in file order from a
-    shared queue; the local sha256 is computed meanwhile. Returns (bytes sent, local sha256). On failure
-    ``part`` is cut to the prefix that fully landed (a valid resume point; the next upload checks it against
-    the local file's prefix anyway) and the error re-raised.
+    shared queue; the local sha256 is computed meanwhile. Returns (bytes sent, local sha256).
+
+    ``landed`` records every write the server confirmed (a retry in this process sends only the rest);
+    ``carried(nbytes)`` is told of them too; ``timeout``: seconds a channel may wait for the server. On failure,
+    if the link still answers, ``part`` is cut to the prefix that fully landed (a valid resume point for any later
+    upload, and ``landed`` keeps just that); the error is re-raised.
     """
     transport = sftp.get_channel().get_transport()
     step = sftp_wire.request_size(sftp)
@@ -89,7 +69,13 @@ def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: 
     blocks: queue.SimpleQueue[int] = queue.SimpleQueue()
     for start in range(0, size, PARALLEL_BLOCK):
         blocks.put(start)
-    landed = _Landed(size, PARALLEL_BLOCK)
+    landed = landed if landed is not None else Landed()
+
+    def acked(offset: int, length: int) -> None:
+        landed.add(offset, length)
+        if carried is not None:
+            carried(length)
+
     counter = Counter()
     abort = threading.Event()
     errors: list[BaseException] = []
@@ -117,15 +103,19 @@ def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: 
         try:
             if index:
                 client = paramiko.SFTPClient.from_transport(transport)
+                client.get_channel().settimeout(timeout)
                 sftp_wire.set_request_size(client, step)
             with client.open(part, "r+b") as f:
-                sftp_wire.pipelined_write_at(client, f, pieces(), counter, landed.acked)
+                sftp_wire.pipelined_write_at(client, f, pieces(), counter, acked)
         except BaseException as exc:  # noqa: BLE001 - collected, re-raised by the caller
             abort.set()
             errors.append(exc)
         finally:
             if client is not sftp:
-                client.close()
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001 - closing a channel of a dead link: the write error is what counts
+                    pass
 
     threads = [threading.Thread(target=channel, args=(i,), name=f"sftp-put-{i}", daemon=True)
                for i in range(PARALLEL_CHANNELS)]  # fmt: skip
@@ -140,12 +130,13 @@ def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: 
                 t.join(PARALLEL_POLL_S)
                 progress.set(base + counter.value)
     if errors:
-        keep = landed.prefix()
+        keep = prefix_length(landed.ranges())
         try:
             sftp.truncate(part, keep)
+            landed.keep_only([(0, keep)])
             _logger.info("parallel upload of %s failed; kept the %d bytes that landed in %s", local, keep, part)
-        except Exception as exc:  # noqa: BLE001 - the link may be gone; the next upload re-checks the part
-            _logger.warning("could not cut %s to its landed prefix (%s); the next upload re-checks it", part, exc)
+        except Exception as exc:  # noqa: BLE001 - the link may be gone: a retry resumes from what landed
+            _logger.info("could not cut %s to its landed prefix (%s); a retry sends only what never landed", part, exc)
         raise next((e for e in errors if not isinstance(e, _Aborted)), errors[0])
     progress.set(base + counter.value)
     return counter.value, local_sha

@@ -124,6 +124,7 @@ def pipelined_write_at(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, pieces: 
     raises, the writes already sent are settled first (so ``acked`` has seen all that landed).
     """
     handle = file_handle(f)
+    channel = sftp.get_channel()
     sink = _Responses()
     pending: deque[tuple[int, int, int]] = deque()  # (request number, offset, length)
     in_flight_max = max(4, IN_FLIGHT_BYTES // request_size(sftp))
@@ -153,6 +154,10 @@ def pipelined_write_at(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, pieces: 
         counter.add(len(data))
         while len(pending) > in_flight_max or (pending and pending[0][0] in sink.by_num):
             settle()
+        while pending and channel.recv_ready():  # read the acknowledgements that came: ``acked`` stays current
+            sftp._read_response()
+            while pending and pending[0][0] in sink.by_num:
+                settle()
     while pending:
         settle()
     return written
@@ -166,14 +171,14 @@ def _check_write(t: int, msg: paramiko.Message) -> None:
         raise OSError(f"SFTP write failed: {msg.get_text()} (status {code})")
 
 
-def pipelined_read(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, size: int) -> Iterator[bytes]:
-    """Yield a remote file's first ``size`` bytes in order, with many read requests in flight."""
+def pipelined_read(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, size: int, start: int = 0) -> Iterator[bytes]:
+    """Yield a remote file's bytes from ``start`` up to ``size`` in order, with many read requests in flight."""
     handle = file_handle(f)
     sink = _Responses()
     step = request_size(sftp)
     in_flight_max = max(4, IN_FLIGHT_BYTES // step)
     pending: deque[tuple[int, int, int]] = deque()  # (num, offset, length)
-    next_offset = 0
+    next_offset = start
 
     def request(offset: int, length: int) -> tuple[int, int, int]:
         return sftp._async_request(sink, CMD_READ, handle, int64(offset), length), offset, length

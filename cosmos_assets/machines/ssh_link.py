@@ -4,12 +4,16 @@ Every remote command in the package goes through :class:`SshLink`: argv lists on
 (``shlex.join``), never a string pasted together. A link is *lost* when the transport is closed or the server
 no longer answers a channel request (:meth:`SshLink.lost`); :meth:`SshLink.with_reconnect` re-runs an
 idempotent action after such a loss, with bounded backoff, and gives up with :class:`HostLinkLostError`.
+The count and the backoff start again once data flows after a reconnect (transfers report the bytes that
+landed through :meth:`SshLink.carried`): many short blips over a long transfer never use up the budget, a
+link that never comes back still ends it.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -62,6 +66,8 @@ class SshLink:
         self._sleep = sleep
         self._connect_fn = connect_fn
         self._client: paramiko.SSHClient | None = None
+        self._carried = 0
+        self._carried_lock = threading.Lock()
 
     # ------------------------------------------------------------------ connection
 
@@ -220,22 +226,44 @@ class SshLink:
 
     # ------------------------------------------------------------------ reconnecting
 
+    def carried(self, nbytes: int) -> None:
+        """Data of a transfer that crossed the link (landed on the far side, or arrived here); any thread."""
+        with self._carried_lock:
+            self._carried += nbytes
+
+    @property
+    def carried_bytes(self) -> int:
+        """Bytes reported by :meth:`carried` over this link's life."""
+        return self._carried
+
     def with_reconnect(self, what: str, action: Callable[[], T], log: LogLine) -> T:
-        """Run ``action``; if the link is lost under it, reconnect with backoff and run it again (it must be idempotent)."""
+        """Run ``action``; if the link is lost under it, reconnect with backoff and run it again (it must be idempotent).
+
+        Once data flowed again after a reconnect (:meth:`carried`), a later loss is a new incident: the count and
+        the backoff start again. ``action`` must keep what it carried (a transfer resumes from it), so a link that
+        carries a little between drops still gets the work done, and one that carries nothing ends the budget.
+        """
         failures = 0
+        started = time.monotonic()
+        mark = self.carried_bytes
         while True:
             try:
                 return action()
             except BaseException as error:
                 if not self.lost(error):
                     raise
+                if self.carried_bytes > mark:
+                    failures, started = 0, time.monotonic()  # data flowed since the last reconnect
                 failures += 1
                 if failures > self.reconnect_attempts:
+                    last = " ".join(str(error).split()) or type(error).__name__
                     raise HostLinkLostError(
                         f"{what}: the SSH link to {self.label} stayed down after {self.reconnect_attempts} "
-                        f"reconnects ({error})"
+                        f"reconnects over {time.monotonic() - started:.0f}s ({last}). Check the network to the host "
+                        "and that it is up (`cosmos-assets ssh`), then run again: what already arrived is kept"
                     ) from error
                 self.wait_and_reconnect(failures, what, error, log)
+                mark = self.carried_bytes
 
     def wait_and_reconnect(self, failures: int, what: str, error: BaseException, log: LogLine) -> bool:
         """Back off (1, 2, 4... up to MAX_BACKOFF_S seconds), then reconnect; False if the host is still unreachable."""

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.layout import ProjectLayout, check_name
 from cosmos_assets.media import FRAME_NAME, MODALITIES, RenderValidationError, scan_render_folder
 from cosmos_assets.sensor_state import PromptCursor, PromptState, RenderCursor, ShotState
 from cosmos_assets.prompt_files import check_prompt_file
@@ -121,6 +121,10 @@ def _partition_key_problem(name: str) -> str | None:
     bad = [s for s in ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0") if s in name]
     if bad or not name.isprintable():
         return f"folder name {name!r} cannot be a Dagster partition key (no '...' or control characters); rename it"
+    try:
+        check_name(name, "shot")
+    except ValueError as error:
+        return str(error)
     return None
 
 
@@ -312,7 +316,14 @@ def plan_prompt_tick(
         elif (prev.m, prev.z) == (st.st_mtime_ns, st.st_size) and prev.s not in touched_shots:
             prompts[name] = prev
             continue
-        path = layout.prompt_file(name)
+        try:
+            path = layout.prompt_file(name)  # ValueError for a file name that cannot be a prompt (partition key)
+        except ValueError as error:
+            prompts[name] = PromptState(st.st_mtime_ns, st.st_size, "", "", False)
+            plan.problems.append(Problem(name=name, message=str(error)))
+            if prev is None:
+                plan.prompts_to_add.remove(name)
+            continue
         try:
             version, shot = expected_spec_version(layout, path)
         except (SpecError, OSError) as error:

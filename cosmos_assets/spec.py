@@ -52,7 +52,8 @@ class Problem:
     has_value: bool = False
 
     def render(self, file: str | None) -> str:
-        parts = [file] if file else []
+        # A file name with a line break (or bytes that are not UTF-8) is shown escaped: one problem, one line.
+        parts = [file if file.isprintable() else repr(file)[1:-1]] if file else []
         if self.field:
             parts.append(f"{self.field} = {_show(self.value)}" if self.has_value else self.field)
         parts.append(self.message)
@@ -384,10 +385,37 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
+def _unencodable_field(data: Any) -> str | None:
+    """The first field holding a lone surrogate (JSON's "\\ud800" escapes decode to one): no file can hold it."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        field, value = stack.pop()
+        items: list[tuple[str, Any]] = []
+        if isinstance(value, dict):
+            items = [(_join(field, str(k)), v) for k, v in value.items()]
+            texts = [str(k) for k in value]
+        elif isinstance(value, list):
+            items = [(f"{field}[{i}]", v) for i, v in enumerate(value)]
+            texts = []
+        else:
+            texts = [value] if isinstance(value, str) else []
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return field or "(top level)"
+        stack.extend(reversed(items))
+    return None
+
+
 def parse_spec(data: Any, file: str | None = None) -> TransferSpec:
     """A TransferSpec from already-parsed JSON; SpecError (naming `file`) when it is not a valid spec."""
     if not isinstance(data, dict):
         raise SpecError(file, [Problem(None, "the spec must be a JSON object {...} at the top level")])
+    bad = _unencodable_field(data)
+    if bad is not None:
+        raise SpecError(file, [Problem(bad, "holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text; "
+                                            "remove it")])  # fmt: skip
     try:
         return TransferSpec.model_validate(data)
     except ValidationError as exc:
@@ -403,8 +431,12 @@ def load_spec(path: Path) -> TransferSpec:
         raise SpecError(file, [Problem(None, "file not found")]) from None
     except UnicodeDecodeError as exc:
         raise SpecError(file, [Problem(None, f"not UTF-8 text ({exc.reason}); save it as UTF-8")]) from None
+    except OSError as exc:  # a folder, no permission, a name too long
+        raise SpecError(file, [Problem(None, f"cannot be read ({exc.strerror or exc}); check the path and its permissions")]) from None
     try:
         data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except RecursionError:
+        raise SpecError(file, [Problem(None, "JSON nested too deeply to be a spec; check the file")]) from None
     except json.JSONDecodeError as exc:
         message = (f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; check for a missing or "
                    "trailing comma, an unclosed quote or brace")  # fmt: skip

@@ -63,8 +63,15 @@ def _path_problem(path: str, repo_root: Path) -> str | None:
     normal = posixpath.normpath(path)
     if normal == ".." or normal.startswith("../"):
         return "leaves the cosmos-transfer1 root through '..'; keep files under it (inputs/videos/<shot>/...)"
-    if not (repo_root / normal).is_file():
-        return f"file not found under {repo_root}; create it or fix the path"
+    try:
+        if not (repo_root / normal).is_file():
+            return f"file not found under {repo_root}; create it or fix the path"
+        real, root = (repo_root / normal).resolve(), Path(repo_root).resolve()
+    except (OSError, RuntimeError) as error:  # a name too long for the file system, a symlink loop
+        return f"cannot be read ({error.strerror if isinstance(error, OSError) else error}); fix the path"
+    if not real.is_relative_to(root):
+        return (f"is a symlink to {real}, outside {root}; copy the file into the project "
+                "(files that leave the project are never read or uploaded)")  # fmt: skip
     return None
 
 

@@ -9,6 +9,7 @@ the model backend and the run (:mod:`cosmos_assets.models`, :mod:`cosmos_assets.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -70,3 +71,8 @@ class Machine(ABC):
     def stop(self, job: InferenceJob, log: LogLine) -> bool:
         """Stop ``job`` while :meth:`run` follows it in another thread (the stall watchdog); False if not supported."""
         return False
+
+    def gpu_reader(self) -> Callable[[], str | None] | None:
+        """How to read the GPUs here while a run goes on (``machines/gpu_usage.QUERY``'s output, None when it cannot
+        this time), called from another thread; None: this machine has no GPUs to sample."""
+        return None

@@ -14,11 +14,13 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cosmos_assets.files import copy_verified, refuse_existing, remove_tree, rename_no_replace, same_file_content
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.gpu_usage import QUERY, QUERY_TIMEOUT_SECONDS
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile, relative_inside
 from cosmos_assets.progress import TransferProgress, TransferStats
 
@@ -135,6 +137,18 @@ class LocalMachine(Machine):
             log(f"{TAG} killed {job.invocation.model} (pid {process.pid})")
         return True
 
+    def gpu_reader(self) -> Callable[[], str | None] | None:
+        """This computer's GPUs, only where it has nvidia-smi (the preview needs none)."""
+        smi = shutil.which("nvidia-smi")
+        if smi is None:
+            return None
+
+        def read() -> str | None:
+            done = subprocess.run([smi, *QUERY[1:]], capture_output=True, text=True, timeout=QUERY_TIMEOUT_SECONDS)
+            return done.stdout if done.returncode == 0 else None
+
+        return read
+
     def download(self, remote_dir: str, local_dir: Path, log: LogLine) -> TransferStats:
         source = self._path(remote_dir)
         if not source.is_dir():
@@ -146,6 +160,11 @@ class LocalMachine(Machine):
         partial = local_dir.with_name(f".{local_dir.name}.partial-{os.getpid()}")
         remove_tree(partial)
         paths = sorted(p for p in source.rglob("*") if p.is_file())
+        root = source.resolve()
+        for path in paths:  # a symlink in the output folder to a file elsewhere is never copied out
+            if not path.resolve().is_relative_to(root):
+                raise OSError(f"{path} is a symlink to {path.resolve()}, outside {source}: refusing to copy it; "
+                              "remove the link")  # fmt: skip
         sizes = [p.stat().st_size for p in paths]
         progress = TransferProgress.for_files("download", sizes, log)
         try:

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cosmos_assets.machines import preflight
+from cosmos_assets.machines import gpu_usage, preflight
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.docker import (
     CONTAINER_CHECKPOINTS,
     CONTAINER_ROOT,
     DockerCli,
+    LABEL_PREFIX,
     DockerRunSettings,
     container_labels,
     container_name_for,
@@ -40,10 +41,19 @@ from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine,
 from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files
 from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
+from cosmos_assets.machines.transfer_resume import LandedParts
 from cosmos_assets.progress import TransferProgress, TransferStats
 from cosmos_assets.redaction import is_secret_name, redacted
 
 LOG_TAIL_LINES = 40
+# what the docker CLI says when its daemon is stopped or restarting (not when the user may not use it)
+DOCKER_DOWN_SIGNS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "connection refused")
+
+
+class DockerUnreachableError(HostNotReadyError):
+    """The host answers but its docker daemon does not (stopped, restarting): a later attempt may find it back."""
+
+    cause = "docker_unreachable"
 
 
 class SshHostSettings(BaseModel):
@@ -60,7 +70,8 @@ class SshHostSettings(BaseModel):
     )
     container_env: dict[str, str] = Field(default_factory=dict, description="extra non-secret container variables")
     min_free_gb: float = Field(default=20.0, description="preflight: free space needed on REMOTE_DIR's disk")
-    reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried (with backoff) when the link drops")
+    reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried in a row (with backoff) when the link "
+                                    "drops; once data flows again the count starts over")  # fmt: skip
     name: str | None = Field(default=None, description="host name in tags and metadata; default ssh@<host>")
 
     @field_validator("docker_gpus")
@@ -178,7 +189,12 @@ class SshHost(Machine):
         log(f"{TAG} connected to {self.label}; REMOTE_DIR {facts.remote_dir}; checkpoints {facts.checkpoint_dir}; "
             f"container user {facts.uid}:{facts.gid} ({facts.user_source})")  # fmt: skip
         preflight.check_checkout(self.link, facts, job)
-        preflight.check_docker(self.link)
+        try:
+            preflight.check_docker(self.link)
+        except HostNotReadyError as error:
+            if any(sign in str(error) for sign in DOCKER_DOWN_SIGNS):
+                raise DockerUnreachableError(f"{error} A later attempt retries: the daemon may be restarting.") from error
+            raise
         preflight.ensure_image(self.docker, facts, self.settings.docker_image, log)
         preflight.check_gpus(self.link, job, self.settings.docker_gpus, log)
         preflight.check_checkpoints(self.link, facts, job)
@@ -194,8 +210,8 @@ class SshHost(Machine):
         facts = self.facts()
         items = [(item.local, remote_child(facts.remote_dir, item.remote)) for item in files]
         progress = TransferProgress.for_files("upload", [item.local.stat().st_size for item in files], log)
-        # a retry resumes from the .part files
-        stats = self.link.with_reconnect("upload", lambda: upload_files(self.link, items, progress.callback), log)
+        landed = LandedParts()  # a retry after a dropped link sends only what never landed in the .part files
+        stats = self.link.with_reconnect("upload", lambda: upload_files(self.link, items, progress.callback, landed), log)
         progress.finish()
         log(f"{TAG} upload: {stats.files_sent} file(s) sent ({stats.bytes_sent} bytes), "
             f"{stats.files_skipped} unchanged (same size and sha256) in {stats.seconds:.1f}s")  # fmt: skip
@@ -234,7 +250,8 @@ class SshHost(Machine):
             gpus=parse_gpus(self.settings.docker_gpus) if job.invocation.needs_gpu else None,
             ipc="host",
             env={"PYTHONUNBUFFERED": "1", **job.invocation.env, **self.settings.container_env, **self._secrets},
-            labels=dict(container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id)),
+            labels={**container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id),
+                    f"{LABEL_PREFIX}.host": self.label},  # which pool host started it (one engine may serve several)
             detach=True,
             cache_mounts=preflight.cache_mounts(facts, job),
         )
@@ -267,17 +284,35 @@ class SshHost(Machine):
         except BaseException:
             self.docker.stop(name, log)  # cancelled or failed while following: stop the GPU job
             raise
+        oom_killed = self._oom_killed(name) if exit_code != 0 else False  # read before the container is removed
         self.link.with_reconnect("removing the container", lambda: self.docker.remove(name), log)
         return RunOutcome(
             exit_code=exit_code,
             command=command,
-            container=self._container_record(settings, attached),
+            container={**self._container_record(settings, attached), "oom_killed": oom_killed},
             environment=redacted({"PYTHONPATH": CONTAINER_ROOT, **settings.env}),
             started_at=started,
             finished_at=datetime.now(timezone.utc),
             log_tail=list(follower.tail),
             guardrail_blocked=follower.guardrail,
         )
+
+    def _oom_killed(self, name: str) -> bool | None:
+        """Whether the kernel's OOM killer ended the container (docker's ``State.OOMKilled``); None if unknown."""
+        try:
+            code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.OOMKilled}}", name])
+        except Exception:  # noqa: BLE001 - a detail of the failure, never a failure of its own
+            return None
+        return out.strip() == "true" if code == 0 else None
+
+    def gpu_reader(self) -> Callable[[], str | None] | None:
+        def read() -> str | None:
+            if not self.link.answers():  # never reconnect from the sampler's thread: the run's own thread does
+                return None
+            code, out, _ = self.link.exec(list(gpu_usage.QUERY), timeout=gpu_usage.QUERY_TIMEOUT_SECONDS)
+            return out if code == 0 else None
+
+        return read
 
     def _container_record(self, settings: DockerRunSettings, attached: bool) -> dict[str, Any]:
         return {

@@ -26,7 +26,7 @@ MODALITIES = ("color", "depth", "segmentation")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-FRAME_NAME = re.compile(r"^(?P<modality>color|depth|segmentation)\.(?P<frame>\d+)\.png$")
+FRAME_NAME = re.compile(r"^(?P<modality>color|depth|segmentation)\.(?P<frame>[0-9]+)\.png\Z")
 """A render frame's file name: ``<modality>.<frame number>.png``."""
 _COLOUR_TYPES = {0: "gray", 2: "RGB", 3: "palette", 4: "gray+alpha", 6: "RGBA"}
 
@@ -139,6 +139,10 @@ def _list_frames(folder: Path, problems: list[str]) -> dict[str, dict[int, Path]
     return found
 
 
+_LISTED_GAP_FRAMES = 20
+"""Missing frames named one by one; the rest of a gap is counted in one line."""
+
+
 def _check_frame_sets(folder: Path, found: dict[str, dict[int, Path]], problems: list[str]) -> list[int]:
     present = [m for m in MODALITIES if found[m]]
     for modality in MODALITIES:
@@ -151,28 +155,36 @@ def _check_frame_sets(folder: Path, found: dict[str, dict[int, Path]], problems:
     if not present:
         return []
     union = sorted(set().union(*(found[m].keys() for m in present)))
-    first, last = union[0], union[-1]
-    limit_hint = ""
-    for frame in range(first, last + 1):
-        if frame not in union:
-            limit_hint = f" (--frames {frame - first} keeps frames {first}-{frame - 1})" if frame > first else ""
-            break
-    for frame in range(first, last + 1):
-        if frame not in union:
+    first = union[0]
+    # Gaps between the frames that exist, as ranges: a stray color.99999999.png must not make us count to it.
+    gaps = [(a + 1, b - 1) for a, b in zip(union, union[1:]) if b > a + 1]
+    limit_hint = f" (--frames {gaps[0][0] - first} keeps frames {first}-{gaps[0][0] - 1})" if gaps else ""
+    existing = _frame_ranges(union)
+    listed = 0
+    for start, end in gaps:
+        for frame in range(start, min(end, start + _LISTED_GAP_FRAMES - listed - 1) + 1):
             names = ", ".join(f"{m}.{frame:0{_digits(found[m])}d}.png" for m in present)
             problems.append(
                 f"frame {frame} is missing for every pass ({names}) in {folder}: frames "
-                f"{_frame_ranges(union)} exist; the sequence must have no gaps; re-render frame {frame} "
+                f"{existing} exist; the sequence must have no gaps; re-render frame {frame} "
                 f"or limit the shot with --frames{limit_hint}"
             )
+            listed += 1
+        if listed >= _LISTED_GAP_FRAMES:
+            break
+    unlisted = sum(end - start + 1 for start, end in gaps) - listed
+    if unlisted > 0:
+        problems.append(f"{unlisted} more frames are missing for every pass in {folder} (frames {existing} exist); "
+                        f"re-render them or limit the shot with --frames{limit_hint}")  # fmt: skip
+    ranges = {m: _frame_ranges(found[m].keys()) for m in present}
     for modality in present:
         for frame in union:
             if frame in found[modality]:
                 continue
-            holders = [m for m in present if frame in found[m]]
+            holder = next(m for m in present if frame in found[m])
             problems.append(
                 f"{modality}.{frame:0{_digits(found[modality])}d}.png is missing in {folder}: frames "
-                f"{_frame_ranges(found[holders[0]].keys())} exist for {holders[0]}; re-render {modality} frame "
+                f"{ranges[holder]} exist for {holder}; re-render {modality} frame "
                 f"{frame} or limit the shot with --frames{limit_hint}"
             )
     return union

@@ -14,13 +14,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
-from cosmos_assets.models.base import ModelBackend, ModelRequest, link_output
+from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
 from cosmos_assets.models.translate import (
     CACHE_DIRS,
     CACHE_ENV,
     Translation,
     block_field,
-    file_problems,
+    raise_file_problems,
     in_container,
     merge_overrides,
     split_block,
@@ -270,10 +270,15 @@ class Cosmos3Backend(ModelBackend):
 
     name = NAME
     description = "Cosmos 3 video2video transfer (Nano default, 32 GB; Super/Edge UNVERIFIED; no 4K upscaler)"
+    # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (contract/cosmos3_cli.json)
+    offload_flags = ("--offload-guardrail-models",)
+    memory_advice = ("Cosmos 3 cannot offload its diffusion model; FSDP splits its weights over the GPUs, so more "
+                     'GPUs per run is the main fix, and "cosmos_assets": {"cosmos3": {"guardrails": false}} skips '
+                     "loading the guardrail models the transfer path never calls")  # fmt: skip
 
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
+        raise_file_problems(spec, project_root, prompt_path)  # before translate maps (or opens) the paths
         translation, _ = translate(spec, prompt_path.stem, project_root)
-        translation.problems[:0] = file_problems(spec, project_root)
         translation.raise_if_problems(str(prompt_path))
 
     def prompt_warnings(self, spec: TransferSpec, project_root: Path | None = None) -> list[str]:
@@ -312,3 +317,24 @@ class Cosmos3Backend(ModelBackend):
     def guardrail_blocked(self, outcome: RunOutcome, fetched: Path | None) -> bool:
         """Never: the transfer path calls no guardrail in cosmos-framework @ 5eee9ed (code-reading; UNVERIFIED at run time)."""
         return False
+
+    # Batching (docs/batching.md): several sample files after one -i, one model load, samples one at a time in
+    # sorted path order, each in <OUTDIR>/<name>/ (FACTS.md); the names (the prompts) map outputs back.
+    can_batch = True
+
+    def batch_key(self, item: BatchItem) -> str | None:
+        settings = {k: v for k, v in item.request.invocation.settings.items() if k != "warnings"}
+        return json.dumps([self.name, settings, item.request.invocation.num_gpus], sort_keys=True, default=str)
+
+    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+        first = items[0].request
+        output_dir = f"outputs/.batches/{batch_id}"
+        argv = list(first.invocation.argv)
+        at = argv.index("-i") + 1
+        argv[at:at + 1] = [item.request.spec_remote for item in items]
+        argv[argv.index("-o") + 1] = output_dir
+        invocation = first.invocation.model_copy(update={"argv": tuple(argv), "output_folder": output_dir})
+        names = tuple(item.request.spec["name"] for item in items)
+        return BatchRequest(request=ModelRequest(spec=first.spec, spec_remote=first.spec_remote, invocation=invocation),
+                            item_folders=names, item_texts=tuple(None for _ in items), prompt_file="", batch_size=1,
+                            item_video="vision.mp4", nested=True)  # fmt: skip

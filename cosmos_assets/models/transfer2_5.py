@@ -15,13 +15,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
-from cosmos_assets.models.base import ModelBackend, ModelRequest, link_output
+from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
 from cosmos_assets.models.translate import (
     CACHE_DIRS,
     CACHE_ENV,
     Translation,
     block_field,
-    file_problems,
+    raise_file_problems,
     in_container,
     merge_overrides,
     number_text,
@@ -211,10 +211,15 @@ class Transfer25Backend(ModelBackend):
 
     name = NAME
     description = "Cosmos-Transfer2.5 2B (edge/vis/depth/seg; guardrails can be switched off; no 4K upscaler)"
+    # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (FACTS.md, "GPU memory")
+    offload_flags = ("--offload-guardrail-models",)
+    memory_advice = ("Transfer2.5 cannot offload its diffusion model, only the guardrail models (for good: "
+                     '"cosmos_assets": {"cosmos-transfer2.5": {"offload_guardrail_models": true}}); it needs about '
+                     f"{GPU_MEMORY_GB:g} GB on one GPU and more GPUs do not split its weights")  # fmt: skip
 
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
+        raise_file_problems(spec, project_root, prompt_path)  # before translate maps (or opens) the paths
         translation, _ = translate(spec, prompt_path.stem)
-        translation.problems[:0] = file_problems(spec, project_root)
         translation.raise_if_problems(str(prompt_path))
 
     def prompt_warnings(self, spec: TransferSpec, project_root: Path | None = None) -> list[str]:
@@ -256,3 +261,32 @@ class Transfer25Backend(ModelBackend):
             return outcome.guardrail_blocked
         name = sample_name(fetched)
         return outcome.exit_code == 0 and name is not None and not (fetched / f"{name}.mp4").exists()
+
+    # Batching (docs/batching.md): several sample files after ONE -i, one model load, samples in order (FACTS.md).
+    can_batch = True
+
+    def batch_key(self, item: BatchItem) -> str | None:
+        settings = {k: v for k, v in item.request.invocation.settings.items() if k != "warnings"}
+        if item.request.invocation.num_gpus > 1 and not settings.get("disable_guardrails"):
+            return None  # a blocked sample can put the ranks out of step (FACTS.md): such prompts run alone
+        controls = sorted(key for key in CONTROL_KEYS if key in item.request.spec)
+        return json.dumps([self.name, settings, item.request.invocation.num_gpus, controls], sort_keys=True)
+
+    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+        """``examples/inference.py -i A.json B.json ... -o outputs/.batches/<batch_id>``: each item's own sample file
+        (its ``name`` is its prompt), flat outputs ``<name>.*``; a blocked sample is skipped (exit 0)."""
+        first = items[0].request
+        launch = Launch25.model_validate({k: v for k, v in first.invocation.settings.items() if k != "warnings"})
+        output_dir = f"outputs/.batches/{batch_id}"
+        argv = launch_argv(first.spec_remote, output_dir, num_gpus, launch)
+        at = argv.index("-i") + 1
+        argv[at:at + 1] = [item.request.spec_remote for item in items]
+        invocation = first.invocation.model_copy(update={"argv": tuple(argv), "output_folder": output_dir})
+        return BatchRequest(
+            request=ModelRequest(spec=first.spec, spec_remote=first.spec_remote, invocation=invocation),
+            item_folders=tuple(item.request.spec["name"] for item in items),
+            item_texts=tuple(None for _ in items),
+            prompt_file="",
+            batch_size=1,
+            item_names=tuple(item.request.spec["name"] for item in items),
+        )

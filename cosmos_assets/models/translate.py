@@ -67,6 +67,13 @@ def in_container(relative: str) -> str:
     return posixpath.join(CONTAINER_ROOT, posixpath.normpath(relative_inside(relative, "spec path")))
 
 
+def raise_file_problems(spec: TransferSpec, project_root: Path, prompt_path: Path) -> None:
+    """SpecError naming the file and field of every input path that is missing or leaves the project."""
+    problems = file_problems(spec, project_root)
+    if problems:
+        raise SpecError(str(prompt_path), problems)
+
+
 def file_problems(spec: TransferSpec, project_root: Path) -> list[Problem]:
     """Every file the prompt reads exists under the project and stays inside the model root; one shot only."""
     problems = []

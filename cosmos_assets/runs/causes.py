@@ -1,26 +1,28 @@
 """Why a run failed, as one word, and what follows from it: is it worth retrying, is something left on the host.
 
 The cause is a field of the run record, of the history line and of the failure metadata. Retryable causes are the
-ones a later attempt can fix by itself (a lost link, an unreachable host, a timeout); a guardrail block, a spec error,
-a host that is not ready, a model that exits non-zero or hangs are never retried. Plain Python (no Dagster).
+ones a later attempt can fix by itself (a lost link, an unreachable host or docker daemon, a timeout); a guardrail
+block, a spec error, a host that is not ready, a model that exits non-zero, hangs or runs out of memory are never
+retried (out of GPU memory may be retried once with offload flags, by the runner: runs/oom.py). Plain Python.
 """
 
 from __future__ import annotations
 
 from cosmos_assets.machines.job import HostNotReadyError
 
-RETRYABLE: frozenset[str] = frozenset({"link_lost", "host_unreachable", "timeout"})
+RETRYABLE: frozenset[str] = frozenset({"link_lost", "host_unreachable", "docker_unreachable", "timeout"})
 
 
 def failure_cause(error: BaseException) -> str:
-    """``guardrail_blocked``, ``model_exit``, ``stalled``, ``no_output``, ``link_lost``, ``host_unreachable``,
-    ``timeout``, ``host_not_ready``, ``spec_error``, ``local_io``, ``cancelled`` or ``error``."""
+    """``guardrail_blocked``, ``model_exit``, ``out_of_memory``, ``stalled``, ``no_output``, ``link_lost``,
+    ``host_unreachable``, ``docker_unreachable``, ``timeout``, ``host_not_ready``, ``spec_error``, ``local_io``,
+    ``cancelled`` or ``error``."""
     from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError, LinkDropped
     from cosmos_assets.spec import SpecError
 
     cause = getattr(error, "cause", None)
     if isinstance(cause, str) and cause:
-        return cause  # InferenceFailed says its own
+        return cause  # InferenceFailed and DockerUnreachableError say their own
     if not isinstance(error, Exception):
         return "cancelled"
     if isinstance(error, (HostLinkLostError, LinkDropped)):

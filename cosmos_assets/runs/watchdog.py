@@ -1,8 +1,9 @@
 """The stall watchdog: a model that prints nothing for too long is treated as hung, and stopped.
 
 :class:`Watchdog` runs a thread while the machine follows the job; every log line calls :meth:`Watchdog.touch`.
-After ``seconds`` without one it sets :attr:`Watchdog.fired` and calls ``on_stall`` once (the runner stops the
-container or process there, so the machine's ``run`` returns, and fails the run as stalled). ``seconds <= 0``
+After ``seconds`` without one it sets :attr:`Watchdog.fired` and calls ``on_stall`` (the runner stops the
+container or process there, so the machine's ``run`` returns, and fails the run as stalled); while the run is still
+followed, it calls it again after each further ``seconds`` without a line. ``seconds <= 0``
 turns it off. The limit comes from ``COSMOS_MODEL_SILENCE_MINUTES`` (read with the settings, passed down).
 
 With ``cancelled`` it also asks, at every poll, whether the run was terminated from outside (a Dagster run marked
@@ -62,8 +63,12 @@ class Watchdog:
                 self._on_cancel()
                 return
             if self.seconds > 0 and time.monotonic() - self._last >= self.seconds:
+                # Once fired, it stays fired, and it stops again after each further silent period while the run is
+                # still followed: a stop that found nothing to stop (the container was still being created) must
+                # not leave a hung job running.
                 self.fired = True
+                self._last = time.monotonic()
                 try:
                     self._on_stall()
-                finally:
-                    return
+                except Exception:  # noqa: BLE001 - tried again after the next silent period
+                    pass

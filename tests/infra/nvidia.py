@@ -3,7 +3,9 @@
 - `nvidia-container-runtime-hook`: dockerd registers its GPU device driver when it finds
   an executable by that name on its PATH at start, so `--gpus all` / `device_requests`
   are accepted (the container runs without GPUs).
-- `nvidia-smi`: answers `nvidia-smi -L` (and a small `--query-gpu` csv) with N fake GPUs.
+- `nvidia-smi`: answers `nvidia-smi -L` (and a small `--query-gpu` csv) with N fake GPUs, and the run's
+  utilisation query (`--query-gpu=utilization.gpu,memory.used,memory.total --format=csv,noheader,nounits`) with
+  random, plausible numbers per call.
   N is read at each call from `nvidia-smi.gpus` beside the script: tests change it with
   `set_fake_gpu_count`.
 """
@@ -28,6 +30,11 @@ case "$*" in
   *-L*)
     i=0; while [ "$i" -lt "$n" ]; do
       printf 'GPU %d: %s (UUID: GPU-00000000-0000-0000-0000-%012d)\n' "$i" "$name" "$i"; i=$((i+1)); done ;;
+  *utilization.gpu,memory.used,memory.total*)
+    # the run's sampler: plausible numbers that vary from call to call (utilisation %, MiB used, MiB total)
+    i=0; while [ "$i" -lt "$n" ]; do
+      r=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+      printf '%d, %d, 81559\n' $((r % 101)) $((1024 + (r / 101) % 79000)); i=$((i+1)); done ;;
   *--query-gpu*)
     i=0; while [ "$i" -lt "$n" ]; do
       printf '%d, %s, 81559 MiB, 81000 MiB\n' "$i" "$name"; i=$((i+1)); done ;;

@@ -101,3 +101,17 @@ def test_preflight_names_a_missing_program(tmp_path: Path) -> None:
     j = j.model_copy(update={"inputs": []})
     with pytest.raises(HostNotReadyError, match="tools/program.py is missing"):
         LocalMachine(tmp_path / "root").preflight(j, print)
+
+
+def test_a_symlink_out_of_the_output_folder_is_refused_and_nothing_is_copied(tmp_path: Path) -> None:
+    machine = LocalMachine(tmp_path / "root")
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("a file outside the model folder")
+    run = tmp_path / "root" / "outputs" / "p" / "run1"
+    run.mkdir(parents=True)
+    (run / "output.mp4").write_bytes(b"video")
+    os.symlink(outside, run / "leak.txt")
+    with pytest.raises(OSError, match="symlink to .*outside"):
+        machine.download("outputs/p/run1", tmp_path / "fetched", print)
+    assert not (tmp_path / "fetched").exists()
+    assert not any(p.name.startswith(".fetched.partial") for p in tmp_path.iterdir())

@@ -192,3 +192,30 @@ def test_without_procfs_only_a_missing_pid_counts_as_dead(monkeypatch: pytest.Mo
     child.wait()
     assert Worker(host=me.host, pid=child.pid, boot_id=me.boot_id, start="").provably_dead()
     assert worker_module._start_ticks(me.pid) == ""
+
+
+def test_a_download_cut_by_a_lost_link_stays_for_the_adopting_attempt_the_rest_goes_to_failed(project) -> None:
+    """What a download kept after a lost link stays in the run's staging folder, which the attempt that adopts the
+    run (same run id) downloads into again: its download resumes instead of starting from zero."""
+    from cosmos_assets.machines.transfer_resume import partial_folders
+    from cosmos_assets.runs.record import RunRecord
+
+    layout, host = project
+    plan = runner.plan_generation(layout, PREVIEW, "tiny_prompt", run_id="20990101_000000_dddddddd")
+    record = runner.planned_record(layout, host, PREVIEW, plan)
+    staging = plan.effective_spec.parent
+    done, parts = partial_folders(staging / "fetched", f"outputs/tiny_prompt/{record.run_id}")
+    (done / "prompt.txt").parent.mkdir(parents=True)
+    (done / "prompt.txt").write_text("arrived whole")
+    parts.mkdir()
+    (parts / "output.mp4.part").write_bytes(b"x" * 1000)
+    (staging / "run.log").write_text("the model's lines\n")
+    assert isinstance(record, RunRecord)
+
+    runner._keep_failed(layout, record, staging, plan)
+
+    failed = runner.failed_dir(layout, record)
+    assert (failed / "run.log").read_text() == "the model's lines\n" and (failed / "spec.json").exists()
+    assert (done / "prompt.txt").read_text() == "arrived whole"
+    assert (parts / "output.mp4.part").stat().st_size == 1000
+    assert sorted(p.name for p in staging.iterdir()) == sorted([done.name, parts.name])

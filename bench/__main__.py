@@ -21,7 +21,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 OUT = BENCH_DIR / "out"
 RESULTS = BENCH_DIR / "RESULTS.md"
-PARTS = ("encode", "transfer", "orchestration", "sensor")
+PARTS = ("encode", "transfer", "orchestration", "sensor", "batch")
 
 ENCODE_TARGET = 0.6  # ours / CLI time
 TRANSFER_TARGET = 1.0  # ours / scp throughput
@@ -367,6 +367,20 @@ def run_sensor(plan: Plan, report: Report) -> None:
                                 f"{target:.0f} s; deep checks per tick {r['deep_checks_per_tick']}).")
 
 
+# ------------------------------------------------------------------------------------------ batch
+
+
+def run_batch(plan: Plan, report: Report) -> None:
+    from bench.bench_batch import bench_batch, section
+
+    f = bench_batch(OUT, prompts=plan.prompts, reps=1 if plan.quick else 2, log=log)
+    report.sections += section(f)
+    report.figure(f"batched / one at a time, {f.prompts} prompts: model loads",
+                  f"{f.batched.median('loads'):.0f} / {f.single.median('loads'):.0f}", "1 load for all", f.batched.median("loads") == 1)
+    report.figure(f"batched / one at a time, {f.prompts} prompts: total time", f"{f.ratio('wall_s'):.2f}x", "-", None)
+    report.figure(f"batched / one at a time, {f.prompts} prompts: GPU s per video", f"{f.ratio('gpu_s_per_video'):.2f}x", "-", None)
+
+
 def findings(report: Report) -> list[str]:
     """The "why not met" section: one note per target NOT MET in this run, built from its figures."""
     lines = ["## Why a target is not met (from this run's figures)", ""]
@@ -379,6 +393,7 @@ def findings(report: Report) -> list[str]:
 
 RUNNERS: dict[str, Callable[[Plan, Report], None]] = {
     "encode": run_encode, "transfer": run_transfer, "orchestration": run_orchestration, "sensor": run_sensor,
+    "batch": run_batch,
 }
 
 

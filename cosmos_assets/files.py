@@ -32,20 +32,41 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``path`` so readers see the old file or the whole new one (temp + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def synced_temp_file(directory: Path, name: str, data: bytes) -> Path:
+    """A hidden temp file ``.<name>.*.tmp`` in ``directory`` holding ``data``, flushed to disk (for rename or link)."""
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return Path(temp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` so readers see the old file or the whole new one (temp + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = synced_temp_file(path.parent, path.name, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def create_new(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data``, whole or not at all, never over an existing file (FileExistsError)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = synced_temp_file(path.parent, path.name, data)
+    try:
+        os.link(temp, path)  # fails if the target exists: no window between the check and the write
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

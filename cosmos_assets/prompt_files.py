@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cosmos_assets.files import atomic_write_bytes, json_bytes
+from cosmos_assets.files import atomic_write_bytes, create_new, json_bytes, synced_temp_file
 from cosmos_assets.spec import ControlSpec, TransferSpec, load_spec
 from cosmos_assets.spec_inputs import VIDEOS_PREFIX, check_for_run, check_shot_name, referenced_paths, shot_of
 
@@ -53,19 +52,6 @@ def _spec_bytes(spec: TransferSpec) -> bytes:
     return json_bytes(spec.to_json_dict())
 
 
-def _temp_file_with(directory: Path, name: str, data: bytes) -> Path:
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        os.unlink(temp)
-        raise
-    return Path(temp)
-
-
 def write_spec(spec: TransferSpec, path: Path) -> None:
     """Write the spec as pretty JSON atomically: readers see the old file or the new one, never half."""
     atomic_write_bytes(Path(path), _spec_bytes(spec))
@@ -84,7 +70,7 @@ def base_name(stem: str) -> str:
 def _claim_new_file(directory: Path, stem: str, data: bytes) -> Path:
     """Create directory/<stem>.json (or <stem>_2.json, ...) with `data`, never replacing an existing file."""
     directory.mkdir(parents=True, exist_ok=True)
-    temp = _temp_file_with(directory, stem, data)
+    temp = synced_temp_file(directory, stem, data)
     try:
         for n in range(1, 1000):
             target = directory / (f"{stem}.json" if n == 1 else f"{stem}_{n}.json")
@@ -101,13 +87,7 @@ def _claim_new_file(directory: Path, stem: str, data: bytes) -> Path:
 
 def write_spec_if_absent(spec: TransferSpec, path: Path) -> None:
     """Write the spec to ``path`` only when no file is there; FileExistsError otherwise (checked and created at once)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_file_with(path.parent, path.stem, _spec_bytes(spec))
-    try:
-        os.link(temp, path)  # fails if the target exists: no window between the check and the write
-    finally:
-        temp.unlink(missing_ok=True)
+    create_new(Path(path), _spec_bytes(spec))
 
 
 def write_new_prompt(spec: TransferSpec, prompts_dir: Path, base: str, now: datetime) -> Path:

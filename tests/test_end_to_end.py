@@ -147,6 +147,7 @@ def test_definitions_load_with_every_asset_and_job() -> None:
     defs = build_definitions(Settings(project_root=REPO))
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"shots", "control_videos", "prompt_inputs", "prompt_specs", "generated_videos", "upscaled_videos"}
+    assert keys == {"shots", "control_videos", "prompt_inputs", "prompt_specs", "generated_videos", "upscaled_videos",
+                    "wedge_comparisons"}
     assert {job.name for job in defs.jobs} >= {"shot_job", "full_cycle_job", "generate_job"}
     assert graph.get(dg.AssetKey("upscaled_videos")).parent_keys == {dg.AssetKey("generated_videos")}

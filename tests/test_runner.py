@@ -39,12 +39,17 @@ def test_generation_then_upscale_write_the_seed_layout(project) -> None:
     run_log = (gen.output_dir / "run.log").read_text()
     assert "[cosmos-assets] command:" in run_log and "preview backend" in run_log
 
+    remote_generated = host.root / gen.spec_used.video_save_folder / "output.mp4"
+    model_wrote = remote_generated.read_bytes()
     up = run_upscale(layout, host, PREVIEW, "tiny_prompt", control_weight=0.7, log=lines.append)
+    assert remote_generated.read_bytes() == model_wrote  # the generation's remote folder is never written to again
     gen_info, up_info = probe_video(gen.video), probe_video(up.video)
     assert (up_info.width, up_info.height) == (3 * gen_info.width, 3 * gen_info.height)
     assert up_info.frames == gen_info.frames == TINY["frames"]
     used = json.loads((up.output_dir / "spec_used.json").read_text())
-    assert used["spec"] == {"input_video_path": f"{gen.spec_used.video_save_folder}/output.mp4", "upscale": {"control_weight": 0.7}}
+    # the local (recipe-stamped) clip is staged as an input of the upscale
+    assert used["spec"] == {"input_video_path": f"inputs/generated/tiny_prompt/{gen.record.run_id}/output.mp4",
+                            "upscale": {"control_weight": 0.7}}  # fmt: skip
     assert "--num_steps" in used["command"] and used["command"][used["command"].index("--num_steps") + 1] == "10"
 
     history = read_history(layout.history_log)

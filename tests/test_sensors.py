@@ -463,9 +463,10 @@ def test_definitions_hand_the_built_jobs_to_the_sensors() -> None:
 
     defs = build_definitions(Settings(project_root=REPO))
     jobs = {job.name: job for job in defs.jobs}
-    assert set(jobs) == {"shot_job", "prompt_job", "full_cycle_job", "generate_job"}
+    assert set(jobs) == {"shot_job", "prompt_job", "full_cycle_job", "generate_job", "wedge_job"}
     sensors = {sensor.name: sensor for sensor in defs.sensors}
     assert sensors["render_sensor"].job_name == "shot_job"
+    assert sensors["wedge_sensor"].job_name == "wedge_job" and jobs["wedge_job"].tags.get("gpu_host") is None
     assert sensors["prompt_sensor"].job_name in {"prompt_job", "full_cycle_job"}
     assert jobs["prompt_job"].tags.get("gpu_host") is None and jobs["full_cycle_job"].tags["gpu_host"]
 

@@ -4,8 +4,9 @@ from cosmos_assets.assets.controls import control_videos
 from cosmos_assets.assets.generation import generated_videos, upscaled_videos
 from cosmos_assets.assets.prompts import PROMPT_INPUTS, prompt_inputs, prompt_specs
 from cosmos_assets.assets.renders import shots
+from cosmos_assets.assets.wedges import wedge_comparisons
 
-ALL_ASSETS = [shots, control_videos, prompt_inputs, prompt_specs, generated_videos, upscaled_videos]
+ALL_ASSETS = [shots, control_videos, prompt_inputs, prompt_specs, generated_videos, upscaled_videos, wedge_comparisons]
 
 __all__ = [
     "ALL_ASSETS",
@@ -16,4 +17,5 @@ __all__ = [
     "prompt_specs",
     "shots",
     "upscaled_videos",
+    "wedge_comparisons",
 ]

@@ -22,6 +22,7 @@ from av.video.reformatter import ColorRange
 from pydantic import BaseModel
 
 from cosmos_assets.media.frames import MODALITIES, RenderSequence, decode_png
+from cosmos_assets.media.recipe import MUXER_OPTIONS, ControlRecipe
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -147,10 +148,11 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, depth: in
 class _Writer:
     """An H.264 mp4 written to a temp name in the output folder; ``publish`` renames it into place."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: int, crf: int):
+    def __init__(self, path: Path, width: int, height: int, fps: int, crf: int, tags: dict[str, str] | None = None):
         self.path = path
         self.tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial.mp4")
-        self.container = av.open(str(self.tmp), "w", format="mp4")
+        self.container = av.open(str(self.tmp), "w", format="mp4", options=dict(MUXER_OPTIONS) if tags else {})
+        self.container.metadata.update(tags or {})  # provenance (media/recipe.py): shows in ffprobe
         stream = self.container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         # Frame threading (x264's default, and what the ffmpeg CLI uses) scales far better than
@@ -228,6 +230,16 @@ def _depth_frames(paths: Sequence[Path], pool: ThreadPoolExecutor) -> Iterator[a
     return _prefetch(pool, lambda p: convert(_depth_values(decode_png(p))), paths, _DECODE_LOOKAHEAD)
 
 
+def control_tags(seq: RenderSequence, modality: str, total: int, crf: int) -> dict[str, str]:
+    """What identifies a control video, written into its container metadata (no run made it, so no run id)."""
+    frames = seq.frames[modality][:total]
+    return ControlRecipe(
+        shot=seq.folder.name, pass_name=modality, source_folder=str(seq.folder),
+        source_frames=f"{frames[0].name} .. {frames[-1].name} ({len(frames)} frames)",
+        source_digest=seq.fingerprint(), encoder=f"cosmos-assets libx264 crf {crf} yuv420p",
+    ).to_tags()  # fmt: skip
+
+
 def encode_control_videos(
     seq: RenderSequence,
     out_dir: Path,
@@ -273,7 +285,8 @@ def encode_control_videos(
             "depth": _depth_frames(seq.frames["depth"][:total], decode_pool),
             "segmentation": _rgb_frames(seq.frames["segmentation"][:total], decode_pool, padded),
         }
-        writers = {m: _Writer(out_dir / f"{m}.mp4", size[0], size[1], fps, crf) for m in MODALITIES}
+        writers = {m: _Writer(out_dir / f"{m}.mp4", size[0], size[1], fps, crf, control_tags(seq, m, total, crf))
+                   for m in MODALITIES}  # fmt: skip
         try:
             futures = {m: encode_pool.submit(_encode_stream, m, frames, total, writers[m], progress) for m, frames in streams.items()}
             counts = {m: f.result() for m, f in futures.items()}

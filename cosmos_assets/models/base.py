@@ -33,6 +33,38 @@ class ModelRequest:
     program_files: list[StagedFile] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One prompt of a batch: its name, the spec the backend checked, and the request it would run alone."""
+
+    prompt: str
+    spec: TransferSpec
+    request: ModelRequest
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One invocation for several prompts after one model load: the shared request, and what maps outputs back.
+
+    ``item_folders[i]`` is where item ``i``'s outputs should be (relative to the invocation's output folder) and
+    ``item_texts[i]`` what its ``prompt_file`` must hold for the folder to be its own (None: not checkable, e.g.
+    the prompt upsampler rewrites it; then ``batch_size`` is 1 and a folder is written only by its own item).
+    ``batch_file`` (the JSONL) is written locally and staged with the request's spec and the items' videos.
+    """
+
+    request: ModelRequest
+    item_folders: tuple[str, ...]
+    item_texts: tuple[str | None, ...]
+    prompt_file: str
+    batch_size: int
+    batch_file: tuple[str, str] | None = None  # (remote path, content) of the item list the model reads
+    # Flat layouts (Transfer2.5): item i's files are ``<name>.*`` and ``<name>_*`` in the output folder itself,
+    # its video ``<name>.mp4``; the names are unique in the invocation, so they map outputs without a text check.
+    item_names: tuple[str, ...] | None = None
+    item_video: str = OUTPUT_VIDEO  # the video in an item's folder that says it was written
+    nested: bool = False  # an item's folder stays a folder of its fetched outputs (Cosmos 3: <name>/vision.mp4)
+
+
 class ModelBackend(ABC):
     """A model's contract. Stateless; one instance per backend in :data:`cosmos_assets.models.BACKENDS`."""
 
@@ -75,6 +107,15 @@ class ModelBackend(ABC):
         read ``outputs/<prompt>/output.mp4`` whichever model wrote it. Missing video: the path it should be at.
         """
         return fetched / OUTPUT_VIDEO
+
+    def batch_key(self, item: BatchItem) -> str | None:
+        """What prompts must share to run in one invocation (control set, per-invocation settings); None: never
+        batched. Prompts with equal keys go to one batch, the others to separate invocations."""
+        return None
+
+    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+        """One invocation generating every item (equal :meth:`batch_key`) into ``outputs/.batches/<batch_id>``."""
+        raise NotImplementedError(f"{self.name} does not batch here: its prompts run one invocation each")
 
     def guardrail_blocked(self, outcome: RunOutcome, fetched: Path | None) -> bool:
         """Whether the run was stopped by the model's guardrail (retrying the same input will not help)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cosmos_assets.models import preview_model as preview_program
 from cosmos_assets.machines.job import Invocation, StagedFile
-from cosmos_assets.models.base import ModelRequest
+from cosmos_assets.models.base import BatchItem, BatchRequest, ModelRequest
 from cosmos_assets.models.transfer1 import GUARDRAIL_MARKER, Transfer1Backend
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT, TransferInvocation, transfer_argv
 from cosmos_assets.spec import TransferSpec
@@ -43,6 +43,12 @@ class PreviewBackend(Transfer1Backend):
 
     def upscale(self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float) -> ModelRequest:
         return self._with_program(super().upscale(prompt, generated_remote, run_id, num_gpus, control_weight))
+
+    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+        batch = super().batch_generation(batch_id, items, num_gpus, batch_size)
+        return BatchRequest(request=self._with_program(batch.request), item_folders=batch.item_folders,
+                            item_texts=batch.item_texts, prompt_file=batch.prompt_file, batch_size=batch.batch_size,
+                            batch_file=batch.batch_file)  # fmt: skip
 
     def invocation(self, spec: TransferSpec, flags: TransferInvocation) -> Invocation:
         argv = transfer_argv(flags)

@@ -21,8 +21,22 @@ What it keeps from the real entry point (see ``contract/transfer_cli.json`` and 
 - guardrail stand-in: a prompt containing ``GUARDRAIL_TEST_BLOCK`` prints ``GUARDRAIL BLOCKED`` and
   exits 1 without a video.
 
+Fault stand-ins (``TEST_FAULTS``, for tests/faults): a prompt containing ``OOM_TEST_GPU`` ends like torch out of GPU
+memory (``torch.OutOfMemoryError: CUDA out of memory...``, exit 1) unless ``--offload_diffusion_transformer`` is
+given; ``OOM_TEST_HOST`` allocates host memory (up to 1 GiB) until a container memory limit gets it killed by the
+kernel's OOM killer (exit 137); ``FAIL_TEST_EXIT`` fails with exit 1; ``HANG_TEST`` goes silent for 10 minutes.
+
+- batch mode (``--batch_input_path FILE.jsonl``, ``--batch_size``), as upstream's transfer.py at 5005e82 does it
+  (FACTS.md): one line per item (``prompt``, ``visual_input``, ``control_overrides`` updating the spec's controls),
+  outputs in ``video_<i>/output.mp4`` + ``video_<i>/prompt.txt``, every folder of a window created first. A blocked
+  item is dropped from its window and the survivors are saved by their position in the shorter list (so a later
+  item's video can land in an earlier item's folder); a window with every item blocked ends the whole program with
+  ``TypeError: cannot unpack non-iterable NoneType object`` (exit 1), later items never run. The upscale control
+  forces batch size 1.
+
 Environment: ``COSMOS_PREVIEW_STEP_SECONDS`` (float, default 0) sleeps that long per logged step,
-so tests can watch progress or cancel a run mid-way.
+so tests can watch progress or cancel a run mid-way. ``COSMOS_PREVIEW_LOAD_SECONDS`` (float, default 0) sleeps that
+long once per invocation and logs ``model loaded``: a simulated model load (the batching benchmark counts them).
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ import numpy as np
 TAG = "[preview]"
 BANNER = "cosmos-transfer1 preview backend (not the model)"
 GUARDRAIL_MARKER = "GUARDRAIL_TEST_BLOCK"
+TEST_FAULTS = ("OOM_TEST_GPU", "OOM_TEST_HOST", "FAIL_TEST_EXIT", "HANG_TEST")
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121
 UPSCALE_FACTOR = 3
@@ -211,8 +226,6 @@ def validate(args: argparse.Namespace, controls: dict[str, dict], spec_path: str
     for path in [args.input_video_path] + [c.get("input_control") for c in controls.values()]:
         if path and not Path(path).is_file():
             raise RunError(f"input video {path} not found (paths are relative to {Path.cwd()})")
-    if args.batch_input_path:
-        raise UsageError("--batch_input_path is not supported by the preview backend; run one spec at a time")
     return weights
 
 
@@ -466,9 +479,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     weights = validate(args, controls, args.controlnet_specs)
     log(f"{BANNER}: controls {', '.join(f'{k}={w:g}' for k, w in weights.items())}; seed {args.seed}; "
         f"num_steps {args.num_steps}; world size {world}")
+    simulate_model_load()
+    if args.batch_input_path:
+        return run_batch(args, controls, rank, world)
     if GUARDRAIL_MARKER in str(args.prompt):
         log("GUARDRAIL BLOCKED: the prompt was rejected by the text guardrail (preview stand-in); no video written")
         return EXIT_BLOCKED
+    fault = next((name for name in TEST_FAULTS if name in str(args.prompt)), None)
+    if fault is not None:
+        fail_as_asked(fault, args)
     folder = Path(args.video_save_folder)
     out = folder / f"{args.video_save_name}.mp4"
     if rank != 0:
@@ -480,6 +499,130 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     frames = upscale(args, out) if "upscale" in controls else generate(args, controls, weights, out)
     write_text(folder / f"{args.video_save_name}.txt", str(args.prompt))
     log(f"{BANNER}: saved {out} ({frames} frames) in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def fail_as_asked(fault: str, args: argparse.Namespace) -> None:
+    """The fault stand-ins of the module doc; returns only for OOM_TEST_GPU when the transformer is offloaded."""
+    log(f"{BANNER}: test fault {fault} asked for by the prompt")
+    if fault == "OOM_TEST_GPU":
+        if args.offload_diffusion_transformer:
+            log(f"{BANNER}: --offload_diffusion_transformer given: the stand-in fits in GPU memory")
+            return
+        step_log(1, 2, "generate")
+        print("Traceback (most recent call last):\n"
+              '  File "/workspace/cosmos_transfer1/diffusion/inference/transfer.py", line 380, in <module>\n'
+              "    demo(args)\n"
+              "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
+              "79.10 GiB of which 1.20 GiB is free. Including non-PyTorch memory, this process has 77.89 GiB memory in "
+              "use. (preview stand-in)", file=sys.stderr, flush=True)  # fmt: skip
+        sys.exit(EXIT_RUNTIME)
+    if fault == "OOM_TEST_HOST":
+        held = []
+        for _ in range(64):  # 64 x 16 MiB, every page written
+            held.append(np.ones(16 * 2**20, dtype=np.uint8))
+            time.sleep(0.05)
+        log(f"{BANNER}: allocated 1 GiB and was not killed: this container has no memory limit")
+        sys.exit(EXIT_RUNTIME)
+    if fault == "HANG_TEST":
+        time.sleep(600)
+    log("error: the model failed (preview stand-in of a runtime error)")
+    sys.exit(EXIT_RUNTIME)
+
+
+def simulate_model_load() -> None:
+    """Sleep COSMOS_PREVIEW_LOAD_SECONDS once per invocation, as loading the real model's weights would take."""
+    delay = float(os.environ.get("COSMOS_PREVIEW_LOAD_SECONDS", "0") or 0)
+    if delay > 0:
+        log(f"{BANNER}: loading the model (simulated, {delay:g}s)")
+        time.sleep(delay)
+        log(f"{BANNER}: model loaded in {delay:.1f}s")
+
+
+def read_batch(path: str, controls: dict[str, dict]) -> list[dict]:
+    """The JSONL items of ``--batch_input_path``: each an object with ``prompt`` and optional ``visual_input`` and
+    ``control_overrides`` (control name -> keys to update in the spec's control)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise UsageError(f"--batch_input_path {path}: file not found (relative to {Path.cwd()})") from exc
+    items: list[dict] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--batch_input_path {path} line {number}: not valid JSON ({exc})") from exc
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+            raise UsageError(f"--batch_input_path {path} line {number}: an object with a text 'prompt' is needed")
+        overrides = item.get("control_overrides") or {}
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise UsageError(f"--batch_input_path {path} line {number}: control_overrides must map controls to objects")
+        for name in overrides:
+            if name not in controls:
+                log(f"warning: ignoring unknown control key in override: {name}")
+        items.append(item)
+    if not items:
+        raise UsageError(f"--batch_input_path {path}: no items")
+    return items
+
+
+def item_inputs(args: argparse.Namespace, controls: dict[str, dict], item: dict) -> tuple[argparse.Namespace, dict[str, dict]]:
+    """This item's arguments (its prompt and visual input) and controls (the spec's, updated by its overrides)."""
+    item_args = argparse.Namespace(**vars(args))
+    item_args.prompt = item["prompt"]
+    item_args.input_video_path = item.get("visual_input") or ""
+    item_controls = {name: dict(control) for name, control in controls.items()}
+    for name, override in (item.get("control_overrides") or {}).items():
+        if name in item_controls:
+            item_controls[name].update(override)
+    for path in [item_args.input_video_path] + [c.get("input_control") for c in item_controls.values()]:
+        if path and not Path(path).is_file():
+            raise RunError(f"batch item input video {path} not found (paths are relative to {Path.cwd()})")
+    return item_args, item_controls
+
+
+def run_batch(args: argparse.Namespace, controls: dict[str, dict], rank: int, world: int) -> int:
+    """Upstream's batch loop (see the module doc): windows of --batch_size, blocked items dropped, survivors saved
+    by position, an all-blocked window ending the program with upstream's TypeError."""
+    items = read_batch(args.batch_input_path, controls)
+    batch_size = max(1, int(args.batch_size))
+    if "upscale" in controls and batch_size > 1:
+        batch_size = 1
+        log("Setting batch_size=1 as upscale does not support batch generation")
+    folder = Path(args.video_save_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    log(f"{BANNER}: batch of {len(items)} item(s) from {args.batch_input_path}, batch size {batch_size}")
+    for start in range(0, len(items), batch_size):
+        window = items[start : start + batch_size]
+        for i in range(len(window)):
+            (folder / f"video_{start + i}").mkdir(parents=True, exist_ok=True)
+        survivors = []
+        for i, item in enumerate(window):
+            if GUARDRAIL_MARKER in item["prompt"]:
+                log(f"GUARDRAIL BLOCKED: batch item {start + i} was rejected by the text guardrail (preview stand-in)")
+            else:
+                survivors.append(item)
+        if not survivors:
+            log("Guardrail blocked generation for entire batch.")
+            raise TypeError("cannot unpack non-iterable NoneType object")  # upstream unpacks generate()'s None
+        for j, item in enumerate(survivors):
+            item_args, item_controls = item_inputs(args, controls, item)
+            weights = {name: control_weight(name, c, args.batch_input_path) for name, c in item_controls.items()}
+            if rank != 0:
+                step_log(1, args.num_steps, "generate")
+                continue
+            out_folder = folder / f"video_{start + j}"  # by position in the shorter list, as upstream saves them
+            out = out_folder / "output.mp4"
+            if "upscale" in item_controls:
+                frames = upscale(item_args, out)
+            else:
+                frames = generate(item_args, item_controls, weights, out)
+            write_text(out_folder / "prompt.txt", item["prompt"])
+            log(f"{BANNER}: Saved video to {out} ({frames} frames)")
+    if rank != 0:
+        log(f"{BANNER}: rank {rank} of {world} done; rank 0 writes the outputs")
     return 0
 
 

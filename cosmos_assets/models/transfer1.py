@@ -5,11 +5,15 @@ Facts from ``../shared/cosmos-transfer1/FACTS.md`` and upstream's ``cosmos_trans
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from cosmos_assets.machines.job import Invocation
-from cosmos_assets.models.base import ModelBackend, ModelRequest
-from cosmos_assets.models.transfer1_cli import ENTRY_POINT, TransferInvocation, transfer_argv
+from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest
+from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, transfer_argv
 from cosmos_assets.spec import ControlSpec, TransferSpec
 from cosmos_assets.spec_inputs import check_for_run
 
@@ -81,6 +85,43 @@ def upscale_invocation(prompt: str, run_id: str, num_gpus: int = 1) -> TransferI
     )
 
 
+BATCH_INPUTS_DIR = "inputs/batches"
+BATCH_OUTPUTS_DIR = "outputs/.batches"
+BATCH_PROMPT_FILE = "prompt.txt"
+# Per item in transfer.py's batch mode: its prompt, its visual input, and its controls' input videos. Everything
+# else of the spec (control set, weights, seed, sigma_max, negative prompt...) is read once per invocation.
+PER_ITEM_KEYS = ("prompt", "input_video_path")
+
+
+class BatchLine(BaseModel):
+    """One line of transfer.py's ``--batch_input_path`` JSONL (FACTS.md, *Batch mode*)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    visual_input: str | None = None
+    control_overrides: dict[str, dict[str, str | None]] = {}
+
+
+def batch_line(spec: TransferSpec) -> BatchLine:
+    """The item of ``spec``: its prompt, its visual input and every control's own input video."""
+    return BatchLine(prompt=spec.prompt or "", visual_input=spec.input_video_path or None,
+                     control_overrides={key: {"input_control": control.input_control} for key, control in spec.controls()})
+
+
+def shared_part(spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal for two prompts to share one transfer.py invocation: the spec without its per-item keys
+    (whether a control has its own video stays: a derived control loads another model), and the flags without
+    the paths of one run."""
+    shared = {key: value for key, value in spec.items() if key not in PER_ITEM_KEYS}
+    for key, value in shared.items():
+        if isinstance(value, dict) and "input_control" in value:
+            shared[key] = {**value, "input_control": bool(value["input_control"])}
+    shared["has_input_video"] = bool(spec.get("input_video_path"))
+    flags = {key: value for key, value in settings.items() if key not in ("spec_path", "video_save_folder")}
+    return {"spec": shared, "flags": flags}
+
+
 class Transfer1Backend(ModelBackend):
     """Cosmos-Transfer1 7B in its upstream container: ``transfer.py`` with python3, or torchrun for several GPUs."""
 
@@ -88,6 +129,10 @@ class Transfer1Backend(ModelBackend):
     description = "Cosmos-Transfer1 7B (frozen upstream; the only one with the 4K upscaler)"
     can_batch = True
     can_upscale = True
+    # out of GPU memory (runs/oom.py): what moves to CPU memory, and how a prompt file asks for it for good
+    offload_flags = tuple(f"--{name}" for name in OFFLOAD_FLAGS)
+    memory_advice = ('to offload for good, put "offload_diffusion_transformer": true in the prompt file '
+                     "(a top-level key is set on transfer.py's arguments)")  # fmt: skip
 
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
         check_for_run(spec, prompt_path, project_root)
@@ -115,4 +160,34 @@ class Transfer1Backend(ModelBackend):
             checkpoints=tuple(required_checkpoints(spec, flags.extra.get("upsample_prompt") is True)),
             guardrail_marker=GUARDRAIL_MARKER,
             settings=flags.model_dump(mode="json"),
+        )
+
+    def batch_key(self, item: BatchItem) -> str | None:
+        if not item.spec.prompt or "upscale" in item.request.spec:
+            return None  # no text to check an output against; the 4K upscale runs one per invocation upstream
+        return json.dumps([self.name, shared_part(item.request.spec, item.request.invocation.settings)], sort_keys=True)
+
+    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+        """transfer.py ``--batch_input_path``: the first item's spec gives the controls and the shared settings (equal
+        for all, by :meth:`batch_key`), the JSONL each item's prompt and videos; outputs in ``video_<i>/``."""
+        first = items[0]
+        upsampled = first.request.invocation.settings.get("extra", {}).get("upsample_prompt") is True
+        size = 1 if upsampled else max(1, min(batch_size, len(items)))  # upsampled prompt.txt: position only
+        jsonl = "".join(batch_line(item.spec).model_dump_json() + "\n" for item in items)
+        jsonl_remote = f"{BATCH_INPUTS_DIR}/{batch_id}.jsonl"
+        base = TransferInvocation.model_validate(first.request.invocation.settings)
+        flags = base.model_copy(update={
+            "spec_path": f"{BATCH_INPUTS_DIR}/{batch_id}.json",
+            "video_save_folder": f"{BATCH_OUTPUTS_DIR}/{batch_id}",
+            "extra": {**base.extra, "batch_input_path": jsonl_remote, "batch_size": size},
+        })  # fmt: skip
+        request = ModelRequest(spec=first.request.spec, spec_remote=flags.spec_path,
+                               invocation=self.invocation(first.spec, TransferInvocation.model_validate(flags.model_dump())))
+        return BatchRequest(
+            request=request,
+            item_folders=tuple(f"video_{i}" for i in range(len(items))),
+            item_texts=tuple(None if upsampled else item.spec.prompt for item in items),
+            prompt_file=BATCH_PROMPT_FILE,
+            batch_size=size,
+            batch_file=(jsonl_remote, jsonl),
         )

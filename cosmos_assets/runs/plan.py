@@ -46,6 +46,7 @@ class StagePlan:
     extra_files: dict[str, object] = field(default_factory=dict)
     prompt_spec: dict[str, Any] | None = None  # the artist's prompt file, shown beside the model's spec in spec_used
     warnings: list[str] = field(default_factory=list)  # prompt-file fields the backend does not carry over
+    spec: TransferSpec | None = None  # the prompt's spec as the backend checked it (videos_subdir applied); batching
 
     @property
     def stage(self) -> str:
@@ -113,6 +114,7 @@ def plan_generation(
         extra_files={"prompt_spec.json": original.to_json_dict()},
         prompt_spec=original.to_json_dict(),
         warnings=backend.prompt_warnings(spec, layout.root),
+        spec=spec,
     )
 
 
@@ -142,12 +144,11 @@ def plan_upscale(
     if not backend.can_upscale:
         raise ValueError(f"{backend.name} has no 4K upscaler: run the upscale on cosmos-transfer1 (or the preview)")
     generated, gen_used = generated_output(layout, prompt)
-    if gen_used.backend == backend.name:
-        generated_remote = f"{gen_used.video_save_folder}/{OUTPUT_VIDEO}"  # already there: the upload skips it
-    else:
-        # Made by another model in another checkout: staged as an input, so this checkout's outputs/ folder is
-        # still created by the container's user (an upload as root would leave it unwritable for the upscale).
-        generated_remote = f"inputs/generated/{prompt}/{gen_used.run_id}/{OUTPUT_VIDEO}"
+    # Staged as an input, never uploaded back into the generation's remote folder: the local clip carries its recipe
+    # tags (runs/stamp.py), so it differs from what the model wrote there, and an earlier run's folder is never
+    # written to. It may have been made by another model in another checkout; this checkout's outputs/ folder is
+    # still created by the container's user (an upload as root would leave it unwritable for the upscale).
+    generated_remote = f"inputs/generated/{prompt}/{gen_used.run_id}/{OUTPUT_VIDEO}"
     request = backend.upscale(prompt, generated_remote, run_id, num_gpus, control_weight)
     effective = layout.staging_dir / run_id / "upscale_spec.json"
     job = InferenceJob(

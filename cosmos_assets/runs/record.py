@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cosmos_assets.files import atomic_write_text, plain_folder_name, sha256_file
+from cosmos_assets.machines.gpu_usage import GpuUsage
 from cosmos_assets.machines.job import InferenceJob, RunOutcome, Stage
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.redaction import redacted, redacted_message, shell_join
@@ -34,12 +35,28 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def storable_text(text: str) -> str:
+    """``text`` as it is, except undecodable bytes (lone surrogates from a file name or a log that is not UTF-8),
+    shown as ``\\udcff``: JSON files and lines can then always be written, every other character kept."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class InputFile(BaseModel):
     """A file the run read, by content: where it sits under the model root, its size and sha256."""
 
     path: str
     size: int
     sha256: str
+
+
+class BatchRef(BaseModel):
+    """Where a prompt's run sat in a shared invocation (issue 11, batching; runs/batch.py, docs/batching.md)."""
+
+    batch_id: str = Field(description="the invocation: outputs/.batches/<batch_id>/ locally and on the host")
+    index: int = Field(description="this prompt's item in it (its line of the JSONL, its video_<index> folder)")
+    items: int = Field(description="how many prompts the invocation ran")
+    gpu_share: float = Field(default=1.0, ge=0, le=1, description="this prompt's share of the invocation's GPU time")
+    follow_up_of: str | None = Field(default=None, description="the batch whose crash left this prompt unrun")
 
 
 class RunRecord(BaseModel):
@@ -92,6 +109,11 @@ class RunRecord(BaseModel):
     gpu_price_per_hour: float | None = Field(default=None, ge=0, description="COSMOS_GPU_PRICE_PER_HOUR when it ran; None: unpriced")
     model_load_seconds: float | None = Field(default=None, description="model load time from the model's own log; None: not derivable")
     output_files: list[InputFile] = Field(default_factory=list, description="the local outputs of a succeeded run, by content")
+    batch: BatchRef | None = Field(default=None, description="the shared invocation this prompt ran in; None: its own")
+    # issue 10 items 4-5: what the GPUs did, and the out-of-memory retry with offload flags (runs/oom.py)
+    gpu_usage: GpuUsage | None = Field(default=None, description="nvidia-smi sampled on the machine while it ran; None: not sampled")
+    retry_of: str | None = Field(default=None, description="the run this one retried after it ran out of GPU memory")
+    flags_added: list[str] = Field(default_factory=list, description="flags this retry added to the command (offload)")
 
     @field_validator("command")
     @classmethod
@@ -106,12 +128,12 @@ class RunRecord(BaseModel):
     @field_validator("log_tail")
     @classmethod
     def _redact_log(cls, value: list[str]) -> list[str]:
-        return [redacted_message(line) for line in value]
+        return [storable_text(redacted_message(line)) for line in value]
 
     @field_validator("error")
     @classmethod
     def _redact_error(cls, value: str | None) -> str | None:
-        return redacted_message(value) if value is not None else None
+        return storable_text(redacted_message(value)) if value is not None else None
 
     @classmethod
     def plan(cls, job: InferenceJob, *, shot: str | None, host: str, runtime: str, model_label: str, preview: bool,
@@ -141,7 +163,8 @@ class RunRecord(BaseModel):
     @property
     def gpu_seconds(self) -> float:
         """Container start to end times the GPUs it held; 0 for the preview backend, which holds none."""
-        return 0.0 if self.preview else self.inference_seconds * self.num_gpus
+        share = self.batch.gpu_share if self.batch is not None else 1.0  # a batch splits its time (docs/batching.md)
+        return 0.0 if self.preview else self.inference_seconds * self.num_gpus * share
 
     @property
     def cost(self) -> float | None:
@@ -184,7 +207,7 @@ class RunRecord(BaseModel):
             run_id=self.run_id, dagster_run_id=self.dagster_run_id, prompt=self.prompt, shot=self.shot,
             host=self.host, command=self.command, command_line=self.command_line, container=self.container,
             environment=self.environment, settings=self.settings, spec=self.spec, spec_remote_path=self.spec_remote_path,
-            video_save_folder=self.remote_output_folder, inputs=self.inputs, prompt_spec=self.prompt_spec,
+            video_save_folder=self.remote_output_folder, inputs=self.inputs, prompt_spec=self.prompt_spec, batch=self.batch,
             started_at=self.started_at or self.created_at, finished_at=self.finished_at or self.updated_at,
             exit_code=self.exit_code if self.exit_code is not None else -1,
         )  # fmt: skip
@@ -200,6 +223,9 @@ class RunRecord(BaseModel):
             download_seconds=round(self.download.seconds, 3), total_seconds=round(self.total_seconds, 3),
             gpu_seconds=round(self.gpu_seconds, 3), outputs=self.outputs, error=self.error, cause=self.cause,
             model_load_seconds=self.model_load_seconds, cost=_rounded(self.cost),
+            batch_id=self.batch.batch_id if self.batch else None, batch_index=self.batch.index if self.batch else None,
+            retry_of=self.retry_of, flags_added=self.flags_added,
+            gpu_util_mean_percent=None if self.gpu_usage is None else _rounded(self.gpu_usage.mean_utilization, 1),
         )  # fmt: skip
 
     def skipped_history(self, *, dagster_run_id: str | None, when: datetime | None = None) -> "HistoryRecord":
@@ -260,6 +286,8 @@ class SpecUsed(BaseModel):
     video_save_folder: str
     prompt_spec: dict[str, Any] | None = Field(default=None, description="the artist's prompt file `spec` was translated from")
     inputs: list[InputFile] = Field(default_factory=list)
+    batch: BatchRef | None = Field(default=None, description="the shared invocation it ran in (command, folder); "
+                                   "`settings` are then the prompt's own, its identity for skipping")
     started_at: datetime
     finished_at: datetime
     exit_code: int
@@ -302,6 +330,16 @@ class HistoryRecord(BaseModel):
     cause: str | None = None
     model_load_seconds: float | None = None
     cost: float | None = Field(default=None, description="GPU hours x COSMOS_GPU_PRICE_PER_HOUR; None when no price was set")
+    batch_id: str | None = Field(default=None, description="the shared invocation this prompt ran in (runs/batch.py)")
+    batch_index: int | None = Field(default=None, description="its item in that invocation")
+    retry_of: str | None = Field(default=None, description="the run this one retried (out of GPU memory, with offload flags)")
+    flags_added: list[str] = Field(default_factory=list, description="flags the retry added to the command")
+    gpu_util_mean_percent: float | None = Field(default=None, description="mean GPU utilisation sampled during the run")
+
+    @field_validator("error")
+    @classmethod
+    def _storable_error(cls, value: str | None) -> str | None:
+        return storable_text(value) if value is not None else None
 
 
 def append_history(path: Path, record: HistoryRecord) -> None:
@@ -318,4 +356,6 @@ def append_history(path: Path, record: HistoryRecord) -> None:
 def read_history(path: Path) -> list[HistoryRecord]:
     if not path.exists():
         return []
-    return [HistoryRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    # JSON Lines end at "\n" only: str.splitlines() would also cut at U+2028, U+0085... which JSON leaves unescaped.
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [HistoryRecord.model_validate_json(line) for line in lines if line.strip()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +20,17 @@ from pathlib import Path
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename_no_replace, sha256_file
 from cosmos_assets.machines.base import Machine
-from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome
+from cosmos_assets.machines.transfer_resume import is_partial_download
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import Adoption, find_adoption
+from cosmos_assets.machines import gpu_usage
+from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, new_run_id, plan_generation, plan_upscale
 from cosmos_assets.runs.record import InputFile, RunRecord, RunStore, SpecUsed, append_history
 from cosmos_assets.runs.skip import decide
+from cosmos_assets.runs.stamp import stamp_outputs
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.watchdog import Watchdog
 from cosmos_assets.runs.worker import Worker
@@ -41,6 +46,15 @@ class InferenceFailed(RuntimeError):
         self.guardrail_blocked = guardrail_blocked
         self.log_path = log_path
         self.cause = cause or ("guardrail_blocked" if guardrail_blocked else "model_exit")
+
+
+class OutOfMemory(InferenceFailed):
+    """The model ran out of GPU or host memory (:mod:`cosmos_assets.runs.oom`); the message names the fix."""
+
+    def __init__(self, message: str, log_tail: list[str], log_path: Path, memory: oom.MemoryFailure, run_id: str) -> None:
+        super().__init__(message, log_tail, False, log_path, cause="out_of_memory")
+        self.memory = memory
+        self.run_id = run_id
 
 
 class RunTerminated(BaseException):
@@ -109,6 +123,14 @@ def _model_failed(layout: ProjectLayout, record: RunRecord, blocked: bool, log_n
     )  # fmt: skip
 
 
+def _out_of_memory(layout: ProjectLayout, record: RunRecord, plan: StagePlan, backend: ModelBackend,
+                   memory: oom.MemoryFailure, retry_on: bool) -> OutOfMemory:  # fmt: skip
+    log_path = failed_dir(layout, record) / plan.log_name
+    why = oom.fix_text(memory, backend, plan.job.invocation, retry_on)
+    return OutOfMemory(f"{record.stage} for {record.prompt} failed on {record.host}: {why}. Log: {log_path}\n"
+                       + "\n".join(record.log_tail[-20:]), record.log_tail, log_path, memory, record.run_id)  # fmt: skip
+
+
 def planned_record(layout: ProjectLayout, machine: Machine, backend: ModelBackend, plan: StagePlan) -> RunRecord:
     """The record of ``plan`` about to run (its effective spec written, every input hashed); not saved yet."""
     atomic_write_json(plan.effective_spec, plan.request.spec)
@@ -122,7 +144,8 @@ def planned_record(layout: ProjectLayout, machine: Machine, backend: ModelBacken
 
 def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend, plan: StagePlan, log: LogLine, *,
                  record: RunRecord | None = None, adoption: Adoption | None = None,
-                 silence_minutes: float = 0.0, cancelled: Callable[[], bool] | None = None) -> StageResult:  # fmt: skip
+                 silence_minutes: float = 0.0, cancelled: Callable[[], bool] | None = None,
+                 oom_retry_offload: bool = False) -> StageResult:  # fmt: skip
     """Run a planned stage on ``machine``; the outputs land in ``plan.dest`` or the run fails, recorded either way.
 
     With ``adoption`` (an earlier run of the same work, whose run id ``plan`` reuses) nothing is uploaded or started:
@@ -172,7 +195,12 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             record.ran(command, outcome)
             store.save(record)
             if outcome.exit_code != 0:
-                raise _model_failed(layout, record, backend.guardrail_blocked(outcome, None), plan.log_name)
+                blocked = backend.guardrail_blocked(outcome, None)
+                memory = None if blocked else oom.memory_failure(
+                    outcome.exit_code, _log_tail(run_log.path, 400) or outcome.log_tail, outcome.container.get("oom_killed"))
+                if memory is not None:
+                    raise _out_of_memory(layout, record, plan, backend, memory, oom_retry_offload)
+                raise _model_failed(layout, record, blocked, plan.log_name)
         record.state = phase = "downloading"
         store.save(record)
         record.download = machine.download(job.output_folder, fetched, run_log)
@@ -192,9 +220,19 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
         _best_effort(lambda: append_history(layout.history_log, record.history()), log)
         raise
     run_log.close()
+    return promote(layout, backend, plan, record, fetched, log, t0)
+
+
+def promote(layout: ProjectLayout, backend: ModelBackend, plan: StagePlan, record: RunRecord, fetched: Path,
+            log: LogLine, t0: float) -> StageResult:  # fmt: skip
+    """A run's downloaded outputs (``fetched``) into ``plan.dest``, beside its spec_used.json and log; an earlier
+    run's folder there moved aside first; the record succeeded and its history line written. ``t0``: its start
+    (``time.monotonic``). Shared by one run and by each prompt of a batch (runs/batch.py)."""
+    job, staging, store = plan.job, plan.effective_spec.parent, RunStore(layout.runs_dir)
     video_name = backend.output_video(fetched).name
     spec_used = record.spec_used()
     spec_used.write(fetched / "spec_used.json")
+    stamp_outputs(fetched, record, [item.local for item in job.inputs], lambda line: _say(log, line))  # recipe in the MP4s
     for name, content in plan.extra_files.items():
         atomic_write_json(fetched / name, content)
     if (staging / plan.log_name).exists():  # absent only if the local disk refused it (the run went on)
@@ -254,8 +292,16 @@ def _keep_failed(layout: ProjectLayout, record: RunRecord, staging: Path, plan: 
     while failed.exists():
         n += 1
         failed = failed.with_name(f"{record.run_id}.{n}")
-    if staging.exists():
-        os.replace(staging, failed)
+    if not staging.exists():
+        return
+    # A download cut by a lost link left its verified files and .part files beside `fetched`: they stay in the
+    # staging folder, which the attempt that adopts this run uses again, so its download resumes from them.
+    resumable = [p for p in staging.iterdir() if is_partial_download(p.name, "fetched")]
+    os.replace(staging, failed)
+    if resumable:
+        staging.mkdir(parents=True)
+        for folder in resumable:
+            os.replace(failed / folder.name, staging / folder.name)
 
 
 def _log_tail(path: Path, lines: int = 40) -> list[str]:
@@ -292,8 +338,10 @@ def _run_watched(layout: ProjectLayout, machine: Machine, job: InferenceJob, rec
 
     watchdog = Watchdog(silence_minutes * 60.0, on_stall, cancelled=cancelled, on_cancel=on_cancel)
     run_log.touch = watchdog.touch
+    reader = machine.gpu_reader()  # GPU utilisation sampled on the machine beside the run; never fails it
+    sampler = gpu_usage.GpuSampler(reader, gpu_usage.INTERVAL_SECONDS) if reader is not None else None
     try:
-        with watchdog:
+        with watchdog, sampler or nullcontext():
             outcome = machine.run(job, run_log)
     except Exception as error:
         if watchdog.cancel_seen:
@@ -303,6 +351,8 @@ def _run_watched(layout: ProjectLayout, machine: Machine, job: InferenceJob, rec
         raise
     finally:
         run_log.touch = lambda: None
+        if sampler is not None:
+            record.gpu_usage = sampler.summary()
     if watchdog.cancel_seen:
         raise terminated()
     if watchdog.fired:
@@ -335,12 +385,16 @@ def run_generation(
     cancelled: Callable[[], bool] | None = None,
     force: bool = False,
     gpu_price_per_hour: float | None = None,
+    run_finished: Callable[[str], bool] | None = None,
+    oom_retry_offload: bool = False,
 ) -> StageResult:
     """The seed's upload -> run -> download for one prompt, into ``outputs/<prompt>/``.
 
     An earlier run of the same work left behind (its orchestrator died, or its link stayed down) is adopted rather
     than repeated (:mod:`cosmos_assets.runs.adopt`); unless ``force``, a prompt whose last successful run did the
-    same work and left its outputs unchanged is not run at all (:mod:`cosmos_assets.runs.skip`).
+    same work and left its outputs unchanged is not run at all (:mod:`cosmos_assets.runs.skip`). With
+    ``oom_retry_offload`` a run that ran out of GPU memory is retried once, as a new run, with the model's offload
+    flags (:mod:`cosmos_assets.runs.oom`).
     """
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
 
@@ -349,7 +403,8 @@ def run_generation(
                                videos_subdir=videos_subdir, num_gpus=num_gpus)  # fmt: skip
 
     return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled,
-                      force=force, gpu_price_per_hour=gpu_price_per_hour)  # fmt: skip
+                      force=force, gpu_price_per_hour=gpu_price_per_hour, run_finished=run_finished,
+                      oom_retry_offload=oom_retry_offload)  # fmt: skip
 
 
 def run_upscale(
@@ -367,6 +422,8 @@ def run_upscale(
     cancelled: Callable[[], bool] | None = None,
     force: bool = False,
     gpu_price_per_hour: float | None = None,
+    run_finished: Callable[[str], bool] | None = None,
+    oom_retry_offload: bool = False,
 ) -> StageResult:
     """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/``."""
     run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id, "upscale")
@@ -376,15 +433,19 @@ def run_upscale(
                             control_weight=control_weight, num_gpus=num_gpus)  # fmt: skip
 
     return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled,
-                      force=force, gpu_price_per_hour=gpu_price_per_hour)  # fmt: skip
+                      force=force, gpu_price_per_hour=gpu_price_per_hour, run_finished=run_finished,
+                      oom_retry_offload=oom_retry_offload)  # fmt: skip
 
 
 def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, make_plan: Callable[[str], StagePlan],
                run_id: str, log: LogLine, silence_minutes: float,
                cancelled: Callable[[], bool] | None = None, *, force: bool = False,
-               gpu_price_per_hour: float | None = None) -> StageResult:  # fmt: skip
+               gpu_price_per_hour: float | None = None,
+               run_finished: Callable[[str], bool] | None = None,
+               oom_retry_offload: bool = False) -> StageResult:  # fmt: skip
     """Plan under a new run id; skip it if its last success did the same work; adopt an earlier run of the same work
-    if one was left behind, else run this plan."""
+    if one was left behind (``run_finished``: whether a Dagster run has ended, :mod:`~cosmos_assets.runs.adopt`),
+    else run this plan."""
     plan = make_plan(run_id)
     record = planned_record(layout, machine, backend, plan)
     record.gpu_price_per_hour = gpu_price_per_hour
@@ -399,14 +460,45 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
                            spec_used=done.spec_used(), outputs=sorted(p for p in plan.dest.iterdir() if p.is_file()),
                            skipped=decision.reason)  # fmt: skip
     _say(log, f"[cosmos-assets] running {plan.stage} of {plan.job.prompt}: {decision.reason}")
-    adoption = find_adoption(RunStore(layout.runs_dir), layout.history_log, machine, record,
-                             lambda rid: make_plan(rid).job,
-                             lambda job: backend.output_video(Path(job.output_folder)).as_posix(), log)  # fmt: skip
-    if adoption is None:
-        return execute_plan(layout, machine, backend, plan, log, record=record, silence_minutes=silence_minutes,
-                            cancelled=cancelled)  # fmt: skip
-    _clean_staging(plan.effective_spec.parent, plan)  # this attempt's own plan is not used
-    if adoption.record.gpu_price_per_hour is None:
-        adoption.record.gpu_price_per_hour = gpu_price_per_hour
-    return execute_plan(layout, machine, backend, make_plan(adoption.record.run_id), log, adoption=adoption,
-                        silence_minutes=silence_minutes, cancelled=cancelled)  # fmt: skip
+    try:
+        adoption = find_adoption(RunStore(layout.runs_dir), layout.history_log, machine, record,
+                                 lambda rid: make_plan(rid).job,
+                                 lambda job: backend.output_video(Path(job.output_folder)).as_posix(), log,
+                                 run_finished)  # fmt: skip
+    except HostNotReadyError as error:  # the same work is in progress elsewhere: this attempt is refused, on record
+        _clean_staging(plan.effective_spec.parent, plan)
+        record.state, record.cause, record.error = "failed", failure_cause(error), str(error).splitlines()[0]
+        _best_effort(lambda: RunStore(layout.runs_dir).save(record), log)
+        _best_effort(lambda: append_history(layout.history_log, record.history()), log)
+        raise
+    try:
+        if adoption is None:
+            return execute_plan(layout, machine, backend, plan, log, record=record, silence_minutes=silence_minutes,
+                                cancelled=cancelled, oom_retry_offload=oom_retry_offload)  # fmt: skip
+        _clean_staging(plan.effective_spec.parent, plan)  # this attempt's own plan is not used
+        if adoption.record.gpu_price_per_hour is None:
+            adoption.record.gpu_price_per_hour = gpu_price_per_hour
+        return execute_plan(layout, machine, backend, make_plan(adoption.record.run_id), log, adoption=adoption,
+                            silence_minutes=silence_minutes, cancelled=cancelled, oom_retry_offload=oom_retry_offload)  # fmt: skip
+    except OutOfMemory as error:
+        retry = _offload_plan(backend, make_plan, error) if oom_retry_offload else None
+        if retry is None:
+            raise
+        flags = oom.missing_offload_flags(backend, plan.job.invocation)
+        _say(log, f"[cosmos-assets] {retry.stage} of {retry.job.prompt} ran out of GPU memory in run {error.run_id}; "
+                  f"COSMOS_OOM_RETRY_OFFLOAD: retrying once as a new run {retry.job.run_id} with {' '.join(flags)}")
+        record = planned_record(layout, machine, backend, retry)
+        record.gpu_price_per_hour = gpu_price_per_hour
+        record.retry_of, record.flags_added = error.run_id, flags
+        return execute_plan(layout, machine, backend, retry, log, record=record, silence_minutes=silence_minutes,
+                            cancelled=cancelled, oom_retry_offload=True)  # fmt: skip
+
+
+def _offload_plan(backend: ModelBackend, make_plan: Callable[[str], StagePlan], failed: "OutOfMemory") -> StagePlan | None:
+    """The one retry of a run that ran out of GPU memory: a new run (``<run id>_offload``) with the offload flags the
+    failed command lacked; None when it ran out of host memory or there is no flag left to add."""
+    if failed.memory.kind != "gpu":
+        return None
+    plan = make_plan(oom.retry_run_id(failed.run_id))
+    flags = oom.missing_offload_flags(backend, plan.job.invocation)
+    return oom.offload_plan(plan, flags) if flags else None

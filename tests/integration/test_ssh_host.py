@@ -38,6 +38,7 @@ from cosmos_assets.resources import ProjectResource
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from tests.infra.nvidia import set_fake_gpu_count
 from tests.project_factory import make_project
+from tests.infra.docker_events import attributes, container_events
 
 pytestmark = pytest.mark.integration
 
@@ -149,11 +150,9 @@ def our_containers(client: docker.DockerClient, prompt: str) -> list:
 
 
 def container_starts(client: docker.DockerClient, since: float, prompt: str, stage: str) -> list[str]:
-    events = client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
-                           filters={"type": "container", "event": "start"})
-    return [e["Actor"]["Attributes"]["name"] for e in events
-            if e["Actor"]["Attributes"].get(f"{LABEL_PREFIX}.prompt") == prompt
-            and e["Actor"]["Attributes"].get(f"{LABEL_PREFIX}.stage") == stage]  # fmt: skip
+    return [attributes(e)["name"] for e in container_events(client, since)
+            if attributes(e).get(f"{LABEL_PREFIX}.prompt") == prompt
+            and attributes(e).get(f"{LABEL_PREFIX}.stage") == stage]  # fmt: skip
 
 
 def no_secret_in(*paths: Path) -> None:

@@ -1,15 +1,20 @@
 """The Dagster UI as an artist uses it, in headless Chromium (Debian's, driven by the playwright package).
 
 `dagster dev` (webserver + daemon, so the queued run is launched) on a free loopback port against a
-temporary DAGSTER_HOME with a small sample render registered. The test opens the asset graph, opens
-`control_videos`, materializes the shot's partition from the Materialize dialog, waits for the run,
-opens its logs and checks that the metadata and the contact-sheet picture show. Screenshots go to the
-test's tmp_path; with COSMOS_UPDATE_SCREENSHOTS=1 the final ones are copied to docs/screenshots/.
+temporary DAGSTER_HOME with a small sample render, a prompt wedge of two seeds (the second seed generated
+beforehand) and their partitions registered. The artist's main path, in one page flow: the asset graph (groups
+expanded), `control_videos` materialized for the shot, its logs, metadata and contact sheet; then the prompt's
+generation and 4K upscale launched from `full_cycle_job` with the prompt partition picked, the model's step
+lines watched arriving while the run is still going, the generated video's frames picture, and the wedge's
+comparison materialized and its contact sheet opened. Screenshots are taken once the page has settled (no
+animation running) and go to the test's tmp_path; with COSMOS_UPDATE_SCREENSHOTS=1 they are copied to
+docs/screenshots/.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,7 +30,7 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.partitions import SHOTS
+from cosmos_assets.partitions import PROMPTS, SHOTS, WEDGES
 from cosmos_assets.sample_render import make_sample_render
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -42,13 +47,20 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SHOT = "sample_flythrough"
+WEDGE, SEEDS = "look", (1, 2)
+PROMPT = f"{WEDGE}_01_seed-{SEEDS[0]}"  # the wedge's first variant is the prompt the artist materializes
+STEP_SECONDS_ENV, STEP_SECONDS = "COSMOS_PREVIEW_STEP_SECONDS", "0.25"  # 35 steps: ~9 s of live model lines per stage
 FRAMES, WIDTH, HEIGHT = 24, 256, 144
 SERVER_START_SECONDS = 180
 RUN_SECONDS = 300
 UI_TIMEOUT_MS = 60_000
 DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 UPDATE_SCREENSHOTS_ENV = "COSMOS_UPDATE_SCREENSHOTS"  # =1 copies the final screenshots into docs/ for the README
-FINAL_SCREENSHOTS = ("01_asset_graph.png", "02_materialize_partition.png", "03_run_logs.png", "04_asset_metadata.png", "05_contact_sheet.png")
+FINAL_SCREENSHOTS = ("01_asset_graph.png", "02_materialize_partition.png", "03_run_logs.png", "04_asset_metadata.png",
+                     "05_contact_sheet.png", "06_model_lines_live.png", "07_frames_image.png",
+                     "08_wedge_comparison.png")  # fmt: skip
+LOCATION = "cosmos_assets.definitions"  # `dagster dev -m cosmos_assets.definitions` names the code location so
+STEP_LINE = re.compile(r"generate chunk 1/1 step \d+/35")
 
 
 @dataclass
@@ -107,10 +119,15 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     layout = ProjectLayout(root=root)
     layout.ensure_working_folders()
     make_sample_render(layout.render_dir(SHOT), frames=FRAMES, width=WIDTH, height=HEIGHT)
-    instance_at(home).add_dynamic_partitions(SHOTS.name, [SHOT])
+    prompts, wedge = make_wedge(layout, root / "host")
+    instance = instance_at(home)
+    instance.add_dynamic_partitions(SHOTS.name, [SHOT])
+    instance.add_dynamic_partitions(PROMPTS.name, prompts)
+    instance.add_dynamic_partitions(WEDGES.name, [wedge])
     port = free_port()
     log = root / "dagster_dev.log"
-    env = {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(home), "COSMOS_HOST": "preview"}
+    env = {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(home), "COSMOS_HOST": "preview",
+           "REMOTE_DIR": str(root / "host"), STEP_SECONDS_ENV: STEP_SECONDS}  # fmt: skip
     dagster = Path(sys.executable).with_name("dagster")
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -123,6 +140,26 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         yield UiServer(url=url, root=root, home=home, log=log)
     finally:
         stop(process)
+
+
+def make_wedge(layout: ProjectLayout, host_root: Path) -> tuple[list[str], str]:
+    """The artist's prompt for the shot and a wedge of it over two seeds; the second seed is generated here, outside
+    Dagster (the first is the prompt the test materializes in the UI). Returns the prompt keys and the wedge name."""
+    from cosmos_assets.machines.local import LocalMachine
+    from cosmos_assets.media import encode_control_videos, scan_render_folder
+    from cosmos_assets.models import backend_named
+    from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+    from cosmos_assets.runs.runner import run_generation
+    from cosmos_assets.wedges import parse_vary, plan_wedge, write_wedge
+
+    encode_control_videos(scan_render_folder(layout.render_dir(SHOT)), layout.shot_videos_dir(SHOT))
+    base = layout.root / "base_prompt.json"
+    write_spec(new_prompt_spec(SHOT, "A slow camera move over toy blocks at dusk, cinematic."), base)
+    plan = plan_wedge(layout, base, [parse_vary(f"seed={SEEDS[0]},{SEEDS[1]}")], name=WEDGE)
+    write_wedge(layout, plan)
+    prompts = [variant.prompt for variant in plan.manifest.variants]
+    run_generation(layout, LocalMachine(host_root), backend_named("preview"), prompts[1], log=lambda line: None)
+    return prompts, WEDGE
 
 
 @pytest.fixture()
@@ -189,6 +226,56 @@ def wait_for_texts(page, texts: list[str], seconds: float = UI_TIMEOUT_MS / 1000
         page.wait_for_timeout(500)
 
 
+def settle(page, quiet_ms: int = 300) -> None:
+    """Wait (bounded) until no finite animation runs (dialogs faded in, toasts slid in), then a short quiet spell.
+
+    Spinners loop forever and are left out; a screenshot taken after this shows the page as it stays."""
+    page.wait_for_function(
+        """() => document.getAnimations().every(a => a.playState !== 'running'
+                 || a.effect === null || a.effect.getComputedTiming().endTime === Infinity)""",
+        timeout=UI_TIMEOUT_MS,
+    )
+    page.wait_for_timeout(quiet_ms)
+
+
+def expand_all_groups(page, asset: str) -> None:
+    """The lineage graph opens with its groups collapsed; Alt+E (its "Expand all groups") shows the assets."""
+    node = page.get_by_text(asset, exact=True).first
+    try:
+        node.wait_for(state="visible", timeout=3_000)
+    except Exception:  # noqa: BLE001 - collapsed: expand
+        page.keyboard.press("Alt+e")
+        node.wait_for(state="visible")
+
+
+def launch_from_dialog(page, key: str) -> str:
+    """In an open Materialize dialog: confirm a missing-upstream notice, pick ``key``, launch; returns the run id."""
+    confirm = page.get_by_role("button", name="Confirm")  # "upstream ... not materialized yet"
+    picker = page.get_by_text("Select a partition or create one")
+    confirm.or_(picker).first.wait_for(state="visible")
+    if confirm.is_visible():
+        confirm.click()
+    launch = pick_partition(page, page.get_by_role("dialog"), key)
+    launch.click()
+    return run_id_from_toast(page)
+
+
+def run_id_from_toast(page) -> str:
+    view = page.get_by_role("link", name="View", exact=True).last
+    view.wait_for(state="visible")
+    return view.get_attribute("href").rstrip("/").split("/")[-1]
+
+
+def open_markdown_picture(page, row_name: str):
+    """Click ``[Show Markdown]`` on a metadata row; returns the dialog's inline JPEG once it has loaded."""
+    page.get_by_role("row").filter(has_text=row_name).get_by_text("[Show Markdown]").first.click()
+    picture = page.get_by_role("dialog").locator("img[src^='data:image/jpeg;base64,']").first
+    picture.wait_for(state="visible")
+    natural = picture.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    assert natural[0] and 0 < natural[1] <= 480 and natural[2] > 0, natural
+    return picture
+
+
 def wait_for_run(home: Path, run_id: str, seconds: float) -> dg.DagsterRunStatus:
     """Poll the instance (bounded) until the run is finished; returns its status."""
     instance = instance_at(home)
@@ -208,13 +295,17 @@ def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_serve
     shots_dir.mkdir()
 
     def snap(name: str) -> None:
+        settle(page)
         page.screenshot(path=str(shots_dir / name))
 
-    # 1. The asset graph: the four groups in data-flow order.
+    # 1. The asset graph: the groups in data-flow order, expanded to show their assets.
     page.goto(ui_server.url + "/asset-groups", wait_until="domcontentloaded")
     dismiss_community_dialog(page)
-    for group in ("renders", "controls", "prompts", "generation"):
+    for group in ("renders", "controls", "prompts", "generation", "wedges"):
         page.get_by_text(group, exact=True).first.wait_for(state="visible")
+    expand_all_groups(page, "upscaled_videos")
+    for asset in ("shots", "control_videos", "prompt_inputs", "prompt_specs", "generated_videos", "wedge_comparisons"):
+        page.get_by_text(asset, exact=True).first.wait_for(state="visible")
     snap("01_asset_graph.png")
 
     # 2. control_videos' page: description, group, kinds; Materialize the shot's partition.
@@ -257,11 +348,7 @@ def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_serve
     snap("04_asset_metadata.png")
 
     # 5. The picture: the preview entry opens the contact sheet (an inline JPEG) in a dialog.
-    page.get_by_role("row").filter(has_text="contact_sheet_image").get_by_text("[Show Markdown]").first.click()
-    picture = page.get_by_role("dialog").locator("img[src^='data:image/jpeg;base64,']").first
-    picture.wait_for(state="visible")
-    natural = picture.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
-    assert natural[0] and 0 < natural[1] <= 480 and natural[2] > 0, natural
+    open_markdown_picture(page, "contact_sheet_image")
     assert "contact_sheet.png" in page.get_by_role("dialog").inner_text()
     snap("05_contact_sheet.png")
 
@@ -275,9 +362,54 @@ def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_serve
     assert {e.check_name for e in evaluations} >= {"controls_match_render", "controls_decodable", "controls_owned_by_user"}
     assert all(e.passed for e in evaluations), [(e.check_name, e.description) for e in evaluations]
 
+    artist_generates_a_prompt_and_compares_its_wedge(ui_server, page, snap)
+
     for name in FINAL_SCREENSHOTS:
         assert (shots_dir / name).stat().st_size > 10_000, f"{name} looks empty"
     if os.environ.get(UPDATE_SCREENSHOTS_ENV) == "1":
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for name in FINAL_SCREENSHOTS:
             shutil.copyfile(shots_dir / name, DOCS_SCREENSHOTS / name)
+
+
+def artist_generates_a_prompt_and_compares_its_wedge(ui_server: UiServer, page, snap) -> None:
+    """Steps 6-8 of the one page flow (one webserver): generation + upscale of a prompt partition, watched live;
+    the frames picture; the wedge's comparison."""
+    instance = instance_at(ui_server.home)
+
+    # 6. full_cycle_job (validate, generate, upscale) for the prompt partition; the model's lines arrive while it runs.
+    page.goto(f"{ui_server.url}/locations/{LOCATION}/jobs/full_cycle_job", wait_until="domcontentloaded")
+    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize all")).first.click()  # "Materialize all (3)…"
+    run_id = launch_from_dialog(page, PROMPT)
+    page.goto(f"{ui_server.url}/runs/{run_id}", wait_until="domcontentloaded")
+    page.get_by_text(STEP_LINE).first.wait_for(state="visible", timeout=RUN_SECONDS * 1000)
+    seen_while = instance.get_run_by_id(run_id).status
+    assert seen_while in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED), seen_while  # live, not replayed
+    first_seen = page.get_by_text(STEP_LINE).last.inner_text()
+    page.get_by_text(re.compile(r"step (3[0-5])/35")).first.wait_for(state="visible", timeout=RUN_SECONDS * 1000)
+    assert first_seen != page.get_by_text(STEP_LINE).last.inner_text()  # more lines arrived on the open page
+    snap("06_model_lines_live.png")
+    status = wait_for_run(ui_server.home, run_id, RUN_SECONDS)
+    assert status == dg.DagsterRunStatus.SUCCESS, ui_server.log.read_text()[-3000:]
+    layout = ProjectLayout(root=ui_server.root)
+    assert (layout.upscaled_dir(PROMPT) / "output.mp4").exists()
+
+    # 7. The generated video's first, middle and last frame.
+    page.goto(f"{ui_server.url}/assets/generated_videos?partition={PROMPT}", wait_until="domcontentloaded")
+    page.get_by_role("row").filter(has_text="frames_image").first.wait_for(state="visible")
+    open_markdown_picture(page, "frames_image")
+    snap("07_frames_image.png")
+
+    # 8. The wedge's comparison: both seeds tiled, each labelled; its contact sheet in the UI.
+    page.goto(f"{ui_server.url}/assets/wedge_comparisons", wait_until="domcontentloaded")
+    page.get_by_role("button", name="Materialize…").click()
+    run_id = launch_from_dialog(page, WEDGE)
+    assert wait_for_run(ui_server.home, run_id, RUN_SECONDS) == dg.DagsterRunStatus.SUCCESS, ui_server.log.read_text()[-3000:]
+    page.goto(f"{ui_server.url}/assets/wedge_comparisons?partition={WEDGE}", wait_until="domcontentloaded")
+    tiles_row = page.get_by_role("row").filter(has_text="tiles").first
+    tiles_row.wait_for(state="visible")
+    assert tiles_row.inner_text().split()[-1] == str(len(SEEDS))
+    open_markdown_picture(page, "contact_sheet_image")
+    assert "wedge look" in page.get_by_role("dialog").inner_text()
+    snap("08_wedge_comparison.png")
+    assert (layout.outputs_dir / "_wedges" / WEDGE / "grid.mp4").stat().st_size > 0

@@ -1,0 +1,209 @@
+"""Batched generation on the real sshd + private dockerd, through Dagster (issue 11, item 1).
+
+The checkout is test_ssh_host's: the stand-in transfer.py (a copy of the preview program, which honours
+``--batch_input_path`` with upstream's layout and guardrail behaviour), a Dockerfile the preflight builds, stand-in
+checkpoints. Several prompts are materialized in one Dagster run (a partition range, as a backfill's single run is).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import docker
+import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.media import probe_video
+from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.resources import ProjectResource
+from cosmos_assets.runs.record import RunStore
+from tests.integration.test_ssh_host import (
+    OWNER_GID,
+    OWNER_UID,
+    SECRET,
+    FakeRemote,
+    _chown_tree,
+    _write_checkout,
+    _write_checkpoints,
+    make_host,
+)
+from tests.project_factory import make_project
+from tests.standins.install import install_checkout
+from tests.infra.docker_events import attributes, container_events
+
+pytestmark = pytest.mark.integration
+
+SHOT = "batch_shot"
+COMPATIBLE = {"b_one": "a quiet street at dusk", "b_two": "a dry street at noon", "b_three": "a wet street at night"}
+WITH_BLOCK = {"c_one": "a harbour at dawn", "c_two": "GUARDRAIL_TEST_BLOCK a harbour", "c_three": "a harbour at night"}
+ON_T25 = {"d_one": "a field at dawn", "d_two": "GUARDRAIL_TEST_BLOCK a field", "d_three": "a field at night"}
+T25, C3 = "cosmos-transfer2.5", "cosmos3"
+ON_C3 = {"e_one": "a road at dawn", "e_two": "a road at noon", "e_three": "a road at night"}
+
+
+@pytest.fixture(autouse=True)
+def hf_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+
+
+@pytest.fixture(scope="module")
+def remote(test_image: str) -> Iterator[FakeRemote]:
+    base = Path(tempfile.mkdtemp(prefix="cosmos-batch-", dir="/tmp"))
+    base.chmod(0o755)
+    remote_dir = base / "cosmos-transfer1"
+    _write_checkout(remote_dir)
+    _write_checkpoints(base / "checkpoints")
+    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    _chown_tree(install_checkout(T25, base / "cosmos-transfer2.5"), OWNER_UID, OWNER_GID)
+    _chown_tree(install_checkout(C3, base / "cosmos-framework"), OWNER_UID, OWNER_GID)
+    cache = base / "checkpoints" / "cache"
+    (cache / "huggingface" / "hub").mkdir(parents=True)  # a warm cache: Cosmos 3's first-download disk check passes
+    _chown_tree(cache, OWNER_UID, OWNER_GID)
+    yield FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints",
+                     image=f"cosmos-transfer1-batch:{uuid.uuid4().hex[:8]}", no_ssh_config=base / "no-ssh-config")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectLayout:
+    layout = make_project(tmp_path_factory.mktemp("batch-project"), shot=SHOT, prompt="unused")
+    for prompt, text in {**COMPATIBLE, **WITH_BLOCK, **ON_T25}.items():
+        write_spec(new_prompt_spec(SHOT, text), layout.prompt_file(prompt))
+    for prompt, text in ON_C3.items():
+        data = new_prompt_spec(SHOT, text).to_json_dict() | {"cosmos_assets": {"model": C3, C3: {"size": "nano"}}}
+        layout.prompt_file(prompt).write_text(json.dumps(data))
+    return layout
+
+
+def generate_range(project: ProjectLayout, host, prompts: list[str],  # noqa: ANN001
+                   model: str | None = None) -> tuple[dg.ExecuteInProcessResult, set[str]]:  # fmt: skip
+    """One Dagster run over the range of ``prompts``; its result and the partitions the instance then has materialized."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(PROMPTS.name, prompts)
+        result = dg.materialize(
+            ALL_ASSETS, selection=["generated_videos"], instance=instance, raise_on_error=False,
+            run_config={"ops": {"generated_videos": {"config": {"model": model}}}} if model else None,
+            tags={ASSET_PARTITION_RANGE_START_TAG: prompts[0], ASSET_PARTITION_RANGE_END_TAG: prompts[-1]},
+            resources={"project": ProjectResource(root=str(project.root)), "gpu_host": host},
+        )  # fmt: skip
+        return result, set(instance.get_materialized_partitions(dg.AssetKey("generated_videos")))
+
+
+def generate_containers(client: docker.DockerClient, since: float) -> list[dict[str, str]]:
+    """The labels of every generation container started since ``since``."""
+    return [attributes(e) for e in container_events(client, since) if attributes(e).get(f"{LABEL_PREFIX}.stage") == "generate"]
+
+
+def check_own_output(project: ProjectLayout, prompt: str, text: str) -> dict:
+    folder = project.output_dir(prompt)
+    assert (folder / "prompt.txt").read_text() == text, f"{prompt} holds another prompt's video"
+    assert probe_video(folder / "output.mp4").frames == 8
+    used = json.loads((folder / "spec_used.json").read_text())
+    assert used["prompt"] == prompt and used["spec"]["prompt"] == text and used["batch"] is not None
+    assert ["-u", f"{OWNER_UID}:{OWNER_GID}"] == used["command"][used["command"].index("-u"):][:2]
+    for path in (folder / "spec_used.json", folder / "run.log"):
+        assert SECRET not in path.read_text()
+    return used
+
+
+def test_three_compatible_prompts_run_as_one_container_with_each_output_under_its_prompt(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    host = make_host(sshd, remote)
+    started = time.time()
+    try:
+        result, materialized_keys = generate_range(project, host, list(COMPATIBLE))
+    finally:
+        host.close()
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    containers = generate_containers(docker_client, started)
+    assert len(containers) == 1 and containers[0][f"{LABEL_PREFIX}.prompt"] == "b_one+b_two+b_three"
+    used = [check_own_output(project, prompt, text) for prompt, text in COMPATIBLE.items()]
+    assert [u["batch"]["index"] for u in used] == [0, 1, 2] and len({u["batch"]["batch_id"] for u in used}) == 1
+    assert "--batch_input_path" in used[0]["command"]
+    materialized = {e.partition: e for e in result.asset_materializations_for_node("generated_videos")}
+    assert set(materialized) == set(COMPATIBLE) == materialized_keys
+    assert len({e.metadata["run_id"].value for e in materialized.values()}) == 3
+
+
+def test_a_blocked_middle_item_leaves_the_first_and_third_under_their_prompts_and_is_reported_blocked(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    host = make_host(sshd, remote)
+    started = time.time()
+    try:
+        result, materialized_keys = generate_range(project, host, list(WITH_BLOCK))
+    finally:
+        host.close()
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    data = failure.step_failure_data.user_failure_data
+    assert data.metadata["guardrail_blocked"].value == ["c_two"] and "c_two (guardrail_blocked)" in data.description
+    assert materialized_keys == {"c_one", "c_three"}  # materialized by the step that then failed for c_two
+    check_own_output(project, "c_one", WITH_BLOCK["c_one"])
+    third = check_own_output(project, "c_three", WITH_BLOCK["c_three"])
+    assert third["batch"]["follow_up_of"] is not None  # the block ended the first invocation before the third item
+    assert not project.output_dir("c_two").exists()
+    states = {r.prompt: r.state for r in RunStore(project.runs_dir).all() if r.prompt in WITH_BLOCK}
+    assert states == {"c_one": "succeeded", "c_two": "guardrail_blocked", "c_three": "succeeded"}
+    assert [c[f"{LABEL_PREFIX}.prompt"] for c in generate_containers(docker_client, started)] == \
+        ["c_one+c_two+c_three", "c_three"]  # fmt: skip
+
+
+def test_transfer2_5_batches_natively_and_keeps_going_past_a_blocked_sample(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    host = make_host(sshd, remote, model_images={T25: f"cosmos-transfer2.5-batch:{uuid.uuid4().hex[:8]}"})
+    started = time.time()
+    try:
+        result, materialized_keys = generate_range(project, host, list(ON_T25), model="transfer2.5")
+    finally:
+        host.close()
+    assert not result.success and materialized_keys == {"d_one", "d_three"}
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.metadata["guardrail_blocked"].value == ["d_two"]
+    containers = generate_containers(docker_client, started)
+    assert [c[f"{LABEL_PREFIX}.prompt"] for c in containers] == ["d_one+d_two+d_three"]  # it keeps going: no follow-up
+    for prompt in ("d_one", "d_three"):
+        folder = project.output_dir(prompt)
+        assert (folder / f"{prompt}.txt").read_text() == ON_T25[prompt]
+        assert probe_video(folder / "output.mp4").frames == probe_video(folder / f"{prompt}.mp4").frames == 8
+        assert not list(folder.glob("d_t*.*" if prompt == "d_one" else "d_o*.*"))  # no other sample's files
+        used = json.loads((folder / "spec_used.json").read_text())
+        assert used["backend"] == T25 and used["batch"]["items"] == 3
+        command = used["command"]
+        at = command.index("-i")
+        assert command[at + 1:at + 4] == [f"inputs/prompts/{p}.json" for p in ON_T25]
+    assert not project.output_dir("d_two").exists()
+
+
+def test_cosmos3_batches_natively_each_sample_folder_under_its_prompt(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    host = make_host(sshd, remote, model_images={C3: f"cosmos-framework-batch:{uuid.uuid4().hex[:8]}"})
+    started = time.time()
+    try:
+        result, materialized_keys = generate_range(project, host, list(ON_C3))  # the prompt files choose cosmos3
+    finally:
+        host.close()
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert materialized_keys == set(ON_C3)
+    assert [c[f"{LABEL_PREFIX}.prompt"] for c in generate_containers(docker_client, started)] == ["e_one+e_two+e_three"]
+    for prompt, text in ON_C3.items():
+        folder = project.output_dir(prompt)
+        outputs = json.loads((folder / prompt / "sample_outputs.json").read_text())
+        assert outputs["status"] == "success" and outputs["args"]["prompt"] == text
+        assert probe_video(folder / "output.mp4").frames == probe_video(folder / prompt / "vision.mp4").frames == 8
+        assert [p.name for p in folder.iterdir() if p.is_dir()] == [prompt]  # no other sample's folder
+        assert json.loads((folder / "spec_used.json").read_text())["batch"]["items"] == 3

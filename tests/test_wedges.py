@@ -1,0 +1,229 @@
+"""Wedges: one prompt file per combination, named to sort and group, registered; a comparison grid after the runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from cosmos_assets.cli import main
+from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.machines.local import LocalMachine
+from cosmos_assets.media import probe_video, read_frames
+from cosmos_assets.media.grid import BACKGROUND, grid_layout
+from cosmos_assets.media.recipe import read_recipe
+from cosmos_assets.models import backend_named
+from cosmos_assets.runs.runner import run_generation
+from cosmos_assets.spec import SpecError, load_spec
+from cosmos_assets.wedges import (
+    MAX_VARIANTS,
+    WedgeError,
+    WedgeManifest,
+    build_comparison,
+    manifest_path,
+    parse_vary,
+    plan_wedge,
+    ready_version,
+    write_wedge,
+)
+from tests.project_factory import make_project
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> ProjectLayout:
+    return make_project(tmp_path / "project")
+
+
+def _base(layout: ProjectLayout) -> Path:
+    return layout.prompt_file("tiny_prompt")
+
+
+def test_a_wedge_writes_one_prompt_file_per_combination_sorted_and_grouped(layout: ProjectLayout) -> None:
+    axes = [parse_vary("edge.control_weight=0.2,0.5,0.8"), parse_vary("seed=1,2")]
+    written = write_wedge(layout, plan_wedge(layout, _base(layout), axes, name="look"))
+
+    assert len(written) == 6
+    names = [p.stem for p in written]
+    assert names == sorted(names) and all(n.startswith("look_0") for n in names)  # sort in combination order
+    assert names[0] == "look_01_edge.control_weight-0.2_seed-1"
+    combos = [(load_spec(p).edge.control_weight, load_spec(p).seed) for p in written]
+    assert combos == [(0.2, 1), (0.2, 2), (0.5, 1), (0.5, 2), (0.8, 1), (0.8, 2)]
+    base = load_spec(_base(layout)).to_json_dict()
+    for path in written:  # everything else is the base's
+        data = load_spec(path).to_json_dict()
+        assert {k: v for k, v in data.items() if k not in ("edge", "seed")} == {k: v for k, v in base.items() if k != "edge"}
+        assert data["edge"] | {"control_weight": base["edge"]["control_weight"]} == base["edge"]
+    manifest = WedgeManifest.read(manifest_path(layout, "look"))
+    assert [v.prompt for v in manifest.variants] == names
+    assert manifest.variants[3].values == {"edge.control_weight": 0.5, "seed": 2}
+    assert manifest.variants[3].label_lines() == ["edge.control_weight=0.5", "seed=2"]
+    assert set(layout.prompt_names()) == {"tiny_prompt", *names}
+
+
+def test_a_wedge_never_overwrites_and_names_the_clash(layout: ProjectLayout) -> None:
+    plan = plan_wedge(layout, _base(layout), [parse_vary("seed=1,2")], name="look")
+    written = write_wedge(layout, plan)
+    before = {p: p.read_bytes() for p in written}
+    with pytest.raises(WedgeError, match="exists.*pick another wedge --name"):
+        write_wedge(layout, plan_wedge(layout, _base(layout), [parse_vary("seed=1,2")], name="look"))
+    assert {p: p.read_bytes() for p in written} == before
+
+
+def test_varying_the_model_sets_the_prompt_files_model_block(layout: ProjectLayout) -> None:
+    plan = plan_wedge(layout, _base(layout), [parse_vary("model=cosmos-transfer1,transfer2.5")], name="models")
+    specs = list(plan.specs.values())
+    assert [s.model_block().model for s in specs] == ["cosmos-transfer1", "cosmos-transfer2.5"]
+    assert plan.manifest.variants[0].label_lines() == ["model=cosmos-transfer1"]
+    assert list(plan.specs)[0] == "models_01_model-cosmos-transfer1"
+
+
+def test_a_bad_value_names_the_variant_file_and_field_and_writes_nothing(layout: ProjectLayout) -> None:
+    with pytest.raises(SpecError) as error:
+        plan_wedge(layout, _base(layout), [parse_vary("edge.control_weight=0.5,-1")], name="bad")
+    assert "bad_02_edge.control_weight--1.json" in str(error.value) and "edge.control_weight" in str(error.value)
+    with pytest.raises(SpecError, match="cosmos_assets.model"):
+        plan_wedge(layout, _base(layout), [parse_vary("model=cosmos-transfer9")], name="bad")
+    assert layout.prompt_names() == ["tiny_prompt"] and not manifest_path(layout, "bad").exists()
+
+
+@pytest.mark.parametrize("option, message", [
+    ("seed", "give PATH=V1,V2"), ("seed=", "an empty value"), ("seed=1,,2", "an empty value"),
+    ("seed=1,1", "listed twice"), ("../x=1", "not a dotted field path"),
+])  # fmt: skip
+def test_vary_options_are_checked(option: str, message: str) -> None:
+    with pytest.raises(WedgeError, match=message):
+        parse_vary(option)
+
+
+def test_too_many_combinations_and_repeated_axes_are_refused(layout: ProjectLayout) -> None:
+    many = ",".join(str(i) for i in range(MAX_VARIANTS + 1))
+    with pytest.raises(WedgeError, match="combinations"):
+        plan_wedge(layout, _base(layout), [parse_vary(f"seed={many}")])
+    with pytest.raises(WedgeError, match="given twice"):
+        plan_wedge(layout, _base(layout), [parse_vary("seed=1"), parse_vary("seed=2")])
+
+
+def test_cli_wedge_writes_and_registers_the_prompts_and_the_wedge(layout: ProjectLayout, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(layout.root))
+    home = layout.root / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["wedge", "tiny_prompt", "--vary", "edge.control_weight=0.2,0.8", "--vary", "seed=1,2", "--name", "look"]) == 0
+    out = capsys.readouterr().out
+    assert "wedge look: 4 prompts registered" in out and "--select wedge_comparisons --partition look" in out
+    instance = dg.DagsterInstance.get()
+    assert sorted(instance.get_dynamic_partitions("prompts")) == sorted(layout.prompt_names())
+    assert instance.get_dynamic_partitions("wedges") == ["look"]
+    assert main(["wedge", "tiny_prompt", "--vary", "seed", "--name", "x"]) == 1
+    assert "error: --vary 'seed': give PATH=V1,V2" in capsys.readouterr().err
+
+
+def test_cli_wedge_refuses_a_throwaway_instance_before_writing(layout: ProjectLayout, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(layout.root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["wedge", "tiny_prompt", "--vary", "seed=1,2", "--name", "look"]) == 1
+    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
+    assert layout.prompt_names() == ["tiny_prompt"]
+    assert main(["wedge", "tiny_prompt", "--vary", "seed=1,2", "--name", "look", "--no-register"]) == 0
+    assert len(layout.prompt_names()) == 3
+
+
+@pytest.fixture(scope="module")
+def generated_wedge(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectLayout, list[str], list[str]]:
+    """A wedge of three seeds, each variant generated by the preview backend (once for the module)."""
+    root = tmp_path_factory.mktemp("wedge_project")
+    layout = make_project(root / "project")
+    plan = plan_wedge(layout, layout.prompt_file("tiny_prompt"), [parse_vary("seed=1,2,3")], name="look")
+    write_wedge(layout, plan)
+    host, preview = LocalMachine(root / "host", label="preview@local"), backend_named("preview")
+    variants = [v.prompt for v in plan.manifest.variants]
+    run_ids = [run_generation(layout, host, preview, v, log=lambda line: None).record.run_id for v in variants]
+    return layout, variants, run_ids
+
+
+def test_the_comparison_waits_for_every_variant_and_names_the_missing(layout: ProjectLayout) -> None:
+    write_wedge(layout, plan_wedge(layout, _base(layout), [parse_vary("seed=1,2")], name="pending"))
+    with pytest.raises(WedgeError, match=r"2 of 2 variants have no generated video yet \(pending_01_seed-1, "
+                                         r"pending_02_seed-2\); materialize generated_videos"):  # fmt: skip
+        build_comparison(layout, "pending")
+    assert ready_version(layout, "pending") is None
+    assert not (layout.outputs_dir / "_wedges" / "pending").exists()
+
+
+def test_the_comparison_tiles_every_variant_labelled_after_their_runs(generated_wedge) -> None:
+    layout, variants, run_ids = generated_wedge
+    comparison = build_comparison(layout, "look")
+
+    record = comparison.record
+    assert [t.prompt for t in record.tiles] == variants and [t.run_id for t in record.tiles] == run_ids
+    assert (record.columns, record.rows) == (2, 2)  # three tiles, near-square
+    clip = probe_video(layout.output_dir(variants[0]) / "output.mp4")
+    grid = probe_video(comparison.grid_video)
+    layout_ = grid_layout(3, clip.width, clip.height)
+    assert (grid.width, grid.height) == layout_.size and grid.frames == clip.frames
+    middle = read_frames(comparison.grid_video, [clip.frames // 2])[0].astype(int)
+    tiles = []
+    for index in range(4):
+        x, y = layout_.origin(index)
+        tiles.append(middle[y : y + layout_.tile_height, x : x + layout_.tile_width])
+    # three tiles of picture (each a different seed's tint), the fourth cell empty background
+    assert all(t.std() > 10 for t in tiles[:3]) and abs(tiles[3].mean() - BACKGROUND) < 6 and tiles[3].std() < 4
+    means = [t.reshape(-1, 3).mean(axis=0) for t in tiles[:3]]
+    assert min(np.abs(a - b).max() for i, a in enumerate(means) for b in means[i + 1:]) > 1
+    # each tile carries its label: white glyph pixels in the dark band at its bottom
+    for tile in tiles[:3]:
+        band = tile[-30:]
+        assert (band.min(axis=2) > 200).sum() > 20
+    tags = read_recipe(comparison.grid_video)
+    assert tags["cosmos_wedge"] == "look" and all(r in tags["cosmos_tiles"] for r in run_ids)
+    assert comparison.preview.sheet_path == comparison.folder / "contact_sheet.png" and comparison.preview.sheet_path.exists()
+    assert json.loads((comparison.folder / "comparison.json").read_text())["version"] == ready_version(layout, "look")
+
+
+
+def test_the_comparison_asset_shows_the_sheet_and_the_grid(generated_wedge, tmp_path: Path) -> None:
+    from cosmos_assets.assets import ALL_ASSETS, wedge_comparisons
+    from cosmos_assets.hosts import LocalPreviewHost
+    from cosmos_assets.resources import ProjectResource
+
+    layout, variants, run_ids = generated_wedge
+    earlier = layout.outputs_dir / "_wedges" / "look" / "comparison.json"
+    earlier_version = json.loads(earlier.read_text())["version"] if earlier.exists() else None
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("wedges", ["look"])
+    resources = {"project": ProjectResource(root=str(layout.root)),
+                 "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host"))}  # fmt: skip
+    result = dg.materialize(ALL_ASSETS, selection=[wedge_comparisons], partition_key="look", instance=instance,
+                            resources=resources)  # fmt: skip
+    metadata = result.asset_materializations_for_node("wedge_comparisons")[0].metadata
+    assert metadata["tiles"].value == 3 and metadata["grid"].value == "2x2"
+    assert {k: v["run_id"] for k, v in metadata["variants"].value.items()} == dict(zip(variants, run_ids))
+    assert metadata["grid_video"].value.endswith("outputs/_wedges/look/grid.mp4")
+    assert "data:image/jpeg;base64," in metadata["contact_sheet_image"].value
+    moved = metadata["previous_comparison_moved_to"].value  # an earlier comparison is moved aside, never overwritten
+    if earlier_version is None:
+        assert moved == "(none)"
+    else:
+        assert moved.endswith(f"outputs/.previous/_wedges/look/{earlier_version}") and (Path(moved) / "grid.mp4").exists()
+
+
+def test_the_wedge_sensor_starts_a_comparison_once_every_variant_is_generated(generated_wedge) -> None:
+    from cosmos_assets.assets.wedges import build_wedge_sensor
+    from cosmos_assets.resources import ProjectResource
+
+    layout, variants, run_ids = generated_wedge
+    write_wedge(layout, plan_wedge(layout, _base(layout), [parse_vary("seed=5,6")], name="waiting"))
+    job = dg.define_asset_job("wedge_job", selection=["wedge_comparisons"])
+    sensor = build_wedge_sensor(job, 30, dg.DefaultSensorStatus.STOPPED)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"project": ProjectResource(root=str(layout.root))}
+
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        assert sensor(context).run_requests == []  # no wedge registered yet
+    instance.add_dynamic_partitions("wedges", ["look", "waiting"])
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = sensor(context)
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("look", f"look:{ready_version(layout, 'look')}")]

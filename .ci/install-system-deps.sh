@@ -3,7 +3,7 @@
 # Idempotent and non-interactive: does nothing (and no apt-get update) when all are present.
 set -eu
 
-PACKAGES="openssh-server docker.io debootstrap ffmpeg chromium make python3-venv"
+PACKAGES="openssh-server docker.io debootstrap ffmpeg chromium make python3-venv postgresql"
 # --python-only: just what `make demo` needs to create its virtualenv on a fresh Debian.
 if [ "${1:-}" = "--python-only" ]; then
     PACKAGES="python3-venv"

@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.layout import ProjectLayout, name_problem
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.settings import Settings
 
@@ -36,6 +36,9 @@ def plain_name(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a plain name: use letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
         )
+    problem = name_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value[:40]!r}... is not a plain name: it {problem}")
     return value
 
 
@@ -178,6 +181,55 @@ def register_partitions(layout: ProjectLayout) -> tuple[list[str], list[str]]:
 def cmd_register(args: argparse.Namespace) -> int:
     shots, prompts = register_partitions(_layout())
     print(f"added shots: {shots or 'none new'}; prompts: {prompts or 'none new'}")
+    wedges = register_wedges(_layout())
+    if wedges:
+        print(f"added wedges: {wedges}")
+    return 0
+
+
+def register_wedges(layout: ProjectLayout) -> list[str]:
+    """Add every wedge manifest (inputs/wedges/*.json) as a `wedges` partition; call after register_partitions."""
+    import dagster as dg
+
+    from cosmos_assets.partitions import WEDGES
+    from cosmos_assets.wedges import wedge_names
+
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(WEDGES.name))
+    new = [name for name in wedge_names(layout) if name not in known]
+    if new:
+        instance.add_dynamic_partitions(WEDGES.name, new)
+    return new
+
+
+def cmd_wedge(args: argparse.Namespace) -> int:
+    """One prompt file per combination of --vary values, registered; the comparison follows their runs."""
+    from cosmos_assets.wedges import parse_vary, plan_wedge, write_wedge
+
+    layout = _layout()
+    base = Path(args.base) if args.base.endswith(".json") else layout.prompt_file(args.base)
+    if not base.is_file():
+        print(f"error: {base}: no such prompt file; give inputs/prompts/NAME.json or NAME", file=sys.stderr)
+        return 1
+    plan = plan_wedge(layout, base, [parse_vary(option) for option in args.vary], name=args.name)
+    if not args.no_register and not os.environ.get("DAGSTER_HOME"):
+        print("error: DAGSTER_HOME is not set, so the wedge's partitions would go to a throwaway instance; "
+              "export DAGSTER_HOME=$PWD/dagster_home, or pass --no-register (then `cosmos-assets register`)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    written = write_wedge(layout, plan)
+    wedge = plan.manifest.name
+    for path, variant in zip(written, plan.manifest.variants):
+        print(f"{path}  ({', '.join(variant.label_lines())})")
+    if not args.no_register:
+        register_partitions(layout)
+        register_wedges(layout)
+    keys = ",".join(v.prompt for v in plan.manifest.variants)
+    print(f"wedge {wedge}: {len(written)} prompts{'' if args.no_register else ' registered'}. Generate them, e.g.\n"
+          f"  for p in {keys.replace(',', ' ')}; do dagster asset materialize -m cosmos_assets.definitions "
+          f"--select prompt_inputs,prompt_specs,generated_videos --partition $p; done\n"
+          f"then the comparison (wedge_sensor starts it by itself when the sensors run):\n"
+          f"  dagster asset materialize -m cosmos_assets.definitions --select wedge_comparisons --partition {wedge}")
     return 0
 
 
@@ -228,6 +280,63 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate (and upscale) prompts now, in this process, at a priority: an urgent shot is placed on the next free
+    host before the runs already waiting (Dagster's dagster/priority orders every pool wait); docs/hosts.md."""
+    import dagster as dg
+
+    from cosmos_assets.definitions import build_definitions
+    from cosmos_assets.hosts.priority import priority_tags
+
+    settings = _settings()
+    layout = ProjectLayout(root=settings.root)
+    missing = [p for p in args.prompts if not layout.prompt_file(p).is_file()]
+    if missing:
+        print(f"error: no prompt file {layout.prompt_file(missing[0])}; prompts run from inputs/prompts/", file=sys.stderr)
+        return 1
+    tags = priority_tags(args.priority)  # a bad value is a ValueError: one line
+    register_partitions(layout)
+    job = build_definitions(settings).resolve_job_def("full_cycle_job" if args.upscale else "generate_job")
+    config = {"ops": {op: {"config": {"force": True}} for op in ("generated_videos", "upscaled_videos")[: 2 if args.upscale else 1]}}
+    failed = 0
+    with dg.DagsterInstance.get() as instance:
+        for prompt in args.prompts:
+            result = job.execute_in_process(partition_key=prompt, instance=instance, tags=tags, raise_on_error=False,
+                                            run_config=config if args.force else None)  # fmt: skip
+            run = instance.get_run_by_id(result.run_id)
+            host = run.tags.get("cosmos/host", "?") if run is not None else "?"
+            if result.success:
+                print(f"{prompt}: succeeded on {host} (run {result.run_id}, priority {tags.get('dagster/priority', '0')})")
+            else:
+                failed += 1
+                errors = [e.message.splitlines()[0] for e in result.all_events if e.is_step_failure and e.message]
+                print(f"error: {prompt}: failed on {host} (run {result.run_id}): {errors[0] if errors else 'see the run in the UI'}",
+                      file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    """The hosts runs may go to (COSMOS_HOSTS_FILE, else the single host) and their state now."""
+    from cosmos_assets.hosts import gpu_host_from_settings
+    from cosmos_assets.hosts.status import probe_all, table
+
+    statuses = probe_all(gpu_host_from_settings(_settings()).members())
+    if os.environ.get("DAGSTER_HOME"):  # runs in flight: who holds each host's Dagster slot
+        import dagster as dg
+
+        from cosmos_assets.hosts import slots
+
+        instance = dg.DagsterInstance.get()
+        if slots.supported(instance):
+            for status in statuses:
+                status.runs_in_flight, status.waiting = slots.runs_on(instance, status.name)
+    if args.json:
+        print(json.dumps([status.model_dump() for status in statuses], indent=2))
+    else:
+        print(table(statuses), end="")
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from cosmos_assets.runs.record import read_history
 
@@ -276,6 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", help="add render folders and prompt files as Dagster partitions (DAGSTER_HOME)")
     p.set_defaults(func=cmd_register)
 
+    p = sub.add_parser("wedge", help="one prompt file per combination of --vary values, registered; compared after their runs")
+    p.add_argument("base", help="the prompt to vary: inputs/prompts/NAME.json, or NAME")
+    p.add_argument("--vary", action="append", required=True, metavar="PATH=V1,V2,...",
+                   help="a field of the prompt file and its values, e.g. edge.control_weight=0.2,0.5,0.8, seed=1,2, "
+                        "model=cosmos-transfer1,cosmos-transfer2.5 (repeat for more axes: every combination is made)")
+    p.add_argument("--name", type=plain_name, help="wedge name (default BASE_wedge_<timestamp>); prompts are NAME_NN_...")
+    p.add_argument("--no-register", action="store_true", help="write the files only; `cosmos-assets register` later")
+    p.set_defaults(func=cmd_wedge)
+
     p = sub.add_parser("sample-render", help="write the procedural sample shot under art/houdini/renders/SHOT")
     p.add_argument("--shot", default=DEMO_SHOT, type=plain_name)
     p.add_argument("--frames", type=int, default=121)
@@ -289,6 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ssh", help="interactive shell on the GPU host with the same settings (ssh_lambda.sh)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="optional command to run instead of a shell")
     p.set_defaults(func=cmd_ssh)
+
+    p = sub.add_parser("generate", help="generate prompts now in this process (DAGSTER_HOME), at a priority")
+    p.add_argument("prompts", nargs="+", type=plain_name, metavar="PROMPT")
+    p.add_argument("--upscale", action="store_true", help="also the 4K upscale (full_cycle_job)")
+    p.add_argument("--priority", default=None, help="urgent, high, normal, low, backfill, wedge or an integer: "
+                   "higher is placed on a free host first")
+    p.add_argument("--force", action="store_true", help="run even if the last run did the same work")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("hosts", help="the GPU hosts (COSMOS_HOSTS_FILE) and their state: reachable, GPUs, disk, image, runs")
+    p.add_argument("--json", action="store_true", help="one JSON object per host")
+    p.set_defaults(func=cmd_hosts)
 
     p = sub.add_parser("history", help="print notes/run_history.log")
     p.add_argument("--last", type=int, default=20)

@@ -11,6 +11,8 @@ So every run that uses the GPU host records its worker (host, pid, boot id, proc
 ``cosmos_assets/worker`` run tag when its resources are set up, before any step waits for the pool; and
 :func:`free_dead_runs` (called right there, and by :func:`build_dead_run_sensor` in the daemon) marks any
 in-progress run whose recorded worker is provably gone as failed through ``report_run_failed`` and frees its slots.
+A run worker in a container (the team deployment's DockerRunLauncher, docs/team.md) is judged only where its pid
+namespace can be seen (runs/worker.py); elsewhere Dagster's run monitoring asks the Docker engine.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from dagster import DagsterRunStatus
 from cosmos_assets.runs.worker import Worker
 
 WORKER_TAG = "cosmos_assets/worker"
+# The run that wrote WORKER_TAG: a retry or re-execution copies its parent's tags, dead worker included, and must not
+# be judged by it before its own worker has recorded itself.
+WORKER_RUN_TAG = "cosmos_assets/worker_run"
 _WATCHED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 _FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
 def record_worker(instance: dg.DagsterInstance, run_id: str) -> None:
     """Tag the run with the process executing it (this one)."""
-    instance.add_run_tags(run_id, {WORKER_TAG: Worker.current().to_text()})
+    instance.add_run_tags(run_id, {WORKER_TAG: Worker.current().to_text(), WORKER_RUN_TAG: run_id})
 
 
 def _message(run: dg.DagsterRun, worker: Worker) -> str:
@@ -44,7 +49,8 @@ def free_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None], ski
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_WATCHED), limit=1000):
         run = record.dagster_run
         worker = Worker.from_text(run.tags.get(WORKER_TAG, ""))
-        if run.run_id == skip_run_id or worker is None or not worker.provably_dead():
+        inherited = run.tags.get(WORKER_RUN_TAG, run.run_id) != run.run_id  # a retry still showing its parent's worker
+        if run.run_id == skip_run_id or worker is None or inherited or not worker.provably_dead():
             continue
         message = _message(run, worker)
         if run.status == DagsterRunStatus.CANCELING:

@@ -18,10 +18,13 @@ from cosmos_assets.assets import (
     prompt_specs,
     shots,
     upscaled_videos,
+    wedge_comparisons,
 )
+from cosmos_assets.assets.wedges import build_wedge_sensor
 from cosmos_assets.checks import ALL_CHECKS
 from cosmos_assets.dead_runs import build_dead_run_sensor
 from cosmos_assets.hosts import gpu_host_from_settings
+from cosmos_assets.notify import build_notification_sensors
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.sensor_state import SensorSettings
 from cosmos_assets.sensors import build_sensors
@@ -40,13 +43,14 @@ class CosmosJobs(NamedTuple):
     generate: UnresolvedAssetJobDefinition
 
 
-def build_jobs(host_label: str) -> CosmosJobs:
-    """Jobs that use the GPU are tagged with their host so the queue runs one at a time per host.
+def build_jobs(host_label: str, gpu_tags: dict[str, str] | None = None) -> CosmosJobs:
+    """Jobs that use the GPU are tagged with their host so the queue runs one at a time per host (a host pool gives
+    its own ``gpu_tags``: its steps wait in Dagster's pools instead; docs/hosts.md).
 
     The prompt jobs start with the ``prompt_inputs`` observation, so ``prompt_specs`` is recorded against the
     inputs it was made from (observe, then materialize; see ARCHITECTURE.md, *Partitions*).
     """
-    gpu_tags = {"gpu_host": host_label}
+    gpu_tags = dict(gpu_tags) if gpu_tags is not None else {"gpu_host": host_label}
     return CosmosJobs(
         shot=dg.define_asset_job(
             "shot_job",
@@ -77,18 +81,24 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """Everything, for these settings (default: the environment, by the names in the README)."""
     settings = settings or Settings.from_env()
     host = gpu_host_from_settings(settings)
-    jobs = build_jobs(host.label)
+    jobs = build_jobs(host.label, host.queue_tags())
     sensors = build_sensors(SensorSettings.from_settings(settings), shot_job=jobs.shot, prompt_job=jobs.prompt,
                             gpu_job=jobs.full_cycle)  # fmt: skip
+    wedge_job = dg.define_asset_job("wedge_job", selection=dg.AssetSelection.assets(wedge_comparisons),
+                                    description="Tile a wedge's generated variants into its comparison grid. No GPU.")
+    sensors = [*sensors, build_wedge_sensor(wedge_job, settings.sensor_interval,
+                                            dg.DefaultSensorStatus.RUNNING if settings.sensors else dg.DefaultSensorStatus.STOPPED)]
     sensors = [*sensors, build_dead_run_sensor(settings.sensor_interval)]  # always on: a dead run must not hold the GPU host (docs/runs.md)
+    sensors = [*sensors, *build_notification_sensors(settings.sensor_interval)]  # only with COSMOS_WEBHOOK_URL (docs/hosts.md)
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         sensors=sensors,
-        jobs=list(jobs),
+        jobs=[*jobs, wedge_job],
         resources={"project": ProjectResource(root=str(settings.root), num_gpus=settings.num_gpus,
                                               model_silence_minutes=settings.model_silence_minutes,
-                                              gpu_price_per_hour=settings.gpu_price_per_hour), "gpu_host": host},
+                                              gpu_price_per_hour=settings.gpu_price_per_hour,
+                                              oom_retry_offload=settings.oom_retry_offload), "gpu_host": host},
         # The steps of one shot or prompt run one after another anyway; in-process saves a Python start-up and
         # a code import per step (bench: 11.3 s -> 2.5 s overhead per prompt through `dagster asset materialize`).
         executor=dg.in_process_executor,

@@ -21,6 +21,9 @@ class ProjectResource(dg.ConfigurableResource):
     gpu_price_per_hour: float | None = Field(
         default=None, ge=0, description="Price of one GPU hour, any currency (COSMOS_GPU_PRICE_PER_HOUR); unset: no cost recorded."
     )
+    oom_retry_offload: bool = Field(
+        default=False, description="A run out of GPU memory is retried once, as a new run, with the model's offload flags (COSMOS_OOM_RETRY_OFFLOAD)."
+    )
 
     @property
     def layout(self) -> ProjectLayout:

@@ -31,6 +31,7 @@ class SensorSettings(BaseModel):
     auto_generate: bool = Field(False, description="COSMOS_AUTO_GENERATE: also run generated_videos and upscaled_videos.")
     render_scan_budget: int = Field(200, ge=1, description="COSMOS_RENDER_SCAN_BUDGET: new/changed folders examined per tick.")
     render_deep_checks: int = Field(100, ge=0, description="COSMOS_RENDER_DEEP_CHECKS: unchanged folders re-stat'ed per tick.")
+    run_priority: int = Field(0, description="COSMOS_SENSOR_PRIORITY: the dagster/priority of the runs the sensors start.")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SensorSettings":
@@ -41,6 +42,7 @@ class SensorSettings(BaseModel):
             auto_generate=settings.auto_generate,
             render_scan_budget=settings.render_scan_budget,
             render_deep_checks=settings.render_deep_checks,
+            run_priority=settings.sensor_priority,
         )
 
     @classmethod

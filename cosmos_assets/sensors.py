@@ -27,6 +27,7 @@ import dagster as dg
 # Private on purpose, and used only by `data_version_of` and `observation_with_version` below: see the comment there.
 from dagster._core.definitions.data_version import DATA_VERSION_TAG as _DATA_VERSION_TAG
 
+from cosmos_assets.hosts.priority import priority_tags
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.resources import ProjectResource
@@ -129,8 +130,8 @@ def render_sensor_result(context: dg.SensorEvaluationContext, layout: ProjectLay
     )
     for shot in plan.removed:
         context.log.warning(
-            f"render folder {layout.render_dir(shot)} disappeared: partition shots/{shot} and "
-            f"{layout.shot_videos_dir(shot)} are kept; delete the partition in the UI if the shot is gone for good"
+            f"render folder {layout.renders_dir / shot} disappeared: partition shots/{shot} and "
+            f"{layout.videos_dir / shot} are kept; delete the partition in the UI if the shot is gone for good"
         )
     _log_problems(context.log, plan.problems, "render folder")
     for run in plan.runs:
@@ -140,7 +141,7 @@ def render_sensor_result(context: dg.SensorEvaluationContext, layout: ProjectLay
     add = sorted(set(plan.shots_to_add) | {run.shot for run in plan.runs})
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=run.shot, run_key=run.run_key, tags={"cosmos/trigger": run.reason, "cosmos/fingerprint": run.fingerprint})
+            dg.RunRequest(partition_key=run.shot, run_key=run.run_key, tags={"cosmos/trigger": run.reason, "cosmos/fingerprint": run.fingerprint, **priority_tags(settings.run_priority)})
             for run in plan.runs
         ],
         dynamic_partitions_requests=[SHOTS.build_add_request(add)] if add else [],
@@ -170,8 +171,8 @@ def prompt_sensor_result(
     plan.cursor = plan.cursor.model_copy(update={"controls_after": newest})
     for prompt in plan.removed:
         context.log.warning(
-            f"prompt file {layout.prompt_file(prompt)} disappeared: partition prompts/{prompt} and "
-            f"{layout.output_dir(prompt)} are kept; delete the partition in the UI if the prompt is gone for good"
+            f"prompt file {layout.prompts_dir / prompt}.json disappeared: partition prompts/{prompt} and "
+            f"{layout.outputs_dir / prompt} are kept; delete the partition in the UI if the prompt is gone for good"
         )
     _log_problems(context.log, plan.problems, "prompt")
     selection = GENERATION if settings.auto_generate else [PROMPT_SPECS]
@@ -185,7 +186,7 @@ def prompt_sensor_result(
         observations.append(
             observation_with_version(PROMPT_INPUTS, run.prompt, run.data_version, {"shot": run.shot or "(none)", "reason": run.reason})
         )
-        runs.append(dg.RunRequest(partition_key=run.prompt, run_key=run.run_key, asset_selection=selection, tags={**tags, "cosmos/trigger": run.reason}))
+        runs.append(dg.RunRequest(partition_key=run.prompt, run_key=run.run_key, asset_selection=selection, tags={**tags, "cosmos/trigger": run.reason, **priority_tags(settings.run_priority)}))
     add = sorted(set(plan.prompts_to_add) | {run.prompt for run in plan.runs})
     summary = (
         f"{len(plan.cursor.prompts)} prompts, {len(runs)} runs"

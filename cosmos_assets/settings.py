@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     model_silence_minutes: float = Field(45.0, ge=0, validation_alias="COSMOS_MODEL_SILENCE_MINUTES")
     # what a GPU hour costs (any currency): runs then record a cost; unset, they record GPU seconds only
     gpu_price_per_hour: float | None = Field(None, ge=0, validation_alias="COSMOS_GPU_PRICE_PER_HOUR")
+    # a pool of GPU hosts in one file (docs/hosts.md); unset: the single host above (COSMOS_HOST)
+    hosts_file: Path | None = Field(None, validation_alias="COSMOS_HOSTS_FILE")
+    # a run out of GPU memory is retried once, as a new run, with the model's offload flags (runs/oom.py)
+    oom_retry_offload: bool = Field(False, validation_alias="COSMOS_OOM_RETRY_OFFLOAD")
 
     # sensors
     sensors: bool = Field(False, validation_alias="COSMOS_SENSORS")
@@ -81,8 +85,17 @@ class Settings(BaseSettings):
     auto_generate: bool = Field(False, validation_alias="COSMOS_AUTO_GENERATE")
     render_scan_budget: int = Field(200, ge=1, validation_alias="COSMOS_RENDER_SCAN_BUDGET")
     render_deep_checks: int = Field(100, ge=0, validation_alias="COSMOS_RENDER_DEEP_CHECKS")
+    # run priority of the sensors' runs: urgent, high, normal, low, backfill/wedge or an integer (docs/hosts.md)
+    sensor_priority: int = Field(0, validation_alias="COSMOS_SENSOR_PRIORITY")
 
-    @field_validator("trust_on_first_use", "sensors", "auto_generate", mode="before")
+    @field_validator("sensor_priority", mode="before")
+    @classmethod
+    def _priority(cls, value: Any) -> Any:
+        from cosmos_assets.hosts.priority import parse_priority
+
+        return parse_priority(value) if isinstance(value, str) else value
+
+    @field_validator("trust_on_first_use", "sensors", "auto_generate", "oom_retry_offload", mode="before")
     @classmethod
     def _on_off(cls, value: Any) -> Any:
         return _on_off(value)

@@ -1,4 +1,5 @@
-"""Where runs happen, as Dagster resources. One setting, ``COSMOS_HOST``, picks the deployment: ``preview`` (default) or ``ssh``."""
+"""Where runs happen, as Dagster resources. ``COSMOS_HOSTS_FILE`` names a pool of GPU hosts (docs/hosts.md); without
+it, one setting, ``COSMOS_HOST``, picks the deployment: ``preview`` (default) or ``ssh`` (a pool of one)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ __all__ = [
 ]  # fmt: skip
 
 def gpu_host_from_settings(settings: Settings) -> GpuHost:
-    """The host resource the settings pick (COSMOS_HOST), running the model they name (COSMOS_MODEL)."""
+    """The host resource the settings pick: the pool of COSMOS_HOSTS_FILE, else COSMOS_HOST, running the model they
+    name (COSMOS_MODEL)."""
+    if settings.hosts_file is not None:
+        from cosmos_assets.hosts.pool_resource import GpuHostPool
+
+        return GpuHostPool.from_file(settings.hosts_file, settings.model)
     if settings.host == "preview":
         remote_dir = settings.preview_dir or str(settings.root / ".preview_host" / "cosmos-transfer1")
         return LocalPreviewHost(remote_dir=remote_dir, model=settings.model_name)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import posixpath
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, model_validator
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is use
     from cosmos_assets.machines.ssh_target import SshTarget
     from cosmos_assets.settings import Settings
 
+T = TypeVar("T")
 HF_TOKEN_ENV = "HF_TOKEN"
 # The newer models' repositories: their checkout's default folder name beside REMOTE_DIR and their image's name.
 MODEL_REPOS = {"cosmos-transfer2.5": "cosmos-transfer2.5", "cosmos3": "cosmos-framework"}
@@ -33,6 +34,13 @@ class GpuHost(dg.ConfigurableResource):
     """A place runs happen (a GPU host, or this computer for the preview). Subclasses are the deployments."""
 
     model: str = Field(description="Model backend the runner uses on this host ('preview', 'cosmos-transfer1', ...).")
+    models: list[str] = Field(
+        default_factory=list, description="Model backends this host has; a pool sends a run only to a host with its "
+        "model. Empty: any (a single host)."
+    )
+    price_per_gpu_hour: float | None = Field(
+        default=None, ge=0, description="What a GPU hour costs on this host; unset: COSMOS_GPU_PRICE_PER_HOUR."
+    )
 
     _machine: Machine | None = PrivateAttr(default=None)
     _model_machines: dict[str, Machine] = PrivateAttr(default_factory=dict)
@@ -55,6 +63,37 @@ class GpuHost(dg.ConfigurableResource):
     def machine_for(self, model: str) -> Machine:
         """The machine that runs ``model`` here (each newer model has its own checkout and image on an SSH host)."""
         return self.machine()
+
+    def has_model(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+    def queue_tags(self) -> dict[str, str]:
+        """Run tags of the GPU jobs: ``gpu_host=<label>``, which dagster.yaml limits to one queued run at a time."""
+        return {"gpu_host": self.label}
+
+    def members(self) -> list[GpuHost]:
+        """The hosts runs may go to: this one (a pool lists its hosts)."""
+        return [self]
+
+    def probe(self, model: str) -> None:
+        """Raise :class:`HostNotReadyError` now if the host cannot be reached (quick: no reconnect backoff)."""
+
+    def priced(self, run_options: dict[str, Any]) -> dict[str, Any]:
+        """The runner's options with this host's price of a GPU hour, if it has its own."""
+        if self.price_per_gpu_hour is None:
+            return run_options
+        return {**run_options, "gpu_price_per_hour": self.price_per_gpu_hour}
+
+    def on_free_host(self, context: dg.AssetExecutionContext, model: str, work: Callable[[GpuHost], T],
+                     left_behind: tuple[Path, str, str] | None = None) -> T:  # fmt: skip
+        """``work(host)`` on a free host that has ``model``, holding that host's Dagster pool slot meanwhile
+        (docs/hosts.md); a host that is unreachable or refuses the job in its preflight is skipped for another.
+        ``left_behind`` (runs folder, prompt, stage): a host holding an unfinished run of that work goes first."""
+        from cosmos_assets.hosts.placement import left_behind_hosts, run_on_free_host
+
+        members = self.members()
+        prefer = left_behind_hosts(*left_behind) if left_behind is not None and len(members) > 1 else []
+        return run_on_free_host(context, members, model, work, prefer)
 
     def close(self) -> None:
         if self._machine is not None:
@@ -113,7 +152,9 @@ class SshGpuHost(GpuHost):
     container_env: dict[str, str] = Field(default_factory=dict, description="Extra non-secret container variables.")
     hf_token: str | None = Field(default=None, description="Hugging Face token (use dg.EnvVar('HF_TOKEN')).")
     min_free_gb: float = Field(default=20.0, description="Preflight: free space needed on REMOTE_DIR's disk.")
-    reconnect_attempts: int = Field(default=6, description="Reconnects tried (with backoff) when the link drops.")
+    reconnect_attempts: int = Field(
+        default=6, description="Reconnects tried in a row (with backoff) when the link drops; once data flows again the count starts over."
+    )
     name: str | None = Field(default=None, description="Host name in tags and metadata; default ssh@REMOTE_HOST.")
     model_dirs: dict[str, str] = Field(
         default_factory=dict, description="Checkout of each newer model (cosmos-transfer2.5, cosmos3); default beside "
@@ -203,6 +244,12 @@ class SshGpuHost(GpuHost):
         from cosmos_assets.machines.ssh_host import SshHost
 
         return SshHost(self.ssh_target(), self.host_settings(), self._secrets())
+
+    def probe(self, model: str) -> None:
+        machine = self.machine_for(model)
+        facts = getattr(machine, "facts", None)
+        if callable(facts):
+            facts()  # connects (HostUnreachableError at once) and reads REMOTE_DIR and the container user
 
     def openssh_argv(self, command: Sequence[str] = ()) -> list[str]:
         """The OpenSSH client argv for a shell (or ``command``) on the host, reaching it as we do (``cosmos-assets ssh``)."""

@@ -6,7 +6,9 @@ final state (its orchestrator died: SIGKILL, power loss) or one that failed with
 the host (``detached``: the link stayed down, or the local download failed). The machine then says what is left
 (:meth:`~cosmos_assets.machines.base.Machine.job_state`): a running or finished container is attached to, outputs
 without a container are downloaded, and nothing (or a failed container) means a new run. A record whose worker is
-still alive is someone else's run in progress: refused, naming it and how to stop it.
+still alive is someone else's run in progress: refused, naming it and how to stop it. Where the worker cannot be
+judged from here (another machine, another container) but the Dagster run it belonged to has finished (failed by
+Dagster's run monitoring when its run worker container died, then retried), nobody follows it any more.
 """
 
 from __future__ import annotations
@@ -43,12 +45,17 @@ def earlier_attempt(store: RunStore, probe: RunRecord) -> RunRecord | None:
     return None
 
 
-def refuse_if_still_followed(record: RunRecord) -> None:
-    """An unfinished run whose orchestrating process is alive is in progress elsewhere: refuse to run it twice."""
+def refuse_if_still_followed(record: RunRecord, run_finished: Callable[[str], bool] | None = None) -> None:
+    """An unfinished run whose orchestrating process is alive is in progress elsewhere: refuse to run it twice.
+
+    ``run_finished(dagster_run_id)``: whether that Dagster run has ended (the Dagster edge knows; plain callers pass
+    nothing)."""
     if record.is_final or not record.worker:
         return
     worker = Worker.from_text(record.worker)
     if worker is None or worker == Worker.current() or worker.provably_dead():
+        return
+    if run_finished is not None and record.dagster_run_id and run_finished(record.dagster_run_id):
         return
     stop = (f"terminate Dagster run {record.dagster_run_id} (UI, or `dagster run terminate {record.dagster_run_id}`)"
             if record.dagster_run_id else f"stop process {worker.pid} on {worker.host}")
@@ -71,12 +78,12 @@ def abandon(store: RunStore, history_log: Path, record: RunRecord, why: str) -> 
 
 def find_adoption(store: RunStore, history_log: Path, machine: Machine, probe: RunRecord,
                   job_of: Callable[[str], InferenceJob], output_file_of: Callable[[InferenceJob], str],
-                  log: LogLine) -> Adoption | None:  # fmt: skip
+                  log: LogLine, run_finished: Callable[[str], bool] | None = None) -> Adoption | None:  # fmt: skip
     """The earlier run to adopt for ``probe``, or None (start a new one); closes earlier runs that left nothing."""
     earlier = earlier_attempt(store, probe)
     if earlier is None:
         return None
-    refuse_if_still_followed(earlier)
+    refuse_if_still_followed(earlier, run_finished)
     job = job_of(earlier.run_id)
     state = machine.job_state(job, output_file_of(job))
     if state in ADOPTABLE_STATES:

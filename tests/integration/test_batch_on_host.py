@@ -207,3 +207,43 @@ def test_cosmos3_batches_natively_each_sample_folder_under_its_prompt(
         assert probe_video(folder / "output.mp4").frames == probe_video(folder / prompt / "vision.mp4").frames == 8
         assert [p.name for p in folder.iterdir() if p.is_dir()] == [prompt]  # no other sample's folder
         assert json.loads((folder / "spec_used.json").read_text())["batch"]["items"] == 3
+
+
+def test_a_wedge_runs_on_the_host_and_its_comparison_tiles_every_variant_with_gpu_seconds_and_cost(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    """`--vary seed=...` on the real host: the seed is a per-invocation flag of transfer.py, so each variant is its
+    own invocation (never batched with another seed); the comparison has one tile per variant; each run records
+    its GPU seconds and, with a price per GPU hour, its cost."""
+    from cosmos_assets.wedges import build_comparison, parse_vary, plan_wedge, write_wedge
+
+    write_spec(new_prompt_spec(SHOT, "a lane at dusk"), project.prompt_file("w_base"))
+    plan = plan_wedge(project, project.prompt_file("w_base"), [parse_vary("seed=1,2,3")], name="lane")
+    write_wedge(project, plan)
+    variants = [v.prompt for v in plan.manifest.variants]
+    host = make_host(sshd, remote)
+    started = time.time()
+    try:
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions(PROMPTS.name, variants)
+            result = dg.materialize(
+                ALL_ASSETS, selection=["generated_videos"], instance=instance, raise_on_error=False,
+                tags={ASSET_PARTITION_RANGE_START_TAG: variants[0], ASSET_PARTITION_RANGE_END_TAG: variants[-1]},
+                resources={"project": ProjectResource(root=str(project.root), gpu_price_per_hour=2.5), "gpu_host": host},
+            )  # fmt: skip
+    finally:
+        host.close()
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert sorted(c[f"{LABEL_PREFIX}.prompt"] for c in generate_containers(docker_client, started)) == sorted(variants)
+    records = {r.prompt: r for r in RunStore(project.runs_dir).all() if r.prompt in variants and r.state == "succeeded"}
+    assert set(records) == set(variants)
+    for record in records.values():
+        assert record.gpu_seconds > 0 and record.num_gpus >= 1
+        assert record.cost == pytest.approx(record.gpu_seconds / 3600 * 2.5)
+    seeds = {json.loads((project.output_dir(v) / "spec_used.json").read_text())["spec"]["seed"] for v in variants}
+    assert seeds == {1, 2, 3}
+
+    comparison = build_comparison(project, "lane")
+    assert [t.prompt for t in comparison.record.tiles] == variants
+    assert [t.run_id for t in comparison.record.tiles] == [records[v].run_id for v in variants]
+    assert probe_video(comparison.grid_video).frames == 8 and comparison.preview.sheet_path.exists()

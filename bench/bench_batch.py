@@ -164,7 +164,8 @@ def section(f: BatchFigures) -> list[str]:
     lines += ["", f"Videos made per way and run: one at a time {f.single.succeeded}, batched {f.batched.succeeded}. "
               f"Runs (s): one at a time {' '.join(f'{s:.1f}' for s in f.single.wall_s)}; batched "
               f"{' '.join(f'{s:.1f}' for s in f.batched.wall_s)}. Load average of the shared machine at the start: "
-              f"{f.load_average:.1f} on {os.cpu_count()} cores (the times are inflated by it; the counts are exact).",
+              f"{f.load_average:.1f} on {os.cpu_count()} cores"
+              + (" (the times are inflated by it; the counts are exact)." if f.load_average >= 1.0 else "."),
               SECTION_END, ""]
     return lines
 

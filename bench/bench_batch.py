@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.bench_orchestration import write_shot_and_prompts
 
 BENCH_DIR = Path(__file__).resolve().parent
 SHOT = "batch_shot"
@@ -64,20 +65,7 @@ class BatchFigures:
 
 
 def make_project(root: Path, prompts: int) -> tuple[object, list[str]]:
-    from cosmos_assets.layout import ProjectLayout
-    from cosmos_assets.media import encode_control_videos
-    from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-    from cosmos_assets.sample_render import make_sample_render
-
-    shutil.rmtree(root, ignore_errors=True)
-    layout = ProjectLayout(root=root)
-    layout.ensure_working_folders()
-    seq = make_sample_render(layout.render_dir(SHOT), frames=SHOT_FRAMES, width=SHOT_SIZE[0], height=SHOT_SIZE[1])
-    encode_control_videos(seq, layout.shot_videos_dir(SHOT))
-    names = [f"{SHOT}_p{i:02d}" for i in range(prompts)]
-    for i, name in enumerate(names):
-        write_spec(new_prompt_spec(SHOT, f"a quiet street at dusk, variation {i}"), layout.prompt_file(name))
-    return layout, names
+    return write_shot_and_prompts(root, SHOT, prompts, SHOT_FRAMES, SHOT_SIZE)
 
 
 def _gpu_seconds_per_video(layout, run_ids: set[str]) -> float:  # noqa: ANN001

@@ -87,24 +87,33 @@ def project_env(root: Path) -> Iterator[dict[str, str]]:
                 os.environ[key] = value
 
 
-def make_project(root: Path, prompts: int) -> list[str]:
-    """A project root with the small sample shot, its control videos, ``prompts`` prompt files, partitions."""
-    from cosmos_assets.cli import register_partitions
+def write_shot_and_prompts(root: Path, shot: str, prompts: int, frames: int,
+                           size: tuple[int, int]) -> tuple[object, list[str]]:  # fmt: skip
+    """A fresh project at ``root``: the sample shot (``frames`` at ``size``) with its control videos and ``prompts`` prompt files
+    (``<shot>_pNN``) reading it; its layout and the prompt names. Shared by the orchestration and batch benchmarks."""
     from cosmos_assets.layout import ProjectLayout
     from cosmos_assets.media import encode_control_videos
     from cosmos_assets.sample_render import make_sample_render
     from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 
     shutil.rmtree(root, ignore_errors=True)
-    (root / "dagster_home").mkdir(parents=True)
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
     layout = ProjectLayout(root=root)
     layout.ensure_working_folders()
-    seq = make_sample_render(layout.render_dir(SHOT), frames=SHOT_FRAMES, width=SHOT_SIZE[0], height=SHOT_SIZE[1])
-    encode_control_videos(seq, layout.shot_videos_dir(SHOT))
-    names = [f"{SHOT}_p{i:02d}" for i in range(prompts)]
+    seq = make_sample_render(layout.render_dir(shot), frames=frames, width=size[0], height=size[1])
+    encode_control_videos(seq, layout.shot_videos_dir(shot))
+    names = [f"{shot}_p{i:02d}" for i in range(prompts)]
     for i, name in enumerate(names):
-        write_spec(new_prompt_spec(SHOT, f"a quiet street at dusk, variation {i}"), layout.prompt_file(name))
+        write_spec(new_prompt_spec(shot, f"a quiet street at dusk, variation {i}"), layout.prompt_file(name))
+    return layout, names
+
+
+def make_project(root: Path, prompts: int) -> list[str]:
+    """A project root with the small sample shot, its control videos, ``prompts`` prompt files, partitions."""
+    from cosmos_assets.cli import register_partitions
+
+    layout, names = write_shot_and_prompts(root, SHOT, prompts, SHOT_FRAMES, SHOT_SIZE)
+    (root / "dagster_home").mkdir(parents=True)
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
     with project_env(root):
         register_partitions(layout)
     return names

@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.runs.record import RunRecord, RunStore, read_history
 from cosmos_assets.runs.runner import InferenceFailed, OutOfMemory, run_generation
 from tests.infra.docker_events import attributes, container_events
+from tests.integration.test_ssh_host import dockerfile_only_host
 from tests.project_factory import make_project
 
 pytestmark = pytest.mark.integration
@@ -46,19 +46,12 @@ pytestmark = pytest.mark.integration
 SHOT = "tiny_shot"
 PROMPT = "faulty"
 PREVIEW = backend_named("preview")
-OWNER_UID = OWNER_GID = 4321  # REMOTE_DIR's owner: the container runs as this uid:gid
 
 
 @pytest.fixture(scope="module")
 def place(sshd, test_image: str) -> Iterator[dict[str, object]]:  # noqa: ANN001 (SshServer)
     """A host with only a Dockerfile (the image is built on first use), as SshTarget and SshHostSettings fields."""
-    base = Path(tempfile.mkdtemp(prefix="cosmos-faults-", dir="/tmp"))
-    base.chmod(0o755)
-    remote_dir = base / "host"
-    remote_dir.mkdir()
-    (remote_dir / "Dockerfile").write_text(f"FROM {test_image}\nWORKDIR /workspace\n")
-    for path in (remote_dir, remote_dir / "Dockerfile"):
-        os.chown(path, OWNER_UID, OWNER_GID)
+    base, remote_dir = dockerfile_only_host("cosmos-faults-", f"FROM {test_image}\nWORKDIR /workspace\n")
     yield {
         "target": dict(host=sshd.host, port=sshd.port, user=sshd.user, key_file=str(sshd.key_path),
                        known_hosts=str(sshd.known_hosts), ssh_config=str(base / "no-ssh-config"), allow_agent=False),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from cosmos_assets.assets import ALL_ASSETS
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.resources import ProjectResource
 from tests.faults.test_hostile_names import HOSTILE_PROMPT, assert_no_canary
-from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, REPO, FakeRemote, _chown_tree, make_host
+from tests.integration.test_ssh_host import REPO, FakeRemote, dockerfile_only_host, make_host
 from tests.project_factory import make_project
 
 pytestmark = pytest.mark.integration
@@ -120,12 +119,7 @@ def test_the_leak_detectors_find_a_leak(tmp_path: Path) -> None:
 @pytest.fixture()
 def fresh_remote(test_image: str) -> Iterator[FakeRemote]:
     """A host folder with only a Dockerfile (the preview dry run: no checkout, no checkpoints), owned by a plain uid."""
-    base = Path(tempfile.mkdtemp(prefix="cosmos-faults-secrets-", dir="/tmp"))
-    base.chmod(0o755)
-    remote_dir = base / "host"
-    remote_dir.mkdir()
-    (remote_dir / "Dockerfile").write_text("FROM cosmos-test-base:latest\nWORKDIR /workspace\n")
-    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    base, remote_dir = dockerfile_only_host("cosmos-faults-secrets-")
     yield FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints",
                      image=f"cosmos-faults-secrets:{uuid.uuid4().hex[:8]}", no_ssh_config=base / "no-ssh-config")  # fmt: skip
     shutil.rmtree(base, ignore_errors=True)

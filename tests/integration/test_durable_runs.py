@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -165,14 +164,9 @@ sys.exit(0 if result.success else 1)
 @pytest.fixture()
 def preview_host(sshd, test_image: str) -> Iterator[dict[str, object]]:  # noqa: ANN001 (SshServer)
     """SshGpuHost fields for a host with only a Dockerfile, running the preview backend slowly in docker."""
-    from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree
+    from tests.integration.test_ssh_host import dockerfile_only_host
 
-    base = Path(tempfile.mkdtemp(prefix="cosmos-durable-", dir="/tmp"))
-    base.chmod(0o755)
-    remote_dir = base / "host"
-    remote_dir.mkdir()
-    (remote_dir / "Dockerfile").write_text("FROM cosmos-test-base:latest\nWORKDIR /workspace\n")
-    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    base, remote_dir = dockerfile_only_host("cosmos-durable-")
     yield dict(
         host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path), known_hosts=str(sshd.known_hosts),
         ssh_config=str(base / "no-ssh-config"), remote_dir=str(remote_dir), docker_image=f"cosmos-durable:{uuid.uuid4().hex[:8]}",

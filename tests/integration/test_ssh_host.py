@@ -90,6 +90,22 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
         os.chown(item, uid, gid)
 
 
+BASE_DOCKERFILE = "FROM cosmos-test-base:latest\nWORKDIR /workspace\n"
+
+
+def dockerfile_only_host(prefix: str, dockerfile: str = BASE_DOCKERFILE, folder: str = "host") -> tuple[Path, Path]:
+    """A throwaway host folder under /tmp whose REMOTE_DIR (``folder``) holds only a Dockerfile (the preflight builds
+    the image; the preview needs no checkout or checkpoints), owned by the plain owner uid. (base, remote_dir); the
+    caller removes base."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    base.chmod(0o755)
+    remote_dir = base / folder
+    remote_dir.mkdir()
+    (remote_dir / "Dockerfile").write_text(dockerfile)
+    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    return base, remote_dir
+
+
 @pytest.fixture(scope="module")
 def remote(test_image: str) -> Iterator[FakeRemote]:
     base = Path(tempfile.mkdtemp(prefix="cosmos-remote-", dir="/tmp"))
@@ -489,12 +505,7 @@ def test_cosmos_model_preview_runs_the_whole_generation_on_the_ssh_host_through_
     from cosmos_assets.hosts import gpu_host_from_settings
     from cosmos_assets.settings import Settings
 
-    base = Path(tempfile.mkdtemp(prefix="cosmos-preview-host-", dir="/tmp"))
-    base.chmod(0o755)
-    remote_dir = base / "new-host"
-    remote_dir.mkdir()
-    (remote_dir / "Dockerfile").write_text("FROM cosmos-test-base:latest\nWORKDIR /workspace\n")
-    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    base, remote_dir = dockerfile_only_host("cosmos-preview-host-", folder="new-host")
     image = f"cosmos-preview-host-test:{uuid.uuid4().hex[:8]}"
     chosen = gpu_host_from_settings(Settings.from_env({"COSMOS_HOST": "ssh", "COSMOS_MODEL": "preview",
                                                        "REMOTE_HOST": sshd.host, "DOCKER_IMAGE": image}))

@@ -113,14 +113,10 @@ def deployment_yaml(mounts: list[str]) -> dict:
 @pytest.fixture()
 def gpu_host(sshd, test_image: str) -> Iterator[dict[str, str]]:  # noqa: ANN001 (SshServer)
     """REMOTE_* settings of a host whose model image (built by the preflight) runs the preview 0.3 s per step."""
-    from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree
+    from tests.integration.test_ssh_host import dockerfile_only_host
 
-    base = Path(tempfile.mkdtemp(prefix="cosmos-team-", dir="/tmp"))
-    base.chmod(0o755)
-    remote_dir = base / "host"
-    remote_dir.mkdir()
-    (remote_dir / "Dockerfile").write_text(f"FROM {test_image}\nENV COSMOS_PREVIEW_STEP_SECONDS=0.3\nWORKDIR /workspace\n")
-    _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
+    base, remote_dir = dockerfile_only_host(
+        "cosmos-team-", f"FROM {test_image}\nENV COSMOS_PREVIEW_STEP_SECONDS=0.3\nWORKDIR /workspace\n")
     yield {
         "COSMOS_HOST": "ssh", "COSMOS_MODEL": "preview", "REMOTE_HOST": sshd.host, "REMOTE_PORT": str(sshd.port),
         "REMOTE_USER": sshd.user, "SSH_KEY": str(sshd.key_path), "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts),

@@ -38,7 +38,7 @@ from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.runs.record import RunRecord, RunStore, read_history
 from cosmos_assets.runs.runner import InferenceFailed, OutOfMemory, run_generation
 from tests.infra.docker_events import attributes, container_events
-from tests.integration.test_ssh_host import dockerfile_only_host
+from tests.integration.test_ssh_host import dockerfile_only_host, our_containers
 from tests.project_factory import make_project
 
 pytestmark = pytest.mark.integration
@@ -120,7 +120,7 @@ def starts_since(docker_client, since: float, prompt: str) -> list[str]:  # noqa
 
 
 def no_container_left(docker_client, prompt: str) -> bool:  # noqa: ANN001
-    return not docker_client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.prompt={prompt}"})
+    return not our_containers(docker_client, prompt)
 
 
 # --------------------------------------------------------------------------- the model fails
@@ -161,7 +161,8 @@ def test_a_container_killed_for_memory_says_so_and_is_not_retried_with_offload(
 
     def cap_memory() -> None:  # a memory limit on the container as soon as it exists: the kernel then kills it
         while not stop.is_set():
-            for container in docker_client.containers.list(filters={"label": f"{LABEL_PREFIX}.prompt={PROMPT}"}):
+            for container in docker_client.containers.list(filters={"label": f"{LABEL_PREFIX}.prompt={PROMPT}"},
+                                                           ignore_removed=True):  # fmt: skip
                 container.update(mem_limit="96m", memswap_limit="96m")
                 return
             time.sleep(0.02)

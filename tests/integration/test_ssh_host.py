@@ -162,7 +162,9 @@ def materialize(project: ProjectLayout, instance: dg.DagsterInstance, host: SshG
 
 
 def our_containers(client: docker.DockerClient, prompt: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.prompt={prompt}"})
+    """The prompt's containers. docker-py inspects each listed container; one listed while the engine creates or
+    removes it can answer 404 to that inspect, which is skipped (ignore_removed) rather than failing the poll."""
+    return client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.prompt={prompt}"}, ignore_removed=True)
 
 
 def container_starts(client: docker.DockerClient, since: float, prompt: str, stage: str) -> list[str]:

@@ -40,6 +40,7 @@ FILE_MODE = 0o666
 FOLDER_MODE = 0o777
 TEMP_NAME_TRIES = 100
 
+_PROC_STATUS = "/proc/self/status"
 _umask_lock = threading.Lock()
 _umask_fallback: int | None = None
 
@@ -52,7 +53,7 @@ def process_umask() -> int:
     """
     global _umask_fallback
     try:
-        with open("/proc/self/status", "rb") as status:
+        with open(_PROC_STATUS, "rb") as status:
             for line in status:
                 if line.startswith(b"Umask:"):
                     return int(line.split()[1], 8)

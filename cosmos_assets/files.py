@@ -48,8 +48,9 @@ _umask_fallback: int | None = None
 def process_umask() -> int:
     """This process's umask, read without changing it (Linux >= 4.7: ``Umask:`` in /proc/self/status).
 
-    Elsewhere it is set and restored once, under a lock, and remembered (other threads creating a file in that
-    instant would get umask 0, so this is never done per call).
+    Writing needs none of this (the kernel applies the umask to FILE_MODE/FOLDER_MODE); it says which modes that
+    gives. Without /proc it is set and restored once, under a lock, and remembered: a thread creating a file in
+    that instant would get 022 instead, so this is never done per call.
     """
     global _umask_fallback
     try:

@@ -1,8 +1,8 @@
-"""Local file primitives, one of each: atomic write, no-replace rename, move-aside, hashing, fsync.
+"""Local file primitives, one of each: atomic write, no-replace rename, move-aside, hashing, fsync, new temp names.
 
 Nothing here knows about runs or hosts. Every writer in the package goes through these, so "a file is
-either the old one or the whole new one" and "an earlier run's folder is never overwritten" hold in
-one place.
+either the old one or the whole new one", "an earlier run's folder is never overwritten" and "what we write
+has the permissions the umask allows" (group-shareable on a studio's shared folder) hold in one place.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,91 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# What a new file or folder asks the kernel for. The kernel takes the umask off (or, in a folder with a default
+# ACL, applies that ACL), and a folder made in a setgid folder inherits its group and the setgid bit. tempfile's
+# mkstemp (0600) and mkdtemp (0700) ignore the umask: renamed into place, nobody else on a shared folder could open
+# what we wrote, so every temp-then-rename path uses new_temp_file / new_temp_path / new_temp_folder instead.
+FILE_MODE = 0o666
+FOLDER_MODE = 0o777
+TEMP_NAME_TRIES = 100
+
+_PROC_STATUS = "/proc/self/status"
+_umask_lock = threading.Lock()
+_umask_fallback: int | None = None
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (Linux >= 4.7: ``Umask:`` in /proc/self/status).
+
+    Writing needs none of this (the kernel applies the umask to FILE_MODE/FOLDER_MODE); it says which modes that
+    gives. Without /proc it is set and restored once, under a lock, and remembered: a thread creating a file in
+    that instant would get 022 instead, so this is never done per call.
+    """
+    global _umask_fallback
+    try:
+        with open(_PROC_STATUS, "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        if _umask_fallback is None:
+            _umask_fallback = os.umask(0o022)
+            os.umask(_umask_fallback)
+        return _umask_fallback
+
+
+def umask_file_mode() -> int:
+    """The permission bits a new file of ours gets: 0o666 less the umask (0o664 under a studio's 002)."""
+    return FILE_MODE & ~process_umask()
+
+
+def umask_folder_mode() -> int:
+    """The permission bits a new folder of ours gets: 0o777 less the umask (0o775 under 002; setgid kept)."""
+    return FOLDER_MODE & ~process_umask()
+
+
+def _temp_name(directory: Path, prefix: str, suffix: str) -> Path:
+    return Path(directory) / f"{prefix}{os.urandom(5).hex()}{suffix}"
+
+
+def new_temp_file(directory: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A new empty file ``directory/<prefix><random><suffix>``, open for reading and writing: (fd, path).
+
+    Never an existing name or a symlink (O_EXCL); its mode is what the umask allows, as for any file we write.
+    """
+    for _ in range(TEMP_NAME_TRIES):
+        path = _temp_name(directory, prefix, suffix)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name {prefix}*{suffix} in {directory}", str(directory))
+
+
+def new_temp_path(directory: Path, prefix: str, suffix: str) -> Path:
+    """:func:`new_temp_file`, closed: for writers that open the file by name (PyAV's muxer truncates, keeping its mode)."""
+    fd, path = new_temp_file(directory, prefix, suffix)
+    os.close(fd)
+    return path
+
+
+def new_temp_folder(directory: Path, prefix: str) -> Path:
+    """A new empty folder ``directory/<prefix><random>`` with the mode the umask allows (and a setgid parent's group)."""
+    for _ in range(TEMP_NAME_TRIES):
+        path = _temp_name(directory, prefix, "")
+        try:
+            os.mkdir(path, FOLDER_MODE)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary folder name {prefix}* in {directory}", str(directory))
+
+
 def synced_temp_file(directory: Path, name: str, data: bytes) -> Path:
     """A hidden temp file ``.<name>.*.tmp`` in ``directory`` holding ``data``, flushed to disk (for rename or link)."""
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    fd, temp = new_temp_file(directory, f".{name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -43,7 +125,7 @@ def synced_temp_file(directory: Path, name: str, data: bytes) -> Path:
     except BaseException:
         os.unlink(temp)
         raise
-    return Path(temp)
+    return temp
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -106,22 +188,28 @@ def same_file_content(a: Path, b: Path) -> bool:
 
 
 def copy_verified(src: Path, dst: Path, on_bytes: Callable[[int], None] | None = None) -> None:
-    """Copy to a temp name beside ``dst`` (hashing on the way), check it against the source, rename into place."""
+    """Copy to a temp name beside ``dst`` (hashing on the way), check it against the source, rename into place.
+
+    ``dst`` gets the mode the umask allows, never the source's (a model's or another user's 0600 file stays its own).
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
-    hasher = hashlib.sha256()
-    with open(src, "rb") as reader, open(tmp, "wb") as writer:
-        while block := reader.read(COPY_BLOCK):
-            writer.write(block)
-            hasher.update(block)
-            if on_bytes is not None:
-                on_bytes(len(block))
-        writer.flush()
-        os.fsync(writer.fileno())
-    if sha256_file(tmp) != hasher.hexdigest():
+    fd, tmp = new_temp_file(dst.parent, f".{dst.name}.", ".part")
+    try:
+        hasher = hashlib.sha256()
+        with os.fdopen(fd, "wb") as writer, open(src, "rb") as reader:
+            while block := reader.read(COPY_BLOCK):
+                writer.write(block)
+                hasher.update(block)
+                if on_bytes is not None:
+                    on_bytes(len(block))
+            writer.flush()
+            os.fsync(writer.fileno())
+        if sha256_file(tmp) != hasher.hexdigest():
+            raise OSError(f"copy of {src} to {dst} does not match its source (sha256); disk full or failing?")
+        os.replace(tmp, dst)
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise OSError(f"copy of {src} to {dst} does not match its source (sha256); disk full or failing?")
-    os.replace(tmp, dst)
+        raise
 
 
 def remove_tree(path: Path) -> None:

@@ -357,7 +357,7 @@ def build_comparison(layout: ProjectLayout, wedge: str, now: datetime | None = N
     Built in a staging folder and renamed into place; an earlier comparison of the wedge is moved to
     ``outputs/.previous/_wedges/<wedge>/<version>``, never overwritten.
     """
-    from cosmos_assets.files import atomic_write_json, move_aside, remove_tree, rename_no_replace
+    from cosmos_assets.files import atomic_write_json, move_aside, new_temp_folder, remove_tree, rename_no_replace
     from cosmos_assets.media.grid import GridTile, grid_still, write_grid_video
     from cosmos_assets.media.recipe import WedgeRecipe
     from cosmos_assets.previews import SHEET_NAME, write_preview
@@ -367,7 +367,7 @@ def build_comparison(layout: ProjectLayout, wedge: str, now: datetime | None = N
     version = clips_version(clips)
     tiles = [GridTile(video=clip.video, label=clip.variant.label_lines()) for clip in clips]
     final = comparison_dir(layout, wedge)
-    staging = Path(tempfile.mkdtemp(prefix=f"wedge-{wedge}-", dir=_mkdirs(layout.staging_dir)))
+    staging = new_temp_folder(_mkdirs(layout.staging_dir), f"wedge-{wedge}-")  # the umask's mode, not 0700
     try:
         tags = WedgeRecipe(wedge=wedge, base_prompt=manifest.base_prompt,
                            tiles="; ".join(f"{c.variant.prompt}={c.run_id}" for c in clips)).to_tags()  # fmt: skip

@@ -8,7 +8,6 @@ encoded concurrently and published together.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
@@ -21,6 +20,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import ColorRange
 from pydantic import BaseModel
 
+from cosmos_assets.files import new_temp_path
 from cosmos_assets.media.frames import MODALITIES, RenderSequence, decode_png
 from cosmos_assets.media.recipe import MUXER_OPTIONS, ControlRecipe
 
@@ -150,8 +150,13 @@ class _Writer:
 
     def __init__(self, path: Path, width: int, height: int, fps: int, crf: int, tags: dict[str, str] | None = None):
         self.path = path
-        self.tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial.mp4")
-        self.container = av.open(str(self.tmp), "w", format="mp4", options=dict(MUXER_OPTIONS) if tags else {})
+        # Made by us first (the umask's mode, a name no one else has); PyAV's muxer then truncates it, keeping both.
+        self.tmp = new_temp_path(path.parent, f".{path.stem}.", ".partial.mp4")
+        try:
+            self.container = av.open(str(self.tmp), "w", format="mp4", options=dict(MUXER_OPTIONS) if tags else {})
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         self.container.metadata.update(tags or {})  # provenance (media/recipe.py): shows in ffprobe
         stream = self.container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

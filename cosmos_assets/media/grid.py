@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +19,7 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange
 
+from cosmos_assets.files import new_temp_path
 from cosmos_assets.media.recipe import MUXER_OPTIONS
 from cosmos_assets.media.video import VideoReadError, probe_video, read_frames
 
@@ -178,9 +178,7 @@ def write_grid_video(tiles: Sequence[GridTile], out_path: Path, *, tags: Mapping
     rate = Fraction(infos[0].fps).limit_denominator(1001) if infos[0].fps > 0 else Fraction(24)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".partial.mp4", dir=out_path.parent)
-    os.close(fd)
-    temp = Path(temp_name)
+    temp = new_temp_path(out_path.parent, f".{out_path.stem}.", ".partial.mp4")
     try:
         with av.open(str(temp), "w", format="mp4", options=dict(MUXER_OPTIONS)) as container:
             container.metadata.update(dict(tags or {}))

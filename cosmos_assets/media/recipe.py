@@ -15,14 +15,13 @@ whole new one. Plain Python (PyAV), no ffmpeg CLI.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import av
 from pydantic import BaseModel, ConfigDict
 
-from cosmos_assets.files import fsync_dir
+from cosmos_assets.files import fsync_dir, new_temp_path
 
 TAG_PREFIX = "cosmos_"
 MUXER_OPTIONS = {"movflags": "use_metadata_tags+faststart"}
@@ -119,9 +118,7 @@ def stamp(path: Path, tags: Mapping[str, str]) -> None:
     tracks) are dropped. Atomic: the stamped file is written beside ``path`` and renamed over it.
     """
     path = Path(path)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".stamp.mp4", dir=path.parent)
-    os.close(fd)
-    temp = Path(temp_name)
+    temp = new_temp_path(path.parent, f".{path.stem}.", ".stamp.mp4")  # the umask's mode: it replaces the clip
     try:
         with av.open(str(path)) as source, av.open(str(temp), "w", format="mp4", options=MUXER_OPTIONS) as target:
             target.metadata.update({k: v for k, v in source.metadata.items() if k not in _MUXER_WRITTEN})

@@ -11,12 +11,12 @@ and upscale. The prompt files stay in the seed's form (a Cosmos-Transfer1 spec,
 from __future__ import annotations
 
 import os
-import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cosmos_assets.files import copy_verified
 from cosmos_assets.machines.job import Invocation, RunOutcome, StagedFile
 from cosmos_assets.spec import TransferSpec
 
@@ -123,12 +123,16 @@ class ModelBackend(ABC):
 
 
 def link_output(model_video: Path, fetched: Path) -> Path:
-    """``fetched/output.mp4`` as a hard link to (else a copy of) the model's own video; the model's file stays."""
+    """``fetched/output.mp4`` as a hard link to (else a copy of) the model's own video; the model's file stays.
+
+    A hard link shares the model file's inode, so its mode: that file is our own download (made with the mode the
+    umask allows, never the host's). The copy is made the same way (``copy_verified``, never ``copy2``'s source mode).
+    """
     target = fetched / OUTPUT_VIDEO
     if target.exists() or not model_video.is_file():
         return target if target.exists() else model_video
     try:
         os.link(model_video, target)
     except OSError:
-        shutil.copy2(model_video, target)
+        copy_verified(model_video, target)
     return target

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
+
+from cosmos_assets.models.invocation_keys import invocation_problems
 
 MODEL_BLOCK = "cosmos_assets"
 MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", "cosmos-transfer2.5", "cosmos3")
@@ -37,6 +39,21 @@ class ModelBlock(BaseModel):
     model: Annotated[str, PlainValidator(_check_model_name)] | None = None
     transfer2_5: dict[str, Any] | None = Field(default=None, alias="cosmos-transfer2.5")
     cosmos3: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _no_invocation_keys(self) -> ModelBlock:
+        """A model's settings may not set how it is invoked (its contract's invocation keys: outputs, inputs, mode,
+        checkpoints, GPUs); ``model`` and the launch settings each backend reads are the block's own."""
+        from cosmos_assets.models import backend_named  # the backends read this module: import on use
+
+        problems = [(f"{model}.{field}", message, value)
+                    for model in ("cosmos-transfer2.5", "cosmos3")
+                    for field, message, value in invocation_problems(self.settings_for(model),
+                                                                     backend_named(model).invocation_keys())]  # fmt: skip
+        if problems:
+            summary = "; ".join(f"{p[0]}: {p[1]}" for p in problems)
+            raise PydanticCustomError("spec_rules", "{summary}", {"summary": summary, "problems": problems})
+        return self
 
     def settings_for(self, model: str) -> dict[str, Any]:
         """The settings block of ``model`` (empty when absent)."""

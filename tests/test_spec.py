@@ -78,9 +78,12 @@ def test_missing_sigma_max_without_video_is_a_warning_not_an_error() -> None:
     assert any(w.startswith("sigma_max") for w in spec.warnings())
 
 
-def test_top_level_key_the_command_line_always_sets_warns(tmp_path: Path) -> None:
-    spec = load_spec(write_json(tmp_path / "s.json", {"input_video_path": "a.mp4", "edge": {}, "num_gpus": 4}))
-    assert any(w.startswith("num_gpus: ignored") for w in spec.warnings())
+def test_top_level_key_the_command_line_always_sets_is_refused_naming_the_projects_setting(tmp_path: Path) -> None:
+    # it used to be a warning ("ignored, the command line wins"); it sets the invocation, so it is refused (issue 17)
+    error = load_error(tmp_path, {"input_video_path": "a.mp4", "edge": {}, "num_gpus": 4})
+    assert str(error) == (f"{tmp_path / 'x.json'}: num_gpus = 4: sets the GPU count of the cosmos-transfer1 invocation, "
+                          "which is the project's; remove it; the GPU count is the project's: NUM_GPU, or num_gpus in "
+                          "the run config")  # fmt: skip
 
 
 def test_controls_are_key_control_pairs_in_upstream_order() -> None:

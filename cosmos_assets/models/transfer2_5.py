@@ -74,7 +74,8 @@ SAMPLE_GROUPS = ("overrides",)
 SPECIAL_KEYS: dict[str, tuple[str, str]] = {
     "input_files": ("the sample files it reads", PROJECT_SETS),
     "output_dir": ("the output folder", PROJECT_SETS),
-    "model": ("which checkpoint loads", "remove it; the checkpoint follows the prompt's controls"),
+    "model": ("which checkpoint loads", "remove it; the checkpoint follows the prompt's controls (a prompt picks "
+              "its model with cosmos_assets.model)"),
     "checkpoint_path": ("which checkpoint loads", "remove it; the checkpoint follows the prompt's controls"),
     "context_parallel_size": ("the GPU split", GPU_FIX),
     "keep_going": ("what a guardrail block does to a batch", "remove it; the project keeps upstream's default (a "

@@ -191,3 +191,21 @@ def test_an_upstream_samples_generation_settings_load_in_the_model_block(model: 
     kept = {k: ({s: x for s, x in v.items() if f"{k}.{s}" not in keys} if isinstance(v, dict) else v)
             for k, v in sample.items() if k not in keys}  # fmt: skip
     parse_spec({**SEED, "cosmos_assets": {model: kept}})
+
+
+def test_a_run_of_such_a_prompt_stops_before_anything_is_staged_or_run(tmp_path: Path) -> None:
+    """The issue's run generated another batch's prompts into this prompt's folder and recorded the wrong cause."""
+    from cosmos_assets.machines.local import LocalMachine
+    from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.runner import run_generation
+    from tests.project_factory import make_project
+
+    layout = make_project(tmp_path / "project")
+    data = json.loads(layout.prompt_file("tiny_prompt").read_text()) | {"batch_input_path": "inputs/batches/x.jsonl"}
+    layout.prompt_file("tiny_prompt").write_text(json.dumps(data))
+    host = tmp_path / "host"
+    with pytest.raises(SpecError, match=r"tiny_prompt.json: batch_input_path = .*remove it") as error:
+        run_generation(layout, LocalMachine(host), backend_named("preview"), "tiny_prompt", log=lambda line: None)
+    assert str(error.value).count("\n") == 0
+    assert RunStore(layout.runs_dir).all() == [] and not host.exists()
+    assert not layout.output_dir("tiny_prompt").exists()

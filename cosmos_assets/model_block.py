@@ -14,7 +14,18 @@ from pydantic_core import PydanticCustomError
 from cosmos_assets.models.invocation_keys import invocation_problems
 
 MODEL_BLOCK = "cosmos_assets"
-MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", "cosmos-transfer2.5", "cosmos3")
+MODEL_SETTINGS: tuple[str, ...] = ("cosmos-transfer2.5", "cosmos3")  # the models with a settings block
+MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", *MODEL_SETTINGS)
+
+
+def block_invocation_problems(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(``<model>.<key>``, message, value) for each key of a model's settings that its backend's contract says sets
+    the invocation; ``settings``: model name -> its block (anything not a dict is left to the block's own checks)."""
+    from cosmos_assets.models import backend_named  # the backends read this module: import on use
+
+    return [(f"{model}.{field}", message, value)
+            for model, block in settings.items() if model in MODEL_SETTINGS and isinstance(block, dict)
+            for field, message, value in invocation_problems(block, backend_named(model).invocation_keys())]  # fmt: skip
 
 
 def _check_model_name(value: Any) -> str:
@@ -44,12 +55,7 @@ class ModelBlock(BaseModel):
     def _no_invocation_keys(self) -> ModelBlock:
         """A model's settings may not set how it is invoked (its contract's invocation keys: outputs, inputs, mode,
         checkpoints, GPUs); ``model`` and the launch settings each backend reads are the block's own."""
-        from cosmos_assets.models import backend_named  # the backends read this module: import on use
-
-        problems = [(f"{model}.{field}", message, value)
-                    for model in ("cosmos-transfer2.5", "cosmos3")
-                    for field, message, value in invocation_problems(self.settings_for(model),
-                                                                     backend_named(model).invocation_keys())]  # fmt: skip
+        problems = block_invocation_problems({model: self.settings_for(model) for model in MODEL_SETTINGS})
         if problems:
             summary = "; ".join(f"{p[0]}: {p[1]}" for p in problems)
             raise PydanticCustomError("spec_rules", "{summary}", {"summary": summary, "problems": problems})

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cosmos_assets.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock
+from cosmos_assets.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock, block_invocation_problems
 from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
 from cosmos_assets.models.transfer1_cli import cli_flags, flag_value_problem
 
@@ -426,7 +426,20 @@ def parse_spec(data: Any, file: str | None = None) -> TransferSpec:
     try:
         return TransferSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(file, problems_from_validation_error(exc)) from None
+        problems = problems_from_validation_error(exc)
+        named = {p.field for p in problems}  # the validators stop at the first failing part: name every such key
+        raise SpecError(file, problems + [p for p in _invocation_key_problems(data) if p.field not in named]) from None
+
+
+def _invocation_key_problems(data: dict[str, Any]) -> list[Problem]:
+    """Every key of a prompt file (top level, and each model's block) that sets how a model is invoked."""
+    top = {k: v for k, v in data.items() if k != MODEL_BLOCK and not isinstance(v, (dict, list))}
+    found = [Problem(field, message, value, True) for field, message, value in invocation_problems(top, _invocation_keys())]
+    block = data.get(MODEL_BLOCK)
+    if isinstance(block, dict):
+        found += [Problem(f"{MODEL_BLOCK}.{field}", message, value, True)
+                  for field, message, value in block_invocation_problems(block)]  # fmt: skip
+    return found
 
 
 def load_spec(path: Path) -> TransferSpec:

@@ -209,3 +209,9 @@ def test_a_run_of_such_a_prompt_stops_before_anything_is_staged_or_run(tmp_path:
     assert str(error.value).count("\n") == 0
     assert RunStore(layout.runs_dir).all() == [] and not host.exists()
     assert not layout.output_dir("tiny_prompt").exists()
+
+
+def test_every_invocation_key_is_named_once_even_beside_another_error(tmp_path: Path) -> None:
+    data = {**SEED, "num_gpus": 2, "edge": {"control_weight": -1}, "cosmos_assets": {C3: {"output_dir": "/tmp"}}}
+    fields = [line.split(": ")[1].split(" = ")[0] for line in refusal(tmp_path, data).splitlines()]
+    assert sorted(fields) == ["cosmos_assets.cosmos3.output_dir", "edge.control_weight", "num_gpus"]

@@ -262,7 +262,9 @@ def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch25
 
 def sample_name(fetched: Path) -> str | None:
     """The one sample's name in a downloaded output folder: the ``<name>.json`` upstream writes before the guardrail
-    check holds the sample's arguments, ``"name": "<name>"`` included; exactly one such file, or None."""
+    check is ``sample.model_dump_json()``, ``"name": "<name>"`` included (``name`` is a field of upstream's
+    ``CommonInferenceArguments``, code-reading); exactly one such file, or None. Our own ``spec_used.json`` and
+    ``prompt_spec.json`` are not samples: their ``name`` (if any) is not their file's."""
     names = []
     for path in fetched.iterdir() if fetched.is_dir() else ():
         if path.suffix != ".json" or not path.is_file():

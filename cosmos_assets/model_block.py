@@ -8,11 +8,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cosmos_assets.models.invocation_keys import invocation_problems
+
 MODEL_BLOCK = "cosmos_assets"
-MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", "cosmos-transfer2.5", "cosmos3")
+MODEL_SETTINGS: tuple[str, ...] = ("cosmos-transfer2.5", "cosmos3")  # the models with a settings block
+MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", *MODEL_SETTINGS)
+
+
+def block_invocation_problems(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(``<model>.<key>``, message, value) for each key of a model's settings that its backend's contract says sets
+    the invocation; ``settings``: model name -> its block (anything not a dict is left to the block's own checks)."""
+    from cosmos_assets.models import backend_named  # the backends read this module: import on use
+
+    return [(f"{model}.{field}", message, value)
+            for model, block in settings.items() if model in MODEL_SETTINGS and isinstance(block, dict)
+            for field, message, value in invocation_problems(block, backend_named(model).invocation_keys())]  # fmt: skip
 
 
 def _check_model_name(value: Any) -> str:
@@ -37,6 +50,16 @@ class ModelBlock(BaseModel):
     model: Annotated[str, PlainValidator(_check_model_name)] | None = None
     transfer2_5: dict[str, Any] | None = Field(default=None, alias="cosmos-transfer2.5")
     cosmos3: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _no_invocation_keys(self) -> ModelBlock:
+        """A model's settings may not set how it is invoked (its contract's invocation keys: outputs, inputs, mode,
+        checkpoints, GPUs); ``model`` and the launch settings each backend reads are the block's own."""
+        problems = block_invocation_problems({model: self.settings_for(model) for model in MODEL_SETTINGS})
+        if problems:
+            summary = "; ".join(f"{p[0]}: {p[1]}" for p in problems)
+            raise PydanticCustomError("spec_rules", "{summary}", {"summary": summary, "problems": problems})
+        return self
 
     def settings_for(self, model: str) -> dict[str, Any]:
         """The settings block of ``model`` (empty when absent)."""

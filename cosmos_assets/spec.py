@@ -20,8 +20,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cosmos_assets.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock
-from cosmos_assets.models.transfer1_cli import ALWAYS_PASSED_FLAGS, cli_flags, flag_value_problem
+from cosmos_assets.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock, block_invocation_problems
+from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
+from cosmos_assets.models.transfer1_cli import cli_flags, flag_value_problem
 
 CONTROL_KEYS: tuple[str, ...] = ("vis", "seg", "edge", "depth", "keypoint", "upscale", "hdmap", "lidar")
 CONTROL_FIELDS: tuple[str, ...] = (
@@ -166,6 +167,12 @@ Region = Annotated[list[float] | str, PlainValidator(_check_region)]
 ExtraScalar = Annotated[str | int | float | bool, PlainValidator(_check_extra)]
 
 
+def _invocation_keys() -> dict[str, InvocationKey]:
+    from cosmos_assets.models import prompt_file_invocation_keys  # the backends read this module: import on use
+
+    return prompt_file_invocation_keys()
+
+
 def _rules_error(problems: list[tuple[Any, ...]]) -> PydanticCustomError:
     """One pydantic error carrying several (field, message[, value]) problems, expanded by load_spec."""
     summary = "; ".join(f"{p[0]}: {p[1]}" for p in problems)
@@ -263,8 +270,10 @@ class TransferSpec(BaseModel):
             if control.input_control_prompt is not None and key != "seg":
                 yield (f"{key}.input_control_prompt", "only the seg control reads input_control_prompt (objects "
                        "for GroundingDINO+SAM2 to segment); remove it or move it under seg")  # fmt: skip
+        refused = _invocation_keys()
+        yield from invocation_problems(self.__pydantic_extra__ or {}, refused)
         for name, value in (self.__pydantic_extra__ or {}).items():
-            if name in cli_flags():
+            if name in cli_flags() and name not in refused:
                 problem = flag_value_problem(name, value)
                 if problem:
                     yield (name, f"{problem} (top-level keys are set on transfer.py's arguments as-is)", value)
@@ -300,9 +309,7 @@ class TransferSpec(BaseModel):
             if control.control_weight_prompt is not None and key != "seg":
                 found.append(f"{key}.control_weight_prompt: honoured for seg only; upstream ignores it on {key}")
         for name in self.__pydantic_extra__ or {}:
-            if name in ALWAYS_PASSED_FLAGS:
-                found.append(f"{name}: ignored, the run command always passes --{name} (the command line wins)")
-            elif name not in cli_flags():
+            if name not in cli_flags():
                 found.append(f"{name}: not a flag of transfer.py; it is passed through unchecked")
         return found
 
@@ -419,7 +426,20 @@ def parse_spec(data: Any, file: str | None = None) -> TransferSpec:
     try:
         return TransferSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(file, problems_from_validation_error(exc)) from None
+        problems = problems_from_validation_error(exc)
+        named = {p.field for p in problems}  # the validators stop at the first failing part: name every such key
+        raise SpecError(file, problems + [p for p in _invocation_key_problems(data) if p.field not in named]) from None
+
+
+def _invocation_key_problems(data: dict[str, Any]) -> list[Problem]:
+    """Every key of a prompt file (top level, and each model's block) that sets how a model is invoked."""
+    top = {k: v for k, v in data.items() if k != MODEL_BLOCK and not isinstance(v, (dict, list))}
+    found = [Problem(field, message, value, True) for field, message, value in invocation_problems(top, _invocation_keys())]
+    block = data.get(MODEL_BLOCK)
+    if isinstance(block, dict):
+        found += [Problem(f"{MODEL_BLOCK}.{field}", message, value, True)
+                  for field, message, value in block_invocation_problems(block)]  # fmt: skip
+    return found
 
 
 def load_spec(path: Path) -> TransferSpec:

@@ -78,9 +78,12 @@ def test_missing_sigma_max_without_video_is_a_warning_not_an_error() -> None:
     assert any(w.startswith("sigma_max") for w in spec.warnings())
 
 
-def test_top_level_key_the_command_line_always_sets_warns(tmp_path: Path) -> None:
-    spec = load_spec(write_json(tmp_path / "s.json", {"input_video_path": "a.mp4", "edge": {}, "num_gpus": 4}))
-    assert any(w.startswith("num_gpus: ignored") for w in spec.warnings())
+def test_top_level_key_the_command_line_always_sets_is_refused_naming_the_projects_setting(tmp_path: Path) -> None:
+    # it used to be a warning ("ignored, the command line wins"); it sets the invocation, so it is refused (issue 17)
+    error = load_error(tmp_path, {"input_video_path": "a.mp4", "edge": {}, "num_gpus": 4})
+    assert str(error) == (f"{tmp_path / 'x.json'}: num_gpus = 4: sets the GPU count of the cosmos-transfer1 invocation, "
+                          "which is the project's; remove it; the GPU count is the project's: NUM_GPU, or num_gpus in "
+                          "the run config")  # fmt: skip
 
 
 def test_controls_are_key_control_pairs_in_upstream_order() -> None:
@@ -407,3 +410,59 @@ def test_models_build_in_code_without_defaults() -> None:
     spec = TransferSpec(input_video_path="a.mp4", edge=ControlSpec())
     assert spec.to_json_dict() == {"input_video_path": "a.mp4", "edge": {}}
     assert spec.edge is not None and spec.edge.weight_value() == 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a prompt file cannot change how the model is invoked, through the real entry points (issue 17)
+
+BATCH_LINE = ("batch_input_path = \"inputs/batches/other.jsonl\": sets batch mode (the prompts it reads) of the "
+              "cosmos-transfer1 invocation, which is the project's; remove it; the project batches prompts itself: "
+              "run a partition range (docs/batching.md)")  # fmt: skip
+
+
+def _hostile_project(root: Path) -> Path:
+    from tests.project_factory import make_project
+
+    layout = make_project(root)
+    data = json.loads(layout.prompt_file("tiny_prompt").read_text()) | {"batch_input_path": "inputs/batches/other.jsonl"}
+    path = layout.prompt_file("hostile")
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _entry_env(root: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(root / "dagster_home"),
+            "COSMOS_HOST": "preview"}  # fmt: skip
+
+
+def test_validate_refuses_batch_input_path_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _hostile_project(tmp_path)
+    script = Path(sys.executable).with_name("cosmos-assets")
+    done = subprocess.run([str(script), "validate", str(path)], capture_output=True, text=True, cwd=tmp_path,
+                          env=_entry_env(tmp_path), timeout=120)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {path}: {BATCH_LINE}"]
+
+
+def test_dagster_materialize_of_prompt_specs_refuses_batch_input_path_before_any_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _hostile_project(tmp_path)
+    (tmp_path / "dagster_home").mkdir()
+    env = _entry_env(tmp_path)
+    bin_dir = Path(sys.executable).parent
+    registered = subprocess.run([str(bin_dir / "cosmos-assets"), "register"], capture_output=True, text=True,
+                                cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    done = subprocess.run([str(bin_dir / "dagster"), "asset", "materialize", "-m", "cosmos_assets.definitions",
+                           "--select", "prompt_specs", "--partition", "hostile"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)  # fmt: skip
+    assert done.returncode != 0
+    assert f"{path}: {BATCH_LINE}" in done.stderr
+    assert not (tmp_path / "outputs" / "hostile").exists()

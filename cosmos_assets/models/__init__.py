@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cosmos_assets.models.base import ModelBackend
+    from cosmos_assets.models.invocation_keys import InvocationKey
 
 
 @lru_cache(maxsize=1)
@@ -37,3 +38,16 @@ def backend_named(name: str) -> "ModelBackend":
         return known[ALIASES.get(key, key)]
     except KeyError:
         raise ValueError(f"model {name!r} is not a backend here: use one of {', '.join(known)}") from None
+
+
+@lru_cache(maxsize=1)
+def prompt_file_invocation_keys() -> dict[str, "InvocationKey"]:
+    """Keys the top level of a prompt file may not carry: every model's invocation keys, as any model may run it
+    (the run's config can pick another than the file's block). Each backend classifies its own; the preview shares
+    Transfer1's command line, and where two models share a key the first one's wording is kept."""
+    keys: dict[str, "InvocationKey"] = {}
+    for backend in backends().values():
+        if not backend.is_preview:
+            for name, key in backend.invocation_keys().items():
+                keys.setdefault(name, key)
+    return keys

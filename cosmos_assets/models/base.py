@@ -14,10 +14,12 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from cosmos_assets.files import copy_verified
 from cosmos_assets.machines.job import Invocation, RunOutcome, StagedFile
+from cosmos_assets.models.invocation_keys import InvocationKey
 from cosmos_assets.spec import TransferSpec
 
 OUTPUT_VIDEO = "output.mp4"
@@ -58,9 +60,13 @@ class BatchRequest:
     prompt_file: str
     batch_size: int
     batch_file: tuple[str, str] | None = None  # (remote path, content) of the item list the model reads
-    # Flat layouts (Transfer2.5): item i's files are ``<name>.*`` and ``<name>_*`` in the output folder itself,
-    # its video ``<name>.mp4``; the names are unique in the invocation, so they map outputs without a text check.
+    # Flat layouts (Transfer2.5): item i's files sit in the output folder itself, its video ``<name>.mp4``; the
+    # names are unique in the invocation, so they map outputs without a text check. ``item_files[i]``: every file
+    # name item i may own, exactly (upstream's naming pattern spelled out, never a prefix); ``shared_files``: the
+    # invocation's own (logs, config), nobody's.
     item_names: tuple[str, ...] | None = None
+    item_files: tuple[tuple[str, ...], ...] | None = None
+    shared_files: tuple[str, ...] = ()
     item_video: str = OUTPUT_VIDEO  # the video in an item's folder that says it was written
     nested: bool = False  # an item's folder stays a folder of its fetched outputs (Cosmos 3: <name>/vision.mp4)
 
@@ -99,12 +105,20 @@ class ModelBackend(ABC):
         """The 4K upscale of a generated video (``generated_remote``, relative to the model root)."""
         raise NotImplementedError(f"{self.name} has no 4K upscaler; the upscale runs on Cosmos-Transfer1")
 
-    def output_video(self, fetched: Path) -> Path:
+    def invocation_keys(self) -> Mapping[str, InvocationKey]:
+        """Keys a prompt file may not carry (top level, or in this model's ``cosmos_assets`` block; ``<block>.<key>``
+        one level down): they set how the model is invoked (mode, paths, checkpoints, GPUs), which the project
+        owns. Derived from the model's contract; :mod:`cosmos_assets.spec` refuses them when a prompt file loads."""
+        return {}
+
+    def output_video(self, fetched: Path, name: str | None = None) -> Path:
         """The run's video in its downloaded output folder, always ``output.mp4`` once it exists.
 
         A backend whose model writes another layout keeps the model's files and adds ``output.mp4`` (a hard
         link, else a copy) here: the runner calls this after the download, and the checks and the upscale
         read ``outputs/<prompt>/output.mp4`` whichever model wrote it. Missing video: the path it should be at.
+        ``name``: the sample's name (the prompt) where the model names its outputs after it; without it the
+        folder's own files are read (exactly one sample). A path that is not here yet (on the host) needs it.
         """
         return fetched / OUTPUT_VIDEO
 
@@ -112,6 +126,11 @@ class ModelBackend(ABC):
         """What prompts must share to run in one invocation (control set, per-invocation settings); None: never
         batched. Prompts with equal keys go to one batch, the others to separate invocations."""
         return None
+
+    def shares_batch_with(self, item: BatchItem, others: list[BatchItem]) -> bool:
+        """Whether ``item`` may join ``others`` (equal :meth:`batch_key`) in one invocation: False where their outputs
+        could not be told apart."""
+        return True
 
     def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
         """One invocation generating every item (equal :meth:`batch_key`) into ``outputs/.batches/<batch_id>``."""

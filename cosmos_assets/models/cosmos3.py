@@ -8,6 +8,8 @@ warnings and docs/models.md say so. The translation table is in docs/models.md.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
+from cosmos_assets.models.invocation_keys import (
+    GPU_FIX,
+    INPUT_PATH_FIX,
+    NAME_FIX,
+    PROJECT_SETS,
+    InvocationKey,
+    classify_flags,
+    cli_flags,
+    invocation_problems,
+    schema_path_fields,
+)
 from cosmos_assets.models.translate import (
     CACHE_DIRS,
     CACHE_ENV,
@@ -111,6 +124,43 @@ class Launch3(BaseModel):
 
 
 LAUNCH_KEYS = tuple(Launch3.model_fields)
+
+
+def _contract(name: str) -> dict[str, Any]:
+    return json.loads(resources.files("cosmos_assets").joinpath(f"contract/{name}").read_text(encoding="utf-8"))
+
+
+# Which keys belong to the invocation (classify_flags): the launch flags (setup group and -i of cli.json) but those
+# the model block sets (guardrails, use_torch_compile) and the offload the out-of-memory retry adds, the per-sample
+# flags that take a path, and these, by name. A sample's other fields (prompt, seed, guidance, control_guidance,
+# shift, steps, resolution, fps, frames, hint weights and presets...) are the prompt's.
+LAUNCH_SETTINGS = ("guardrails", "use_torch_compile", "offload_guardrail_models")
+_SIZE_FIX = "remove it; choose the model with cosmos_assets.cosmos3.size (nano, super or edge)"
+SPECIAL_KEYS: dict[str, tuple[str, str]] = {
+    "input_files": ("the sample files it reads", PROJECT_SETS),
+    "output_dir": ("the output folder", PROJECT_SETS),
+    "checkpoint_path": ("which checkpoint loads", _SIZE_FIX),
+    "model": ("which model loads", _SIZE_FIX),
+    "parallelism_preset": ("the parallelism (transfer needs latency)", PROJECT_SETS),
+    **{k: ("the GPU split", GPU_FIX) for k in ("dp_shard_size", "dp_replicate_size", "cp_size", "cfgp_size")},
+    "max_num_seqs": ("how many samples run at once (transfer needs 1)", PROJECT_SETS),
+    "model_mode": ("the mode (the project runs video2video transfer)", PROJECT_SETS),
+    "num_outputs": ("how many outputs a sample writes (its folder holds one)", PROJECT_SETS),
+    **{k: (f"an input path ({k})", INPUT_PATH_FIX) for k in ("negative_prompt_file", "action_path", "sound_path")},
+    "name": ("the output folder names", NAME_FIX),
+}  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def invocation_keys() -> dict[str, InvocationKey]:
+    """Every key a prompt file (top level or its ``cosmos3`` block) may not set, from the contract."""
+    cli = _contract("cosmos3_cli.json")
+    sample_groups = tuple(key for key in cli["arguments"] if not key.startswith("--"))
+    keys = classify_flags(NAME, cli_flags(cli), sample_groups, LAUNCH_SETTINGS, SPECIAL_KEYS)
+    keys.update({k: InvocationKey(NAME, *SPECIAL_KEYS[k]) for k in ("name", "output_dir")})  # spec-only too
+    for field in schema_path_fields(_contract("cosmos3_spec_schema.json"), (*HINT_KEYS, "wsm")):
+        keys.setdefault(field, InvocationKey(NAME, f"an input path ({field})", INPUT_PATH_FIX))
+    return keys
 FIELD_NAMES = {"vision_path": "input_video_path", "name": "(prompt name)",
                **{f"{h}.control_path": f"{k}.input_control" for k, h in HINT_OF.items()},
                **{f"{h}.weight": f"{k}.control_weight" for k, h in HINT_OF.items()}}  # fmt: skip
@@ -200,11 +250,8 @@ def translate(spec: TransferSpec, prompt: str, project_root: Path | None = None)
         else:
             out.dropped(name, "a Transfer1 setting with no Cosmos 3 equivalent")
     _frame_rules(data, spec, first_control, project_root, out)
-    for key in overrides:
-        if key in ("vision_path", "name", "prompt_path", "defaults_file") or \
-                (isinstance(overrides[key], dict) and "control_path" in overrides[key]):
-            out.problem(block_field(NAME, key), "paths cannot be set in the model block (they would not be "
-                        "uploaded); use the prompt file's own fields")  # fmt: skip
+    for field, message, value in invocation_problems(overrides, invocation_keys()):  # refused at load already
+        out.problem(block_field(NAME, field), message, value, True)
     if out.problems:
         return out, launch
     merged = merge_overrides(data, overrides, HINT_KEYS)
@@ -252,8 +299,15 @@ def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch3)
     return argv
 
 
-def sample_folder(fetched: Path) -> Path | None:
-    folders = [p for p in fetched.iterdir() if p.is_dir()] if fetched.is_dir() else []
+SAMPLE_FILES = ("sample_args.json", "sample_outputs.json")  # upstream's per-sample files in <OUTDIR>/<name>/
+
+
+def sample_folder(fetched: Path, name: str | None = None) -> Path | None:
+    """``<OUTDIR>/<name>/`` exactly when the name is known; else the one folder holding upstream's per-sample files."""
+    if name is not None:
+        return fetched / name
+    folders = [p for p in fetched.iterdir() if p.is_dir() and any((p / f).is_file() for f in SAMPLE_FILES)] \
+        if fetched.is_dir() else []  # fmt: skip
     return folders[0] if len(folders) == 1 else None
 
 
@@ -306,10 +360,15 @@ class Cosmos3Backend(ModelBackend):
         )  # fmt: skip
         return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
 
-    def output_video(self, fetched: Path) -> Path:
-        folder = sample_folder(fetched)
+    def invocation_keys(self) -> dict[str, InvocationKey]:
+        return invocation_keys()
+
+    def output_video(self, fetched: Path, name: str | None = None) -> Path:
+        folder = sample_folder(fetched, name)
         if folder is None:
             return fetched / "<name>" / "vision.mp4"
+        if not (folder / "vision.mp4").is_file():
+            return folder / "vision.mp4"  # not here (yet, or not written): where it should be
         if not sample_succeeded(folder):
             return folder / "vision.mp4 with sample_outputs.json status success"
         return link_output(folder / "vision.mp4", fetched)

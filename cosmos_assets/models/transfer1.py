@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict
 
 from cosmos_assets.machines.job import Invocation
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest
-from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, transfer_argv
+from cosmos_assets.models.invocation_keys import InvocationKey
+from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, invocation_keys, transfer_argv
 from cosmos_assets.spec import ControlSpec, TransferSpec
 from cosmos_assets.spec_inputs import check_for_run
 
@@ -137,9 +138,16 @@ class Transfer1Backend(ModelBackend):
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
         check_for_run(spec, prompt_path, project_root)
 
+    def invocation_keys(self) -> dict[str, InvocationKey]:
+        return invocation_keys(self.name)
+
     def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
                    project_root: Path | None = None) -> ModelRequest:
         flags = generation_invocation(prompt, run_id, num_gpus)
+        if (spec.__pydantic_extra__ or {}).get("upsample_prompt") is True:
+            # The prompt's own setting, made the invocation's: torchrun (the upsampler reads RANK), the upsampler's
+            # checkpoint in the preflight, and a batch that maps outputs by position (prompt.txt is rewritten).
+            flags = flags.model_copy(update={"extra": {**flags.extra, "upsample_prompt": True}})
         # transfer.py rejects object-valued keys it does not know: the cosmos_assets block stays out of its spec.
         return ModelRequest(spec=spec.model_spec_dict(), spec_remote=flags.spec_path,
                             invocation=self.invocation(spec, flags))

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cosmos_assets.models.invocation_keys import GPU_FIX, PROJECT_SETS, InvocationKey
+
 ENTRY_POINT = "cosmos_transfer1/diffusion/inference/transfer.py"
 CONTAINER_ROOT = "/workspace"
 VALID_GPU_COUNTS = (1, 2, 4, 8, 16)
@@ -28,6 +30,38 @@ ALWAYS_PASSED_FLAGS = frozenset({"controlnet_specs", "video_save_folder", "video
 RESERVED_FLAGS = ALWAYS_PASSED_FLAGS | {"num_steps", *OFFLOAD_FLAGS}
 
 FlagValue = str | int | float | bool
+
+# Which of transfer.py's flags a prompt file may carry. A top-level key of the spec becomes the flag (FACTS.md: spec
+# values override the command line's defaults), so a flag that sets the invocation's mode, paths, checkpoints or GPU
+# count would change how the project's invocation runs: those are refused (INVOCATION_FLAGS, what each sets and the
+# fix); every other flag is a generation setting of the prompt (ITEM_FLAGS). Together they are every flag of
+# transfer_cli.json (tests/models/test_invocation_keys.py).
+_CHECKPOINT_FIX = "remove it; the project runs (and checks on the host) the 7B checkpoints the prompt's controls need"
+_DIAGNOSTIC_FIX = "remove it; the project does not run upstream's diagnostics (their work is repeated or not collected)"
+INVOCATION_FLAGS: dict[str, tuple[str, str]] = {
+    "controlnet_specs": ("the spec file it reads", PROJECT_SETS),
+    "checkpoint_dir": ("the checkpoint folder", PROJECT_SETS),
+    "tokenizer_dir": ("the tokenizer's checkpoint folder", PROJECT_SETS),
+    "video_save_folder": ("the output folder", PROJECT_SETS),
+    "video_save_name": ("the output file name", PROJECT_SETS),
+    "batch_input_path": ("batch mode (the prompts it reads)",
+                         "remove it; the project batches prompts itself: run a partition range (docs/batching.md)"),
+    "batch_size": ("batch mode", "remove it; set batch_size in generated_videos' run config (docs/batching.md)"),
+    "num_gpus": ("the GPU count", GPU_FIX),
+    "is_av_sample": ("which checkpoint loads (the AV model)", _CHECKPOINT_FIX),
+    "use_distilled": ("which checkpoint loads (the distilled model)", _CHECKPOINT_FIX),
+    "benchmark": ("a benchmark mode", _DIAGNOSTIC_FIX),
+    "save_input_noise": ("a diagnostic dump of the input noise", _DIAGNOSTIC_FIX),
+}  # fmt: skip
+ITEM_FLAGS: tuple[str, ...] = (
+    "prompt", "negative_prompt", "input_video_path", "num_input_frames", "sigma_max", "blur_strength",
+    "canny_threshold", "num_steps", "guidance", "fps", "seed", "upsample_prompt", *OFFLOAD_FLAGS,
+)  # fmt: skip
+
+
+def invocation_keys(model: str = "cosmos-transfer1") -> dict[str, InvocationKey]:
+    """transfer.py's invocation-level flags as prompt-file keys (the preview has the same command line)."""
+    return {name: InvocationKey(model, what, fix) for name, (what, fix) in INVOCATION_FLAGS.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
+from cosmos_assets.models.invocation_keys import (
+    GPU_FIX,
+    INPUT_PATH_FIX,
+    NAME_FIX,
+    PROJECT_SETS,
+    InvocationKey,
+    classify_flags,
+    cli_flags,
+    schema_path_fields,
+)
 from cosmos_assets.models.translate import (
     CACHE_DIRS,
     CACHE_ENV,
@@ -28,6 +38,7 @@ from cosmos_assets.models.translate import (
     split_block,
     validate_into,
 )
+from cosmos_assets.models.invocation_keys import invocation_problems
 from cosmos_assets.spec import TransferSpec
 
 NAME = "cosmos-transfer2.5"
@@ -47,6 +58,48 @@ def cli_contract() -> dict[str, Any]:
     """examples/inference.py's flags (``contract/transfer2_5_cli.json``)."""
     text = resources.files("cosmos_assets").joinpath("contract/transfer2_5_cli.json").read_text(encoding="utf-8")
     return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def spec_schema() -> dict[str, Any]:
+    """A sample's fields (``contract/transfer2_5_spec_schema.json``)."""
+    text = resources.files("cosmos_assets").joinpath("contract/transfer2_5_spec_schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+# Which keys belong to the invocation (classify_flags): the launch flags (setup/root groups of cli.json) but the two
+# the model block sets, the per-sample flags that take a path, and these, by name. A sample's other fields
+# (prompt, seed, guidance, steps, resolution, control weights and presets...) are the prompt's.
+SAMPLE_GROUPS = ("overrides",)
+SPECIAL_KEYS: dict[str, tuple[str, str]] = {
+    "input_files": ("the sample files it reads", PROJECT_SETS),
+    "output_dir": ("the output folder", PROJECT_SETS),
+    "model": ("which checkpoint loads", "remove it; the checkpoint follows the prompt's controls (a prompt picks "
+              "its model with cosmos_assets.model)"),
+    "checkpoint_path": ("which checkpoint loads", "remove it; the checkpoint follows the prompt's controls"),
+    "context_parallel_size": ("the GPU split", GPU_FIX),
+    "keep_going": ("what a guardrail block does to a batch", "remove it; the project keeps upstream's default (a "
+                   "blocked sample is skipped, the others go on)"),
+    "name": ("the output file names", NAME_FIX),
+}  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def invocation_keys() -> dict[str, InvocationKey]:
+    """Every key a prompt file (top level or its ``cosmos-transfer2.5`` block) may not set, from the contract."""
+    keys = classify_flags(NAME, cli_flags(cli_contract()), SAMPLE_GROUPS, LAUNCH_KEYS, SPECIAL_KEYS)
+    keys["name"] = InvocationKey(NAME, *SPECIAL_KEYS["name"])
+    for field in schema_path_fields(spec_schema(), CONTROL_KEYS):
+        keys.setdefault(field, InvocationKey(NAME, f"an input path ({field})", INPUT_PATH_FIX))
+    return keys
+
+
+# Upstream's flat output layout (cosmos_transfer2/inference.py; FACTS.md, *Outputs*): every file of sample <name>
+# is <name> followed by exactly one of these. Mask keys: the controls, and guided generation.
+SAMPLE_SUFFIXES = (".json", ".txt", ".mp4", ".jpg")
+MEDIA_SUFFIXES = (".mp4", ".jpg")
+MASK_KEYS = (*CONTROL_KEYS, "guided_generation")
+SHARED_OUTPUTS = ("config.yaml", "console.log", "debug.log")  # one per invocation, no sample's
 
 
 class Control25(BaseModel):
@@ -98,6 +151,16 @@ class Launch25(BaseModel):
 
 
 LAUNCH_KEYS = tuple(Launch25.model_fields)
+
+
+def output_files(name: str) -> frozenset[str]:
+    """Every file name upstream can write for sample ``name``, exactly (never a prefix: ``city`` and
+    ``city_mask_v2`` are two samples, and ``city_mask_v2.mp4`` is not ``city``'s)."""
+    files = {f"{name}{suffix}" for suffix in SAMPLE_SUFFIXES}
+    for ext in MEDIA_SUFFIXES:
+        files |= {f"{name}_control_{key}{ext}" for key in CONTROL_KEYS}
+        files |= {f"{name}_mask_{key}{ext}" for key in MASK_KEYS}
+    return frozenset(files)
 FIELD_NAMES = {"video_path": "input_video_path", "name": "(prompt name)",
                **{f"{k}.control_path": f"{k}.input_control" for k in CONTROL_KEYS}}  # fmt: skip
 
@@ -170,11 +233,8 @@ def translate(spec: TransferSpec, prompt: str) -> tuple[Translation, Launch25]:
             data[name] = value
         else:
             out.dropped(name, "a Transfer1 setting with no Transfer2.5 equivalent")
-    for key in overrides:
-        if key in ("video_path", "name", "prompt_path", "image_context_path", "guided_generation_mask") or \
-                (isinstance(overrides[key], dict) and "mask_path" in overrides[key]):
-            out.problem(block_field(NAME, key), "paths cannot be set in the model block (they would not be "
-                        "uploaded); use the prompt file's own fields")  # fmt: skip
+    for field, message, value in invocation_problems(overrides, invocation_keys()):  # refused at load already
+        out.problem(block_field(NAME, field), message, value, True)
     if out.problems:
         return out, Launch25()
     merged = merge_overrides(data, overrides, CONTROL_KEYS)
@@ -201,8 +261,20 @@ def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch25
 
 
 def sample_name(fetched: Path) -> str | None:
-    """The one sample's name in a downloaded output folder (``<name>.json`` is written before the guardrail check)."""
-    names = [p.stem for p in fetched.glob("*.json") if p.name not in ("spec_used.json", "prompt_spec.json")]
+    """The one sample's name in a downloaded output folder: the ``<name>.json`` upstream writes before the guardrail
+    check is ``sample.model_dump_json()``, ``"name": "<name>"`` included (``name`` is a field of upstream's
+    ``CommonInferenceArguments``, code-reading); exactly one such file, or None. Our own ``spec_used.json`` and
+    ``prompt_spec.json`` are not samples: their ``name`` (if any) is not their file's."""
+    names = []
+    for path in fetched.iterdir() if fetched.is_dir() else ():
+        if path.suffix != ".json" or not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("name") == path.stem:
+            names.append(path.stem)
     return names[0] if len(names) == 1 else None
 
 
@@ -249,8 +321,11 @@ class Transfer25Backend(ModelBackend):
         )
         return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
 
-    def output_video(self, fetched: Path) -> Path:
-        name = sample_name(fetched)
+    def invocation_keys(self) -> dict[str, InvocationKey]:
+        return invocation_keys()
+
+    def output_video(self, fetched: Path, name: str | None = None) -> Path:
+        name = name or sample_name(fetched)
         if name is None:
             return fetched / "<name>.mp4"
         return link_output(fetched / f"{name}.mp4", fetched)
@@ -272,6 +347,12 @@ class Transfer25Backend(ModelBackend):
         controls = sorted(key for key in CONTROL_KEYS if key in item.request.spec)
         return json.dumps([self.name, settings, item.request.invocation.num_gpus, controls], sort_keys=True)
 
+    def shares_batch_with(self, item: BatchItem, others: list[BatchItem]) -> bool:
+        """Not with a sample whose file names could be its own (``city`` with a mask on edge and ``city_mask_edge``):
+        the flat layout would leave a file two samples could claim."""
+        mine = output_files(item.request.spec["name"])
+        return not any(mine & output_files(other.request.spec["name"]) for other in others)
+
     def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
         """``examples/inference.py -i A.json B.json ... -o outputs/.batches/<batch_id>``: each item's own sample file
         (its ``name`` is its prompt), flat outputs ``<name>.*``; a blocked sample is skipped (exit 0)."""
@@ -289,4 +370,6 @@ class Transfer25Backend(ModelBackend):
             prompt_file="",
             batch_size=1,
             item_names=tuple(item.request.spec["name"] for item in items),
+            item_files=tuple(tuple(sorted(output_files(item.request.spec["name"]))) for item in items),
+            shared_files=SHARED_OUTPUTS,
         )

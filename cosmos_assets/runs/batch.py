@@ -31,7 +31,7 @@ from cosmos_assets.machines.job import InferenceJob, LogLine, StagedFile
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
 from cosmos_assets.runs.adopt import earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
-from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs
+from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.plan import StagePlan, new_run_id, plan_generation
 from cosmos_assets.runs.record import BatchRef, RunRecord, RunStore, append_history
@@ -128,7 +128,8 @@ def group_for_batches(members: list[_Member]) -> list[list[_Member]]:
             groups.append([member])
             continue
         candidates = by_key.setdefault((member.backend.name, key), [])
-        home = next((g for g in candidates if member.text not in {m.text for m in g}), None)
+        home = next((g for g in candidates if member.text not in {m.text for m in g}
+                     and member.backend.shares_batch_with(member.item, [m.item for m in g])), None)  # fmt: skip
         if home is None:
             home = []
             candidates.append(home)
@@ -292,7 +293,8 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
     results = map_outputs(fetched if download is not None else None, batch.item_texts, batch.item_folders,
                           batch.prompt_file, batch.batch_size, outcome.exit_code, guardrail, video=batch.item_video,
                           names=batch.item_names)  # fmt: skip
-    unclaimed = [] if batch.item_names is not None else claimed_folders(
+    unclaimed = unclaimed_files(fetched if download is not None else None, batch.item_files or (), batch.shared_files) \
+        if batch.item_names is not None else claimed_folders(
         fetched if download is not None else None, batch.item_texts, batch.item_folders, batch.prompt_file,
         batch.item_video)[1]  # fmt: skip
     ran = [r for r in results if r.status != "not_run"]
@@ -305,7 +307,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         assert member.record.batch is not None
         member.record.batch = member.record.batch.model_copy(update={"gpu_share": share})
         _settle(layout, backend, member, index, result, batch_id, batch_log, fetched, download, job, log, outcomes,
-                flat=batch.item_names is not None, nested=batch.nested)  # fmt: skip
+                flat=batch.item_files[index] if batch.item_files is not None else None, nested=batch.nested)  # fmt: skip
     _write_batch_file(folder, batch_id, options, backend, machine, batch, group, results, unclaimed, outcome.exit_code, follow_up_of)
     if unclaimed:
         _say(log, f"[cosmos-assets] batch {batch_id}: {', '.join(unclaimed)} hold a video no prompt of the batch "
@@ -335,19 +337,21 @@ def _write_batch_file(folder: Path, batch_id: str, options: BatchOptions, backen
 
 def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index: int, result: ItemOutcome,
             batch_id: str, batch_log: Path, fetched: Path, download, job: InferenceJob, log: LogLine,  # noqa: ANN001
-            outcomes: dict[str, PromptOutcome], flat: bool = False, nested: bool = False) -> None:  # fmt: skip
-    """One item after the invocation: promoted into ``outputs/<prompt>/``, or failed (blocked) with its reason."""
+            outcomes: dict[str, PromptOutcome], flat: tuple[str, ...] | None = None, nested: bool = False) -> None:  # fmt: skip
+    """One item after the invocation: promoted into ``outputs/<prompt>/``, or failed (blocked) with its reason.
+    ``flat``: a flat layout's exact file names this item may own."""
     plan, record = member.plan, member.record
     staging = plan.effective_spec.parent
     staging.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(staging / plan.log_name, excerpt(batch_log, batch_id, index, member.prompt, member.record.run_id, result.folder, result.why))
+    atomic_write_text(staging / plan.log_name, excerpt(batch_log, batch_id, index, member.prompt, member.record.run_id,
+                                                       result.folder, result.why, flat or ()))  # fmt: skip
     if result.status == "succeeded" and result.folder is not None:
         item_fetched = staging / "fetched"
         if item_fetched.exists():
             os.replace(item_fetched, staging / f"fetched.partial-{time.strftime('%Y%m%dT%H%M%S')}")
-        if flat:  # its files are <name>.* and <name>_* beside the other items' (and the shared logs)
+        if flat is not None:  # its files sit beside the other items' (and the shared logs), named exactly
             item_fetched.mkdir(parents=True)
-            for path in _own_files(fetched, result.folder):
+            for path in own_files(fetched, flat):
                 shutil.move(str(path), str(item_fetched / path.name))
             record.remote_output_folder = job.output_folder
         elif nested:  # <name>/ stays a folder, as the model writes it for one sample alone
@@ -374,12 +378,6 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
                             f"(item {index}): {result.why}. Log: {log_path}", record.log_tail, blocked, log_path,
                             cause="guardrail_blocked" if blocked else "model_exit")  # fmt: skip
     _fail(layout, member, error, "running", log, outcomes, error_text=result.why)
-
-
-def _own_files(fetched: Path, name: str) -> list[Path]:
-    """An item's files in a flat output folder: ``<name>.<ext>`` and ``<name>_control_*`` / ``<name>_mask_*``."""
-    return [p for p in fetched.iterdir() if p.is_file() and (
-        (p.stem == name and "." not in p.stem[len(name):]) or p.name.startswith((f"{name}_control_", f"{name}_mask_")))]
 
 
 def _fail(layout: ProjectLayout, member: _Member, error: BaseException, phase: str, log: LogLine,

@@ -3,6 +3,7 @@ became of each item) and each prompt's ``run.log`` excerpt of the shared log. Pl
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -36,14 +37,26 @@ class BatchFile(BaseModel):
     unclaimed_folders: list[str] = []
 
 
-def excerpt(batch_log: Path, batch_id: str, index: int, prompt: str, run_id: str, folder: str | None, why: str) -> str:
-    """A prompt's ``run.log``: what it was in the shared invocation, its own lines, and the invocation's tail."""
+def mentions(line: str, name: str) -> bool:
+    """Whether ``line`` names ``name`` as a whole word or path part: ``city`` is not in ``city_mask_v2.mp4`` (nor
+    ``video_1`` in ``video_12/``); a name is bounded by the line's ends, white space, quotes, ``/``, ``:``, ``,``,
+    brackets, or a ``.`` that ends a sentence."""
+    if not name:
+        return False
+    return re.search(rf"(?:^|(?<=[\s'\"/:,(\[{{=]))(?:{re.escape(name)})(?=$|[\s'\"/:,)\]}}]|\.(?:$|\s))", line) is not None
+
+
+def excerpt(batch_log: Path, batch_id: str, index: int, prompt: str, run_id: str, folder: str | None, why: str,
+            own_files: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """A prompt's ``run.log``: what it was in the shared invocation, its own lines, and the invocation's tail.
+    A line is its own when it names the prompt, its run, its item folder or one of ``own_files`` (the exact
+    names of its outputs in a flat layout) exactly."""
     try:
         lines = batch_log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         lines = []
-    marks = [f"video_{index}/", f"video_{index} ", prompt, run_id] + ([f"{folder}/"] if folder else [])
-    own = [line for line in lines if any(mark in line for mark in marks)]
+    marks = [f"video_{index}", prompt, run_id, *own_files] + ([folder] if folder else [])
+    own = [line for line in lines if any(mentions(line, mark) for mark in marks)]
     head = [
         f"[cosmos-assets] generate of {prompt}: item {index} of the shared invocation {batch_id} "
         f"(its whole log: outputs/.batches/{batch_id}/run.log)",

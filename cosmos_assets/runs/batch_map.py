@@ -66,6 +66,20 @@ def claimed_by_name(fetched: Path | None, names: tuple[str, ...]) -> dict[int, s
     return {index: name for index, name in enumerate(names) if (fetched / f"{name}.mp4").is_file()}
 
 
+def own_files(fetched: Path, files: tuple[str, ...]) -> list[Path]:
+    """An item's files in a flat output folder: those whose name is one of ``files`` (the exact names its backend
+    says it may own, :attr:`~cosmos_assets.models.base.BatchRequest.item_files`), never by prefix."""
+    return [fetched / name for name in files if (fetched / name).is_file()]
+
+
+def unclaimed_files(fetched: Path | None, item_files: tuple[tuple[str, ...], ...], shared: tuple[str, ...]) -> list[str]:
+    """Files of a flat output folder that are no item's and not the invocation's own (its logs and config)."""
+    if fetched is None or not fetched.is_dir():
+        return []
+    known = {name for files in item_files for name in files} | set(shared)
+    return sorted(p.name for p in fetched.iterdir() if p.name not in known)
+
+
 def map_outputs(fetched: Path | None, texts: tuple[str | None, ...], folders: tuple[str, ...], prompt_file: str,
                 batch_size: int, exit_code: int, guardrail_seen: bool, video: str = "output.mp4",
                 names: tuple[str, ...] | None = None) -> list[ItemOutcome]:  # fmt: skip

@@ -463,7 +463,7 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
     try:
         adoption = find_adoption(RunStore(layout.runs_dir), layout.history_log, machine, record,
                                  lambda rid: make_plan(rid).job,
-                                 lambda job: backend.output_video(Path(job.output_folder)).as_posix(), log,
+                                 lambda job: backend.output_video(Path(job.output_folder), job.prompt).as_posix(), log,
                                  run_finished)  # fmt: skip
     except HostNotReadyError as error:  # the same work is in progress elsewhere: this attempt is refused, on record
         _clean_staging(plan.effective_spec.parent, plan)

@@ -247,3 +247,47 @@ def test_a_wedge_runs_on_the_host_and_its_comparison_tiles_every_variant_with_gp
     assert [t.prompt for t in comparison.record.tiles] == variants
     assert [t.run_id for t in comparison.record.tiles] == [records[v].run_id for v in variants]
     assert probe_video(comparison.grid_video).frames == 8 and comparison.preview.sheet_path.exists()
+
+
+PREFIXED_T25 = {"city": "a city street at dusk", "city_mask_v2": "a city street at dawn"}
+
+
+def test_transfer2_5_prompts_whose_names_share_a_prefix_each_get_their_own_video(
+    sshd, remote: FakeRemote, project: ProjectLayout, docker_client
+) -> None:
+    """Issue 17: ``city_mask_v2.*`` starts with ``city_mask_``; ``city`` took those files by prefix and both failed
+    after the GPU time. ``city`` has a mask on edge, so upstream also writes ``city_mask_edge.mp4`` for it."""
+    for prompt, text in PREFIXED_T25.items():
+        data = new_prompt_spec(SHOT, text).to_json_dict()
+        if prompt == "city":
+            data["cosmos_assets"] = {T25: {"edge": {"mask_prompt": "the cars"}}}
+        project.prompt_file(prompt).write_text(json.dumps(data))
+    host = make_host(sshd, remote, model_images={T25: f"cosmos-transfer2.5-prefix:{uuid.uuid4().hex[:8]}"})
+    started = time.time()
+    try:
+        result, materialized_keys = generate_range(project, host, list(PREFIXED_T25), model="transfer2.5")
+    finally:
+        host.close()
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert materialized_keys == set(PREFIXED_T25)
+    assert [c[f"{LABEL_PREFIX}.prompt"] for c in generate_containers(docker_client, started)] == ["city+city_mask_v2"]
+    controls = {f"_control_{key}.mp4" for key in ("vis", "edge", "depth", "seg")}
+    for prompt, text in PREFIXED_T25.items():
+        folder = project.output_dir(prompt)
+        names = {p.name for p in folder.iterdir() if p.is_file()}
+        model_files = {n for n in names if n.startswith("city")}
+        expected = {f"{prompt}{suffix}" for suffix in {".json", ".mp4", ".txt", *controls}}
+        assert model_files == expected | ({"city_mask_edge.mp4"} if prompt == "city" else set()), prompt
+        assert (folder / f"{prompt}.txt").read_text() == text
+        assert json.loads((folder / f"{prompt}.json").read_text())["name"] == prompt
+        assert probe_video(folder / "output.mp4").frames == probe_video(folder / f"{prompt}.mp4").frames == 8
+        used = json.loads((folder / "spec_used.json").read_text())
+        assert used["prompt"] == prompt and used["spec"]["name"] == prompt and used["batch"]["items"] == 2
+    batch = json.loads((project.outputs_dir / ".batches" / used["batch"]["batch_id"] / "batch.json").read_text())
+    assert [(i["prompt"], i["status"], i["folder"]) for i in batch["items"]] == \
+        [("city", "succeeded", "city"), ("city_mask_v2", "succeeded", "city_mask_v2")]  # fmt: skip
+    assert batch["unclaimed_folders"] == []
+    own_lines = (project.output_dir("city") / "run.log").read_text().split("the invocation's last lines:")[0]
+    own_lines = own_lines.split("about this prompt:")[1]
+    assert "item 0: city (run" in own_lines and "/city.mp4" in own_lines  # its lines, by whole name
+    assert "item 1: city_mask_v2" not in own_lines and "city_mask_v2.mp4" not in own_lines  # not its neighbour's

@@ -88,7 +88,7 @@ def test_transfer2_5_refuses_what_cannot_be_carried_over(changes: dict, field: s
 
 def test_transfer2_5_output_is_flat_and_linked_to_output_mp4(tmp_path: Path) -> None:
     backend = backend_named(T25)
-    (tmp_path / "p1.json").write_text("{}")
+    (tmp_path / "p1.json").write_text(json.dumps({"name": "p1"}))  # upstream's resolved sample arguments
     assert backend.guardrail_blocked(outcome(0), tmp_path)  # exit 0, <name>.json, no <name>.mp4
     assert not backend.output_video(tmp_path).exists()
     (tmp_path / "p1.mp4").write_bytes(b"video")

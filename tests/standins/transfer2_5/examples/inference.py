@@ -4,7 +4,8 @@ Flags from ``cli.json`` beside this file; each sample checked against ``spec_sch
 integer guidance 0..7, string sigma_max, control weights 0..1, at least one control) plus the load-time rules
 (paths exist, relative to the spec's folder; unique names); exit 2 on a usage error, 1 on a bad spec. Outputs are
 upstream's flat layout: ``config.yaml``, ``console.log``, ``debug.log``, ``<name>.json`` (before the guardrail),
-``<name>_control_<key>.mp4``, ``<name>.mp4``, ``<name>.txt``. A prompt containing GUARDRAIL_TEST_BLOCK is blocked
+``<name>_control_<key>.mp4``, ``<name>_mask_<key>.mp4`` (a control with ``mask_prompt``), ``<name>.mp4``,
+``<name>.txt``. A prompt containing GUARDRAIL_TEST_BLOCK is blocked
 as upstream does with the default --keep-going: CRITICAL line, ``<name>.json`` only, exit 0.
 """
 
@@ -72,6 +73,8 @@ def run_sample(data: dict, spec_dir: Path, out: Path, args, console: Path) -> No
         if block.get("control_path"):
             controls[key] = resolve(block["control_path"], spec_dir)
         copy_file(controls.get(key, resolved["video_path"]), out / f"{name}_control_{key}.mp4")
+        if block.get("mask_prompt"):  # upstream writes the mask it segmented beside the control
+            copy_file(controls.get(key, resolved["video_path"]), out / f"{name}_mask_{key}.mp4")
     steps = int(resolved.get("num_steps", 35))
     composite_video(out / f"{name}.mp4", resolved["video_path"], controls, weights, prompt,
                     int(resolved.get("seed", 2025)), min(steps, 3), BANNER)  # fmt: skip

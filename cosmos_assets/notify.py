@@ -146,14 +146,15 @@ def _webhook_error(error: BaseException, url: str) -> WebhookError:
         return WebhookError(f"the webhook answered HTTP {error.code}")
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
     if isinstance(reason, (OSError, str)) and not isinstance(reason, http.client.HTTPException):
+        kind = "" if isinstance(reason, str) else f"{type(reason).__name__}: "
         detail = without_secrets(str(reason), url_secret_parts(url))
-        return WebhookError(f"the webhook could not be reached ({type(reason).__name__}: {detail})")
+        return WebhookError(f"the webhook could not be reached ({kind}{detail})")
     return WebhookError(f"the webhook could not be posted to ({type(reason).__name__})")
 
 
 def _recording_opener(connections: list) -> urllib.request.OpenerDirector:
-    """urllib's opener (proxies from the environment honoured), keeping each connection it opens so that
-    :func:`_cut` can end it."""
+    """urllib's opener (proxies from the environment honoured, no redirect followed), keeping each connection it
+    opens so that :func:`_cut` can end it."""
 
     def recording(connection_class: type) -> Callable[..., http.client.HTTPConnection]:
         def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:  # noqa: ANN401 - http.client's own
@@ -172,7 +173,11 @@ def _recording_opener(connections: list) -> urllib.request.OpenerDirector:
             return self.do_open(recording(http.client.HTTPSConnection), req, context=self._context,
                                 check_hostname=self._check_hostname)  # fmt: skip
 
-    return urllib.request.build_opener(Http, Https)
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - urllib's own
+            return None  # urllib would repeat the POST as a GET, elsewhere: the webhook got nothing, say so (HTTP 30x)
+
+    return urllib.request.build_opener(Http, Https, NoRedirect)
 
 
 def _cut(connections: list[http.client.HTTPConnection]) -> None:

@@ -260,6 +260,8 @@ def test_a_trickling_server_cannot_hold_a_post_past_its_deadline() -> None:
 @pytest.mark.parametrize("answer, expected", [
     (lambda conn: conn.sendall(b"SMTP ready\r\n\r\n"), r"could not be posted to \(BadStatusLine\)"),
     (lambda conn: None, r"could not be posted to \(RemoteDisconnected\)|could not be reached"),
+    (lambda conn: conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/x\r\nContent-Length: 0\r\n\r\n"),
+     r"the webhook answered HTTP 302"),  # a redirect is not followed: urllib would repeat the POST as a GET
 ])  # fmt: skip
 def test_every_failure_of_the_exchange_is_a_webhook_error_without_the_url(answer, expected: str) -> None:  # noqa: ANN001
     server = OneShotServer(answer)

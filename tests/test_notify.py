@@ -24,7 +24,7 @@ from cosmos_assets.notify import (
     post,
     webhook_from_env,
 )
-from cosmos_assets.redaction import is_secret_name, redacted, redacted_message
+from cosmos_assets.redaction import is_secret_name, redacted, redacted_message, url_secret_parts, without_secrets
 
 TOKEN = "T000/B000/" + uuid.uuid4().hex  # a Slack webhook URL's secret part
 
@@ -299,3 +299,14 @@ def test_runs_of_this_project_are_told_from_another_projects_however_they_were_s
     assert not is_this_projects_run(_run_from(FileCodePointer("/src/their_pipeline/definitions.py", "defs")))
     assert not is_this_projects_run(_run_from(None, remote=True))
     assert is_this_projects_run(_run_from(None))  # executed in process: no origin at all, as Dagster itself counts it
+
+
+def test_every_part_of_a_webhook_url_that_can_hold_its_secret_is_scrubbed_from_a_message() -> None:
+    url = f"https://user:pw@hooks.example.com/services/{TOKEN}%2Fx?key=abc123#frag"
+    parts = url_secret_parts(url)
+    assert "/" not in parts and "hooks.example.com" not in parts  # the host is not the secret; a lone / is no part
+    for text in (url, f"/services/{TOKEN}%2Fx", f"/services/{TOKEN}/x", "key=abc123", "user:pw"):
+        scrubbed = without_secrets(f"error at {text} (errno 5)", parts)
+        assert TOKEN not in scrubbed and "abc123" not in scrubbed and "pw" not in scrubbed, scrubbed
+    assert without_secrets("no secret here", parts) == "no secret here"
+    assert url_secret_parts("http://[::1/x") == ["http://[::1/x"]  # not even a URL: the whole text is the secret

@@ -70,6 +70,9 @@ def project(tmp_path: Path) -> ProjectLayout:
     home = layout.root / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    # The storage made before the daemon starts: its code server and it would otherwise create the SQLite schema at
+    # the same moment, and under load both stamp it ("alembic_version has more than one head"; the location is lost).
+    dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()
     return layout
 
 

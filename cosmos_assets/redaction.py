@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import overload
 
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSPHRASE", "CREDENTIAL")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSPHRASE", "CREDENTIAL", "WEBHOOK")  # a webhook URL is its own credential
 _PATH_LIKE_SUFFIXES = ("PATH", "_DIR", "_FILE")
 _ASSIGNMENT = re.compile(r"^(?P<prefix>-e|--env=|)(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re.DOTALL)
 
@@ -62,3 +62,24 @@ _ASSIGNMENT_IN_TEXT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
 def redacted_message(text: str) -> str:
     """Free text (an error message, a log line) with every ``SECRET_NAME=value`` shown as ``SECRET_NAME=***``."""
     return _ASSIGNMENT_IN_TEXT.sub(lambda m: f"{m[1]}=***" if is_secret_name(m[1]) else m[0], text)
+
+
+def url_secret_parts(url: str) -> list[str]:
+    """The parts of a URL that can be its credential (a webhook's path or query is): the URL, its path, query,
+    fragment and user info, raw and percent-decoded. For :func:`without_secrets`; nothing here is ever shown."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        pieces = [url, parts.path, parts.query, parts.fragment, parts.netloc.rpartition("@")[0]]
+    except ValueError:  # not even splittable: the whole text is the secret
+        pieces = [url]
+    pieces += [unquote(piece) for piece in pieces]
+    return [piece for piece in dict.fromkeys(pieces) if len(piece) > 1]
+
+
+def without_secrets(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every occurrence of each secret (the longest first) shown as ***; empty secrets are ignored."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

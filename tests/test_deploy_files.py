@@ -17,6 +17,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 SECRETS_READ_BY_NAME = {"HF_TOKEN", "COSMOS_SSH_KEY_PASSPHRASE"}
+SETTINGS_SOURCE = REPO / "cosmos_assets" / "settings.py"
+# Settings the documentation lists that the deploy files deliberately do not pass, and why.
+NOT_FROM_COMPOSE = {"DAGSTER_HOME": "set by the image (deploy/Dockerfile ENV), the same path in every container"}
+NOT_TO_RUN_WORKERS = {"COSMOS_WEBHOOK_URL": "a secret only the daemon's notification sensors use; a run worker posts nothing"}
+DOCUMENTED_IN = [REPO / "README.md", REPO / "docs" / "gpu-host.md", REPO / "docs" / "sensors.md"]
 
 
 def _load(name: str) -> dict:
@@ -158,3 +163,62 @@ def test_the_image_and_workspace(compose: dict) -> None:
     assert postgres["image"].startswith("postgres:") and "healthcheck" in postgres
     for service in ("webserver", "daemon"):
         assert compose["services"][service]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+def _documented_settings() -> dict[str, str]:
+    """Every variable in the settings tables (header ``| variable | ...``) of the README and the docs it points to,
+    with the file that lists it."""
+    found: dict[str, str] = {}
+    for doc in DOCUMENTED_IN:
+        in_table = False
+        for line in doc.read_text().splitlines():
+            if re.match(r"^\|\s*variable\s*\|", line):
+                in_table = True
+            elif in_table and line.startswith("|"):
+                for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", line.split("|")[1]):
+                    found.setdefault(name, doc.name)
+            else:
+                in_table = False
+    return found
+
+
+def _settings_source_names() -> set[str]:
+    """Every COSMOS_*, REMOTE_*, DOCKER_* and HF_TOKEN name cosmos_assets/settings.py spells out."""
+    return set(re.findall(r"\b((?:COSMOS|REMOTE|DOCKER)_[A-Z0-9_]*[A-Z0-9]|HF_TOKEN)\b", SETTINGS_SOURCE.read_text()))
+
+
+def test_the_documented_tables_are_found() -> None:
+    documented = _documented_settings()
+    assert documented["COSMOS_WEBHOOK_URL"] == "README.md" and documented["REMOTE_DIR_COSMOS3"] == "README.md"
+    assert {"COSMOS_SENSOR_INTERVAL", "COSMOS_KNOWN_HOSTS", "NUM_GPU", "HF_TOKEN", "DAGSTER_HOME"} <= set(documented)
+    assert "COSMOS_SKIP_INTEGRATION" not in documented  # prose, not a settings table
+
+
+def test_every_documented_setting_reaches_the_dagster_services_and_the_run_workers(compose: dict, instance_yaml: dict) -> None:
+    from cosmos_assets.settings import Settings
+
+    settings = set(_documented_settings()) | _settings_source_names() | SECRETS_READ_BY_NAME
+    settings |= {field.validation_alias for field in Settings.model_fields.values()}
+    passed_to_workers = set(instance_yaml["run_launcher"]["config"]["env_vars"])
+    for service in ("webserver", "daemon"):
+        missing = settings - set(NOT_FROM_COMPOSE) - set(compose["services"][service]["environment"])
+        assert not missing, f"deploy/compose.yaml {service} does not pass {sorted(missing)}"
+    missing = settings - set(NOT_FROM_COMPOSE) - set(NOT_TO_RUN_WORKERS) - passed_to_workers
+    assert not missing, f"deploy/dagster.yaml run_launcher.config.env_vars lacks {sorted(missing)}"
+    assert not set(NOT_TO_RUN_WORKERS) & passed_to_workers  # deliberately kept from them: never passed after all
+    assert set(NOT_FROM_COMPOSE) | set(NOT_TO_RUN_WORKERS) <= settings  # no stale exception
+    assert _docker_env("DAGSTER_HOME").startswith("/")
+
+
+def test_secrets_come_from_the_sites_env_file_never_a_value_in_compose(compose: dict) -> None:
+    env = compose["services"]["daemon"]["environment"]
+    for name in (*SECRETS_READ_BY_NAME, "COSMOS_WEBHOOK_URL", "DAGSTER_POSTGRES_PASSWORD"):
+        assert re.fullmatch(rf"\$\{{{name}:[-?][^}}]*\}}", env[name]), f"compose.yaml sets {name} to a value, not ${{{name}...}}"
+
+
+def test_every_variable_of_the_env_example_is_read_by_compose() -> None:
+    compose_text = (DEPLOY / "compose.yaml").read_text()
+    names = re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (DEPLOY / "env.example").read_text(), re.M)
+    assert "COSMOS_WEBHOOK_URL" in names
+    unread = [name for name in names if f"${{{name}:" not in compose_text]
+    assert not unread, f"deploy/env.example sets {unread}, which compose.yaml never reads (silently ignored)"

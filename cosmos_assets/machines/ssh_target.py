@@ -55,7 +55,7 @@ def _check_name(value: str, what: str, host: str) -> str:
 class SshTarget(BaseModel):
     """How to reach a host over SSH. Fields left None come from the ssh config (``~/.ssh/config`` or ``ssh_config``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)  # a passphrase given as its variable's name
 
     host: str = Field(description="address, or an alias from the ssh config")
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -80,7 +80,7 @@ class SshTarget(BaseModel):
     @classmethod
     def _env_name(cls, v: str) -> str:
         if not _ENV_NAME.match(v):
-            raise ValueError(f"key_passphrase_env {v[:3]!r}... must be the NAME of an environment variable, not a passphrase")
+            raise ValueError("key_passphrase_env must be the NAME of an environment variable, not a passphrase")
         return v
 
     def resolve(self) -> ResolvedTarget:

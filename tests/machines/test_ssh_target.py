@@ -121,6 +121,12 @@ def test_the_passphrase_is_named_never_given() -> None:
         SshTarget(host="-oProxyCommand=touch /tmp/x")
 
 
+def test_a_passphrase_given_as_its_variables_name_is_in_no_error() -> None:
+    with pytest.raises(ValueError) as caught:
+        SshTarget(host="gpu", key_passphrase_env="correct horse battery staple")
+    assert "cor" not in str(caught.value) and "horse" not in str(caught.value)
+
+
 def test_included_files_are_read_like_openssh_reads_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """paramiko ignores Include; a ProxyJump in an included file must not be silently dropped."""
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -432,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (HostNotReadyError, ValueError, FileNotFoundError, FileExistsError) as error:  # SpecError, SettingsError too
-        print(f"error: {error}", file=sys.stderr)
+    except (HostNotReadyError, ValueError, OSError) as error:  # SpecError, SettingsError, a file we refuse to read
+        for line in str(error).splitlines() or [type(error).__name__]:  # one line per bad setting or spec field
+            print(f"error: {line}", file=sys.stderr)
         return 1
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import tempfile
 from dataclasses import dataclass, replace
@@ -26,12 +27,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cosmos_assets.files import create_new, json_bytes, sha256_file
+from cosmos_assets.files import create_new, json_bytes, read_bounded, sha256_file
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.model_block import MODEL_BLOCK
 from cosmos_assets.prompt_files import base_name, write_spec_if_absent
 from cosmos_assets.spec import SpecError, TransferSpec, load_spec, parse_spec
 
+MAX_MANIFEST_BYTES = 1024 * 1024
+"""A manifest of 36 variants is a few kilobytes: a larger one, a FIFO or a device is refused before it is read."""
 MAX_VARIANTS = 36
 """More tiles than this make an unreadable grid (and a long GPU bill): split the wedge."""
 ALIASES = {"model": f"{MODEL_BLOCK}.model"}
@@ -86,7 +89,7 @@ class WedgeManifest(BaseModel):
     @classmethod
     def read(cls, path: Path) -> WedgeManifest:
         try:
-            return cls.model_validate_json(Path(path).read_bytes())
+            return cls.model_validate_json(read_bounded(Path(path), MAX_MANIFEST_BYTES, "the wedge manifest"))
         except FileNotFoundError:
             raise WedgeError(f"{path}: no such wedge; `cosmos-assets wedge BASE.json --vary ...` makes one") from None
         except ValidationError as error:
@@ -148,11 +151,34 @@ def _parse_value(token: str) -> Any:
         value = json.loads(token)
     except ValueError:
         return token
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e400: no field takes them
+        return token
     return value if isinstance(value, (int, float, bool)) else token
 
 
+def split_values(text: str) -> list[str]:
+    """The values of ``V1,V2,...``: split at each comma but an escaped one (``\\,`` is a comma inside a value,
+    ``\\\\`` a backslash; any other backslash is kept as it is), each stripped of surrounding blanks."""
+    values, current, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in ",\\":
+            current.append(text[i + 1])
+            i += 2
+            continue
+        if c == ",":
+            values.append("".join(current).strip())
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    values.append("".join(current).strip())
+    return values
+
+
 def parse_vary(option: str) -> WedgeAxis:
-    """``PATH=V1,V2,...`` -> an axis; WedgeError naming the option and the fix."""
+    """``PATH=V1,V2,...`` -> an axis; WedgeError naming the option and the fix. A comma inside a value is written
+    ``\\,`` (``--vary 'prompt=a city\\, at dusk,a forest'``), a backslash before a comma ``\\\\``."""
     path, sep, values_text = option.partition("=")
     path = path.strip()
     example = "e.g. --vary edge.control_weight=0.2,0.5,0.8 or --vary seed=1,2"
@@ -161,9 +187,10 @@ def parse_vary(option: str) -> WedgeAxis:
     path = ALIASES.get(path, path)
     if not all(_PATH_PART.match(part) for part in path.split(".")):
         raise WedgeError(f"--vary {option!r}: {path!r} is not a dotted field path ({example})")
-    tokens = [t.strip() for t in values_text.split(",")]
+    tokens = split_values(values_text)
     if not values_text.strip() or any(not t for t in tokens):
-        raise WedgeError(f"--vary {option!r}: an empty value; list the values separated by commas ({example})")
+        raise WedgeError(f"--vary {option!r}: an empty value; list the values separated by commas, and write a "
+                         f"comma inside a value as \\, ({example})")  # fmt: skip
     values = [_parse_value(t) for t in tokens]
     if len({json.dumps(v) for v in values}) != len(values):
         raise WedgeError(f"--vary {option!r}: a value is listed twice; list each value once")
@@ -226,7 +253,12 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
         data = json.loads(json.dumps(base_data))
         for path, value in values.items():
             _set_path(data, path, value)
-        specs[prompt] = parse_spec(data, str(layout.prompt_file(prompt)))  # SpecError: variant file, field, fix
+        file = layout.prompt_file(prompt)
+        try:
+            specs[prompt] = parse_spec(data, str(file))
+        except SpecError as error:  # one line: the variant file, its first bad field, the fix
+            raise _first_problem(error) from None
+        _refuse_new_problems(layout, base, specs[prompt], file)
         variants.append(WedgeVariant(prompt=prompt, values=values))
     if len(specs) != count:
         raise WedgeError(f"two combinations got the same prompt name in wedge {wedge}: shorten the values")
@@ -237,6 +269,40 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
     manifest = WedgeManifest(name=wedge, base_prompt=base_path.stem, base_file=base_file,
                              base_sha256=sha256_file(base_path), axes=axes, variants=variants, created_at=now)  # fmt: skip
     return WedgePlan(manifest=manifest, specs=specs)
+
+
+def _first_problem(error: SpecError) -> SpecError:
+    if len(error.problems) <= 1:
+        return error
+    first = error.problems[0]
+    more = f" (and {len(error.problems) - 1} more)"
+    return SpecError(error.file, [replace(first, message=first.message + more)])
+
+
+def _problems(spec: TransferSpec, file: Path, root: Path) -> list[str]:
+    """What ``cosmos-assets validate`` says of ``spec`` as ``file``, and what the model it names refuses."""
+    from cosmos_assets.models import backend_named
+    from cosmos_assets.spec_inputs import validate_for_run
+
+    problems = validate_for_run(spec, file, root)
+    model = spec.model_block().model
+    if model:
+        try:
+            backend_named(model).check_prompt(spec, file, root)
+        except SpecError as error:
+            problems += [problem.render(str(file)) for problem in error.problems]
+    return problems
+
+
+def _refuse_new_problems(layout: ProjectLayout, base: TransferSpec, variant: TransferSpec, file: Path) -> None:
+    """A variant's value that validation refuses (a weight above 1, a field its model cannot take) is refused now,
+    before anything is written; what the base prompt itself lacks (control videos not encoded yet) is not the
+    wedge's to refuse, so only the problems the base does not have count."""
+    known = set(_problems(base, file, layout.root))
+    new = [problem for problem in _problems(variant, file, layout.root) if problem not in known]
+    if new:
+        more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
+        raise WedgeError(f"{new[0]}{more}; nothing was written: fix that --vary value")
 
 
 def write_wedge(layout: ProjectLayout, plan: WedgePlan) -> list[Path]:

@@ -22,6 +22,8 @@ KEY_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
 _ON = frozenset({"1", "on", "true", "yes"})
 _OFF = frozenset({"0", "off", "false", "no"})
 SECONDS_PER_DAY = 24 * 3600
+MAX_GPUS = 64  # per run: more than any one machine holds
+MAX_FOLDERS_PER_TICK = 100_000
 RESOURCE_VARIABLES = {
     "host": "REMOTE_HOST", "user": "REMOTE_USER", "port": "REMOTE_PORT", "ssh_key": "SSH_KEY", "key_file": "SSH_KEY",
     "known_hosts": "COSMOS_KNOWN_HOSTS", "trust_on_first_use": "COSMOS_SSH_TRUST_ON_FIRST_USE",
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
     host: Literal["preview", "ssh"] = Field("preview", validation_alias="COSMOS_HOST", description="preview (this machine, no GPU) or ssh (a GPU host)")
     model: str | None = Field(None, validation_alias="COSMOS_MODEL", description="model backend; default preview on the preview host, cosmos-transfer1 over ssh")
     preview_dir: str | None = Field(None, validation_alias="COSMOS_PREVIEW_DIR", description="the preview host's model root")
-    num_gpus: int = Field(1, ge=1, validation_alias="NUM_GPU", description="GPUs per run (the seed's NUM_GPU)")
+    num_gpus: int = Field(1, ge=1, le=MAX_GPUS, validation_alias="NUM_GPU", description="GPUs per run (the seed's NUM_GPU)")
 
     # the GPU host (the seed's config.sh)
     remote_host: str | None = Field(None, validation_alias="REMOTE_HOST")
@@ -100,8 +102,8 @@ class Settings(BaseSettings):
     sensor_interval: int = Field(30, ge=1, le=SECONDS_PER_DAY, validation_alias="COSMOS_SENSOR_INTERVAL")
     render_settle_seconds: float = Field(30.0, ge=0, validation_alias="COSMOS_RENDER_SETTLE_SECONDS")
     auto_generate: bool = Field(False, validation_alias="COSMOS_AUTO_GENERATE")
-    render_scan_budget: int = Field(200, ge=1, validation_alias="COSMOS_RENDER_SCAN_BUDGET")
-    render_deep_checks: int = Field(100, ge=0, validation_alias="COSMOS_RENDER_DEEP_CHECKS")
+    render_scan_budget: int = Field(200, ge=1, le=MAX_FOLDERS_PER_TICK, validation_alias="COSMOS_RENDER_SCAN_BUDGET")
+    render_deep_checks: int = Field(100, ge=0, le=MAX_FOLDERS_PER_TICK, validation_alias="COSMOS_RENDER_DEEP_CHECKS")
     # run priority of the sensors' runs: urgent, high, normal, low, backfill/wedge or an integer (docs/hosts.md)
     sensor_priority: int = Field(0, validation_alias="COSMOS_SENSOR_PRIORITY")
 
@@ -177,6 +179,8 @@ def settings_error(error: ValidationError, env: Mapping[str, str] | None = None,
         if name in lines:
             continue
         raw = env.get(name)
+        if raw is None and names is not None and name in names.values() and isinstance(problem.get("input"), str):
+            raw = problem["input"]  # the value the resource got from that variable
         shown = "" if raw is None else f"={raw!r}" if len(raw) <= 80 else f"={raw[:77]!r}..."
         message = problem["msg"].removeprefix("Value error, ")
         lines[name] = f"{name}{shown}: {message}; fix the variable (see the README's settings table)"

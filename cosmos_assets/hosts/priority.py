@@ -24,10 +24,9 @@ def parse_priority(value: str | int) -> int:
         try:
             number = int(text)
         except ValueError:
-            number = None
-    if number is None or not -LIMIT <= number <= LIMIT:
-        raise ValueError(f"priority {str(value)[:40]!r} is not one of {', '.join(LEVELS)} or an integer from "
-                         f"{-LIMIT} to {LIMIT}")  # fmt: skip
+            raise ValueError(f"priority {str(value)[:40]!r} is not one of {', '.join(LEVELS)} or an integer") from None
+    if not -LIMIT <= number <= LIMIT:
+        raise ValueError(f"priority {str(value)[:40]!r} is outside {-LIMIT} to {LIMIT}; use a level name or a smaller number")
     return number
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -138,3 +139,49 @@ def test_an_include_loop_is_refused(tmp_path: Path) -> None:
     loop.write_text(f"Include {loop}\n")
     with pytest.raises(SshTargetError, match="^gpu: the ssh config includes files more than 16 deep"):
         SshTarget(host="gpu", ssh_config=loop).resolve()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every file the target names is a bounded read: a FIFO or a device is refused by name, never read or waited on
+# (/dev/null stands for any device here: a regression reads nothing from it, where /dev/zero would fill the memory)
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)  # no writer: opening it for reading the usual way blocks for ever
+    return path
+
+
+def test_an_ssh_config_that_is_a_fifo_or_a_device_is_refused_naming_it(tmp_path: Path, fifo: Path) -> None:
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/null"), "a character device")):
+        with pytest.raises(SshTargetError) as caught:
+            SshTarget(host="gpu", ssh_config=path, known_hosts=tmp_path / "kh").resolve()
+        assert str(caught.value).startswith(f"gpu: the ssh config {path} is {kind}")
+
+
+def test_an_included_device_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(SshTargetError, match="^gpu: a file the ssh config includes /dev/null is a character device"):
+        target(tmp_path, "gpu", "Include /dev/null\nHost gpu\n  HostName 10.0.0.5\n").resolve()
+
+
+def test_an_outsized_ssh_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SshTargetError, match="larger than 1048576 bytes"):
+        target(tmp_path, "gpu", "Host gpu\n" + "#\n" * (600 * 1024)).resolve()
+
+
+@pytest.mark.parametrize("which", ["known_hosts", "key_file"])
+def test_a_known_hosts_or_key_file_that_is_not_a_regular_file_is_refused_before_paramiko_reads_it(
+    tmp_path: Path, fifo: Path, which: str
+) -> None:
+    what = {"known_hosts": "the known_hosts file", "key_file": "the SSH key file"}[which]
+    for path in (fifo, Path("/dev/null")):
+        fields = {"known_hosts": tmp_path / "kh", which: path}
+        with pytest.raises(SshTargetError) as caught:
+            SshTarget(host="gpu", ssh_config=tmp_path / "none", **fields).resolve()
+        assert str(caught.value).startswith(f"gpu: {what} {path} is ") and "not a regular file" in str(caught.value)
+
+
+def test_a_missing_known_hosts_is_still_fine_for_trust_on_first_use(tmp_path: Path) -> None:
+    r = SshTarget(host="gpu", ssh_config=tmp_path / "none", known_hosts=tmp_path / "kh", trust_on_first_use=True).resolve()
+    assert r.known_hosts == tmp_path / "kh"

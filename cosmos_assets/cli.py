@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vary", action="append", required=True, metavar="PATH=V1,V2,...",
                    help="a field of the prompt file and its values, e.g. edge.control_weight=0.2,0.5,0.8, seed=1,2, "
                         "model=cosmos-transfer1,cosmos-transfer2.5 (repeat for more axes: every combination is made); "
-                        r"a comma inside a value is written \, and a backslash before a comma \\ "
+                        r"a comma inside a value is written \, and \\ is one backslash "
                         r"(--vary 'prompt=a city\, at dusk,a forest')")
     p.add_argument("--name", type=plain_name, help="wedge name (default BASE_wedge_<timestamp>); prompts are NAME_NN_...")
     p.add_argument("--no-register", action="store_true", help="write the files only; `cosmos-assets register` later")

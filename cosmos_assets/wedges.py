@@ -178,7 +178,7 @@ def split_values(text: str) -> list[str]:
 
 def parse_vary(option: str) -> WedgeAxis:
     """``PATH=V1,V2,...`` -> an axis; WedgeError naming the option and the fix. A comma inside a value is written
-    ``\\,`` (``--vary 'prompt=a city\\, at dusk,a forest'``), a backslash before a comma ``\\\\``."""
+    ``\\,`` (``--vary 'prompt=a city\\, at dusk,a forest'``) and ``\\\\`` is one backslash."""
     path, sep, values_text = option.partition("=")
     path = path.strip()
     example = "e.g. --vary edge.control_weight=0.2,0.5,0.8 or --vary seed=1,2"

@@ -467,6 +467,7 @@ def _mkdirs(folder: Path) -> Path:
 
 def _earlier_version(folder: Path) -> str:
     try:
-        return ComparisonRecord.model_validate_json((folder / RECORD_NAME).read_bytes()).version
+        return ComparisonRecord.model_validate_json(read_bounded(folder / RECORD_NAME, MAX_MANIFEST_BYTES,
+                                                                 "the wedge comparison record")).version  # fmt: skip
     except (OSError, ValidationError):
         return datetime.fromtimestamp(folder.stat().st_mtime).strftime("%Y%m%d_%H%M%S") + "_unknown"

@@ -321,3 +321,10 @@ def test_a_pool_file_that_cannot_be_one_is_refused_before_it_is_parsed(tmp_path:
         load_host_pool(path)
     message = str(caught.value)
     assert message.startswith(f"COSMOS_HOSTS_FILE {path}") and says in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["1000001", "-99999999999999999999", 10**12])
+def test_a_priority_beyond_what_dagster_stores_is_refused(value: str | int) -> None:
+    with pytest.raises(ValueError, match="is outside -1000000 to 1000000"):
+        parse_priority(value)
+    assert parse_priority("1000000") == 1000000 and parse_priority(-1000000) == -1000000

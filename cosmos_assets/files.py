@@ -208,7 +208,7 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
             kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                      (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
             kind = next((name for test, name in kinds if test(info.st_mode)), "not a plain file")
-            raise UnsafeReadError(f"{what} {_shown(path)} is {kind}, not a regular file; give the path of a regular file")
+            raise UnsafeReadError(f"{what} {printable_path(path)} is {kind}, not a regular file; give the path of a regular file")
         if info.st_size > limit:
             raise UnsafeReadError(_too_large(path, limit, what, info.st_size))
         chunks, total = [], 0
@@ -227,9 +227,10 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
 
 def _too_large(path: Path, limit: int, what: str, size: int | None) -> str:
     size_text = f" ({size} bytes)" if size is not None else ""
-    return f"{what} {_shown(path)} is larger than {limit} bytes{size_text}, more than such a file holds; give the right file"
+    return f"{what} {printable_path(path)} is larger than {limit} bytes{size_text}, more than such a file holds; give the right file"
 
 
-def _shown(path: Path) -> str:
+def printable_path(path: Path | str) -> str:
+    """``path`` as one printable line whatever the name holds (a line break or a control character escaped)."""
     text = str(path)
-    return text if text.isprintable() else repr(text)[1:-1]  # one line, whatever the name holds
+    return text if text.isprintable() else repr(text)[1:-1]

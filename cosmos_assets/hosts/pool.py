@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cosmos_assets.files import UnsafeReadError, read_bounded
+from cosmos_assets.files import UnsafeReadError, printable_path, read_bounded
 from cosmos_assets.redaction import is_secret_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -87,6 +87,13 @@ class HostEntry(BaseModel):
             raise ValueError("list at least one model backend (preview, cosmos-transfer1, cosmos-transfer2.5, cosmos3)")
         return list(dict.fromkeys(backend_named(name).name for name in value))
 
+    @field_validator("remote_dir", "checkpoints", "ssh_key", "known_hosts", "ssh_config")
+    @classmethod
+    def _plain_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("is empty or holds a control character (a line break, a NUL); give a path")
+        return value
+
     @field_validator("container_env")
     @classmethod
     def _no_secret_values(cls, value: dict[str, str]) -> dict[str, str]:
@@ -151,17 +158,17 @@ def load_host_pool(path: Path) -> HostPoolFile:
     except UnsafeReadError as error:
         raise PoolFileError(f"{error}, or unset COSMOS_HOSTS_FILE for the single-host settings") from None
     except UnicodeDecodeError as error:
-        raise PoolFileError(f"COSMOS_HOSTS_FILE {path}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+        raise PoolFileError(f"COSMOS_HOSTS_FILE {printable_path(path)}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
     except OSError as error:
-        raise PoolFileError(f"COSMOS_HOSTS_FILE {path}: cannot read it ({error.strerror or error}); "
+        raise PoolFileError(f"COSMOS_HOSTS_FILE {printable_path(path)}: cannot read it ({error.strerror or error}); "
                             "fix the path or unset COSMOS_HOSTS_FILE for the single-host settings") from None
     try:
         data: Any = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         where = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PoolFileError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} ({where})") from None
+        raise PoolFileError(f"{printable_path(path)}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} ({where})") from None
     if not isinstance(data, dict):
-        raise PoolFileError(f"{path}: expected a mapping with a 'hosts' list (see docs/hosts.md)")
+        raise PoolFileError(f"{printable_path(path)}: expected a mapping with a 'hosts' list (see docs/hosts.md)")
     try:
         return HostPoolFile.model_validate(data)
     except ValidationError as error:
@@ -180,7 +187,7 @@ def _one_line(path: Path, data: dict[str, Any], error: ValidationError) -> str:
         where = f"host {name if name.isprintable() else repr(name)}, field {field}"
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{path}: {where}: {message}{more}; fix the file (docs/hosts.md)"
+    return f"{printable_path(path)}: {where}: {message}{more}; fix the file (docs/hosts.md)"
 
 
 def entry_error(path: Path | str, entry: HostEntry, error: ValidationError) -> PoolFileError:
@@ -190,4 +197,4 @@ def entry_error(path: Path | str, entry: HostEntry, error: ValidationError) -> P
     field = ".".join([RESOURCE_FIELDS.get(loc[0], loc[0]), *loc[1:]]) if loc else "(the entry)"
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return PoolFileError(f"{path}: host {entry.name}, field {field}: {message}{more}; fix the file (docs/hosts.md)")
+    return PoolFileError(f"{printable_path(path)}: host {entry.name}, field {field}: {message}{more}; fix the file (docs/hosts.md)")

@@ -24,7 +24,7 @@ from pathlib import Path
 import paramiko
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cosmos_assets.files import UnsafeReadError, read_bounded
+from cosmos_assets.files import UnsafeReadError, printable_path, read_bounded
 
 DEFAULT_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
 MAX_HOPS = 8
@@ -297,7 +297,11 @@ def _resolve(target: SshTarget, hops_left: int, jump: ResolvedTarget | None = No
             f"{target.host}: ProxyJump goes through more than {MAX_HOPS} hops; is there a loop in the ssh config?"
         )
     config_path = (target.ssh_config or _default_ssh_dir() / "config").expanduser()
-    config_read = config_path.exists()  # a FIFO or a device there is refused by name, not skipped
+    try:
+        config_read = config_path.exists()  # a FIFO or a device there is refused by name, not skipped
+    except (OSError, ValueError) as error:  # a name too long, a NUL byte
+        raise SshTargetError(f"{target.host}: the ssh config {printable_path(config_path)} cannot be used ({error}); "
+                             "fix the path") from None  # fmt: skip
     entry = _read_config(config_path, target.host) if config_read else paramiko.SSHConfigDict(hostname=target.host)
     hostname = _check_name(str(entry.get("hostname", target.host)), "HostName", target.host)
     try:
@@ -338,6 +342,8 @@ def _check_readable(path: Path, limit: int, what: str, host: str) -> None:
         read_bounded(path, limit, what)
     except UnsafeReadError as error:
         raise SshTargetError(f"{host}: {error}") from None
+    except ValueError as error:  # a NUL byte in the name
+        raise SshTargetError(f"{host}: {what} {printable_path(path)} cannot be used ({error}); fix the path") from None
     except OSError:
         pass  # missing or unreadable: reported where it is used (trust on first use creates known_hosts)
 

@@ -328,3 +328,19 @@ def test_a_priority_beyond_what_dagster_stores_is_refused(value: str | int) -> N
     with pytest.raises(ValueError, match="is outside -1000000 to 1000000"):
         parse_priority(value)
     assert parse_priority("1000000") == 1000000 and parse_priority(-1000000) == -1000000
+
+
+@pytest.mark.parametrize("field", ["remote_dir", "checkpoints", "ssh_key", "known_hosts", "ssh_config"])
+@pytest.mark.parametrize("value", ["a\\u0000b", "a\\nb", ""])
+def test_a_path_field_with_a_control_character_or_nothing_is_refused_at_load(tmp_path: Path, field: str, value: str) -> None:
+    path = write(tmp_path, f'hosts:\n  - {{name: gpu-a, ssh: "u@h", {field}: "{value}"}}\n')
+    with pytest.raises(PoolFileError) as caught:
+        load_host_pool(path)
+    assert str(caught.value).startswith(f"{path}: host gpu-a, field {field}: is empty or holds a control character")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_pool_file_named_with_a_line_break_is_named_on_one_line(tmp_path: Path) -> None:
+    with pytest.raises(PoolFileError) as caught:
+        load_host_pool(tmp_path / "a\nb.yaml")
+    assert "\n" not in str(caught.value) and "a\\nb.yaml: cannot read it" in str(caught.value)

@@ -185,3 +185,8 @@ def test_a_known_hosts_or_key_file_that_is_not_a_regular_file_is_refused_before_
 def test_a_missing_known_hosts_is_still_fine_for_trust_on_first_use(tmp_path: Path) -> None:
     r = SshTarget(host="gpu", ssh_config=tmp_path / "none", known_hosts=tmp_path / "kh", trust_on_first_use=True).resolve()
     assert r.known_hosts == tmp_path / "kh"
+
+
+def test_an_ssh_config_path_the_system_cannot_take_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SshTargetError, match="^gpu: the ssh config .* cannot be used .*; fix the path$"):
+        SshTarget(host="gpu", ssh_config=tmp_path / ("x" * 300), known_hosts=tmp_path / "kh").resolve()

@@ -32,8 +32,10 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     repo = Path(__file__).resolve().parents[1]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "REMOTE_"))}
     full_env.update(env, PYTHONPATH=f"{repo}{os.pathsep}{full_env.get('PYTHONPATH', '')}")
-    return subprocess.run([sys.executable, "-m", "cosmos_assets.cli", *args], env=full_env, cwd=cwd, capture_output=True,
-                          text=True, timeout=GUARD_SECONDS, preexec_fn=_limit_memory)  # fmt: skip
+    script = Path(sys.executable).with_name("cosmos-assets")  # the console script, as a user runs it
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cosmos_assets.cli"]
+    return subprocess.run([*command, *args], env=full_env, cwd=cwd, capture_output=True, text=True,
+                          timeout=GUARD_SECONDS, preexec_fn=_limit_memory)  # fmt: skip
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *names: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import re
 import tempfile
 from dataclasses import dataclass, replace
@@ -25,39 +24,31 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cosmos_assets.files import create_new, json_bytes, read_bounded, sha256_file
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.model_block import MODEL_BLOCK
 from cosmos_assets.prompt_files import base_name, write_spec_if_absent
 from cosmos_assets.spec import SpecError, TransferSpec, load_spec, parse_spec
+from cosmos_assets.wedge_vary import (  # WedgeAxis, WedgeError and parse_vary are also used from here
+    ALIASES,
+    WedgeAxis,
+    WedgeError,
+    first_problem,
+    parse_vary,  # noqa: F401
+    refuse_new_problems,
+)
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 """A manifest of 36 variants is a few kilobytes: a larger one, a FIFO or a device is refused before it is read."""
 MAX_VARIANTS = 36
 """More tiles than this make an unreadable grid (and a long GPU bill): split the wedge."""
-ALIASES = {"model": f"{MODEL_BLOCK}.model"}
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 SLUG_CHARS = 60
 WEDGES_SUBDIR = "wedges"
 COMPARISON_FOLDER = "_wedges"
 """``outputs/_wedges/<wedge>/``: a prompt name starts with a letter or digit, so no prompt's folder can be this."""
-
-
-class WedgeError(ValueError):
-    """A wedge that cannot be planned or compared; the message names the option, variant or file and the fix."""
-
-
-class WedgeAxis(BaseModel):
-    """One ``--vary PATH=V1,V2,...``: a dotted path into the prompt file and its values, in the order given."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str
-    values: list[Any] = Field(min_length=1)
 
 
 class WedgeVariant(BaseModel):
@@ -134,7 +125,7 @@ def check_wedge_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# --vary
+# --vary (parsed and checked in wedge_vary.py)
 
 
 def _short_path(path: str) -> str:
@@ -143,58 +134,6 @@ def _short_path(path: str) -> str:
 
 def _value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _parse_value(token: str) -> Any:
-    """A JSON number, true/false, or else the text itself (a model name, a prompt word)."""
-    try:
-        value = json.loads(token)
-    except ValueError:
-        return token
-    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e400: no field takes them
-        return token
-    return value if isinstance(value, (int, float, bool)) else token
-
-
-def split_values(text: str) -> list[str]:
-    """The values of ``V1,V2,...``: split at each comma but an escaped one (``\\,`` is a comma inside a value,
-    ``\\\\`` a backslash; any other backslash is kept as it is), each stripped of surrounding blanks."""
-    values, current, i = [], [], 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text) and text[i + 1] in ",\\":
-            current.append(text[i + 1])
-            i += 2
-            continue
-        if c == ",":
-            values.append("".join(current).strip())
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    values.append("".join(current).strip())
-    return values
-
-
-def parse_vary(option: str) -> WedgeAxis:
-    """``PATH=V1,V2,...`` -> an axis; WedgeError naming the option and the fix. A comma inside a value is written
-    ``\\,`` (``--vary 'prompt=a city\\, at dusk,a forest'``) and ``\\\\`` is one backslash."""
-    path, sep, values_text = option.partition("=")
-    path = path.strip()
-    example = "e.g. --vary edge.control_weight=0.2,0.5,0.8 or --vary seed=1,2"
-    if not sep or not path:
-        raise WedgeError(f"--vary {option!r}: give PATH=V1,V2,... ({example})")
-    path = ALIASES.get(path, path)
-    if not all(_PATH_PART.match(part) for part in path.split(".")):
-        raise WedgeError(f"--vary {option!r}: {path!r} is not a dotted field path ({example})")
-    tokens = split_values(values_text)
-    if not values_text.strip() or any(not t for t in tokens):
-        raise WedgeError(f"--vary {option!r}: an empty value; list the values separated by commas, and write a "
-                         f"comma inside a value as \\, ({example})")  # fmt: skip
-    values = [_parse_value(t) for t in tokens]
-    if len({json.dumps(v) for v in values}) != len(values):
-        raise WedgeError(f"--vary {option!r}: a value is listed twice; list each value once")
-    return WedgeAxis(path=path, values=values)
 
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
@@ -257,8 +196,8 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
         try:
             specs[prompt] = parse_spec(data, str(file))
         except SpecError as error:  # one line: the variant file, its first bad field, the fix
-            raise _first_problem(error) from None
-        _refuse_new_problems(layout, base, specs[prompt], file)
+            raise first_problem(error) from None
+        refuse_new_problems(layout, base, specs[prompt], file)
         variants.append(WedgeVariant(prompt=prompt, values=values))
     if len(specs) != count:
         raise WedgeError(f"two combinations got the same prompt name in wedge {wedge}: shorten the values")
@@ -269,40 +208,6 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
     manifest = WedgeManifest(name=wedge, base_prompt=base_path.stem, base_file=base_file,
                              base_sha256=sha256_file(base_path), axes=axes, variants=variants, created_at=now)  # fmt: skip
     return WedgePlan(manifest=manifest, specs=specs)
-
-
-def _first_problem(error: SpecError) -> SpecError:
-    if len(error.problems) <= 1:
-        return error
-    first = error.problems[0]
-    more = f" (and {len(error.problems) - 1} more)"
-    return SpecError(error.file, [replace(first, message=first.message + more)])
-
-
-def _problems(spec: TransferSpec, file: Path, root: Path) -> list[str]:
-    """What ``cosmos-assets validate`` says of ``spec`` as ``file``, and what the model it names refuses."""
-    from cosmos_assets.models import backend_named
-    from cosmos_assets.spec_inputs import validate_for_run
-
-    problems = validate_for_run(spec, file, root)
-    model = spec.model_block().model
-    if model:
-        try:
-            backend_named(model).check_prompt(spec, file, root)
-        except SpecError as error:
-            problems += [problem.render(str(file)) for problem in error.problems]
-    return problems
-
-
-def _refuse_new_problems(layout: ProjectLayout, base: TransferSpec, variant: TransferSpec, file: Path) -> None:
-    """A variant's value that validation refuses (a weight above 1, a field its model cannot take) is refused now,
-    before anything is written; what the base prompt itself lacks (control videos not encoded yet) is not the
-    wedge's to refuse, so only the problems the base does not have count."""
-    known = set(_problems(base, file, layout.root))
-    new = [problem for problem in _problems(variant, file, layout.root) if problem not in known]
-    if new:
-        more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
-        raise WedgeError(f"{new[0]}{more}; nothing was written: fix that --vary value")
 
 
 def write_wedge(layout: ProjectLayout, plan: WedgePlan) -> list[Path]:

@@ -161,3 +161,21 @@ def test_through_dagster_the_settings_error_is_shown_as_its_one_line(tmp_path: P
     out = result.stdout + result.stderr
     assert ("SettingsError: COSMOS_GPU_PRICE_PER_HOUR='inf': Input should be a finite number; fix the variable" in out)
     assert "validation error for" not in out and "errors.pydantic.dev" not in out
+
+
+@pytest.mark.parametrize(("model", "says"), [
+    ("preview", "must divide 16"), ("cosmos-transfer2.5", "use 1, 2, 4 or 8"), ("cosmos3", "1 or an even count"),
+])  # fmt: skip
+def test_a_gpu_count_the_model_cannot_split_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], model: str, says: str) -> None:  # fmt: skip
+    from cosmos_assets.cli import main
+    from tests.project_factory import make_project
+
+    make_project(tmp_path)
+    for name in ("COSMOS_HOSTS_FILE", "COSMOS_HOST", "COSMOS_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.setenv("NUM_GPU", "3")
+    assert main(["command", "tiny_prompt", "--model", model]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: num_gpus = 3: ") and says in err[0]

@@ -194,16 +194,19 @@ class UnsafeReadError(OSError):
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them.
 
-    A FIFO, a device, a socket or a folder, or a file over ``limit`` bytes, raises :class:`UnsafeReadError` naming
-    ``what`` (the setting or the kind of file), the path and the fix. Opened non-blocking, so a FIFO with no writer
-    is refused at once instead of hanging; at most ``limit + 1`` bytes are read whatever the size said (a file
-    growing meanwhile, or /proc files that show size 0). A missing or unreadable file raises the usual OSError.
+    ``/dev/null`` reads as empty. A FIFO, another device, a socket or a folder, or a file over ``limit`` bytes,
+    raises :class:`UnsafeReadError` naming ``what`` (the setting or the kind of file), the path and the fix. Opened
+    non-blocking, so a FIFO with no writer is refused at once instead of hanging; at most ``limit + 1`` bytes are
+    read whatever the size said (a file growing meanwhile, or /proc files that show size 0). A missing or unreadable
+    file raises the usual OSError.
     """
     import stat  # here, not at the top: this section is appended to the module as a unit
 
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+            return b""  # /dev/null: the empty file by convention (`ssh -F /dev/null`, a known_hosts that keeps nothing)
         if not stat.S_ISREG(info.st_mode):
             kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                      (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))

@@ -104,6 +104,10 @@ def test_devices_and_folders_are_refused(path: str, kind: str) -> None:
         read_bounded(Path(path), 1024, "the file")
 
 
+def test_dev_null_reads_as_the_empty_file() -> None:
+    assert read_bounded(Path("/dev/null"), 10, "the file") == b""
+
+
 def test_a_missing_file_is_the_usual_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_bounded(tmp_path / "nope", 10, "the file")

@@ -178,9 +178,10 @@ def settings_error(error: ValidationError, env: Mapping[str, str] | None = None,
         name = _variable(loc, names) if loc else "a setting"
         if name in lines:
             continue
-        raw = env.get(name)
-        if raw is None and names is not None and name in names.values() and isinstance(problem.get("input"), str):
-            raw = problem["input"]  # the value the resource got from that variable
+        if names is not None:  # the value the resource got from that variable (none shown for an unmapped field)
+            raw = problem.get("input") if name in names.values() and isinstance(problem.get("input"), str) else None
+        else:
+            raw = env.get(name)
         shown = "" if raw is None else f"={raw!r}" if len(raw) <= 80 else f"={raw[:77]!r}..."
         message = problem["msg"].removeprefix("Value error, ")
         lines[name] = f"{name}{shown}: {message}; fix the variable (see the README's settings table)"

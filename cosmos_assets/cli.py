@@ -389,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("base", help="the prompt to vary: inputs/prompts/NAME.json, or NAME")
     p.add_argument("--vary", action="append", required=True, metavar="PATH=V1,V2,...",
                    help="a field of the prompt file and its values, e.g. edge.control_weight=0.2,0.5,0.8, seed=1,2, "
-                        "model=cosmos-transfer1,cosmos-transfer2.5 (repeat for more axes: every combination is made)")
+                        "model=cosmos-transfer1,cosmos-transfer2.5 (repeat for more axes: every combination is made); "
+                        r"a comma inside a value is written \, and \\ is one backslash "
+                        r"(--vary 'prompt=a city\, at dusk,a forest')")
     p.add_argument("--name", type=plain_name, help="wedge name (default BASE_wedge_<timestamp>); prompts are NAME_NN_...")
     p.add_argument("--no-register", action="store_true", help="write the files only; `cosmos-assets register` later")
     p.set_defaults(func=cmd_wedge)
@@ -432,8 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (HostNotReadyError, ValueError, FileNotFoundError, FileExistsError) as error:  # SpecError, SettingsError too
-        print(f"error: {error}", file=sys.stderr)
+    except (HostNotReadyError, ValueError, OSError) as error:  # SpecError, SettingsError, a file we refuse to read
+        for line in str(error).splitlines() or [type(error).__name__]:  # one line per bad setting or spec field
+            print(f"error: {line}", file=sys.stderr)
         return 1
 
 

@@ -268,3 +268,60 @@ def move_aside(folder: Path, previous_root: Path, run_id: str) -> Path:
             if not Path(folder).exists():
                 raise
             dest = dest_parent / f"{run_id}_{os.urandom(3).hex()}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bounded reads of files named by a setting or the user
+
+
+class UnsafeReadError(OSError):
+    """A file named by a setting or the user that is not a regular file or is larger than we read; the message
+    (one line) names it and the fix. An OSError, so a reader that skips unreadable files skips it too."""
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    ``/dev/null`` reads as empty. A FIFO, another device, a socket or a folder, or a file over ``limit`` bytes,
+    raises :class:`UnsafeReadError` naming ``what`` (the setting or the kind of file), the path and the fix. Opened
+    non-blocking, so a FIFO with no writer is refused at once instead of hanging; at most ``limit + 1`` bytes are
+    read whatever the size said (a file growing meanwhile, or /proc files that show size 0). A missing or unreadable
+    file raises the usual OSError.
+    """
+    import stat  # here, not at the top: this section is appended to the module as a unit
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+            return b""  # /dev/null: the empty file by convention (`ssh -F /dev/null`, a known_hosts that keeps nothing)
+        if not stat.S_ISREG(info.st_mode):
+            kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                     (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+            kind = next((name for test, name in kinds if test(info.st_mode)), "not a plain file")
+            raise UnsafeReadError(f"{what} {printable_path(path)} is {kind}, not a regular file; give the path of a regular file")
+        if info.st_size > limit:
+            raise UnsafeReadError(_too_large(path, limit, what, info.st_size))
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(COPY_BLOCK, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise UnsafeReadError(_too_large(path, limit, what, None))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _too_large(path: Path, limit: int, what: str, size: int | None) -> str:
+    size_text = f" ({size} bytes)" if size is not None else ""
+    return f"{what} {printable_path(path)} is larger than {limit} bytes{size_text}, more than such a file holds; give the right file"
+
+
+def printable_path(path: Path | str) -> str:
+    """``path`` as one printable line whatever the name holds (a line break or a control character escaped)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)[1:-1]

@@ -99,7 +99,10 @@ def duplicate_prompt(path: Path, prompts_dir: Path, now: datetime) -> Path:
     """Copy a prompt file under a new timestamp (the seed's `new_prompt.sh --duplicate`), byte for byte."""
     path = Path(path)
     stem = timestamped_name(base_name(path.stem), now)
-    return _claim_new_file(Path(prompts_dir), stem, path.read_bytes())
+    from cosmos_assets.files import read_bounded
+    from cosmos_assets.spec import MAX_SPEC_BYTES
+
+    return _claim_new_file(Path(prompts_dir), stem, read_bounded(path, MAX_SPEC_BYTES, "the prompt file to duplicate"))
 
 
 @dataclass(frozen=True)

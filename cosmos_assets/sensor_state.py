@@ -13,7 +13,7 @@ from typing import Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cosmos_assets.settings import Settings
+from cosmos_assets.settings import MAX_FOLDERS_PER_TICK, SECONDS_PER_DAY, Settings
 
 # --------------------------------------------------------------------------------------------------
 # Settings
@@ -23,14 +23,14 @@ from cosmos_assets.settings import Settings
 class SensorSettings(BaseModel):
     """The sensors' settings: their part of the one :class:`~cosmos_assets.settings.Settings`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     enabled: bool = Field(False, description="COSMOS_SENSORS: start the sensors running (else they start stopped).")
-    interval_seconds: int = Field(30, ge=1, description="COSMOS_SENSOR_INTERVAL: seconds between ticks.")
+    interval_seconds: int = Field(30, ge=1, le=SECONDS_PER_DAY, description="COSMOS_SENSOR_INTERVAL: seconds between ticks.")
     render_settle_seconds: float = Field(30.0, ge=0, description="COSMOS_RENDER_SETTLE_SECONDS: quiet time before a folder runs.")
     auto_generate: bool = Field(False, description="COSMOS_AUTO_GENERATE: also run generated_videos and upscaled_videos.")
-    render_scan_budget: int = Field(200, ge=1, description="COSMOS_RENDER_SCAN_BUDGET: new/changed folders examined per tick.")
-    render_deep_checks: int = Field(100, ge=0, description="COSMOS_RENDER_DEEP_CHECKS: unchanged folders re-stat'ed per tick.")
+    render_scan_budget: int = Field(200, ge=1, le=MAX_FOLDERS_PER_TICK, description="COSMOS_RENDER_SCAN_BUDGET: new/changed folders examined per tick.")
+    render_deep_checks: int = Field(100, ge=0, le=MAX_FOLDERS_PER_TICK, description="COSMOS_RENDER_DEEP_CHECKS: unchanged folders re-stat'ed per tick.")
     run_priority: int = Field(0, description="COSMOS_SENSOR_PRIORITY: the dagster/priority of the runs the sensors start.")
 
     @classmethod

@@ -21,10 +21,28 @@ HF_TOKEN_ENV = "HF_TOKEN"
 KEY_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
 _ON = frozenset({"1", "on", "true", "yes"})
 _OFF = frozenset({"0", "off", "false", "no"})
+SECONDS_PER_DAY = 24 * 3600
+MAX_GPUS = 64  # per run: more than any one machine holds
+MAX_FOLDERS_PER_TICK = 100_000
+RESOURCE_VARIABLES = {
+    "host": "REMOTE_HOST", "user": "REMOTE_USER", "port": "REMOTE_PORT", "ssh_key": "SSH_KEY", "key_file": "SSH_KEY",
+    "known_hosts": "COSMOS_KNOWN_HOSTS", "trust_on_first_use": "COSMOS_SSH_TRUST_ON_FIRST_USE",
+    "remote_dir": "REMOTE_DIR", "checkpoint_dir": "CHECKPOINT_DIR_REMOTE", "docker_image": "DOCKER_IMAGE",
+    "docker_gpus": "COSMOS_DOCKER_GPUS", "container_user": "COSMOS_CONTAINER_USER", "min_free_gb": "COSMOS_MIN_FREE_GB",
+    "model": "COSMOS_MODEL", "model_dirs.cosmos-transfer2.5": "REMOTE_DIR_TRANSFER2_5",
+    "model_dirs.cosmos3": "REMOTE_DIR_COSMOS3", "model_images.cosmos-transfer2.5": "DOCKER_IMAGE_TRANSFER2_5",
+    "model_images.cosmos3": "DOCKER_IMAGE_COSMOS3",
+}  # fmt: skip
+"""The variable behind each field of the SSH host resource and its machine models, to name it when they refuse it."""
 
 
 class SettingsError(ValueError):
-    """A setting with a value it cannot take; the message names the variable and the fix."""
+    """Settings with values they cannot take; the message has one line per bad setting, naming its variable and the
+    fix (``lines``)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
 
 
 def _on_off(value: Any) -> Any:
@@ -41,15 +59,16 @@ def _on_off(value: Any) -> Any:
 class Settings(BaseSettings):
     """The deployment's settings (the environment, by the names in the README)."""
 
+    # allow_inf_nan=False: "inf" or "nan" is refused for every float (a disk check or a price that can never hold)
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, env_ignore_empty=True,
-                                      populate_by_name=True)
+                                      populate_by_name=True, allow_inf_nan=False)
 
     # where things live and what runs
     project_root: Path | None = Field(None, validation_alias="COSMOS_PROJECT_ROOT", description="project root; default the current directory")
     host: Literal["preview", "ssh"] = Field("preview", validation_alias="COSMOS_HOST", description="preview (this machine, no GPU) or ssh (a GPU host)")
     model: str | None = Field(None, validation_alias="COSMOS_MODEL", description="model backend; default preview on the preview host, cosmos-transfer1 over ssh")
     preview_dir: str | None = Field(None, validation_alias="COSMOS_PREVIEW_DIR", description="the preview host's model root")
-    num_gpus: int = Field(1, ge=1, validation_alias="NUM_GPU", description="GPUs per run (the seed's NUM_GPU)")
+    num_gpus: int = Field(1, ge=1, le=MAX_GPUS, validation_alias="NUM_GPU", description="GPUs per run (the seed's NUM_GPU)")
 
     # the GPU host (the seed's config.sh)
     remote_host: str | None = Field(None, validation_alias="REMOTE_HOST")
@@ -80,11 +99,11 @@ class Settings(BaseSettings):
 
     # sensors
     sensors: bool = Field(False, validation_alias="COSMOS_SENSORS")
-    sensor_interval: int = Field(30, ge=1, validation_alias="COSMOS_SENSOR_INTERVAL")
+    sensor_interval: int = Field(30, ge=1, le=SECONDS_PER_DAY, validation_alias="COSMOS_SENSOR_INTERVAL")
     render_settle_seconds: float = Field(30.0, ge=0, validation_alias="COSMOS_RENDER_SETTLE_SECONDS")
     auto_generate: bool = Field(False, validation_alias="COSMOS_AUTO_GENERATE")
-    render_scan_budget: int = Field(200, ge=1, validation_alias="COSMOS_RENDER_SCAN_BUDGET")
-    render_deep_checks: int = Field(100, ge=0, validation_alias="COSMOS_RENDER_DEEP_CHECKS")
+    render_scan_budget: int = Field(200, ge=1, le=MAX_FOLDERS_PER_TICK, validation_alias="COSMOS_RENDER_SCAN_BUDGET")
+    render_deep_checks: int = Field(100, ge=0, le=MAX_FOLDERS_PER_TICK, validation_alias="COSMOS_RENDER_DEEP_CHECKS")
     # run priority of the sensors' runs: urgent, high, normal, low, backfill/wedge or an integer (docs/hosts.md)
     sensor_priority: int = Field(0, validation_alias="COSMOS_SENSOR_PRIORITY")
 
@@ -126,7 +145,7 @@ class Settings(BaseSettings):
                 return cls()
             return cls.model_validate({name: value for name, value in env.items() if value.strip()})
         except ValidationError as error:
-            raise SettingsError(_one_line(error, env if env is not None else os.environ)) from None
+            raise settings_error(error, env) from None
 
     @property
     def root(self) -> Path:
@@ -148,11 +167,28 @@ class Settings(BaseSettings):
         return self.checkpoint_dir or f"{self.remote_dir.rstrip('/')}/../checkpoints"
 
 
-def _one_line(error: ValidationError, env: Mapping[str, str]) -> str:
-    first = error.errors()[0]
-    name = str(first["loc"][0]) if first["loc"] else "a setting"
-    message = first["msg"].removeprefix("Value error, ")
-    raw = env.get(name)
-    shown = f"={raw!r}" if raw is not None else ""
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{name}{shown}: {message}{more}; fix the variable (see the README's settings table)"
+def settings_error(error: ValidationError, env: Mapping[str, str] | None = None,
+                   names: Mapping[str, str] | None = None) -> SettingsError:
+    """One line per refused variable (its first problem), from the errors of :class:`Settings` or, with ``names``
+    mapping field paths to variables (:data:`RESOURCE_VARIABLES`), of a resource built from the settings."""
+    env = env if env is not None else os.environ
+    lines: dict[str, str] = {}
+    for problem in error.errors():
+        loc = [str(part) for part in problem["loc"]]
+        name = _variable(loc, names) if loc else "a setting"
+        if name in lines:
+            continue
+        if names is not None:  # the value the resource got from that variable (none shown for an unmapped field)
+            raw = problem.get("input") if name in names.values() and isinstance(problem.get("input"), str) else None
+        else:
+            raw = env.get(name)
+        shown = "" if raw is None else f"={raw!r}" if len(raw) <= 80 else f"={raw[:77]!r}..."
+        message = problem["msg"].removeprefix("Value error, ")
+        lines[name] = f"{name}{shown}: {message}; fix the variable (see the README's settings table)"
+    return SettingsError(list(lines.values()) or ["the settings were refused; see the README's settings table"])
+
+
+def _variable(loc: list[str], names: Mapping[str, str] | None) -> str:
+    if names is None:
+        return loc[0]
+    return names.get(".".join(loc[:2])) or names.get(loc[0]) or loc[0]

@@ -442,11 +442,17 @@ def _invocation_key_problems(data: dict[str, Any]) -> list[Problem]:
     return found
 
 
+MAX_SPEC_BYTES = 1024 * 1024
+"""A prompt file is a few kilobytes: a larger one, a FIFO or a device is refused before it is read."""
+
+
 def load_spec(path: Path) -> TransferSpec:
     """Read and validate a spec file; every problem is reported in one SpecError."""
+    from cosmos_assets.files import read_bounded
+
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_bounded(Path(path), MAX_SPEC_BYTES, "the prompt file").decode("utf-8")
     except FileNotFoundError:
         raise SpecError(file, [Problem(None, "file not found")]) from None
     except UnicodeDecodeError as exc:

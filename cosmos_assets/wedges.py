@@ -24,37 +24,31 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cosmos_assets.files import create_new, json_bytes, sha256_file
+from cosmos_assets.files import create_new, json_bytes, read_bounded, sha256_file
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.model_block import MODEL_BLOCK
 from cosmos_assets.prompt_files import base_name, write_spec_if_absent
 from cosmos_assets.spec import SpecError, TransferSpec, load_spec, parse_spec
+from cosmos_assets.wedge_vary import (  # WedgeAxis, WedgeError and parse_vary are also used from here
+    ALIASES,
+    WedgeAxis,
+    WedgeError,
+    first_problem,
+    parse_vary,  # noqa: F401
+    refuse_new_problems,
+)
 
+MAX_MANIFEST_BYTES = 1024 * 1024
+"""A manifest of 36 variants is a few kilobytes: a larger one, a FIFO or a device is refused before it is read."""
 MAX_VARIANTS = 36
 """More tiles than this make an unreadable grid (and a long GPU bill): split the wedge."""
-ALIASES = {"model": f"{MODEL_BLOCK}.model"}
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 SLUG_CHARS = 60
 WEDGES_SUBDIR = "wedges"
 COMPARISON_FOLDER = "_wedges"
 """``outputs/_wedges/<wedge>/``: a prompt name starts with a letter or digit, so no prompt's folder can be this."""
-
-
-class WedgeError(ValueError):
-    """A wedge that cannot be planned or compared; the message names the option, variant or file and the fix."""
-
-
-class WedgeAxis(BaseModel):
-    """One ``--vary PATH=V1,V2,...``: a dotted path into the prompt file and its values, in the order given."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str
-    values: list[Any] = Field(min_length=1)
 
 
 class WedgeVariant(BaseModel):
@@ -86,7 +80,7 @@ class WedgeManifest(BaseModel):
     @classmethod
     def read(cls, path: Path) -> WedgeManifest:
         try:
-            return cls.model_validate_json(Path(path).read_bytes())
+            return cls.model_validate_json(read_bounded(Path(path), MAX_MANIFEST_BYTES, "the wedge manifest"))
         except FileNotFoundError:
             raise WedgeError(f"{path}: no such wedge; `cosmos-assets wedge BASE.json --vary ...` makes one") from None
         except ValidationError as error:
@@ -131,7 +125,7 @@ def check_wedge_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# --vary
+# --vary (parsed and checked in wedge_vary.py)
 
 
 def _short_path(path: str) -> str:
@@ -140,34 +134,6 @@ def _short_path(path: str) -> str:
 
 def _value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _parse_value(token: str) -> Any:
-    """A JSON number, true/false, or else the text itself (a model name, a prompt word)."""
-    try:
-        value = json.loads(token)
-    except ValueError:
-        return token
-    return value if isinstance(value, (int, float, bool)) else token
-
-
-def parse_vary(option: str) -> WedgeAxis:
-    """``PATH=V1,V2,...`` -> an axis; WedgeError naming the option and the fix."""
-    path, sep, values_text = option.partition("=")
-    path = path.strip()
-    example = "e.g. --vary edge.control_weight=0.2,0.5,0.8 or --vary seed=1,2"
-    if not sep or not path:
-        raise WedgeError(f"--vary {option!r}: give PATH=V1,V2,... ({example})")
-    path = ALIASES.get(path, path)
-    if not all(_PATH_PART.match(part) for part in path.split(".")):
-        raise WedgeError(f"--vary {option!r}: {path!r} is not a dotted field path ({example})")
-    tokens = [t.strip() for t in values_text.split(",")]
-    if not values_text.strip() or any(not t for t in tokens):
-        raise WedgeError(f"--vary {option!r}: an empty value; list the values separated by commas ({example})")
-    values = [_parse_value(t) for t in tokens]
-    if len({json.dumps(v) for v in values}) != len(values):
-        raise WedgeError(f"--vary {option!r}: a value is listed twice; list each value once")
-    return WedgeAxis(path=path, values=values)
 
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
@@ -226,7 +192,12 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
         data = json.loads(json.dumps(base_data))
         for path, value in values.items():
             _set_path(data, path, value)
-        specs[prompt] = parse_spec(data, str(layout.prompt_file(prompt)))  # SpecError: variant file, field, fix
+        file = layout.prompt_file(prompt)
+        try:
+            specs[prompt] = parse_spec(data, str(file))
+        except SpecError as error:  # one line: the variant file, its first bad field, the fix
+            raise first_problem(error) from None
+        refuse_new_problems(layout, base, specs[prompt], file)
         variants.append(WedgeVariant(prompt=prompt, values=values))
     if len(specs) != count:
         raise WedgeError(f"two combinations got the same prompt name in wedge {wedge}: shorten the values")
@@ -401,6 +372,7 @@ def _mkdirs(folder: Path) -> Path:
 
 def _earlier_version(folder: Path) -> str:
     try:
-        return ComparisonRecord.model_validate_json((folder / RECORD_NAME).read_bytes()).version
+        return ComparisonRecord.model_validate_json(read_bounded(folder / RECORD_NAME, MAX_MANIFEST_BYTES,
+                                                                 "the wedge comparison record")).version  # fmt: skip
     except (OSError, ValidationError):
         return datetime.fromtimestamp(folder.stat().st_mtime).strftime("%Y%m%d_%H%M%S") + "_unknown"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -227,3 +228,104 @@ def test_the_wedge_sensor_starts_a_comparison_once_every_variant_is_generated(ge
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = sensor(context)
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("look", f"look:{ready_version(layout, 'look')}")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --vary values holding commas, backslashes, '=' (an escape for the comma), and empty values
+
+
+@pytest.mark.parametrize(("option", "values"), [
+    (r"prompt=a city\, at dusk,a forest", ["a city, at dusk", "a forest"]),
+    (r"prompt=a\,b\,c", ["a,b,c"]),
+    (r"prompt=\,", [","]),
+    (r"prompt=ends in a backslash\\,next", ["ends in a backslash\\", "next"]),
+    (r"prompt=C:\renders\shot,x", [r"C:\renders\shot", "x"]),
+    (r"prompt=a\\\,b", ["a\\,b"]),
+    ("prompt=x=y,a=b=c", ["x=y", "a=b=c"]),
+    ("prompt= spaced , out ", ["spaced", "out"]),
+    ("edge.control_weight=0.2,NaN,Infinity,1e400", [0.2, "NaN", "Infinity", "1e400"]),
+])  # fmt: skip
+def test_vary_values_hold_escaped_commas_backslashes_and_equals_signs(option: str, values: list) -> None:
+    assert parse_vary(option).values == values
+
+
+@pytest.mark.parametrize("option", ["prompt=a,,b", "prompt=,a", "prompt=a,", "prompt=a, ,b", "prompt= "])
+def test_an_empty_vary_value_is_refused_naming_the_escape(option: str) -> None:
+    with pytest.raises(WedgeError, match=r"an empty value; .* write a comma inside a value as \\,"):
+        parse_vary(option)
+
+
+def test_cli_wedge_keeps_an_escaped_comma_inside_one_prompt(layout: ProjectLayout, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(layout.root))
+    assert main(["wedge", "tiny_prompt", "--vary", r"prompt=a city\, at dusk,a forest", "--name", "texts",
+                 "--no-register"]) == 0  # fmt: skip
+    made = sorted(p for p in layout.prompt_names() if p.startswith("texts_"))
+    assert [load_spec(layout.prompt_file(p)).prompt for p in made] == ["a city, at dusk", "a forest"]
+    assert "texts_01_prompt-a-city-at-dusk" in capsys.readouterr().out
+    assert r"\," in build_parser_help()
+
+
+def build_parser_help() -> str:
+    from cosmos_assets.cli import build_parser
+
+    wedge = build_parser()._subparsers._group_actions[0].choices["wedge"]  # noqa: SLF001 - argparse has no public way
+    return wedge.format_help()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what `validate` would refuse is refused before anything is written
+
+
+def _nothing_written(layout: ProjectLayout, wedge: str) -> bool:
+    return layout.prompt_names() == ["tiny_prompt"] and not manifest_path(layout, wedge).exists()
+
+
+def test_a_value_validate_refuses_is_one_line_naming_the_variant_and_field_and_nothing_is_written(
+    layout: ProjectLayout,
+) -> None:
+    with pytest.raises(WedgeError) as caught:
+        plan_wedge(layout, _base(layout), [parse_vary("edge.control_weight=0.5,1.5")], name="over")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{layout.prompt_file('over_02_edge.control_weight-1.5')}: edge.control_weight = 1.5: out of range")
+    assert _nothing_written(layout, "over")
+
+
+def test_a_value_the_variants_model_refuses_is_refused_before_writing(layout: ProjectLayout) -> None:
+    axes = [parse_vary("model=cosmos-transfer1,cosmos-transfer2.5"), parse_vary("guidance=2.5")]
+    with pytest.raises(WedgeError, match=r"m_02_model-cosmos-transfer2.5_guidance-2.5.json: guidance = 2.5: Transfer2.5 takes"):
+        plan_wedge(layout, _base(layout), axes, name="m")
+    assert _nothing_written(layout, "m")
+    assert len(plan_wedge(layout, _base(layout), [axes[0], parse_vary("guidance=3")], name="m").specs) == 2
+
+
+def test_a_schema_error_is_one_line_too(layout: ProjectLayout) -> None:
+    with pytest.raises(SpecError) as caught:
+        plan_wedge(layout, _base(layout), [parse_vary("edge.control_weight=NaN")], name="nan")
+    assert "\n" not in str(caught.value) and "nan_01_edge.control_weight-NaN.json: edge.control_weight" in str(caught.value)
+    assert _nothing_written(layout, "nan")
+
+
+def test_what_the_base_itself_lacks_is_not_the_wedges_to_refuse(layout: ProjectLayout) -> None:
+    """A wedge made before the shot's control videos are encoded: validate will say so, the values are fine."""
+    for video in layout.shot_videos_dir("tiny_shot").glob("*.mp4"):
+        video.unlink()
+    plan = plan_wedge(layout, _base(layout), [parse_vary("seed=1,2")], name="early")
+    assert len(write_wedge(layout, plan)) == 2
+
+
+def test_cli_wedge_with_a_refused_value_prints_one_line_and_writes_nothing(layout: ProjectLayout, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(layout.root))
+    assert main(["wedge", "tiny_prompt", "--vary", "edge.control_weight=0.5,1.5", "--name", "over", "--no-register"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "over_02_edge.control_weight-1.5.json: edge.control_weight" in err[0]
+    assert _nothing_written(layout, "over")
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(layout: ProjectLayout) -> None:
+    path = manifest_path(layout, "piped")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    with pytest.raises(OSError, match="the wedge manifest .* is a FIFO"):
+        WedgeManifest.read(path)
+    assert ready_version(layout, "piped") is None  # the sensor skips it

@@ -16,12 +16,18 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cosmos_assets.files import UnsafeReadError, printable_path, read_bounded
 from cosmos_assets.redaction import is_secret_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _SSH_TARGET = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
 LOCAL = "local"
 """The ``ssh`` value that means this machine (the preview backend as a plain process, no GPU)."""
+MAX_FILE_BYTES = 1024 * 1024
+"""A pool file is a few kilobytes; anything larger (or not a regular file) is refused before it is read."""
+RESOURCE_FIELDS = {"host": "ssh", "user": "ssh", "port": "ssh", "key_file": "ssh_key", "docker_image": "image",
+                   "checkpoint_dir": "checkpoints", "docker_gpus": "gpus"}  # fmt: skip
+"""The pool-file field behind each field of the host resource and its machine models (the rest share their name)."""
 
 
 class PoolFileError(ValueError):
@@ -31,7 +37,7 @@ class PoolFileError(ValueError):
 class HostEntry(BaseModel):
     """One host of the pool: where it is, what it runs, and what a GPU hour there costs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(description="Short name shown in logs, metadata, the run history and Dagster's concurrency page.")
     ssh: str = Field(description="'[user@]host[:port]' or an alias from ~/.ssh/config; 'local' for this machine.")
@@ -52,7 +58,7 @@ class HostEntry(BaseModel):
     min_free_gb: float = Field(default=20.0, ge=0)
     model_dirs: dict[str, str] = Field(default_factory=dict, description="Checkout of each newer model on this host.")
     model_images: dict[str, str] = Field(default_factory=dict, description="Docker image of each newer model on this host.")
-    reconnect_attempts: int = Field(default=6, ge=0)
+    reconnect_attempts: int = Field(default=6, ge=0, le=100)
     enabled: bool = Field(default=True, description="false: kept in the file, given no runs.")
 
     @field_validator("name")
@@ -65,8 +71,11 @@ class HostEntry(BaseModel):
     @field_validator("ssh")
     @classmethod
     def _target(cls, value: str) -> str:
-        if value != LOCAL and not _SSH_TARGET.match(value):
+        match = _SSH_TARGET.match(value)
+        if value != LOCAL and not match:
             raise ValueError("is not '[user@]host[:port]', an ~/.ssh/config alias, or 'local'")
+        if match and match["port"] and not 0 < int(match["port"]) < 65536:
+            raise ValueError(f"port {match['port']} is not a TCP port (1 to 65535)")
         return value
 
     @field_validator("models")
@@ -77,6 +86,13 @@ class HostEntry(BaseModel):
         if not value:
             raise ValueError("list at least one model backend (preview, cosmos-transfer1, cosmos-transfer2.5, cosmos3)")
         return list(dict.fromkeys(backend_named(name).name for name in value))
+
+    @field_validator("remote_dir", "checkpoints", "ssh_key", "known_hosts", "ssh_config")
+    @classmethod
+    def _plain_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("is empty or holds a control character (a line break, a NUL); give a path")
+        return value
 
     @field_validator("container_env")
     @classmethod
@@ -110,7 +126,7 @@ class HostEntry(BaseModel):
 class HostPoolFile(BaseModel):
     """The whole file: its hosts, tried in file order (put the ones you prefer, e.g. the cheapest, first)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hosts: list[HostEntry] = Field(min_length=1)
     default_model: str | None = Field(default=None, description="Model when neither the run nor the prompt names one; "
@@ -138,17 +154,21 @@ class HostPoolFile(BaseModel):
 def load_host_pool(path: Path) -> HostPoolFile:
     """The pool file at ``path``; :class:`PoolFileError` (one line: file, host, field, fix) when it cannot be used."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_FILE_BYTES, "COSMOS_HOSTS_FILE").decode("utf-8")
+    except UnsafeReadError as error:
+        raise PoolFileError(f"{error}, or unset COSMOS_HOSTS_FILE for the single-host settings") from None
+    except UnicodeDecodeError as error:
+        raise PoolFileError(f"COSMOS_HOSTS_FILE {printable_path(path)}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
     except OSError as error:
-        raise PoolFileError(f"COSMOS_HOSTS_FILE {path}: cannot read it ({error.strerror or error}); "
+        raise PoolFileError(f"COSMOS_HOSTS_FILE {printable_path(path)}: cannot read it ({error.strerror or error}); "
                             "fix the path or unset COSMOS_HOSTS_FILE for the single-host settings") from None
     try:
         data: Any = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         where = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PoolFileError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} ({where})") from None
+        raise PoolFileError(f"{printable_path(path)}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} ({where})") from None
     if not isinstance(data, dict):
-        raise PoolFileError(f"{path}: expected a mapping with a 'hosts' list (see docs/hosts.md)")
+        raise PoolFileError(f"{printable_path(path)}: expected a mapping with a 'hosts' list (see docs/hosts.md)")
     try:
         return HostPoolFile.model_validate(data)
     except ValidationError as error:
@@ -163,7 +183,18 @@ def _one_line(path: Path, data: dict[str, Any], error: ValidationError) -> str:
         hosts = data.get("hosts") or []
         entry = hosts[loc[1]] if loc[1] < len(hosts) and isinstance(hosts[loc[1]], dict) else {}
         field = ".".join(str(part) for part in loc[2:]) or "(the entry)"
-        where = f"host {entry.get('name', '#' + str(loc[1] + 1))!s}, field {field}"
+        name = str(entry.get("name", "#" + str(loc[1] + 1)))
+        where = f"host {name if name.isprintable() else repr(name)}, field {field}"
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{path}: {where}: {message}{more}; fix the file (docs/hosts.md)"
+    return f"{printable_path(path)}: {where}: {message}{more}; fix the file (docs/hosts.md)"
+
+
+def entry_error(path: Path | str, entry: HostEntry, error: ValidationError) -> PoolFileError:
+    """One line naming the file, the host and its field, for what the host's resource refused of ``entry``."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    field = ".".join([RESOURCE_FIELDS.get(loc[0], loc[0]), *loc[1:]]) if loc else "(the entry)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return PoolFileError(f"{printable_path(path)}: host {entry.name}, field {field}: {message}{more}; fix the file (docs/hosts.md)")

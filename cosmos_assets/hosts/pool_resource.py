@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from cosmos_assets.hosts import slots
-from cosmos_assets.hosts.pool import HostEntry, HostPoolFile, load_host_pool
+from cosmos_assets.hosts.pool import HostEntry, HostPoolFile, entry_error, load_host_pool
 from cosmos_assets.hosts.resources import GpuHost, LocalPreviewHost, SshGpuHost
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError
@@ -23,8 +23,16 @@ DEFAULT_IMAGE = "cosmos-transfer1:latest"
 POOL_TAG = "cosmos/gpu_pool"
 
 
-def member_from_entry(entry: HostEntry) -> GpuHost:
-    """The host resource of one pool-file entry (its HF token stays an EnvVar: read only by the run)."""
+def member_from_entry(entry: HostEntry, hosts_file: Path | str = "COSMOS_HOSTS_FILE") -> GpuHost:
+    """The host resource of one pool-file entry (its HF token stays an EnvVar: read only by the run); what the
+    resource refuses is a :class:`PoolFileError` naming the file, the host and the field."""
+    try:
+        return _member(entry)
+    except ValidationError as error:
+        raise entry_error(hosts_file, entry, error) from None
+
+
+def _member(entry: HostEntry) -> GpuHost:
     if entry.is_local:
         return LocalPreviewHost(remote_dir=entry.remote_dir, name=entry.name, model="preview", models=["preview"],
                                 price_per_gpu_hour=entry.price_per_gpu_hour)  # fmt: skip
@@ -60,6 +68,8 @@ class GpuHostPool(GpuHost):
     @classmethod
     def from_file(cls, path: Path, model: str | None = None) -> GpuHostPool:
         pool = load_host_pool(path)
+        for entry in pool.enabled:  # here, not only in the validator below, whose errors pydantic would wrap
+            member_from_entry(entry, path)
         return cls(hosts_file=str(path), model=pool.model_or_default(model), name=path.stem)
 
     def pool_file(self) -> HostPoolFile:
@@ -69,7 +79,7 @@ class GpuHostPool(GpuHost):
 
     def members(self) -> list[GpuHost]:
         if self._members is None:
-            self._members = [member_from_entry(entry) for entry in self.pool_file().enabled]
+            self._members = [member_from_entry(entry, self.hosts_file) for entry in self.pool_file().enabled]
         return self._members
 
     @property

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 PRIORITY_TAG = "dagster/priority"
 LEVELS: dict[str, int] = {"urgent": 100, "high": 10, "normal": 0, "low": -10, "backfill": -50, "wedge": -50}
+LIMIT = 1_000_000
+"""Dagster stores the priority of a pool wait in an integer column: keep far inside 32 bits."""
 
 
 def parse_priority(value: str | int) -> int:
     """``urgent`` (100), ``high`` (10), ``normal`` (0), ``low`` (-10), ``backfill``/``wedge`` (-50), or an integer."""
-    if isinstance(value, int):
-        return value
-    text = value.strip().lower()
-    if text in LEVELS:
-        return LEVELS[text]
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"priority {value!r} is not one of {', '.join(LEVELS)} or an integer") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = str(value).strip().lower()
+        if text in LEVELS:
+            return LEVELS[text]
+        try:
+            number = int(text)
+        except ValueError:
+            raise ValueError(f"priority {str(value)[:40]!r} is not one of {', '.join(LEVELS)} or an integer") from None
+    if not -LIMIT <= number <= LIMIT:
+        raise ValueError(f"priority {str(value)[:40]!r} is outside {-LIMIT} to {LIMIT}; use a level name or a smaller number")
+    return number
 
 
 def priority_tags(value: str | int | None) -> dict[str, str]:

@@ -180,6 +180,17 @@ class SshGpuHost(GpuHost):
             raise ValueError(
                 "COSMOS_HOST=ssh needs REMOTE_HOST (the GPU host's address or ~/.ssh/config alias); see docs/gpu-host.md"
             )
+        from pydantic import ValidationError
+
+        from cosmos_assets.settings import RESOURCE_VARIABLES, settings_error
+
+        try:
+            return cls._from_settings(settings)
+        except ValidationError as error:  # name the variable, not this resource's field
+            raise settings_error(error, names=RESOURCE_VARIABLES) from None
+
+    @classmethod
+    def _from_settings(cls, settings: Settings) -> SshGpuHost:
         return cls(
             model=settings.model_name, host=settings.remote_host, user=settings.remote_user, port=settings.remote_port,
             ssh_key=settings.ssh_key, known_hosts=settings.known_hosts, trust_on_first_use=settings.trust_on_first_use,

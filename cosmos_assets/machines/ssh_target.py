@@ -24,6 +24,8 @@ from pathlib import Path
 import paramiko
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cosmos_assets.files import UnsafeReadError, printable_path, read_bounded
+
 DEFAULT_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
 MAX_HOPS = 8
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -33,6 +35,10 @@ _PROXY_LINE = re.compile(r"^(\s*(?:proxycommand|proxyjump)(?:\s*=\s*|\s+))(.*)$"
 _INCLUDE_LINE = re.compile(r"^\s*include(?:\s*=\s*|\s+)(.*)$", re.IGNORECASE)
 _HEADER_LINE = re.compile(r"^\s*(?:host|match)(?:\s*=\s*|\s+)", re.IGNORECASE)
 MAX_INCLUDE_DEPTH = 16
+# What we (and paramiko, which has no limit) read of each file: far above any real one, far below a runaway read.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_KNOWN_HOSTS_BYTES = 16 * 1024 * 1024
+MAX_KEY_BYTES = 1024 * 1024
 
 
 class SshTargetError(ValueError):
@@ -165,7 +171,12 @@ def _config_lines(path: Path, host: str, depth: int = 0) -> list[str]:
         )
     lines: list[str] = []
     header = "Host *"  # the block a line belongs to, restored after an included file (as OpenSSH does)
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    what = "the ssh config" if depth == 0 else "a file the ssh config includes"
+    try:
+        text = read_bounded(path, MAX_CONFIG_BYTES, what).decode("utf-8", errors="replace")
+    except UnsafeReadError as error:
+        raise SshTargetError(f"{host}: {error}") from None
+    for line in text.splitlines():
         if _HEADER_LINE.match(line):
             header = line
         include = _INCLUDE_LINE.match(line)
@@ -286,7 +297,11 @@ def _resolve(target: SshTarget, hops_left: int, jump: ResolvedTarget | None = No
             f"{target.host}: ProxyJump goes through more than {MAX_HOPS} hops; is there a loop in the ssh config?"
         )
     config_path = (target.ssh_config or _default_ssh_dir() / "config").expanduser()
-    config_read = config_path.is_file()
+    try:
+        config_read = config_path.exists()  # a FIFO or a device there is refused by name, not skipped
+    except (OSError, ValueError) as error:  # a name too long, a NUL byte
+        raise SshTargetError(f"{target.host}: the ssh config {printable_path(config_path)} cannot be used ({error}); "
+                             "fix the path") from None  # fmt: skip
     entry = _read_config(config_path, target.host) if config_read else paramiko.SSHConfigDict(hostname=target.host)
     hostname = _check_name(str(entry.get("hostname", target.host)), "HostName", target.host)
     try:
@@ -298,6 +313,10 @@ def _resolve(target: SshTarget, hops_left: int, jump: ResolvedTarget | None = No
         keys = [target.key_file.expanduser()]
     else:
         keys = [Path(p).expanduser() for p in entry.get("identityfile", [])]
+    known_hosts = (target.known_hosts or _default_ssh_dir() / "known_hosts").expanduser()
+    _check_readable(known_hosts, MAX_KNOWN_HOSTS_BYTES, "the known_hosts file", target.host)
+    for key in keys:
+        _check_readable(key, MAX_KEY_BYTES, "the SSH key file", target.host)
     tokens = {"h": hostname, "p": str(port), "r": user, "n": target.host, "%": "%"}
     command, jumps = entry.get("proxycommand"), entry.get("proxyjump")
     if jump is None and command and jumps and jumps.lower() != "none":
@@ -309,12 +328,24 @@ def _resolve(target: SshTarget, hops_left: int, jump: ResolvedTarget | None = No
         proxy_argv = _proxy_command_argv(command, tokens, target.host)
     return ResolvedTarget(
         name=target.host, hostname=hostname, port=port, user=user, key_files=keys,
-        known_hosts=(target.known_hosts or _default_ssh_dir() / "known_hosts").expanduser(),
+        known_hosts=known_hosts,
         trust_on_first_use=target.trust_on_first_use, key_passphrase_env=target.key_passphrase_env,
         allow_agent=target.allow_agent, keepalive_s=target.keepalive_s, connect_timeout_s=target.connect_timeout_s,
         ssh_config=target.ssh_config.expanduser() if target.ssh_config else None, config_read=config_read,
         proxy_command=proxy_argv, jump=jump,
     )  # fmt: skip
+
+
+def _check_readable(path: Path, limit: int, what: str, host: str) -> None:
+    """Refuse a FIFO, a device or an outsized file before paramiko reads it (whole, with no limit, or blocking)."""
+    try:
+        read_bounded(path, limit, what)
+    except UnsafeReadError as error:
+        raise SshTargetError(f"{host}: {error}") from None
+    except ValueError as error:  # a NUL byte in the name
+        raise SshTargetError(f"{host}: {what} {printable_path(path)} cannot be used ({error}); fix the path") from None
+    except OSError:
+        pass  # missing or unreadable: reported where it is used (trust on first use creates known_hosts)
 
 
 def _resolve_jumps(target: SshTarget, spec: str, hops_left: int) -> ResolvedTarget:

@@ -68,16 +68,27 @@ def upscale_spec_remote(prompt: str) -> str:
     return f"inputs/prompts/{prompt}_upscale.json"
 
 
+def _invocation(**flags: Any) -> TransferInvocation:
+    """The flags, or what they cannot be as one ValueError line (``num_gpus = 3: ... use 1, 2, 4, 8 or 16``), as the
+    newer models say it, not pydantic's four lines naming TransferInvocation."""
+    from pydantic import ValidationError
+
+    try:
+        return TransferInvocation(**flags)
+    except ValidationError as error:
+        raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+
 def generation_invocation(prompt: str, run_id: str, num_gpus: int = 1) -> TransferInvocation:
     """transfer.py for one prompt, into a folder of its own on the host (``outputs/<prompt>/<run_id>``)."""
-    return TransferInvocation(
+    return _invocation(
         spec_path=generation_spec_remote(prompt), video_save_folder=f"outputs/{prompt}/{run_id}", num_gpus=num_gpus
     )
 
 
 def upscale_invocation(prompt: str, run_id: str, num_gpus: int = 1) -> TransferInvocation:
     """The upscaler as upstream documents it: ``--num_steps 10 --offload_text_encoder_model``."""
-    return TransferInvocation(
+    return _invocation(
         spec_path=upscale_spec_remote(prompt),
         video_save_folder=f"outputs/{prompt}_upscaled/{run_id}",
         num_gpus=num_gpus,

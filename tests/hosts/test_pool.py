@@ -3,6 +3,7 @@ a GPU step placed on a pool whose first host does not answer (a closed port) and
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 from cosmos_assets.assets import generated_videos
 from cosmos_assets.assets.prompts import prompt_specs
 from cosmos_assets.hosts import GpuHost, LocalPreviewHost, SshGpuHost, gpu_host_from_settings
-from cosmos_assets.hosts.pool import PoolFileError, load_host_pool
+from cosmos_assets.hosts.pool import HostEntry, PoolFileError, load_host_pool
 from cosmos_assets.hosts.pool_resource import GpuHostPool
 from cosmos_assets.hosts.priority import parse_priority, priority_tags
 from cosmos_assets.hosts.slots import ANY_GPU_POOL, HostClaims, ensure_limits, host_pool, runs_on
@@ -253,3 +254,93 @@ def test_a_host_holding_an_unfinished_run_of_the_same_work_is_tried_first(tmp_pa
     messages = [e.message or "" for e in instance.all_logs(result.run_id)]
     assert any("host preview@second chosen for preview (an earlier run of this work was left on it)" in m for m in messages)
     assert result.asset_materializations_for_node("generated_videos")[0].metadata["host"].value == "preview@second"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every numeric field of a host: finite numbers only; what the host's resource refuses names file, host and field
+
+
+def _numeric_fields(kind: type) -> list[str]:
+    fields = []
+    for name, field in HostEntry.model_fields.items():
+        kinds = set(getattr(field.annotation, "__args__", ())) | {field.annotation}
+        if kind in kinds and bool not in kinds:
+            fields.append(name)
+    return fields
+
+
+def test_the_numeric_fields_are_found() -> None:
+    assert set(_numeric_fields(float)) >= {"price_per_gpu_hour", "min_free_gb"}
+    assert "reconnect_attempts" in _numeric_fields(int)
+
+
+@pytest.mark.parametrize("field", _numeric_fields(float) + _numeric_fields(int))
+@pytest.mark.parametrize(("suffix", "value"), [
+    (".yaml", ".inf"), (".yaml", "-.inf"), (".yaml", ".nan"), (".yaml", "1e400"),
+    (".toml", "inf"), (".toml", "-inf"), (".toml", "nan"),
+])  # fmt: skip
+def test_a_number_that_is_not_finite_is_refused_naming_file_host_and_field(tmp_path: Path, field: str, suffix: str,
+                                                                           value: str) -> None:  # fmt: skip
+    if suffix == ".yaml":
+        text = f"hosts:\n  - {{name: gpu-a, ssh: 'u@h', {field}: {value}}}\n"
+    else:
+        text = f'[[hosts]]\nname = "gpu-a"\nssh = "u@h"\n{field} = {value}\n'
+    path = write(tmp_path, text, "hosts" + suffix)
+    with pytest.raises(PoolFileError) as caught:
+        GpuHostPool.from_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: host gpu-a, field {field}: ") and "\n" not in message
+    assert "fix the file (docs/hosts.md)" in message
+
+
+@pytest.mark.parametrize(("entry", "field", "says"), [
+    ("ssh: '-oquiet'", "ssh", "is not a usable host or user name"),
+    ("ssh: 'u@h:99999'", "ssh", "port 99999 is not a TCP port"),
+    ("ssh: 'u@h', container_user: 'root;id'", "container_user", "must be numeric uid:gid"),
+    ("ssh: 'u@h', reconnect_attempts: 1000000", "reconnect_attempts", "less than or equal to 100"),
+])  # fmt: skip
+def test_what_a_hosts_resource_refuses_is_one_line_naming_file_host_and_field(tmp_path: Path, entry: str, field: str,
+                                                                              says: str) -> None:  # fmt: skip
+    path = write(tmp_path, f"hosts:\n  - {{name: gpu-a, {entry}}}\n")
+    with pytest.raises(PoolFileError) as caught:
+        gpu_host_from_settings(Settings.from_env({"COSMOS_HOSTS_FILE": str(path), "COSMOS_PROJECT_ROOT": str(tmp_path)}))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: host gpu-a, field {field}: ") and says in message and "\n" not in message
+    assert "GpuHostPool" not in message and "validation error" not in message
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda path: os.mkfifo(path), "is a FIFO (named pipe), not a regular file"),
+    (lambda path: path.write_bytes(b"hosts: []\n" + b"#" * (1024 * 1024)), "is larger than 1048576 bytes"),
+    (lambda path: path.write_bytes(b"hosts:\n  - {name: \xff}\n"), "not UTF-8 text"),
+])  # fmt: skip
+def test_a_pool_file_that_cannot_be_one_is_refused_before_it_is_parsed(tmp_path: Path, make, says: str) -> None:  # noqa: ANN001
+    path = tmp_path / "hosts.yaml"
+    make(path)
+    with pytest.raises(PoolFileError) as caught:
+        load_host_pool(path)
+    message = str(caught.value)
+    assert message.startswith(f"COSMOS_HOSTS_FILE {path}") and says in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["1000001", "-99999999999999999999", 10**12])
+def test_a_priority_beyond_what_dagster_stores_is_refused(value: str | int) -> None:
+    with pytest.raises(ValueError, match="is outside -1000000 to 1000000"):
+        parse_priority(value)
+    assert parse_priority("1000000") == 1000000 and parse_priority(-1000000) == -1000000
+
+
+@pytest.mark.parametrize("field", ["remote_dir", "checkpoints", "ssh_key", "known_hosts", "ssh_config"])
+@pytest.mark.parametrize("value", ["a\\u0000b", "a\\nb", ""])
+def test_a_path_field_with_a_control_character_or_nothing_is_refused_at_load(tmp_path: Path, field: str, value: str) -> None:
+    path = write(tmp_path, f'hosts:\n  - {{name: gpu-a, ssh: "u@h", {field}: "{value}"}}\n')
+    with pytest.raises(PoolFileError) as caught:
+        load_host_pool(path)
+    assert str(caught.value).startswith(f"{path}: host gpu-a, field {field}: is empty or holds a control character")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_pool_file_named_with_a_line_break_is_named_on_one_line(tmp_path: Path) -> None:
+    with pytest.raises(PoolFileError) as caught:
+        load_host_pool(tmp_path / "a\nb.yaml")
+    assert "\n" not in str(caught.value) and "a\\nb.yaml: cannot read it" in str(caught.value)

@@ -76,3 +76,43 @@ def test_hosts_lists_an_unreachable_host_with_its_reason_and_the_others_state(
     assert main(["hosts"]) == 0
     out = capsys.readouterr().out
     assert "UNREACHABLE" in out and "gone: cannot connect to gone" in out
+
+
+BAD_POOL = "hosts:\n  - {name: gpu-a, ssh: 'u@h', container_user: 'root;id', min_free_gb: 20}\n"
+BAD_POOL_LINE = "host gpu-a, field container_user: container_user 'root;id' must be numeric uid:gid"
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (BAD_POOL, BAD_POOL_LINE),
+    ("hosts:\n  - {name: gpu-a, ssh: 'u@h', min_free_gb: .inf}\n", "host gpu-a, field min_free_gb: Input should be a finite number"),
+    ("hosts:\n  - {name: gpu-a, ssh: 'u@h:70000'}\n", "host gpu-a, field ssh: port 70000 is not a TCP port"),
+])  # fmt: skip
+def test_hosts_with_a_bad_pool_file_is_one_error_line(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str], text: str, says: str) -> None:  # fmt: skip
+    hosts = project / "hosts.yaml"
+    hosts.write_text(text)
+    monkeypatch.setenv("COSMOS_HOSTS_FILE", str(hosts))
+    assert main(["hosts"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {hosts}: {says}" + err[0].split(says, 1)[1]] and err[0].endswith("fix the file (docs/hosts.md)")
+
+
+def test_dagster_shows_a_bad_pool_file_as_its_one_line(project: Path) -> None:
+    """`dagster definitions validate` and `dagster asset materialize` load the definitions: the file, host and field,
+    not pydantic's dump of GpuHostPool's internals."""
+    import os
+    import subprocess
+    import sys
+
+    hosts = project / "hosts.yaml"
+    hosts.write_text(BAD_POOL)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "REMOTE_"))},
+           "COSMOS_HOSTS_FILE": str(hosts), "COSMOS_PROJECT_ROOT": str(project), "PYTHONPATH": str(REPO)}  # fmt: skip
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    for args in (["definitions", "validate"], ["asset", "materialize", "--select", "prompt_specs", "--partition", "tiny_prompt"]):
+        result = subprocess.run([dagster, *args, "-m", "cosmos_assets.definitions"], env=env, cwd=project,
+                                capture_output=True, text=True, timeout=600)  # fmt: skip
+        out = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert f"cosmos_assets.hosts.pool.PoolFileError: {hosts}: {BAD_POOL_LINE}" in out
+        assert "validation error for" not in out and "errors.pydantic.dev" not in out

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cosmos_assets.machines.ssh_target import SshTarget, SshTargetError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -144,3 +150,75 @@ def test_an_include_loop_is_refused(tmp_path: Path) -> None:
     loop.write_text(f"Include {loop}\n")
     with pytest.raises(SshTargetError, match="^gpu: the ssh config includes files more than 16 deep"):
         SshTarget(host="gpu", ssh_config=loop).resolve()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every file the target names is a bounded read: a FIFO or a device is refused by name, never read or waited on.
+# /dev/zero is resolved in a child limited to 2 GiB of address space, so a regression fails instead of filling the
+# machine's memory; /dev/null reads as the empty file (`ssh -F /dev/null`).
+
+CHILD_MEMORY = 2 * 1024**3
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+
+
+def resolve_in_child(**fields: str) -> str:
+    """``SshTarget(**fields).resolve()`` in a child process: "ok", or the SshTargetError's message."""
+    code = ("import sys; from cosmos_assets.machines.ssh_target import SshTarget, SshTargetError\n"
+            f"try:\n    SshTarget(**{fields!r}).resolve()\nexcept SshTargetError as e:\n    sys.exit(str(e))\nprint('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_limit_memory)  # fmt: skip
+    return result.stdout.strip() if result.returncode == 0 else result.stderr.strip()
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)  # no writer: opening it for reading the usual way blocks for ever
+    return path
+
+
+def test_an_ssh_config_that_is_a_fifo_or_a_device_is_refused_naming_it(tmp_path: Path, fifo: Path) -> None:
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device")):
+        said = resolve_in_child(host="gpu", ssh_config=str(path), known_hosts=str(tmp_path / "kh"))
+        assert said.startswith(f"gpu: the ssh config {path} is {kind}"), said
+
+
+def test_an_included_device_is_refused_naming_it(tmp_path: Path) -> None:
+    config = _config(tmp_path, "Include /dev/zero\nHost gpu\n  HostName 10.0.0.5\n")
+    said = resolve_in_child(host="gpu", ssh_config=str(config), known_hosts=str(tmp_path / "kh"))
+    assert said.startswith("gpu: a file the ssh config includes /dev/zero is a character device"), said
+
+
+def test_dev_null_is_the_empty_config_as_for_openssh(tmp_path: Path) -> None:
+    r = SshTarget(host="gpu", ssh_config=Path("/dev/null"), known_hosts=Path("/dev/null")).resolve()
+    assert (r.hostname, r.port, r.proxy_command, r.jump) == ("gpu", 22, None, None)
+    assert r.openssh_argv()[:5] == ["ssh", "-p", "22", "-F", "/dev/null"]
+
+
+def test_an_outsized_ssh_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SshTargetError, match="larger than 1048576 bytes"):
+        target(tmp_path, "gpu", "Host gpu\n" + "#\n" * (600 * 1024)).resolve()
+
+
+@pytest.mark.parametrize("which", ["known_hosts", "key_file"])
+def test_a_known_hosts_or_key_file_that_is_not_a_regular_file_is_refused_before_paramiko_reads_it(
+    tmp_path: Path, fifo: Path, which: str
+) -> None:
+    what = {"known_hosts": "the known_hosts file", "key_file": "the SSH key file"}[which]
+    for path in (fifo, Path("/dev/zero")):
+        fields = {"host": "gpu", "ssh_config": str(tmp_path / "none"), "known_hosts": str(tmp_path / "kh"), which: str(path)}
+        said = resolve_in_child(**fields)
+        assert said.startswith(f"gpu: {what} {path} is ") and "not a regular file" in said, said
+
+
+def test_a_missing_known_hosts_is_still_fine_for_trust_on_first_use(tmp_path: Path) -> None:
+    r = SshTarget(host="gpu", ssh_config=tmp_path / "none", known_hosts=tmp_path / "kh", trust_on_first_use=True).resolve()
+    assert r.known_hosts == tmp_path / "kh"
+
+
+def test_an_ssh_config_path_the_system_cannot_take_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SshTargetError, match="^gpu: the ssh config .* cannot be used .*; fix the path$"):
+        SshTarget(host="gpu", ssh_config=tmp_path / ("x" * 300), known_hosts=tmp_path / "kh").resolve()

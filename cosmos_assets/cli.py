@@ -204,7 +204,8 @@ def register_wedges(layout: ProjectLayout) -> list[str]:
 
 def cmd_wedge(args: argparse.Namespace) -> int:
     """One prompt file per combination of --vary values, registered; the comparison follows their runs."""
-    from cosmos_assets.wedges import parse_vary, plan_wedge, write_wedge
+    from cosmos_assets.wedge_vary import parse_vary
+    from cosmos_assets.wedges import plan_wedge, write_wedge
 
     layout = _layout()
     base = Path(args.base) if args.base.endswith(".json") else layout.prompt_file(args.base)

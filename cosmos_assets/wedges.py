@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import json
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -30,12 +29,11 @@ from cosmos_assets.files import create_new, json_bytes, read_bounded, sha256_fil
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.prompt_files import base_name, write_spec_if_absent
 from cosmos_assets.spec import SpecError, TransferSpec, load_spec, parse_spec
-from cosmos_assets.wedge_vary import (  # WedgeAxis, WedgeError and parse_vary are also used from here
+from cosmos_assets.wedge_vary import (
     ALIASES,
     WedgeAxis,
     WedgeError,
     first_problem,
-    parse_vary,  # noqa: F401
     refuse_new_problems,
 )
 

@@ -215,7 +215,8 @@ def test_a_wedge_runs_on_the_host_and_its_comparison_tiles_every_variant_with_gp
     """`--vary seed=...` on the real host: the seed is a per-invocation flag of transfer.py, so each variant is its
     own invocation (never batched with another seed); the comparison has one tile per variant; each run records
     its GPU seconds and, with a price per GPU hour, its cost."""
-    from cosmos_assets.wedges import build_comparison, parse_vary, plan_wedge, write_wedge
+    from cosmos_assets.wedge_vary import parse_vary
+    from cosmos_assets.wedges import build_comparison, plan_wedge, write_wedge
 
     write_spec(new_prompt_spec(SHOT, "a lane at dusk"), project.prompt_file("w_base"))
     plan = plan_wedge(project, project.prompt_file("w_base"), [parse_vary("seed=1,2,3")], name="lane")

@@ -150,7 +150,8 @@ def make_wedge(layout: ProjectLayout, host_root: Path) -> tuple[list[str], str]:
     from cosmos_assets.models import backend_named
     from cosmos_assets.prompt_files import new_prompt_spec, write_spec
     from cosmos_assets.runs.runner import run_generation
-    from cosmos_assets.wedges import parse_vary, plan_wedge, write_wedge
+    from cosmos_assets.wedge_vary import parse_vary
+    from cosmos_assets.wedges import plan_wedge, write_wedge
 
     encode_control_videos(scan_render_folder(layout.render_dir(SHOT)), layout.shot_videos_dir(SHOT))
     base = layout.root / "base_prompt.json"

@@ -19,13 +19,12 @@ from cosmos_assets.media.recipe import read_recipe
 from cosmos_assets.models import backend_named
 from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.spec import SpecError, load_spec
+from cosmos_assets.wedge_vary import WedgeError, parse_vary
 from cosmos_assets.wedges import (
     MAX_VARIANTS,
-    WedgeError,
     WedgeManifest,
     build_comparison,
     manifest_path,
-    parse_vary,
     plan_wedge,
     ready_version,
     write_wedge,

@@ -8,7 +8,6 @@ import dagster as dg
 from pydantic import Field
 
 from cosmos_assets.assets.prompts import prompt_specs
-from cosmos_assets.assets.versions import data_version_tags as _data_version_tags
 from cosmos_assets.hosts import GpuHost
 from cosmos_assets.media import VideoReadError, probe_video
 from cosmos_assets.partitions import PROMPTS
@@ -20,7 +19,20 @@ from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.runner import InferenceFailed, RunTerminated, StageResult, run_generation, run_upscale
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 
-# generated_videos' and prompt_specs' single-run backfill policy differs from their neighbours' (none): Dagster 1.13.27 warns at every
+# Dagster 1.13.27 has no public way to give each partition of a multi-partition step its own data version (an
+# output's data version and tags are shared by all its partitions): these tags are what it writes itself
+# (execute_step._build_data_version_tags), put on one AssetMaterialization per partition.
+from dagster._core.definitions.data_version import (  # noqa: E402
+    CODE_VERSION_TAG as _CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG as _USER_PROVIDED_TAG,
+    DATA_VERSION_TAG as _DATA_VERSION_TAG,
+    DEFAULT_DATA_VERSION as _DEFAULT_DATA_VERSION,
+    NULL_EVENT_POINTER as _NULL_EVENT_POINTER,
+    get_input_data_version_tag as _input_data_version_tag,
+    get_input_event_pointer_tag as _input_event_pointer_tag,
+)
+
+# generated_videos' single-run backfill policy differs from its neighbours' (none): Dagster 1.13.27 warns at every
 # resolution of a job holding both (generate_job, full_cycle_job, an ephemeral materialize) and gives that JOB one
 # partition per run, which is what those jobs want (one prompt per request); batching comes from asset backfills
 # and ranges, which follow each asset's own policy (docs/batching.md). That notice only is silenced.
@@ -191,6 +203,20 @@ def _gpu_step(run: Callable[[], StageResult]) -> StageResult:
         raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
     except Exception as error:
         raise failure_from(error) from error
+
+
+def _data_version_tags(context: dg.AssetExecutionContext, prompt: str, version: str) -> dict[str, str]:
+    """The data-version tags Dagster would write for ``prompt`` alone: its version, and each upstream asset's data
+    version and event of the same partition (identity mappings), so staleness is judged per prompt."""
+    tags = {_CODE_VERSION_TAG: context.run.run_id, _DATA_VERSION_TAG: version, _USER_PROVIDED_TAG: "true"}
+    for dep in context.assets_def.asset_deps[context.asset_key]:
+        found = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dep, asset_partitions=[prompt]),
+                                                        limit=1).records  # fmt: skip
+        event = found[0].asset_materialization if found else None
+        dep_version = (event.tags or {}).get(_DATA_VERSION_TAG) if event is not None else None
+        tags[_input_data_version_tag(dep)] = dep_version or _DEFAULT_DATA_VERSION.value
+        tags[_input_event_pointer_tag(dep)] = str(found[0].storage_id) if found else _NULL_EVENT_POINTER
+    return tags
 
 
 def _batch_failure(failures: dict[str, BaseException], total: int) -> dg.Failure:

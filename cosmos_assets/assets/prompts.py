@@ -8,13 +8,10 @@ spec or one of those files changes, and ``prompt_specs`` depends on it partition
 """
 
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 
 from cosmos_assets.assets.controls import control_videos
-from cosmos_assets.assets.versions import data_version_tags
 from cosmos_assets.partitions import NO_PARTICULAR_SHOT, PROMPTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.prompt_files import check_prompt_file, CheckedPrompt
@@ -66,57 +63,22 @@ with warnings.catch_warnings():
         )
 
 
-GENERATED_VIDEOS = dg.AssetKey("generated_videos")
-
-
-# backfill_policy is a beta parameter in Dagster 1.13.27: that notice only is silenced, at this definition.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    _prompt_specs_asset = dg.asset(
-        partitions_def=PROMPTS,
-        deps=[prompt_inputs],
-        group_name="prompts",
-        kinds={"json"},
-        # A range (--partition-range, a backfill) is one run: checking a prompt file is cheap, and the CLI takes a
-        # range only when every selected asset has this policy (README, "Several prompts at once").
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        output_required=False,
-        description=(
-            "A Cosmos-Transfer1 prompt spec `inputs/prompts/<prompt>.json`, reading the control videos of its shot "
-            "(`shot` in the metadata). Validated before any GPU time: keys and weights as upstream accepts them, control "
-            "videos that exist, paths relative to the cosmos-transfer1 root. Stale when `prompt_inputs` (the spec and "
-            "its shot's videos) was observed with a new data version. Several prompts in one run (a range or "
-            "backfill): each valid one is materialized; an invalid one is named, and fails the run (with "
-            "`generated_videos` selected too, its generation fails it, naming the file and field, and the others run)."
-        ),
-    )
-
-
-@_prompt_specs_asset
-def prompt_specs(context: dg.AssetExecutionContext, project: ProjectResource) -> Iterator[dg.MaterializeResult]:
+@dg.asset(
+    partitions_def=PROMPTS,
+    deps=[prompt_inputs],
+    group_name="prompts",
+    kinds={"json"},
+    description=(
+        "A Cosmos-Transfer1 prompt spec `inputs/prompts/<prompt>.json`, reading the control videos of its shot "
+        "(`shot` in the metadata). Validated before any GPU time: keys and weights as upstream accepts them, control "
+        "videos that exist, paths relative to the cosmos-transfer1 root. Stale when `prompt_inputs` (the spec and "
+        "its shot's videos) was observed with a new data version."
+    ),
+)
+def prompt_specs(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     layout = project.layout
-    if context.has_partition_key:
-        metadata, version = _checked_spec(context, layout.prompt_file(context.partition_key), layout.root)
-        yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
-        return
-    failures: dict[str, str] = {}
-    for prompt in context.partition_keys:
-        try:
-            metadata, version = _checked_spec(context, layout.prompt_file(prompt), layout.root)
-        except (ValueError, OSError) as error:  # SpecError names the file, the field and the fix
-            failures[prompt] = " ".join(str(error).split())
-            context.log.error(f"prompt {prompt}: {failures[prompt]}")
-            continue
-        context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=prompt, metadata=metadata,
-                                                  tags=data_version_tags(context, prompt, version)))  # fmt: skip
-    if failures and GENERATED_VIDEOS not in (context.run.asset_selection or ()):
-        raise dg.Failure(description=f"{len(failures)} of {len(context.partition_keys)} prompt files are invalid: "
-                         + "; ".join(f"{p}: {e}" for p, e in failures.items()), allow_retries=False)  # fmt: skip
-
-
-def _checked_spec(context: dg.AssetExecutionContext, path: Path, root: Path) -> tuple[dict[str, object], str]:
-    """A prompt file checked (for its model too, when it names one): its metadata and data version."""
-    checked = check_prompt_file(path, root)
+    path = layout.prompt_file(context.partition_key)
+    checked = check_prompt_file(path, layout.root)
     spec, shot, inputs = checked.spec, checked.shot, checked.inputs
     controls = {name: control.control_weight for name, control in spec.controls()}
     context.log.info(f"{path.name}: shot {shot}, controls {controls}")
@@ -125,16 +87,18 @@ def _checked_spec(context: dg.AssetExecutionContext, path: Path, root: Path) -> 
         from cosmos_assets.models import backend_named
 
         backend = backend_named(model)
-        backend.check_prompt(spec, path, root)
-        for warning in backend.prompt_warnings(spec, root):
+        backend.check_prompt(spec, path, layout.root)
+        for warning in backend.prompt_warnings(spec, layout.root):
             context.log.warning(f"{path.name} on {model}: {warning}")
-    metadata = {
-        "path": dg.MetadataValue.path(str(path)),
-        "model": model or "(the run's, else COSMOS_MODEL)",
-        "shot": shot or "(none)",
-        "prompt": (spec.prompt or "")[:500],
-        "controls": dg.MetadataValue.json({k: v for k, v in controls.items()}),
-        "inputs": dg.MetadataValue.json([str(p.relative_to(root)) for p in inputs]),
-    }
-    # The same version prompt_inputs is observed with: materialized right after an observation, it is fresh.
-    return metadata, checked.data_version
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "model": model or "(the run's, else COSMOS_MODEL)",
+            "shot": shot or "(none)",
+            "prompt": (spec.prompt or "")[:500],
+            "controls": dg.MetadataValue.json({k: v for k, v in controls.items()}),
+            "inputs": dg.MetadataValue.json([str(p.relative_to(layout.root)) for p in inputs]),
+        },
+        # The same version prompt_inputs is observed with: materialized right after an observation, it is fresh.
+        data_version=dg.DataVersion(checked.data_version),
+    )

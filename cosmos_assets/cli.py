@@ -310,10 +310,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 print(f"{prompt}: succeeded on {host} (run {result.run_id}, priority {tags.get('dagster/priority', '0')})")
             else:
                 failed += 1
-                errors = [e.message.splitlines()[0] for e in result.all_events if e.is_step_failure and e.message]
+                errors = [_failure_line(e) for e in result.all_events if e.is_step_failure and e.message]
                 print(f"error: {prompt}: failed on {host} (run {result.run_id}): {errors[0] if errors else 'see the run in the UI'}",
                       file=sys.stderr)  # fmt: skip
     return 1 if failed else 0
+
+
+def _failure_line(event) -> str:  # noqa: ANN001 - a DagsterEvent
+    """A failed step's own one-line reason (the Failure's description), else Dagster's message."""
+    user = event.step_failure_data.user_failure_data if event.step_failure_data is not None else None
+    return ((user.description if user is not None and user.description else None) or event.message).splitlines()[0]
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:

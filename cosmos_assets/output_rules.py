@@ -3,7 +3,8 @@
 Plain functions returning a :class:`CheckReport` (tests call them directly); :mod:`cosmos_assets.checks`
 only finds the files of a partition and turns a report into a Dagster result.
 
-What "expected" means (Cosmos-Transfer1, see FACTS.md in the shared notes):
+What "expected" means (the model that ran, as ``spec_used.json`` names it, read with that model's own spec;
+FACTS.md of each model in the shared notes):
 
 - **Control videos** have exactly the render's frames (or the ``max_frames`` the materialization asked
   for), the render's size padded to even (yuv420p), and the three passes agree.
@@ -14,6 +15,11 @@ What "expected" means (Cosmos-Transfer1, see FACTS.md in the shared notes):
   sets the work, not the frame count; the check reports the chunk count as a fact. The preview
   backend follows the same rules by construction, so one rule serves both backends: on the preview
   backend a failure means the pipeline broke, on the model it means the model or its inputs did.
+- **Generated video, Cosmos-Transfer2.5**: frames = ``video_path``'s, capped by ``max_frames`` and 5000; size =
+  that video's, rounded down to even (``keep_input_resolution``, its default), else its 720/480 bucket. Chunks of 93.
+- **Generated video, Cosmos 3**: frames = the first hint's control (edge, blur, depth, seg; ``vision_path`` when the
+  hint has no ``control_path``), capped by ``max_frames`` (default 5000); size = the ``resolution`` tier's bucket of
+  ``aspect_ratio`` (with ``vision_path``, default 16,9) or of the first hint's aspect (without it). Chunks of 93.
 - **Upscale**: exactly 3x the generated video's width and height, the same frame count.
 - **Decodable**: every frame of the MP4 decodes, and as many as the container says.
 - **Ownership**: every output file is owned by the user running the pipeline (not root, unless we are
@@ -31,14 +37,28 @@ from typing import Any
 
 import av
 
+from pydantic import ValidationError
+
+from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.media import VideoInfo, VideoReadError, probe_video
 from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.spec import SpecError, parse_spec
+from cosmos_assets.spec_inputs import input_videos
 
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121
 UPSCALE_FACTOR = 3
 BUCKETS: tuple[tuple[int, int], ...] = ((1280, 704), (960, 704), (960, 960), (704, 960), (704, 1280))
-"""(width, height) of Cosmos-Transfer1's 720p resolution buckets."""
+"""(width, height) of Cosmos-Transfer1's 720p resolution buckets (Transfer2.5's "720" buckets are the same)."""
+BUCKETS_25_480: tuple[tuple[int, int], ...] = ((768, 432), (640, 480), (480, 480))  # FACTS.md lists no portrait 480
+# Cosmos 3's tiers by aspect_ratio (data/generator/utils.py VIDEO_RES_SIZE_INFO); the 256 tier is not documented.
+TIERS_3: dict[str, dict[str, tuple[int, int]]] = {
+    "720": {"16,9": (1280, 720), "4,3": (1104, 832), "1,1": (960, 960), "3,4": (832, 1104), "9,16": (720, 1280)},
+    "480": {"16,9": (832, 480), "4,3": (736, 544), "1,1": (640, 640), "3,4": (544, 736), "9,16": (480, 832)},
+}
+ASPECTS_3 = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
+NEWER_CHUNK_FRAMES = 93  # Transfer2.5's and Cosmos 3's default num_video_frames_per_chunk
+CONTAINER_ROOT = "/workspace/"  # the newer models' specs carry container paths (docs/models.md)
 CONTROL_PIX_FMT = "yuv420p"
 
 
@@ -62,15 +82,15 @@ class CheckReport:
 # --------------------------------------------------------------------------------------------------
 
 
-def nearest_bucket(width: int, height: int) -> tuple[int, int]:
+def nearest_bucket(width: int, height: int, buckets: Sequence[tuple[int, int]] = BUCKETS) -> tuple[int, int]:
     """The resolution bucket whose aspect ratio is nearest (in log space) to width/height."""
     aspect = math.log(width / height)
-    return min(BUCKETS, key=lambda b: abs(math.log(b[0] / b[1]) - aspect))
+    return min(buckets, key=lambda b: abs(math.log(b[0] / b[1]) - aspect))
 
 
-def chunk_count(frames: int) -> int:
-    """121-frame chunks the model runs for ``frames`` (each chunk after the first adds 120)."""
-    return 1 if frames <= CHUNK_FRAMES else 1 + math.ceil((frames - CHUNK_FRAMES) / (CHUNK_FRAMES - 1))
+def chunk_count(frames: int, chunk: int = CHUNK_FRAMES) -> int:
+    """``chunk``-frame chunks the model runs for ``frames`` (each chunk after the first reuses one frame)."""
+    return 1 if frames <= chunk else 1 + math.ceil((frames - chunk) / (chunk - 1))
 
 
 def expected_generation(inputs: Sequence[VideoInfo]) -> tuple[int, tuple[int, int]]:
@@ -139,14 +159,21 @@ def check_controls_match_render(
 
 
 def check_generated(video: Path, inputs: Sequence[Path]) -> CheckReport:
-    """Frames = shortest input capped at 5000; size = the first input's resolution bucket."""
+    """Transfer1 (and the preview): frames = shortest input capped at 5000; size = the first input's bucket."""
     report = CheckReport()
     infos = list(_probe_all({str(p): p for p in inputs}, report).values())
     if not infos:
         report.problems.append("no input video of the run could be read, so nothing to compare with")
         return report
-    frames, (width, height) = expected_generation(infos)
-    report.facts.update(expected_frames=frames, expected_resolution=f"{width}x{height}", chunks_of_121=chunk_count(frames))
+    frames, size = expected_generation(infos)
+    report.facts["chunks_of_121"] = chunk_count(frames)
+    return _compare(video, frames, size, report, f"shortest input, at most {MAX_FRAMES}")
+
+
+def _compare(video: Path, frames: int, size: tuple[int, int] | None, report: CheckReport, why: str,
+             size_is: str = "the resolution bucket") -> CheckReport:
+    """``video`` has ``frames`` frames and ``size`` (None: no documented size to compare with, shown as a fact)."""
+    report.facts.update(expected_frames=frames, expected_resolution=f"{size[0]}x{size[1]}" if size else "(not documented)")
     try:
         info = probe_video(video)
     except VideoReadError as error:
@@ -154,10 +181,99 @@ def check_generated(video: Path, inputs: Sequence[Path]) -> CheckReport:
         return report
     report.facts.update(frames=info.frames, resolution=f"{info.width}x{info.height}")
     if info.frames != frames:
-        report.problems.append(f"{video.name}: {info.frames} frames, expected {frames} (shortest input, at most {MAX_FRAMES})")
-    if (info.width, info.height) != (width, height):
-        report.problems.append(f"{video.name}: {info.width}x{info.height}, expected the resolution bucket {width}x{height}")
+        report.problems.append(f"{video.name}: {info.frames} frames, expected {frames} ({why})")
+    if size is not None and (info.width, info.height) != size:
+        report.problems.append(f"{video.name}: {info.width}x{info.height}, expected {size_is} {size[0]}x{size[1]}")
     return report
+
+
+def check_generated_run(video: Path, used: SpecUsed, project_root: Path) -> CheckReport:
+    """Frames and size as the model that ran writes them: ``used.backend`` picks the rule, read with its own spec.
+
+    Each model's spec is read with that model's parser (Transfer2.5's ``control_path`` is not a Transfer1 key): a
+    spec its model's parser refuses, or an input that is not under the project, is a failed check naming the field.
+    """
+    rule = GENERATION_RULES.get(used.backend, _transfer1_rule)
+    report = CheckReport(facts={"model": used.backend})
+    try:
+        return rule(video, used.spec, Path(project_root), report)
+    except ValidationError as error:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:3])
+        report.problems.append(f"spec_used.json: the {used.backend} spec cannot be read ({fields})")
+    except (SpecError, ValueError) as error:
+        report.problems.append(f"spec_used.json: the {used.backend} spec cannot be read ({' '.join(str(error).split())})")
+    return report
+
+
+def _transfer1_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckReport) -> CheckReport:
+    inputs = [root / rel for rel in input_videos(parse_spec(spec))]
+    generated = check_generated(video, inputs)
+    generated.facts = {**report.facts, **generated.facts}
+    return generated
+
+
+def _local(container_path: str, root: Path) -> Path:
+    """A newer model's ``/workspace/...`` spec path as the project's file (it mirrors the model root)."""
+    if not container_path.startswith(CONTAINER_ROOT):
+        raise ValueError(f"{container_path!r} is not under {CONTAINER_ROOT}")
+    return root / relative_inside(container_path.removeprefix(CONTAINER_ROOT), "spec path")
+
+
+def _probe_one(path: Path, report: CheckReport) -> VideoInfo | None:
+    infos = _probe_all({path.name: path}, report)
+    return infos.get(path.name)
+
+
+def _transfer2_5_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckReport) -> CheckReport:
+    from cosmos_assets.models.transfer2_5 import Spec25
+
+    parsed = Spec25.model_validate(spec)
+    source = _probe_one(_local(parsed.video_path, root), report)
+    if source is None:
+        return report
+    frames = min(source.frames, parsed.max_frames or MAX_FRAMES, MAX_FRAMES)
+    if parsed.keep_input_resolution is False:
+        buckets = BUCKETS_25_480 if parsed.resolution == "480" else BUCKETS
+        size: tuple[int, int] | None = nearest_bucket(source.width, source.height, buckets)
+        size_is = f"the {parsed.resolution or '720'} bucket (keep_input_resolution false)"
+    else:
+        size = (source.width - source.width % 2, source.height - source.height % 2)
+        size_is = "video_path's size rounded down to even (keep_input_resolution)"
+    report.facts["chunks"] = chunk_count(frames, parsed.num_video_frames_per_chunk or NEWER_CHUNK_FRAMES)
+    return _compare(video, frames, size, report, "video_path's frames, capped by max_frames", size_is)
+
+
+def _cosmos3_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckReport) -> CheckReport:
+    from cosmos_assets.models.cosmos3 import HINT_KEYS, Spec3
+
+    parsed = Spec3.model_validate(spec)
+    hints = [(key, getattr(parsed, key)) for key in HINT_KEYS if getattr(parsed, key) is not None]
+    if not hints:
+        report.problems.append("spec_used.json: the cosmos3 spec has no control hint, so nothing sets the length")
+        return report
+    path = hints[0][1].control_path or parsed.vision_path
+    if path is None:
+        report.problems.append(f"spec_used.json: hint {hints[0][0]} has no control_path and there is no vision_path")
+        return report
+    first = _probe_one(_local(path, root), report)
+    if first is None:
+        return report
+    frames = min(first.frames, parsed.max_frames or MAX_FRAMES)
+    if parsed.vision_path is not None:
+        aspect = parsed.aspect_ratio or "16,9"
+    else:
+        ratio = first.width / first.height
+        aspect = min(ASPECTS_3, key=lambda name: abs(math.log(ASPECTS_3[name] / ratio)))
+    size = TIERS_3.get(parsed.resolution, {}).get(aspect)
+    report.facts.update(resolution_tier=parsed.resolution, aspect_ratio=aspect)
+    chunk = parsed.num_video_frames_per_chunk or NEWER_CHUNK_FRAMES
+    report.facts["chunks"] = chunk_count(frames, chunk + (-(chunk - 1)) % 4)  # rounded up to 4n+1 upstream
+    return _compare(video, frames, size, report, f"hint {hints[0][0]}'s frames, capped by max_frames",
+                    f"the {parsed.resolution} tier's {aspect} bucket")
+
+
+GENERATION_RULES = {"cosmos-transfer2.5": _transfer2_5_rule, "cosmos3": _cosmos3_rule}
+"""The models whose generation rule is not Transfer1's (the preview follows Transfer1's by construction)."""
 
 
 def check_upscale(upscaled: Path, generated: Path) -> CheckReport:

@@ -97,6 +97,8 @@ class InferenceJob(BaseModel):
     prompt: str
     invocation: Invocation
     inputs: list[StagedFile]
+    project_root: Path | None = Field(default=None, description="the project the inputs come from: the preflight "
+                                      "refuses a model root whose staged paths would land on its files")  # fmt: skip
 
     @property
     def output_folder(self) -> str:

@@ -22,6 +22,7 @@ from cosmos_assets.files import copy_verified, refuse_existing, remove_tree, ren
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.gpu_usage import QUERY, QUERY_TIMEOUT_SECONDS
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile, relative_inside
+from cosmos_assets.machines.preflight import is_inside, local_overlap, overlap_error, project_folders, root_setting
 from cosmos_assets.progress import TransferProgress, TransferStats
 
 TAG = "[local]"
@@ -36,6 +37,7 @@ class LocalMachine(Machine):
         self.root = Path(root)
         self._label = label
         self._processes: dict[str, subprocess.Popen[str]] = {}
+        self._project_root: Path | None = None  # the last preflighted job's project: upload never writes into it
 
     def __repr__(self) -> str:
         return f"LocalMachine({self.root})"
@@ -52,6 +54,11 @@ class LocalMachine(Machine):
         return self.root / relative_inside(relative, "path")
 
     def preflight(self, job: InferenceJob, log: LogLine) -> None:
+        overlap = local_overlap(self.root, job)
+        if overlap is not None and job.project_root is not None:
+            raise overlap_error(f"{self.label}: the model root {self.root}", root_setting(job.invocation.model, True),
+                                *overlap, job.project_root, "unset, it is the project's .preview_host/cosmos-transfer1")  # fmt: skip
+        self._project_root = job.project_root
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise HostNotReadyError(
@@ -73,6 +80,8 @@ class LocalMachine(Machine):
         sizes = [src.stat().st_size for src, _ in pairs]
         progress = TransferProgress.for_files("upload", sizes, log)
         done = 0
+        for src, dst in pairs:
+            self._refuse_project_file(dst)
         for (src, dst), size in zip(pairs, sizes):
             if same_file_content(src, dst):
                 stats.files_skipped += 1
@@ -86,6 +95,15 @@ class LocalMachine(Machine):
         stats.seconds = time.monotonic() - started
         log(f"{TAG} staged {stats.files_sent} file(s), {stats.bytes_sent} bytes; {stats.files_skipped} unchanged")
         return stats
+
+    def _refuse_project_file(self, dst: Path) -> None:
+        """Defence in depth behind the preflight: a staged file is never written over a file of the project."""
+        if self._project_root is None:
+            return
+        for name, folder in project_folders(self._project_root).items():
+            if is_inside(dst.resolve(), folder.resolve()):
+                raise HostNotReadyError(f"{self.label}: refusing to stage over {dst}, a file of the project's {name} "
+                                        f"folder; set COSMOS_PREVIEW_DIR to a folder of its own")  # fmt: skip
 
     def command_for(self, job: InferenceJob) -> list[str]:
         argv = list(job.invocation.argv)

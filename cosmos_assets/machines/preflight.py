@@ -1,16 +1,22 @@
 """Preflight checks of an SSH host, before any GPU time is spent: each raises HostNotReadyError naming the fix.
 
 Plain functions over the link, the host facts and the job, in the order :class:`~cosmos_assets.machines.ssh_host.SshHost`
-runs them: the model's code, docker, the image (built from REMOTE_DIR/Dockerfile when missing), GPUs,
-checkpoints, free disk.
+runs them: the model root is not the project's own folders, the model's code, docker, the image (built from
+REMOTE_DIR/Dockerfile when missing), GPUs, checkpoints, free disk. The first also serves this computer
+(:class:`~cosmos_assets.machines.local.LocalMachine`).
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
 import time
+import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from cosmos_assets.machines.docker import DockerCli, in_dir, parse_gpus
 from cosmos_assets.machines.host_facts import HostFacts, remote_child
@@ -19,6 +25,129 @@ from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
 
 BUILD_TAG = "[docker build]"
 BUILD_TAIL_LINES = 20
+MARKER_PREFIX = ".cosmos-assets-overlap-"
+# The setting that names a model's root, by model (a pool file names it per host: remote_dir, model_dirs).
+ROOT_SETTINGS = {"cosmos-transfer2.5": "REMOTE_DIR_TRANSFER2_5", "cosmos3": "REMOTE_DIR_COSMOS3"}
+
+
+# --------------------------------------------------------------------------- the model root is not the project
+
+def project_folders(project_root: Path) -> dict[str, Path]:
+    """The folders of the project that hold its own files (renders, prompt files, videos, outputs, notes), by name."""
+    from cosmos_assets.layout import ProjectLayout  # pure path arithmetic; the one place that knows the layout
+
+    layout = ProjectLayout(root=project_root)
+    folders = {"inputs/": layout.prompts_dir.parent, "outputs/": layout.outputs_dir, "notes/": layout.notes_dir,
+               "art/houdini/renders/": layout.renders_dir}  # fmt: skip
+    return {name: folder for name, folder in folders.items() if folder.is_dir()}
+
+
+def staged_folders(job: InferenceJob) -> list[str]:
+    """The folders under the model root a run writes into: each staged file's folder, and the output folder."""
+    folders = {posixpath.dirname(posixpath.normpath(item.remote)) or "." for item in job.inputs}
+    return sorted(folders | {posixpath.normpath(job.output_folder)})
+
+
+def root_setting(model: str, local: bool) -> str:
+    if local:
+        return "COSMOS_PREVIEW_DIR (in a pool file: the local host's remote_dir)"
+    name = ROOT_SETTINGS.get(model, "REMOTE_DIR")
+    return f"{name} (in a pool file: the host's {'model_dirs' if model in ROOT_SETTINGS else 'remote_dir'})"
+
+
+def overlap_error(where: str, setting: str, target: str, folder: str, project_root: Path, hint: str) -> HostNotReadyError:
+    """One line naming the host and its model root, the project folder it reaches, the setting and the fix."""
+    return HostNotReadyError(
+        f"{where} reaches the project's own {folder} folder ({project_root / folder}): a run would write {target}/ "
+        f"there, over the project's files (the prompt file, its cosmos_assets block). Fix: set {setting} to a folder "
+        f"of its own, outside the project's inputs/, outputs/, notes/ and art/ ({hint})."
+    )
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """``path`` (resolved) is ``folder`` or below it, by name or by the same directory (bind mounts, hard aliases)."""
+    if path.is_relative_to(folder):
+        return True
+    return any(ancestor.is_dir() and os.path.samefile(ancestor, folder) for ancestor in (path, *path.parents))
+
+
+def local_overlap(model_root: Path, job: InferenceJob) -> tuple[str, str] | None:
+    """(staged folder, project folder) of the first place under a local model root that is one of the project's
+    folders (the same folder, one inside the other, through a symlink or a bind mount); None when there is none."""
+    if job.project_root is None:
+        return None
+    folders = {name: folder.resolve() for name, folder in project_folders(job.project_root).items()}
+    for target in staged_folders(job):
+        landing = (model_root / target).resolve()  # symlinks of the parts that exist are followed
+        for name, folder in folders.items():
+            if is_inside(landing, folder):
+                return target, name
+    return None
+
+
+@contextmanager
+def overlap_markers(project_root: Path) -> Iterator[dict[str, str]]:
+    """A uniquely named hidden file in each project folder (marker name -> folder), removed afterwards.
+
+    A host that sees one of them under its model root shares that folder with the project (NFS). The name is new
+    each time, so no NFS client has a cached answer for it: a lookup on the host asks the server.
+    """
+    token = uuid.uuid4().hex
+    made: dict[str, str] = {}
+    paths: list[Path] = []
+    try:
+        for index, (name, folder) in enumerate(project_folders(project_root).items()):
+            marker = folder / f"{MARKER_PREFIX}{token}-{index}"
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except OSError:
+                continue  # a folder we cannot write: a run of ours could not write there either
+            paths.append(marker)
+            made[marker.name] = name
+        yield made
+    finally:
+        for marker in paths:
+            marker.unlink(missing_ok=True)
+
+
+def _overlap_script() -> str:
+    """sh -c script: args root nmarkers marker... target...; prints "target marker" for each target whose physical
+    folder (the nearest existing one, symlinks resolved by ``cd -P``) or any of its parents holds a marker."""
+    return (
+        'root=$1; n=$2; shift 2; markers=""\n'
+        'while [ "$n" -gt 0 ]; do markers="$markers $1"; shift; n=$((n - 1)); done\n'
+        'for t do\n'
+        '  p="$root/$t"\n'
+        '  while [ ! -d "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done\n'
+        '  p=$(cd -P -- "$p" 2>/dev/null && pwd -P) || continue\n'
+        '  while :; do\n'
+        '    for m in $markers; do [ -e "$p/$m" ] && { printf "%s %s\\n" "$t" "$m"; break 2; }; done\n'
+        '    [ "$p" = / ] && break; p=$(dirname -- "$p")\n'
+        '  done\n'
+        'done\n'
+    )
+
+
+def check_not_the_project(link: SshLink, facts: HostFacts, job: InferenceJob) -> None:
+    """REMOTE_DIR does not reach the project's own folders through a shared mount (NFS): markers written in each
+    project folder here must not be visible from any folder the run writes on the host."""
+    if job.project_root is None:
+        return
+    targets = staged_folders(job)
+    with overlap_markers(job.project_root) as markers:
+        if not markers:
+            return
+        code, out, err = link.exec(["sh", "-c", _overlap_script(), "sh", facts.remote_dir, str(len(markers)),
+                                    *markers, *targets])  # fmt: skip
+    if code != 0:
+        raise HostNotReadyError(f"could not check {facts.remote_dir} on {link.label} against the project folder "
+                                f"({err.strip()[-300:]})")  # fmt: skip
+    for line in out.splitlines():
+        target, _, marker = line.rpartition(" ")
+        if marker in markers:
+            where = f"{link.label}: the model root {facts.remote_dir}, a folder shared with this computer,"
+            raise overlap_error(where, root_setting(job.invocation.model, False), target, markers[marker],
+                                job.project_root, f"the {job.invocation.model} checkout on the host")
 
 
 def _stages(job: InferenceJob, path: str) -> bool:

@@ -188,6 +188,7 @@ class SshHost(Machine):
         facts = self.facts()
         log(f"{TAG} connected to {self.label}; REMOTE_DIR {facts.remote_dir}; checkpoints {facts.checkpoint_dir}; "
             f"container user {facts.uid}:{facts.gid} ({facts.user_source})")  # fmt: skip
+        preflight.check_not_the_project(self.link, facts, job)  # before anything is staged there
         preflight.check_checkout(self.link, facts, job)
         try:
             preflight.check_docker(self.link)

@@ -238,7 +238,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         folder.mkdir(parents=True, exist_ok=True)
         job = InferenceJob(run_id=batch_id, dagster_run_id=options.dagster_run_id, stage="generate",
                            prompt=_label(group), invocation=batch.request.invocation,
-                           inputs=_stage_inputs(layout, batch, folder, group))  # fmt: skip
+                           inputs=_stage_inputs(layout, batch, folder, group), project_root=layout.root)  # fmt: skip
     except Exception as error:  # noqa: BLE001 - the batch cannot be described or staged: each of its prompts fails
         for member in group:
             _fail(layout, member, error, "planned", log, outcomes)

@@ -103,6 +103,7 @@ def plan_generation(
         prompt=prompt,
         invocation=request.invocation,
         inputs=[StagedFile(local=effective, remote=request.spec_remote), *_staged_inputs(layout, spec)],
+        project_root=layout.root,
     )
     return StagePlan(
         job=job,
@@ -158,6 +159,7 @@ def plan_upscale(
         prompt=prompt,
         invocation=request.invocation,
         inputs=[StagedFile(local=effective, remote=request.spec_remote), StagedFile(local=generated, remote=generated_remote)],
+        project_root=layout.root,
     )
     return StagePlan(job=job, request=request, shot=gen_used.shot, dest=layout.upscaled_dir(prompt),
                      log_name="upscale_run.log", effective_spec=effective)

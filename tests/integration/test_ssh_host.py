@@ -534,3 +534,34 @@ def test_cosmos_model_preview_runs_the_whole_generation_on_the_ssh_host_through_
     assert probe_video(project.output_dir(PROMPT) / "output.mp4").frames == 8
     assert our_containers(docker_client, PROMPT) == []
     no_secret_in(project.output_dir(PROMPT) / "run.log", project.output_dir(PROMPT) / "spec_used.json")
+
+
+@pytest.mark.parametrize("alias", [None, "outputs"], ids=["remote-dir-is-the-project", "symlink-into-its-outputs"])
+def test_a_remote_dir_sharing_the_project_folder_is_refused_at_preflight(
+    sshd, remote: FakeRemote, project: ProjectLayout, instance: dg.DagsterInstance, docker_client, alias: str | None
+) -> None:
+    """The sshd runs on this machine: a REMOTE_DIR naming the project is what an NFS-shared project looks like from
+    the host. Through a symlink the host's path differs from ours and still reaches the project's folders."""
+    remote_dir = project.root
+    if alias is not None:
+        link = remote.base / f"shared-{alias}"
+        link.symlink_to(project.root / alias)
+        remote_dir = link / "cosmos-transfer1"
+    prompt = project.prompt_file(PROMPT)
+    before = prompt.read_bytes()
+    host = make_host(sshd, remote, remote_dir=str(remote_dir))
+    since = time.time()
+    result = materialize(project, instance, host, ["generated_videos"], force=True)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    folder = "outputs/" if alias else "inputs/"
+    assert description.startswith(f"{host.label}: the model root {remote_dir}, a folder shared with this computer, "
+                                  f"reaches the project's own {folder} folder ({project.root / folder})")  # fmt: skip
+    assert "Fix: set REMOTE_DIR (in a pool file: the host's remote_dir) to a folder of its own" in description
+    assert failure.step_failure_data.user_failure_data.metadata["cause"].value == "host_not_ready"
+    assert prompt.read_bytes() == before
+    assert not (project.outputs_dir / "cosmos-transfer1").exists()  # nothing was staged into the project
+    assert not list(project.root.rglob(".cosmos-assets-overlap-*"))  # the markers are removed
+    assert container_starts(docker_client, since, PROMPT, "generate") == []
+    host.close()

@@ -160,14 +160,25 @@ def schema_problems(value: Any, schema: dict[str, Any], root: dict[str, Any], wh
 
 
 def composite_video(out: Path, base: str | None, controls: dict[str, str], weights: dict[str, float], prompt: str,
-                    seed: int, num_steps: int, banner: str) -> int:
-    """A real video composited from the inputs by the preview program (its copy beside this file)."""
+                    seed: int, num_steps: int, banner: str, size: tuple[int, int] | None = None) -> int:
+    """A real video composited from the inputs by the preview program (its copy beside this file); ``size``: the
+    model's own output size (the preview program's is Transfer1's bucket)."""
     sys.path.insert(0, str(HERE))
     import preview_model  # noqa: PLC0415 - the copy beside this file
 
     preview_model.BANNER = banner
+    if size is not None:
+        preview_model.nearest_bucket = lambda width, height: size
     args = SimpleNamespace(input_video_path=base, num_steps=num_steps, prompt=prompt, seed=seed, fps=24)
     return preview_model.generate(args, {k: {"input_control": v} for k, v in controls.items()}, weights, out)
+
+
+def video_size(path: str) -> tuple[int, int]:
+    sys.path.insert(0, str(HERE))
+    import preview_model  # noqa: PLC0415 - the copy beside this file
+
+    _, width, height = preview_model.count_frames(path)
+    return width, height
 
 
 def copy_file(source: str, target: Path) -> None:

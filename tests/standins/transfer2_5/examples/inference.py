@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from standin_common import (  # noqa: E402
     GUARDRAIL_TEST_BLOCK, composite_video, contract, copy_file, parser_from_contract, resolve, say, schema_problems,
+    video_size,
 )
 
 BANNER = "cosmos-transfer2.5 stand-in (not the model)"
@@ -76,8 +77,10 @@ def run_sample(data: dict, spec_dir: Path, out: Path, args, console: Path) -> No
         if block.get("mask_prompt"):  # upstream writes the mask it segmented beside the control
             copy_file(controls.get(key, resolved["video_path"]), out / f"{name}_mask_{key}.mp4")
     steps = int(resolved.get("num_steps", 35))
+    width, height = video_size(resolved["video_path"])  # keep_input_resolution (default): the input's size, even
+    size = (width - width % 2, height - height % 2) if resolved.get("keep_input_resolution", True) else None
     composite_video(out / f"{name}.mp4", resolved["video_path"], controls, weights, prompt,
-                    int(resolved.get("seed", 2025)), min(steps, 3), BANNER)  # fmt: skip
+                    int(resolved.get("seed", 2025)), min(steps, 3), BANNER, size)  # fmt: skip
     (out / f"{name}.txt").write_text(prompt)
     say(BANNER, f"Generated video saved to {out / name}.mp4", console)
 

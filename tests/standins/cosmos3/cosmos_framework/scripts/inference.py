@@ -16,13 +16,31 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from standin_common import composite_video, contract, copy_file, parser_from_contract, resolve, say, schema_problems  # noqa: E402
+from standin_common import (  # noqa: E402
+    composite_video, contract, copy_file, parser_from_contract, resolve, say, schema_problems, video_size,
+)
 
 BANNER = "cosmos3 stand-in (not the model)"
 HINTS = ("edge", "blur", "depth", "seg", "wsm")
 LAYER = {"edge": "edge", "blur": "vis", "depth": "depth", "seg": "seg", "wsm": "vis"}
+# the output size by tier and aspect (FACTS.md: data/generator/utils.py VIDEO_RES_SIZE_INFO): the bucket, not the source's
+TIERS = {"720": {"16,9": (1280, 720), "4,3": (1104, 832), "1,1": (960, 960), "3,4": (832, 1104), "9,16": (720, 1280)},
+         "480": {"16,9": (832, 480), "4,3": (736, 544), "1,1": (640, 640), "3,4": (544, 736), "9,16": (480, 832)}}
+ASPECTS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
 CHECKPOINTS = ("Cosmos3-Nano", "Cosmos3-Edge", "Cosmos3-Super", "Cosmos3-Super-Image2Video", "Cosmos3-Super-Text2Image",
                "Cosmos3-Super-Text2Image-4Step", "Cosmos3-Super-Image2Video-4Step")  # fmt: skip
+
+
+def output_size(data: dict, vision: str | None, first_control: str | None) -> tuple[int, int] | None:
+    """With vision_path its aspect_ratio (default 16,9) decides, else the first hint's control video's aspect."""
+    if vision is not None:
+        aspect = data.get("aspect_ratio", "16,9")
+    elif first_control is not None:
+        width, height = video_size(first_control)
+        aspect = min(ASPECTS, key=lambda name: abs(ASPECTS[name] - width / height))
+    else:
+        return None
+    return TIERS.get(str(data.get("resolution")), {}).get(aspect)
 
 
 def fail(message: str) -> int:
@@ -81,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = out / data["name"]
         folder.mkdir(parents=True, exist_ok=True)
         vision = resolve(data["vision_path"], spec_dir) if data.get("vision_path") else None
-        controls, weights = {}, {}
+        controls, weights, first_control = {}, {}, None
         for hint in HINTS:
             block = data.get(hint)
             if not isinstance(block, dict):
@@ -90,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             source = resolve(block["control_path"], spec_dir) if block.get("control_path") else vision
             if block.get("control_path"):
                 controls[LAYER[hint]] = source
+            first_control = first_control or source
             copy_file(source, folder / f"control_{hint}.mp4")
         resolved = {**data, "vision_path": vision, "output_dir": str(folder)}
         (folder / "sample_args.json").write_text(json.dumps(resolved, indent=2))
         composite_video(folder / "vision.mp4", vision, controls, weights, data.get("prompt", ""),
-                        int(data.get("seed", 0)), min(int(data.get("num_steps", 35)), 3), BANNER)  # fmt: skip
+                        int(data.get("seed", 0)), min(int(data.get("num_steps", 35)), 3), BANNER,
+                        output_size(data, vision, first_control))  # fmt: skip
         files = sorted(p.name for p in folder.iterdir())
         status = {"args": resolved, "status": "success", "outputs": [{"content": {}, "files": files}]}
         (folder / "sample_outputs.json").write_text(json.dumps(status, indent=2))

@@ -11,6 +11,9 @@ command we record is the command that ran, behind the same host-key check as the
 - Logs are followed with ``docker logs --follow --timestamps``; after a drop we reconnect and follow again
   with ``--since <last timestamp>``, skipping the lines already delivered
   (:class:`~cosmos_assets.machines.docker_logs.LogFollower`).
+- Who ended a container is told apart: the engine going away under it (``docker`` cannot reach its daemon: stopped
+  or restarting, whose shutdown stops our container) is :class:`DockerWentAwayError`, retryable; a container removed
+  while the engine stayed up is :class:`ContainerRemovedError` (someone ran ``docker rm -f``), never retried.
 """
 
 from __future__ import annotations
@@ -36,6 +39,35 @@ LABEL_PREFIX = "cosmos-assets"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DEVICE = re.compile(r"^[A-Za-z0-9-]+$")
+# what the docker CLI says when its daemon is stopped or restarting (not when the user may not use it)
+DOCKER_DOWN_SIGNS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "connection refused")
+ENGINE_WAIT_S = 120.0  # how long a run waits for a docker engine that went away under it to answer again
+ENGINE_POLL_S = 2.0
+
+
+def docker_down(stderr: str) -> bool:
+    """Whether the docker CLI's error says its daemon cannot be reached (stopped, restarting)."""
+    return any(sign in stderr for sign in DOCKER_DOWN_SIGNS)
+
+
+class DockerUnreachableError(HostNotReadyError):
+    """The host answers but its docker daemon does not (stopped, restarting): a later attempt may find it back."""
+
+    cause = "docker_unreachable"
+
+
+class DockerWentAwayError(RuntimeError):
+    """The docker engine stopped answering while our container ran (stopped or restarted, which stops containers):
+    nothing is wrong with the work, so a later attempt runs it again (retryable, like ``docker_unreachable``)."""
+
+    cause = "docker_unreachable"
+
+
+class ContainerRemovedError(RuntimeError):
+    """Our container was removed while it ran and the engine stayed up: someone or something removed it on purpose.
+    Not retried (the same cause as a ``docker kill``: runs/oom.py, :func:`~cosmos_assets.runs.oom.killed_from_outside`)."""
+
+    cause = "killed"
 
 
 def _host_path(value: str, what: str) -> str:
@@ -249,8 +281,13 @@ class DockerCli:
         return self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])[0] == 0
 
     def state(self, name: str) -> ContainerState | None:
-        code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name])
+        """The container's status and exit code; None when there is no such container. Raises
+        :class:`DockerUnreachableError` when the docker daemon does not answer (so no answer is never "gone")."""
+        code, out, err = self.link.exec(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name])
         if code != 0:
+            if docker_down(err):
+                raise DockerUnreachableError(f"docker is not reachable on {self.label} ({_one_line(err)}). A later "
+                                             "attempt retries: the daemon may be restarting.")  # fmt: skip
             return None
         status, exit_code = out.split()
         return ContainerState(status=status, exit_code=int(exit_code))
@@ -298,19 +335,38 @@ class DockerCli:
         return False
 
     def follow_until_exit(self, name: str, follower: LogFollower, log: LogLine) -> int:
-        """Stream the container's log until it exits, re-attaching after link drops; its exit code."""
+        """Stream the container's log until it exits, re-attaching after link drops; its exit code.
+
+        Raises :class:`DockerWentAwayError` when the engine stopped answering meanwhile and the container did not
+        outlive it (or the engine is not back within ENGINE_WAIT_S), :class:`ContainerRemovedError` when the
+        container was removed while the engine stayed up."""
         failures = 0
+        engine_went_away = False  # the engine stopped answering under us and the container is not seen running since
         while True:
             delivered = follower.delivered
             try:
                 since = follower.since()
                 self.link.stream(["docker", "logs", "--follow", "--timestamps", *(["--since", since] if since else []), name],
                                  follower.feed)  # fmt: skip
-                state = self.state(name)
+                try:
+                    state = self.state(name)
+                except DockerUnreachableError as down:
+                    engine_went_away = True  # kept across a link drop while waiting for the engine
+                    state = self._engine_back(name, down, log)
+                if engine_went_away and (state is None or state.status in ("exited", "dead")):
+                    ended = "removed it" if state is None else f"ended it (exit code {state.exit_code})"
+                    raise DockerWentAwayError(
+                        f"docker on {self.label} went away while container {name} ran (the engine was stopped or "
+                        f"restarted, and that {ended}); the work was not at fault: a later attempt runs it again"
+                    )
                 if state is None:
-                    raise RuntimeError(f"container {name} disappeared from {self.label} (removed by someone else?)")
+                    raise ContainerRemovedError(
+                        f"container {name} was removed from {self.label} while it ran, with the docker engine up "
+                        f"(someone or something ran `docker rm -f {name}`); not retried: materialize again to run it"
+                    )
                 if state.status in ("exited", "dead"):
                     return state.exit_code
+                engine_went_away = False  # it outlived the engine's restart (live-restore): follow on
                 follower.resume()  # `docker logs` ended early while the container runs: follow again
                 time.sleep(1.0)
             except (LinkDropped, HostUnreachableError) as error:
@@ -325,6 +381,28 @@ class DockerCli:
                 if self.link.wait_and_reconnect(failures, f"the run of {name}", error, log):
                     log(f"{TAG} re-attaching to {name}'s log from where it stopped")
                 follower.resume()
+
+    def _engine_back(self, name: str, down: DockerUnreachableError, log: LogLine) -> ContainerState | None:
+        """Wait (up to ENGINE_WAIT_S) for the engine that stopped answering while ``name`` ran; the container's state
+        then. A link drop meanwhile goes to the caller, which reconnects and asks again."""
+        log(f"{TAG} docker on {self.label} stopped answering while {name} ran ({_one_line(str(down), 160)}); "
+            f"waiting up to {ENGINE_WAIT_S:.0f}s for the engine to come back")  # fmt: skip
+        deadline = time.monotonic() + ENGINE_WAIT_S
+        while True:
+            time.sleep(ENGINE_POLL_S)
+            try:
+                state = self.state(name)
+            except DockerUnreachableError as again:
+                if time.monotonic() < deadline:
+                    continue
+                raise DockerWentAwayError(
+                    f"docker on {self.label} went away while container {name} ran and did not answer again within "
+                    f"{ENGINE_WAIT_S:.0f}s ({_one_line(str(again), 160)}); the engine stops its containers when it "
+                    "stops: a later attempt runs the work again"
+                ) from None
+            status = "gone" if state is None else f"{state.status}, exit code {state.exit_code}"
+            log(f"{TAG} docker on {self.label} answers again; container {name}: {status}")
+            return state
 
     def remove(self, name: str) -> bool:
         """docker rm --force; False when there was no such container."""
@@ -346,6 +424,10 @@ class DockerCli:
             except BaseException as error:  # noqa: BLE001 - the original error is what the caller raises
                 last = error
         log(f"{TAG} could not stop container {name} ({last}); stop it by hand: cosmos-assets ssh, then docker rm -f {name}")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
 
 
 def container_labels(prompt: str, stage: str, run_id: str, dagster_run_id: str | None) -> Mapping[str, str]:

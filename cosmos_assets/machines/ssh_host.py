@@ -30,8 +30,10 @@ from cosmos_assets.machines.docker import (
     DockerCli,
     LABEL_PREFIX,
     DockerRunSettings,
+    DockerUnreachableError,
     container_labels,
     container_name_for,
+    docker_down,
     docker_run_argv,
     parse_gpus,
 )
@@ -46,15 +48,6 @@ from cosmos_assets.progress import TransferProgress, TransferStats
 from cosmos_assets.redaction import is_secret_name, redacted
 
 LOG_TAIL_LINES = 40
-# what the docker CLI says when its daemon is stopped or restarting (not when the user may not use it)
-DOCKER_DOWN_SIGNS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "connection refused")
-
-
-class DockerUnreachableError(HostNotReadyError):
-    """The host answers but its docker daemon does not (stopped, restarting): a later attempt may find it back."""
-
-    cause = "docker_unreachable"
-
 
 class SshHostSettings(BaseModel):
     """What runs where on an SSH host (no secrets here: they are passed to :class:`SshHost` by name and value)."""
@@ -192,7 +185,7 @@ class SshHost(Machine):
         try:
             preflight.check_docker(self.link)
         except HostNotReadyError as error:
-            if any(sign in str(error) for sign in DOCKER_DOWN_SIGNS):
+            if docker_down(str(error)):
                 raise DockerUnreachableError(f"{error} A later attempt retries: the daemon may be restarting.") from error
             raise
         preflight.ensure_image(self.docker, facts, self.settings.docker_image, log)

@@ -9,8 +9,15 @@ Two kinds, one cause (``out_of_memory``, never retried by the step's RetryPolicy
   retry is a new run (its own run id ``<failed run id>_offload``, record, container and remote folder) whose
   command adds the flags the failed one lacked; its record names the run it retries and the flags it added.
 - **Host memory**: the kernel's OOM killer ended the container (docker reports ``OOMKilled``), or the model died of
-  SIGKILL (exit 137) with no word from torch. Offloading moves weights *into* host memory, so it is never retried
-  with it; the fix is a shorter clip or a host with more memory.
+  SIGKILL (exit 137) with no word from torch and nobody could say whether docker saw an OOM kill (a cautious
+  message). Offloading moves weights *into* host memory, so it is never retried with it; the fix is a shorter clip
+  or a host with more memory.
+
+Not memory: exit 137 while docker says ``OOMKilled`` false. The kernel's OOM killer sets that flag whenever it ends
+a container's process, so someone or something else sent SIGKILL (``docker kill``, a ``docker stop`` past its
+grace period, a host agent): cause ``killed`` (:func:`killed_from_outside`), never retried by the RetryPolicy. A
+kill from outside is nearly always someone stopping the job on purpose (to free the GPU, or a runaway run); starting
+it again by itself would undo that, and a real fault (the engine restarting) has its own retryable cause.
 
 Plain Python (no Dagster).
 """
@@ -51,11 +58,22 @@ def memory_failure(exit_code: int | None, log_lines: Iterable[str], oom_killed: 
             return MemoryFailure("gpu", line.strip()[:240])
     if oom_killed:
         return MemoryFailure("host", f"exit code {exit_code}, docker reports the container OOMKilled")
-    if exit_code == SIGKILL_EXIT:
+    if exit_code == SIGKILL_EXIT and oom_killed is None:
         return MemoryFailure("host", "exit code 137 (SIGKILL) with no error from the model, which is how the kernel's "
                                      "OOM killer ends a process (docker did not say OOMKilled: it may also have been "
                                      "killed by hand)")  # fmt: skip
     return None
+
+
+def killed_from_outside(exit_code: int | None, oom_killed: bool | None, container: str | None) -> str | None:
+    """Why a run ended, when its container died of SIGKILL that was not the kernel's OOM killer (docker says
+    ``OOMKilled`` false); None otherwise. ``container``: its name, to say which one."""
+    if exit_code != SIGKILL_EXIT or oom_killed is not False:
+        return None
+    which = f"container {container}" if container else "its container"
+    return (f"{which} was killed from outside: exit code 137 (SIGKILL) while docker says it was not OOMKilled, so "
+            "someone or something sent it SIGKILL (`docker kill`, a `docker stop` past its grace period, a host agent); "
+            "the model did not fail by itself. Not retried, as a kill is usually meant: materialize again to run it")
 
 
 def offload_flags(backend: ModelBackend) -> tuple[str, ...]:

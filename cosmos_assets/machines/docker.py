@@ -339,7 +339,8 @@ class DockerCli:
 
         Raises :class:`DockerWentAwayError` when the engine stopped answering meanwhile and the container did not
         outlive it (or the engine is not back within ENGINE_WAIT_S), :class:`ContainerRemovedError` when the
-        container was removed while the engine stayed up."""
+        container was removed while the engine stayed up. A container that finished (exit 0) while the engine was
+        away did its work: its 0 is returned and its outputs are collected."""
         failures = 0
         engine_went_away = False  # the engine stopped answering under us and the container is not seen running since
         while True:
@@ -353,7 +354,7 @@ class DockerCli:
                 except DockerUnreachableError as down:
                     engine_went_away = True  # kept across a link drop while waiting for the engine
                     state = self._engine_back(name, down, log)
-                if engine_went_away and (state is None or state.status in ("exited", "dead")):
+                if engine_went_away and (state is None or (state.status in ("exited", "dead") and state.exit_code != 0)):
                     ended = "removed it" if state is None else f"ended it (exit code {state.exit_code})"
                     raise DockerWentAwayError(
                         f"docker on {self.label} went away while container {name} ran (the engine was stopped or "

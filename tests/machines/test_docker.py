@@ -190,6 +190,11 @@ def test_a_container_that_outlives_the_engine_restart_is_followed_to_its_own_end
     assert len(link.stream_argvs) == 2
 
 
+def test_a_container_that_finished_while_the_engine_was_away_did_its_work(no_engine_wait: None) -> None:
+    link = ScriptedLink([DOWN, (0, "exited 0\n", "")], streams=[_ends])
+    assert _follow(link, []) == 0  # its outputs are collected, not run again
+
+
 def test_an_engine_that_stays_away_ends_the_wait_with_docker_unreachable(no_engine_wait: None,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr(docker_mod, "ENGINE_WAIT_S", 0.0)

@@ -249,3 +249,36 @@ def test_a_short_cut_mid_inference_completes_with_one_container_and_every_log_li
     assert len(container_starts(docker_client, started, "tiny_prompt", "generate")) == 1
     steps = [line for line in lines if "generate chunk 1/1 step " in line]
     assert len(steps) == len(set(steps)) == 35  # every line once across the re-attach
+
+
+# --------------------------------------------------------------------------- what a cut prints
+
+
+def test_failed_reconnects_say_one_line_each_and_print_no_paramiko_traceback(
+    fault_proxy: FaultProxy, proxy_target, tmp_path: Path, caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    local = _file(tmp_path / "local" / "mask.mp4", SIZE, 7)
+    remote_dir = tmp_path / "remote"
+    host = _host(proxy_target, remote_dir, attempts=8)
+    caplog.set_level(logging.DEBUG, logger="paramiko")
+    lines: list[str] = []
+    try:
+        host.facts()
+        # down for 2 s: with the test's backoff (0.1, 0.2, 0.4, 0.8 ... s) the first reconnects are reset at once,
+        # the way a host whose sshd restarts answers; then the link is back and the upload completes
+        fault_proxy.cut_after(SIZE // 2, "up", down_for=2.0)
+        host.upload([StagedFile(local=local, remote="inputs/mask.mp4")], lines.append)
+    finally:
+        host.close()
+    assert (remote_dir / "inputs" / "mask.mp4").read_bytes() == local.read_bytes()
+    failed = [line for line in lines if "reconnect to ssh@faulty-host failed" in line]
+    assert failed and all("\n" not in line and "(attempt " in line for line in failed), lines
+    assert all("Traceback" not in line and "Check REMOTE_HOST" not in line for line in lines), lines
+    loud = [r for r in caplog.records if r.name.startswith("paramiko") and r.levelno >= logging.WARNING]
+    assert not [r for r in loud if "Traceback" in r.getMessage()], [r.getMessage() for r in loud]
+    quieted = [r for r in caplog.records if r.name.startswith("paramiko") and "Traceback" in r.getMessage()]
+    assert quieted and all(r.levelno == logging.DEBUG for r in quieted)  # paramiko's own tracebacks: DEBUG only
+    assert "Traceback" not in capfd.readouterr().err

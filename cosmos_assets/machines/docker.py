@@ -292,10 +292,13 @@ class DockerCli:
         status, exit_code = out.split()
         return ContainerState(status=status, exit_code=int(exit_code))
 
-    def refuse_other_container(self, prompt: str, stage: str, name: str, log: LogLine) -> None:
-        """One GPU job per prompt and stage: a still-running container of an earlier run blocks a new one."""
+    def refuse_other_container(self, prompt: str, stage: str, name: str, log: LogLine, host: str | None = None) -> None:
+        """One GPU job per prompt and stage: a still-running container of an earlier run blocks a new one.
+        ``host``: only containers started for that pool host (its ``host`` label) count, as one engine may serve
+        several pool entries."""
         argv = ["docker", "ps", "--format", "{{.Names}}", "--filter", f"label={LABEL_PREFIX}.prompt={prompt}",
-                "--filter", f"label={LABEL_PREFIX}.stage={stage}"]  # fmt: skip
+                "--filter", f"label={LABEL_PREFIX}.stage={stage}",
+                *(["--filter", f"label={LABEL_PREFIX}.host={host}"] if host else [])]  # fmt: skip
         code, out, err = self.link.with_reconnect("listing containers", lambda: self.link.exec(argv), log)
         if code != 0:
             raise HostNotReadyError(

@@ -161,6 +161,13 @@ class SshHost(Machine):
 
     # ------------------------------------------------------------------ host facts and preflight
 
+    def check_reachable(self) -> None:
+        """Raise :class:`HostUnreachableError` now unless the host answers: the open link (one round trip), else one
+        fresh connection, no backoff. Facts read earlier prove nothing (the host may have gone since)."""
+        if not self.link.answers():
+            self.link.reconnect()
+        self.facts()
+
     def facts(self) -> HostFacts:
         """Absolute REMOTE_DIR and checkpoint folder, and the uid:gid the container runs as (asked once)."""
         if self._facts is None:
@@ -260,7 +267,7 @@ class SshHost(Machine):
         follower = LogFollower(log, deque(maxlen=LOG_TAIL_LINES), job.invocation.guardrail_marker)
         attached = False
         try:
-            self.docker.refuse_other_container(job.prompt, job.stage, name, log)
+            self.docker.refuse_other_container(job.prompt, job.stage, name, log, host=self.label)
             attached = self.link.with_reconnect(
                 "starting the container", lambda: self.docker.start(settings, command, log), log
             )

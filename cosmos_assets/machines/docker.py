@@ -278,7 +278,12 @@ class DockerCli:
         return self.link.label
 
     def image_present(self, image: str) -> bool:
-        return self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])[0] == 0
+        """Whether the engine has ``image``; :class:`DockerUnreachableError` when it does not answer (never "missing")."""
+        code, _, err = self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])
+        if code != 0 and docker_down(err):
+            raise DockerUnreachableError(f"docker is not reachable on {self.label} ({_one_line(err)}). A later "
+                                         "attempt retries: the daemon may be restarting.")  # fmt: skip
+        return code == 0
 
     def state(self, name: str) -> ContainerState | None:
         """The container's status and exit code; None when there is no such container. Raises

@@ -220,6 +220,9 @@ def test_state_never_mistakes_an_engine_that_does_not_answer_for_a_missing_conta
     assert DockerCli(ScriptedLink([GONE])).state("c1") is None
     with pytest.raises(DockerUnreachableError, match="docker is not reachable on ssh@gpu1"):
         DockerCli(ScriptedLink([DOWN])).state("c1")
+    assert DockerCli(ScriptedLink([(1, "", "Error: No such image: x\n")])).image_present("x") is False
+    with pytest.raises(DockerUnreachableError):  # an engine that does not answer has not lost its images
+        DockerCli(ScriptedLink([DOWN])).image_present("x")
 
 
 # --------------------------------------------------------------------------- docker run argv

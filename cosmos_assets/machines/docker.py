@@ -28,6 +28,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cosmos_assets.machines.docker_engine import (
+    ContainerRemovedError,
+    DockerUnreachableError,
+    DockerWentAwayError,
+    docker_down,
+    one_line,
+    wait_for_engine,
+)
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError, LogLine
 from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
@@ -39,37 +47,6 @@ LABEL_PREFIX = "cosmos-assets"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DEVICE = re.compile(r"^[A-Za-z0-9-]+$")
-# what the docker CLI says when its daemon is stopped or restarting (not when the user may not use it)
-DOCKER_DOWN_SIGNS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "connection refused")
-ENGINE_WAIT_S = 120.0  # how long a run waits for a docker engine that went away under it to answer again
-ENGINE_POLL_S = 2.0
-
-
-def docker_down(stderr: str) -> bool:
-    """Whether the docker CLI's error says its daemon cannot be reached (stopped, restarting)."""
-    return any(sign in stderr for sign in DOCKER_DOWN_SIGNS)
-
-
-class DockerUnreachableError(HostNotReadyError):
-    """The host answers but its docker daemon does not (stopped, restarting): a later attempt may find it back."""
-
-    cause = "docker_unreachable"
-
-
-class DockerWentAwayError(RuntimeError):
-    """The docker engine stopped answering while our container ran (stopped or restarted, which stops containers):
-    nothing is wrong with the work, so a later attempt runs it again (retryable, like ``docker_unreachable``)."""
-
-    cause = "docker_unreachable"
-
-
-class ContainerRemovedError(RuntimeError):
-    """Our container was removed while it ran and the engine stayed up: someone or something removed it on purpose.
-    Not retried (the same cause as a ``docker kill``: runs/oom.py, :func:`~cosmos_assets.runs.oom.killed_from_outside`)."""
-
-    cause = "killed"
-
-
 def _host_path(value: str, what: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one; expand ~ first)")
@@ -281,7 +258,7 @@ class DockerCli:
         """Whether the engine has ``image``; :class:`DockerUnreachableError` when it does not answer (never "missing")."""
         code, _, err = self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])
         if code != 0 and docker_down(err):
-            raise DockerUnreachableError(f"docker is not reachable on {self.label} ({_one_line(err)}). A later "
+            raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
                                          "attempt retries: the daemon may be restarting.")  # fmt: skip
         return code == 0
 
@@ -291,7 +268,7 @@ class DockerCli:
         code, out, err = self.link.exec(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name])
         if code != 0:
             if docker_down(err):
-                raise DockerUnreachableError(f"docker is not reachable on {self.label} ({_one_line(err)}). A later "
+                raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
                                              "attempt retries: the daemon may be restarting.")  # fmt: skip
             return None
         status, exit_code = out.split()
@@ -361,7 +338,7 @@ class DockerCli:
                     state = self.state(name)
                 except DockerUnreachableError as down:
                     engine_went_away = True  # kept across a link drop while waiting for the engine
-                    state = self._engine_back(name, down, log)
+                    state = wait_for_engine(lambda: self.state(name), self.label, name, down, log)
                 if engine_went_away and (state is None or (state.status in ("exited", "dead") and state.exit_code != 0)):
                     ended = "removed it" if state is None else f"ended it (exit code {state.exit_code})"
                     raise DockerWentAwayError(
@@ -391,28 +368,6 @@ class DockerCli:
                     log(f"{TAG} re-attaching to {name}'s log from where it stopped")
                 follower.resume()
 
-    def _engine_back(self, name: str, down: DockerUnreachableError, log: LogLine) -> ContainerState | None:
-        """Wait (up to ENGINE_WAIT_S) for the engine that stopped answering while ``name`` ran; the container's state
-        then. A link drop meanwhile goes to the caller, which reconnects and asks again."""
-        log(f"{TAG} docker on {self.label} stopped answering while {name} ran ({_one_line(str(down), 160)}); "
-            f"waiting up to {ENGINE_WAIT_S:.0f}s for the engine to come back")  # fmt: skip
-        deadline = time.monotonic() + ENGINE_WAIT_S
-        while True:
-            time.sleep(ENGINE_POLL_S)
-            try:
-                state = self.state(name)
-            except DockerUnreachableError as again:
-                if time.monotonic() < deadline:
-                    continue
-                raise DockerWentAwayError(
-                    f"docker on {self.label} went away while container {name} ran and did not answer again within "
-                    f"{ENGINE_WAIT_S:.0f}s ({_one_line(str(again), 160)}); the engine stops its containers when it "
-                    "stops: a later attempt runs the work again"
-                ) from None
-            status = "gone" if state is None else f"{state.status}, exit code {state.exit_code}"
-            log(f"{TAG} docker on {self.label} answers again; container {name}: {status}")
-            return state
-
     def remove(self, name: str) -> bool:
         """docker rm --force; False when there was no such container."""
         code, _, err = self.link.exec(["docker", "rm", "--force", name])
@@ -433,10 +388,6 @@ class DockerCli:
             except BaseException as error:  # noqa: BLE001 - the original error is what the caller raises
                 last = error
         log(f"{TAG} could not stop container {name} ({last}); stop it by hand: cosmos-assets ssh, then docker rm -f {name}")
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    return " ".join(text.split())[:limit]
 
 
 def container_labels(prompt: str, stage: str, run_id: str, dagster_run_id: str | None) -> Mapping[str, str]:

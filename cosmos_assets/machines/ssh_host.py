@@ -30,13 +30,12 @@ from cosmos_assets.machines.docker import (
     DockerCli,
     LABEL_PREFIX,
     DockerRunSettings,
-    DockerUnreachableError,
     container_labels,
     container_name_for,
-    docker_down,
     docker_run_argv,
     parse_gpus,
 )
+from cosmos_assets.machines.docker_engine import DockerUnreachableError, docker_down
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile

@@ -22,7 +22,7 @@ def failure_cause(error: BaseException) -> str:
 
     cause = getattr(error, "cause", None)
     if isinstance(cause, str) and cause:
-        return cause  # InferenceFailed and the docker errors (machines/docker.py) say their own
+        return cause  # InferenceFailed and the docker errors (machines/docker_engine.py) say their own
     if not isinstance(error, Exception):
         return "cancelled"
     if isinstance(error, (HostLinkLostError, LinkDropped)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosmos_assets.machines.docker import ContainerRemovedError, DockerWentAwayError
+from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerWentAwayError
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, retryable
 

@@ -33,7 +33,8 @@ import pytest
 from cosmos_assets.assets.generation import failure_from
 from cosmos_assets.files import sha256_file
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.docker import LABEL_PREFIX, DockerWentAwayError
+from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.docker_engine import DockerWentAwayError
 from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost, SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.models import backend_named

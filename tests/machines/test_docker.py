@@ -12,18 +12,16 @@ from collections.abc import Callable, Sequence
 import pytest
 from pydantic import ValidationError
 
-from cosmos_assets.machines import docker as docker_mod
+from cosmos_assets.machines import docker_engine
 from cosmos_assets.machines.docker import (
-    ContainerRemovedError,
     DockerCli,
-    DockerUnreachableError,
-    DockerWentAwayError,
     DockerRunSettings,
     container_name_for,
     docker_run_argv,
     secret_env,
     secrets_from_stdin,
 )
+from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerUnreachableError, DockerWentAwayError
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
@@ -162,8 +160,8 @@ def _ends(on_line: Callable[[str], None]) -> int:
 
 @pytest.fixture
 def no_engine_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(docker_mod, "ENGINE_POLL_S", 0.0)
-    monkeypatch.setattr(docker_mod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(docker_engine, "ENGINE_POLL_S", 0.0)
+    monkeypatch.setattr(docker_engine.time, "sleep", lambda _s: None)
 
 
 def _follow(link: ScriptedLink, lines: list[str]) -> int:
@@ -197,7 +195,7 @@ def test_a_container_that_finished_while_the_engine_was_away_did_its_work(no_eng
 
 def test_an_engine_that_stays_away_ends_the_wait_with_docker_unreachable(no_engine_wait: None,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.setattr(docker_mod, "ENGINE_WAIT_S", 0.0)
+    monkeypatch.setattr(docker_engine, "ENGINE_WAIT_S", 0.0)
     link = ScriptedLink([DOWN, DOWN], streams=[_ends])
     with pytest.raises(DockerWentAwayError, match="did not answer again within 0s .*Cannot connect to the Docker daemon"):
         _follow(link, [])

@@ -271,8 +271,9 @@ class SshLink:
         One line per attempt, naming the host and the reason: the loss when it is new, each failed reconnect (an
         ``error`` that is itself a failed connect is the outage going on, already said)."""
         delay = min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
-        if not isinstance(error, HostUnreachableError):
-            log(f"{TAG} SSH link to {self.label} lost during {what} ({error}); reconnecting in {delay:.0f}s "
+        if failures == 1 or not isinstance(error, HostUnreachableError):
+            reason = _reason(error) if isinstance(error, HostUnreachableError) else error
+            log(f"{TAG} SSH link to {self.label} lost during {what} ({reason}); reconnecting in {delay:.0f}s "
                 f"(attempt {failures}/{self.reconnect_attempts})")  # fmt: skip
         self._sleep(delay)
         try:

@@ -56,6 +56,38 @@ def test_an_action_is_run_again_after_a_lost_link_and_its_result_returned() -> N
     assert link.with_reconnect("listing", flaky, print) == "done" and len(calls) == 2
 
 
+def refused() -> HostUnreachableError:
+    """What SshLink's connect raises for a host whose sshd is gone: the advice, caused by the network's error."""
+    error = HostUnreachableError("cannot connect to ssh@gpu1 ([Errno 111] Connection refused). Check REMOTE_HOST, ...")
+    error.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return error
+
+
+class UnreachableLink(OfflineLink):
+    """Every reconnect fails as a host whose sshd is gone does."""
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
+        raise refused()
+
+
+@pytest.mark.parametrize("first", ["a drop", "a failed connect"])
+def test_an_outage_says_one_line_per_attempt_with_the_host_and_the_reason(first: str) -> None:
+    link = UnreachableLink(attempts=3)
+    lines: list[str] = []
+    errors = iter([LinkDropped("EOFError: ") if first == "a drop" else refused()])
+
+    def down() -> None:
+        raise next(errors, refused())
+
+    with pytest.raises(HostLinkLostError):
+        link.with_reconnect("upload", down, lines.append)
+    assert lines[0].startswith(f"{TAG} SSH link to ssh@gpu1 lost during upload (") and "(attempt 1/3)" in lines[0]
+    assert lines[1:] == [f"{TAG} reconnect to ssh@gpu1 failed (attempt {n}/3, during upload): [Errno 111] Connection refused"
+                         for n in (1, 2, 3)]  # fmt: skip
+    assert not any("Check REMOTE_HOST" in line for line in lines)
+
+
 @pytest.mark.parametrize("error", [ValueError("bad"), HostNotReadyError("no docker"), KeyboardInterrupt()])
 def test_other_errors_are_not_retried(error: BaseException) -> None:
     link = OfflineLink()

@@ -2,11 +2,14 @@
 
 The step already holds a place in the asset pool ``gpu_host`` (one per host). Here it waits, by run priority, for the
 slot of a host that has the model (:mod:`cosmos_assets.hosts.slots`), checks the host answers now (only when there is
-another to go to: a fresh connection, never a cached one), and runs the work there. A host holding a left-behind run of
-the work goes first, to adopt it; when that host does not answer, it is skipped like any other (the left-behind run
-never pins its work there), and once another host has done the work it is no longer preferred. A host that cannot be reached, or whose preflight refuses the job before
-anything ran on it (:class:`HostNotReadyError`), is given back and skipped for the rest of this step with one log line;
-the work goes to another host. A failure after the job started on a host is the step's failure, as before.
+another to go to: the open link's round trip or a fresh connection, never an answer cached earlier), and runs the
+work there. A host that cannot be reached, or whose preflight refuses the job before anything ran on it
+(:class:`HostNotReadyError`), is given back and skipped for the rest of this step with one log line; the work goes to
+another host. A failure after the job started on a host is the step's failure, as before.
+
+A host holding a left-behind run of the work goes first, to adopt it; when it does not answer it is skipped like any
+other (a left-behind run never pins its work there), and once another host has done the work it is no longer
+preferred (docs/hosts.md, "Failover").
 """
 
 from __future__ import annotations

@@ -106,6 +106,41 @@ def test_an_os_error_is_a_lost_link_only_when_the_host_stops_answering() -> None
     assert OfflineLink(answering=False).lost(EOFError())
 
 
+def test_a_failed_connect_leaves_paramikos_traceback_at_debug_and_raises_the_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that answers with something other than SSH and hangs up: paramiko's transport thread logs the failed
+    handshake at ERROR with a traceback (what printed on every failed reconnect); the caller gets the exception."""
+    import logging
+    import socket
+    import threading
+
+    import paramiko
+
+    from cosmos_assets.machines.ssh_connect import connect
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_not_ssh() -> None:
+        conn, _ = server.accept()
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_not_ssh, daemon=True).start()
+    caplog.set_level(logging.DEBUG, logger="paramiko")
+    target = SshTarget(host="127.0.0.1", port=port, user="me", known_hosts=tmp_path / "known_hosts",
+                       ssh_config=tmp_path / "none", allow_agent=False)  # fmt: skip
+    try:
+        with pytest.raises(paramiko.SSHException, match="Error reading SSH protocol banner"):
+            connect(target)
+    finally:
+        server.close()
+    paramiko_records = [r for r in caplog.records if r.name.startswith("paramiko")]
+    assert any("Traceback" in r.getMessage() for r in paramiko_records)  # paramiko did log it...
+    assert not [r.getMessage() for r in paramiko_records if r.levelno > logging.DEBUG]  # ...at DEBUG only
+
+
 # --------------------------------------------------------------------------- against the test sshd
 
 

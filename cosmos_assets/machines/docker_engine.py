@@ -1,6 +1,8 @@
 """The docker engine on a host answering or not, and who ended a run's container: the errors that tell apart the
 engine going away (stopped, restarting: retryable) from a container removed while the engine stayed up (someone's
-``docker rm -f``: never retried), and the bounded wait for an engine that went away under a running container.
+``docker rm -f``: never retried), the bounded wait for an engine that went away under a running container, and the
+kernel's own word that its OOM killer ended a container (when docker's ``OOMKilled`` says no: a host-wide OOM kill
+on a cgroup v1 host is not flagged by docker).
 """
 
 from __future__ import annotations
@@ -72,3 +74,14 @@ def wait_for_engine(state: Callable[[], ContainerState | None], label: str, name
         status = "gone" if found is None else f"{found.status}, exit code {found.exit_code}"
         log(f"{TAG} docker on {label} answers again; container {name}: {status}")
         return found
+
+
+KERNEL_LOG = "{ dmesg || journalctl -k -q --no-pager -n 5000; } 2>/dev/null | tail -n 5000"
+
+
+def kernel_oom_kill(kernel_log: str, container_id: str) -> bool:
+    """Whether the kernel log says its OOM killer ended a process of the container ``container_id`` (its full id:
+    the ``oom-kill:`` line names the killed task's memory cgroup, ``/docker/<id>`` or ``docker-<id>.scope``)."""
+    if len(container_id) < 12:
+        return False
+    return any(container_id in line and "oom-kill" in line.lower() for line in kernel_log.splitlines())

@@ -35,7 +35,7 @@ from cosmos_assets.machines.docker import (
     docker_run_argv,
     parse_gpus,
 )
-from cosmos_assets.machines.docker_engine import DockerUnreachableError, docker_down
+from cosmos_assets.machines.docker_engine import KERNEL_LOG, DockerUnreachableError, docker_down, kernel_oom_kill
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
@@ -283,12 +283,13 @@ class SshHost(Machine):
         except BaseException:
             self.docker.stop(name, log)  # cancelled or failed while following: stop the GPU job
             raise
-        oom_killed = self._oom_killed(name) if exit_code != 0 else False  # read before the container is removed
+        oom_killed, kernel_oom = self._oom_killed(name) if exit_code != 0 else (False, False)  # before removal
         self.link.with_reconnect("removing the container", lambda: self.docker.remove(name), log)
         return RunOutcome(
             exit_code=exit_code,
             command=command,
-            container={**self._container_record(settings, attached), "oom_killed": oom_killed},
+            container={**self._container_record(settings, attached), "oom_killed": oom_killed,
+                       "kernel_oom_kill": kernel_oom},
             environment=redacted({"PYTHONPATH": CONTAINER_ROOT, **settings.env}),
             started_at=started,
             finished_at=datetime.now(timezone.utc),
@@ -296,13 +297,20 @@ class SshHost(Machine):
             guardrail_blocked=follower.guardrail,
         )
 
-    def _oom_killed(self, name: str) -> bool | None:
-        """Whether the kernel's OOM killer ended the container (docker's ``State.OOMKilled``); None if unknown."""
+    def _oom_killed(self, name: str) -> tuple[bool | None, bool]:
+        """Whether the kernel's OOM killer ended the container: docker's ``State.OOMKilled`` (None if docker could not
+        be asked), and, when docker says no, whether the kernel log names the container in an ``oom-kill`` line."""
         try:
-            code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.OOMKilled}}", name])
+            code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.OOMKilled}} {{.Id}}", name])
+            if code != 0 or len(out.split()) != 2:
+                return None, False
+            flag, container_id = out.split()
+            if flag == "true":
+                return True, False
+            code, log, _ = self.link.exec(["sh", "-c", KERNEL_LOG], timeout=30)
+            return False, code == 0 and kernel_oom_kill(log, container_id)
         except Exception:  # noqa: BLE001 - a detail of the failure, never a failure of its own
-            return None
-        return out.strip() == "true" if code == 0 else None
+            return None, False
 
     def gpu_reader(self) -> Callable[[], str | None] | None:
         def read() -> str | None:

@@ -197,12 +197,13 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             store.save(record)
             if outcome.exit_code != 0:
                 blocked = backend.guardrail_blocked(outcome, None)
+                oom_killed, kernel_oom = outcome.container.get("oom_killed"), bool(outcome.container.get("kernel_oom_kill"))
                 memory = None if blocked else oom.memory_failure(
-                    outcome.exit_code, _log_tail(run_log.path, 400) or outcome.log_tail, outcome.container.get("oom_killed"))
+                    outcome.exit_code, _log_tail(run_log.path, 400) or outcome.log_tail, oom_killed, kernel_oom)
                 if memory is not None:
                     raise _out_of_memory(layout, record, plan, backend, memory, oom_retry_offload)
                 killed = None if blocked else oom.killed_from_outside(
-                    outcome.exit_code, outcome.container.get("oom_killed"), outcome.container.get("name"))
+                    outcome.exit_code, oom_killed, outcome.container.get("name"), kernel_oom)
                 raise _model_failed(layout, record, blocked, plan.log_name, killed, "killed" if killed else None)
         record.state = phase = "downloading"
         store.save(record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerWentAwayError
+from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerWentAwayError, kernel_oom_kill
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, retryable
 
@@ -34,3 +34,19 @@ def test_an_engine_going_away_is_retried_and_a_kill_from_outside_is_not() -> Non
     assert failure_cause(DockerWentAwayError("docker on h went away")) == "docker_unreachable"
     assert retryable("docker_unreachable")
     assert failure_cause(ContainerRemovedError("removed")) == "killed" and not retryable("killed")
+
+
+CONTAINER = "ca50ff076c8b7240b0f9b4ee72047c1bad336927bbf1e75f21112c9f0ed98539"
+KERNEL_LOG = f"""[ 1864.360708] python3 invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
+[ 1864.362187] oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/system.slice/docker-{CONTAINER}.scope,task=python3,pid=23789,uid=4321
+[ 1864.362201] Out of memory: Killed process 23789 (python3) total-vm:1290000kB"""
+
+
+def test_a_host_wide_oom_kill_that_docker_did_not_flag_is_read_from_the_kernel_log() -> None:
+    assert kernel_oom_kill(KERNEL_LOG, CONTAINER)
+    assert not kernel_oom_kill(KERNEL_LOG, "0" * 64)  # another container's kill
+    assert not kernel_oom_kill(KERNEL_LOG, "")  # no id: never a match on everything
+    assert not kernel_oom_kill(f"[ 1.0] docker0: port 1(veth{CONTAINER[:7]}) entered blocking state {CONTAINER}", CONTAINER)
+    found = oom.memory_failure(137, ["step 3/35"], False, kernel_oom=True)
+    assert found is not None and found.kind == "host" and "kernel log shows its OOM killer" in found.evidence
+    assert oom.killed_from_outside(137, False, "c1", kernel_oom=True) is None

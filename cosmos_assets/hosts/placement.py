@@ -1,10 +1,15 @@
 """Which host a GPU step runs on: the first free one that has its model and answers; one that does not is skipped.
 
 The step already holds a place in the asset pool ``gpu_host`` (one per host). Here it waits, by run priority, for the
-slot of a host that has the model (:mod:`cosmos_assets.hosts.slots`), checks the host answers (only when there is
-another to go to), and runs the work there. A host that cannot be reached, or whose preflight refuses the job before
-anything ran on it (:class:`HostNotReadyError`), is given back and skipped for the rest of this step with one log line;
-the work goes to another host. A failure after the job started on a host is the step's failure, as before.
+slot of a host that has the model (:mod:`cosmos_assets.hosts.slots`), checks the host answers now (only when there is
+another to go to: the open link's round trip or a fresh connection, never an answer cached earlier), and runs the
+work there. A host that cannot be reached, or whose preflight refuses the job before anything ran on it
+(:class:`HostNotReadyError`), is given back and skipped for the rest of this step with one log line; the work goes to
+another host. A failure after the job started on a host is the step's failure, as before.
+
+A host holding a left-behind run of the work goes first, to adopt it; when it does not answer it is skipped like any
+other (a left-behind run never pins its work there), and once another host has done the work it is no longer
+preferred (docs/hosts.md, "Failover").
 """
 
 from __future__ import annotations
@@ -38,11 +43,15 @@ def _next_second() -> None:
 
 def left_behind_hosts(runs_dir: Path, prompt: str, stage: str) -> list[str]:
     """Hosts holding an unfinished or detached run of this prompt and stage (newest first): the next attempt goes
-    there first, so it can adopt that run's container or outputs (runs/adopt.py) instead of running it again."""
+    there first, so it can adopt that run's container or outputs (runs/adopt.py) instead of running it again. A run
+    whose work a newer run has since done elsewhere (``superseded_by``) is no reason to go back."""
+    from cosmos_assets.runs.adopt import superseded_by
     from cosmos_assets.runs.record import RunStore
 
-    hosts = [r.host for r in reversed(RunStore(runs_dir).all())
-             if r.prompt == prompt and r.stage == stage and (not r.is_final or r.detached)]  # fmt: skip
+    records = RunStore(runs_dir).all()
+    hosts = [r.host for r in reversed(records)
+             if r.prompt == prompt and r.stage == stage and (not r.is_final or r.detached)
+             and superseded_by(records, r) is None]  # fmt: skip
     return list(dict.fromkeys(hosts))
 
 

@@ -258,9 +258,9 @@ class SshGpuHost(GpuHost):
 
     def probe(self, model: str) -> None:
         machine = self.machine_for(model)
-        facts = getattr(machine, "facts", None)
-        if callable(facts):
-            facts()  # connects (HostUnreachableError at once) and reads REMOTE_DIR and the container user
+        check = getattr(machine, "check_reachable", None)
+        if callable(check):
+            check()  # the link answers now, or one fresh connection (HostUnreachableError at once); no cached answer
 
     def openssh_argv(self, command: Sequence[str] = ()) -> list[str]:
         """The OpenSSH client argv for a shell (or ``command``) on the host, reaching it as we do (``cosmos-assets ssh``)."""

@@ -11,6 +11,9 @@ command we record is the command that ran, behind the same host-key check as the
 - Logs are followed with ``docker logs --follow --timestamps``; after a drop we reconnect and follow again
   with ``--since <last timestamp>``, skipping the lines already delivered
   (:class:`~cosmos_assets.machines.docker_logs.LogFollower`).
+- Who ended a container is told apart: the engine going away under it (``docker`` cannot reach its daemon: stopped
+  or restarting, whose shutdown stops our container) is :class:`DockerWentAwayError`, retryable; a container removed
+  while the engine stayed up is :class:`ContainerRemovedError` (someone ran ``docker rm -f``), never retried.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cosmos_assets.machines.docker_engine import (
+    ContainerRemovedError,
+    DockerUnreachableError,
+    DockerWentAwayError,
+    docker_down,
+    one_line,
+    wait_for_engine,
+)
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError, LogLine
 from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
@@ -36,8 +47,6 @@ LABEL_PREFIX = "cosmos-assets"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DEVICE = re.compile(r"^[A-Za-z0-9-]+$")
-
-
 def _host_path(value: str, what: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one; expand ~ first)")
@@ -246,19 +255,32 @@ class DockerCli:
         return self.link.label
 
     def image_present(self, image: str) -> bool:
-        return self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])[0] == 0
+        """Whether the engine has ``image``; :class:`DockerUnreachableError` when it does not answer (never "missing")."""
+        code, _, err = self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])
+        if code != 0 and docker_down(err):
+            raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
+                                         "attempt retries: the daemon may be restarting.")  # fmt: skip
+        return code == 0
 
     def state(self, name: str) -> ContainerState | None:
-        code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name])
+        """The container's status and exit code; None when there is no such container. Raises
+        :class:`DockerUnreachableError` when the docker daemon does not answer (so no answer is never "gone")."""
+        code, out, err = self.link.exec(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name])
         if code != 0:
+            if docker_down(err):
+                raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
+                                             "attempt retries: the daemon may be restarting.")  # fmt: skip
             return None
         status, exit_code = out.split()
         return ContainerState(status=status, exit_code=int(exit_code))
 
-    def refuse_other_container(self, prompt: str, stage: str, name: str, log: LogLine) -> None:
-        """One GPU job per prompt and stage: a still-running container of an earlier run blocks a new one."""
+    def refuse_other_container(self, prompt: str, stage: str, name: str, log: LogLine, host: str | None = None) -> None:
+        """One GPU job per prompt and stage: a still-running container of an earlier run blocks a new one.
+        ``host``: only containers started for that pool host (its ``host`` label) count, as one engine may serve
+        several pool entries."""
         argv = ["docker", "ps", "--format", "{{.Names}}", "--filter", f"label={LABEL_PREFIX}.prompt={prompt}",
-                "--filter", f"label={LABEL_PREFIX}.stage={stage}"]  # fmt: skip
+                "--filter", f"label={LABEL_PREFIX}.stage={stage}",
+                *(["--filter", f"label={LABEL_PREFIX}.host={host}"] if host else [])]  # fmt: skip
         code, out, err = self.link.with_reconnect("listing containers", lambda: self.link.exec(argv), log)
         if code != 0:
             raise HostNotReadyError(
@@ -298,19 +320,39 @@ class DockerCli:
         return False
 
     def follow_until_exit(self, name: str, follower: LogFollower, log: LogLine) -> int:
-        """Stream the container's log until it exits, re-attaching after link drops; its exit code."""
+        """Stream the container's log until it exits, re-attaching after link drops; its exit code.
+
+        Raises :class:`DockerWentAwayError` when the engine stopped answering meanwhile and the container did not
+        outlive it (or the engine is not back within ENGINE_WAIT_S), :class:`ContainerRemovedError` when the
+        container was removed while the engine stayed up. A container that finished (exit 0) while the engine was
+        away did its work: its 0 is returned and its outputs are collected."""
         failures = 0
+        engine_went_away = False  # the engine stopped answering under us and the container is not seen running since
         while True:
             delivered = follower.delivered
             try:
                 since = follower.since()
                 self.link.stream(["docker", "logs", "--follow", "--timestamps", *(["--since", since] if since else []), name],
                                  follower.feed)  # fmt: skip
-                state = self.state(name)
+                try:
+                    state = self.state(name)
+                except DockerUnreachableError as down:
+                    engine_went_away = True  # kept across a link drop while waiting for the engine
+                    state = wait_for_engine(lambda: self.state(name), self.label, name, down, log)
+                if engine_went_away and (state is None or (state.status in ("exited", "dead") and state.exit_code != 0)):
+                    ended = "removed it" if state is None else f"ended it (exit code {state.exit_code})"
+                    raise DockerWentAwayError(
+                        f"docker on {self.label} went away while container {name} ran (the engine was stopped or "
+                        f"restarted, and that {ended}); the work was not at fault: a later attempt runs it again"
+                    )
                 if state is None:
-                    raise RuntimeError(f"container {name} disappeared from {self.label} (removed by someone else?)")
+                    raise ContainerRemovedError(
+                        f"container {name} was removed from {self.label} while it ran, with the docker engine up "
+                        f"(someone or something ran `docker rm -f {name}`); not retried: materialize again to run it"
+                    )
                 if state.status in ("exited", "dead"):
                     return state.exit_code
+                engine_went_away = False  # it outlived the engine's restart (live-restore): follow on
                 follower.resume()  # `docker logs` ended early while the container runs: follow again
                 time.sleep(1.0)
             except (LinkDropped, HostUnreachableError) as error:

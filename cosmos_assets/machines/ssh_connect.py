@@ -5,6 +5,10 @@
 - The transport prefers AES-GCM, has large windows and TCP_NODELAY (see :func:`fast_transport`).
 - ``ProxyCommand`` runs as the socket (:class:`paramiko.ProxyCommand`); ``ProxyJump`` connects to the hop first
   (verified the same way) and opens a ``direct-tcpip`` channel to the target as the socket.
+- A failed connect is said once, by whoever called :func:`connect` (the exception): paramiko's transport thread
+  also logs it at ERROR with a full traceback (the ``paramiko.transport`` logger), which printed a traceback on every
+  failed reconnect. Those records of a transport still connecting are lowered to DEBUG (still there for whoever
+  asks for paramiko's debug log); once connected, its records are left as paramiko makes them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import logging
 import os
 import shlex
 import socket
+import threading
+import weakref
 from pathlib import Path
 
 import paramiko
@@ -28,6 +34,22 @@ _logger = logging.getLogger(__name__)
 PREFERRED_CIPHERS: tuple[str, ...] = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 WINDOW_SIZE = 64 * 1024 * 1024  # per-channel receive window: room for high-latency links
 MAX_PACKET_SIZE = 256 * 1024  # largest channel packet we accept from the server
+
+
+_CONNECTING: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # transports (each its own thread) not yet connected
+
+
+class _QuietWhileConnecting(logging.Filter):
+    """Lowers to DEBUG what a transport logs from its own thread while :func:`connect` waits for it: the same
+    failure reaches connect's caller as an exception, said there in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and threading.current_thread() in _CONNECTING:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("paramiko.transport").addFilter(_QuietWhileConnecting())
 
 
 class HostKeyError(paramiko.SSHException):
@@ -169,6 +191,14 @@ def connect(target: SshTarget | ResolvedTarget) -> paramiko.SSHClient:
         client.load_host_keys(str(resolved.known_hosts))
     client.set_missing_host_key_policy(KnownHostsPolicy(resolved))
     passphrase = os.environ.get(resolved.key_passphrase_env) or None
+    started: list[paramiko.Transport] = []
+
+    def quiet_transport(sock: object, **kwargs: object) -> paramiko.Transport:
+        transport = fast_transport(sock, **kwargs)
+        started.append(transport)
+        _CONNECTING.add(transport)
+        return transport
+
     try:
         client.connect(
             hostname=resolved.hostname,
@@ -182,7 +212,7 @@ def connect(target: SshTarget | ResolvedTarget) -> paramiko.SSHClient:
             banner_timeout=resolved.connect_timeout_s,
             auth_timeout=resolved.connect_timeout_s,
             sock=sock,  # type: ignore[arg-type]
-            transport_factory=fast_transport,  # type: ignore[arg-type]
+            transport_factory=quiet_transport,  # type: ignore[arg-type]
         )
     except paramiko.BadHostKeyException as error:
         client.close()
@@ -192,6 +222,9 @@ def connect(target: SshTarget | ResolvedTarget) -> paramiko.SSHClient:
         if sock is not None and hasattr(sock, "close"):
             sock.close()
         raise
+    finally:
+        for transport in started:
+            _CONNECTING.discard(transport)
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(resolved.keepalive_s)

@@ -35,6 +35,7 @@ from cosmos_assets.machines.docker import (
     docker_run_argv,
     parse_gpus,
 )
+from cosmos_assets.machines.docker_engine import KERNEL_LOG, DockerUnreachableError, docker_down, kernel_oom_kill
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
@@ -46,15 +47,6 @@ from cosmos_assets.progress import TransferProgress, TransferStats
 from cosmos_assets.redaction import is_secret_name, redacted
 
 LOG_TAIL_LINES = 40
-# what the docker CLI says when its daemon is stopped or restarting (not when the user may not use it)
-DOCKER_DOWN_SIGNS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "connection refused")
-
-
-class DockerUnreachableError(HostNotReadyError):
-    """The host answers but its docker daemon does not (stopped, restarting): a later attempt may find it back."""
-
-    cause = "docker_unreachable"
-
 
 class SshHostSettings(BaseModel):
     """What runs where on an SSH host (no secrets here: they are passed to :class:`SshHost` by name and value)."""
@@ -168,6 +160,13 @@ class SshHost(Machine):
 
     # ------------------------------------------------------------------ host facts and preflight
 
+    def check_reachable(self) -> None:
+        """Raise :class:`HostUnreachableError` now unless the host answers: the open link (one round trip), else one
+        fresh connection, no backoff. Facts read earlier prove nothing (the host may have gone since)."""
+        if not self.link.answers():
+            self.link.reconnect()
+        self.facts()
+
     def facts(self) -> HostFacts:
         """Absolute REMOTE_DIR and checkpoint folder, and the uid:gid the container runs as (asked once)."""
         if self._facts is None:
@@ -193,7 +192,7 @@ class SshHost(Machine):
         try:
             preflight.check_docker(self.link)
         except HostNotReadyError as error:
-            if any(sign in str(error) for sign in DOCKER_DOWN_SIGNS):
+            if docker_down(str(error)):
                 raise DockerUnreachableError(f"{error} A later attempt retries: the daemon may be restarting.") from error
             raise
         preflight.ensure_image(self.docker, facts, self.settings.docker_image, log)
@@ -268,7 +267,7 @@ class SshHost(Machine):
         follower = LogFollower(log, deque(maxlen=LOG_TAIL_LINES), job.invocation.guardrail_marker)
         attached = False
         try:
-            self.docker.refuse_other_container(job.prompt, job.stage, name, log)
+            self.docker.refuse_other_container(job.prompt, job.stage, name, log, host=self.label)
             attached = self.link.with_reconnect(
                 "starting the container", lambda: self.docker.start(settings, command, log), log
             )
@@ -285,12 +284,13 @@ class SshHost(Machine):
         except BaseException:
             self.docker.stop(name, log)  # cancelled or failed while following: stop the GPU job
             raise
-        oom_killed = self._oom_killed(name) if exit_code != 0 else False  # read before the container is removed
+        oom_killed, kernel_oom = self._oom_killed(name) if exit_code != 0 else (False, False)  # before removal
         self.link.with_reconnect("removing the container", lambda: self.docker.remove(name), log)
         return RunOutcome(
             exit_code=exit_code,
             command=command,
-            container={**self._container_record(settings, attached), "oom_killed": oom_killed},
+            container={**self._container_record(settings, attached), "oom_killed": oom_killed,
+                       "kernel_oom_kill": kernel_oom},
             environment=redacted({"PYTHONPATH": CONTAINER_ROOT, **settings.env}),
             started_at=started,
             finished_at=datetime.now(timezone.utc),
@@ -298,13 +298,20 @@ class SshHost(Machine):
             guardrail_blocked=follower.guardrail,
         )
 
-    def _oom_killed(self, name: str) -> bool | None:
-        """Whether the kernel's OOM killer ended the container (docker's ``State.OOMKilled``); None if unknown."""
+    def _oom_killed(self, name: str) -> tuple[bool | None, bool]:
+        """Whether the kernel's OOM killer ended the container: docker's ``State.OOMKilled`` (None if docker could not
+        be asked), and, when docker says no, whether the kernel log names the container in an ``oom-kill`` line."""
         try:
-            code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.OOMKilled}}", name])
+            code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.OOMKilled}} {{.Id}}", name])
+            if code != 0 or len(out.split()) != 2:
+                return None, False
+            flag, container_id = out.split()
+            if flag == "true":
+                return True, False
+            code, log, _ = self.link.exec(["sh", "-c", KERNEL_LOG], timeout=30)
+            return False, code == 0 and kernel_oom_kill(log, container_id)
         except Exception:  # noqa: BLE001 - a detail of the failure, never a failure of its own
-            return None
-        return out.strip() == "true" if code == 0 else None
+            return None, False
 
     def gpu_reader(self) -> Callable[[], str | None] | None:
         def read() -> str | None:

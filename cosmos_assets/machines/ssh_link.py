@@ -266,15 +266,27 @@ class SshLink:
                 mark = self.carried_bytes
 
     def wait_and_reconnect(self, failures: int, what: str, error: BaseException, log: LogLine) -> bool:
-        """Back off (1, 2, 4... up to MAX_BACKOFF_S seconds), then reconnect; False if the host is still unreachable."""
+        """Back off (1, 2, 4... up to MAX_BACKOFF_S seconds), then reconnect; False if the host is still unreachable.
+
+        One line per attempt, naming the host and the reason: the loss when it is new, each failed reconnect (an
+        ``error`` that is itself a failed connect is the outage going on, already said)."""
         delay = min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
-        log(f"{TAG} SSH link to {self.label} lost during {what} ({error}); reconnecting in {delay:.0f}s "
-            f"(attempt {failures}/{self.reconnect_attempts})")  # fmt: skip
+        if failures == 1 or not isinstance(error, HostUnreachableError):
+            reason = _reason(error) if isinstance(error, HostUnreachableError) else error
+            log(f"{TAG} SSH link to {self.label} lost during {what} ({reason}); reconnecting in {delay:.0f}s "
+                f"(attempt {failures}/{self.reconnect_attempts})")  # fmt: skip
         self._sleep(delay)
         try:
             self.reconnect()
         except HostUnreachableError as again:
-            log(f"{TAG} reconnect failed: {again}")
+            log(f"{TAG} reconnect to {self.label} failed (attempt {failures}/{self.reconnect_attempts}, during "
+                f"{what}): {_reason(again)}")  # fmt: skip
             return False
         log(f"{TAG} reconnected to {self.label}")
         return True
+
+
+def _reason(error: HostUnreachableError) -> str:
+    """The network's own words for a failed connect (without the advice :class:`HostUnreachableError` adds)."""
+    cause = error.__cause__ or error
+    return " ".join(str(cause).split()) or type(cause).__name__

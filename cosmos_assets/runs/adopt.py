@@ -9,6 +9,10 @@ without a container are downloaded, and nothing (or a failed container) means a 
 still alive is someone else's run in progress: refused, naming it and how to stop it. Where the worker cannot be
 judged from here (another machine, another container) but the Dagster run it belonged to has finished (failed by
 Dagster's run monitoring when its run worker container died, then retried), nobody follows it any more.
+
+A left-behind run whose work a newer run has since done (a pool failed it over to another host while this one was
+unreachable: docs/hosts.md) is *superseded*: never adopted nor promoted over the newer outputs. When an attempt of
+that work reaches its host again, its container is stopped and removed and its record closed, naming the newer run.
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ def earlier_attempt(store: RunStore, probe: RunRecord) -> RunRecord | None:
         if (not record.is_final or record.detached) and record.inputs_digest() == digest:
             return record
     return None
+
+
+def superseded_by(records: list[RunRecord], left: RunRecord) -> RunRecord | None:
+    """The newest successful run of ``left``'s prompt and stage started after it (on any host), if any: its work is
+    done, so ``left`` must not pin the work to its host nor be collected over that run's outputs."""
+    newer = [r for r in records if (r.prompt, r.stage) == (left.prompt, left.stage) and r.run_id != left.run_id
+             and r.state == "succeeded" and r.created_at > left.created_at]  # fmt: skip
+    return max(newer, key=lambda r: r.created_at) if newer else None
 
 
 def refuse_if_still_followed(record: RunRecord, run_finished: Callable[[str], bool] | None = None) -> None:
@@ -85,6 +97,14 @@ def find_adoption(store: RunStore, history_log: Path, machine: Machine, probe: R
         return None
     refuse_if_still_followed(earlier, run_finished)
     job = job_of(earlier.run_id)
+    done = superseded_by(store.all(), earlier)
+    if done is not None:
+        machine.stop(job, log)  # whatever of it is left here: the work was done elsewhere
+        why = (f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this run's container on "
+               f"{machine.label} was stopped and its outputs are not collected")  # fmt: skip
+        log(f"[cosmos-assets] earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} left on {machine.label}: {why}")
+        abandon(store, history_log, earlier, why)
+        return None
     state = machine.job_state(job, output_file_of(job))
     if state in ADOPTABLE_STATES:
         what = {"running": "its container is still running: attaching to its log",

@@ -2,8 +2,8 @@
 
 The cause is a field of the run record, of the history line and of the failure metadata. Retryable causes are the
 ones a later attempt can fix by itself (a lost link, an unreachable host or docker daemon, a timeout); a guardrail
-block, a spec error, a host that is not ready, a model that exits non-zero, hangs or runs out of memory are never
-retried (out of GPU memory may be retried once with offload flags, by the runner: runs/oom.py). Plain Python.
+block, a spec error, a host that is not ready, a model that exits non-zero, hangs or runs out of memory, and a
+container killed or removed from outside (``killed``: usually on purpose; runs/oom.py) are never retried (out of GPU memory may be retried once with offload flags, by the runner: runs/oom.py). Plain Python.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ RETRYABLE: frozenset[str] = frozenset({"link_lost", "host_unreachable", "docker_
 
 
 def failure_cause(error: BaseException) -> str:
-    """``guardrail_blocked``, ``model_exit``, ``out_of_memory``, ``stalled``, ``no_output``, ``link_lost``,
+    """``guardrail_blocked``, ``model_exit``, ``out_of_memory``, ``killed``, ``stalled``, ``no_output``, ``link_lost``,
     ``host_unreachable``, ``docker_unreachable``, ``timeout``, ``host_not_ready``, ``spec_error``, ``local_io``,
     ``cancelled`` or ``error``."""
     from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError, LinkDropped
@@ -22,7 +22,7 @@ def failure_cause(error: BaseException) -> str:
 
     cause = getattr(error, "cause", None)
     if isinstance(cause, str) and cause:
-        return cause  # InferenceFailed and DockerUnreachableError say their own
+        return cause  # InferenceFailed and the docker errors (machines/docker_engine.py) say their own
     if not isinstance(error, Exception):
         return "cancelled"
     if isinstance(error, (HostLinkLostError, LinkDropped)):

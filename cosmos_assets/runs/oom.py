@@ -9,8 +9,16 @@ Two kinds, one cause (``out_of_memory``, never retried by the step's RetryPolicy
   retry is a new run (its own run id ``<failed run id>_offload``, record, container and remote folder) whose
   command adds the flags the failed one lacked; its record names the run it retries and the flags it added.
 - **Host memory**: the kernel's OOM killer ended the container (docker reports ``OOMKilled``), or the model died of
-  SIGKILL (exit 137) with no word from torch. Offloading moves weights *into* host memory, so it is never retried
-  with it; the fix is a shorter clip or a host with more memory.
+  SIGKILL (exit 137) with no word from torch and nobody could say whether docker saw an OOM kill (a cautious
+  message). Offloading moves weights *into* host memory, so it is never retried with it; the fix is a shorter clip
+  or a host with more memory.
+
+Not memory: exit 137 while docker says ``OOMKilled`` false and the kernel log names no OOM kill of the container
+(docker flags the kills inside the container's memory limit; a host-wide kill on a cgroup v1 host shows only in the
+kernel log, whose ``oom-kill:`` line names the container's cgroup). Then someone or something else sent SIGKILL (``docker kill``, a ``docker stop`` past its
+grace period, a host agent): cause ``killed`` (:func:`killed_from_outside`), never retried by the RetryPolicy. A
+kill from outside is nearly always someone stopping the job on purpose (to free the GPU, or a runaway run); starting
+it again by itself would undo that, and a real fault (the engine restarting) has its own retryable cause.
 
 Plain Python (no Dagster).
 """
@@ -41,8 +49,10 @@ class MemoryFailure:
     evidence: str  # the log line or the exit status that shows it
 
 
-def memory_failure(exit_code: int | None, log_lines: Iterable[str], oom_killed: bool | None = None) -> MemoryFailure | None:
-    """Whether a run that exited ``exit_code`` (with this log, and docker's ``OOMKilled``) ran out of memory."""
+def memory_failure(exit_code: int | None, log_lines: Iterable[str], oom_killed: bool | None = None,
+                   kernel_oom: bool = False) -> MemoryFailure | None:  # fmt: skip
+    """Whether a run that exited ``exit_code`` (with this log, docker's ``OOMKilled``, and whether the kernel log
+    names the container in an OOM kill) ran out of memory."""
     if exit_code in (None, 0):
         return None
     lines = list(log_lines)
@@ -51,11 +61,26 @@ def memory_failure(exit_code: int | None, log_lines: Iterable[str], oom_killed: 
             return MemoryFailure("gpu", line.strip()[:240])
     if oom_killed:
         return MemoryFailure("host", f"exit code {exit_code}, docker reports the container OOMKilled")
-    if exit_code == SIGKILL_EXIT:
+    if kernel_oom:
+        return MemoryFailure("host", f"exit code {exit_code}, and the kernel log shows its OOM killer ended the "
+                                     "container (a host-wide OOM kill, which docker does not flag)")  # fmt: skip
+    if exit_code == SIGKILL_EXIT and oom_killed is None:
         return MemoryFailure("host", "exit code 137 (SIGKILL) with no error from the model, which is how the kernel's "
                                      "OOM killer ends a process (docker did not say OOMKilled: it may also have been "
                                      "killed by hand)")  # fmt: skip
     return None
+
+
+def killed_from_outside(exit_code: int | None, oom_killed: bool | None, container: str | None,
+                        kernel_oom: bool = False) -> str | None:  # fmt: skip
+    """Why a run ended, when its container died of SIGKILL that was not the kernel's OOM killer (docker says
+    ``OOMKilled`` false and the kernel log does not name it); None otherwise. ``container``: its name."""
+    if exit_code != SIGKILL_EXIT or oom_killed is not False or kernel_oom:
+        return None
+    which = f"container {container}" if container else "its container"
+    return (f"{which} was killed from outside: exit code 137 (SIGKILL) while docker says it was not OOMKilled, so "
+            "someone or something sent it SIGKILL (`docker kill`, a `docker stop` past its grace period, a host agent); "
+            "the model did not fail by itself. Not retried, as a kill is usually meant: materialize again to run it")
 
 
 def offload_flags(backend: ModelBackend) -> tuple[str, ...]:

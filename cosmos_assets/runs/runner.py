@@ -112,14 +112,15 @@ def _failure_state(error: BaseException) -> str:
     return "failed" if isinstance(error, Exception) else "cancelled"
 
 
-def _model_failed(layout: ProjectLayout, record: RunRecord, blocked: bool, log_name: str, why: str | None = None) -> InferenceFailed:
+def _model_failed(layout: ProjectLayout, record: RunRecord, blocked: bool, log_name: str, why: str | None = None,
+                  cause: str | None = None) -> InferenceFailed:  # fmt: skip
     log_path = failed_dir(layout, record) / log_name
     if why is None:
         why = ("the guardrail blocked the prompt or video (retrying the same input will not help)" if blocked
                else f"exit code {record.exit_code}")
     return InferenceFailed(
         f"{record.stage} for {record.prompt} failed on {record.host}: {why}. Log: {log_path}\n" + "\n".join(record.log_tail[-20:]),
-        record.log_tail, blocked, log_path,
+        record.log_tail, blocked, log_path, cause,
     )  # fmt: skip
 
 
@@ -196,11 +197,14 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             store.save(record)
             if outcome.exit_code != 0:
                 blocked = backend.guardrail_blocked(outcome, None)
+                oom_killed, kernel_oom = outcome.container.get("oom_killed"), bool(outcome.container.get("kernel_oom_kill"))
                 memory = None if blocked else oom.memory_failure(
-                    outcome.exit_code, _log_tail(run_log.path, 400) or outcome.log_tail, outcome.container.get("oom_killed"))
+                    outcome.exit_code, _log_tail(run_log.path, 400) or outcome.log_tail, oom_killed, kernel_oom)
                 if memory is not None:
                     raise _out_of_memory(layout, record, plan, backend, memory, oom_retry_offload)
-                raise _model_failed(layout, record, blocked, plan.log_name)
+                killed = None if blocked else oom.killed_from_outside(
+                    outcome.exit_code, oom_killed, outcome.container.get("name"), kernel_oom)
+                raise _model_failed(layout, record, blocked, plan.log_name, killed, "killed" if killed else None)
         record.state = phase = "downloading"
         store.save(record)
         record.download = machine.download(job.output_folder, fetched, run_log)

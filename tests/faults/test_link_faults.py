@@ -249,3 +249,39 @@ def test_a_short_cut_mid_inference_completes_with_one_container_and_every_log_li
     assert len(container_starts(docker_client, started, "tiny_prompt", "generate")) == 1
     steps = [line for line in lines if "generate chunk 1/1 step " in line]
     assert len(steps) == len(set(steps)) == 35  # every line once across the re-attach
+
+
+# --------------------------------------------------------------------------- what a cut prints
+
+
+def test_failed_reconnects_say_one_line_each_and_print_no_paramiko_traceback(
+    fault_proxy: FaultProxy, proxy_target, caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The host unreachable until four reconnects failed (each reset as soon as it is accepted, as a host whose sshd
+    restarts answers), then back: one line per attempt, and none of paramiko's tracebacks above DEBUG (without the
+    lowering, 10 to 12 tracebacks for such a cut)."""
+    import logging
+
+    link = proxied_link(proxy_target, 8)
+    caplog.set_level(logging.DEBUG, logger="paramiko")
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if sum("failed (attempt" in seen for seen in lines) == 4:
+            fault_proxy.up()
+
+    try:
+        link.exec(["true"])
+        fault_proxy.down()  # cuts the open connection, resets every new one
+        assert link.with_reconnect("listing", lambda: link.exec(["echo", "back"]), log)[1] == "back\n"
+    finally:
+        link.close()
+    failed = [line for line in lines if "reconnect to ssh@faulty-host failed" in line]
+    assert len(failed) == 4 and all("\n" not in line and "(attempt " in line for line in failed), lines
+    assert len([line for line in lines if "lost during listing" in line]) == 1  # the loss said once, then each attempt
+    assert all("Traceback" not in line and "Check REMOTE_HOST" not in line for line in lines), lines
+    loud = [r.getMessage() for r in caplog.records if r.name.startswith("paramiko") and r.levelno >= logging.WARNING]
+    assert not [m for m in loud if "Traceback" in m or "Error reading SSH protocol banner" in m], loud
+    assert "Traceback" not in capfd.readouterr().err

@@ -4,7 +4,9 @@ The preview program runs in docker on the test host and fails as its prompt asks
 cosmos_assets/models/preview_model.py): exit non-zero, hang, run out of GPU memory (torch's message), or be killed by
 the kernel for host memory (a real OOM kill: the test caps the container's memory while it runs). Docker itself is
 made unreachable at the start of a run by moving the private engine's socket away (what the docker CLI sees when
-its daemon is stopped); two materializations of one prompt are started at once, as two processes.
+its daemon is stopped), and restarted mid-run (the real private dockerd: its shutdown stops our container); the
+container is killed from outside (`docker kill`) mid-run; two materializations of one prompt are started at once,
+as two processes.
 
 Every test ends with a clear error or a completed run, and checks: the error's one line, the prompt's earlier
 outputs untouched (same files, same bytes), nothing under a final name from the failed run (locally or in its
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +34,7 @@ from cosmos_assets.assets.generation import failure_from
 from cosmos_assets.files import sha256_file
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.docker_engine import DockerWentAwayError
 from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost, SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.models import backend_named
@@ -38,6 +42,7 @@ from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.runs.record import RunRecord, RunStore, read_history
 from cosmos_assets.runs.runner import InferenceFailed, OutOfMemory, run_generation
 from tests.infra.docker_events import attributes, container_events
+from tests.infra.dockerd import DockerDaemon, start_dockerd
 from tests.integration.test_ssh_host import dockerfile_only_host, our_containers
 from tests.project_factory import make_project
 
@@ -241,6 +246,88 @@ def test_docker_stopped_at_the_start_fails_retryable_then_the_next_attempt_compl
     result = run_generation(project, machine, PREVIEW, PROMPT, log=lambda line: None)  # docker is back
     assert result.record.state == "succeeded" and len(starts_since(docker_client, since, PROMPT)) == 1
     assert read_history(project.history_log)[-1].status == "success"
+
+
+def test_a_container_killed_from_outside_is_killed_not_out_of_memory_and_not_retried(
+    project, place, machine, docker_client  # noqa: ANN001
+) -> None:
+    before = earlier_outputs(project)
+    write_prompt(project, PROMPT, "a street HANG_TEST")  # the stand-in goes quiet: only the kill ends it
+    killed: list[str] = []
+
+    def kill_once_running(line: str) -> None:
+        if "test fault HANG_TEST" in line and not killed:
+            container = our_containers(docker_client, PROMPT)[0]
+            container.kill()  # SIGKILL from outside, as `docker kill` by someone on the host
+            killed.append(container.name)
+
+    with pytest.raises(InferenceFailed) as caught:
+        run_generation(project, machine, PREVIEW, PROMPT, log=kill_once_running, oom_retry_offload=True)
+    first = str(caught.value).splitlines()[0]
+    assert killed and f"container {killed[0]} was killed from outside" in first and "SIGKILL" in first
+    assert "not OOMKilled" in first and "memory" not in first.replace("not OOMKilled", "")
+    assert not isinstance(caught.value, OutOfMemory) and "Traceback" not in str(caught.value)
+    failure = failure_from(caught.value)
+    assert failure.metadata["cause"].value == "killed" and failure.allow_retries is False
+    record = assert_failed_cleanly(project, place, PROMPT, before, "killed")
+    assert record.exit_code == 137 and record.container["oom_killed"] is False
+    assert no_container_left(docker_client, PROMPT)
+
+
+def restart_engine(daemon: DockerDaemon) -> None:
+    """Stop the private dockerd as an admin's `systemctl restart docker` does (SIGTERM: it stops its containers), then
+    start it again on the same data; ``daemon`` then describes the new process."""
+    os.kill(daemon.pid, signal.SIGTERM)
+    if not daemon._wait_exit(90):
+        raise RuntimeError("the private dockerd did not stop within 90 s")
+    again = start_dockerd(daemon.root)
+    daemon.pid, daemon.proc, daemon.start_seconds = again.pid, again.proc, again.start_seconds
+
+
+def test_docker_restarted_mid_run_fails_retryable_naming_the_container_then_the_next_attempt_completes(
+    project, place, dockerd, docker_client  # noqa: ANN001
+) -> None:
+    before = earlier_outputs(project)
+    write_prompt(project, PROMPT, "a street at dusk")
+    slow = {**place["settings"], "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.5"}}  # outlasts the stop's grace
+    host = machine_at({**place, "settings": slow})
+    restarts: list[threading.Thread] = []
+    lines: list[str] = []
+
+    def restart_at_step_2(line: str) -> None:
+        lines.append(line)
+        if "step 2/" in line and not restarts:
+            restarts.append(threading.Thread(target=restart_engine, args=(dockerd,), daemon=True))
+            restarts[0].start()
+
+    since = time.time()
+    try:
+        with pytest.raises(DockerWentAwayError) as caught:
+            run_generation(project, host, PREVIEW, PROMPT, log=restart_at_step_2)
+        restarts[0].join(120)
+        message = str(caught.value)
+        started = _names(lines)
+        assert "\n" not in message and "Traceback" not in message
+        assert len(started) == 1 and f"went away while container {started[0]} ran" in message, message
+        assert "was stopped or restarted" in message  # (the engine forgets its events when it restarts)
+        failure = failure_from(caught.value)
+        assert failure.metadata["cause"].value == "docker_unreachable" and failure.allow_retries is True
+        record = assert_failed_cleanly(project, place, PROMPT, before, "docker_unreachable")
+        assert not record.detached  # nothing to adopt: the engine's restart ended the container
+        assert any("waiting up to" in line and "for the engine to come back" in line for line in lines)
+
+        since = time.time()
+        result = run_generation(project, host, PREVIEW, PROMPT, log=lambda line: None)  # the retry: a new container
+    finally:
+        host.close()
+    assert result.record.state == "succeeded" and len(starts_since(docker_client, since, PROMPT)) == 1
+    assert read_history(project.history_log)[-1].status == "success"
+    assert no_container_left(docker_client, PROMPT)
+
+
+def _names(lines: list[str]) -> list[str]:
+    """Container names the run's log says it started."""
+    return [line.split("started container ")[1].split()[0] for line in lines if "started container " in line]
 
 
 AT_ONCE = """

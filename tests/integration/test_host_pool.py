@@ -1,7 +1,10 @@
 """Two GPU hosts in one pool file: two real sshd on two loopback ports, one private dockerd behind both (containers
 labelled by host), each host with its own REMOTE_DIR. Four prompts are launched together as four
 `dagster asset materialize` processes (the CLI: no run queue, only Dagster's pools), then four more while one host
-stops taking connections mid-backfill. What ran where is read from the engine's own container start/die events."""
+stops taking connections mid-backfill. Then a host whose sshd dies mid-run (its open sessions too): the retry fails
+over to the other host and runs the work there once, and when the dead host returns its left-behind container is
+stopped, never collected over the newer outputs. What ran where is read from the engine's own container start/die
+events and the run records."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.runs.record import read_history
+from cosmos_assets.runs.record import RunStore, read_history
 from tests.infra.sshd import SshServer, start_sshd
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project
@@ -59,26 +62,30 @@ def second_sshd(infra_root: Path, dockerd, fake_gpu_bin) -> Iterator[SshServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def pool(sshd, second_sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:  # noqa: ANN001
-    base = Path(tempfile.mkdtemp(prefix="cosmos-pool-", dir="/tmp"))
+def host_entry(name: str, server: SshServer, base: Path, image: str) -> dict[str, object]:
+    """One pool-file entry for ``server`` (its checkout and checkpoints under ``base/name``)."""
+    return {
+        "name": name, "ssh": f"{server.user}@{server.host}:{server.port}", "remote_dir": str(base / name / "cosmos-transfer1"),
+        "image": image, "models": ["cosmos-transfer1"], "ssh_key": str(server.key_path),
+        "known_hosts": str(server.known_hosts), "ssh_config": str(base / "no-ssh-config"), "min_free_gb": 1.0,
+        "reconnect_attempts": 1, "price_per_gpu_hour": 1.5 if name == "gpu-a" else 3.0,
+        "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.05"},  # slowed a little: runs overlap
+    }  # fmt: skip
+
+
+def make_pool(servers: dict[str, SshServer], docker_client, tmp_path_factory: pytest.TempPathFactory,  # noqa: ANN001
+              base: Path) -> Pool:  # fmt: skip
+    """A project with prompts p1..p4 and a pool file of ``servers`` (in that order), each with its own checkout."""
     base.chmod(0o755)
     image = f"cosmos-transfer1-pool:{uuid.uuid4().hex[:8]}"
-    servers = {"gpu-b": second_sshd, "gpu-a": sshd}  # gpu-b first: a step that finds both free takes it
     entries = []
     for name, server in servers.items():
         remote_dir = base / name / "cosmos-transfer1"
         _write_checkout(remote_dir)
         _write_checkpoints(base / name / "checkpoints")
         _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
-        entries.append({
-            "name": name, "ssh": f"{server.user}@{server.host}:{server.port}", "remote_dir": str(remote_dir),
-            "image": image, "models": ["cosmos-transfer1"], "ssh_key": str(server.key_path),
-            "known_hosts": str(server.known_hosts), "ssh_config": str(base / "no-ssh-config"), "min_free_gb": 1.0,
-            "reconnect_attempts": 1, "price_per_gpu_hour": 1.5 if name == "gpu-a" else 3.0,
-            "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.05"},  # slowed a little: runs overlap
-        })  # fmt: skip
-    docker_client.images.build(path=str(base / "gpu-a" / "cosmos-transfer1"), tag=image, rm=True)
+        entries.append(host_entry(name, server, base, image))
+    docker_client.images.build(path=str(base / next(iter(servers)) / "cosmos-transfer1"), tag=image, rm=True)
     root = tmp_path_factory.mktemp("pool-project")
     project = make_project(root, shot=SHOT, prompt="p1")
     for i in range(2, 5):
@@ -91,7 +98,14 @@ def pool(sshd, second_sshd, test_image: str, docker_client, tmp_path_factory: py
     instance.dispose()
     hosts_file = root / "hosts.yaml"
     hosts_file.write_text(json.dumps({"hosts": entries}, indent=2))  # JSON is YAML
-    yield Pool(project=project, home=home, hosts_file=hosts_file, servers=servers, image=image)
+    return Pool(project=project, home=home, hosts_file=hosts_file, servers=servers, image=image)
+
+
+@pytest.fixture(scope="module")
+def pool(sshd, second_sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:  # noqa: ANN001
+    base = Path(tempfile.mkdtemp(prefix="cosmos-pool-", dir="/tmp"))
+    # gpu-b first: a step that finds both free takes it
+    yield make_pool({"gpu-b": second_sshd, "gpu-a": sshd}, docker_client, tmp_path_factory, base)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -211,3 +225,92 @@ def socket_to(port: int):  # noqa: ANN201
     import socket
 
     return socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+# --------------------------------------------------------------------------- failover from a host whose sshd died
+
+
+@dataclass
+class FailoverPool:
+    pool: Pool
+    base: Path
+    restart: object  # () -> SshServer: a new sshd standing in for gpu-a, written into the pool file
+
+
+@pytest.fixture(scope="module")
+def failover_pool(infra_root: Path, dockerd, fake_gpu_bin, test_image: str, docker_client,  # noqa: ANN001
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailoverPool]:  # fmt: skip
+    """Two hosts of their own (gpu-a first in the file, so a lone step takes it), each its own sshd, one engine."""
+    def new_sshd(tag: str) -> SshServer:
+        return start_sshd(infra_root / f"ssh-{tag}-{uuid.uuid4().hex[:6]}", docker_host=dockerd.docker_host,
+                          path_prepend=[fake_gpu_bin.bin_dir])  # fmt: skip
+
+    servers = {"gpu-a": new_sshd("fa"), "gpu-b": new_sshd("fb")}
+    base = Path(tempfile.mkdtemp(prefix="cosmos-failover-", dir="/tmp"))
+    pool = make_pool(servers, docker_client, tmp_path_factory, base)
+
+    def restart() -> SshServer:
+        server = new_sshd("fa2")
+        servers["gpu-a"] = server
+        hosts = json.loads(pool.hosts_file.read_text())
+        hosts["hosts"][0] = host_entry("gpu-a", server, base, pool.image)
+        pool.hosts_file.write_text(json.dumps(hosts, indent=2))
+        return server
+
+    yield FailoverPool(pool=pool, base=base, restart=restart)
+    for server in servers.values():
+        server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_host_whose_sshd_dies_mid_run_fails_over_runs_the_work_once_elsewhere_and_its_leftover_is_stopped_later(
+    failover_pool: FailoverPool, docker_client: docker.DockerClient
+) -> None:
+    pool = failover_pool.pool
+    started = time.time()
+    killed = threading.Event()
+
+    def kill_gpu_a_once_its_container_runs() -> None:
+        stream = docker_client.events(since=int(started) - 1, decode=True,
+                                      filters={"type": "container", "event": "start", "label": f"{HOST_LABEL}=gpu-a"})  # fmt: skip
+        for event in stream:
+            if event["timeNano"] < started * 1e9:
+                continue
+            pool.servers["gpu-a"].stop()  # its listener and every open session: gpu-a is gone for SSH
+            killed.set()
+            stream.close()
+            return
+
+    watcher = threading.Thread(target=kill_gpu_a_once_its_container_runs, daemon=True)
+    watcher.start()
+    [(code, out)] = launch_together(pool, ["p1"])
+    assert killed.is_set(), "gpu-a never started a container"
+    assert code == 0, out[-4000:]
+
+    starts = [host for action, host in host_events(docker_client, started) if action == "start"]
+    assert starts == ["gpu-a", "gpu-b"], starts  # gpu-a was not tried again; gpu-b ran the work once
+    assert "host gpu-a skipped for this run: cannot connect to gpu-a" in out
+    assert "an earlier run of this work was left on it" in out  # the retry went to gpu-a first, found it gone
+    records = [r for r in RunStore(pool.project.runs_dir).all() if r.prompt == "p1"]
+    assert [(r.host, r.state, r.cause, r.detached) for r in records] == [
+        ("gpu-a", "failed", "link_lost", True), ("gpu-b", "succeeded", None, False)]
+    left, done = records
+    assert json.loads((pool.project.output_dir("p1") / "spec_used.json").read_text())["run_id"] == done.run_id
+    outputs_of_b = sorted(p.name for p in pool.project.output_dir("p1").iterdir())
+
+    # gpu-a comes back. A forced run of the same work goes to gpu-a (pool-file order: its left-behind run no longer
+    # pins anything); it finds that run superseded by gpu-b's, stops its container, and runs anew.
+    failover_pool.restart()
+    again = time.time()
+    [(code, out)] = launch_together(pool, ["p1"], force=True)
+    assert code == 0, out[-4000:]
+    assert "free, has the model; tried in pool-file order" in out and "superseded" in out
+    assert not [c for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.run-id={left.run_id}"})]
+    closed = RunStore(pool.project.runs_dir).load(left.run_id)
+    assert closed.state == "failed" and not closed.detached and closed.error is not None
+    assert f"superseded: run {done.run_id} did this work on gpu-b and succeeded" in closed.error
+    latest = [r for r in RunStore(pool.project.runs_dir).all() if r.prompt == "p1"][-1]
+    assert latest.host == "gpu-a" and latest.state == "succeeded" and latest.run_id != left.run_id
+    assert [host for action, host in host_events(docker_client, again) if action == "start"] == ["gpu-a"]
+    moved = pool.project.previous_outputs_dir / "p1" / done.run_id  # gpu-b's outputs moved aside, whole
+    assert sorted(p.name for p in moved.iterdir()) == outputs_of_b

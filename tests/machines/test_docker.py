@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import pytest
 from pydantic import ValidationError
 
+from cosmos_assets.machines import docker_engine
 from cosmos_assets.machines.docker import (
     DockerCli,
     DockerRunSettings,
@@ -20,6 +21,7 @@ from cosmos_assets.machines.docker import (
     secret_env,
     secrets_from_stdin,
 )
+from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerUnreachableError, DockerWentAwayError
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
@@ -144,6 +146,81 @@ def test_following_the_log_across_a_dropped_link_delivers_each_line_once() -> No
     assert delivered == ["loading", "step 1/2", "step 2/2", "GUARDRAIL BLOCKED: x"] and follower.guardrail
     assert any("re-attaching to c1's log" in line for line in lines)
     assert link.stream_argvs[1][-3:] == ["--since", "1735787045.000000001", "c1"]
+
+
+DOWN = (1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n")
+GONE = (1, "", "Error: No such object: c1\n")
+
+
+def _ends(on_line: Callable[[str], None]) -> int:
+    """`docker logs --follow` ending (the container exited, or the engine closed the stream)."""
+    on_line("2025-01-02T03:04:05.000000001Z step 1/2")
+    return 1
+
+
+@pytest.fixture
+def no_engine_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(docker_engine, "ENGINE_POLL_S", 0.0)
+    monkeypatch.setattr(docker_engine.time, "sleep", lambda _s: None)
+
+
+def _follow(link: ScriptedLink, lines: list[str]) -> int:
+    return DockerCli(link).follow_until_exit("c1", LogFollower(lines.append, deque(maxlen=10)), lines.append)
+
+
+def test_an_engine_restart_that_ends_the_container_is_docker_unreachable_naming_it(no_engine_wait: None) -> None:
+    link = ScriptedLink([DOWN, DOWN, (0, "exited 137\n", "")], streams=[_ends])
+    lines: list[str] = []
+    with pytest.raises(DockerWentAwayError) as caught:
+        _follow(link, lines)
+    message = str(caught.value)
+    assert "\n" not in message and "docker on ssh@gpu1 went away while container c1 ran" in message
+    assert "exit code 137" in message and "a later attempt runs it again" in message
+    assert caught.value.cause == "docker_unreachable"
+    assert any("stopped answering while c1 ran" in line for line in lines)
+    assert any("answers again; container c1: exited, exit code 137" in line for line in lines)
+
+
+def test_a_container_that_outlives_the_engine_restart_is_followed_to_its_own_end(no_engine_wait: None) -> None:
+    link = ScriptedLink([DOWN, (0, "running 0\n", ""), (0, "exited 0\n", "")], streams=[_ends, _ends])
+    lines: list[str] = []
+    assert _follow(link, lines) == 0  # live-restore kept it running: its own exit code, no error
+    assert len(link.stream_argvs) == 2
+
+
+def test_a_container_that_finished_while_the_engine_was_away_did_its_work(no_engine_wait: None) -> None:
+    link = ScriptedLink([DOWN, (0, "exited 0\n", "")], streams=[_ends])
+    assert _follow(link, []) == 0  # its outputs are collected, not run again
+
+
+def test_an_engine_that_stays_away_ends_the_wait_with_docker_unreachable(no_engine_wait: None,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(docker_engine, "ENGINE_WAIT_S", 0.0)
+    link = ScriptedLink([DOWN, DOWN], streams=[_ends])
+    with pytest.raises(DockerWentAwayError, match="did not answer again within 0s .*Cannot connect to the Docker daemon"):
+        _follow(link, [])
+
+
+def test_an_engine_restart_that_removed_the_container_is_still_the_engine(no_engine_wait: None) -> None:
+    link = ScriptedLink([DOWN, GONE], streams=[_ends])
+    with pytest.raises(DockerWentAwayError, match="and that removed it"):
+        _follow(link, [])
+
+
+def test_a_container_removed_while_the_engine_stayed_up_is_killed_from_outside() -> None:
+    link = ScriptedLink([GONE], streams=[_ends])
+    with pytest.raises(ContainerRemovedError) as caught:
+        _follow(link, [])
+    assert caught.value.cause == "killed" and "container c1 was removed from ssh@gpu1 while it ran" in str(caught.value)
+
+
+def test_state_never_mistakes_an_engine_that_does_not_answer_for_a_missing_container() -> None:
+    assert DockerCli(ScriptedLink([GONE])).state("c1") is None
+    with pytest.raises(DockerUnreachableError, match="docker is not reachable on ssh@gpu1"):
+        DockerCli(ScriptedLink([DOWN])).state("c1")
+    assert DockerCli(ScriptedLink([(1, "", "Error: No such image: x\n")])).image_present("x") is False
+    with pytest.raises(DockerUnreachableError):  # an engine that does not answer has not lost its images
+        DockerCli(ScriptedLink([DOWN])).image_present("x")
 
 
 # --------------------------------------------------------------------------- docker run argv

@@ -56,6 +56,38 @@ def test_an_action_is_run_again_after_a_lost_link_and_its_result_returned() -> N
     assert link.with_reconnect("listing", flaky, print) == "done" and len(calls) == 2
 
 
+def refused() -> HostUnreachableError:
+    """What SshLink's connect raises for a host whose sshd is gone: the advice, caused by the network's error."""
+    error = HostUnreachableError("cannot connect to ssh@gpu1 ([Errno 111] Connection refused). Check REMOTE_HOST, ...")
+    error.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return error
+
+
+class UnreachableLink(OfflineLink):
+    """Every reconnect fails as a host whose sshd is gone does."""
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
+        raise refused()
+
+
+@pytest.mark.parametrize("first", ["a drop", "a failed connect"])
+def test_an_outage_says_one_line_per_attempt_with_the_host_and_the_reason(first: str) -> None:
+    link = UnreachableLink(attempts=3)
+    lines: list[str] = []
+    errors = iter([LinkDropped("EOFError: ") if first == "a drop" else refused()])
+
+    def down() -> None:
+        raise next(errors, refused())
+
+    with pytest.raises(HostLinkLostError):
+        link.with_reconnect("upload", down, lines.append)
+    assert lines[0].startswith(f"{TAG} SSH link to ssh@gpu1 lost during upload (") and "(attempt 1/3)" in lines[0]
+    assert lines[1:] == [f"{TAG} reconnect to ssh@gpu1 failed (attempt {n}/3, during upload): [Errno 111] Connection refused"
+                         for n in (1, 2, 3)]  # fmt: skip
+    assert not any("Check REMOTE_HOST" in line for line in lines)
+
+
 @pytest.mark.parametrize("error", [ValueError("bad"), HostNotReadyError("no docker"), KeyboardInterrupt()])
 def test_other_errors_are_not_retried(error: BaseException) -> None:
     link = OfflineLink()
@@ -72,6 +104,41 @@ def test_an_os_error_is_a_lost_link_only_when_the_host_stops_answering() -> None
     assert not OfflineLink(answering=True).lost(FileNotFoundError("local file gone"))
     assert OfflineLink(answering=False).lost(OSError("Socket is closed"))
     assert OfflineLink(answering=False).lost(EOFError())
+
+
+def test_a_failed_connect_leaves_paramikos_traceback_at_debug_and_raises_the_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that answers with something other than SSH and hangs up: paramiko's transport thread logs the failed
+    handshake at ERROR with a traceback (what printed on every failed reconnect); the caller gets the exception."""
+    import logging
+    import socket
+    import threading
+
+    import paramiko
+
+    from cosmos_assets.machines.ssh_connect import connect
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_not_ssh() -> None:
+        conn, _ = server.accept()
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_not_ssh, daemon=True).start()
+    caplog.set_level(logging.DEBUG, logger="paramiko")
+    target = SshTarget(host="127.0.0.1", port=port, user="me", known_hosts=tmp_path / "known_hosts",
+                       ssh_config=tmp_path / "none", allow_agent=False)  # fmt: skip
+    try:
+        with pytest.raises(paramiko.SSHException, match="Error reading SSH protocol banner"):
+            connect(target)
+    finally:
+        server.close()
+    paramiko_records = [r for r in caplog.records if r.name.startswith("paramiko")]
+    assert any("Traceback" in r.getMessage() for r in paramiko_records)  # paramiko did log it...
+    assert not [r.getMessage() for r in paramiko_records if r.levelno > logging.DEBUG]  # ...at DEBUG only
 
 
 # --------------------------------------------------------------------------- against the test sshd

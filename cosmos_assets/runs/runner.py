@@ -27,7 +27,9 @@ from cosmos_assets.runs.adopt import Adoption, find_adoption
 from cosmos_assets.machines import gpu_usage
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, left_on_host
-from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, new_run_id, plan_generation, plan_upscale
+from cosmos_assets.progress import TransferStats
+from cosmos_assets.runs.ids import new_run_id
+from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, plan_generation, plan_upscale
 from cosmos_assets.runs.record import InputFile, RunRecord, RunStore, SpecUsed, append_history
 from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.stamp import stamp_outputs
@@ -184,7 +186,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             machine.preflight(job, run_log)
             record.state = phase = "uploading"
             store.save(record)
-            record.upload = machine.upload(job.inputs, run_log)
+            timed_transfer([record], "upload", lambda: machine.upload(job.inputs, run_log))
         if adoption is None or adoption.state in ("running", "exited_ok"):
             command = record.command if adoption is not None and record.command else machine.command_for(job)
             record.command = command
@@ -203,7 +205,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
                 raise _model_failed(layout, record, blocked, plan.log_name)
         record.state = phase = "downloading"
         store.save(record)
-        record.download = machine.download(job.output_folder, fetched, run_log)
+        timed_transfer([record], "download", lambda: machine.download(job.output_folder, fetched, run_log))
         if not backend.output_video(fetched).exists():
             blocked = outcome is not None and backend.guardrail_blocked(outcome, fetched)
             raise _model_failed(layout, record, blocked, plan.log_name,
@@ -260,6 +262,21 @@ def _previous_run_id(folder: Path) -> str:
         return SpecUsed.read(folder / "spec_used.json").run_id
     except FileNotFoundError:
         return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).strftime("%Y%m%d_%H%M%S") + "_unknown"
+
+
+_clock = time.monotonic  # the transfer timer (tests step it by hand)
+
+
+def timed_transfer(records: list[RunRecord], direction: str, transfer: Callable[[], TransferStats]) -> TransferStats:
+    """``transfer()`` (an upload or download, shared by a batch's ``records``), its seconds added to each record's
+    attempts whether it completes or fails: a run's transfer seconds count every attempt, not only the last."""
+    started, stats = _clock(), None
+    try:
+        stats = transfer()
+        return stats
+    finally:
+        for record in records:
+            record.transferred(direction, _clock() - started, stats)  # type: ignore[arg-type]
 
 
 def _say(log: LogLine, line: str) -> None:
@@ -396,7 +413,7 @@ def run_generation(
     ``oom_retry_offload`` a run that ran out of GPU memory is retried once, as a new run, with the model's offload
     flags (:mod:`cosmos_assets.runs.oom`).
     """
-    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
+    run_id = new_run_id(now or datetime.now(timezone.utc))
 
     def make_plan(rid: str) -> StagePlan:
         return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
@@ -426,7 +443,7 @@ def run_upscale(
     oom_retry_offload: bool = False,
 ) -> StageResult:
     """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/``."""
-    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id, "upscale")
+    run_id = new_run_id(now or datetime.now(timezone.utc), "upscale")
 
     def make_plan(rid: str) -> StagePlan:
         return plan_upscale(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
@@ -449,7 +466,8 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
     plan = make_plan(run_id)
     record = planned_record(layout, machine, backend, plan)
     record.gpu_price_per_hour = gpu_price_per_hour
-    decision = decide(RunStore(layout.runs_dir), layout.root, record, force=force)
+    store = RunStore(layout.runs_dir, warn=lambda line: _say(log, f"[cosmos-assets] warning: {line}"))
+    decision = decide(store, layout.root, record, force=force)
     if decision.skip and decision.matches is not None:
         _clean_staging(plan.effective_spec.parent, plan)
         done = decision.matches
@@ -461,7 +479,7 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
                            skipped=decision.reason)  # fmt: skip
     _say(log, f"[cosmos-assets] running {plan.stage} of {plan.job.prompt}: {decision.reason}")
     try:
-        adoption = find_adoption(RunStore(layout.runs_dir), layout.history_log, machine, record,
+        adoption = find_adoption(store, layout.history_log, machine, record,
                                  lambda rid: make_plan(rid).job,
                                  lambda job: backend.output_video(Path(job.output_folder)).as_posix(), log,
                                  run_finished)  # fmt: skip

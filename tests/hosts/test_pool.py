@@ -240,7 +240,8 @@ def test_a_host_holding_an_unfinished_run_of_the_same_work_is_tried_first(tmp_pa
     layout = make_project(tmp_path / "project", prompt="left_prompt")
     RunStore(layout.runs_dir).save(RunRecord(
         run_id="20260101_000000_deadbeef", stage="generate", prompt="left_prompt", host="preview@second", state="running",
-        runtime="process", model="preview", model_label="preview", preview=True, remote_output_folder="outputs/x",
+        runtime="process", model="preview", model_label="preview", preview=True,
+        remote_output_folder="outputs/left_prompt/20260101_000000_deadbeef",
         spec={}, spec_remote_path="inputs/prompts/left_prompt.json", spec_sha256="",
     ))  # fmt: skip: its orchestrator died mid-run on the second host
     pool_file = write(tmp_path, "hosts:\n" + "".join(

@@ -80,7 +80,7 @@ def read_history(path: Path, warn: Warn | None = None) -> list[HistoryRecord]:
             if not raw.strip():
                 continue
             try:
-                records.append(HistoryRecord.model_validate_json(raw.decode("utf-8")))
+                records.append(HistoryRecord.model_validate_json(raw.rstrip(b"\r\n").decode("utf-8")))
             except UnicodeDecodeError as error:
                 warn_once(warn, f"{path}:{number}: not UTF-8 text (byte {error.start}); line left out")
             except ValidationError as error:

@@ -32,6 +32,7 @@ from cosmos_assets.runs.history import (  # noqa: F401 - the history line's type
     read_history,
     storable_text,
 )
+from cosmos_assets.runs.ids import run_id_problem
 from cosmos_assets.runs.record_rules import (
     RecordFileError,
     Warn,
@@ -351,11 +352,18 @@ class SpecUsed(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> "SpecUsed":
-        """Load a run's ``spec_used.json``; a missing or unreadable one says which asset to materialize."""
+        """Load a run's ``spec_used.json``, its run id held to the rule of a record's (it names folders: the upscale
+        stages its input under it); a missing or bad one is one line naming the file and which asset to materialize."""
         try:
-            return cls.model_validate_json(path.read_text())
-        except (OSError, ValueError) as error:
-            raise FileNotFoundError(f"{path} is missing or unreadable ({error}); materialize the asset first") from error
+            used = cls.model_validate_json(read_bounded_text(path))
+            problem = run_id_problem(used.run_id)
+        except RecordFileError as error:
+            problem = str(error)
+        except ValidationError as error:
+            problem = validation_summary(error)
+        if problem is None:
+            return used
+        raise FileNotFoundError(f"{path} is missing or bad: {problem}; materialize the asset first")
 
     def write(self, path: Path) -> None:
         """Write atomically; secrets in the environment and the command line are redacted first."""

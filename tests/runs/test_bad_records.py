@@ -21,6 +21,7 @@ from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.record import RecordFileError, RunRecord, RunStore, read_history
+from cosmos_assets.runs import runner
 from cosmos_assets.runs.runner import run_generation
 from tests.project_factory import make_project
 from tests.runs.test_record import _record
@@ -214,3 +215,22 @@ def test_a_preview_generation_through_dagster_succeeds_beside_bad_records(tmp_pa
     assert states == ["succeeded", "succeeded"]  # the two real runs; the bad files left where they were
     assert truncated.exists() and apple.exists() and hostile.exists()
     assert [h.status for h in read_history(layout.history_log)] == ["success", "success"]
+
+
+def test_a_hostile_spec_used_is_never_taken_for_a_folder_name(tmp_path: Path) -> None:
+    """spec_used.json's run id names folders (the earlier output moved aside, the upscale's staged input): a hostile
+    one is refused in one line by the upscale, and the next generation moves that folder aside under its time."""
+    layout = make_project(tmp_path / "project")
+    machine = LocalMachine(tmp_path / "host", label="preview@local")
+    run_generation(layout, machine, PREVIEW, "tiny_prompt", log=lambda line: None)
+    used_path = layout.output_dir("tiny_prompt") / "spec_used.json"
+    used = json.loads(used_path.read_text())
+    used_path.write_text(json.dumps({**used, "run_id": "../../../inputs/prompts/tiny_prompt.json"}))
+    with pytest.raises(FileNotFoundError) as raised:
+        runner.run_upscale(layout, machine, PREVIEW, "tiny_prompt", log=lambda line: None)
+    assert str(raised.value).startswith(f"{used_path} is missing or bad: run_id '../../../inputs")
+    assert "\n" not in str(raised.value)
+    again = run_generation(layout, machine, PREVIEW, "tiny_prompt", force=True, log=lambda line: None)
+    assert again.previous_moved_to is not None and again.previous_moved_to.parent == layout.previous_outputs_dir / "tiny_prompt"
+    assert again.previous_moved_to.name.endswith("_unknown")
+    assert json.loads(layout.prompt_file("tiny_prompt").read_text())["prompt"] == "a quiet street at dusk"

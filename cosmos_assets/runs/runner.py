@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename_no_replace, sha256_file
@@ -267,7 +268,8 @@ def _previous_run_id(folder: Path) -> str:
 _clock = time.monotonic  # the transfer timer (tests step it by hand)
 
 
-def timed_transfer(records: list[RunRecord], direction: str, transfer: Callable[[], TransferStats]) -> TransferStats:
+def timed_transfer(records: list[RunRecord], direction: Literal["upload", "download"],
+                   transfer: Callable[[], TransferStats]) -> TransferStats:  # fmt: skip
     """``transfer()`` (an upload or download, shared by a batch's ``records``), its seconds added to each record's
     attempts whether it completes or fails: a run's transfer seconds count every attempt, not only the last."""
     started, stats = _clock(), None
@@ -276,7 +278,7 @@ def timed_transfer(records: list[RunRecord], direction: str, transfer: Callable[
         return stats
     finally:
         for record in records:
-            record.transferred(direction, _clock() - started, stats)  # type: ignore[arg-type]
+            record.transferred(direction, _clock() - started, stats)
 
 
 def _say(log: LogLine, line: str) -> None:

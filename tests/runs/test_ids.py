@@ -80,3 +80,24 @@ def test_a_batch_id_is_parsed_whole_or_refused() -> None:
     for text in ("20261207_160000", "20261207_160000_f2", "x_batch0_f1", "20261207_160000_f4bea973_batch0_f1/.."):
         with pytest.raises(ValueError, match="is not"):
             BatchId.parse(text)
+
+
+def test_two_generations_of_one_dagster_run_in_the_same_second_keep_their_own_records(tmp_path) -> None:  # noqa: ANN001
+    """Before: the random part was the Dagster run id's first 8 digits, so a second run of the same Dagster run in the
+    same second (a pool failing over, a step retry) took the first one's id and overwrote its record."""
+    from cosmos_assets.machines.local import LocalMachine
+    from cosmos_assets.models import backend_named
+    from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.runner import run_generation
+    from tests.project_factory import make_project
+
+    layout = make_project(tmp_path / "project")
+    machine = LocalMachine(tmp_path / "host", label="preview@local")
+    same = dict(now=datetime(2025, 1, 2, 3, 4, 8, tzinfo=timezone.utc), dagster_run_id="abcdef12-0000", force=True,
+                log=lambda line: None)  # fmt: skip
+    first = run_generation(layout, machine, backend_named("preview"), "tiny_prompt", **same)
+    second = run_generation(layout, machine, backend_named("preview"), "tiny_prompt", **same)
+    assert first.record.run_id != second.record.run_id
+    assert first.record.run_id.startswith("20250102_030408_") and second.record.run_id.startswith("20250102_030408_")
+    assert sorted(r.run_id for r in RunStore(layout.runs_dir).all()) == sorted([first.record.run_id, second.record.run_id])
+    assert second.previous_moved_to is not None and second.previous_moved_to.name == first.record.run_id

@@ -61,7 +61,7 @@ def append_history(path: Path, record: HistoryRecord) -> None:
     """One whole line per write (O_APPEND), so concurrent runs never interleave a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (record.model_dump_json() + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)  # the umask decides: every artist appends
     try:
         os.write(fd, line)
     finally:

@@ -12,6 +12,7 @@ a foreign or hostile record) is a bad file: the readers name it once in a warnin
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -74,14 +75,27 @@ def file_name_problem(name: str) -> str | None:
 
 def read_bounded_text(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
     """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes; RecordFileError saying why not."""
+    try:  # non-blocking and not through a link: a pipe or a link planted in the folder is refused, never waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RecordFileError("not a regular file (a symbolic link)") from error
+        raise RecordFileError(f"unreadable ({error.strerror or error})") from error
     try:
-        info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise RecordFileError("not a regular file (a link, folder, pipe or device)")
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RecordFileError("not a regular file (a folder, pipe or device)")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1024 * 1024, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        data = b"".join(chunks)
     except OSError as error:
         raise RecordFileError(f"unreadable ({error.strerror or error})") from error
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise RecordFileError(f"larger than {limit // (1024 * 1024)} MiB")
     try:

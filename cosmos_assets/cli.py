@@ -123,7 +123,8 @@ def cmd_command(args: argparse.Namespace) -> int:
     """What the configured host and model would run for this prompt; nothing is run or uploaded."""
     from cosmos_assets.hosts import gpu_host_from_settings
     from cosmos_assets.redaction import shell_join
-    from cosmos_assets.runs.plan import model_for, new_run_id, plan_generation, plan_upscale, upscaler_for
+    from cosmos_assets.runs.ids import new_run_id
+    from cosmos_assets.runs.plan import model_for, plan_generation, plan_upscale, upscaler_for
     from cosmos_assets.spec import SpecError
 
     settings = _settings()
@@ -134,7 +135,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         print(f"error: no prompt {args.prompt} in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
         return 1
     host = gpu_host_from_settings(settings)
-    run_id = new_run_id(datetime.now(), None)
+    run_id = new_run_id()
     num_gpus = args.num_gpus or settings.num_gpus
     try:
         if args.upscale is None:
@@ -345,9 +346,15 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from cosmos_assets.runs.record import read_history
+    """The history's good lines; a bad line is named on stderr (file:line, what is wrong) and left out, exit 0."""
+    from cosmos_assets.runs.history import read_history
 
-    lines = read_history(_layout().history_log)
+    path = _layout().history_log
+    try:
+        lines = read_history(path, warn=lambda problem: print(f"warning: {problem}", file=sys.stderr))
+    except OSError as error:
+        print(f"error: cannot read {path} ({error.strerror or error}); check its permissions", file=sys.stderr)
+        return 1
     if args.summary:
         from cosmos_assets.runs.cost import summary_table
 

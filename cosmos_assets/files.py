@@ -276,21 +276,35 @@ def move_aside(folder: Path, previous_root: Path, run_id: str) -> Path:
 
 class UnsafeReadError(OSError):
     """A file named by a setting or the user that is not a regular file or is larger than we read; the message
-    (one line) names it and the fix. An OSError, so a reader that skips unreadable files skips it too."""
+    (one line) names it and the fix. An OSError, so a reader that skips unreadable files skips it too. ``reason``
+    says which: ``"link"``, ``"not_regular"`` or ``"too_large"``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def read_bounded(path: Path, limit: int, what: str) -> bytes:
+def read_bounded(path: Path, limit: int, what: str, *, follow_links: bool = True) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them.
 
     ``/dev/null`` reads as empty. A FIFO, another device, a socket or a folder, or a file over ``limit`` bytes,
     raises :class:`UnsafeReadError` naming ``what`` (the setting or the kind of file), the path and the fix. Opened
     non-blocking, so a FIFO with no writer is refused at once instead of hanging; at most ``limit + 1`` bytes are
     read whatever the size said (a file growing meanwhile, or /proc files that show size 0). A missing or unreadable
-    file raises the usual OSError.
+    file raises the usual OSError. ``follow_links=False`` refuses a symbolic link as the last part of the path (a
+    link planted in a folder we list, such as ``outputs/.runs``).
     """
+    import errno
     import stat  # here, not at the top: this section is appended to the module as a unit
 
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP and not follow_links:
+            raise UnsafeReadError(f"{what} {printable_path(path)} is a symbolic link, not a regular file; "
+                                  "replace it with the file itself", "link") from None
+        raise
     try:
         info = os.fstat(fd)
         if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
@@ -299,9 +313,10 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
             kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                      (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
             kind = next((name for test, name in kinds if test(info.st_mode)), "not a plain file")
-            raise UnsafeReadError(f"{what} {printable_path(path)} is {kind}, not a regular file; give the path of a regular file")
+            raise UnsafeReadError(f"{what} {printable_path(path)} is {kind}, not a regular file; give the path of a regular file",
+                                  "not_regular")
         if info.st_size > limit:
-            raise UnsafeReadError(_too_large(path, limit, what, info.st_size))
+            raise UnsafeReadError(_too_large(path, limit, what, info.st_size), "too_large")
         chunks, total = [], 0
         while total <= limit:
             chunk = os.read(fd, min(COPY_BLOCK, limit + 1 - total))
@@ -310,7 +325,7 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
         if total > limit:
-            raise UnsafeReadError(_too_large(path, limit, what, None))
+            raise UnsafeReadError(_too_large(path, limit, what, None), "too_large")
         return b"".join(chunks)
     finally:
         os.close(fd)

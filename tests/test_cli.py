@@ -162,3 +162,44 @@ def test_register_adds_new_shots_and_prompts_once(project_root: Path, monkeypatc
     assert "['tiny_shot']" in capsys.readouterr().out
     assert main(["register"]) == 0
     assert "none new" in capsys.readouterr().out
+
+
+def _history_with_bad_lines(root: Path) -> Path:
+    from datetime import datetime, timezone
+
+    from cosmos_assets.runs.history import HistoryRecord, append_history
+
+    log = root / "notes" / "run_history.log"
+    for day, prompt in ((1, "first_prompt"), (2, "second_prompt")):
+        append_history(log, HistoryRecord(when=datetime(2026, 1, day, 9, tzinfo=timezone.utc), run_id=f"r{day}",
+                                          stage="generate", prompt=prompt, shot="s", host="h", backend="cosmos-transfer1",
+                                          command="x", status="success", gpu_seconds=3600, cost=2.0))  # fmt: skip
+        if day == 1:  # between the good lines: a line cut short, bytes that are not UTF-8, JSON of something else
+            with open(log, "ab") as handle:
+                handle.write(b'{"when": "2026-01-01T10:00:00Z", "run_id": "r9", "stage": "gen\n')
+                handle.write(b'{"prompt": "caf\xe9"}\n')
+                handle.write(b'{"run_id": "r8"}\n')
+    return log
+
+
+def test_history_prints_the_good_lines_and_names_each_bad_one_on_stderr(tmp_path: Path) -> None:
+    log = _history_with_bad_lines(tmp_path)
+    script = Path(sys.executable).with_name("cosmos-assets")
+    env = {**os.environ, "COSMOS_PROJECT_ROOT": str(tmp_path)}
+    for argv, wanted in ((["history"], ["first_prompt", "second_prompt"]), (["history", "--summary"], ["all"])):
+        result = subprocess.run([str(script), *argv], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        assert all(word in result.stdout for word in wanted) and "Traceback" not in result.stderr
+        warnings = result.stderr.splitlines()
+        assert [w.split(": ", 2)[1] for w in warnings] == [f"{log}:2", f"{log}:3", f"{log}:4"], warnings
+        assert "not complete JSON" in warnings[0] and "not UTF-8" in warnings[1] and "field when" in warnings[2]
+        assert all(w.startswith("warning: ") and w.endswith("line left out") for w in warnings)
+    summary = subprocess.run([str(script), "history", "--summary"], capture_output=True, text=True, env=env).stdout
+    assert summary.splitlines()[-1].split() == ["all", "2", "2.000", "4.00"]  # the two good lines, nothing else
+
+
+def test_history_that_cannot_be_opened_is_one_line_and_exit_1(project_root: Path, capsys) -> None:
+    (project_root / "notes" / "run_history.log").mkdir(parents=True)  # a folder where the file should be
+    assert main(["history"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read ") and "run_history.log" in err and len(err.splitlines()) == 1

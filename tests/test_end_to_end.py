@@ -22,7 +22,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.definitions import build_definitions
 from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.media import probe_video
-from cosmos_assets.runs.record import read_history
+from cosmos_assets.runs.history import read_history
 from cosmos_assets.resources import ProjectResource
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ from cosmos_assets.media.recipe import read_recipe
 from cosmos_assets.models import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, link_output
 from cosmos_assets.runs.plan import plan_generation
-from cosmos_assets.runs.record import HistoryRecord, append_history, read_history
+from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from cosmos_assets.wedges import build_comparison
 from tests.project_factory import make_project

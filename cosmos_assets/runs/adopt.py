@@ -24,7 +24,8 @@ from pathlib import Path
 
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
-from cosmos_assets.runs.record import RunRecord, RunStore, append_history
+from cosmos_assets.runs.history import append_history
+from cosmos_assets.runs.record import RunRecord, RunStore
 from cosmos_assets.runs.worker import Worker
 
 ADOPTABLE_STATES: frozenset[str] = frozenset({"running", "exited_ok", "outputs"})

@@ -33,8 +33,10 @@ from cosmos_assets.runs.adopt import earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.causes import failure_cause, left_on_host
-from cosmos_assets.runs.plan import StagePlan, new_run_id, plan_generation
-from cosmos_assets.runs.record import BatchRef, RunRecord, RunStore, append_history
+from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, follow_up_id, new_run_id
+from cosmos_assets.runs.plan import StagePlan, plan_generation
+from cosmos_assets.runs.history import append_history
+from cosmos_assets.runs.record import BatchRef, RunRecord, RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.runner import (
     InferenceFailed,
@@ -49,6 +51,7 @@ from cosmos_assets.runs.runner import (
     failed_dir,
     planned_record,
     promote,
+    timed_transfer,
 )
 from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.worker import Worker
@@ -145,9 +148,9 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
 
     A prompt's failure (its spec, its block, its invocation) is its outcome's error; a termination (BaseException)
     is recorded for every prompt still open and raised."""
-    base = new_run_id(now or datetime.now(timezone.utc), options.dagster_run_id)
+    base = new_run_id(now or datetime.now(timezone.utc))
     log = options.log
-    store = RunStore(layout.runs_dir)
+    store = RunStore(layout.runs_dir, warn=lambda line: _say(log, f"[cosmos-assets] warning: {line}"))
     outcomes: dict[str, PromptOutcome] = {}
     waiting: list[_Member] = []
     for number, prompt in enumerate(dict.fromkeys(prompts)):
@@ -160,7 +163,7 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
                 return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=options.dagster_run_id,
                                        videos_subdir=options.videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
 
-            run_id = f"{base}_p{number}"
+            run_id = batch_run_id(base, number)
             plan = make_plan(run_id)
             record = planned_record(layout, machine, backend, plan)
             record.gpu_price_per_hour = options.gpu_price_per_hour
@@ -185,7 +188,7 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
             except Exception as error:  # noqa: BLE001
                 outcomes[member.prompt].error = error
         else:
-            run_batch(layout, machine, group, f"{base}_batch{number}", options, outcomes)
+            run_batch(layout, machine, group, batch_id_of(base, number), options, outcomes)
     return outcomes
 
 
@@ -262,10 +265,10 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         machine.preflight(job, run_log)
         phase = "uploading"
         _save_all(store, group, phase)
-        upload = machine.upload(job.inputs, run_log)
+        timed_transfer([m.record for m in group], "upload", lambda: machine.upload(job.inputs, run_log))
         command = machine.command_for(job)
         for member in group:
-            member.record.upload, member.record.command = upload, command
+            member.record.command = command
         phase = "running"
         _save_all(store, group, phase)
         run_log("[cosmos-assets] command: " + group[0].record.command_line)
@@ -276,7 +279,8 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         phase = "downloading"
         _save_all(store, group, phase)
         try:
-            download = machine.download(job.output_folder, fetched, run_log)
+            download = timed_transfer([m.record for m in group], "download",
+                                      lambda: machine.download(job.output_folder, fetched, run_log))
         except FileNotFoundError:
             if outcome.exit_code == 0:
                 raise
@@ -318,8 +322,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         for member in left:
             member.record.state = "planned"
             member.record.exit_code = None
-        next_id = f"{batch_id.split('_f')[0]}_f{batch_id.count('_f') + 1}"
-        run_batch(layout, machine, left, next_id, options, outcomes, follow_up_of=batch_id)
+        run_batch(layout, machine, left, follow_up_id(batch_id), options, outcomes, follow_up_of=batch_id)
 
 
 def _write_batch_file(folder: Path, batch_id: str, options: BatchOptions, backend: ModelBackend, machine: Machine,
@@ -365,8 +368,6 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
             result = ItemOutcome("failed", None, f"its outputs hold no usable video ({backend.output_video(item_fetched).name})")
             _settle(layout, backend, member, index, result, batch_id, batch_log, fetched, download, job, log, outcomes)
             return
-        if download is not None:
-            record.download = download
         try:
             outcomes[member.prompt].result = promote(layout, backend, plan, record, item_fetched, log, member.t0)
         except Exception as error:  # noqa: BLE001 - a local disk error: this prompt fails, the others go on

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from cosmos_assets.runs.record import HistoryRecord
+from cosmos_assets.runs.history import HistoryRecord
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ GPU time), the backend's own spec and invocation are built, and the files the ru
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +18,6 @@ from cosmos_assets.spec import load_spec, TransferSpec
 from cosmos_assets.spec_inputs import referenced_paths, shot_of, with_videos_subdir
 
 DEFAULT_UPSCALE_WEIGHT = 0.5
-
-
-def new_run_id(now: datetime, dagster_run_id: str | None, stage: str = "generate") -> str:
-    """``YYYYmmdd_HHMMSS_<8 hex>`` (``..._upscale`` for the upscale): sortable, unique per run and stage.
-
-    The generation and the upscale of one Dagster run can start within the same second: the stage keeps their
-    run records (``outputs/.runs/<run_id>.json``) apart.
-    """
-    suffix = (dagster_run_id or os.urandom(4).hex())[:8]
-    stamp = f"{now.strftime('%Y%m%d_%H%M%S')}_{suffix}"
-    return stamp if stage == "generate" else f"{stamp}_{stage}"
 
 
 @dataclass

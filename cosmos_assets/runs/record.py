@@ -18,27 +18,31 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cosmos_assets.files import atomic_write_text, plain_folder_name, sha256_file
 from cosmos_assets.machines.gpu_usage import GpuUsage
 from cosmos_assets.machines.job import InferenceJob, RunOutcome, Stage
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.redaction import redacted, redacted_message, shell_join
+from cosmos_assets.runs.history import HistoryRecord, HistoryStatus, storable_text
+from cosmos_assets.runs.ids import run_id_problem
+from cosmos_assets.runs.record_rules import (
+    RecordFileError,
+    Warn,
+    file_name_problem,
+    read_bounded_text,
+    record_problem,
+    validation_summary,
+    warn_once,
+)
 
 RunState = Literal["planned", "uploading", "running", "downloading", "succeeded", "failed", "guardrail_blocked", "cancelled"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "guardrail_blocked", "cancelled"})
-HistoryStatus = Literal["success", "failed", "guardrail_blocked", "cancelled", "skipped"]
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def storable_text(text: str) -> str:
-    """``text`` as it is, except undecodable bytes (lone surrogates from a file name or a log that is not UTF-8),
-    shown as ``\\udcff``: JSON files and lines can then always be written, every other character kept."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class InputFile(BaseModel):
@@ -92,8 +96,12 @@ class RunRecord(BaseModel):
     finished_at: datetime | None = None
     exit_code: int | None = None
     log_tail: list[str] = Field(default_factory=list)
-    upload: TransferStats = Field(default_factory=TransferStats)
-    download: TransferStats = Field(default_factory=lambda: TransferStats(direction="download"))
+    upload: TransferStats = Field(default_factory=TransferStats, description="the last upload; seconds: all attempts")
+    download: TransferStats = Field(default_factory=lambda: TransferStats(direction="download"),
+                                    description="the last download; seconds: all attempts")
+    upload_attempts: list[float] = Field(default_factory=list, description="seconds of each upload of this run, "
+                                         "failed ones too (a link that dropped, an attempt that adopted the run)")
+    download_attempts: list[float] = Field(default_factory=list, description="seconds of each download of this run")
     output_dir: str | None = None
     outputs: list[str] = Field(default_factory=list)
     previous_moved_to: str | None = None
@@ -201,6 +209,13 @@ class RunRecord(BaseModel):
         self.exit_code = outcome.exit_code
         self.log_tail = list(outcome.log_tail)
 
+    def transferred(self, direction: Literal["upload", "download"], seconds: float, stats: TransferStats | None) -> None:
+        """One upload or download of this run took ``seconds`` (``stats``: what it moved; None when it failed):
+        ``upload``/``download`` keep the last completed one's files, with the seconds of every attempt summed."""
+        attempts = [*getattr(self, f"{direction}_attempts"), round(seconds, 3)]
+        setattr(self, f"{direction}_attempts", attempts)
+        setattr(self, direction, (stats or getattr(self, direction)).model_copy(update={"seconds": sum(attempts)}))
+
     def spec_used(self) -> "SpecUsed":
         return SpecUsed(
             stage=self.stage, backend=self.model, backend_label=self.model_label, preview=self.preview,
@@ -242,26 +257,63 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
 
 
 class RunStore:
-    """The run records of a project: ``outputs/.runs/<run_id>.json``, each rewritten atomically."""
+    """The run records of a project: ``outputs/.runs/<run_id>.json``, each rewritten atomically.
 
-    def __init__(self, folder: Path) -> None:
+    A record is held to the same rules when saved and when read (:mod:`cosmos_assets.runs.record_rules`). Listing
+    reads tolerantly: a bad file (truncated, not UTF-8, macOS's ``._<id>.json``, a hostile record) is named once in
+    a warning through ``warn`` (default: the ``cosmos_assets.runs`` logger) and left out; it never stops a run.
+    """
+
+    def __init__(self, folder: Path, warn: Warn | None = None) -> None:
         self.folder = folder
+        self.warn = warn
 
     def path(self, run_id: str) -> Path:
         return self.folder / f"{plain_folder_name(run_id, 'run_id')}.json"
 
     def save(self, record: RunRecord) -> None:
+        problem = record_problem(record)
+        if problem is not None:
+            raise ValueError(f"run record {record.run_id!r} not saved: {problem}")
         record.updated_at = _now()
         atomic_write_text(self.path(record.run_id), record.model_dump_json(indent=2) + "\n")
 
     def load(self, run_id: str) -> RunRecord:
-        return RunRecord.model_validate_json(self.path(run_id).read_text())
+        """The record of ``run_id``; FileNotFoundError if there is none, RecordFileError (one line) if it is bad."""
+        path = self.path(run_id)
+        if not os.path.lexists(path):
+            raise FileNotFoundError(f"run record {path} does not exist")
+        return read_record(path)
 
     def all(self) -> list[RunRecord]:
+        """Every good record, oldest first; each bad file named once (``warn``) and left out."""
         if not self.folder.is_dir():
             return []
-        return sorted((RunRecord.model_validate_json(p.read_text()) for p in self.folder.glob("*.json")),
-                      key=lambda r: r.created_at)
+        records = []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                records.append(read_record(path))
+            except RecordFileError as error:
+                warn_once(self.warn, f"{error}; left out (move it out of {self.folder} to silence this)")
+        return sorted(records, key=lambda r: r.created_at)
+
+
+def read_record(path: Path) -> RunRecord:
+    """One record file, checked as it was written; RecordFileError naming the file and what is wrong, in one line."""
+    try:
+        problem = file_name_problem(path.name)
+        if problem is not None:
+            raise RecordFileError(problem)
+        try:
+            record = RunRecord.model_validate_json(read_bounded_text(path))
+        except ValidationError as error:
+            raise RecordFileError(validation_summary(error)) from error
+        problem = record_problem(record, path.name)
+        if problem is not None:
+            raise RecordFileError(problem)
+        return record
+    except RecordFileError as error:
+        raise RecordFileError(f"run record {path}: {error}") from error
 
 
 class SpecUsed(BaseModel):
@@ -294,68 +346,21 @@ class SpecUsed(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> "SpecUsed":
-        """Load a run's ``spec_used.json``; a missing or unreadable one says which asset to materialize."""
+        """Load a run's ``spec_used.json``, its run id held to the rule of a record's (it names folders: the upscale
+        stages its input under it); a missing or bad one is one line naming the file and which asset to materialize."""
         try:
-            return cls.model_validate_json(path.read_text())
-        except (OSError, ValueError) as error:
-            raise FileNotFoundError(f"{path} is missing or unreadable ({error}); materialize the asset first") from error
+            used = cls.model_validate_json(read_bounded_text(path))
+            problem = run_id_problem(used.run_id)
+        except RecordFileError as error:
+            problem = str(error)
+        except ValidationError as error:
+            problem = validation_summary(error)
+        if problem is None:
+            return used
+        raise FileNotFoundError(f"{path} is missing or bad: {problem}; materialize the asset first")
 
     def write(self, path: Path) -> None:
         """Write atomically; secrets in the environment and the command line are redacted first."""
         safe = self.model_copy(update={"environment": redacted(self.environment), "command": redacted(self.command),
                                        "command_line": redacted(self.command_line)})
         atomic_write_text(path, safe.model_dump_json(indent=2) + "\n")
-
-
-class HistoryRecord(BaseModel):
-    """One line of ``notes/run_history.log`` (JSON Lines: greppable, and parseable). Derived from the run record."""
-
-    when: datetime
-    run_id: str
-    dagster_run_id: str | None = None
-    stage: Stage
-    prompt: str
-    shot: str | None
-    host: str
-    backend: str
-    command: str
-    status: HistoryStatus
-    upload_seconds: float = 0.0
-    inference_seconds: float = 0.0
-    download_seconds: float = 0.0
-    total_seconds: float = 0.0
-    gpu_seconds: float = 0.0
-    outputs: list[str] = Field(default_factory=list)
-    error: str | None = None
-    cause: str | None = None
-    model_load_seconds: float | None = None
-    cost: float | None = Field(default=None, description="GPU hours x COSMOS_GPU_PRICE_PER_HOUR; None when no price was set")
-    batch_id: str | None = Field(default=None, description="the shared invocation this prompt ran in (runs/batch.py)")
-    batch_index: int | None = Field(default=None, description="its item in that invocation")
-    retry_of: str | None = Field(default=None, description="the run this one retried (out of GPU memory, with offload flags)")
-    flags_added: list[str] = Field(default_factory=list, description="flags the retry added to the command")
-    gpu_util_mean_percent: float | None = Field(default=None, description="mean GPU utilisation sampled during the run")
-
-    @field_validator("error")
-    @classmethod
-    def _storable_error(cls, value: str | None) -> str | None:
-        return storable_text(value) if value is not None else None
-
-
-def append_history(path: Path, record: HistoryRecord) -> None:
-    """One whole line per write (O_APPEND), so concurrent runs never interleave a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (record.model_dump_json() + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)  # the umask decides: every artist appends
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
-def read_history(path: Path) -> list[HistoryRecord]:
-    if not path.exists():
-        return []
-    # JSON Lines end at "\n" only: str.splitlines() would also cut at U+2028, U+0085... which JSON leaves unescaped.
-    lines = path.read_text(encoding="utf-8").split("\n")
-    return [HistoryRecord.model_validate_json(line) for line in lines if line.strip()]

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename_no_replace, sha256_file
@@ -27,8 +28,11 @@ from cosmos_assets.runs.adopt import Adoption, find_adoption
 from cosmos_assets.machines import gpu_usage
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, left_on_host
-from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, new_run_id, plan_generation, plan_upscale
-from cosmos_assets.runs.record import InputFile, RunRecord, RunStore, SpecUsed, append_history
+from cosmos_assets.progress import TransferStats
+from cosmos_assets.runs.ids import new_run_id
+from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, plan_generation, plan_upscale
+from cosmos_assets.runs.history import append_history
+from cosmos_assets.runs.record import InputFile, RunRecord, RunStore, SpecUsed
 from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.stamp import stamp_outputs
 from cosmos_assets.runs.run_log import RunLog
@@ -185,7 +189,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             machine.preflight(job, run_log)
             record.state = phase = "uploading"
             store.save(record)
-            record.upload = machine.upload(job.inputs, run_log)
+            timed_transfer([record], "upload", lambda: machine.upload(job.inputs, run_log))
         if adoption is None or adoption.state in ("running", "exited_ok"):
             command = record.command if adoption is not None and record.command else machine.command_for(job)
             record.command = command
@@ -207,7 +211,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
                 raise _model_failed(layout, record, blocked, plan.log_name, killed, "killed" if killed else None)
         record.state = phase = "downloading"
         store.save(record)
-        record.download = machine.download(job.output_folder, fetched, run_log)
+        timed_transfer([record], "download", lambda: machine.download(job.output_folder, fetched, run_log))
         if not backend.output_video(fetched).exists():
             blocked = outcome is not None and backend.guardrail_blocked(outcome, fetched)
             raise _model_failed(layout, record, blocked, plan.log_name,
@@ -264,6 +268,22 @@ def _previous_run_id(folder: Path) -> str:
         return SpecUsed.read(folder / "spec_used.json").run_id
     except FileNotFoundError:
         return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).strftime("%Y%m%d_%H%M%S") + "_unknown"
+
+
+_clock = time.monotonic  # the transfer timer (tests step it by hand)
+
+
+def timed_transfer(records: list[RunRecord], direction: Literal["upload", "download"],
+                   transfer: Callable[[], TransferStats]) -> TransferStats:  # fmt: skip
+    """``transfer()`` (an upload or download, shared by a batch's ``records``), its seconds added to each record's
+    attempts whether it completes or fails: a run's transfer seconds count every attempt, not only the last."""
+    started, stats = _clock(), None
+    try:
+        stats = transfer()
+        return stats
+    finally:
+        for record in records:
+            record.transferred(direction, _clock() - started, stats)
 
 
 def _say(log: LogLine, line: str) -> None:
@@ -400,7 +420,7 @@ def run_generation(
     ``oom_retry_offload`` a run that ran out of GPU memory is retried once, as a new run, with the model's offload
     flags (:mod:`cosmos_assets.runs.oom`).
     """
-    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id)
+    run_id = new_run_id(now or datetime.now(timezone.utc))
 
     def make_plan(rid: str) -> StagePlan:
         return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
@@ -430,7 +450,7 @@ def run_upscale(
     oom_retry_offload: bool = False,
 ) -> StageResult:
     """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/``."""
-    run_id = new_run_id(now or datetime.now(timezone.utc), dagster_run_id, "upscale")
+    run_id = new_run_id(now or datetime.now(timezone.utc), "upscale")
 
     def make_plan(rid: str) -> StagePlan:
         return plan_upscale(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
@@ -453,7 +473,8 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
     plan = make_plan(run_id)
     record = planned_record(layout, machine, backend, plan)
     record.gpu_price_per_hour = gpu_price_per_hour
-    decision = decide(RunStore(layout.runs_dir), layout.root, record, force=force)
+    store = RunStore(layout.runs_dir, warn=lambda line: _say(log, f"[cosmos-assets] warning: {line}"))
+    decision = decide(store, layout.root, record, force=force)
     if decision.skip and decision.matches is not None:
         _clean_staging(plan.effective_spec.parent, plan)
         done = decision.matches
@@ -465,7 +486,7 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
                            skipped=decision.reason)  # fmt: skip
     _say(log, f"[cosmos-assets] running {plan.stage} of {plan.job.prompt}: {decision.reason}")
     try:
-        adoption = find_adoption(RunStore(layout.runs_dir), layout.history_log, machine, record,
+        adoption = find_adoption(store, layout.history_log, machine, record,
                                  lambda rid: make_plan(rid).job,
                                  lambda job: backend.output_video(Path(job.output_folder), job.prompt).as_posix(), log,
                                  run_finished)  # fmt: skip

@@ -19,7 +19,8 @@ from cosmos_assets.machines.remote_hash import RemoteDiskFullError
 from cosmos_assets.machines.sftp_transfer import LocalDiskFullError
 from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
-from cosmos_assets.runs.record import RunStore, read_history
+from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.record import RunStore
 from tests.faults.test_link_faults import MB, _file
 from tests.infra.sshd import SshServer
 from tests.project_factory import make_project

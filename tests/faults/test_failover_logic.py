@@ -10,7 +10,8 @@ from pathlib import Path
 from cosmos_assets.hosts.placement import left_behind_hosts
 from cosmos_assets.machines.base import JobState
 from cosmos_assets.runs.adopt import find_adoption, superseded_by
-from cosmos_assets.runs.record import RunRecord, RunStore, read_history
+from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.record import RunRecord, RunStore
 from tests.runs.test_record import _record
 
 

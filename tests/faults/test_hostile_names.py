@@ -26,7 +26,7 @@ from cosmos_assets.layout import MAX_NAME_BYTES, ProjectLayout, name_problem
 from cosmos_assets.partitions import PROMPTS, SHOTS
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.runs.record import read_history
+from cosmos_assets.runs.history import read_history
 from cosmos_assets.sample_render import make_sample_render
 from cosmos_assets.sensor_plans import plan_prompt_tick, plan_render_tick
 from cosmos_assets.sensor_state import PromptCursor, RenderCursor, SensorSettings

@@ -23,7 +23,8 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.models import backend_named
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.prompt_files import check_prompt_file, new_prompt_spec, write_spec
-from cosmos_assets.runs.record import HistoryRecord, RunRecord, append_history, read_history
+from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
+from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.runner import InferenceFailed
 from cosmos_assets.spec import SpecError, load_spec
 from tests.faults.test_hostile_names import (

@@ -25,7 +25,7 @@ from cosmos_assets.media import RenderSequence, RenderValidationError, scan_rend
 from cosmos_assets.media.frames import PNG_SIGNATURE, write_png
 from cosmos_assets.model_block import MODEL_BLOCK_FIELDS
 from cosmos_assets.models import backend_named
-from cosmos_assets.runs.record import HistoryRecord, append_history, read_history, storable_text
+from cosmos_assets.runs.history import HistoryRecord, append_history, read_history, storable_text
 from cosmos_assets.sensor_plans import plan_render_tick, stat_render_folder
 from cosmos_assets.sensor_state import PromptCursor, RenderCursor
 from cosmos_assets.spec import CONTROL_FIELDS, CONTROL_KEYS, REGIONAL_PROMPT_FIELDS, SpecError, TransferSpec, load_spec, parse_spec

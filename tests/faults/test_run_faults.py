@@ -39,7 +39,8 @@ from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost, Ssh
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.models import backend_named
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.runs.record import RunRecord, RunStore, read_history
+from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.record import RunRecord, RunStore
 from cosmos_assets.runs.runner import InferenceFailed, OutOfMemory, run_generation
 from tests.infra.docker_events import attributes, container_events
 from tests.infra.dockerd import DockerDaemon, start_dockerd

@@ -23,7 +23,7 @@ from cosmos_assets.hosts.priority import parse_priority, priority_tags
 from cosmos_assets.hosts.slots import ANY_GPU_POOL, HostClaims, ensure_limits, host_pool, runs_on
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.runs.record import read_history
+from cosmos_assets.runs.history import read_history
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
 
@@ -241,7 +241,8 @@ def test_a_host_holding_an_unfinished_run_of_the_same_work_is_tried_first(tmp_pa
     layout = make_project(tmp_path / "project", prompt="left_prompt")
     RunStore(layout.runs_dir).save(RunRecord(
         run_id="20260101_000000_deadbeef", stage="generate", prompt="left_prompt", host="preview@second", state="running",
-        runtime="process", model="preview", model_label="preview", preview=True, remote_output_folder="outputs/x",
+        runtime="process", model="preview", model_label="preview", preview=True,
+        remote_output_folder="outputs/left_prompt/20260101_000000_deadbeef",
         spec={}, spec_remote_path="inputs/prompts/left_prompt.json", spec_sha256="",
     ))  # fmt: skip: its orchestrator died mid-run on the second host
     pool_file = write(tmp_path, "hosts:\n" + "".join(

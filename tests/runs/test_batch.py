@@ -4,6 +4,7 @@ can share a model load, every output under its own prompt, a guardrail block rep
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,12 @@ from cosmos_assets.models import backend_named
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.batch_map import map_outputs
-from cosmos_assets.runs.record import RunStore, SpecUsed, read_history
+from cosmos_assets.runs.ids import listed_source, run_id_base, seeded_source, token_source
+from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.record import RunStore, SpecUsed
 from cosmos_assets.runs.runner import InferenceFailed, run_generation
 from tests.project_factory import make_project
+from tests.runs.test_ids import SEEDS_BY_LEAD
 
 PREVIEW = backend_named("preview")
 SHOT = "tiny_shot"
@@ -154,3 +158,52 @@ def test_the_mapping_trusts_text_not_position_and_knows_unrun_items(tmp_path: Pa
     assert map_outputs(fetched, ("a",), ("video_0",), "prompt.txt", 1, 0, False)[0].status == "failed"
     # not checkable by text (upsampled prompt): position, batch size 1
     assert map_outputs(fetched, (None,), ("video_0",), "prompt.txt", 1, 0, False)[0].folder == "video_0"
+
+
+# --------------------------------------------------------------------------- ids (issue 17): a follow-up keeps its batch's id
+
+
+BLOCKED_TOO = {"p_four": "GUARDRAIL_TEST_BLOCK a road", "p_five": "a dry street at noon"}
+
+
+def _with_two_blocks(layout) -> list[str]:  # noqa: ANN001
+    for prompt, text in BLOCKED_TOO.items():
+        write_spec(new_prompt_spec(SHOT, text), layout.prompt_file(prompt))
+    return ["p_one", "p_two", "p_four", "p_five"]  # two blocks at batch size 1: the first invocation and two follow-ups
+
+
+@pytest.mark.parametrize("lead", ["f", "a", "0"])
+def test_each_follow_up_is_named_after_its_own_batch_whatever_the_random_part(project, lead: str) -> None:
+    layout, machine = project
+    with token_source(seeded_source(SEEDS_BY_LEAD[lead])):
+        outcomes = generate(layout, machine, _with_two_blocks(layout))
+    assert [p for p, o in outcomes.items() if o.error is not None] == ["p_two", "p_four"]
+    records = {r.prompt: r for r in RunStore(layout.runs_dir).all()}
+    base = run_id_base(records["p_one"].run_id)
+    assert base is not None and base[-8:].startswith(lead)  # the seed gave the random part this test is about
+    batches = {p: r.batch for p, r in records.items()}
+    assert batches["p_one"].batch_id == f"{base}_batch0" and batches["p_one"].follow_up_of is None
+    assert (batches["p_four"].batch_id, batches["p_four"].follow_up_of) == (f"{base}_batch0_f1", f"{base}_batch0")
+    assert (batches["p_five"].batch_id, batches["p_five"].follow_up_of) == (f"{base}_batch0_f2", f"{base}_batch0_f1")
+    folders = sorted(p.name for p in (layout.outputs_dir / ".batches").iterdir())
+    assert folders == [f"{base}_batch0", f"{base}_batch0_f1", f"{base}_batch0_f2"]
+    for folder in folders:
+        assert json.loads((layout.outputs_dir / ".batches" / folder / "batch.json").read_text())["batch_id"] == folder
+    assert own_text(layout, "p_five") == BLOCKED_TOO["p_five"]
+
+
+def test_two_requests_in_the_same_second_with_f_leading_ids_keep_their_follow_ups_apart(project) -> None:
+    """Before: both follow-ups were named <timestamp>_f2 and shared one folder, the second overwriting the first."""
+    layout, machine = project
+    same_second = datetime(2025, 1, 2, 3, 4, 7, tzinfo=timezone.utc)
+    with token_source(listed_source(["f1111111", "f2222222"])):
+        for _ in range(2):
+            run_generations(layout, ["p_one", "p_two", "p_three"], lambda prompt: PREVIEW, lambda backend: machine,
+                            BatchOptions(dagster_run_id="abcdef12", log=lambda line: None, force=True), now=same_second)
+    folders = sorted(p.name for p in (layout.outputs_dir / ".batches").iterdir())
+    assert folders == ["20250102_030407_f1111111_batch0", "20250102_030407_f1111111_batch0_f1",
+                       "20250102_030407_f2222222_batch0", "20250102_030407_f2222222_batch0_f1"]  # fmt: skip
+    assert len(machine.jobs) == 4 and len({job.run_id for job in machine.jobs}) == 4
+    three = [r for r in RunStore(layout.runs_dir).all() if r.prompt == "p_three"]
+    assert sorted(r.batch.batch_id for r in three) == [folders[1], folders[3]]
+    assert len({r.run_id for r in RunStore(layout.runs_dir).all()}) == 6  # three prompts, twice, none overwritten

@@ -17,8 +17,10 @@ from cosmos_assets.hosts import LocalPreviewHost
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.resources import ProjectResource
+from cosmos_assets.runs.ids import BatchId, seeded_source, token_source
 from cosmos_assets.runs.record import RunStore
 from tests.project_factory import make_project
+from tests.runs.test_ids import SEEDS_BY_LEAD
 
 SHOT = "tiny_shot"
 PROMPTS_TEXT = {"p_one": "a quiet street at dusk", "p_two": "GUARDRAIL_TEST_BLOCK a street", "p_three": "a wet street at night"}
@@ -53,7 +55,15 @@ def latest(instance: dg.DagsterInstance, prompt: str) -> dg.AssetMaterialization
     return record.asset_materialization
 
 
-def test_a_range_run_materializes_each_prompt_on_its_own_and_fails_only_the_blocked_one(setup) -> None:
+@pytest.fixture(params=["f", "0"])
+def seeded_ids(request: pytest.FixtureRequest):  # noqa: ANN201
+    """Run ids from a seeded source whose first random part starts with this hex digit: ``f`` used to cut the batch id
+    at ``_f`` and name the follow-up ``<timestamp>_f2`` (this test failed one CI run in sixteen)."""
+    with token_source(seeded_source(SEEDS_BY_LEAD[request.param])):
+        yield request.param
+
+
+def test_a_range_run_materializes_each_prompt_on_its_own_and_fails_only_the_blocked_one(setup, seeded_ids: str) -> None:
     layout, instance, resources = setup
     for prompt in PROMPTS_TEXT:  # the specs first, one run each: their data versions are the generations' inputs
         assert dg.materialize(ALL_ASSETS, selection=["prompt_specs"], partition_key=prompt, instance=instance,
@@ -75,6 +85,7 @@ def test_a_range_run_materializes_each_prompt_on_its_own_and_fails_only_the_bloc
     assert one.tags[DATA_VERSION_TAG] != three.tags[DATA_VERSION_TAG]
     assert one.metadata["run_id"].value == records["p_one"].run_id != three.metadata["run_id"].value
     assert three.metadata["batch_id"].value == one.metadata["batch_id"].value + "_f1"  # the follow-up after the block
+    assert BatchId.parse(one.metadata["batch_id"].value).base[-8:].startswith(seeded_ids)
 
     # Staleness per prompt: a changed spec of p_one marks its generation stale, not p_three's.
     resolver = get_stale_status_resolver(instance, ALL_ASSETS)

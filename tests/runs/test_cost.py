@@ -11,7 +11,7 @@ import pytest
 from cosmos_assets.cli import main
 from cosmos_assets.machines.job import RunOutcome
 from cosmos_assets.runs.cost import per_day, per_shot, summary_table
-from cosmos_assets.runs.record import HistoryRecord, append_history
+from cosmos_assets.runs.history import HistoryRecord, append_history
 from cosmos_assets.settings import Settings
 from tests.runs.test_record import _record
 

@@ -18,7 +18,8 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models import backend_named
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.runs import oom
-from cosmos_assets.runs.record import RunStore, read_history
+from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.record import RunStore
 from cosmos_assets.runs.runner import OutOfMemory, run_generation
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project

@@ -11,7 +11,9 @@ from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, Staged
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models import backend_named
 from cosmos_assets.progress import TransferStats
-from cosmos_assets.runs.record import RunStore, read_history
+from cosmos_assets.runs.ids import new_run_id
+from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.record import RunStore
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from cosmos_assets.runs.skip import decide
 from tests.project_factory import make_project
@@ -120,6 +122,8 @@ def test_a_failed_later_run_does_not_hide_the_last_success(project) -> None:
     layout, host = project
     first = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="11111111")
     store = RunStore(layout.runs_dir)
-    failed = first.record.model_copy(update={"run_id": "later_failed", "state": "failed"})
+    later = new_run_id()
+    failed = first.record.model_copy(update={"run_id": later, "remote_output_folder": f"outputs/tiny_prompt/{later}",
+                                             "state": "failed"})  # fmt: skip
     store.save(failed)
     assert decide(store, layout.root, first.record.model_copy()).skip

@@ -16,7 +16,9 @@ from tests.runs.test_record import _record
 
 
 def _run(base: RunRecord, run_id: str, host: str, state: str, minutes: int, detached: bool = False) -> RunRecord:
+    folder = base.remote_output_folder.rsplit("/", 1)[0] + f"/{run_id}"  # a record names its own run's folder
     return base.model_copy(update={"run_id": run_id, "host": host, "state": state, "detached": detached,
+                                   "remote_output_folder": folder,
                                    "created_at": base.created_at + timedelta(minutes=minutes)})  # fmt: skip
 
 
@@ -39,32 +41,32 @@ class LeftoverHost:
 def test_a_left_behind_run_pins_its_host_only_until_a_newer_run_does_the_work(tmp_path: Path) -> None:
     base = _record(tmp_path / "r")
     store = RunStore(tmp_path / "runs")
-    left = _run(base, "20260101_000000_left", "gpu-a", "failed", 0, detached=True)
+    left = _run(base, "20260101_000000_1ef7be01", "gpu-a", "failed", 0, detached=True)
     store.save(left)
     assert left_behind_hosts(store.folder, "p1", "generate") == ["gpu-a"]
-    store.save(_run(base, "20251231_000000_older", "gpu-b", "succeeded", -5))  # older than the left-behind run
+    store.save(_run(base, "20251231_000000_01de0001", "gpu-b", "succeeded", -5))  # older than the left-behind run
     assert left_behind_hosts(store.folder, "p1", "generate") == ["gpu-a"]
-    store.save(_run(base, "20260101_000100_newer", "gpu-b", "succeeded", 1))
+    store.save(_run(base, "20260101_000100_0e3e0001", "gpu-b", "succeeded", 1))
     assert left_behind_hosts(store.folder, "p1", "generate") == []
-    assert superseded_by(store.all(), left).run_id == "20260101_000100_newer"  # type: ignore[union-attr]
+    assert superseded_by(store.all(), left).run_id == "20260101_000100_0e3e0001"  # type: ignore[union-attr]
 
 
 def test_a_superseded_run_is_stopped_and_closed_when_its_host_is_reached_again(tmp_path: Path) -> None:
     base = _record(tmp_path / "r")
     store, history = RunStore(tmp_path / "runs"), tmp_path / "history.log"
-    left = _run(base, "20260101_000000_left", "gpu-a", "failed", 0, detached=True)
+    left = _run(base, "20260101_000000_1ef7be01", "gpu-a", "failed", 0, detached=True)
     store.save(left)
-    probe = _run(base, "20260101_000200_probe", "gpu-a", "planned", 2)
+    probe = _run(base, "20260101_000200_9e0be001", "gpu-a", "planned", 2)
     host, lines = LeftoverHost(), []
 
     adopted = find_adoption(store, history, host, probe, lambda rid: rid, lambda job: "out.mp4", lines.append)  # type: ignore[arg-type]
     assert adopted is not None and adopted.record.run_id == left.run_id and host.stopped == []  # nothing newer: adopt
 
-    store.save(_run(base, "20260101_000100_done", "gpu-b", "succeeded", 1))
+    store.save(_run(base, "20260101_000100_d0e00001", "gpu-b", "succeeded", 1))
     assert find_adoption(store, history, host, probe, lambda rid: rid, lambda job: "out.mp4", lines.append) is None  # type: ignore[arg-type]
     assert host.stopped == [left.run_id]
     closed = store.load(left.run_id)
     assert closed.state == "failed" and not closed.detached
-    assert "superseded: run 20260101_000100_done did this work on gpu-b and succeeded" in (closed.error or "")
+    assert "superseded: run 20260101_000100_d0e00001 did this work on gpu-b and succeeded" in (closed.error or "")
     assert any("superseded" in line for line in lines)
     assert read_history(history)[-1].run_id == left.run_id

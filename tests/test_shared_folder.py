@@ -139,6 +139,9 @@ def child_main(request_json: str) -> None:
     # The uid may not read the interpreter's own library (under /root): whatever a step imports lazily, load it now.
     for module in pkgutil.walk_packages(cosmos_assets.__path__, "cosmos_assets."):
         importlib.import_module(module.name)
+    from cosmos_assets.models import prompt_file_invocation_keys
+
+    prompt_file_invocation_keys()  # the model contracts are read on first use, through importlib.resources' lazy parts
     os.setgroups([SHARED_GID, uid])
     os.setgid(uid)
     os.setuid(uid)  # real, effective and saved: no way back, no capability left

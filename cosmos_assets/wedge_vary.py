@@ -95,7 +95,8 @@ def first_problem(error: SpecError) -> SpecError:
 
 
 def _problems(spec: TransferSpec, file: Path, root: Path) -> list[str]:
-    """What ``cosmos-assets validate`` says of ``spec`` as ``file``, and what the model it names refuses."""
+    """What ``cosmos-assets validate`` says of ``spec`` as ``file``, and what the model it names refuses, each without
+    the file's name in front (the models' checks already name it; validate's problems are rendered with it)."""
     from cosmos_assets.models import backend_named
     from cosmos_assets.spec_inputs import validate_for_run
 
@@ -105,16 +106,27 @@ def _problems(spec: TransferSpec, file: Path, root: Path) -> list[str]:
         try:
             backend_named(model).check_prompt(spec, file, root)
         except SpecError as error:
-            problems += [problem.render(str(file)) for problem in error.problems]
-    return problems
+            problems += [problem.render(None) for problem in error.problems]
+    return [_without_file(problem, file) for problem in problems]
 
 
-def refuse_new_problems(layout: ProjectLayout, base: TransferSpec, variant: TransferSpec, file: Path) -> None:
+def _without_file(problem: str, file: Path) -> str:
+    prefix = f"{file}: "
+    while problem.startswith(prefix):
+        problem = problem[len(prefix):]
+    return problem
+
+
+def base_problems(layout: ProjectLayout, base: TransferSpec, base_file: Path) -> set[str]:
+    """What the base prompt itself lacks (control videos not encoded yet): computed once a wedge, not a variant."""
+    return set(_problems(base, base_file, layout.root))
+
+
+def refuse_new_problems(layout: ProjectLayout, known: set[str], variant: TransferSpec, file: Path) -> None:
     """A variant's value that validation refuses (a weight above 1, a field its model cannot take) is refused now,
-    before anything is written; what the base prompt itself lacks (control videos not encoded yet) is not the
+    before anything is written; what the base prompt itself lacks (``known``, :func:`base_problems`) is not the
     wedge's to refuse, so only the problems the base does not have count."""
-    known = set(_problems(base, file, layout.root))
     new = [problem for problem in _problems(variant, file, layout.root) if problem not in known]
     if new:
         more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
-        raise WedgeError(f"{new[0]}{more}; nothing was written: fix that --vary value")
+        raise WedgeError(f"{file}: {new[0]}{more}; nothing was written: fix that --vary value")

@@ -34,6 +34,7 @@ from cosmos_assets.wedge_vary import (
     WedgeAxis,
     WedgeError,
     first_problem,
+    base_problems,
     refuse_new_problems,
 )
 
@@ -182,6 +183,7 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
     base = load_spec(base_path)  # SpecError names the base file
     wedge = check_wedge_name(name or default_wedge_name(base_path.stem, now))
     base_data = base.to_json_dict()
+    known = base_problems(layout, base, base_path)
     specs: dict[str, TransferSpec] = {}
     variants: list[WedgeVariant] = []
     for index, combo in enumerate(itertools.product(*(axis.values for axis in axes)), start=1):
@@ -195,7 +197,7 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
             specs[prompt] = parse_spec(data, str(file))
         except SpecError as error:  # one line: the variant file, its first bad field, the fix
             raise first_problem(error) from None
-        refuse_new_problems(layout, base, specs[prompt], file)
+        refuse_new_problems(layout, known, specs[prompt], file)
         variants.append(WedgeVariant(prompt=prompt, values=values))
     if len(specs) != count:
         raise WedgeError(f"two combinations got the same prompt name in wedge {wedge}: shorten the values")

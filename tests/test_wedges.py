@@ -328,3 +328,12 @@ def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(layout: ProjectLayou
     with pytest.raises(OSError, match="the wedge manifest .* is a FIFO"):
         WedgeManifest.read(path)
     assert ready_version(layout, "piped") is None  # the sensor skips it
+
+
+def test_a_model_wedge_before_the_videos_are_encoded_is_not_refused_for_what_the_base_lacks(layout: ProjectLayout) -> None:
+    """The CLI help's own example on a base whose control videos are not encoded yet: the model a variant names says
+    the same as validate about the missing files, in its own words; that is the base's lack, not the value's."""
+    for video in layout.shot_videos_dir("tiny_shot").glob("*.mp4"):
+        video.unlink()
+    plan = plan_wedge(layout, _base(layout), [parse_vary("model=cosmos-transfer1,cosmos-transfer2.5")], name="early_models")
+    assert len(write_wedge(layout, plan)) == 2

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 from cosmos_assets.machines.job import Stage
 from cosmos_assets.runs.record_rules import Warn, validation_summary, warn_once
@@ -25,7 +24,7 @@ def storable_text(text: str) -> str:
 class HistoryRecord(BaseModel):
     """One line of ``notes/run_history.log`` (JSON Lines: greppable, and parseable). Derived from the run record."""
 
-    when: datetime
+    when: AwareDatetime  # a line that names no zone cannot be summed per day beside ours: named and left out
     run_id: str
     dagster_run_id: str | None = None
     stage: Stage

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cosmos_assets.files import atomic_write_text, plain_folder_name, sha256_file
 from cosmos_assets.machines.gpu_usage import GpuUsage
@@ -90,10 +90,11 @@ class RunRecord(BaseModel):
     command: list[str] = Field(default_factory=list)
     environment: dict[str, str] = Field(default_factory=dict)
     container: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    # Aware times only: a record that names no zone cannot be ordered beside ours (sorting would raise for them all).
+    created_at: AwareDatetime = Field(default_factory=_now)
+    updated_at: AwareDatetime = Field(default_factory=_now)
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
     exit_code: int | None = None
     log_tail: list[str] = Field(default_factory=list)
     upload: TransferStats = Field(default_factory=TransferStats, description="the last upload; seconds: all attempts")

@@ -95,6 +95,10 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[object, str]]:
                                                 inputs=[{"path": "../../etc/shadow", "size": 1, "sha256": "0"}]),
                                           "leaves the model's root folder"),
         "20260101_000017_00000017.json": ('{"run_id": "20260101_000017_00000017"}', "field stage: Field required"),
+        # a time with no zone (hand-edited, or written by another tool) cannot be ordered beside ours
+        "20260101_000018_00000018.json": (_json(good, run_id="20260101_000018_00000018",
+                                                remote_output_folder="outputs/p1/20260101_000018_00000018",
+                                                created_at="2026-01-01T00:00:00"), "created_at"),
     }
 
 

@@ -35,7 +35,13 @@ from cosmos_assets.machines.docker import (
     docker_run_argv,
     parse_gpus,
 )
-from cosmos_assets.machines.docker_engine import KERNEL_LOG, DockerUnreachableError, docker_down, kernel_oom_kill
+from cosmos_assets.machines.docker_engine import (
+    KERNEL_LOG,
+    DockerUnreachableError,
+    docker_down,
+    kernel_log_read,
+    kernel_oom_kill,
+)
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
@@ -309,7 +315,9 @@ class SshHost(Machine):
             if flag == "true":
                 return True, False
             code, log, _ = self.link.exec(["sh", "-c", KERNEL_LOG], timeout=30)
-            return False, code == 0 and kernel_oom_kill(log, container_id)
+            if code != 0 or not kernel_log_read(log):
+                return None, False  # docker's flag misses a host-wide OOM kill and the kernel cannot tell: unknown
+            return False, kernel_oom_kill(log, container_id)
         except Exception:  # noqa: BLE001 - a detail of the failure, never a failure of its own
             return None, False
 

@@ -50,3 +50,25 @@ def test_a_host_wide_oom_kill_that_docker_did_not_flag_is_read_from_the_kernel_l
     found = oom.memory_failure(137, ["step 3/35"], False, kernel_oom=True)
     assert found is not None and found.kind == "host" and "kernel log shows its OOM killer" in found.evidence
     assert oom.killed_from_outside(137, False, "c1", kernel_oom=True) is None
+
+
+def test_a_kernel_log_that_cannot_be_read_says_so_rather_than_no_oom_kill(tmp_path) -> None:  # noqa: ANN001
+    """With neither dmesg nor journalctl allowed (dmesg_restrict, no journal group), the pipeline still exits 0:
+    the command's own output must tell 'unread' from 'read, no kill', or a real OOM kill is reported as `killed`."""
+    import subprocess
+
+    from cosmos_assets.machines.docker_engine import KERNEL_LOG, NO_KERNEL_LOG, kernel_log_read
+
+    denied = tmp_path / "bin"
+    denied.mkdir()
+    for tool in ("dmesg", "journalctl"):  # each refuses, as they do for a user without the right
+        (denied / tool).write_text("#!/bin/sh\necho 'dmesg: read kernel buffer failed: Operation not permitted' >&2\nexit 1\n")
+        (denied / tool).chmod(0o755)
+    tail = subprocess.run(["sh", "-c", "command -v tail"], capture_output=True, text=True, check=True).stdout.strip()
+    (denied / "tail").symlink_to(tail)
+    done = subprocess.run(["/bin/sh", "-c", KERNEL_LOG], capture_output=True, text=True, env={"PATH": str(denied)})
+    assert done.returncode == 0 and NO_KERNEL_LOG in done.stdout and not kernel_log_read(done.stdout)
+    assert not kernel_log_read("") and kernel_log_read(KERNEL_LOG_LINES)
+
+
+KERNEL_LOG_LINES = "[ 1.0] Linux version 6.1.0\n[ 2.0] docker0: port 1 entered blocking state\n"

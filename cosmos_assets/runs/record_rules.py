@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 Warn = Callable[[str], None]
 _logger = logging.getLogger("cosmos_assets.runs")
 _warned: set[str] = set()
+_warned_by_sink: weakref.WeakKeyDictionary[Warn, set[str]] = weakref.WeakKeyDictionary()
 _warned_lock = threading.Lock()
 
 
@@ -47,11 +49,15 @@ def log_warning(message: str) -> None:
 
 
 def warn_once(warn: Warn | None, message: str) -> None:
-    """Say ``message`` the first time this process meets it (a bad file is read by every later lookup); never raises."""
+    """Say ``message`` the first time ``warn`` meets it (a bad file is read by every later lookup); never raises.
+
+    Once per destination: a run's log (each run hands its own ``warn``) names the bad file once, whichever reader met
+    it first in this process; the logger (``warn`` None) names it once a process."""
     with _warned_lock:
-        if message in _warned:
+        said = _warned if warn is None else _warned_by_sink.setdefault(warn, set())
+        if message in said:
             return
-        _warned.add(message)
+        said.add(message)
     try:
         (warn or log_warning)(message)
     except Exception:  # noqa: BLE001 - a warning never stops a run

@@ -239,3 +239,16 @@ def test_a_hostile_spec_used_is_never_taken_for_a_folder_name(tmp_path: Path) ->
     assert again.previous_moved_to is not None and again.previous_moved_to.parent == layout.previous_outputs_dir / "tiny_prompt"
     assert again.previous_moved_to.name.endswith("_unknown")
     assert json.loads(layout.prompt_file("tiny_prompt").read_text())["prompt"] == "a quiet street at dusk"
+
+
+def test_a_bad_file_met_first_by_a_reader_without_a_run_log_is_still_named_in_the_runs_log(tmp_path: Path) -> None:
+    """The pool's host choice reads the records before the run does (no run log there): the run's log still says it."""
+    folder = tmp_path / "runs"
+    RunStore(folder).save(_good(tmp_path))
+    _write(folder, f"._{GOOD_ID}.json", APPLEDOUBLE)
+    assert [r.run_id for r in RunStore(folder).all()] == [GOOD_ID]  # the logger's turn
+    first_run, second_run = [], []
+    for said in (first_run, second_run):
+        store = RunStore(folder, warn=said.append)
+        store.all(), store.all()
+    assert len(first_run) == 1 and len(second_run) == 1 and "macOS metadata file" in first_run[0]

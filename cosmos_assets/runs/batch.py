@@ -364,8 +364,9 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
         else:
             shutil.move(str(fetched / result.folder), str(item_fetched))
             record.remote_output_folder = f"{job.output_folder}/{result.folder}"
-        if not backend.output_video(item_fetched).exists():
-            result = ItemOutcome("failed", None, f"its outputs hold no usable video ({backend.output_video(item_fetched).name})")
+        video = backend.output_video(item_fetched, member.prompt)
+        if not video.exists():
+            result = ItemOutcome("failed", None, f"its outputs hold no usable video ({video.name})")
             _settle(layout, backend, member, index, result, batch_id, batch_log, fetched, download, job, log, outcomes)
             return
         try:

@@ -212,10 +212,10 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
         record.state = phase = "downloading"
         store.save(record)
         timed_transfer([record], "download", lambda: machine.download(job.output_folder, fetched, run_log))
-        if not backend.output_video(fetched).exists():
+        if not backend.output_video(fetched, job.prompt).exists():  # by the sample's known name, never a guess
             blocked = outcome is not None and backend.guardrail_blocked(outcome, fetched)
-            raise _model_failed(layout, record, blocked, plan.log_name,
-                                None if blocked else f"it exited 0 but wrote no {backend.output_video(fetched).name}")
+            raise _model_failed(layout, record, blocked, plan.log_name, None if blocked else
+                                f"it exited 0 but wrote no {backend.output_video(fetched, job.prompt).name}")
     except BaseException as error:
         run_log.close()
         record.state = _failure_state(error)  # type: ignore[assignment]
@@ -237,7 +237,7 @@ def promote(layout: ProjectLayout, backend: ModelBackend, plan: StagePlan, recor
     run's folder there moved aside first; the record succeeded and its history line written. ``t0``: its start
     (``time.monotonic``). Shared by one run and by each prompt of a batch (runs/batch.py)."""
     job, staging, store = plan.job, plan.effective_spec.parent, RunStore(layout.runs_dir)
-    video_name = backend.output_video(fetched).name
+    video_name = backend.output_video(fetched, job.prompt).name
     spec_used = record.spec_used()
     spec_used.write(fetched / "spec_used.json")
     stamp_outputs(fetched, record, [item.local for item in job.inputs], lambda line: _say(log, line))  # recipe in the MP4s

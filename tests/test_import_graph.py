@@ -1,6 +1,6 @@
-"""The package's imports point one way: no circle among the imports a module runs when it loads, and an import of the
-package inside a function is there for a reason written below (almost always to keep a slow library off a start-up
-path), never silently to dodge a circle. Read from the source with ``ast``; nothing is imported."""
+"""The package's imports point one way: no circle among the imports a module runs when it loads, and each import of
+the package inside a function is listed below with its reason (a slow library kept off a start-up path, or a circle
+still to undo, named as one), so none silently dodges a circle. The imports are read from the source with ``ast``."""
 
 from __future__ import annotations
 
@@ -26,12 +26,9 @@ START_UP = {
     ("cosmos_assets.wedges", "cosmos_assets.media.grid"): "PyAV; only the comparison (the CLI reads wedges)",
     ("cosmos_assets.wedges", "cosmos_assets.media.recipe"): "PyAV; only the comparison",
     ("cosmos_assets.wedges", "cosmos_assets.previews"): "PyAV; only the comparison",
-    ("cosmos_assets.wedges", "cosmos_assets.runs.record"): "runs/ is heavier; only the comparison",
-    ("cosmos_assets.output_rules", "cosmos_assets.models.cosmos3"): "a backend, only for its own model's rule",
-    ("cosmos_assets.output_rules", "cosmos_assets.models.transfer2_5"): "a backend, only for its own model's rule",
-    ("cosmos_assets.hosts", "cosmos_assets.hosts.pool_resource"): "the pool file (YAML/TOML) only when one is set",
+    ("cosmos_assets.wedges", "cosmos_assets.runs.record"): "runs/ is heavier (its own comment)",
 }
-# Function-local imports that close a circle (each goes when its cause moves; ARCHITECTURE.md, issue 18).
+# Function-local imports that close a circle: each goes when its cause moves.
 CIRCLES = {
     # The prompt file refuses every model's invocation keys, which each backend derives from its contract, and the
     # backends read the prompt file's modules (spec.py imports models/invocation_keys.py and models/transfer1_cli.py,
@@ -46,18 +43,21 @@ CIRCLES = {
     # the settings. The settings import it on use (which also keeps Dagster out of the CLI's start-up).
     ("cosmos_assets.settings", "cosmos_assets.hosts.priority"): "hosts/__init__.py loads the resources",
 }
-# Function-local imports with neither reason: nothing is slow and no circle closes; they can move to the top of
-# their modules (left by the change that added this test, which does not own them).
+# Function-local imports with neither reason (nothing slow: tens of milliseconds at most; no circle closes): they
+# can move to the top of their modules (left by the change that added this test, which does not own those modules).
 MOVABLE = {
-    ("cosmos_assets.hosts.placement", "cosmos_assets.runs.adopt"): "",
-    ("cosmos_assets.hosts.placement", "cosmos_assets.runs.record"): "",
-    ("cosmos_assets.machines.preflight", "cosmos_assets.layout"): "",
-    ("cosmos_assets.prompt_files", "cosmos_assets.files"): "",
-    ("cosmos_assets.prompt_files", "cosmos_assets.spec"): "",
-    ("cosmos_assets.spec", "cosmos_assets.files"): "",
-    ("cosmos_assets.wedge_vary", "cosmos_assets.models"): "",
-    ("cosmos_assets.wedge_vary", "cosmos_assets.spec_inputs"): "",
-    ("cosmos_assets.wedges", "cosmos_assets.files"): "",
+    ("cosmos_assets.hosts", "cosmos_assets.hosts.pool_resource"),
+    ("cosmos_assets.hosts.placement", "cosmos_assets.runs.adopt"),
+    ("cosmos_assets.hosts.placement", "cosmos_assets.runs.record"),
+    ("cosmos_assets.machines.preflight", "cosmos_assets.layout"),
+    ("cosmos_assets.output_rules", "cosmos_assets.models.cosmos3"),
+    ("cosmos_assets.output_rules", "cosmos_assets.models.transfer2_5"),
+    ("cosmos_assets.prompt_files", "cosmos_assets.files"),
+    ("cosmos_assets.prompt_files", "cosmos_assets.spec"),
+    ("cosmos_assets.spec", "cosmos_assets.files"),
+    ("cosmos_assets.wedge_vary", "cosmos_assets.models"),
+    ("cosmos_assets.wedge_vary", "cosmos_assets.spec_inputs"),
+    ("cosmos_assets.wedges", "cosmos_assets.files"),
 }
 # Type-only imports (``if TYPE_CHECKING:``) never run, but one that closes a circle is still a wrong-way dependency.
 TYPE_ONLY_CIRCLES = {
@@ -151,7 +151,7 @@ def test_no_circle_among_the_imports_a_module_runs_when_it_loads() -> None:
 
 
 def test_a_function_local_import_of_the_package_has_a_reason_listed_here() -> None:
-    listed = START_UP.keys() | CIRCLES.keys() | MOVABLE.keys()
+    listed = START_UP.keys() | CIRCLES.keys() | MOVABLE
     local = {(importer, imported) for importer, found in IMPORTS.items() if importer != CLI
              for where, imported in found if where == "local"}  # fmt: skip
     unlisted, stale = sorted(local - listed), sorted(listed - local)

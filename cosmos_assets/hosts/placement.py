@@ -25,7 +25,6 @@ from cosmos_assets.hosts import slots
 from cosmos_assets.machines.job import HostNotReadyError
 
 
-
 class PlacedHost(Protocol):
     """What placement needs of a host (the resources' ``GpuHost`` is one): its name, its models, and a check that
     it answers now."""

@@ -43,11 +43,10 @@ def _listing() -> dict[str, Any]:
                                      "observed": graph.get(key).is_observable}
               for key in graph.get_all_asset_keys()}  # fmt: skip
     return {
-        "assets": dict(sorted(assets.items())),
+        "assets": assets,
         "asset_checks": sorted(f"{key.asset_key.to_user_string()}: {key.name}" for key in graph.asset_check_keys),
-        "jobs": {job.name: dict(sorted(job.tags.items())) for job in sorted(repo.get_all_jobs(), key=lambda j: j.name)
-                 if not job.name.startswith("__")},  # fmt: skip
-        "sensors": {sensor.name: sensor.default_status.value for sensor in sorted(repo.sensor_defs, key=lambda s: s.name)},
+        "jobs": {job.name: dict(job.tags) for job in repo.get_all_jobs() if not job.name.startswith("__")},
+        "sensors": {sensor.name: sensor.default_status.value for sensor in repo.sensor_defs},
         "resources": sorted(repo.get_top_level_resources()),
     }
 
@@ -71,4 +70,5 @@ def test_the_definitions_match_the_snapshot(tmp_path: Path, monkeypatch: pytest.
     expected = SNAPSHOT.read_text() if SNAPSHOT.is_file() else ""
     diff = "".join(difflib.unified_diff(expected.splitlines(True), found.splitlines(True), str(SNAPSHOT), "loaded"))
     if diff:
-        pytest.fail(f"the definitions changed:\n{diff}\nif that is meant: {UPDATE_ENV}=1 pytest {REFRESH}", pytrace=False)
+        refresh = f"if that is meant, refresh the snapshot: {UPDATE_ENV}=1 pytest {REFRESH}"
+        pytest.fail(f"the definitions changed:\n{diff}\n{refresh}", pytrace=False)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validat
 from pydantic_core import PydanticCustomError
 
 from cosmos_assets.models.invocation_keys import invocation_problems
+from cosmos_assets.models.names import canonical_name
 
 MODEL_BLOCK = "cosmos_assets"
 MODEL_SETTINGS: tuple[str, ...] = ("cosmos-transfer2.5", "cosmos3")  # the models with a settings block
@@ -21,7 +22,8 @@ MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", *MODEL_SETTINGS)
 def block_invocation_problems(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(``<model>.<key>``, message, value) for each key of a model's settings that its backend's contract says sets
     the invocation; ``settings``: model name -> its block (anything not a dict is left to the block's own checks)."""
-    from cosmos_assets.models import backend_named  # the backends read this module: import on use
+    # The invocation keys come from each backend's contract, and the backends read this module: import on use.
+    from cosmos_assets.models import backend_named
 
     return [(f"{model}.{field}", message, value)
             for model, block in settings.items() if model in MODEL_SETTINGS and isinstance(block, dict)
@@ -31,10 +33,8 @@ def block_invocation_problems(settings: dict[str, Any]) -> list[tuple[str, str, 
 def _check_model_name(value: Any) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("model", "must be text: cosmos-transfer1, cosmos-transfer2.5 or cosmos3")
-    from cosmos_assets.models import backend_named  # the backends read this module: import on use
-
     try:
-        return backend_named(value).name
+        return canonical_name(value)
     except ValueError as error:
         raise PydanticCustomError("model", str(error)) from None
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cosmos_assets.models.names import canonical_name
+
 HF_TOKEN_ENV = "HF_TOKEN"
 KEY_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
 _ON = frozenset({"1", "on", "true", "yes"})
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
     @field_validator("sensor_priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
+        # Imported here: importing anything in hosts/ runs hosts/__init__.py, which loads Dagster's resources.
         from cosmos_assets.hosts.priority import parse_priority
 
         return parse_priority(value) if isinstance(value, str) else value
@@ -127,9 +130,7 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str | None) -> str | None:
-        from cosmos_assets.models import backend_named  # the names come from the backends
-
-        return backend_named(value).name if value else value
+        return canonical_name(value) if value else value
 
     def model_places(self) -> tuple[dict[str, str], dict[str, str]]:
         """(checkouts, images) of the newer models that are set, by backend name."""

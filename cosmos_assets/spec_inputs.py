@@ -32,7 +32,7 @@ _SHOT_PATH = re.compile(r"^inputs/videos/([^/]+)/.")
 # run-time checks
 
 
-def _spec_paths(spec: TransferSpec) -> Iterator[tuple[str, str]]:
+def spec_paths(spec: TransferSpec) -> Iterator[tuple[str, str]]:
     """(field, path) for every file a spec refers to, relative to the cosmos-transfer1 root."""
     if spec.input_video_path:
         yield "input_video_path", spec.input_video_path
@@ -48,15 +48,16 @@ def _spec_paths(spec: TransferSpec) -> Iterator[tuple[str, str]]:
 
 def input_videos(spec: TransferSpec) -> list[str]:
     """The videos the model trims to one length: input_video_path first, then each control's input_control."""
-    return [path for field, path in _spec_paths(spec) if field == "input_video_path" or field.endswith(".input_control")]
+    return [path for field, path in spec_paths(spec) if field == "input_video_path" or field.endswith(".input_control")]
 
 
 def referenced_paths(spec: TransferSpec) -> list[str]:
     """Every file path the spec makes the model read, relative to the cosmos-transfer1 root, each once."""
-    return list(dict.fromkeys(path for _, path in _spec_paths(spec)))
+    return list(dict.fromkeys(path for _, path in spec_paths(spec)))
 
 
-def _path_problem(path: str, repo_root: Path) -> str | None:
+def path_problem(path: str, repo_root: Path) -> str | None:
+    """Why a spec's ``path`` (relative to the model's root) cannot be staged from ``repo_root``; None when it can."""
     if path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path):
         hint = path.removeprefix("/workspace/") if path.startswith("/workspace/") else "inputs/videos/<shot>/..."
         return f"is absolute; paths are relative to /workspace (the cosmos-transfer1 root): write {hint}"
@@ -106,8 +107,8 @@ def validate_for_run(
     sigma = sigma_max_problem(spec, cli_overrides)
     if sigma:
         problems.append(Problem("sigma_max", sigma, spec.sigma_max, spec.sigma_max is not None))
-    for field, path in _spec_paths(spec):
-        message = _path_problem(path, repo_root)
+    for field, path in spec_paths(spec):
+        message = path_problem(path, repo_root)
         if message:
             problems.append(Problem(field, message, path, True))
     for key, control in spec.controls():
@@ -134,7 +135,7 @@ def _shot_in(path: str) -> str | None:
 def shot_of(spec: TransferSpec) -> str | None:
     """The shot whose inputs/videos/<shot>/ folder the spec reads; SpecError if it mixes two shots."""
     first: tuple[str, str] | None = None
-    for field, path in _spec_paths(spec):
+    for field, path in spec_paths(spec):
         shot = _shot_in(path)
         if shot is None:
             continue

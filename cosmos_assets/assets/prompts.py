@@ -12,6 +12,7 @@ import warnings
 import dagster as dg
 
 from cosmos_assets.assets.controls import control_videos
+from cosmos_assets.models import backend_named
 from cosmos_assets.partitions import NO_PARTICULAR_SHOT, PROMPTS
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.prompt_files import check_prompt_file, CheckedPrompt
@@ -84,8 +85,6 @@ def prompt_specs(context: dg.AssetExecutionContext, project: ProjectResource) ->
     context.log.info(f"{path.name}: shot {shot}, controls {controls}")
     model = spec.model_block().model  # the prompt names its model: check it for that model too (docs/models.md)
     if model:
-        from cosmos_assets.models import backend_named
-
         backend = backend_named(model)
         backend.check_prompt(spec, path, layout.root)
         for warning in backend.prompt_warnings(spec, layout.root):

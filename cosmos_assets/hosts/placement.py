@@ -17,17 +17,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import dagster as dg
 
 from cosmos_assets.hosts import slots
 from cosmos_assets.machines.job import HostNotReadyError
 
-if TYPE_CHECKING:
-    from cosmos_assets.hosts.resources import GpuHost
+
+class PlacedHost(Protocol):
+    """What placement needs of a host (the resources' ``GpuHost`` is one): its name, its models, and a check that
+    it answers now."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def models(self) -> Sequence[str]: ...
+
+    def has_model(self, model: str) -> bool: ...
+
+    def probe(self, model: str) -> None: ...
+
 
 T = TypeVar("T")
+H = TypeVar("H", bound=PlacedHost)
 HOST_TAG = "cosmos/host"
 """Run tag naming the host the run's latest GPU step was placed on (the runs list shows it)."""
 
@@ -55,8 +69,8 @@ def left_behind_hosts(runs_dir: Path, prompt: str, stage: str) -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
-def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[GpuHost], model: str,
-                     work: Callable[[GpuHost], T], prefer: Sequence[str] = ()) -> T:  # fmt: skip
+def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], model: str,
+                     work: Callable[[H], T], prefer: Sequence[str] = ()) -> T:  # fmt: skip
     """``work(host)`` on a free host of ``hosts`` that has ``model``, holding that host's Dagster slot meanwhile;
     hosts named in ``prefer`` are tried first (when free), then the rest in pool-file order."""
     able = [host for host in hosts if host.has_model(model)]
@@ -107,7 +121,7 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[GpuHost]
 
 
 def _none_left(model: str, skipped: dict[str, HostNotReadyError]) -> HostNotReadyError:
-    from cosmos_assets.machines.ssh_link import HostUnreachableError
+    from cosmos_assets.machines.ssh_link import HostUnreachableError  # loads paramiko: only when no host is left
 
     if len(skipped) == 1:
         return next(iter(skipped.values()))

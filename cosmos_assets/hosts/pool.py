@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cosmos_assets.files import UnsafeReadError, printable_path, read_bounded
+from cosmos_assets.models.names import canonical_name
 from cosmos_assets.redaction import is_secret_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -81,11 +82,9 @@ class HostEntry(BaseModel):
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
-        from cosmos_assets.models import backend_named
-
         if not value:
             raise ValueError("list at least one model backend (preview, cosmos-transfer1, cosmos-transfer2.5, cosmos3)")
-        return list(dict.fromkeys(backend_named(name).name for name in value))
+        return list(dict.fromkeys(canonical_name(name) for name in value))
 
     @field_validator("remote_dir", "checkpoints", "ssh_key", "known_hosts", "ssh_config")
     @classmethod

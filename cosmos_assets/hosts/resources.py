@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from cosmos_assets.dead_runs import before_gpu_steps
+from cosmos_assets.hosts.placement import left_behind_hosts, run_on_free_host
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.settings import RESOURCE_VARIABLES, Settings, settings_error
 
 if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is used
     from cosmos_assets.machines.ssh_host import SshHostSettings
     from cosmos_assets.machines.ssh_target import SshTarget
-    from cosmos_assets.settings import Settings
 
 T = TypeVar("T")
 HF_TOKEN_ENV = "HF_TOKEN"
@@ -89,8 +91,6 @@ class GpuHost(dg.ConfigurableResource):
         """``work(host)`` on a free host that has ``model``, holding that host's Dagster pool slot meanwhile
         (docs/hosts.md); a host that is unreachable or refuses the job in its preflight is skipped for another.
         ``left_behind`` (runs folder, prompt, stage): a host holding an unfinished run of that work goes first."""
-        from cosmos_assets.hosts.placement import left_behind_hosts, run_on_free_host
-
         members = self.members()
         prefer = left_behind_hosts(*left_behind) if left_behind is not None and len(members) > 1 else []
         return run_on_free_host(context, members, model, work, prefer)
@@ -103,8 +103,6 @@ class GpuHost(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Runs before any step of the run waits for the gpu_host pool: a dead run must not hold it (dead_runs.py).
-        from cosmos_assets.dead_runs import before_gpu_steps
-
         before_gpu_steps(context)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -123,7 +121,7 @@ class LocalPreviewHost(GpuHost):
         return f"preview@{self.name}"
 
     def build_machine(self) -> Machine:
-        from cosmos_assets.machines.local import LocalMachine
+        from cosmos_assets.machines.local import LocalMachine  # loads paramiko (machines/preflight.py): on use
 
         return LocalMachine(Path(self.remote_dir), label=self.label)
 
@@ -180,10 +178,6 @@ class SshGpuHost(GpuHost):
             raise ValueError(
                 "COSMOS_HOST=ssh needs REMOTE_HOST (the GPU host's address or ~/.ssh/config alias); see docs/gpu-host.md"
             )
-        from pydantic import ValidationError
-
-        from cosmos_assets.settings import RESOURCE_VARIABLES, settings_error
-
         try:
             return cls._from_settings(settings)
         except ValidationError as error:  # name the variable, not this resource's field

@@ -1,13 +1,16 @@
-"""What model runs: one backend per model, chosen by name (``COSMOS_MODEL``, or per host).
+"""What model runs: one backend per model, chosen by name (``COSMOS_MODEL``, or per host); the names are in
+:mod:`cosmos_assets.models.names`.
 
-The backends are imported on first use: :mod:`cosmos_assets.spec` (the prompt file) reads the
-Transfer1 flag contract from :mod:`cosmos_assets.models.transfer1_cli`, and the backends read specs.
+The backends are imported on first use: :mod:`cosmos_assets.spec` (the prompt file) imports modules of this package
+(the invocation keys, the Transfer1 flag contract), which runs this file first, and the backends read specs.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import TYPE_CHECKING
+
+from cosmos_assets.models.names import canonical_name
 
 if TYPE_CHECKING:
     from cosmos_assets.models.base import ModelBackend
@@ -16,28 +19,19 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=1)
 def backends() -> dict[str, "ModelBackend"]:
-    """Every backend by name."""
+    """Every backend by name, in the order of :data:`cosmos_assets.models.names.MODEL_NAMES`."""
     from cosmos_assets.models.cosmos3 import Cosmos3Backend
     from cosmos_assets.models.preview import PreviewBackend
     from cosmos_assets.models.transfer1 import Transfer1Backend
     from cosmos_assets.models.transfer2_5 import Transfer25Backend
 
-    everyone = (PreviewBackend(), Transfer1Backend(), Transfer25Backend(), Cosmos3Backend())
+    everyone = (PreviewBackend(), Transfer1Backend(), Transfer25Backend(), Cosmos3Backend())  # as MODEL_NAMES
     return {backend.name: backend for backend in everyone}
-
-
-# Short names accepted wherever a model is named (COSMOS_MODEL, run config, prompt block, --model).
-ALIASES = {"transfer1": "cosmos-transfer1", "transfer2.5": "cosmos-transfer2.5", "cosmos-3": "cosmos3"}
 
 
 def backend_named(name: str) -> "ModelBackend":
     """The backend called ``name`` (or an alias: transfer1, transfer2.5); a ValueError listing the known ones otherwise."""
-    known = backends()
-    key = name.strip().lower()
-    try:
-        return known[ALIASES.get(key, key)]
-    except KeyError:
-        raise ValueError(f"model {name!r} is not a backend here: use one of {', '.join(known)}") from None
+    return backends()[canonical_name(name)]
 
 
 @lru_cache(maxsize=1)

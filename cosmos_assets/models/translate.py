@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.model_block import MODEL_BLOCK
 from cosmos_assets.spec import Problem, SpecError, TransferSpec
-from cosmos_assets.spec_inputs import _path_problem, _spec_paths, shot_of
+from cosmos_assets.spec_inputs import path_problem, spec_paths, shot_of
 
 CONTAINER_ROOT = "/workspace"
 
@@ -77,8 +77,8 @@ def raise_file_problems(spec: TransferSpec, project_root: Path, prompt_path: Pat
 def file_problems(spec: TransferSpec, project_root: Path) -> list[Problem]:
     """Every file the prompt reads exists under the project and stays inside the model root; one shot only."""
     problems = []
-    for name, path in _spec_paths(spec):
-        message = _path_problem(path, project_root)
+    for name, path in spec_paths(spec):
+        message = path_problem(path, project_root)
         if message:
             problems.append(Problem(name, message, path, True))
     try:

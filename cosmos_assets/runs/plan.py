@@ -12,6 +12,7 @@ from typing import Any
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.job import InferenceJob, StagedFile
+from cosmos_assets.models import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend, ModelRequest
 from cosmos_assets.runs.record import SpecUsed
 from cosmos_assets.spec import load_spec, TransferSpec
@@ -44,8 +45,6 @@ def model_for(layout: ProjectLayout, prompt: str, run_model: str | None, deploym
     """The backend of a generation: the run's ``model``, else the prompt file's ``cosmos_assets.model``, else the
     deployment's (``COSMOS_MODEL``). On the preview deployment the prompt file's choice is not taken (a preview
     host runs previews); a run's explicit model still is."""
-    from cosmos_assets.models import backend_named
-
     if run_model:
         return backend_named(run_model)
     if deployment_model != "preview":
@@ -57,8 +56,6 @@ def model_for(layout: ProjectLayout, prompt: str, run_model: str | None, deploym
 
 def upscaler_for(deployment_model: str) -> ModelBackend:
     """The 4K upscale is Transfer1's (the preview's on the preview deployment) whichever model generated."""
-    from cosmos_assets.models import backend_named
-
     return backend_named("preview" if deployment_model == "preview" else "cosmos-transfer1")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from cosmos_assets.hosts.resources import GpuHost, LocalPreviewHost, SshGpuHost
+from cosmos_assets.machines.docker_engine import DockerUnreachableError
 from cosmos_assets.machines.job import HostNotReadyError
 
 
@@ -56,13 +57,17 @@ def probe(host: GpuHost) -> HostStatus:
         code, out, _ = link.exec(["df", "-Pk", "--", facts.remote_dir])
         lines = out.strip().splitlines()
         free = int(lines[-1].split()[3]) * 1024 / 1e9 if code == 0 and len(lines) >= 2 else None
-        present = machine.docker.image_present(host.docker_image)  # type: ignore[attr-defined]
+        try:
+            present: bool | None = machine.docker.image_present(host.docker_image)  # type: ignore[attr-defined]
+            docker_problem = None
+        except DockerUnreachableError as error:  # the host answers, its docker does not: reachable, image unknown
+            present, docker_problem = None, f"docker is not answering: {_first_line(error)}"
     except (HostNotReadyError, OSError, RuntimeError) as error:
         return HostStatus(target=target, reachable=False, problem=_first_line(error), image=host.docker_image, **common)
     finally:
         host.close()
     return HostStatus(target=target, reachable=True, gpus=gpus, free_gb=free, image=host.docker_image,
-                      image_present=present, **common)  # fmt: skip
+                      image_present=present, problem=docker_problem, **common)  # fmt: skip
 
 
 def probe_all(hosts: Sequence[GpuHost]) -> list[HostStatus]:
@@ -71,7 +76,7 @@ def probe_all(hosts: Sequence[GpuHost]) -> list[HostStatus]:
 
 
 def table(statuses: Sequence[HostStatus]) -> str:
-    """One line a host, under a header; problems of unreachable hosts after the table."""
+    """One line a host, under a header; each host's problem (unreachable, docker not answering) after the table."""
     header = f"{'NAME':<16} {'TARGET':<28} {'STATE':<11} {'GPUS':>4} {'FREE_GB':>8} {'IMAGE':<8} {'MODELS':<36} {'PRICE/GPU_H':>11} {'WAITING':>7} {'IN_FLIGHT':>9}"
     rows = [header]
     for s in statuses:

@@ -279,9 +279,10 @@ class UnsafeReadError(OSError):
     (one line) names it and the fix. An OSError, so a reader that skips unreadable files skips it too. ``reason``
     says which: ``"link"``, ``"not_regular"`` or ``"too_large"``."""
 
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
+    def __init__(self, what: str, path: Path, detail: str, reason: str) -> None:
+        super().__init__(f"{what} {printable_path(path)} {detail}")
         self.reason = reason
+        self.detail = detail  # what is wrong and the fix, without the file: for a message that names it already
 
 
 def read_bounded(path: Path, limit: int, what: str, *, follow_links: bool = True) -> bytes:
@@ -302,8 +303,8 @@ def read_bounded(path: Path, limit: int, what: str, *, follow_links: bool = True
         fd = os.open(path, flags)
     except OSError as error:
         if error.errno == errno.ELOOP and not follow_links:
-            raise UnsafeReadError(f"{what} {printable_path(path)} is a symbolic link, not a regular file; "
-                                  "replace it with the file itself", "link") from None
+            raise UnsafeReadError(what, path, "is a symbolic link, not a regular file; replace it with the file itself",
+                                  "link") from None
         raise
     try:
         info = os.fstat(fd)
@@ -313,10 +314,10 @@ def read_bounded(path: Path, limit: int, what: str, *, follow_links: bool = True
             kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                      (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
             kind = next((name for test, name in kinds if test(info.st_mode)), "not a plain file")
-            raise UnsafeReadError(f"{what} {printable_path(path)} is {kind}, not a regular file; give the path of a regular file",
+            raise UnsafeReadError(what, path, f"is {kind}, not a regular file; give the path of a regular file",
                                   "not_regular")
         if info.st_size > limit:
-            raise UnsafeReadError(_too_large(path, limit, what, info.st_size), "too_large")
+            raise UnsafeReadError(what, path, _too_large(limit, info.st_size), "too_large")
         chunks, total = [], 0
         while total <= limit:
             chunk = os.read(fd, min(COPY_BLOCK, limit + 1 - total))
@@ -325,15 +326,15 @@ def read_bounded(path: Path, limit: int, what: str, *, follow_links: bool = True
             chunks.append(chunk)
             total += len(chunk)
         if total > limit:
-            raise UnsafeReadError(_too_large(path, limit, what, None), "too_large")
+            raise UnsafeReadError(what, path, _too_large(limit, None), "too_large")
         return b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def _too_large(path: Path, limit: int, what: str, size: int | None) -> str:
+def _too_large(limit: int, size: int | None) -> str:
     size_text = f" ({size} bytes)" if size is not None else ""
-    return f"{what} {printable_path(path)} is larger than {limit} bytes{size_text}, more than such a file holds; give the right file"
+    return f"is larger than {limit} bytes{size_text}, more than such a file holds; give the right file"
 
 
 def printable_path(path: Path | str) -> str:

@@ -448,7 +448,7 @@ MAX_SPEC_BYTES = 1024 * 1024
 
 def load_spec(path: Path) -> TransferSpec:
     """Read and validate a spec file; every problem is reported in one SpecError."""
-    from cosmos_assets.files import read_bounded
+    from cosmos_assets.files import UnsafeReadError, read_bounded
 
     file = str(path)
     try:
@@ -457,6 +457,8 @@ def load_spec(path: Path) -> TransferSpec:
         raise SpecError(file, [Problem(None, "file not found")]) from None
     except UnicodeDecodeError as exc:
         raise SpecError(file, [Problem(None, f"not UTF-8 text ({exc.reason}); save it as UTF-8")]) from None
+    except UnsafeReadError as exc:  # a FIFO, a device, a file far larger than a prompt
+        raise SpecError(file, [Problem(None, exc.detail)]) from None
     except OSError as exc:  # a folder, no permission, a name too long
         raise SpecError(file, [Problem(None, f"cannot be read ({exc.strerror or exc}); check the path and its permissions")]) from None
     try:

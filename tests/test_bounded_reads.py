@@ -145,4 +145,5 @@ def test_a_prompt_file_named_on_the_cli_that_is_a_fifo_or_a_device_fails_in_one_
         args = [part.format(path=path) for part in command]
         result = run_cli(args, {"COSMOS_PROJECT_ROOT": str(layout.root)}, tmp_path)
         assert_one_line_error(result, str(path), "not a regular file")
+        assert result.stderr.count(str(path)) == 1, result.stderr  # the file named once, one fix
     assert layout.prompt_names() == ["tiny_prompt"]  # nothing was duplicated

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -295,8 +296,6 @@ def read_bounded(path: Path, limit: int, what: str, *, follow_links: bool = True
     file raises the usual OSError. ``follow_links=False`` refuses a symbolic link as the last part of the path (a
     link planted in a folder we list, such as ``outputs/.runs``).
     """
-    import errno
-    import stat  # here, not at the top: this section is appended to the module as a unit
 
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:

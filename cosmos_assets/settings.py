@@ -42,9 +42,9 @@ class SettingsError(ValueError):
     """Settings with values they cannot take; the message has one line per bad setting, naming its variable and the
     fix (``lines``)."""
 
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        super().__init__("\n".join(lines))
+    def __init__(self, lines: list[str] | str) -> None:
+        self.lines = lines.split("\n") if isinstance(lines, str) else lines  # a str: unpickled (args hold the text)
+        super().__init__("\n".join(self.lines))
 
 
 def _on_off(value: Any) -> Any:

@@ -179,3 +179,14 @@ def test_a_gpu_count_the_model_cannot_split_is_one_line(tmp_path: Path, monkeypa
     assert main(["command", "tiny_prompt", "--model", model]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: num_gpus = 3: ") and says in err[0]
+
+
+def test_a_settings_error_survives_pickling_line_by_line() -> None:
+    """Dagster sends errors between processes pickled: the lines must come back as lines, not one character each."""
+    import pickle
+
+    from cosmos_assets.settings import SettingsError
+
+    error = pickle.loads(pickle.dumps(SettingsError(["NUM_GPU: must be 1..64", "COSMOS_MIN_FREE_GB: not a number"])))
+    assert error.lines == ["NUM_GPU: must be 1..64", "COSMOS_MIN_FREE_GB: not a number"]
+    assert str(error) == "NUM_GPU: must be 1..64\nCOSMOS_MIN_FREE_GB: not a number"

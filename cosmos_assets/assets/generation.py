@@ -126,8 +126,8 @@ def picture_metadata(result: StageResult, log: dg.DagsterLogManager | None) -> d
 
 
 GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-"""Retries of a GPU step (30 s, then 60 s): only for causes a later attempt can fix (a lost link, an unreachable
-host); every other failure is a ``Failure(allow_retries=False)``. A retry adopts what the failed attempt left."""
+"""Retries of a GPU step (30 s, then 60 s): only for causes a later attempt can fix (``runs.causes.RETRYABLE``: a
+lost link, an unreachable host, docker that went away); every other failure is a ``Failure(allow_retries=False)``. A retry adopts what the failed attempt left."""
 
 
 def terminating(context: dg.AssetExecutionContext) -> Callable[[], bool]:

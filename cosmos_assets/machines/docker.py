@@ -47,6 +47,8 @@ LABEL_PREFIX = "cosmos-assets"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DEVICE = re.compile(r"^[A-Za-z0-9-]+$")
+
+
 def _host_path(value: str, what: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one; expand ~ first)")

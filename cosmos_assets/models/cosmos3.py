@@ -161,6 +161,8 @@ def invocation_keys() -> dict[str, InvocationKey]:
     for field in schema_path_fields(_contract("cosmos3_spec_schema.json"), (*HINT_KEYS, "wsm")):
         keys.setdefault(field, InvocationKey(NAME, f"an input path ({field})", INPUT_PATH_FIX))
     return keys
+
+
 FIELD_NAMES = {"vision_path": "input_video_path", "name": "(prompt name)",
                **{f"{h}.control_path": f"{k}.input_control" for k, h in HINT_OF.items()},
                **{f"{h}.weight": f"{k}.control_weight" for k, h in HINT_OF.items()}}  # fmt: skip

@@ -24,6 +24,7 @@ from cosmos_assets.models.invocation_keys import (
     InvocationKey,
     classify_flags,
     cli_flags,
+    invocation_problems,
     schema_path_fields,
 )
 from cosmos_assets.models.translate import (
@@ -38,7 +39,6 @@ from cosmos_assets.models.translate import (
     split_block,
     validate_into,
 )
-from cosmos_assets.models.invocation_keys import invocation_problems
 from cosmos_assets.spec import TransferSpec
 
 NAME = "cosmos-transfer2.5"
@@ -161,6 +161,8 @@ def output_files(name: str) -> frozenset[str]:
         files |= {f"{name}_control_{key}{ext}" for key in CONTROL_KEYS}
         files |= {f"{name}_mask_{key}{ext}" for key in MASK_KEYS}
     return frozenset(files)
+
+
 FIELD_NAMES = {"video_path": "input_video_path", "name": "(prompt name)",
                **{f"{k}.control_path": f"{k}.input_control" for k in CONTROL_KEYS}}  # fmt: skip
 

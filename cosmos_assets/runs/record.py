@@ -5,7 +5,7 @@ machine and rewritten (atomically) at every change of state: planned, uploading,
 downloading, then succeeded, failed, guardrail_blocked or cancelled. It names the host, the
 container, the remote output folder, the model, the image, the spec and the content hashes of every
 input, so a later attempt can find the run again after the process that started it died.
-``spec_used.json`` (:class:`SpecUsed`), the ``notes/run_history.log`` line (:class:`HistoryRecord`)
+``spec_used.json`` (:class:`SpecUsed`), the ``notes/run_history.log`` line (``runs.history.HistoryRecord``)
 and the asset metadata are all derived from it, never assembled separately. Secrets are redacted
 before anything is stored.
 """

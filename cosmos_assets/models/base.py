@@ -70,6 +70,10 @@ class BatchRequest:
     item_video: str = OUTPUT_VIDEO  # the video in an item's folder that says it was written
     nested: bool = False  # an item's folder stays a folder of its fetched outputs (Cosmos 3: <name>/vision.mp4)
 
+    def __post_init__(self) -> None:
+        if (self.item_names is None) != (self.item_files is None):
+            raise ValueError("a flat batch layout names its items and their files together (item_names, item_files)")
+
 
 class ModelBackend(ABC):
     """A model's contract. Stateless; one instance per backend in :data:`cosmos_assets.models.BACKENDS`."""

@@ -297,8 +297,8 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
     results = map_outputs(fetched if download is not None else None, batch.item_texts, batch.item_folders,
                           batch.prompt_file, batch.batch_size, outcome.exit_code, guardrail, video=batch.item_video,
                           names=batch.item_names)  # fmt: skip
-    unclaimed = unclaimed_files(fetched if download is not None else None, batch.item_files or (), batch.shared_files) \
-        if batch.item_names is not None else claimed_folders(
+    unclaimed = unclaimed_files(fetched if download is not None else None, batch.item_files, batch.shared_files) \
+        if batch.item_files is not None else claimed_folders(
         fetched if download is not None else None, batch.item_texts, batch.item_folders, batch.prompt_file,
         batch.item_video)[1]  # fmt: skip
     ran = [r for r in results if r.status != "not_run"]

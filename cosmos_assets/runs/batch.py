@@ -314,8 +314,10 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
                 flat=batch.item_files[index] if batch.item_files is not None else None, nested=batch.nested)  # fmt: skip
     _write_batch_file(folder, batch_id, options, backend, machine, batch, group, results, unclaimed, outcome.exit_code, follow_up_of)
     if unclaimed:
-        _say(log, f"[cosmos-assets] batch {batch_id}: {', '.join(unclaimed)} hold a video no prompt of the batch "
-                  "claims (its prompt.txt matches none); left in outputs/.batches, attached to no prompt")  # fmt: skip
+        why = ("are files no sample of the batch is named for" if batch.item_files is not None else
+               "hold a video no prompt of the batch claims (its prompt.txt matches none)")
+        _say(log, f"[cosmos-assets] batch {batch_id}: {', '.join(unclaimed)} {why}; left in outputs/.batches, "
+                  "attached to no prompt")  # fmt: skip
     if left:
         _say(log, f"[cosmos-assets] batch {batch_id}: {len(left)} prompt(s) did not run ({', '.join(m.prompt for m in left)}); "
                   "running them in a follow-up invocation")  # fmt: skip

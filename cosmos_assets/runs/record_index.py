@@ -8,9 +8,12 @@ index points at and read them again (:func:`~cosmos_assets.runs.record.read_reco
 its row says means the index missed a change: the caller falls back to the full scan for that decision and the next
 lookup resynchronizes.
 
-Fresh, cheaply: the folder's mtime (every record is written by a rename in it) and its count of ``*.json`` names are
-kept in the index. Equal: fresh. Otherwise the folder is listed and stat'ed, and only files added or changed since
-(inode, mtime or size) are read again; rows of files gone are dropped. A missing, empty or corrupt index is rebuilt that
+Fresh, cheaply: the folder's mtime (a record added, removed or rewritten through a rename, as every writer of ours
+does, moves it) and when the index last looked are kept in the index. The same mtime, looked long enough after it
+that a change in the same tick of a coarse clock cannot hide (``RACY_NS``): fresh, one stat. Otherwise the folder is listed
+and stat'ed, and only files added or changed since (inode, mtime or size) are read again; rows of files gone are
+dropped. (A file overwritten in place, not renamed, is not seen until the folder changes; the decision re-reading
+it catches what matters.) A missing, empty or corrupt index is rebuilt that
 way from nothing. :meth:`RecordIndex.saved` (called by ``RunStore.save``) updates the row of the record it wrote in
 the same call, and the kept folder mtime only when nothing else had changed the folder since the index last saw it.
 
@@ -41,16 +44,19 @@ INDEX_FOLDER = ".index"
 """The index's own folder in ``outputs/.runs``: SQLite creates and removes ``-wal``/``-shm`` files beside its database at
 every open and close, which would change the records folder's mtime, the index's cheap test of freshness."""
 INDEX_NAME = "records.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _FINAL = ("succeeded", "failed", "guardrail_blocked", "cancelled")
-RACY_NS = 2_000_000_000
-"""A folder mtime this close to when the index looked may hide a later change in the same tick: look again."""
+RACY_NS = 50_000_000
+"""A folder mtime this close to when the index looked may hide a later change in the same tick of the file system's
+clock (Linux: a kernel tick, 1-10 ms): look again. Whole-second mtimes (some shares) get ``RACY_WHOLE_SECOND_NS``."""
+RACY_WHOLE_SECOND_NS = 2_000_000_000
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _COLUMNS = "run_id, prompt, stage, state, host, detached, digest, created_us, done_us"
 _SCHEMA = (
     "CREATE TABLE files (name TEXT PRIMARY KEY, ino INTEGER, mtime_ns INTEGER, size INTEGER, bad TEXT, run_id TEXT, "
     "prompt TEXT, stage TEXT, state TEXT, host TEXT, detached INTEGER, digest TEXT, created_us INTEGER, done_us INTEGER)",
     "CREATE INDEX by_work ON files (prompt, stage, state)",
+    "CREATE INDEX bad_files ON files (name) WHERE bad IS NOT NULL",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER)",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
@@ -130,7 +136,7 @@ class RecordIndex:
                     if conn is not None:
                         conn.close()
                         conn = None
-                    self._remove()
+                    self.remove()
                     continue
                 raise IndexUnavailable(_why(error)) from error
             except OSError as error:
@@ -140,7 +146,7 @@ class RecordIndex:
                     conn.close()
         raise IndexUnavailable("is corrupt again after a rebuild")
 
-    def _remove(self) -> None:
+    def remove(self) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
@@ -148,17 +154,16 @@ class RecordIndex:
         return [name for name in os.listdir(self.folder) if name.endswith(".json")]
 
     def _refresh(self, conn: sqlite3.Connection) -> None:
-        if self._fresh(conn, os.stat(self.folder).st_mtime_ns, len(self._names())):
+        if self._fresh(conn, os.stat(self.folder).st_mtime_ns):
             return
         with _transaction(conn):
             looked_ns = time.time_ns()
             folder_mtime = os.stat(self.folder).st_mtime_ns  # before listing: a change while we read shows next time
-            names = self._names()
-            if self._fresh(conn, folder_mtime, len(names)):
+            if self._fresh(conn, folder_mtime):
                 return  # another process caught it up while we waited
             known = {name: (ino, mtime, size) for name, ino, mtime, size in
                      conn.execute("SELECT name, ino, mtime_ns, size FROM files")}  # fmt: skip
-            for name in names:
+            for name in self._names():
                 try:
                     signature = _signature(os.lstat(self.folder / name))
                 except FileNotFoundError:
@@ -166,16 +171,16 @@ class RecordIndex:
                 if known.pop(name, None) != signature:
                     self._read_into(conn, name, signature)
             conn.executemany("DELETE FROM files WHERE name = ?", [(name,) for name in known])
-            known_count = conn.execute("SELECT count(*) FROM files").fetchone()[0]
-            _set_meta(conn, folder_mtime=folder_mtime, count=known_count, looked_ns=looked_ns)
+            _set_meta(conn, folder_mtime=folder_mtime, looked_ns=looked_ns)
 
     @staticmethod
-    def _fresh(conn: sqlite3.Connection, folder_mtime: int, count: int) -> bool:
-        """Unchanged since the index last looked, and looked long enough after the folder's last change that a change
-        in the same tick of its clock cannot hide (a folder mtime is coarse: jiffies locally, 1 s on some shares)."""
+    def _fresh(conn: sqlite3.Connection, folder_mtime: int) -> bool:
+        """Unchanged since the index last looked (every record is written, renamed or removed in the folder, which
+        moves its mtime), and looked long enough after the folder's last change that a change in the same tick of its
+        clock cannot hide (a folder mtime is coarse: jiffies locally, 1 s on some shares)."""
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        return (meta.get("folder_mtime") == folder_mtime and meta.get("count") == count
-                and meta.get("looked_ns", 0) - folder_mtime >= RACY_NS)  # fmt: skip
+        racy = RACY_WHOLE_SECOND_NS if folder_mtime % 1_000_000_000 == 0 else RACY_NS
+        return meta.get("folder_mtime") == folder_mtime and meta.get("looked_ns", 0) - folder_mtime >= racy
 
     def _read_into(self, conn: sqlite3.Connection, name: str, signature: tuple[int, int, int]) -> None:
         from cosmos_assets.runs.record import read_record
@@ -202,13 +207,11 @@ class RecordIndex:
             with _transaction(conn):
                 signature = _signature(os.lstat(self.folder / name))
                 meta = dict(conn.execute("SELECT key, value FROM meta"))
-                known = conn.execute("SELECT 1 FROM files WHERE name = ?", (name,)).fetchone() is not None
                 conn.execute(f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
                              "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *row_of(record)))  # fmt: skip
-                if folder_mtime_before is not None and meta.get("folder_mtime") == folder_mtime_before and "count" in meta:
+                if folder_mtime_before is not None and meta.get("folder_mtime") == folder_mtime_before:
                     looked_ns = time.time_ns()
-                    _set_meta(conn, folder_mtime=os.stat(self.folder).st_mtime_ns, count=meta["count"] + (not known),
-                              looked_ns=looked_ns)  # fmt: skip
+                    _set_meta(conn, folder_mtime=os.stat(self.folder).st_mtime_ns, looked_ns=looked_ns)
         finally:
             conn.close()
 

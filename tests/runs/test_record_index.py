@@ -157,6 +157,7 @@ def test_the_index_is_rebuilt_when_deleted_truncated_or_changed_behind_its_back(
 def test_a_record_that_no_longer_matches_its_row_is_decided_by_the_scan_then_reindexed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted_reads: list[Path]) -> None:  # fmt: skip
     monkeypatch.setattr(record_index, "RACY_NS", 0)  # trust the folder mtime at once
+    monkeypatch.setattr(record_index, "RACY_WHOLE_SECOND_NS", 0)
     base = _record(tmp_path / "inputs")
     store = RunStore(tmp_path / "runs")
     first, second = _success(base, 1, 0), _success(base, 2, 5)

@@ -15,7 +15,8 @@ and stat'ed, and only files added or changed since (inode, mtime or size) are re
 dropped. (A file overwritten in place, not renamed, is not seen until the folder changes; the decision re-reading
 it catches what matters.) A missing, empty or corrupt index is rebuilt that
 way from nothing. :meth:`RecordIndex.saved` (called by ``RunStore.save``) updates the row of the record it wrote in
-the same call, and the kept folder mtime only when nothing else had changed the folder since the index last saw it.
+the same call, and the kept folder mtime only when nothing else had changed the folder since the index last saw it (trusting its own
+rename: a rename by a process without the index within the same clock tick is left to ``VERIFY_EVERY_NS``).
 
 SQLite in WAL mode (docs/runs.md, "The index"): one transaction per save, so two processes saving at once both land;
 readers never wait for a writer. A lock held longer than :attr:`RecordIndex.busy_seconds`, or a folder where the index
@@ -46,10 +47,14 @@ every open and close, which would change the records folder's mtime, the index's
 INDEX_NAME = "records.sqlite"
 SCHEMA_VERSION = 2
 _FINAL = ("succeeded", "failed", "guardrail_blocked", "cancelled")
-RACY_NS = 50_000_000
+RACY_NS = 10_000_000
 """A folder mtime this close to when the index looked may hide a later change in the same tick of the file system's
 clock (Linux: a kernel tick, 1-10 ms): look again. Whole-second mtimes (some shares) get ``RACY_WHOLE_SECOND_NS``."""
 RACY_WHOLE_SECOND_NS = 2_000_000_000
+VERIFY_EVERY_NS = 15 * 60 * 1_000_000_000
+"""However fresh it looks, the folder is stat'ed whole at least this often: a change the folder's mtime could not show
+(a file overwritten in place, a rename by a process without the index in the same clock tick as a save) lasts no
+longer."""
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _COLUMNS = "run_id, prompt, stage, state, host, detached, digest, created_us, done_us"
 _SCHEMA = (
@@ -150,9 +155,6 @@ class RecordIndex:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
-    def _names(self) -> list[str]:
-        return [name for name in os.listdir(self.folder) if name.endswith(".json")]
-
     def _refresh(self, conn: sqlite3.Connection) -> None:
         if self._fresh(conn, os.stat(self.folder).st_mtime_ns):
             return
@@ -163,15 +165,18 @@ class RecordIndex:
                 return  # another process caught it up while we waited
             known = {name: (ino, mtime, size) for name, ino, mtime, size in
                      conn.execute("SELECT name, ino, mtime_ns, size FROM files")}  # fmt: skip
-            for name in self._names():
-                try:
-                    signature = _signature(os.lstat(self.folder / name))
-                except FileNotFoundError:
-                    continue
-                if known.pop(name, None) != signature:
-                    self._read_into(conn, name, signature)
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(".json"):
+                        continue
+                    try:
+                        signature = _signature(entry.stat(follow_symlinks=False))
+                    except FileNotFoundError:
+                        continue
+                    if known.pop(entry.name, None) != signature:
+                        self._read_into(conn, entry.name, signature)
             conn.executemany("DELETE FROM files WHERE name = ?", [(name,) for name in known])
-            _set_meta(conn, folder_mtime=folder_mtime, looked_ns=looked_ns)
+            _set_meta(conn, folder_mtime=folder_mtime, looked_ns=looked_ns, verified_ns=looked_ns, saved=0)
 
     @staticmethod
     def _fresh(conn: sqlite3.Connection, folder_mtime: int) -> bool:
@@ -180,7 +185,9 @@ class RecordIndex:
         clock cannot hide (a folder mtime is coarse: jiffies locally, 1 s on some shares)."""
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         racy = RACY_WHOLE_SECOND_NS if folder_mtime % 1_000_000_000 == 0 else RACY_NS
-        return meta.get("folder_mtime") == folder_mtime and meta.get("looked_ns", 0) - folder_mtime >= racy
+        settled = meta.get("saved") == 1 or meta.get("looked_ns", 0) - folder_mtime >= racy
+        recent = time.time_ns() - meta.get("verified_ns", 0) < VERIFY_EVERY_NS
+        return meta.get("folder_mtime") == folder_mtime and settled and recent
 
     def _read_into(self, conn: sqlite3.Connection, name: str, signature: tuple[int, int, int]) -> None:
         from cosmos_assets.runs.record import read_record
@@ -210,8 +217,7 @@ class RecordIndex:
                 conn.execute(f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
                              "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *row_of(record)))  # fmt: skip
                 if folder_mtime_before is not None and meta.get("folder_mtime") == folder_mtime_before:
-                    looked_ns = time.time_ns()
-                    _set_meta(conn, folder_mtime=os.stat(self.folder).st_mtime_ns, looked_ns=looked_ns)
+                    _set_meta(conn, folder_mtime=os.stat(self.folder).st_mtime_ns, saved=1)
         finally:
             conn.close()
 

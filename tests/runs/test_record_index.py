@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -148,6 +149,7 @@ def test_the_index_is_rebuilt_when_deleted_truncated_or_changed_behind_its_back(
     assert _ids(last_success(store, "p9", "generate")) == "20260101_000000_00000001"  # removed behind its back
     planned = _run(base, 3, prompt="p9", state="planned", minute=9)
     store.save(planned)
+    time.sleep(0.03)  # a later tick of the folder's clock than the save's (the same tick: test_..._same_clock_tick)
     done = planned.model_copy(update={"state": "succeeded", "finished_at": planned.created_at + timedelta(hours=1)})
     atomic_write_text(store.path(done.run_id), done.model_dump_json())
     assert _ids(last_success(store, "p9", "generate")) == done.run_id  # rewritten behind its back
@@ -174,6 +176,23 @@ def test_a_record_that_no_longer_matches_its_row_is_decided_by_the_scan_then_rei
     counted_reads.clear()
     assert _ids(last_success(store, "p9", "generate")) == first.run_id
     assert len(counted_reads) == 1 + 1  # resynchronized: the changed file read again, then the one found
+
+
+def test_a_rename_behind_its_back_in_the_same_clock_tick_as_a_save_is_caught_by_the_periodic_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    base = _record(tmp_path / "inputs")
+    store = RunStore(tmp_path / "runs")
+    store.save(_success(base, 1, 0))
+    assert _ids(last_success(store, "p9", "generate")) == "20260101_000000_00000001"
+    planned = _run(base, 3, prompt="p9", state="planned", minute=9)
+    store.save(planned)
+    after_save = os.stat(store.folder)
+    done = planned.model_copy(update={"state": "succeeded", "finished_at": planned.created_at + timedelta(hours=1)})
+    atomic_write_text(store.path(done.run_id), done.model_dump_json())
+    os.utime(store.folder, ns=(after_save.st_atime_ns, after_save.st_mtime_ns))  # the folder's mtime did not move
+    assert _ids(last_success(store, "p9", "generate")) == "20260101_000000_00000001"  # not seen: the save's mtime trusted
+    monkeypatch.setattr(record_index, "VERIFY_EVERY_NS", 0)  # the periodic whole stat is due
+    assert _ids(last_success(store, "p9", "generate")) == done.run_id
 
 
 def _save_many(folder: str, prefix: str, count: int) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 OUT = BENCH_DIR / "out"
 RESULTS = BENCH_DIR / "RESULTS.md"
-PARTS = ("encode", "transfer", "orchestration", "sensor", "batch")
+PARTS = ("encode", "transfer", "orchestration", "sensor", "batch", "records")
 
 ENCODE_TARGET = 0.6  # ours / CLI time
 TRANSFER_TARGET = 1.0  # ours / scp throughput
@@ -393,7 +393,7 @@ def findings(report: Report) -> list[str]:
 
 RUNNERS: dict[str, Callable[[Plan, Report], None]] = {
     "encode": run_encode, "transfer": run_transfer, "orchestration": run_orchestration, "sensor": run_sensor,
-    "batch": run_batch,
+    "batch": run_batch, "records": lambda plan, report: importlib.import_module("bench.bench_records").run(plan, report),
 }
 
 

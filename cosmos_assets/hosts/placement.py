@@ -5,7 +5,7 @@ slot of a host that has the model (:mod:`cosmos_assets.hosts.slots`), checks the
 another to go to: the open link's round trip or a fresh connection, never an answer cached earlier), and runs the
 work there. A host that cannot be reached, or whose preflight refuses the job before anything ran on it
 (:class:`HostNotReadyError`), is given back and skipped for the rest of this step with one log line; the work goes to
-another host. A failure after the job started on a host is the step's failure, as before.
+another host. A failure after the job started on a host is the step's failure.
 
 A host holding a left-behind run of the work goes first, to adopt it; when it does not answer it is skipped like any
 other (a left-behind run never pins its work there), and once another host has done the work it is no longer
@@ -17,12 +17,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import dagster as dg
 
 from cosmos_assets.hosts import slots
 from cosmos_assets.machines.job import HostNotReadyError
+
+if TYPE_CHECKING:
+    from sqlite3 import Connection
+
+    from cosmos_assets.runs.record import RunRecord
 
 
 class PlacedHost(Protocol):
@@ -59,14 +64,23 @@ def left_behind_hosts(runs_dir: Path, prompt: str, stage: str) -> list[str]:
     """Hosts holding an unfinished or detached run of this prompt and stage (newest first): the next attempt goes
     there first, so it can adopt that run's container or outputs (runs/adopt.py) instead of running it again. A run
     whose work a newer run has since done elsewhere (``superseded_by``) is no reason to go back."""
-    from cosmos_assets.runs.adopt import superseded_by
+    from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
     from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.record_index import UNFINISHED
 
-    records = RunStore(runs_dir).all()
-    hosts = [r.host for r in reversed(records)
-             if r.prompt == prompt and r.stage == stage and (not r.is_final or r.detached)
-             and superseded_by(records, r) is None]  # fmt: skip
-    return list(dict.fromkeys(hosts))
+    store = RunStore(runs_dir)
+
+    def indexed(conn: Connection) -> list[str]:
+        found = store.index.run_ids(conn, f"prompt = ? AND stage = ? AND {UNFINISHED}", (prompt, stage),
+                                    order="created_us DESC, name DESC")  # fmt: skip
+        left = [store.index.load(conn, run_id) for run_id in found]
+        return [r.host for r in left if newer_success_in_index(store, conn, r) is None]
+
+    def scanned(records: list[RunRecord]) -> list[str]:
+        return [r.host for r in reversed(records) if r.prompt == prompt and r.stage == stage
+                and (not r.is_final or r.detached) and superseded_by(records, r) is None]  # fmt: skip
+
+    return list(dict.fromkeys(store.lookup(indexed, scanned)))
 
 
 def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], model: str,

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from sqlite3 import Connection
 
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
 from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record_index import UNFINISHED, created_us
 from cosmos_assets.runs.worker import Worker
 
 ADOPTABLE_STATES: frozenset[str] = frozenset({"running", "exited_ok", "outputs"})
@@ -40,9 +42,20 @@ class Adoption:
 
 
 def earlier_attempt(store: RunStore, probe: RunRecord) -> RunRecord | None:
-    """The newest left-behind run of the same work as ``probe`` (see the module doc), if any."""
+    """The newest left-behind run of the same work as ``probe`` (see the module doc), if any; from the records'
+    index, the same as :func:`earlier_attempt_in` over every record."""
+    return store.lookup(
+        lambda conn: store.index.first(
+            conn, f"prompt = ? AND stage = ? AND host = ? AND run_id != ? AND digest = ? AND {UNFINISHED}",
+            (probe.prompt, probe.stage, probe.host, probe.run_id, probe.inputs_digest()),
+            order="created_us DESC, name DESC"),
+        lambda records: earlier_attempt_in(records, probe))  # fmt: skip
+
+
+def earlier_attempt_in(records: list[RunRecord], probe: RunRecord) -> RunRecord | None:
+    """:func:`earlier_attempt` over ``records`` (oldest first), reading each."""
     digest = probe.inputs_digest()
-    for record in reversed(store.all()):
+    for record in reversed(records):
         if record.run_id == probe.run_id or (record.prompt, record.stage, record.host) != (probe.prompt, probe.stage, probe.host):
             continue
         if (not record.is_final or record.detached) and record.inputs_digest() == digest:
@@ -56,6 +69,18 @@ def superseded_by(records: list[RunRecord], left: RunRecord) -> RunRecord | None
     newer = [r for r in records if (r.prompt, r.stage) == (left.prompt, left.stage) and r.run_id != left.run_id
              and r.state == "succeeded" and r.created_at > left.created_at]  # fmt: skip
     return max(newer, key=lambda r: r.created_at) if newer else None
+
+
+def newer_success(store: RunStore, left: RunRecord) -> RunRecord | None:
+    """:func:`superseded_by` over ``store``'s records, from their index."""
+    return store.lookup(lambda conn: newer_success_in_index(store, conn, left),
+                        lambda records: superseded_by(records, left))
+
+
+def newer_success_in_index(store: RunStore, conn: Connection, left: RunRecord) -> RunRecord | None:
+    return store.index.first(conn, "prompt = ? AND stage = ? AND run_id != ? AND state = 'succeeded' AND created_us > ?",
+                             (left.prompt, left.stage, left.run_id, created_us(left)),
+                             order="created_us DESC, name ASC")  # fmt: skip
 
 
 def refuse_if_still_followed(record: RunRecord, run_finished: Callable[[str], bool] | None = None) -> None:
@@ -98,7 +123,7 @@ def find_adoption(store: RunStore, history_log: Path, machine: Machine, probe: R
         return None
     refuse_if_still_followed(earlier, run_finished)
     job = job_of(earlier.run_id)
-    done = superseded_by(store.all(), earlier)
+    done = newer_success(store, earlier)
     if done is not None:
         machine.stop(job, log)  # whatever of it is left here: the work was done elsewhere
         why = (f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this run's container on "

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,6 +29,7 @@ from cosmos_assets.progress import TransferStats
 from cosmos_assets.redaction import redacted, redacted_message, shell_join
 from cosmos_assets.runs.history import HistoryRecord, HistoryStatus, storable_text
 from cosmos_assets.runs.ids import run_id_problem
+from cosmos_assets.runs.record_index import RecordIndex, lookup_or_scan
 from cosmos_assets.runs.record_rules import (
     RecordFileError,
     Warn,
@@ -38,6 +41,7 @@ from cosmos_assets.runs.record_rules import (
 )
 
 RunState = Literal["planned", "uploading", "running", "downloading", "succeeded", "failed", "guardrail_blocked", "cancelled"]
+T = TypeVar("T")
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "guardrail_blocked", "cancelled"})
 
 
@@ -268,6 +272,7 @@ class RunStore:
     def __init__(self, folder: Path, warn: Warn | None = None) -> None:
         self.folder = folder
         self.warn = warn
+        self.index = RecordIndex(folder, warn)
 
     def path(self, run_id: str) -> Path:
         return self.folder / f"{plain_folder_name(run_id, 'run_id')}.json"
@@ -277,7 +282,22 @@ class RunStore:
         if problem is not None:
             raise ValueError(f"run record {record.run_id!r} not saved: {problem}")
         record.updated_at = _now()
-        atomic_write_text(self.path(record.run_id), record.model_dump_json(indent=2) + "\n")
+        path = self.path(record.run_id)
+        try:
+            folder_mtime: int | None = os.stat(self.folder).st_mtime_ns
+        except OSError:
+            folder_mtime = None
+        atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+        try:  # the index is derived: a failure to update it is the next lookup's to catch up, never the save's
+            self.index.saved(record, folder_mtime)
+        except (OSError, sqlite3.Error) as error:
+            warn_once(self.warn, f"run record index {self.index.path} not updated ({error}); the next lookup "
+                                 "rereads the folder")  # fmt: skip
+
+    def lookup(self, indexed: Callable[[sqlite3.Connection], T], scanned: Callable[[list[RunRecord]], T]) -> T:
+        """A decision over the records: ``indexed`` on the index (:mod:`cosmos_assets.runs.record_index`), or
+        ``scanned`` over :meth:`all` when the index cannot be used or missed a change. Both must give the same answer."""
+        return lookup_or_scan(self.index, indexed, lambda: scanned(self.all()), self.warn)
 
     def load(self, run_id: str) -> RunRecord:
         """The record of ``run_id``; FileNotFoundError if there is none, RecordFileError (one line) if it is bad."""

@@ -28,8 +28,17 @@ class SkipDecision:
 
 
 def last_success(store: RunStore, prompt: str, stage: str) -> RunRecord | None:
-    """The newest succeeded run of ``prompt`` and ``stage``, if any."""
-    done = [r for r in store.all() if (r.prompt, r.stage, r.state) == (prompt, stage, "succeeded")]
+    """The newest succeeded run of ``prompt`` and ``stage``, if any (from the records' index; the same as
+    :func:`last_success_in` over every record)."""
+    return store.lookup(
+        lambda conn: store.index.first(conn, "prompt = ? AND stage = ? AND state = 'succeeded'", (prompt, stage),
+                                       order="done_us DESC, created_us ASC, name ASC"),
+        lambda records: last_success_in(records, prompt, stage))  # fmt: skip
+
+
+def last_success_in(records: list[RunRecord], prompt: str, stage: str) -> RunRecord | None:
+    """:func:`last_success` over ``records`` (oldest first), reading each."""
+    done = [r for r in records if (r.prompt, r.stage, r.state) == (prompt, stage, "succeeded")]
     return max(done, key=lambda r: r.finished_at or r.updated_at) if done else None
 
 

@@ -23,6 +23,7 @@ import dagster as dg
 
 from cosmos_assets.hosts import slots
 from cosmos_assets.machines.job import HostNotReadyError
+from cosmos_assets.runs.record_index import UNFINISHED
 
 if TYPE_CHECKING:
     from sqlite3 import Connection
@@ -66,7 +67,6 @@ def left_behind_hosts(runs_dir: Path, prompt: str, stage: str) -> list[str]:
     whose work a newer run has since done elsewhere (``superseded_by``) is no reason to go back."""
     from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
     from cosmos_assets.runs.record import RunStore
-    from cosmos_assets.runs.record_index import UNFINISHED
 
     store = RunStore(runs_dir)
 

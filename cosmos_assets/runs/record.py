@@ -272,7 +272,7 @@ class RunStore:
     def __init__(self, folder: Path, warn: Warn | None = None) -> None:
         self.folder = folder
         self.warn = warn
-        self.index = RecordIndex(folder, warn)
+        self.index = RecordIndex(folder, read_record, warn)
 
     def path(self, run_id: str) -> Path:
         return self.folder / f"{plain_folder_name(run_id, 'run_id')}.json"

@@ -98,8 +98,9 @@ class RecordIndex:
 
     busy_seconds: float = 5.0
 
-    def __init__(self, folder: Path, warn: Warn | None = None) -> None:
+    def __init__(self, folder: Path, read: Callable[[Path], RunRecord], warn: Warn | None = None) -> None:
         self.folder = folder
+        self.read = read  # runs.record.read_record: one record file, read and held to the rules (handed in: no circle)
         self.warn = warn
         self.path = folder / INDEX_FOLDER / INDEX_NAME
 
@@ -190,10 +191,8 @@ class RecordIndex:
         return meta.get("folder_mtime") == folder_mtime and settled and recent
 
     def _read_into(self, conn: sqlite3.Connection, name: str, signature: tuple[int, int, int]) -> None:
-        from cosmos_assets.runs.record import read_record
-
         try:
-            values: tuple[object, ...] = (None, *row_of(read_record(self.folder / name)))
+            values: tuple[object, ...] = (None, *row_of(self.read(self.folder / name)))
         except RecordFileError as error:  # keep the reason alone: the folder's path differs between mounts
             values = (str(error.__cause__ or error), *([None] * 9))
         conn.execute(f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
@@ -231,12 +230,10 @@ class RecordIndex:
 
     def load(self, conn: sqlite3.Connection, run_id: str) -> "RunRecord":
         """The record of an index row, read again and checked; IndexStale if it no longer matches its row."""
-        from cosmos_assets.runs.record import read_record
-
         name = f"{run_id}.json"
         row = conn.execute(f"SELECT {_COLUMNS} FROM files WHERE name = ?", (name,)).fetchone()
         try:
-            record = read_record(self.folder / name)
+            record = self.read(self.folder / name)
         except (RecordFileError, OSError) as error:
             raise IndexStale(f"{name} changed since it was indexed") from error
         if row is None or tuple(row) != row_of(record):

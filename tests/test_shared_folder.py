@@ -43,6 +43,7 @@ from cosmos_assets.runs.history import HistoryRecord, append_history, read_histo
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from cosmos_assets.wedges import build_comparison
 from tests.project_factory import make_project
+from tests.test_files import umask
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GID = 23450  # the studio's group, owner of the project folder
@@ -53,15 +54,6 @@ FILE_MODE, FOLDER_MODE = 0o664, 0o2775  # what umask 002 gives, setgid inherited
 
 PREVIEW = backend_named("preview")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs as root to become other uids (os.setuid); CI runs as root")
-
-
-@contextlib.contextmanager
-def umask(value: int) -> Iterator[None]:
-    old = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode(path: Path) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from cosmos_assets.models.invocation_keys import (
     InvocationKey,
     classify_flags,
     cli_flags,
+    contract,
     invocation_problems,
     schema_path_fields,
 )
@@ -126,10 +126,6 @@ class Launch3(BaseModel):
 LAUNCH_KEYS = tuple(Launch3.model_fields)
 
 
-def _contract(name: str) -> dict[str, Any]:
-    return json.loads(resources.files("cosmos_assets").joinpath(f"contract/{name}").read_text(encoding="utf-8"))
-
-
 # Which keys belong to the invocation (classify_flags): the launch flags (setup group and -i of cli.json) but those
 # the model block sets (guardrails, use_torch_compile) and the offload the out-of-memory retry adds, the per-sample
 # flags that take a path, and these, by name. A sample's other fields (prompt, seed, guidance, control_guidance,
@@ -154,11 +150,11 @@ SPECIAL_KEYS: dict[str, tuple[str, str]] = {
 @lru_cache(maxsize=1)
 def invocation_keys() -> dict[str, InvocationKey]:
     """Every key a prompt file (top level or its ``cosmos3`` block) may not set, from the contract."""
-    cli = _contract("cosmos3_cli.json")
+    cli = contract("cosmos3_cli.json")
     sample_groups = tuple(key for key in cli["arguments"] if not key.startswith("--"))
     keys = classify_flags(NAME, cli_flags(cli), sample_groups, LAUNCH_SETTINGS, SPECIAL_KEYS)
     keys.update({k: InvocationKey(NAME, *SPECIAL_KEYS[k]) for k in ("name", "output_dir")})  # spec-only too
-    for field in schema_path_fields(_contract("cosmos3_spec_schema.json"), (*HINT_KEYS, "wsm")):
+    for field in schema_path_fields(contract("cosmos3_spec_schema.json"), (*HINT_KEYS, "wsm")):
         keys.setdefault(field, InvocationKey(NAME, f"an input path ({field})", INPUT_PATH_FIX))
     return keys
 

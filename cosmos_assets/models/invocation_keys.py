@@ -3,14 +3,18 @@ prompt generates.
 
 Each backend classifies its own upstream flags (its ``cli.json``) and spec fields in its contract
 (:meth:`cosmos_assets.models.base.ModelBackend.invocation_keys`); this module holds what they share: the record of
-one such key, the flag names of a ``cli.json`` as a prompt file would spell them, and the check of a mapping.
+one such key, the packaged contracts (:func:`contract`), the flag names of a ``cli.json`` as a prompt file would
+spell them, and the check of a mapping.
 No imports from the package: :mod:`cosmos_assets.spec` and :mod:`cosmos_assets.model_block` use it while loading.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 PROJECT_SETS = "remove it; the project sets it"
@@ -20,6 +24,13 @@ NAME_FIX = "remove it; the project names each sample after its prompt (its file 
 GPU_FIX = "remove it; the GPU count is the project's: NUM_GPU, or num_gpus in the run config"
 LAUNCH_FIX = "remove it; the project sets the launch (docs/models.md lists what the cosmos_assets block may set)"
 
+
+
+@lru_cache(maxsize=None)
+def contract(name: str) -> dict[str, Any]:
+    """A contract shipped in ``cosmos_assets/contract/`` (upstream's flags or spec schema), parsed once a process.
+    Shared: read it, never change it."""
+    return json.loads(resources.files("cosmos_assets").joinpath(f"contract/{name}").read_text(encoding="utf-8"))
 
 @dataclass(frozen=True)
 class InvocationKey:

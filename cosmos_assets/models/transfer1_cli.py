@@ -10,12 +10,11 @@ import json
 import posixpath
 from collections.abc import Mapping
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cosmos_assets.models.invocation_keys import GPU_FIX, PROJECT_SETS, InvocationKey
+from cosmos_assets.models.invocation_keys import GPU_FIX, PROJECT_SETS, InvocationKey, contract
 
 ENTRY_POINT = "cosmos_transfer1/diffusion/inference/transfer.py"
 CONTAINER_ROOT = "/workspace"
@@ -80,11 +79,9 @@ class CliFlag(BaseModel):
     required: bool = False
 
 
-@lru_cache(maxsize=1)
 def cli_contract() -> dict[str, Any]:
     """The parsed transfer_cli.json shipped in cosmos_assets/contract/."""
-    text = resources.files("cosmos_assets").joinpath("contract/transfer_cli.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return contract("transfer_cli.json")
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ from cosmos_assets.models.invocation_keys import (
     InvocationKey,
     classify_flags,
     cli_flags,
+    contract,
     invocation_problems,
     schema_path_fields,
 )
@@ -53,18 +53,14 @@ TRANSFER1_FLAGS: dict[str, str | None] = {"guidance": "guidance", "num_steps": "
 Preset = Literal["very_low", "low", "medium", "high", "very_high"]
 
 
-@lru_cache(maxsize=1)
 def cli_contract() -> dict[str, Any]:
     """examples/inference.py's flags (``contract/transfer2_5_cli.json``)."""
-    text = resources.files("cosmos_assets").joinpath("contract/transfer2_5_cli.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return contract("transfer2_5_cli.json")
 
 
-@lru_cache(maxsize=1)
 def spec_schema() -> dict[str, Any]:
     """A sample's fields (``contract/transfer2_5_spec_schema.json``)."""
-    text = resources.files("cosmos_assets").joinpath("contract/transfer2_5_spec_schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return contract("transfer2_5_spec_schema.json")
 
 
 # Which keys belong to the invocation (classify_flags): the launch flags (setup/root groups of cli.json) but the two

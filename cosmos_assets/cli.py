@@ -345,6 +345,30 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    """The resident model services on the SSH hosts (docs/serving.md): ``status`` lists them, ``stop`` stops them."""
+    from cosmos_assets.hosts import gpu_host_from_settings
+
+    members = [m for m in gpu_host_from_settings(_settings()).members() if hasattr(m, "host_settings")]
+    if args.host:
+        members = [m for m in members if m.label == args.host]
+        if not members:
+            raise ValueError(f"--host {args.host}: no SSH host of that name (see `cosmos-assets hosts`)")
+    try:
+        for member in members:
+            machine = member.machine_for("cosmos3") if member.has_model("cosmos3") else member.machine()
+            if args.action == "stop":
+                stopped = machine.stop_service(print)
+                print(f"{member.label}: {len(stopped)} model service(s) stopped")
+            else:
+                services = machine.service_status()
+                print(f"{member.label}: " + (", ".join(f"{name} ({state})" for name, state in services) or "no model service"))
+            machine.close()
+    except RuntimeError as error:  # docker on the host refused
+        raise HostNotReadyError(str(error)) from None
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """The history's good lines; a bad line is named on stderr (file:line, what is wrong) and left out, exit 0."""
     from cosmos_assets.runs.history import read_history
@@ -435,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hosts", help="the GPU hosts (COSMOS_HOSTS_FILE) and their state: reachable, GPUs, disk, image, runs")
     p.add_argument("--json", action="store_true", help="one JSON object per host")
     p.set_defaults(func=cmd_hosts)
+
+    p = sub.add_parser("service", help="the resident Cosmos 3 model service on the GPU hosts: status, or stop it")
+    p.add_argument("action", choices=["status", "stop"])
+    p.add_argument("--host", help="only this pool host (its name in COSMOS_HOSTS_FILE); default every SSH host")
+    p.set_defaults(func=cmd_service)
 
     p = sub.add_parser("history", help="print notes/run_history.log")
     p.add_argument("--last", type=int, default=20)

@@ -33,7 +33,8 @@ RESOURCE_VARIABLES = {
     "docker_gpus": "COSMOS_DOCKER_GPUS", "container_user": "COSMOS_CONTAINER_USER", "min_free_gb": "COSMOS_MIN_FREE_GB",
     "model": "COSMOS_MODEL", "model_dirs.cosmos-transfer2.5": "REMOTE_DIR_TRANSFER2_5",
     "model_dirs.cosmos3": "REMOTE_DIR_COSMOS3", "model_images.cosmos-transfer2.5": "DOCKER_IMAGE_TRANSFER2_5",
-    "model_images.cosmos3": "DOCKER_IMAGE_COSMOS3",
+    "model_images.cosmos3": "DOCKER_IMAGE_COSMOS3", "serve": "COSMOS_SERVE", "serve_idle_minutes": "COSMOS_SERVE_IDLE_MINUTES",
+    "serve_load_minutes": "COSMOS_SERVE_LOAD_MINUTES",
 }  # fmt: skip
 """The variable behind each field of the SSH host resource and its machine models, to name it when they refuse it."""
 
@@ -98,6 +99,10 @@ class Settings(BaseSettings):
     hosts_file: Path | None = Field(None, validation_alias="COSMOS_HOSTS_FILE")
     # a run out of GPU memory is retried once, as a new run, with the model's offload flags (runs/oom.py)
     oom_retry_offload: bool = Field(False, validation_alias="COSMOS_OOM_RETRY_OFFLOAD")
+    # the resident model service (docs/serving.md): auto serves what the serving app can finish, never/always
+    serve: Literal["auto", "always", "never"] = Field("auto", validation_alias="COSMOS_SERVE")
+    serve_idle_minutes: float = Field(15.0, gt=0, le=SECONDS_PER_DAY / 60, validation_alias="COSMOS_SERVE_IDLE_MINUTES")
+    serve_load_minutes: float = Field(60.0, gt=0, le=SECONDS_PER_DAY / 60, validation_alias="COSMOS_SERVE_LOAD_MINUTES")
 
     # sensors
     sensors: bool = Field(False, validation_alias="COSMOS_SENSORS")
@@ -122,7 +127,7 @@ class Settings(BaseSettings):
     def _on_off(cls, value: Any) -> Any:
         return _on_off(value)
 
-    @field_validator("host", "model", mode="before")
+    @field_validator("host", "model", "serve", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -131,6 +136,11 @@ class Settings(BaseSettings):
     @classmethod
     def _known_model(cls, value: str | None) -> str | None:
         return canonical_name(value) if value else value
+
+    def serve_defaults(self) -> dict[str, Any]:
+        """The model service settings every SSH host takes unless its pool-file entry says otherwise."""
+        return {"serve": self.serve, "serve_idle_minutes": self.serve_idle_minutes,
+                "serve_load_minutes": self.serve_load_minutes}  # fmt: skip
 
     def model_places(self) -> tuple[dict[str, str], dict[str, str]]:
         """(checkouts, images) of the newer models that are set, by backend name."""

@@ -23,6 +23,7 @@ START_UP = {
     ("cosmos_assets.hosts.resources", "cosmos_assets.machines.ssh_host"): "paramiko; only for an SSH host",
     ("cosmos_assets.hosts.resources", "cosmos_assets.machines.ssh_target"): "paramiko; only for an SSH host",
     ("cosmos_assets.models.cosmos3", "cosmos_assets.media"): "PyAV; only when a spec is built",
+    ("cosmos_assets.models.cosmos3_serve", "cosmos_assets.media"): "PyAV; only when a request is built",
     ("cosmos_assets.wedges", "cosmos_assets.media.grid"): "PyAV; only the comparison (the CLI reads wedges)",
     ("cosmos_assets.wedges", "cosmos_assets.media.recipe"): "PyAV; only the comparison",
     ("cosmos_assets.wedges", "cosmos_assets.previews"): "PyAV; only the comparison",

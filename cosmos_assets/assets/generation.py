@@ -90,6 +90,7 @@ def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None
         "batch_id": record.batch.batch_id if record.batch else "(not batched)",
         "batch_item": f"{record.batch.index + 1} of {record.batch.items}" if record.batch else "(not batched)",
         **gpu_metadata(record),
+        **serving_metadata(record),
     }
     if result.skipped is not None:  # nothing ran: this materialization stands on an earlier run's outputs
         metadata |= {
@@ -101,6 +102,18 @@ def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None
             "download_bytes": 0, "download_seconds": 0.0, "previous_run_moved_to": "(none)",
         }
     return metadata
+
+
+def serving_metadata(record: RunRecord) -> dict[str, Any]:
+    """Which served the run (docs/serving.md): the resident model service (its container, the load it waited for) or
+    a one-shot container, and why."""
+    serving = record.serving
+    if serving is None:
+        return {}
+    return {"served_by": "one-shot" if serving.mode == "one-shot" else f"service {serving.service_id or serving.service_container}",
+            "served_why": serving.reason,
+            **({"service_load_seconds": "(loaded already)" if serving.load_seconds is None else round(serving.load_seconds, 2),
+                "service_restarted": serving.restarted or "(no)"} if serving.mode == "served" else {})}  # fmt: skip
 
 
 def gpu_metadata(record: RunRecord) -> dict[str, Any]:

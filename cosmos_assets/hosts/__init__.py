@@ -21,7 +21,7 @@ def gpu_host_from_settings(settings: Settings) -> GpuHost:
     if settings.hosts_file is not None:
         from cosmos_assets.hosts.pool_resource import GpuHostPool
 
-        return GpuHostPool.from_file(settings.hosts_file, settings.model)
+        return GpuHostPool.from_file(settings.hosts_file, settings.model, settings.serve_defaults())
     if settings.host == "preview":
         remote_dir = settings.preview_dir or str(settings.root / ".preview_host" / "cosmos-transfer1")
         return LocalPreviewHost(remote_dir=remote_dir, model=settings.model_name)

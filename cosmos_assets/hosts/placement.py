@@ -14,6 +14,7 @@ preferred (docs/hosts.md, "Failover").
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,8 @@ class PlacedHost(Protocol):
     def has_model(self, model: str) -> bool: ...
 
     def probe(self, model: str) -> None: ...
+
+    def stop_model_service(self, why: str) -> list[str]: ...
 
 
 T = TypeVar("T")
@@ -108,6 +111,7 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
             for label in gone:
                 context.log.warning(f"host {label} skipped: drained (its Dagster pool {slots.host_pool(label)} has limit 0)")
                 skipped[label] = HostNotReadyError(f"{label} is drained (Dagster pool limit 0)")
+                _stop_service_of_drained(by_label[label], context.log)
             open_hosts = [label for label in open_hosts if label not in gone]
         if not open_hosts:
             raise _none_left(model, skipped)
@@ -132,6 +136,20 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
         finally:
             if claims is not None:
                 claims.release(label)
+
+
+def _stop_service_of_drained(host: PlacedHost, log: dg.DagsterLogManager) -> None:
+    """A drained host gives back the GPU memory its resident model service holds; on a thread of its own, so a
+    drained host that does not answer never holds this run up (what fails is a warning)."""
+
+    def stop() -> None:
+        try:
+            for name in host.stop_model_service("the host is drained"):
+                log.info(f"host {host.label} is drained: its model service {name} was stopped")
+        except Exception as error:  # noqa: BLE001 - best effort: the next drain or the idle stop does it
+            log.warning(f"host {host.label} is drained, but its model service could not be stopped: {error}")
+
+    threading.Thread(target=stop, name=f"drain-{host.label}", daemon=True).start()
 
 
 def _none_left(model: str, skipped: dict[str, HostNotReadyError]) -> HostNotReadyError:

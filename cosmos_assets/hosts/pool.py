@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -61,6 +61,8 @@ class HostEntry(BaseModel):
     model_images: dict[str, str] = Field(default_factory=dict, description="Docker image of each newer model on this host.")
     reconnect_attempts: int = Field(default=6, ge=0, le=100)
     enabled: bool = Field(default=True, description="false: kept in the file, given no runs.")
+    serve: Literal["auto", "always", "never"] | None = Field(default=None, description="Cosmos 3 through this host's "
+                                                             "resident model service; default COSMOS_SERVE (docs/serving.md).")
 
     @field_validator("name")
     @classmethod

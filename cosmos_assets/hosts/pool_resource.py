@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
@@ -23,16 +24,18 @@ DEFAULT_IMAGE = "cosmos-transfer1:latest"
 POOL_TAG = "cosmos/gpu_pool"
 
 
-def member_from_entry(entry: HostEntry, hosts_file: Path | str = "COSMOS_HOSTS_FILE") -> GpuHost:
+def member_from_entry(entry: HostEntry, hosts_file: Path | str = "COSMOS_HOSTS_FILE",
+                      serve: dict[str, Any] | None = None) -> GpuHost:  # fmt: skip
     """The host resource of one pool-file entry (its HF token stays an EnvVar: read only by the run); what the
-    resource refuses is a :class:`PoolFileError` naming the file, the host and the field."""
+    resource refuses is a :class:`PoolFileError` naming the file, the host and the field. ``serve``: the deployment's
+    model service settings (Settings.serve_defaults), the entry's own ``serve`` wins."""
     try:
-        return _member(entry)
+        return _member(entry, serve or {})
     except ValidationError as error:
         raise entry_error(hosts_file, entry, error) from None
 
 
-def _member(entry: HostEntry) -> GpuHost:
+def _member(entry: HostEntry, serve: dict[str, Any]) -> GpuHost:
     if entry.is_local:
         return LocalPreviewHost(remote_dir=entry.remote_dir, name=entry.name, model="preview", models=["preview"],
                                 price_per_gpu_hour=entry.price_per_gpu_hour)  # fmt: skip
@@ -46,6 +49,7 @@ def _member(entry: HostEntry) -> GpuHost:
         hf_token=dg.EnvVar(token) if token and os.environ.get(token) else None, min_free_gb=entry.min_free_gb,
         reconnect_attempts=entry.reconnect_attempts, name=entry.name, model_dirs=entry.model_dirs,
         model_images=entry.model_images, price_per_gpu_hour=entry.price_per_gpu_hour,
+        **{**serve, **({"serve": entry.serve} if entry.serve else {})},
     )  # fmt: skip
 
 
@@ -55,6 +59,8 @@ class GpuHostPool(GpuHost):
     hosts_file: str = Field(description="COSMOS_HOSTS_FILE: the pool file (YAML or TOML; docs/hosts.md).")
     model: str = Field(default="cosmos-transfer1", description="Model when neither the run nor the prompt names one.")
     name: str = Field(default="pool", description="The pool's name in run tags.")
+    serve_defaults: dict[str, Any] = Field(default_factory=dict, description="COSMOS_SERVE and its timings, for the "
+                                           "hosts whose entry does not set serve.")  # fmt: skip
 
     _pool: HostPoolFile | None = PrivateAttr(default=None)
     _members: list[GpuHost] | None = PrivateAttr(default=None)
@@ -66,11 +72,11 @@ class GpuHostPool(GpuHost):
         return self
 
     @classmethod
-    def from_file(cls, path: Path, model: str | None = None) -> GpuHostPool:
+    def from_file(cls, path: Path, model: str | None = None, serve: dict[str, Any] | None = None) -> GpuHostPool:
         pool = load_host_pool(path)
         for entry in pool.enabled:  # here, not only in the validator below, whose errors pydantic would wrap
-            member_from_entry(entry, path)
-        return cls(hosts_file=str(path), model=pool.model_or_default(model), name=path.stem)
+            member_from_entry(entry, path, serve)
+        return cls(hosts_file=str(path), model=pool.model_or_default(model), name=path.stem, serve_defaults=serve or {})
 
     def pool_file(self) -> HostPoolFile:
         if self._pool is None:
@@ -79,7 +85,8 @@ class GpuHostPool(GpuHost):
 
     def members(self) -> list[GpuHost]:
         if self._members is None:
-            self._members = [member_from_entry(entry, self.hosts_file) for entry in self.pool_file().enabled]
+            self._members = [member_from_entry(entry, self.hosts_file, self.serve_defaults)
+                             for entry in self.pool_file().enabled]  # fmt: skip
         return self._members
 
     @property

@@ -80,6 +80,10 @@ class GpuHost(dg.ConfigurableResource):
     def probe(self, model: str) -> None:
         """Raise :class:`HostNotReadyError` now if the host cannot be reached (quick: no reconnect backoff)."""
 
+    def stop_model_service(self, why: str) -> list[str]:
+        """Stop this host's resident model services (docs/serving.md); the names stopped. None here (no docker)."""
+        return []
+
     def priced(self, run_options: dict[str, Any]) -> dict[str, Any]:
         """The runner's options with this host's price of a GPU hour, if it has its own."""
         if self.price_per_gpu_hour is None:
@@ -162,6 +166,11 @@ class SshGpuHost(GpuHost):
         default_factory=dict, description="Docker image of each newer model; default cosmos-transfer2.5:latest, "
         "cosmos-framework:latest (built from the checkout's Dockerfile when missing).",
     )
+    serve: str = Field(default="auto", description="COSMOS_SERVE: auto, always or never run Cosmos 3 through the "
+                       "host's resident model service (docs/serving.md).")
+    serve_idle_minutes: float = Field(default=15.0, description="COSMOS_SERVE_IDLE_MINUTES: the service stops after "
+                                      "this long without a request.")
+    serve_load_minutes: float = Field(default=60.0, description="COSMOS_SERVE_LOAD_MINUTES: longest model load.")
 
     @model_validator(mode="after")
     def _check_settings(self) -> SshGpuHost:
@@ -191,7 +200,7 @@ class SshGpuHost(GpuHost):
             remote_dir=settings.remote_dir, checkpoint_dir=settings.checkpoint_dir, docker_image=settings.image,
             docker_gpus=settings.docker_gpus, container_user=settings.container_user, min_free_gb=settings.min_free_gb,
             hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None,
-            model_dirs=settings.model_places()[0], model_images=settings.model_places()[1],
+            model_dirs=settings.model_places()[0], model_images=settings.model_places()[1], **settings.serve_defaults(),
         )  # fmt: skip
 
     @property
@@ -239,6 +248,7 @@ class SshGpuHost(GpuHost):
             remote_dir=remote_dir, checkpoint_dir=checkpoint_dir, docker_image=image,
             docker_gpus=self.docker_gpus, container_user=self.container_user, container_env=self.container_env,
             min_free_gb=self.min_free_gb, reconnect_attempts=self.reconnect_attempts, name=self.label,
+            serve=self.serve, serve_idle_minutes=self.serve_idle_minutes, serve_load_minutes=self.serve_load_minutes,
         )  # fmt: skip
 
     def _secrets(self) -> dict[str, str]:
@@ -255,6 +265,10 @@ class SshGpuHost(GpuHost):
         check = getattr(machine, "check_reachable", None)
         if callable(check):
             check()  # the link answers now, or one fresh connection (HostUnreachableError at once); no cached answer
+
+    def stop_model_service(self, why: str) -> list[str]:
+        machine = self.machine_for("cosmos3") if self.has_model("cosmos3") else self.machine()
+        return machine.stop_service(lambda line: None, why)  # type: ignore[attr-defined]
 
     def openssh_argv(self, command: Sequence[str] = ()) -> list[str]:
         """The OpenSSH client argv for a shell (or ``command``) on the host, reaching it as we do (``cosmos-assets ssh``)."""

@@ -49,6 +49,31 @@ class StagedFile(BaseModel):
         return relative_inside(v, "staged file")
 
 
+class ServedCall(BaseModel):
+    """The same run as a request to the model's own serving app (machines/model_service.py), when it has one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service_argv: tuple[str, ...] = Field(description="the serving app's command, without -o (the service adds its own folder)")
+    entry_point: str = Field(description="the serving app's file in the checkout (without it the run is one-shot)")
+    request: dict[str, Any] = Field(description="the POST /generate body (the app's request model)")
+    fits: bool = Field(description="whether the app can finish it within its own request limit (the estimate below)")
+    why: str = Field(description="why it fits or not, in one line, for the run log and the record")
+    estimate_seconds: float | None = None
+
+
+class Serving(BaseModel):
+    """Which served a run: the resident model service (and which container, and its load if this run paid it),
+    or a one-shot container, and why."""
+
+    mode: Literal["served", "one-shot"]
+    reason: str
+    service_container: str | None = None
+    service_id: str | None = Field(default=None, description="the service container's docker id (12 hex)")
+    load_seconds: float | None = Field(default=None, description="the model load this run waited for; None: loaded already")
+    restarted: str | None = Field(default=None, description="why the service was restarted during this run, if it was")
+
+
 class Invocation(BaseModel):
     """One run of a model's entry point, as its backend describes it. Paths are relative to the model root."""
 
@@ -72,6 +97,7 @@ class Invocation(BaseModel):
 
     cache_free_gb: float = Field(default=0.0, description="free disk the caches need for a first download")
     gpu_memory_gb: float = Field(default=0.0, description="memory each GPU needs by the model's documented figures (0: no check)")
+    served: ServedCall | None = Field(default=None, description="the run as a request to the model's serving app")
 
     @field_validator("entry_point", "output_folder")
     @classmethod
@@ -116,6 +142,7 @@ class RunOutcome(BaseModel):
     finished_at: datetime
     log_tail: list[str] = Field(default_factory=list)
     guardrail_blocked: bool = False
+    serving: Serving | None = None
 
     @property
     def seconds(self) -> float:

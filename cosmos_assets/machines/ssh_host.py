@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cosmos_assets.machines import gpu_usage, preflight
+from cosmos_assets.machines import gpu_usage, model_service, preflight, ssh_served
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.docker import (
     CONTAINER_CHECKPOINTS,
@@ -44,7 +44,7 @@ from cosmos_assets.machines.docker_engine import (
 )
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
-from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, Serving, StagedFile
 from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files
 from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
@@ -71,6 +71,13 @@ class SshHostSettings(BaseModel):
     reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried in a row (with backoff) when the link "
                                     "drops; once data flows again the count starts over")  # fmt: skip
     name: str | None = Field(default=None, description="host name in tags and metadata; default ssh@<host>")
+    serve: Literal["auto", "always", "never"] = Field(default="auto", description="COSMOS_SERVE: a model with a serving "
+                                                      "app runs through the host's resident service (docs/serving.md)")
+    serve_idle_minutes: float = Field(default=15.0, gt=0, description="COSMOS_SERVE_IDLE_MINUTES: the service stops "
+                                      "after this long without a request")  # fmt: skip
+    serve_load_minutes: float = Field(default=60.0, gt=0, description="COSMOS_SERVE_LOAD_MINUTES: longest model load")
+    serve_request_seconds: float = Field(default=360.0, gt=0, description="no answer to a request by then: the "
+                                         "service is wedged (the app's own limit is 300 s)")  # fmt: skip
 
     @field_validator("docker_gpus")
     @classmethod
@@ -120,6 +127,8 @@ class SshHost(Machine):
         self.link = link or SshLink(target, self.label, settings.reconnect_attempts)
         self.docker = DockerCli(self.link)
         self._facts = facts
+        self._files: dict[str, bool] = {}
+        self._serving: InferenceJob | None = None  # the job a request to the model service is running for
 
     def __repr__(self) -> str:
         return f"SshHost({self.label})"
@@ -161,8 +170,25 @@ class SshHost(Machine):
         return self.link.with_reconnect("looking for an earlier run's container", ask, print)
 
     def stop(self, job: InferenceJob, log: LogLine) -> bool:
+        if self._serving is not None and self._serving.run_id == job.run_id:
+            ssh_served.model_service(self, job).remove(log, "the run was stopped")
+            return True
         self.docker.stop(container_name_for(job.run_id, job.prompt, job.stage), log)
         return True
+
+    def has_file(self, relative: str) -> bool:
+        """Whether REMOTE_DIR holds ``relative`` (asked once per host object)."""
+        if relative not in self._files:
+            path = remote_child(self.facts().remote_dir, relative)
+            self._files[relative] = self.link.exec(["test", "-f", path])[0] == 0
+        return self._files[relative]
+
+    def stop_service(self, log: LogLine, why: str = "asked from the CLI") -> list[str]:
+        """Stop this host's model services (``cosmos-assets service stop``, a drained host)."""
+        return model_service.stop_services(self.link, self.label, log, why=why)
+
+    def service_status(self) -> list[tuple[str, str]]:
+        return model_service.list_services(self.link, self.label)
 
     # ------------------------------------------------------------------ host facts and preflight
 
@@ -263,9 +289,27 @@ class SshHost(Machine):
         )
 
     def command_for(self, job: InferenceJob) -> list[str]:
+        if ssh_served.serve_choice(self, job)[0]:
+            return ssh_served.model_service(self, job).command()
         return docker_run_argv(self.docker_settings(job), job.invocation.argv)
 
     def run(self, job: InferenceJob, log: LogLine) -> RunOutcome:
+        served, why = ssh_served.serve_choice(self, job)
+        if served:
+            self._serving = job
+            try:
+                return ssh_served.run_served(self, job, log, why)
+            finally:
+                self._serving = None
+        if job.invocation.needs_gpu:  # a resident service holds GPU memory this container needs
+            self.link.with_reconnect("stopping the model service", lambda: self.stop_service(
+                log, f"a one-shot {job.invocation.model} run needs the GPU"), log)  # fmt: skip
+        if why:
+            log(f"{model_service.TAG} {why}")
+        outcome = self._run_one_shot(job, log)
+        return outcome.model_copy(update={"serving": Serving(mode="one-shot", reason=why)}) if why else outcome
+
+    def _run_one_shot(self, job: InferenceJob, log: LogLine) -> RunOutcome:
         settings = self.docker_settings(job)
         command = docker_run_argv(settings, job.invocation.argv)
         name = settings.container_name

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
+from cosmos_assets.models import cosmos3_serve
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
 from cosmos_assets.models.invocation_keys import (
     GPU_FIX,
@@ -342,9 +343,12 @@ class Cosmos3Backend(ModelBackend):
         translation.raise_if_problems(f"inputs/prompts/{prompt}.json")
         spec_remote = f"inputs/prompts/{prompt}.json"
         output_dir = f"outputs/{prompt}/{run_id}"
+        argv = launch_argv(spec_remote, output_dir, num_gpus, launch)
+        clip = spec.controls()[0][1].input_control if spec.controls() else None  # the first control sets the length
+        frames = cosmos3_serve.clip_frames(project_root, clip or spec.input_video_path)
         invocation = Invocation(
             model=self.name,
-            argv=tuple(launch_argv(spec_remote, output_dir, num_gpus, launch)),
+            argv=tuple(argv),
             entry_point=ENTRY_POINT,
             output_folder=output_dir,
             num_gpus=num_gpus,
@@ -355,6 +359,7 @@ class Cosmos3Backend(ModelBackend):
             cache_free_gb=CACHE_FREE_GB,
             # FSDP shards the weights over the GPUs: weights / N is a floor (peak memory is UNVERIFIED)
             gpu_memory_gb=WEIGHT_MEMORY_GB[launch.size] / num_gpus,
+            served=cosmos3_serve.served_call(translation.spec, argv, num_gpus, launch.size, frames),
         )  # fmt: skip
         return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
 
@@ -390,7 +395,8 @@ class Cosmos3Backend(ModelBackend):
         at = argv.index("-i") + 1
         argv[at:at + 1] = [item.request.spec_remote for item in items]
         argv[argv.index("-o") + 1] = output_dir
-        invocation = first.invocation.model_copy(update={"argv": tuple(argv), "output_folder": output_dir})
+        invocation = first.invocation.model_copy(update={"argv": tuple(argv), "output_folder": output_dir,
+                                                         "served": None})  # a batch is one-shot: one load anyway
         names = tuple(item.request.spec["name"] for item in items)
         return BatchRequest(request=ModelRequest(spec=first.spec, spec_remote=first.spec_remote, invocation=invocation),
                             item_folders=names, item_texts=tuple(None for _ in items), prompt_file="", batch_size=1,

@@ -49,6 +49,7 @@ class HistoryRecord(BaseModel):
     retry_of: str | None = Field(default=None, description="the run this one retried (out of GPU memory, with offload flags)")
     flags_added: list[str] = Field(default_factory=list, description="flags the retry added to the command")
     gpu_util_mean_percent: float | None = Field(default=None, description="mean GPU utilisation sampled during the run")
+    served_by: str | None = Field(default=None, description="'service <container id>' or 'one-shot' (docs/serving.md)")
 
     @field_validator("error")
     @classmethod

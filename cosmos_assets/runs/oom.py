@@ -126,7 +126,8 @@ def with_offload(invocation: Invocation, flags: list[str]) -> Invocation:
         key = flag.lstrip("-").replace("-", "_")
         if key in settings:
             settings[key] = True
-    return invocation.model_copy(update={"argv": (*invocation.argv, *flags), "settings": settings})
+    # one-shot: the resident service (machines/model_service.py) runs without the offload flags
+    return invocation.model_copy(update={"argv": (*invocation.argv, *flags), "settings": settings, "served": None})
 
 
 def offload_plan(plan: StagePlan, flags: list[str]) -> StagePlan:

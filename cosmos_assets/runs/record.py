@@ -24,7 +24,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from cosmos_assets.files import atomic_write_text, plain_folder_name, sha256_file
 from cosmos_assets.machines.gpu_usage import GpuUsage
-from cosmos_assets.machines.job import InferenceJob, RunOutcome, Stage
+from cosmos_assets.machines.job import InferenceJob, RunOutcome, Serving, Stage
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.redaction import redacted, redacted_message, shell_join
 from cosmos_assets.runs.history import HistoryRecord, HistoryStatus, storable_text
@@ -127,6 +127,8 @@ class RunRecord(BaseModel):
     gpu_usage: GpuUsage | None = Field(default=None, description="nvidia-smi sampled on the machine while it ran; None: not sampled")
     retry_of: str | None = Field(default=None, description="the run this one retried after it ran out of GPU memory")
     flags_added: list[str] = Field(default_factory=list, description="flags this retry added to the command (offload)")
+    serving: Serving | None = Field(default=None, description="the resident model service or a one-shot container, and "
+                                    "why; None: a model without a serving app")  # fmt: skip
 
     @field_validator("command")
     @classmethod
@@ -213,6 +215,9 @@ class RunRecord(BaseModel):
         self.started_at, self.finished_at = outcome.started_at, outcome.finished_at
         self.exit_code = outcome.exit_code
         self.log_tail = list(outcome.log_tail)
+        self.serving = outcome.serving
+        if outcome.serving is not None and outcome.serving.mode == "served":
+            self.model_load_seconds = outcome.serving.load_seconds  # the load this run waited for; None: none
 
     def transferred(self, direction: Literal["upload", "download"], seconds: float, stats: TransferStats | None) -> None:
         """One upload or download of this run took ``seconds`` (``stats``: what it moved; None when it failed):
@@ -246,6 +251,8 @@ class RunRecord(BaseModel):
             batch_id=self.batch.batch_id if self.batch else None, batch_index=self.batch.index if self.batch else None,
             retry_of=self.retry_of, flags_added=self.flags_added,
             gpu_util_mean_percent=None if self.gpu_usage is None else _rounded(self.gpu_usage.mean_utilization, 1),
+            served_by=None if self.serving is None else "one-shot" if self.serving.mode == "one-shot"
+            else f"service {self.serving.service_id or self.serving.service_container}",
         )  # fmt: skip
 
     def skipped_history(self, *, dagster_run_id: str | None, when: datetime | None = None) -> "HistoryRecord":

@@ -125,6 +125,11 @@ class ModelService:
         except (ValueError, KeyError, TypeError):
             return None
 
+    def loaded(self) -> bool:
+        """Running, and the app said it is ready."""
+        state = self.docker.state(self.name)
+        return state is not None and state.status == "running" and self.ready_seconds() is not None
+
     def ensure(self, follower: LogFollower, log: LogLine) -> float | None:
         """Running and loaded when it returns: started (and its load waited for) if needed; the load seconds this
         call waited for, None when it was loaded already."""
@@ -208,10 +213,7 @@ class ModelService:
                 self.follow(follower)
                 if not worker.is_alive():
                     break
-                state = self.docker.state(self.name)
-                if state is None or state.status != "running":
-                    ended = "was removed" if state is None else f"exited with code {state.exit_code}"
-                    raise ServiceProblem(f"model service {self.name} {ended} during the request")
+                self._raise_if_gone()
                 if self._clock() > deadline:
                     raise ServiceProblem(f"model service {self.name} gave no answer within "
                                          f"{self.knobs.request_deadline_s:.0f}s: wedged")  # fmt: skip
@@ -220,10 +222,17 @@ class ModelService:
             self.link.exec(["sh", "-c", 'rm -f -- "$1/busy"; touch -- "$1/last_request"', "sh", self.state_host])
         answer = result[0]
         if isinstance(answer, (service_http.ServiceUnreachable, TimeoutError)):
+            self._raise_if_gone()  # the container's end says more than the cut connection
             raise ServiceProblem(f"model service {self.name}: {answer}") from answer
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+    def _raise_if_gone(self) -> None:
+        state = self.docker.state(self.name)
+        if state is None or state.status != "running":
+            ended = "was removed" if state is None else f"exited with code {state.exit_code}"
+            raise ServiceProblem(f"model service {self.name} {ended} during the request")
 
     def remove(self, log: LogLine, why: str) -> None:
         if self.docker.remove(self.name):

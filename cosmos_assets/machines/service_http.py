@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +66,9 @@ class _ChannelSocket:
         self.chan.settimeout(seconds)
 
     def close(self) -> None:
-        self.chan.close()
+        """Nothing: http.client closes its socket as soon as it has read the headers of a ``Connection: close``
+        answer (a real socket lives on in the response's file); closing the channel there loses the body not yet
+        arrived. :func:`request` closes the channel once the body is read."""
 
 
 class _ChannelConnection(http.client.HTTPConnection):
@@ -109,8 +110,3 @@ def request(link: SshLink, container: str, method: str, path: str, body: dict[st
     finally:
         conn.close()
         chan.close()
-
-
-def describe(container: str, method: str, path: str) -> str:
-    """The relay command as a person would type it on the host (for error messages)."""
-    return shlex.join(["docker", "exec", "-i", container, "python", "-c", "<relay>", str(APP_PORT)]) + f"  # {method} {path}"

@@ -220,6 +220,11 @@ class SshHost(Machine):
         log(f"{TAG} connected to {self.label}; REMOTE_DIR {facts.remote_dir}; checkpoints {facts.checkpoint_dir}; "
             f"container user {facts.uid}:{facts.gid} ({facts.user_source})")  # fmt: skip
         preflight.check_not_the_project(self.link, facts, job)  # before anything is staged there
+        if ssh_served.serve_choice(self, job)[0] and ssh_served.model_service(self, job).loaded():
+            preflight.check_disk(self.link, facts, self.settings.min_free_gb)  # the loaded service proves the rest
+            log(f"{TAG} preflight ok in {time.monotonic() - started:.1f}s: the model service is loaded (its image, "
+                "GPUs and checkpoints are in use)")  # fmt: skip
+            return
         preflight.check_checkout(self.link, facts, job)
         try:
             preflight.check_docker(self.link)

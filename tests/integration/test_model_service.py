@@ -2,7 +2,7 @@
 
 The checkout is tests/standins' Cosmos 3 (the CLI stand-in at ``cosmos_framework/scripts/inference.py``, the serving
 app's at ``cosmos_framework/inference/ray/serve.py``), its image built by the preflight. The stand-in appends one line
-per model load to ``.standin/serve_loads`` in the checkout: the tests count loads there. Runs go through the runner
+per model load to ``.standin/loads`` in the checkout: the tests count loads there. Runs go through the runner
 (runs/runner.py) as Dagster's asset does, with a tiny render at 480p (which ``auto`` serves) and a 0.3 s load.
 """
 
@@ -66,7 +66,7 @@ def cosmos3_host(sshd, base: Path, tag: str, idle_minutes: float = 15.0, **env: 
         host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path), known_hosts=str(sshd.known_hosts),
         ssh_config=str(base / "no-ssh-config"), remote_dir=str(base / "cosmos-transfer1"),
         docker_image="unused:latest", min_free_gb=0.5, model_images={"cosmos3": f"cosmos-framework-test:{tag}"},
-        container_env={"STANDIN_SERVE_LOAD_SECONDS": LOAD_S, **env}, serve_idle_minutes=idle_minutes, name=f"gpu-{tag}",
+        container_env={"STANDIN_LOAD_SECONDS": LOAD_S, **env}, serve_idle_minutes=idle_minutes, name=f"gpu-{tag}",
     )  # fmt: skip
     machine = resource.machine_for("cosmos3")
     assert isinstance(machine, SshHost)
@@ -74,7 +74,7 @@ def cosmos3_host(sshd, base: Path, tag: str, idle_minutes: float = 15.0, **env: 
 
 
 def loads(base: Path) -> int:
-    path = base / "cosmos-framework" / ".standin" / "serve_loads"
+    path = base / "cosmos-framework" / ".standin" / "loads"
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
@@ -133,14 +133,13 @@ def test_the_service_stops_when_idle_and_the_next_run_starts_it(sshd, remote: Pa
 def test_a_service_killed_mid_request_is_restarted_once(sshd, remote: Path, project: ProjectLayout,
                                                         docker_client: docker.DockerClient) -> None:  # fmt: skip
     host = cosmos3_host(sshd, remote, uuid.uuid4().hex[:8], STANDIN_SERVE_GENERATE_SECONDS="2")
-    run_once(project, host)  # loaded, and its state folder known
     killed = kill_during_requests(docker_client, remote, host, times=1)
     before = loads(remote)
     lines: list[str] = []
     result = run_once(project, host, lines)
     killed.join(WAIT_S)
     assert result.record.state == "succeeded" and "during the request" in result.record.serving.restarted
-    assert loads(remote) == before + 1 and any("restarting the model service once" in line for line in lines)
+    assert loads(remote) == before + 2 and any("restarting the model service once" in line for line in lines)
     assert (result.output_dir / "output.mp4").is_file()
     run_log = (result.output_dir / "run.log").read_text()
     assert "restarting the model service once" in run_log
@@ -151,7 +150,6 @@ def test_a_service_killed_mid_request_is_restarted_once(sshd, remote: Path, proj
 def test_a_service_that_dies_again_fails_the_run_with_its_cause(sshd, remote: Path, project: ProjectLayout,
                                                                 docker_client: docker.DockerClient) -> None:  # fmt: skip
     host = cosmos3_host(sshd, remote, uuid.uuid4().hex[:8], STANDIN_SERVE_GENERATE_SECONDS="2")
-    run_once(project, host)
     killed = kill_during_requests(docker_client, remote, host, times=2)
     with pytest.raises(ServiceFailed, match="failed again after one restart"):
         run_once(project, host)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +42,20 @@ def output_size(data: dict, vision: str | None, first_control: str | None) -> tu
     else:
         return None
     return TIERS.get(str(data.get("resolution")), {}).get(aspect)
+
+
+def simulate_load(kind: str, checkpoint: str) -> None:
+    """With ``STANDIN_LOAD_SECONDS`` set, sleep that long as the model load and count it: one line per load in
+    ``STANDIN_LOADS`` (default ``.standin/loads`` under the working folder, the checkout). The serving app's stand-in
+    always does; this one only when asked (the benchmark of served vs one-shot)."""
+    seconds = os.environ.get("STANDIN_LOAD_SECONDS")
+    if seconds is None and kind == "cli":
+        return
+    time.sleep(float(seconds or "0.5"))
+    loads = Path(os.environ.get("STANDIN_LOADS", ".standin/loads"))
+    loads.parent.mkdir(parents=True, exist_ok=True)
+    with open(loads, "a", encoding="utf-8") as handle:
+        handle.write(f"{time.time():.3f} {kind} {checkpoint}\n")
 
 
 def fail(message: str) -> int:
@@ -89,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     console = out / "console.log"
+    simulate_load("cli", args.checkpoint_path)
     say(BANNER, f"checkpoint {args.checkpoint_path}, preset {args.parallelism_preset}, world size {world}, "
         f"guardrails {'loaded, not applied on transfer' if args.guardrails else 'off'}", console)  # fmt: skip
     for file in sorted(set(args.input_files)):

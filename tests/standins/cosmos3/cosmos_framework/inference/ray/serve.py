@@ -3,9 +3,9 @@
 Follows the HTTP contract of docs/upstream/cosmos3-serve.md (NVIDIA/cosmos-framework @ 5eee9ed), stdlib only:
 - flags: the app's (``--checkpoint-path`` required, ``-o`` required, ``--parallelism-preset``, ``--world-size``,
   setup flag pairs); an unknown flag exits 2 as tyro does;
-- a simulated model load (``STANDIN_SERVE_LOAD_SECONDS``, default 0.5), counted: one line per load appended to
-  ``STANDIN_SERVE_LOADS`` (default ``.standin/serve_loads`` under the working folder, i.e. the checkout), then the
-  ready line Ray Serve prints; the app listens on the container's 127.0.0.1:8000 only;
+- a simulated model load (``STANDIN_LOAD_SECONDS``, default 0.5), counted: one line per load appended to
+  ``STANDIN_LOADS`` (default ``.standin/loads`` under the working folder, i.e. the checkout), then the ready line
+  Ray Serve prints; the app listens on the container's 127.0.0.1:8000 only;
 - ``GET /models`` -> ``[""]``, ``GET /info``, ``GET /-/healthz``, ``GET /outputs/<relpath>``;
 - ``POST /generate``: the request model parsed strictly (unknown key or hint key, wrong type, missing local file:
   422 with FastAPI's body), no ``name``: 500; one request at a time; writes ``<OUT>/generate_<stamp>_<4hex>/``
@@ -31,7 +31,7 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from inference import BANNER, HINTS, LAYER, output_size  # noqa: E402 - the CLI stand-in beside standin_common
+from inference import BANNER, HINTS, LAYER, output_size, simulate_load  # noqa: E402 - the CLI stand-in
 from standin_common import composite_video, copy_file, say  # noqa: E402
 
 HINT_KEYS = {"control_path", "weight"}
@@ -227,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     say(BANNER, f"serving app: checkpoint {args.checkpoint_path}, world size {args.world_size}, diffusion cache "
         f"{'on' if args.diffusion_cache else 'off'}; loading the model")  # fmt: skip
-    time.sleep(float(os.environ.get("STANDIN_SERVE_LOAD_SECONDS", "0.5")))
-    loads = Path(os.environ.get("STANDIN_SERVE_LOADS", ".standin/serve_loads"))
-    loads.parent.mkdir(parents=True, exist_ok=True)
-    with open(loads, "a", encoding="utf-8") as handle:
-        handle.write(f"{time.time():.3f} {args.checkpoint_path}\n")
+    simulate_load("serve", args.checkpoint_path)
     port = int(os.environ.get("RAY_SERVE_DEFAULT_HTTP_PORT", "8000"))
     server = ThreadingHTTPServer((os.environ.get("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1"), port), handler(App(output_dir, args)))
     print(f"INFO serve stand-in -- Application 'cosmos3_omni' is ready at http://127.0.0.1:{port}/.", flush=True)

@@ -36,6 +36,7 @@ RUNS = 10
 LOAD_SECONDS = 5.0
 REPS = 2
 IDLE_MINUTES = 15.0
+WHY_GPU_HELD = ("Why served holds the GPU longer per video here: the service holds it between requests too, while the runner does each run's preflight, upload and download (about 10 s a run on this loaded machine), and the simulated load is only 5 s. Per video, served holds (load + N x (generation + gap)) / N and one-shot load + generation, so the service wins once the gap between requests is shorter than the load x (1 - 1/N): a real Cosmos 3 load is minutes against seconds of gap on a quiet link.")
 SECTION_START = "<!-- bench_served:start -->"
 SECTION_END = "<!-- bench_served:end -->"
 
@@ -180,7 +181,7 @@ def section(f: Figures) -> list[str]:
     for label, name, fmt in rows:
         lines.append(f"| {label} | {fmt.format(f.one_shot.median(name))} | {fmt.format(f.served.median(name))} | "
                      f"{f.ratio(name):.2f}x |")
-    lines += ["", f"After the tenth request the service holds the GPU until its idle stop (COSMOS_SERVE_IDLE_MINUTES="
+    lines += ["", WHY_GPU_HELD, "", f"After the tenth request the service holds the GPU until its idle stop (COSMOS_SERVE_IDLE_MINUTES="
               f"{IDLE_MINUTES:g}): {tail:.0f} s more per video for a sitting of {RUNS} runs, less as the sitting goes "
               "on (docs/serving.md says why 15 min). Videos made per way and run: one-shot "
               f"{f.one_shot.succeeded}, served {f.served.succeeded}. Runs (s): one-shot "

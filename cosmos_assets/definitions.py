@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
 
-from cosmos_assets.assets import (
+from cosmos_assets.defs.assets import (
     ALL_ASSETS,
     control_videos,
     generated_videos,
@@ -20,14 +20,14 @@ from cosmos_assets.assets import (
     upscaled_videos,
     wedge_comparisons,
 )
-from cosmos_assets.assets.wedges import build_wedge_sensor
-from cosmos_assets.checks import ALL_CHECKS
-from cosmos_assets.dead_runs import build_dead_run_sensor
-from cosmos_assets.hosts import gpu_host_from_settings
-from cosmos_assets.notify import build_notification_sensors
-from cosmos_assets.resources import ProjectResource
-from cosmos_assets.sensor_state import SensorSettings
-from cosmos_assets.sensors import build_sensors
+from cosmos_assets.defs.assets.wedges import build_wedge_sensor
+from cosmos_assets.defs.checks import ALL_CHECKS
+from cosmos_assets.defs.sensors.dead_runs import build_dead_run_sensor
+from cosmos_assets.defs.resources import gpu_host_from_settings
+from cosmos_assets.defs.sensors.notify import build_notification_sensors
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.watch.cursors import SensorSettings
+from cosmos_assets.defs.sensors.folders import build_sensors
 from cosmos_assets.settings import Settings
 
 if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster does not export the class itself

@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     @field_validator("sensor_priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
-        # Imported here: importing anything in hosts/ runs hosts/__init__.py, which loads Dagster's resources.
-        from cosmos_assets.hosts.priority import parse_priority
+        # Imported here: importing anything in hosts/ runs defs/resources/__init__.py, which loads Dagster's resources.
+        from cosmos_assets.runs.priority import parse_priority
 
         return parse_priority(value) if isinstance(value, str) else value
 

@@ -1,7 +1,7 @@
 """What model runs: one backend per model, chosen by name (``COSMOS_MODEL``, or per host); the names are in
 :mod:`cosmos_assets.models.names`.
 
-The backends are imported on first use: :mod:`cosmos_assets.spec` (the prompt file) imports modules of this package
+The backends are imported on first use: :mod:`cosmos_assets.prompts.spec` (the prompt file) imports modules of this package
 (the invocation keys, the Transfer1 flag contract), which runs this file first, and the backends read specs.
 """
 

@@ -39,7 +39,7 @@ from cosmos_assets.models.translate import (
     split_block,
     validate_into,
 )
-from cosmos_assets.spec import TransferSpec
+from cosmos_assets.prompts.spec import TransferSpec
 
 NAME = "cosmos-transfer2.5"
 ENTRY_POINT = "examples/inference.py"

@@ -12,8 +12,8 @@ import pytest
 from cosmos_assets.models import backend_named, prompt_file_invocation_keys
 from cosmos_assets.models import cosmos3, transfer2_5, transfer1_cli
 from cosmos_assets.models.invocation_keys import cli_flags
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.spec import SpecError, load_spec, parse_spec
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import SpecError, load_spec, parse_spec
 
 T1, T25, C3 = "cosmos-transfer1", "cosmos-transfer2.5", "cosmos3"
 SHARED = Path(__file__).resolve().parents[3] / "shared"

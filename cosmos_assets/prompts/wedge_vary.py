@@ -1,5 +1,5 @@
 """``--vary PATH=V1,V2,...``: its values parsed (an escaped comma inside a value), and each variant checked as
-``cosmos-assets validate`` and the model it names check it, before :mod:`cosmos_assets.wedges` writes anything."""
+``cosmos-assets validate`` and the model it names check it, before :mod:`cosmos_assets.prompts.wedges` writes anything."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.model_block import MODEL_BLOCK
-from cosmos_assets.spec import SpecError, TransferSpec
+from cosmos_assets.prompts.model_block import MODEL_BLOCK
+from cosmos_assets.prompts.spec import SpecError, TransferSpec
 
 ALIASES = {"model": f"{MODEL_BLOCK}.model"}
 _PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -98,7 +98,7 @@ def _problems(spec: TransferSpec, file: Path, root: Path) -> list[str]:
     """What ``cosmos-assets validate`` says of ``spec`` as ``file``, and what the model it names refuses, each without
     the file's name in front (the models' checks already name it; validate's problems are rendered with it)."""
     from cosmos_assets.models import backend_named
-    from cosmos_assets.spec_inputs import validate_for_run
+    from cosmos_assets.prompts.inputs import validate_for_run
 
     problems = validate_for_run(spec, file, root)
     model = spec.model_block().model

@@ -27,12 +27,12 @@ import dagster as dg
 # Private on purpose, and used only by `data_version_of` and `observation_with_version` below: see the comment there.
 from dagster._core.definitions.data_version import DATA_VERSION_TAG as _DATA_VERSION_TAG
 
-from cosmos_assets.hosts.priority import priority_tags
+from cosmos_assets.runs.priority import priority_tags
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.partitions import PROMPTS, SHOTS
-from cosmos_assets.resources import ProjectResource
-from cosmos_assets.sensor_plans import Problem, RenderPlan, plan_prompt_tick, plan_render_tick
-from cosmos_assets.sensor_state import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.defs.partitions import PROMPTS, SHOTS
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.watch.plans import Problem, RenderPlan, plan_prompt_tick, plan_render_tick
+from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
 
 if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster does not export the class itself
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition

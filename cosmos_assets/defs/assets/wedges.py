@@ -11,12 +11,12 @@ from typing import Any
 
 import dagster as dg
 
-from cosmos_assets.assets.generation import generated_videos
+from cosmos_assets.defs.assets.generation import generated_videos
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.partitions import NO_PARTICULAR_PROMPT, WEDGES
-from cosmos_assets.previews import preview_markdown
-from cosmos_assets.resources import ProjectResource
-from cosmos_assets.wedges import Comparison, WedgeError, build_comparison, ready_version, wedge_names
+from cosmos_assets.defs.partitions import NO_PARTICULAR_PROMPT, WEDGES
+from cosmos_assets.media.previews import preview_markdown
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.prompts.wedges import Comparison, WedgeError, build_comparison, ready_version, wedge_names
 
 
 def comparison_metadata(comparison: Comparison, layout: ProjectLayout) -> dict[str, Any]:

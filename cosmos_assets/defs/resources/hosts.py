@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from cosmos_assets.dead_runs import before_gpu_steps
-from cosmos_assets.hosts.placement import left_behind_hosts, run_on_free_host
+from cosmos_assets.defs.sensors.dead_runs import before_gpu_steps
+from cosmos_assets.defs.resources.placement import left_behind_hosts, run_on_free_host
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.settings import RESOURCE_VARIABLES, Settings, settings_error
@@ -107,7 +107,7 @@ class GpuHost(dg.ConfigurableResource):
             machine.close()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Runs before any step of the run waits for the gpu_host pool: a dead run must not hold it (dead_runs.py).
+        # Runs before any step of the run waits for the gpu_host pool: a dead run must not hold it (defs/sensors/dead_runs.py).
         before_gpu_steps(context)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -1,6 +1,6 @@
 """Asset checks on the outputs: the videos decode, have the frames and size they should, and belong to us.
 
-The rules live in :mod:`cosmos_assets.output_rules` (plain Python); here each check finds the files of its
+The rules live in :mod:`cosmos_assets.runs.output_rules` (plain Python); here each check finds the files of its
 partition and turns a report into a result. ``controls_match_render`` needs the encode's own settings
 (``max_frames``), so it runs inside ``control_videos`` (a check spec of that asset) rather than re-reading
 the asset's metadata.
@@ -10,10 +10,10 @@ import warnings
 
 import dagster as dg
 
-from cosmos_assets.assets import control_videos, generated_videos, upscaled_videos
-from cosmos_assets.check_results import to_result
+from cosmos_assets.defs.assets import control_videos, generated_videos, upscaled_videos
+from cosmos_assets.defs.check_results import to_result
 from cosmos_assets.media import MODALITIES
-from cosmos_assets.output_rules import (
+from cosmos_assets.runs.output_rules import (
     check_decodable,
     check_generated_run,
     check_ownership,
@@ -23,8 +23,8 @@ from cosmos_assets.output_rules import (
     read_spec_used,
     recorded_remote_user,
 )
-from cosmos_assets.partitions import PROMPTS, SHOTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS, SHOTS
+from cosmos_assets.defs.resources.project import ProjectResource
 
 
 # A partitioned asset check is a preview feature in Dagster 1.13.27 (a PreviewWarning at every load of the

@@ -1,7 +1,7 @@
 """``cosmos-assets hosts``: each host of the pool with its state (reachable, GPUs, free disk, image, runs in flight).
 
 Each host is asked over its own verified link, all at once (an unreachable host costs its connect timeout, not the
-others'); what runs there comes from Dagster's slot of that host (:mod:`cosmos_assets.hosts.slots`).
+others'); what runs there comes from Dagster's slot of that host (:mod:`cosmos_assets.defs.resources.slots`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cosmos_assets.hosts.resources import GpuHost, LocalPreviewHost, SshGpuHost
+from cosmos_assets.defs.resources.hosts import GpuHost, LocalPreviewHost, SshGpuHost
 from cosmos_assets.machines.docker_engine import DockerUnreachableError
 from cosmos_assets.machines.job import HostNotReadyError
 

@@ -11,7 +11,7 @@ analytically with numpy (vectorised, float32). Each frame writes three consisten
 - ``segmentation.####.png``: 8-bit RGB flat label colours, one per object (``LABEL_COLOURS``).
 
 Frames are rendered and written in a thread pool: numpy and zlib release the GIL, so two cores are
-used. Run as ``python -m cosmos_assets.sample_render DIR``.
+used. Run as ``python -m cosmos_assets.media.sample_render DIR``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_assets.models.transfer1_cli import cli_flags
-from cosmos_assets.spec import (
+from cosmos_assets.prompts.spec import (
     CONTROL_KEYS,
     MIN_SIGMA_MAX_WITHOUT_VIDEO,
     SIGMA_FIX,

@@ -1,6 +1,6 @@
 """Asset checks on the outputs: the videos decode, have the frames and size they should, and belong to us.
 
-Plain functions returning a :class:`CheckReport` (tests call them directly); :mod:`cosmos_assets.checks`
+Plain functions returning a :class:`CheckReport` (tests call them directly); :mod:`cosmos_assets.defs.checks`
 only finds the files of a partition and turns a report into a Dagster result.
 
 What "expected" means (the model that ran, as ``spec_used.json`` names it, read with that model's own spec;
@@ -42,8 +42,8 @@ from pydantic import ValidationError
 from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.media import VideoInfo, VideoReadError, probe_video
 from cosmos_assets.runs.record import SpecUsed
-from cosmos_assets.spec import SpecError, parse_spec
-from cosmos_assets.spec_inputs import input_videos
+from cosmos_assets.prompts.spec import SpecError, parse_spec
+from cosmos_assets.prompts.inputs import input_videos
 
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from cosmos_assets.files import atomic_write_bytes, create_new, json_bytes, synced_temp_file
-from cosmos_assets.spec import ControlSpec, TransferSpec, load_spec
-from cosmos_assets.spec_inputs import VIDEOS_PREFIX, check_for_run, check_shot_name, referenced_paths, shot_of
+from cosmos_assets.prompts.spec import ControlSpec, TransferSpec, load_spec
+from cosmos_assets.prompts.inputs import VIDEOS_PREFIX, check_for_run, check_shot_name, referenced_paths, shot_of
 
 DEFAULT_SHOT_WEIGHT = 0.25
 _TIMESTAMP_SUFFIX = re.compile(r"_\d{8}_\d{6}(_\d+)?$")
@@ -100,7 +100,7 @@ def duplicate_prompt(path: Path, prompts_dir: Path, now: datetime) -> Path:
     path = Path(path)
     stem = timestamped_name(base_name(path.stem), now)
     from cosmos_assets.files import read_bounded
-    from cosmos_assets.spec import MAX_SPEC_BYTES
+    from cosmos_assets.prompts.spec import MAX_SPEC_BYTES
 
     return _claim_new_file(Path(prompts_dir), stem, read_bounded(path, MAX_SPEC_BYTES, "the prompt file to duplicate"))
 

@@ -3,7 +3,7 @@
 A step holding the asset pool ``gpu_host`` (limit: the number of hosts) picks its concrete host here by claiming that
 host's slot through the instance's event log storage, the same table Dagster's own op pools use: so the claim is
 queued by run priority (``dagster/priority``), shown on the UI's concurrency page, counted whether the run came from
-the UI, a sensor or ``dagster asset materialize``, and freed with every other slot of a dead run (dead_runs.py, the
+the UI, a sensor or ``dagster asset materialize``, and freed with every other slot of a dead run (defs/sensors/dead_runs.py, the
 monitoring daemon). Each host is claimed under its own step key (``<step>@<host>``) so one host's claim or pending
 place can be given back without touching the step's own ``gpu_host`` slot. See docs/hosts.md.
 """

@@ -2,7 +2,7 @@
 
 The value goes on the run as Dagster's own ``dagster/priority`` tag, which orders both the run queue (the queued run
 coordinator dequeues higher first) and every pool wait of the run's steps, the ``gpu_host`` pool and each host's own
-(:mod:`cosmos_assets.hosts.slots`). Names or any integer; higher goes first.
+(:mod:`cosmos_assets.defs.resources.slots`). Names or any integer; higher goes first.
 """
 
 from __future__ import annotations

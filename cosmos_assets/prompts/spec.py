@@ -1,7 +1,7 @@
 """The Cosmos-Transfer1 spec file (`--controlnet_specs`) as pydantic models: the form of the artist's prompt files.
 
-What a spec reads and whether a run can use it is :mod:`cosmos_assets.spec_inputs`; making and naming prompt
-files is :mod:`cosmos_assets.prompt_files`.
+What a spec reads and whether a run can use it is :mod:`cosmos_assets.prompts.inputs`; making and naming prompt
+files is :mod:`cosmos_assets.prompts.files`.
 
 Loading keeps the file's own values (no defaults are injected), so `to_json_dict()` gives back what was
 read. Errors are `SpecError`s naming the file, the field and how to fix it.
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cosmos_assets.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock, block_invocation_problems
+from cosmos_assets.prompts.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock, block_invocation_problems
 from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
 from cosmos_assets.models.transfer1_cli import cli_flags, flag_value_problem
 

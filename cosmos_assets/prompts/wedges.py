@@ -6,10 +6,10 @@ so they sort and group together), and the wedge's manifest ``inputs/wedges/<wedg
 and every variant. Nothing is overwritten: the manifest claims the wedge name, each prompt file its own name.
 
 A varied path is a dotted path into the prompt file (``edge.control_weight``, ``seed``, ``sigma_max``); ``model``
-is short for ``cosmos_assets.model`` (:mod:`cosmos_assets.model_block`). Every variant is validated as a prompt file
+is short for ``cosmos_assets.model`` (:mod:`cosmos_assets.prompts.model_block`). Every variant is validated as a prompt file
 before anything is written, so a bad value is reported naming the variant, the field and the fix.
 
-Plain Python, no Dagster: the comparison asset (``assets/wedges.py``) and the CLI share it.
+Plain Python, no Dagster: the comparison asset (``defs/assets/wedges.py``) and the CLI share it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cosmos_assets.files import create_new, json_bytes, read_bounded, sha256_file
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.prompt_files import base_name, write_spec_if_absent
-from cosmos_assets.spec import SpecError, TransferSpec, load_spec, parse_spec
-from cosmos_assets.wedge_vary import (
+from cosmos_assets.prompts.files import base_name, write_spec_if_absent
+from cosmos_assets.prompts.spec import SpecError, TransferSpec, load_spec, parse_spec
+from cosmos_assets.prompts.wedge_vary import (
     ALIASES,
     WedgeAxis,
     WedgeError,
@@ -124,7 +124,7 @@ def check_wedge_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# --vary (parsed and checked in wedge_vary.py)
+# --vary (parsed and checked in prompts/wedge_vary.py)
 
 
 def _short_path(path: str) -> str:
@@ -331,7 +331,7 @@ def build_comparison(layout: ProjectLayout, wedge: str, now: datetime | None = N
     from cosmos_assets.files import atomic_write_json, move_aside, new_temp_folder, remove_tree, rename_no_replace
     from cosmos_assets.media.grid import GridTile, grid_still, write_grid_video
     from cosmos_assets.media.recipe import WedgeRecipe
-    from cosmos_assets.previews import SHEET_NAME, write_preview
+    from cosmos_assets.media.previews import SHEET_NAME, write_preview
 
     manifest = WedgeManifest.read(manifest_path(layout, wedge))
     clips = variant_clips(layout, manifest)

@@ -1,7 +1,7 @@
 """The pool of GPU hosts as one Dagster resource (``gpu_host``): the hosts of ``COSMOS_HOSTS_FILE``.
 
 A GPU step holds a place in the asset pool ``gpu_host`` (sized here to the number of hosts) and then the slot of one
-free host that has its model (:mod:`cosmos_assets.hosts.placement`); so N hosts run N generations at once and never
+free host that has its model (:mod:`cosmos_assets.defs.resources.placement`); so N hosts run N generations at once and never
 two on one host. docs/hosts.md.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from cosmos_assets.hosts import slots
-from cosmos_assets.hosts.pool import HostEntry, HostPoolFile, entry_error, load_host_pool
-from cosmos_assets.hosts.resources import GpuHost, LocalPreviewHost, SshGpuHost
+from cosmos_assets.defs.resources import slots
+from cosmos_assets.machines.pool_file import HostEntry, HostPoolFile, entry_error, load_host_pool
+from cosmos_assets.defs.resources.hosts import GpuHost, LocalPreviewHost, SshGpuHost
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError
 

@@ -1,7 +1,7 @@
 """Which host a GPU step runs on: the first free one that has its model and answers; one that does not is skipped.
 
 The step already holds a place in the asset pool ``gpu_host`` (one per host). Here it waits, by run priority, for the
-slot of a host that has the model (:mod:`cosmos_assets.hosts.slots`), checks the host answers now (only when there is
+slot of a host that has the model (:mod:`cosmos_assets.defs.resources.slots`), checks the host answers now (only when there is
 another to go to: the open link's round trip or a fresh connection, never an answer cached earlier), and runs the
 work there. A host that cannot be reached, or whose preflight refuses the job before anything ran on it
 (:class:`HostNotReadyError`), is given back and skipped for the rest of this step with one log line; the work goes to
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import dagster as dg
 
-from cosmos_assets.hosts import slots
+from cosmos_assets.defs.resources import slots
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.runs.record_index import UNFINISHED
 

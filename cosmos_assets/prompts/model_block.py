@@ -1,6 +1,6 @@
 """The optional ``"cosmos_assets"`` block of a prompt file: which model runs it, and each model's own settings.
 
-The rest of a prompt file is a Cosmos-Transfer1 spec (:mod:`cosmos_assets.spec`); this block is ours. The backends
+The rest of a prompt file is a Cosmos-Transfer1 spec (:mod:`cosmos_assets.prompts.spec`); this block is ours. The backends
 it does not name ignore it, and no model's spec ever contains it (docs/models.md).
 """
 

@@ -1,8 +1,8 @@
-"""A rule's :class:`~cosmos_assets.output_rules.CheckReport` as a Dagster check result (for checks and check specs)."""
+"""A rule's :class:`~cosmos_assets.runs.output_rules.CheckReport` as a Dagster check result (for checks and check specs)."""
 
 import dagster as dg
 
-from cosmos_assets.output_rules import CheckReport
+from cosmos_assets.runs.output_rules import CheckReport
 
 
 def to_result(report: CheckReport, ok: str, check_name: str | None = None) -> dg.AssetCheckResult:

@@ -7,12 +7,12 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from cosmos_assets.assets.prompts import prompt_specs
-from cosmos_assets.hosts import GpuHost
+from cosmos_assets.defs.assets.prompts import prompt_specs
+from cosmos_assets.defs.resources import GpuHost
 from cosmos_assets.media import VideoReadError, probe_video
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.previews import preview_markdown, video_preview
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.media.previews import preview_markdown, video_preview
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, model_for, upscaler_for
 from cosmos_assets.runs.causes import failure_cause, retryable
 from cosmos_assets.runs.record import RunRecord

@@ -9,14 +9,14 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from cosmos_assets.assets.renders import shots
-from cosmos_assets.check_results import to_result
+from cosmos_assets.defs.assets.renders import shots
+from cosmos_assets.defs.check_results import to_result
 from cosmos_assets.media import MODALITIES, EncodedVideo, VideoReadError, encode_control_videos, scan_render_folder
-from cosmos_assets.output_rules import check_controls_match_render
+from cosmos_assets.runs.output_rules import check_controls_match_render
 from cosmos_assets.progress import Throttle
-from cosmos_assets.previews import control_preview, preview_markdown
-from cosmos_assets.partitions import SHOTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.media.previews import control_preview, preview_markdown
+from cosmos_assets.defs.partitions import SHOTS
+from cosmos_assets.defs.resources.project import ProjectResource
 
 PROGRESS_EVERY_SECONDS = 3.0
 

@@ -1,7 +1,7 @@
 """The sensors' decisions as pure functions over the file system, a cursor and ``now`` (no Dagster).
 
 :func:`plan_render_tick` decides which render folders become shots and runs; :func:`plan_prompt_tick` which prompt
-files are (re)checked. The Dagster layer (:mod:`cosmos_assets.sensors`) turns a plan into a ``SensorResult``.
+files are (re)checked. The Dagster layer (:mod:`cosmos_assets.defs.sensors.folders`) turns a plan into a ``SensorResult``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field
 
 from cosmos_assets.layout import ProjectLayout, check_name
 from cosmos_assets.media import FRAME_NAME, MODALITIES, RenderValidationError, scan_render_folder
-from cosmos_assets.sensor_state import PromptCursor, PromptState, RenderCursor, ShotState
-from cosmos_assets.prompt_files import check_prompt_file
-from cosmos_assets.spec import load_spec, SpecError
-from cosmos_assets.spec_inputs import shot_of
+from cosmos_assets.watch.cursors import PromptCursor, PromptState, RenderCursor, ShotState
+from cosmos_assets.prompts.files import check_prompt_file
+from cosmos_assets.prompts.spec import load_spec, SpecError
+from cosmos_assets.prompts.inputs import shot_of
 
 # --------------------------------------------------------------------------------------------------
 # Render folders: the pure planning function

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from cosmos_assets.media import scan_render_folder
-from cosmos_assets.partitions import SHOTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import SHOTS
+from cosmos_assets.defs.resources.project import ProjectResource
 
 
 @dg.asset(

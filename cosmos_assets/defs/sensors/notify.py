@@ -35,7 +35,8 @@ POST_TIMEOUT_S = 10.0  # the whole post: connect, send, and the answer
 _ANSWER_LIMIT = 64 * 1024  # bytes of the answer read (Slack answers "ok")
 Event = Literal["run_failed", "guardrail_blocked", "batch_finished"]
 _FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-DEFINITIONS_MODULE = f"{__package__}.definitions"  # the code location every run of this project is loaded from
+PACKAGE = __name__.split(".")[0]
+DEFINITIONS_MODULE = f"{PACKAGE}.definitions"  # the code location every run of this project is loaded from
 
 
 class WebhookPayload(BaseModel):
@@ -206,7 +207,7 @@ def is_this_projects_run(run: dg.DagsterRun) -> bool:
         return module == DEFINITIONS_MODULE
     python_file = getattr(pointer, "python_file", None)
     if isinstance(python_file, str):
-        return Path(python_file).parts[-2:] == (__package__, "definitions.py")
+        return Path(python_file).parts[-2:] == (PACKAGE, "definitions.py")
     return False
 
 

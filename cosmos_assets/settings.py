@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cosmos_assets.models.names import canonical_name
+from cosmos_assets.runs.priority import parse_priority
 
 HF_TOKEN_ENV = "HF_TOKEN"
 KEY_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
@@ -113,7 +114,6 @@ class Settings(BaseSettings):
     @classmethod
     def _priority(cls, value: Any) -> Any:
         # Imported here: importing anything in hosts/ runs defs/resources/__init__.py, which loads Dagster's resources.
-        from cosmos_assets.runs.priority import parse_priority
 
         return parse_priority(value) if isinstance(value, str) else value
 

@@ -10,7 +10,7 @@ import pytest
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media import probe_video
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation, run_upscale

@@ -16,7 +16,7 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media import probe_video, read_frames
 from cosmos_assets.media.grid import BACKGROUND, grid_layout
 from cosmos_assets.media.recipe import read_recipe
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.prompts.spec import SpecError, load_spec
 from cosmos_assets.prompts.wedge_vary import WedgeError, parse_vary

@@ -16,6 +16,8 @@ from pathlib import Path
 from cosmos_assets.files import atomic_write_bytes, create_new, json_bytes, synced_temp_file
 from cosmos_assets.prompts.spec import ControlSpec, TransferSpec, load_spec
 from cosmos_assets.prompts.inputs import VIDEOS_PREFIX, check_for_run, check_shot_name, referenced_paths, shot_of
+from cosmos_assets.files import read_bounded
+from cosmos_assets.prompts.spec import MAX_SPEC_BYTES
 
 DEFAULT_SHOT_WEIGHT = 0.25
 _TIMESTAMP_SUFFIX = re.compile(r"_\d{8}_\d{6}(_\d+)?$")
@@ -99,8 +101,6 @@ def duplicate_prompt(path: Path, prompts_dir: Path, now: datetime) -> Path:
     """Copy a prompt file under a new timestamp (the seed's `new_prompt.sh --duplicate`), byte for byte."""
     path = Path(path)
     stem = timestamped_name(base_name(path.stem), now)
-    from cosmos_assets.files import read_bounded
-    from cosmos_assets.prompts.spec import MAX_SPEC_BYTES
 
     return _claim_new_file(Path(prompts_dir), stem, read_bounded(path, MAX_SPEC_BYTES, "the prompt file to duplicate"))
 

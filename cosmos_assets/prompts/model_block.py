@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from cosmos_assets.models.invocation_keys import invocation_problems
 from cosmos_assets.models.names import canonical_name
+from cosmos_assets.models.refused_keys import model_invocation_keys
 
 MODEL_BLOCK = "cosmos_assets"
 MODEL_SETTINGS: tuple[str, ...] = ("cosmos-transfer2.5", "cosmos3")  # the models with a settings block
@@ -20,14 +21,11 @@ MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", *MODEL_SETTINGS)
 
 
 def block_invocation_problems(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    """(``<model>.<key>``, message, value) for each key of a model's settings that its backend's contract says sets
+    """(``<model>.<key>``, message, value) for each key of a model's settings that its contract says sets
     the invocation; ``settings``: model name -> its block (anything not a dict is left to the block's own checks)."""
-    # The invocation keys come from each backend's contract, and the backends read this module: import on use.
-    from cosmos_assets.models import backend_named
-
     return [(f"{model}.{field}", message, value)
             for model, block in settings.items() if model in MODEL_SETTINGS and isinstance(block, dict)
-            for field, message, value in invocation_problems(block, backend_named(model).invocation_keys())]  # fmt: skip
+            for field, message, value in invocation_problems(block, model_invocation_keys(model))]  # fmt: skip
 
 
 def _check_model_name(value: Any) -> str:

@@ -21,8 +21,10 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, mod
 from pydantic_core import PydanticCustomError
 
 from cosmos_assets.prompts.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock, block_invocation_problems
-from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
+from cosmos_assets.models.invocation_keys import invocation_problems
+from cosmos_assets.models.refused_keys import prompt_file_invocation_keys
 from cosmos_assets.models.transfer1_cli import cli_flags, flag_value_problem
+from cosmos_assets.files import UnsafeReadError, read_bounded
 
 CONTROL_KEYS: tuple[str, ...] = ("vis", "seg", "edge", "depth", "keypoint", "upscale", "hdmap", "lidar")
 CONTROL_FIELDS: tuple[str, ...] = (
@@ -167,12 +169,6 @@ Region = Annotated[list[float] | str, PlainValidator(_check_region)]
 ExtraScalar = Annotated[str | int | float | bool, PlainValidator(_check_extra)]
 
 
-def _invocation_keys() -> dict[str, InvocationKey]:
-    from cosmos_assets.models import prompt_file_invocation_keys  # the backends read this module: import on use
-
-    return prompt_file_invocation_keys()
-
-
 def _rules_error(problems: list[tuple[Any, ...]]) -> PydanticCustomError:
     """One pydantic error carrying several (field, message[, value]) problems, expanded by load_spec."""
     summary = "; ".join(f"{p[0]}: {p[1]}" for p in problems)
@@ -270,7 +266,7 @@ class TransferSpec(BaseModel):
             if control.input_control_prompt is not None and key != "seg":
                 yield (f"{key}.input_control_prompt", "only the seg control reads input_control_prompt (objects "
                        "for GroundingDINO+SAM2 to segment); remove it or move it under seg")  # fmt: skip
-        refused = _invocation_keys()
+        refused = prompt_file_invocation_keys()
         yield from invocation_problems(self.__pydantic_extra__ or {}, refused)
         for name, value in (self.__pydantic_extra__ or {}).items():
             if name in cli_flags() and name not in refused:
@@ -434,7 +430,7 @@ def parse_spec(data: Any, file: str | None = None) -> TransferSpec:
 def _invocation_key_problems(data: dict[str, Any]) -> list[Problem]:
     """Every key of a prompt file (top level, and each model's block) that sets how a model is invoked."""
     top = {k: v for k, v in data.items() if k != MODEL_BLOCK and not isinstance(v, (dict, list))}
-    found = [Problem(field, message, value, True) for field, message, value in invocation_problems(top, _invocation_keys())]
+    found = [Problem(field, message, value, True) for field, message, value in invocation_problems(top, prompt_file_invocation_keys())]
     block = data.get(MODEL_BLOCK)
     if isinstance(block, dict):
         found += [Problem(f"{MODEL_BLOCK}.{field}", message, value, True)
@@ -448,7 +444,6 @@ MAX_SPEC_BYTES = 1024 * 1024
 
 def load_spec(path: Path) -> TransferSpec:
     """Read and validate a spec file; every problem is reported in one SpecError."""
-    from cosmos_assets.files import UnsafeReadError, read_bounded
 
     file = str(path)
     try:

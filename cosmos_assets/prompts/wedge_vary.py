@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.prompts.model_block import MODEL_BLOCK
 from cosmos_assets.prompts.spec import SpecError, TransferSpec
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.inputs import validate_for_run
 
 ALIASES = {"model": f"{MODEL_BLOCK}.model"}
 _PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -97,8 +99,6 @@ def first_problem(error: SpecError) -> SpecError:
 def _problems(spec: TransferSpec, file: Path, root: Path) -> list[str]:
     """What ``cosmos-assets validate`` says of ``spec`` as ``file``, and what the model it names refuses, each without
     the file's name in front (the models' checks already name it; validate's problems are rendered with it)."""
-    from cosmos_assets.models import backend_named
-    from cosmos_assets.prompts.inputs import validate_for_run
 
     problems = validate_for_run(spec, file, root)
     model = spec.model_block().model

@@ -37,6 +37,7 @@ from cosmos_assets.prompts.wedge_vary import (
     base_problems,
     refuse_new_problems,
 )
+from cosmos_assets.files import atomic_write_json, move_aside, new_temp_folder, remove_tree, rename_no_replace
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 """A manifest of 36 variants is a few kilobytes: a larger one, a FIFO or a device is refused before it is read."""
@@ -328,7 +329,6 @@ def build_comparison(layout: ProjectLayout, wedge: str, now: datetime | None = N
     Built in a staging folder and renamed into place; an earlier comparison of the wedge is moved to
     ``outputs/.previous/_wedges/<wedge>/<version>``, never overwritten.
     """
-    from cosmos_assets.files import atomic_write_json, move_aside, new_temp_folder, remove_tree, rename_no_replace
     from cosmos_assets.media.grid import GridTile, grid_still, write_grid_video
     from cosmos_assets.media.recipe import WedgeRecipe
     from cosmos_assets.media.previews import SHEET_NAME, write_preview

@@ -44,6 +44,8 @@ from cosmos_assets.media import VideoInfo, VideoReadError, probe_video
 from cosmos_assets.runs.record import SpecUsed
 from cosmos_assets.prompts.spec import SpecError, parse_spec
 from cosmos_assets.prompts.inputs import input_videos
+from cosmos_assets.models.transfer2_5 import Spec25
+from cosmos_assets.models.cosmos3 import HINT_KEYS, Spec3
 
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121
@@ -225,7 +227,6 @@ def _probe_one(path: Path, report: CheckReport) -> VideoInfo | None:
 
 
 def _transfer2_5_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckReport) -> CheckReport:
-    from cosmos_assets.models.transfer2_5 import Spec25
 
     parsed = Spec25.model_validate(spec)
     source = _probe_one(_local(parsed.video_path, root), report)
@@ -244,7 +245,6 @@ def _transfer2_5_rule(video: Path, spec: dict[str, Any], root: Path, report: Che
 
 
 def _cosmos3_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckReport) -> CheckReport:
-    from cosmos_assets.models.cosmos3 import HINT_KEYS, Spec3
 
     parsed = Spec3.model_validate(spec)
     hints = [(key, getattr(parsed, key)) for key in HINT_KEYS if getattr(parsed, key) is not None]

@@ -20,7 +20,7 @@ from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.assets.generation import failure_from
 from cosmos_assets.cli import main
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import check_prompt_file, new_prompt_spec, write_spec
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history

@@ -220,7 +220,7 @@ def test_a_short_cut_mid_inference_completes_with_one_container_and_every_log_li
     preview_host: dict[str, object], fault_proxy: FaultProxy, sshd, docker_client, tmp_path: Path  # noqa: ANN001
 ) -> None:
     from cosmos_assets.defs.resources import SshGpuHost
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import run_generation
     from tests.faults.conftest import proxied_host_fields
     from tests.integration.test_ssh_host import container_starts

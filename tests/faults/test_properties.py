@@ -24,7 +24,7 @@ from cosmos_assets.layout import ProjectLayout, check_name
 from cosmos_assets.media import RenderSequence, RenderValidationError, scan_render_folder
 from cosmos_assets.media.frames import PNG_SIGNATURE, write_png
 from cosmos_assets.prompts.model_block import MODEL_BLOCK_FIELDS
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history, storable_text
 from cosmos_assets.watch.plans import plan_render_tick, stat_render_folder
 from cosmos_assets.watch.cursors import PromptCursor, RenderCursor

@@ -266,7 +266,7 @@ def _ssh_machine(fields: dict[str, object], down: threading.Event | None = None)
 def test_a_link_down_past_the_reconnect_budget_leaves_the_container_for_the_next_attempt(
     project: ProjectLayout, preview_host: dict[str, object], docker_client, sshd
 ) -> None:
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import run_generation
     from tests.integration.test_ssh_host import container_starts
 
@@ -302,7 +302,7 @@ def test_a_link_down_past_the_reconnect_budget_leaves_the_container_for_the_next
 def test_a_full_local_disk_under_the_run_log_never_stops_the_container(
     project: ProjectLayout, preview_host: dict[str, object], docker_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs import run_log, runner
     from tests.runs.test_durable import _FullDisk
 
@@ -378,7 +378,7 @@ def test_daemon_runs_a_killed_worker_frees_the_queue_and_terminate_stops_the_mod
 def test_a_silent_model_on_the_ssh_host_is_stopped_and_fails_as_stalled(
     project: ProjectLayout, preview_host: dict[str, object], docker_client
 ) -> None:
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import InferenceFailed, run_generation
 
     quiet = {**preview_host, "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "600"}}  # quiet after its first lines

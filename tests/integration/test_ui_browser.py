@@ -147,7 +147,7 @@ def make_wedge(layout: ProjectLayout, host_root: Path) -> tuple[list[str], str]:
     Dagster (the first is the prompt the test materializes in the UI). Returns the prompt keys and the wedge name."""
     from cosmos_assets.machines.local import LocalMachine
     from cosmos_assets.media import encode_control_videos, scan_render_folder
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.prompts.files import new_prompt_spec, write_spec
     from cosmos_assets.runs.runner import run_generation
     from cosmos_assets.prompts.wedge_vary import parse_vary

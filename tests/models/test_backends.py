@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models import backend_named, backends
+from cosmos_assets.models.registry import backend_named, backends
 from cosmos_assets.models.preview import PROGRAM_LOCAL, PROGRAM_REMOTE
 from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS, GUARDRAIL_MARKER
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
 from cosmos_assets.models.transfer1 import BatchLine
 from cosmos_assets.models.transfer1_cli import TransferInvocation

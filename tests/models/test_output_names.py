@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.runs.batch import _Member, group_for_batches

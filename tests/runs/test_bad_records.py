@@ -15,7 +15,7 @@ from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.machines.job import InferenceJob
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.defs.resources.project import ProjectResource

@@ -11,7 +11,7 @@ import pytest
 
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.batch_map import map_outputs

@@ -15,7 +15,7 @@ from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError
 from cosmos_assets.media import probe_video
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs import run_log, runner, stage
 from cosmos_assets.runs.adopt import earlier_attempt, refuse_if_still_followed
 from cosmos_assets.runs.causes import failure_cause, left_on_host, retryable

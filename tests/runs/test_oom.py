@@ -15,7 +15,7 @@ import pytest
 from cosmos_assets.defs.assets.generation import failure_from
 from cosmos_assets.machines.job import Invocation
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.history import read_history

@@ -12,7 +12,7 @@ import warnings
 import dagster as dg
 
 from cosmos_assets.defs.assets.controls import control_videos
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.defs.partitions import NO_PARTICULAR_SHOT, PROMPTS
 from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.prompts.files import check_prompt_file, CheckedPrompt

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cosmos_assets.defs.resources.hosts import GpuHost, LocalPreviewHost, SshGpuHost
+from cosmos_assets.defs.resources.host_pool import GpuHostPool
 
 if TYPE_CHECKING:
     from cosmos_assets.machines.ssh_target import SshTarget
@@ -19,7 +20,6 @@ def gpu_host_from_settings(settings: Settings) -> GpuHost:
     """The host resource the settings pick: the pool of COSMOS_HOSTS_FILE, else COSMOS_HOST, running the model they
     name (COSMOS_MODEL)."""
     if settings.hosts_file is not None:
-        from cosmos_assets.defs.resources.host_pool import GpuHostPool
 
         return GpuHostPool.from_file(settings.hosts_file, settings.model)
     if settings.host == "preview":

@@ -24,6 +24,8 @@ import dagster as dg
 from cosmos_assets.defs.resources import slots
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.runs.record_index import UNFINISHED
+from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
+from cosmos_assets.runs.record import RunStore
 
 if TYPE_CHECKING:
     from sqlite3 import Connection
@@ -65,8 +67,6 @@ def left_behind_hosts(runs_dir: Path, prompt: str, stage: str) -> list[str]:
     """Hosts holding an unfinished or detached run of this prompt and stage (newest first): the next attempt goes
     there first, so it can adopt that run's container or outputs (runs/adopt.py) instead of running it again. A run
     whose work a newer run has since done elsewhere (``superseded_by``) is no reason to go back."""
-    from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
-    from cosmos_assets.runs.record import RunStore
 
     store = RunStore(runs_dir)
 

@@ -21,7 +21,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from cosmos_assets.settings import Settings
 from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.definitions import CosmosJobs, build_jobs
+from cosmos_assets.defs.jobs import CosmosJobs, build_jobs
 from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.media import scan_render_folder, write_png
 from cosmos_assets.defs.resources.project import ProjectResource

@@ -211,7 +211,7 @@ def test_the_comparison_asset_shows_the_sheet_and_the_grid(generated_wedge, tmp_
 
 
 def test_the_wedge_sensor_starts_a_comparison_once_every_variant_is_generated(generated_wedge) -> None:
-    from cosmos_assets.defs.assets.wedges import build_wedge_sensor
+    from cosmos_assets.defs.sensors.wedges import build_wedge_sensor
     from cosmos_assets.defs.resources.project import ProjectResource
 
     layout, variants, run_ids = generated_wedge

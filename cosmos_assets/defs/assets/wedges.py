@@ -3,8 +3,8 @@
 ``wedge_comparisons`` is partitioned by wedge (``partitions.WEDGES``). It reads the manifest
 ``inputs/wedges/<wedge>.json`` and every variant's ``outputs/<variant>/output.mp4``, and writes
 ``outputs/_wedges/<wedge>/{grid.mp4, contact_sheet.png, comparison.json}``. The edge from ``generated_videos``
-maps no prompt partition (the variants are in the manifest); ``wedge_sensor`` starts it when a wedge's variants
-have all been generated, and again when one of them is generated anew.
+maps no prompt partition (the variants are in the manifest); ``wedge_sensor`` (defs/sensors/wedges.py) starts it
+when a wedge's variants have all been generated, and again when one of them is generated anew.
 """
 
 from typing import Any
@@ -16,7 +16,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.partitions import NO_PARTICULAR_PROMPT, WEDGES
 from cosmos_assets.media.previews import preview_markdown
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.prompts.wedges import Comparison, WedgeError, build_comparison, ready_version, wedge_names
+from cosmos_assets.prompts.wedges import Comparison, WedgeError, build_comparison
 
 
 def comparison_metadata(comparison: Comparison, layout: ProjectLayout) -> dict[str, Any]:
@@ -57,28 +57,3 @@ def wedge_comparisons(context: dg.AssetExecutionContext, project: ProjectResourc
                      f"{record.frames} frames -> {comparison.grid_video}")  # fmt: skip
     return dg.MaterializeResult(metadata=comparison_metadata(comparison, layout),
                                 data_version=dg.DataVersion(record.version))  # fmt: skip
-
-
-def build_wedge_sensor(job: Any, interval_seconds: int, default_status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
-    """Starts ``job`` for a registered wedge whose variants all have a generated video; ``run_key`` is the variants'
-    run ids, so each new set is compared once."""
-
-    @dg.sensor(name="wedge_sensor", job=job, minimum_interval_seconds=interval_seconds, default_status=default_status,
-               description="A wedge whose variants all have a generated video -> a wedge_comparisons run (again "
-                           "when a variant is generated anew). See docs/wedges.md.")  # fmt: skip
-    def wedge_sensor(context: dg.SensorEvaluationContext, project: ProjectResource) -> dg.SensorResult:
-        layout = project.layout
-        registered = set(context.instance.get_dynamic_partitions(WEDGES.name))
-        requests, waiting = [], 0
-        for wedge in wedge_names(layout):
-            if wedge not in registered:
-                continue
-            version = ready_version(layout, wedge)
-            if version is None:
-                waiting += 1
-                continue
-            requests.append(dg.RunRequest(partition_key=wedge, run_key=f"{wedge}:{version}"))
-        return dg.SensorResult(run_requests=requests,
-                               skip_reason=None if requests else f"{waiting} wedge(s) waiting for their variants")  # fmt: skip
-
-    return wedge_sensor

@@ -206,7 +206,7 @@ def prompt_sensor_result(
 
 def build_sensors(settings: SensorSettings, *, shot_job: AnyJob, prompt_job: AnyJob, gpu_job: AnyJob) -> list[dg.SensorDefinition]:
     """The render and prompt sensors with these settings, starting these job objects (built once, in
-    ``definitions.build_jobs``): ``shot_job`` for render folders, ``prompt_job`` for prompts, or ``gpu_job`` for
+    ``defs.jobs.build_jobs``): ``shot_job`` for render folders, ``prompt_job`` for prompts, or ``gpu_job`` for
     prompts when auto-generate is on (its tags, ``gpu_host=<host>``, queue the runs one at a time per host)."""
     import time
 

@@ -99,7 +99,7 @@ def _project(root: Path):  # noqa: ANN202 - ProjectLayout
 
 
 def _host(sshd, base: Path, serve: str, tag: str):  # noqa: ANN001, ANN202 - SshHost
-    from cosmos_assets.hosts import SshGpuHost
+    from cosmos_assets.defs.resources import SshGpuHost
 
     resource = SshGpuHost(
         host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path), known_hosts=str(sshd.known_hosts),
@@ -116,7 +116,7 @@ def _loads(base: Path) -> int:
 
 
 def _one_way(layout, sshd, client, base: Path, served: bool, tag: str, way: Way) -> None:  # noqa: ANN001
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import run_generation
 
     host = _host(sshd, base, "always" if served else "never", tag)

@@ -9,7 +9,7 @@ container killed or removed from outside (``killed``: usually on purpose; runs/o
 from __future__ import annotations
 
 from cosmos_assets.machines.job import HostNotReadyError
-from cosmos_assets.spec import SpecError
+from cosmos_assets.prompts.spec import SpecError
 
 RETRYABLE: frozenset[str] = frozenset({"link_lost", "host_unreachable", "docker_unreachable", "timeout"})
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cosmos_assets.cli import main
-from cosmos_assets.hosts import SshGpuHost
-from cosmos_assets.hosts.pool import HostEntry
-from cosmos_assets.hosts.pool_resource import member_from_entry
+from cosmos_assets.defs.resources import SshGpuHost
+from cosmos_assets.machines.pool_file import HostEntry
+from cosmos_assets.defs.resources.host_pool import member_from_entry
 from cosmos_assets.settings import Settings, SettingsError
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from cosmos_assets.hosts import SshGpuHost
+from cosmos_assets.defs.resources import SshGpuHost
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.model_service import ServiceFailed
 from cosmos_assets.machines.ssh_host import SshHost
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.runner import run_generation
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkpoints

@@ -12,12 +12,12 @@ import pytest
 from cosmos_assets.machines import ssh_served
 from cosmos_assets.machines.job import InferenceJob
 from cosmos_assets.machines.service_watchdog import idle_expired
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models import cosmos3_serve as serve
 from cosmos_assets.models.base import BatchItem
-from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.runs.oom import with_offload
-from cosmos_assets.spec import TransferSpec, parse_spec
+from cosmos_assets.prompts.spec import TransferSpec, parse_spec
 
 STANDIN = Path(__file__).resolve().parents[1] / "standins/cosmos3/cosmos_framework/inference/ray/serve.py"
 ONE_SHOT = ["python", "-m", serve.CLI_MODULE, "--parallelism-preset=latency", "-i", "inputs/prompts/p.json", "-o",

@@ -135,6 +135,7 @@ class ModelService:
         call waited for, None when it was loaded already."""
         state = self.docker.state(self.name)
         if state is not None and state.status == "running":
+            self._touch()  # in use from now: its idle clock starts again before the health check
             loaded = self.ready_seconds()
             if loaded is not None:
                 log(f"{TAG} model service {self.name} is loaded on {self.host}: no model load for this run")
@@ -151,6 +152,10 @@ class ModelService:
             f"runs, and stops after {self.knobs.idle_seconds / 60:g} min without a request)")  # fmt: skip
         return self._wait_ready(follower, log)
 
+    def _touch(self) -> None:
+        """Mark the service as used now (``last_request``, which its watchdog's idle clock reads)."""
+        self.link.exec(["sh", "-c", 'test -d "$1" && touch -- "$1/last_request"', "sh", self.state_host])
+
     def _wait_ready(self, follower: LogFollower, log: LogLine) -> float:
         deadline = self._clock() + self.knobs.load_timeout_s
         while True:
@@ -162,6 +167,7 @@ class ModelService:
                                      "are in the run log)")  # fmt: skip
             loaded = self.ready_seconds()
             if loaded is not None:
+                self._touch()  # its idle clock counts from now, not from the ready line
                 return loaded
             if self._clock() > deadline:
                 raise ServiceProblem(f"model service {self.name} did not finish loading within "

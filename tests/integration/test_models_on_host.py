@@ -148,6 +148,10 @@ def test_one_shot_through_all_three_models_and_the_upscale(sshd, remote: Path, p
         assert json.loads((project.output_dir(PROMPT) / PROMPT / "sample_outputs.json").read_text())["status"] == "success"
         run_log = (project.output_dir(PROMPT) / "run.log").read_text()
         assert "a first download needs about 150 GB" in run_log or "free for the cosmos3" not in run_log
+        # COSMOS_SERVE=auto: a 720p transfer is past what the serving app waits for (docs/serving.md): one-shot, said why
+        assert "[service] one-shot: 720p" in run_log and "300 s" in run_log
+        serving = [r.serving for r in RunStore(project.runs_dir).all() if r.model == C3][-1]
+        assert serving is not None and serving.mode == "one-shot" and serving.reason.startswith("one-shot: 720p")
         upscale_and_check(project, instance, host)
 
         # Transfer1: the run's config wins over the prompt file's block; the block is not in transfer.py's spec

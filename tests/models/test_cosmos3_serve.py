@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from cosmos_assets.machines import ssh_served
-from cosmos_assets.machines.job import InferenceJob
+from cosmos_assets.machines.job import InferenceJob, RunOutcome, Serving
 from cosmos_assets.machines.service_watchdog import idle_expired
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models import cosmos3_serve as serve
@@ -158,3 +159,30 @@ def test_a_model_without_a_serving_app_runs_as_before_and_says_nothing() -> None
 def test_the_idle_rule_with_a_forced_clock(now: float, ready: float | None, last: float | None, busy: float | None,
                                            expired: bool) -> None:  # fmt: skip
     assert idle_expired(now, ready, last, busy, idle_seconds=60.0, busy_stale_seconds=3600.0) is expired
+
+
+@pytest.mark.parametrize(("serving", "served_by", "load"), [
+    (Serving(mode="served", reason="served: 480p", service_container="cosmos-service-gpu1-abc", service_id="0123456789ab",
+             load_seconds=42.5), "service 0123456789ab", 42.5),
+    (Serving(mode="served", reason="served: 480p", service_container="cosmos-service-gpu1-abc", service_id="0123456789ab"),
+     "service 0123456789ab", None),
+    (Serving(mode="one-shot", reason="one-shot: 720p ... 300 s"), "one-shot", None),
+])  # fmt: skip
+def test_record_history_and_metadata_say_which_served_the_run(tmp_path: Path, serving: Serving, served_by: str,
+                                                               load: float | None) -> None:  # fmt: skip
+    from cosmos_assets.defs.assets.generation import serving_metadata
+    from tests.runs.test_record import _record
+
+    record = _record(tmp_path, model="cosmos3")
+    now = datetime.now(timezone.utc)
+    record.ran(["docker", "run"], RunOutcome(exit_code=0, command=["docker", "run"], started_at=now, finished_at=now,
+                                             serving=serving))  # fmt: skip
+    record.state = "succeeded"
+    assert record.serving == serving and record.history().served_by == served_by
+    meta = serving_metadata(record)
+    assert meta["served_by"] == served_by and meta["served_why"] == serving.reason
+    if serving.mode == "served":
+        assert record.model_load_seconds == load
+        assert meta["service_load_seconds"] == (load if load is not None else "(loaded already)")
+    else:
+        assert "service_load_seconds" not in meta

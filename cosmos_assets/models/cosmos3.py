@@ -275,6 +275,7 @@ class Cosmos3Backend(ModelBackend):
     """Cosmos 3 (Nano by default) video2video transfer in the cosmos-framework image."""
 
     name = NAME
+    checkout = "cosmos-framework"
     description = "Cosmos 3 video2video transfer (Nano default, 32 GB; Super/Edge UNVERIFIED; no 4K upscaler)"
     # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (contract/cosmos3_cli.json)
     offload_flags = ("--offload-guardrail-models",)

@@ -224,6 +224,7 @@ class Transfer25Backend(ModelBackend):
     """Cosmos-Transfer2.5 2B in its uv-based image: ``examples/inference.py -i SPEC -o OUTDIR``."""
 
     name = NAME
+    checkout = "cosmos-transfer2.5"
     description = "Cosmos-Transfer2.5 2B (edge/vis/depth/seg; guardrails can be switched off; no 4K upscaler)"
     # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (FACTS.md, "GPU memory")
     offload_flags = ("--offload-guardrail-models",)

@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from cosmos_assets.defs.sensors.dead_runs import before_gpu_steps
 from cosmos_assets.defs.resources.placement import left_behind_hosts, run_on_free_host
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.settings import RESOURCE_VARIABLES, Settings, settings_error
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is use
 T = TypeVar("T")
 RunOptionsT = TypeVar("RunOptionsT", RunOptions, dict[str, Any])
 HF_TOKEN_ENV = "HF_TOKEN"
-# The newer models' repositories: their checkout's default folder name beside REMOTE_DIR and their image's name.
-MODEL_REPOS = {"cosmos-transfer2.5": "cosmos-transfer2.5", "cosmos3": "cosmos-framework"}
 
 
 class GpuHost(dg.ConfigurableResource):
@@ -219,14 +218,14 @@ class SshGpuHost(GpuHost):
     def model_place(self, model: str) -> tuple[str, str]:
         """(checkout, image) of ``model``: REMOTE_DIR and DOCKER_IMAGE for Transfer1 and the preview (the upscaler's
         home), the model's own for the newer ones."""
-        repo = MODEL_REPOS.get(model)
+        repo = backend_named(model).checkout
         if repo is None:
             return self.remote_dir, self.docker_image
         default_dir = posixpath.join(posixpath.dirname(self.remote_dir.rstrip("/")) or ".", repo)
         return self.model_dirs.get(model, default_dir), self.model_images.get(model, f"{repo}:latest")
 
     def machine_for(self, model: str) -> Machine:
-        if model not in MODEL_REPOS:
+        if backend_named(model).checkout is None:
             return self.machine()
         if model not in self._model_machines:
             from cosmos_assets.machines.ssh_host import SshHost

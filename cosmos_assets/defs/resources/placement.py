@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import dagster as dg
 
 from cosmos_assets.defs.resources import slots
-from cosmos_assets.machines.job import HostNotReadyError
+from cosmos_assets.machines.job import HostNotReadyError, HostUnreachableError
 from cosmos_assets.runs.record_index import UNFINISHED
 from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
 from cosmos_assets.runs.record import RunStore
@@ -135,8 +135,6 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
 
 
 def _none_left(model: str, skipped: dict[str, HostNotReadyError]) -> HostNotReadyError:
-    from cosmos_assets.machines.ssh_link import HostUnreachableError  # loads paramiko: only when no host is left
-
     if len(skipped) == 1:
         return next(iter(skipped.values()))
     reasons = "; ".join(f"{label}: {_first_line(error)}" for label, error in skipped.items())

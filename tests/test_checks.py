@@ -119,7 +119,7 @@ def test_expected_generation_caps_at_5000_frames_and_counts_121_frame_chunks() -
 
 
 def test_model_facts_agree_with_the_preview_backend() -> None:
-    """The checks encode FACTS.md; the preview backend implements the same rules."""
+    """The checks encode docs/upstream/transfer1.md#resolution-buckets; the preview backend implements the same rules."""
     assert BUCKETS == preview_model.BUCKETS
     assert (MAX_FRAMES, CHUNK_FRAMES) == (preview_model.MAX_FRAMES, preview_model.CHUNK_FRAMES)
     for size in ((1920, 1080), (1024, 768), (512, 512), (768, 1024), (1080, 1920), (2000, 500)):

@@ -24,7 +24,10 @@ UPSCALE_NUM_STEPS = 10
 MODEL_DIR = "nvidia/Cosmos-Transfer1-7B"
 AV_MODEL_DIR = "nvidia/Cosmos-Transfer1-7B-Sample-AV"
 # Checkpoint paths under the checkpoint dir, from cosmos_transfer1/checkpoints.py (docs/upstream/transfer1.md#checkpoints).
-ALWAYS_NEEDED = ("nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1")
+# Every run: the tokenizer, the text encoder, and the guardrails (Cosmos-Guardrail1 and the text guardrail's LLM,
+# docs/upstream/transfer1.md#checkpoints).
+ALWAYS_NEEDED = ("nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1",
+                 "meta-llama/Llama-Guard-3-8B")
 CONTROL_CHECKPOINTS: dict[str, tuple[str, ...]] = {
     "vis": (f"{MODEL_DIR}/base_model.pt", f"{MODEL_DIR}/vis_control.pt"),
     "edge": (f"{MODEL_DIR}/base_model.pt", f"{MODEL_DIR}/edge_control.pt"),

@@ -17,8 +17,6 @@ CLI = "cosmos_assets.cli"  # each subcommand imports what it needs: `cosmos-asse
 
 # Function-local imports, (importer, imported module) -> why it is inside the function.
 START_UP = {
-    ("cosmos_assets.runs.causes", "cosmos_assets.machines.ssh_link"): "paramiko; a preview run never needs it",
-    ("cosmos_assets.defs.resources.placement", "cosmos_assets.machines.ssh_link"): "paramiko; only when no host is left",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.local"): "paramiko, through machines/preflight.py",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_host"): "paramiko; only for an SSH host",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_target"): "paramiko; only for an SSH host",

@@ -21,7 +21,8 @@ from pathlib import Path
 from cosmos_assets.machines.docker import DockerCli, in_dir, parse_gpus
 from cosmos_assets.machines.host_facts import HostFacts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
-from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
+from cosmos_assets.machines.job import LinkDropped
+from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.layout import ProjectLayout
 
 BUILD_TAG = "[docker build]"

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cosmos_assets.machines import gpu_usage, model_service, preflight, ssh_served
-from cosmos_assets.machines.base import JobState, Machine
+from cosmos_assets.machines.base import JobState, Machine, MachineState
 from cosmos_assets.machines.docker import (
     CONTAINER_CHECKPOINTS,
     CONTAINER_ROOT,
@@ -44,13 +44,16 @@ from cosmos_assets.machines.docker_engine import (
 )
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
-from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, Serving, StagedFile
-from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files
-from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
+from cosmos_assets.machines.remote_tree import list_remote_files
+from cosmos_assets.machines.sftp_download import download_tree
+from cosmos_assets.machines.sftp_transfer import upload_files
+from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
+from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.machines.transfer_resume import LandedParts
 from cosmos_assets.progress import TransferProgress, TransferStats
-from cosmos_assets.redaction import is_secret_name, redacted
+from cosmos_assets.redaction import first_line, is_secret_name, redacted
 
 LOG_TAIL_LINES = 40
 
@@ -71,13 +74,11 @@ class SshHostSettings(BaseModel):
     reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried in a row (with backoff) when the link "
                                     "drops; once data flows again the count starts over")  # fmt: skip
     name: str | None = Field(default=None, description="host name in tags and metadata; default ssh@<host>")
-    serve: Literal["auto", "always", "never"] = Field(default="auto", description="COSMOS_SERVE: a model with a serving "
-                                                      "app runs through the host's resident service (docs/serving.md)")
-    serve_idle_minutes: float = Field(default=15.0, gt=0, description="COSMOS_SERVE_IDLE_MINUTES: the service stops "
-                                      "after this long without a request")  # fmt: skip
-    serve_load_minutes: float = Field(default=60.0, gt=0, description="COSMOS_SERVE_LOAD_MINUTES: longest model load")
-    serve_request_seconds: float = Field(default=360.0, gt=0, description="no answer to a request by then: the "
-                                         "service is wedged (the app's own limit is 300 s)")  # fmt: skip
+    # the model service (docs/serving.md): COSMOS_SERVE*; no answer in serve_request_seconds: wedged (the app waits 300 s)
+    serve: Literal["auto", "always", "never"] = "auto"
+    serve_idle_minutes: float = Field(default=15.0, gt=0)
+    serve_load_minutes: float = Field(default=60.0, gt=0)
+    serve_request_seconds: float = Field(default=360.0, gt=0)
 
     @field_validator("docker_gpus")
     @classmethod
@@ -128,7 +129,7 @@ class SshHost(Machine):
         self.docker = DockerCli(self.link)
         self._facts = facts
         self._files: dict[str, bool] = {}
-        self._serving: InferenceJob | None = None  # the job a request to the model service is running for
+        self.serving_job: InferenceJob | None = None  # the job a request to the model service runs for now
 
     def __repr__(self) -> str:
         return f"SshHost({self.label})"
@@ -147,6 +148,23 @@ class SshHost(Machine):
 
     def close(self) -> None:
         self.link.close()
+
+    def describe(self) -> MachineState:
+        try:
+            facts = self.facts()
+            code, out, _ = self.link.exec(["nvidia-smi", "-L"])
+            gpus = sum(1 for line in out.splitlines() if line.startswith("GPU ")) if code == 0 else 0
+            code, out, _ = self.link.exec(["df", "-Pk", "--", facts.remote_dir])
+            lines = out.strip().splitlines()
+            free = int(lines[-1].split()[3]) * 1024 / 1e9 if code == 0 and len(lines) >= 2 else None
+            try:
+                present: bool | None = self.docker.image_present(self.settings.docker_image)
+                docker_problem = None
+            except DockerUnreachableError as error:  # the host answers, its docker does not: reachable, image unknown
+                present, docker_problem = None, f"docker is not answering: {first_line(error)}"
+        except (HostNotReadyError, OSError, RuntimeError) as error:
+            return MachineState(reachable=False, problem=first_line(error))
+        return MachineState(reachable=True, gpus=gpus, free_gb=free, image_present=present, problem=docker_problem)
 
     # ------------------------------------------------------------------ an earlier attempt's job (adoption)
 
@@ -170,7 +188,7 @@ class SshHost(Machine):
         return self.link.with_reconnect("looking for an earlier run's container", ask, print)
 
     def stop(self, job: InferenceJob, log: LogLine) -> bool:
-        if self._serving is not None and self._serving.run_id == job.run_id:
+        if self.serving_job is not None and self.serving_job.run_id == job.run_id:
             ssh_served.model_service(self, job).remove(log, "the run was stopped")
             return True
         self.docker.stop(container_name_for(job.run_id, job.prompt, job.stage), log)
@@ -179,12 +197,11 @@ class SshHost(Machine):
     def has_file(self, relative: str) -> bool:
         """Whether REMOTE_DIR holds ``relative`` (asked once per host object)."""
         if relative not in self._files:
-            path = remote_child(self.facts().remote_dir, relative)
-            self._files[relative] = self.link.exec(["test", "-f", path])[0] == 0
+            self._files[relative] = self.link.exec(["test", "-f", remote_child(self.facts().remote_dir, relative)])[0] == 0
         return self._files[relative]
 
     def stop_service(self, log: LogLine, why: str = "asked from the CLI") -> list[str]:
-        """Stop this host's model services (``cosmos-assets service stop``, a drained host)."""
+        """Stop this host's model services (``cosmos-assets service stop``, a drained host, a one-shot GPU run)."""
         return model_service.stop_services(self.link, self.label, log, why=why)
 
     def service_status(self) -> list[tuple[str, str]]:
@@ -220,11 +237,9 @@ class SshHost(Machine):
         log(f"{TAG} connected to {self.label}; REMOTE_DIR {facts.remote_dir}; checkpoints {facts.checkpoint_dir}; "
             f"container user {facts.uid}:{facts.gid} ({facts.user_source})")  # fmt: skip
         preflight.check_not_the_project(self.link, facts, job)  # before anything is staged there
-        if ssh_served.serve_choice(self, job)[0] and ssh_served.model_service(self, job).loaded():
-            preflight.check_disk(self.link, facts, self.settings.min_free_gb)  # the loaded service proves the rest
-            log(f"{TAG} preflight ok in {time.monotonic() - started:.1f}s: the model service is loaded (its image, "
-                "GPUs and checkpoints are in use)")  # fmt: skip
-            return
+        if ssh_served.loaded_for(self, job):  # its image, GPUs and checkpoints are in use: only the disk is left
+            preflight.check_disk(self.link, facts, self.settings.min_free_gb)
+            return log(f"{TAG} preflight ok in {time.monotonic() - started:.1f}s: the model service is loaded")
         preflight.check_checkout(self.link, facts, job)
         try:
             preflight.check_docker(self.link)
@@ -299,22 +314,7 @@ class SshHost(Machine):
         return docker_run_argv(self.docker_settings(job), job.invocation.argv)
 
     def run(self, job: InferenceJob, log: LogLine) -> RunOutcome:
-        served, why = ssh_served.serve_choice(self, job)
-        if served:
-            self._serving = job
-            try:
-                return ssh_served.run_served(self, job, log, why)
-            finally:
-                self._serving = None
-        if job.invocation.needs_gpu:  # a resident service holds GPU memory this container needs
-            try:
-                self.stop_service(log, f"a one-shot {job.invocation.model} run needs the GPU")
-            except Exception as error:  # noqa: BLE001 - the container's own start says what is wrong with docker
-                log(f"{model_service.TAG} could not look for a model service on {self.label} ({error}); going on")
-        if why:
-            log(f"{model_service.TAG} {why}")
-        outcome = self._run_one_shot(job, log)
-        return outcome.model_copy(update={"serving": Serving(mode="one-shot", reason=why)}) if why else outcome
+        return ssh_served.run(self, job, log, self._run_one_shot)  # the host's model service, or a container
 
     def _run_one_shot(self, job: InferenceJob, log: LogLine) -> RunOutcome:
         settings = self.docker_settings(job)

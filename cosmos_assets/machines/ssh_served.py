@@ -9,13 +9,13 @@ one-shot. Either way the run log and the record say which, and why.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from cosmos_assets.machines.docker import DockerCli, DockerRunSettings
 from cosmos_assets.machines.docker_logs import LogFollower
-from cosmos_assets.machines.host_facts import HostFacts
-from cosmos_assets.machines.host_facts import remote_child
+from cosmos_assets.machines.host_facts import HostFacts, remote_child
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, Serving
 from cosmos_assets.machines.model_service import (
     TAG,
@@ -35,6 +35,7 @@ class ServiceHost(Protocol):
 
     link: SshLink
     docker: DockerCli
+    serving_job: InferenceJob | None
 
     @property
     def settings(self) -> Any: ...
@@ -47,6 +48,34 @@ class ServiceHost(Protocol):
     def has_file(self, relative: str) -> bool: ...
 
     def docker_settings(self, job: InferenceJob) -> DockerRunSettings: ...
+
+    def stop_service(self, log: LogLine, why: str = ...) -> list[str]: ...
+
+
+def run(host: ServiceHost, job: InferenceJob, log: LogLine, one_shot: Callable[[InferenceJob, LogLine], RunOutcome]) -> RunOutcome:
+    """``job`` through the host's model service when :func:`serve_choice` says so, else ``one_shot`` (after stopping a
+    service that would hold the GPU it needs); a Cosmos 3 run says which, and why, in its log and its outcome."""
+    served, why = serve_choice(host, job)
+    if served:
+        host.serving_job = job
+        try:
+            return run_served(host, job, log, why)
+        finally:
+            host.serving_job = None
+    if job.invocation.needs_gpu:  # a resident service holds GPU memory this container needs
+        try:
+            host.stop_service(log, f"a one-shot {job.invocation.model} run needs the GPU")
+        except Exception as error:  # noqa: BLE001 - the container's own start says what is wrong with docker
+            log(f"{TAG} could not look for a model service on {host.label} ({error}); going on")
+    if why:
+        log(f"{TAG} {why}")
+    outcome = one_shot(job, log)
+    return outcome.model_copy(update={"serving": Serving(mode="one-shot", reason=why)}) if why else outcome
+
+
+def loaded_for(host: ServiceHost, job: InferenceJob) -> bool:
+    """Whether ``job`` is served and the service is loaded now (its preflight has little left to check)."""
+    return serve_choice(host, job)[0] and model_service(host, job).loaded()
 
 def serve_choice(host: ServiceHost, job: InferenceJob) -> tuple[bool, str]:
     """(served?, why) for ``job`` on ``host``; why is empty for a model that has no serving app at all."""

@@ -76,10 +76,14 @@ class BatchRequest:
 
 
 class ModelBackend(ABC):
-    """A model's contract. Stateless; one instance per backend in :data:`cosmos_assets.models.BACKENDS`."""
+    """A model's contract. Stateless; one instance per backend in :func:`cosmos_assets.models.registry.backends`."""
 
     name: ClassVar[str]
     description: ClassVar[str]
+    # Its upstream repository: the checkout's default folder name beside REMOTE_DIR on a host, and its image's name
+    # (``<checkout>:latest``). None: it lives in REMOTE_DIR and DOCKER_IMAGE (Transfer1, the upscaler's home, and the
+    # preview that stands in for it).
+    checkout: ClassVar[str | None] = None
     is_preview: ClassVar[bool] = False
     can_batch: ClassVar[bool] = False
     can_upscale: ClassVar[bool] = False

@@ -20,8 +20,9 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from cosmos_assets.defs.sensors.dead_runs import before_gpu_steps
 from cosmos_assets.defs.resources.placement import left_behind_hosts, run_on_free_host
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.options import RunOptions
-from cosmos_assets.settings import RESOURCE_VARIABLES, Settings, settings_error
+from cosmos_assets.settings import KEY_PASSPHRASE_ENV, default_checkpoint_dir, RESOURCE_VARIABLES, Settings, settings_error
 
 if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is used
     from cosmos_assets.machines.ssh_host import SshHostSettings
@@ -30,8 +31,6 @@ if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is use
 T = TypeVar("T")
 RunOptionsT = TypeVar("RunOptionsT", RunOptions, dict[str, Any])
 HF_TOKEN_ENV = "HF_TOKEN"
-# The newer models' repositories: their checkout's default folder name beside REMOTE_DIR and their image's name.
-MODEL_REPOS = {"cosmos-transfer2.5": "cosmos-transfer2.5", "cosmos3": "cosmos-framework"}
 
 
 class GpuHost(dg.ConfigurableResource):
@@ -57,6 +56,11 @@ class GpuHost(dg.ConfigurableResource):
     @abstractmethod
     def label(self) -> str:
         """Short name for run tags, metadata and the run history."""
+
+    @property
+    @abstractmethod
+    def target(self) -> str:
+        """Where it is, as ``cosmos-assets hosts`` shows it (``this machine``, ``user@host:port``)."""
 
     def machine(self) -> Machine:
         """The machine of this resource instance, built on first use and kept."""
@@ -129,6 +133,10 @@ class LocalPreviewHost(GpuHost):
     def label(self) -> str:
         return f"preview@{self.name}"
 
+    @property
+    def target(self) -> str:
+        return "this machine"
+
     def build_machine(self) -> Machine:
         from cosmos_assets.machines.local import LocalMachine  # loads paramiko (machines/preflight.py): on use
 
@@ -144,7 +152,7 @@ class SshGpuHost(GpuHost):
     port: int | None = Field(default=None, description="REMOTE_PORT; default from ~/.ssh/config, else 22.")
     ssh_key: str | None = Field(default=None, description="SSH_KEY: private key file; default from ~/.ssh/config.")
     key_passphrase_env: str = Field(
-        default="COSMOS_SSH_KEY_PASSPHRASE", description="Name of the environment variable holding the key's passphrase."
+        default=KEY_PASSPHRASE_ENV, description="Name of the environment variable holding the key's passphrase."
     )
     known_hosts: str | None = Field(default=None, description="known_hosts file; default ~/.ssh/known_hosts.")
     ssh_config: str | None = Field(default=None, description="ssh config file; default ~/.ssh/config.")
@@ -212,6 +220,10 @@ class SshGpuHost(GpuHost):
     def label(self) -> str:
         return self.name or f"ssh@{self.host}"
 
+    @property
+    def target(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+
     # The one mapping from this resource's fields to the machine's models.
     def ssh_target(self) -> SshTarget:
         from cosmos_assets.machines.ssh_target import SshTarget
@@ -228,14 +240,14 @@ class SshGpuHost(GpuHost):
     def model_place(self, model: str) -> tuple[str, str]:
         """(checkout, image) of ``model``: REMOTE_DIR and DOCKER_IMAGE for Transfer1 and the preview (the upscaler's
         home), the model's own for the newer ones."""
-        repo = MODEL_REPOS.get(model)
+        repo = backend_named(model).checkout
         if repo is None:
             return self.remote_dir, self.docker_image
         default_dir = posixpath.join(posixpath.dirname(self.remote_dir.rstrip("/")) or ".", repo)
         return self.model_dirs.get(model, default_dir), self.model_images.get(model, f"{repo}:latest")
 
     def machine_for(self, model: str) -> Machine:
-        if model not in MODEL_REPOS:
+        if backend_named(model).checkout is None:
             return self.machine()
         if model not in self._model_machines:
             from cosmos_assets.machines.ssh_host import SshHost
@@ -248,7 +260,7 @@ class SshGpuHost(GpuHost):
 
         remote_dir, image = self.model_place(model) if model else (self.remote_dir, self.docker_image)
         # One checkpoint folder (and so one download cache) for every model: Transfer1's default REMOTE_DIR/../checkpoints.
-        checkpoint_dir = self.checkpoint_dir or (f"{self.remote_dir.rstrip('/')}/../checkpoints" if model else None)
+        checkpoint_dir = self.checkpoint_dir or (default_checkpoint_dir(self.remote_dir) if model else None)
         return SshHostSettings(
             remote_dir=remote_dir, checkpoint_dir=checkpoint_dir, docker_image=image,
             docker_gpus=self.docker_gpus, container_user=self.container_user, container_env=self.container_env,

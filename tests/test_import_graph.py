@@ -21,10 +21,6 @@ START_UP = {
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_host"): "paramiko; only for an SSH host",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_target"): "paramiko; only for an SSH host",
     ("cosmos_assets.models.cosmos3", "cosmos_assets.media"): "PyAV; only when a spec is built",
-    ("cosmos_assets.prompts.wedges", "cosmos_assets.media.grid"): "PyAV; only the comparison (the CLI reads wedges)",
-    ("cosmos_assets.prompts.wedges", "cosmos_assets.media.recipe"): "PyAV; only the comparison",
-    ("cosmos_assets.prompts.wedges", "cosmos_assets.media.previews"): "PyAV; only the comparison",
-    ("cosmos_assets.prompts.wedges", "cosmos_assets.runs.record"): "runs/ is heavier (its own comment)",
 }
 # Function-local imports that close a circle: none (each went when its cause moved; a new one is listed here with
 # the cause that has to move).

@@ -20,15 +20,8 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.prompts.spec import SpecError, load_spec
 from cosmos_assets.prompts.wedge_vary import WedgeError, parse_vary
-from cosmos_assets.prompts.wedges import (
-    MAX_VARIANTS,
-    WedgeManifest,
-    build_comparison,
-    manifest_path,
-    plan_wedge,
-    ready_version,
-    write_wedge,
-)
+from cosmos_assets.prompts.wedges import MAX_VARIANTS, WedgeManifest, manifest_path, plan_wedge, write_wedge
+from cosmos_assets.runs.wedge_comparison import build_comparison, ready_version
 from tests.project_factory import make_project
 
 

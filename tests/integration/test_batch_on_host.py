@@ -216,7 +216,8 @@ def test_a_wedge_runs_on_the_host_and_its_comparison_tiles_every_variant_with_gp
     own invocation (never batched with another seed); the comparison has one tile per variant; each run records
     its GPU seconds and, with a price per GPU hour, its cost."""
     from cosmos_assets.prompts.wedge_vary import parse_vary
-    from cosmos_assets.prompts.wedges import build_comparison, plan_wedge, write_wedge
+    from cosmos_assets.prompts.wedges import plan_wedge, write_wedge
+    from cosmos_assets.runs.wedge_comparison import build_comparison
 
     write_spec(new_prompt_spec(SHOT, "a lane at dusk"), project.prompt_file("w_base"))
     plan = plan_wedge(project, project.prompt_file("w_base"), [parse_vary("seed=1,2,3")], name="lane")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
+from cosmos_assets.models import cosmos3_pixels as pixels
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
 from cosmos_assets.models.invocation_keys import (
     GPU_FIX,
@@ -117,6 +118,8 @@ class Launch3(BaseModel):
     size: Literal["nano", "super", "edge"] = "nano"
     guardrails: StrictBool = True  # loaded by default, never applied on the transfer path (FACTS.md)
     use_torch_compile: StrictBool = True
+    diffusion_cache: StrictBool = pixels.DIFFUSION_CACHE_DEFAULT  # always passed: the CLI's own default is on (lossy)
+    checkpoint_revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # pins nvidia/<checkpoint>
 
     @property
     def checkpoint(self) -> str:
@@ -130,7 +133,7 @@ LAUNCH_KEYS = tuple(Launch3.model_fields)
 # the model block sets (guardrails, use_torch_compile) and the offload the out-of-memory retry adds, the per-sample
 # flags that take a path, and these, by name. A sample's other fields (prompt, seed, guidance, control_guidance,
 # shift, steps, resolution, fps, frames, hint weights and presets...) are the prompt's.
-LAUNCH_SETTINGS = ("guardrails", "use_torch_compile", "offload_guardrail_models")
+LAUNCH_SETTINGS = ("guardrails", "use_torch_compile", "offload_guardrail_models", "diffusion_cache")
 _SIZE_FIX = "remove it; choose the model with cosmos_assets.cosmos3.size (nano, super or edge)"
 SPECIAL_KEYS: dict[str, tuple[str, str]] = {
     "input_files": ("the sample files it reads", PROJECT_SETS),
@@ -253,6 +256,10 @@ def translate(spec: TransferSpec, prompt: str, project_root: Path | None = None)
     if out.problems:
         return out, launch
     merged = merge_overrides(data, overrides, HINT_KEYS)
+    applied = pixels.generic_defaults(merged)
+    if applied:
+        merged.update(applied)
+        out.warnings.append(pixels.defaults_warning(applied))
     model = validate_into(Spec3, merged, out, NAME, overrides, FIELD_NAMES)
     if model is not None:
         out.spec = model.model_dump(mode="json", exclude_none=True)
@@ -294,6 +301,7 @@ def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch3)
         argv.append("--no-guardrails")
     if not launch.use_torch_compile:
         argv.append("--no-use-torch-compile")
+    argv.append("--diffusion-cache" if launch.diffusion_cache else "--no-diffusion-cache")
     return argv
 
 
@@ -342,19 +350,23 @@ class Cosmos3Backend(ModelBackend):
         translation.raise_if_problems(f"inputs/prompts/{prompt}.json")
         spec_remote = f"inputs/prompts/{prompt}.json"
         output_dir = f"outputs/{prompt}/{run_id}"
+        memory_gb, memory_source = pixels.gpu_memory_floor(launch.size, WEIGHT_MEMORY_GB[launch.size], num_gpus)
+        repo, pinned = pixels.hf_repo(launch.checkpoint), launch.checkpoint_revision
         invocation = Invocation(
             model=self.name,
             argv=tuple(launch_argv(spec_remote, output_dir, num_gpus, launch)),
             entry_point=ENTRY_POINT,
             output_folder=output_dir,
             num_gpus=num_gpus,
-            env=dict(CACHE_ENV),
+            env={**CACHE_ENV, **({"HF_HUB_OFFLINE": "1"} if pinned else {})},  # pinned: main cannot move
             settings={**launch.model_dump(), "checkpoint": launch.checkpoint,
                       "weights_gb": WEIGHT_MEMORY_GB[launch.size], "warnings": translation.warnings},
             cache_dirs=dict(CACHE_DIRS),
             cache_free_gb=CACHE_FREE_GB,
-            # FSDP shards the weights over the GPUs: weights / N is a floor (peak memory is UNVERIFIED)
-            gpu_memory_gb=WEIGHT_MEMORY_GB[launch.size] / num_gpus,
+            gpu_memory_gb=memory_gb,
+            gpu_memory_source=memory_source,
+            revision_files={repo: pixels.refs_main(launch.checkpoint)},
+            pinned_revisions={repo: pinned} if pinned else {},
         )  # fmt: skip
         return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
 

@@ -26,12 +26,13 @@ from cosmos_assets.machines.transfer_resume import is_partial_download
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import Adoption, find_adoption
 from cosmos_assets.machines import gpu_usage
-from cosmos_assets.runs import oom
+from cosmos_assets.runs import identity, oom
 from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, plan_generation, plan_upscale
 from cosmos_assets.runs.history import append_history
+from cosmos_assets.runs.identity import program_sha256
 from cosmos_assets.runs.record import InputFile, RunRecord, RunStore, SpecUsed
 from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.stamp import stamp_outputs
@@ -144,6 +145,8 @@ def planned_record(layout: ProjectLayout, machine: Machine, backend: ModelBacken
                             spec_remote_path=plan.request.spec_remote, project_root=layout.root)  # fmt: skip
     record.prompt_spec = plan.prompt_spec
     record.image = machine.image
+    record.image_id = machine.image_id()  # before any skip decision: a rebuilt tag is new work
+    record.program_sha256 = program_sha256(plan.request.program_files)
     return record
 
 
@@ -187,6 +190,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             if plan.request.program_files:
                 machine.upload(plan.request.program_files, run_log)  # the model's own code (the preview program)
             machine.preflight(job, run_log)
+            identity.after_preflight(machine, job, [record], run_log)
             record.state = phase = "uploading"
             store.save(record)
             timed_transfer([record], "upload", lambda: machine.upload(job.inputs, run_log))
@@ -198,6 +202,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             run_log("[cosmos-assets] command: " + record.command_line)
             outcome = _run_watched(layout, machine, job, record, plan, run_log, silence_minutes, cancelled)
             record.ran(command, outcome)
+            identity.note_revisions(machine, job, [record])
             store.save(record)
             if outcome.exit_code != 0:
                 blocked = backend.guardrail_blocked(outcome, None)

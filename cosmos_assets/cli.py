@@ -371,7 +371,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run a recorded run again from its record or its clip's stamped recipe, into a new folder (runs/reproduce.py)."""
     from cosmos_assets.hosts import gpu_host_from_settings
     from cosmos_assets.runs.reproduce import from_clip, from_run_id, reproduce
-    from cosmos_assets.runs.runner import InferenceFailed
+    from cosmos_assets.runs.options import RunOptions
+    from cosmos_assets.runs.stage import InferenceFailed
 
     settings = _settings()
     layout = ProjectLayout(root=settings.root)
@@ -385,7 +386,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return machines[-1]
 
     try:
-        done = reproduce(layout, machine_for, original, anyway=args.anyway)
+        options = RunOptions(silence_minutes=settings.model_silence_minutes, gpu_price_per_hour=settings.gpu_price_per_hour)
+        done = reproduce(layout, machine_for, original, anyway=args.anyway, options=options)
     except InferenceFailed as error:  # the model failed: its first line and where its log is kept
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -29,7 +29,6 @@ from typing import Any
 from cosmos_assets.files import atomic_write_json, sha256_file
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
-from cosmos_assets.machines.job import LogLine
 from cosmos_assets.media.compare import VideoComparison, compare_videos
 from cosmos_assets.media.recipe import RecipeError, read_recipe
 from cosmos_assets.models import backend_named
@@ -38,7 +37,9 @@ from cosmos_assets.runs.identity import short
 from cosmos_assets.runs.ids import new_run_id, run_id_problem
 from cosmos_assets.runs.plan import StagePlan, plan_generation
 from cosmos_assets.runs.record import InputFile, RunRecord, RunStore
-from cosmos_assets.runs.runner import StageResult, _clean_staging, execute_plan, planned_record
+from cosmos_assets.runs.options import RunOptions
+from cosmos_assets.runs.runner import execute_plan
+from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record
 
 REPRODUCED = "_reproduced"
 PINNABLE = {"cosmos3": "checkpoint_revision"}  # model -> the block setting that pins its checkpoint's revision
@@ -217,8 +218,11 @@ def plan_again(layout: ProjectLayout, backend: ModelBackend, original: Original,
 
 
 def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machine], original: Original, *,
-              anyway: bool = False, log: LogLine = print, now: datetime | None = None) -> Reproduction:  # fmt: skip
-    """Run ``original`` again (see the module doc); :class:`ReproduceRefused` naming what differs unless ``anyway``."""
+              anyway: bool = False, options: RunOptions | None = None, now: datetime | None = None) -> Reproduction:  # fmt: skip
+    """Run ``original`` again (see the module doc); :class:`ReproduceRefused` naming what differs unless ``anyway``.
+    ``options``: the log, watchdog and price (its GPU count and force are the original's and ignored)."""
+    options = (options or RunOptions()).replace(num_gpus=original.num_gpus, force=True, dagster_run_id=None)
+    log = options.log
     backend = backend_named(original.model)
     machine = machine_for(backend)
     run_id = new_run_id(now or datetime.now(timezone.utc))
@@ -226,11 +230,11 @@ def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machi
     record = planned_record(layout, machine, backend, plan)
     found = differences(original, record, machine.checkpoint_revisions(plan.job), machine.label)
     if found and not anyway:
-        _clean_staging(plan.effective_spec.parent, plan)
+        clean_staging(plan.effective_spec.parent, plan)
         raise ReproduceRefused(f"run {original.run_id} cannot be run again exactly: {'; '.join(found)}. "
                                "--anyway runs it and records the difference")  # fmt: skip
     if any(line.startswith("checkpoint ") for line in found):  # a pin that cannot hold would refuse the host
-        _clean_staging(plan.effective_spec.parent, plan)
+        clean_staging(plan.effective_spec.parent, plan)
         run_id = new_run_id(now or datetime.now(timezone.utc))
         plan = plan_again(layout, backend, original, run_id, pin=False)
         record = planned_record(layout, machine, backend, plan)
@@ -239,7 +243,8 @@ def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machi
     log(f"[cosmos-assets] reproducing run {original.run_id} (from {original.source}) as run {run_id} on "
         f"{machine.label}" + (f"; differences accepted: {'; '.join(found)}" if found else ": same inputs, image and "
                               "checkpoints"))  # fmt: skip
-    result = execute_plan(layout, machine, backend, plan, log, record=record)
+    record.gpu_price_per_hour = options.gpu_price_per_hour
+    result = execute_plan(layout, machine, backend, plan, options, record=record)
     after = [f"checkpoint {repo} resolved to {result.record.checkpoint_revisions.get(repo)}, the run used {commit}"
              for repo, commit in original.checkpoint_revisions.items()
              if result.record.checkpoint_revisions.get(repo) != commit]  # fmt: skip

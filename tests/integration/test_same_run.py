@@ -15,6 +15,7 @@ import pytest
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.models import backend_named
+from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.reproduce import ReproduceRefused, from_run_id, reproduce
 from cosmos_assets.runs.runner import run_generation
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, SECRET, FakeRemote, _chown_tree, make_host, machine_of
@@ -64,7 +65,8 @@ def test_a_tag_rebuilt_under_the_same_name_is_new_work_and_refuses_a_reproductio
     rebuilt = docker_client.images.get(image).id
     assert rebuilt != built
     with pytest.raises(ReproduceRefused) as refused:
-        reproduce(layout, lambda backend: machine, from_run_id(layout, first.record.run_id), log=lines.append)
+        reproduce(layout, lambda backend: machine, from_run_id(layout, first.record.run_id),
+                  options=RunOptions(log=lines.append))
     message = str(refused.value)
     assert len(message.splitlines()) == 1 and f"image {image} is {rebuilt[:19]} on {machine.label}" in message
     assert f"the run used {built[:19]}" in message

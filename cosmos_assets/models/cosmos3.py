@@ -49,8 +49,6 @@ HINT_OF = {"edge": "edge", "vis": "blur", "depth": "depth", "seg": "seg"}  # Tra
 HINT_KEYS = ("edge", "blur", "depth", "seg")
 PRECOMPUTED = ("depth", "seg")  # no annotator in cosmos-framework: these need a control video
 CHECKPOINTS = {"nano": "Cosmos3-Nano", "super": "Cosmos3-Super", "edge": "Cosmos3-Edge"}
-# docs/faq.md weights (Edge by the code's params x 2 bytes x 2 towers formula, undocumented); peak memory UNVERIFIED.
-WEIGHT_MEMORY_GB = {"nano": 32, "super": 128, "edge": 8}
 DEFAULT_RESOLUTION = {"nano": "720", "super": "720", "edge": "480"}
 CACHE_FREE_GB = 150.0  # docs/setup.md: first run ~90 GiB HF cache + ~20 GiB uv cache; plan ~150 GiB free
 ASPECTS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
@@ -255,11 +253,7 @@ def translate(spec: TransferSpec, prompt: str, project_root: Path | None = None)
         out.problem(block_field(NAME, field), message, value, True)
     if out.problems:
         return out, launch
-    merged = merge_overrides(data, overrides, HINT_KEYS)
-    applied = pixels.generic_defaults(merged)
-    if applied:
-        merged.update(applied)
-        out.warnings.append(pixels.defaults_warning(applied))
+    merged = pixels.with_generic_defaults(merge_overrides(data, overrides, HINT_KEYS), out.warnings)
     model = validate_into(Spec3, merged, out, NAME, overrides, FIELD_NAMES)
     if model is not None:
         out.spec = model.model_dump(mode="json", exclude_none=True)
@@ -350,23 +344,18 @@ class Cosmos3Backend(ModelBackend):
         translation.raise_if_problems(f"inputs/prompts/{prompt}.json")
         spec_remote = f"inputs/prompts/{prompt}.json"
         output_dir = f"outputs/{prompt}/{run_id}"
-        memory_gb, memory_source = pixels.gpu_memory_floor(launch.size, WEIGHT_MEMORY_GB[launch.size], num_gpus)
-        repo, pinned = pixels.hf_repo(launch.checkpoint), launch.checkpoint_revision
         invocation = Invocation(
             model=self.name,
             argv=tuple(launch_argv(spec_remote, output_dir, num_gpus, launch)),
             entry_point=ENTRY_POINT,
             output_folder=output_dir,
             num_gpus=num_gpus,
-            env={**CACHE_ENV, **({"HF_HUB_OFFLINE": "1"} if pinned else {})},  # pinned: main cannot move
+            env={**CACHE_ENV, **pixels.pin_env(launch.checkpoint_revision)},
             settings={**launch.model_dump(), "checkpoint": launch.checkpoint,
-                      "weights_gb": WEIGHT_MEMORY_GB[launch.size], "warnings": translation.warnings},
+                      "weights_gb": pixels.WEIGHTS_GB[launch.size], "warnings": translation.warnings},
             cache_dirs=dict(CACHE_DIRS),
             cache_free_gb=CACHE_FREE_GB,
-            gpu_memory_gb=memory_gb,
-            gpu_memory_source=memory_source,
-            revision_files={repo: pixels.refs_main(launch.checkpoint)},
-            pinned_revisions={repo: pinned} if pinned else {},
+            **pixels.checkpoint_fields(launch.size, launch.checkpoint, launch.checkpoint_revision, num_gpus),
         )  # fmt: skip
         return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
 

@@ -47,6 +47,31 @@ def refs_main(checkpoint: str) -> str:
     return f"cache/huggingface/hub/models--nvidia--{checkpoint}/refs/main"
 
 
+# docs/faq.md weights (Edge by the code's params x 2 bytes x 2 towers formula, undocumented); peak memory UNVERIFIED.
+WEIGHTS_GB = {"nano": 32, "super": 128, "edge": 8}
+
+
+def checkpoint_fields(size: str, checkpoint: str, pinned: str | None, num_gpus: int) -> dict[str, Any]:
+    """The Invocation's memory floor (and its source), where the revision is read after the run, and the pin."""
+    memory_gb, source = gpu_memory_floor(size, WEIGHTS_GB[size], num_gpus)
+    repo = hf_repo(checkpoint)
+    return {"gpu_memory_gb": memory_gb, "gpu_memory_source": source, "revision_files": {repo: refs_main(checkpoint)},
+            "pinned_revisions": {repo: pinned} if pinned else {}}
+
+
+def pin_env(pinned: str | None) -> dict[str, str]:
+    """Pinned: offline, so neither the weights nor the processor can move from the commit the host was checked at."""
+    return {"HF_HUB_OFFLINE": "1"} if pinned else {}
+
+
+def with_generic_defaults(spec: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """``spec`` with the generic values it gets written in (several controls), said in ``warnings``."""
+    applied = generic_defaults(spec)
+    if applied:
+        warnings.append(defaults_warning(applied))
+    return {**spec, **applied}
+
+
 def generic_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     """The generic video2video values a spec with several controls gets where it sets none (empty for one control)."""
     if sum(1 for hint in HINTS if spec.get(hint) is not None) < 2:

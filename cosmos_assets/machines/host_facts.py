@@ -92,7 +92,8 @@ def read_revisions(link: SshLink, facts: HostFacts, files: Mapping[str, str]) ->
     if not files:
         return {}
     paths = [remote_child(facts.checkpoint_dir, rel) for rel in files.values()]
-    script = 'for p do head -c 40 -- "$p" 2>/dev/null; printf "\\n"; done'
+    # one line per file whatever it holds: at most 41 bytes, only hex digits kept (a newline never shifts the lines)
+    script = 'for p do printf "%s\\n" "$(head -c 41 -- "$p" 2>/dev/null | tr -cd 0-9a-f)"; done'
     code, out, _ = link.exec(["sh", "-c", script, "sh", *paths])
     if code != 0:
         return {}

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cosmos_assets.models.names import canonical_name
+from cosmos_assets.runs.priority import parse_priority
 
 HF_TOKEN_ENV = "HF_TOKEN"
 KEY_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
@@ -112,8 +113,7 @@ class Settings(BaseSettings):
     @field_validator("sensor_priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
-        # Imported here: importing anything in hosts/ runs hosts/__init__.py, which loads Dagster's resources.
-        from cosmos_assets.hosts.priority import parse_priority
+        # Imported here: importing anything in hosts/ runs defs/resources/__init__.py, which loads Dagster's resources.
 
         return parse_priority(value) if isinstance(value, str) else value
 

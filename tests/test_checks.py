@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from cosmos_assets.models import preview_model
-from cosmos_assets.assets import ALL_ASSETS, control_videos
+from cosmos_assets.defs.assets import ALL_ASSETS, control_videos
 from cosmos_assets.runs.record import SpecUsed
-from cosmos_assets.checks import ALL_CHECKS
-from cosmos_assets.output_rules import (
+from cosmos_assets.defs.checks import ALL_CHECKS
+from cosmos_assets.runs.output_rules import (
     BUCKETS,
     CHUNK_FRAMES,
     MAX_FRAMES,
@@ -32,9 +32,9 @@ from cosmos_assets.output_rules import (
     recorded_remote_user,
 )
 from cosmos_assets.media import VideoInfo, encode_control_videos, scan_render_folder
-from cosmos_assets.hosts import LocalPreviewHost
-from cosmos_assets.resources import ProjectResource
-from cosmos_assets.sample_render import make_sample_render
+from cosmos_assets.defs.resources import LocalPreviewHost
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.media.sample_render import make_sample_render
 from tests.project_factory import make_project
 
 

@@ -46,7 +46,8 @@ from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, read_revisions, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files
-from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
+from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
+from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.machines.transfer_resume import LandedParts
 from cosmos_assets.progress import TransferProgress, TransferStats

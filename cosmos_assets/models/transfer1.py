@@ -15,8 +15,8 @@ from cosmos_assets.machines.job import Invocation
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest
 from cosmos_assets.models.invocation_keys import InvocationKey
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, invocation_keys, transfer_argv
-from cosmos_assets.spec import ControlSpec, TransferSpec
-from cosmos_assets.spec_inputs import check_for_run
+from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
+from cosmos_assets.prompts.inputs import check_for_run
 
 GUARDRAIL_MARKER = "GUARDRAIL BLOCKED"
 UPSCALE_NUM_STEPS = 10

@@ -19,17 +19,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.cli import main
-from cosmos_assets.hosts import LocalPreviewHost
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.layout import MAX_NAME_BYTES, ProjectLayout, name_problem
-from cosmos_assets.partitions import PROMPTS, SHOTS
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS, SHOTS
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.sample_render import make_sample_render
-from cosmos_assets.sensor_plans import plan_prompt_tick, plan_render_tick
-from cosmos_assets.sensor_state import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.watch.plans import plan_prompt_tick, plan_render_tick
+from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
 from tests.project_factory import make_project
 from tests.test_sensors import SMALL, Project, age
 

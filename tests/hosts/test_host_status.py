@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cosmos_assets.hosts.resources import SshGpuHost
-from cosmos_assets.hosts.status import probe, table
+from cosmos_assets.defs.resources.hosts import SshGpuHost
+from cosmos_assets.defs.resources.status import probe, table
 from cosmos_assets.machines.docker_engine import DockerUnreachableError
 
 

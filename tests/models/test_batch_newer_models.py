@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
-from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.prompts.files import new_prompt_spec
 
 T25 = backend_named("cosmos-transfer2.5")
 

@@ -7,8 +7,8 @@ import pytest
 
 from cosmos_assets.models import backend_named
 from cosmos_assets.models import cosmos3_pixels as pixels
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.spec import SpecError, TransferSpec, parse_spec
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import SpecError, TransferSpec, parse_spec
 
 C3 = "cosmos3"
 PIN = "0123456789abcdef0123456789abcdef01234567"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.plan import plan_generation
 from tests.project_factory import make_project
 from tests.standins.install import install_checkout

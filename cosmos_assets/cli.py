@@ -288,6 +288,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from cosmos_assets.definitions import build_definitions
+    from cosmos_assets.defs.resources.placement import HOST_TAG
     from cosmos_assets.runs.priority import priority_tags
 
     settings = _settings()
@@ -306,7 +307,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             result = job.execute_in_process(partition_key=prompt, instance=instance, tags=tags, raise_on_error=False,
                                             run_config=config if args.force else None)  # fmt: skip
             run = instance.get_run_by_id(result.run_id)
-            host = run.tags.get("cosmos/host", "?") if run is not None else "?"
+            host = run.tags.get(HOST_TAG, "?") if run is not None else "?"
             if result.success:
                 print(f"{prompt}: succeeded on {host} (run {result.run_id}, priority {tags.get('dagster/priority', '0')})")
             else:

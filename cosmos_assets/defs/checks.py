@@ -25,6 +25,7 @@ from cosmos_assets.runs.output_rules import (
 )
 from cosmos_assets.defs.partitions import PROMPTS, SHOTS
 from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.models.base import OUTPUT_VIDEO
 
 
 # A partitioned asset check is a preview feature in Dagster 1.13.27 (a PreviewWarning at every load of the
@@ -51,7 +52,7 @@ with warnings.catch_warnings():
         description="output.mp4 decodes to the end: an undecodable video is not sent to the 4K upscale.",
     )
     def generated_decodable(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
-        video = project.layout.output_dir(context.partition_key) / "output.mp4"
+        video = project.layout.output_dir(context.partition_key) / OUTPUT_VIDEO
         return to_result(check_decodable(video), "all frames decode")
 
 
@@ -64,7 +65,7 @@ with warnings.catch_warnings():
     def generated_frames_and_bucket(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
         layout = project.layout
         folder = layout.output_dir(context.partition_key)
-        report = check_generated_run(folder / "output.mp4", read_spec_used(folder), layout.root)
+        report = check_generated_run(folder / OUTPUT_VIDEO, read_spec_used(folder), layout.root)
         return to_result(report, "frames and resolution as the model writes them")
 
 
@@ -79,13 +80,13 @@ with warnings.catch_warnings():
     @dg.asset_check(asset=upscaled_videos, partitions_def=PROMPTS, description="The upscale is exactly 3x the generated video, same frame count.")
     def upscale_is_3x(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
         layout, prompt = project.layout, context.partition_key
-        report = check_upscale(layout.upscaled_dir(prompt) / "output.mp4", layout.output_dir(prompt) / "output.mp4")
+        report = check_upscale(layout.upscaled_dir(prompt) / OUTPUT_VIDEO, layout.output_dir(prompt) / OUTPUT_VIDEO)
         return to_result(report, "3x the generated video")
 
 
     @dg.asset_check(asset=upscaled_videos, partitions_def=PROMPTS, description="The 4K output.mp4 decodes to the end.")
     def upscaled_decodable(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
-        video = project.layout.upscaled_dir(context.partition_key) / "output.mp4"
+        video = project.layout.upscaled_dir(context.partition_key) / OUTPUT_VIDEO
         return to_result(check_decodable(video), "all frames decode")
 
 

@@ -28,7 +28,6 @@ from cosmos_assets.media import RenderSequence, scan_render_folder, write_png
 
 DEPTH_UNITS_PER_METRE = 1000.0  # millimetres
 DEPTH_MAX_CODE = 65534  # 65535 is left unused; 0 means "no hit" (sky)
-FAR_CLIP_M = DEPTH_MAX_CODE / DEPTH_UNITS_PER_METRE
 
 SKY_LABEL = 0
 GROUND_LABEL = 1

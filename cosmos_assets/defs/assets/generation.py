@@ -5,6 +5,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
+
+from cosmos_assets.defs.resources.placement import is_terminating
+from cosmos_assets.defs.resources.slots import ANY_GPU_POOL
 from pydantic import Field
 
 from cosmos_assets.defs.assets.prompts import prompt_specs
@@ -41,7 +44,7 @@ from dagster._core.definitions.data_version import (  # noqa: E402
 warnings.filterwarnings("ignore", message=r"Asset job .* materializes assets with varying BackfillPolicies",
                         category=UserWarning)
 
-GPU_POOL = "gpu_host"
+GPU_POOL = ANY_GPU_POOL  # every GPU step waits here; a host pool adds one pool per host (docs/hosts.md)
 """Concurrency pool of the steps that hold the GPU host (limit it in dagster.yaml)."""
 
 
@@ -136,12 +139,7 @@ def terminating(context: dg.AssetExecutionContext) -> Callable[[], bool]:
     """Whether this run was terminated from outside: asked by the runner while the model runs, so a run no interrupt
     reaches (started by `dagster asset materialize`, terminated in the UI) still stops its GPU job."""
     instance, run_id = context.instance, context.run.run_id
-
-    def ask() -> bool:
-        run = instance.get_run_by_id(run_id)
-        return run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
-
-    return ask
+    return lambda: is_terminating(instance, run_id)
 
 
 def run_has_ended(context: dg.AssetExecutionContext) -> Callable[[str], bool]:

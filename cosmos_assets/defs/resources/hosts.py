@@ -22,7 +22,7 @@ from cosmos_assets.defs.resources.placement import left_behind_hosts, run_on_fre
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.options import RunOptions
-from cosmos_assets.settings import RESOURCE_VARIABLES, Settings, settings_error
+from cosmos_assets.settings import KEY_PASSPHRASE_ENV, default_checkpoint_dir, RESOURCE_VARIABLES, Settings, settings_error
 
 if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is used
     from cosmos_assets.machines.ssh_host import SshHostSettings
@@ -139,7 +139,7 @@ class SshGpuHost(GpuHost):
     port: int | None = Field(default=None, description="REMOTE_PORT; default from ~/.ssh/config, else 22.")
     ssh_key: str | None = Field(default=None, description="SSH_KEY: private key file; default from ~/.ssh/config.")
     key_passphrase_env: str = Field(
-        default="COSMOS_SSH_KEY_PASSPHRASE", description="Name of the environment variable holding the key's passphrase."
+        default=KEY_PASSPHRASE_ENV, description="Name of the environment variable holding the key's passphrase."
     )
     known_hosts: str | None = Field(default=None, description="known_hosts file; default ~/.ssh/known_hosts.")
     ssh_config: str | None = Field(default=None, description="ssh config file; default ~/.ssh/config.")
@@ -238,7 +238,7 @@ class SshGpuHost(GpuHost):
 
         remote_dir, image = self.model_place(model) if model else (self.remote_dir, self.docker_image)
         # One checkpoint folder (and so one download cache) for every model: Transfer1's default REMOTE_DIR/../checkpoints.
-        checkpoint_dir = self.checkpoint_dir or (f"{self.remote_dir.rstrip('/')}/../checkpoints" if model else None)
+        checkpoint_dir = self.checkpoint_dir or (default_checkpoint_dir(self.remote_dir) if model else None)
         return SshHostSettings(
             remote_dir=remote_dir, checkpoint_dir=checkpoint_dir, docker_image=image,
             docker_gpus=self.docker_gpus, container_user=self.container_user, container_env=self.container_env,

@@ -23,6 +23,7 @@ import dagster as dg
 
 from cosmos_assets.defs.resources import slots
 from cosmos_assets.machines.job import HostNotReadyError, HostUnreachableError
+from cosmos_assets.redaction import first_line
 from cosmos_assets.runs.record_index import UNFINISHED
 from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
 from cosmos_assets.runs.record import RunStore
@@ -52,10 +53,6 @@ T = TypeVar("T")
 H = TypeVar("H", bound=PlacedHost)
 HOST_TAG = "cosmos/host"
 """Run tag naming the host the run's latest GPU step was placed on (the runs list shows it)."""
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def _next_second() -> None:
@@ -96,7 +93,7 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
     instance, run = context.instance, context.run
     claims = None
     if slots.supported(instance):
-        claims = slots.HostClaims(instance, run, str(context.op_execution_context.op_handle), cancelled=lambda: _terminating(instance, run.run_id))
+        claims = slots.HostClaims(instance, run, str(context.op_execution_context.op_handle), cancelled=lambda: is_terminating(instance, run.run_id))
     else:
         context.log.warning("this Dagster instance has no concurrency slots: host runs are not limited to one per host")
     skipped: dict[str, HostNotReadyError] = {}
@@ -125,9 +122,9 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
                 return work(host)
             except HostNotReadyError as error:  # unreachable, or refused before anything ran there
                 if len(open_hosts) == 1 and not skipped:
-                    raise  # a pool of one: its own error, as a single host always said
+                    raise  # a pool of one: its own error
                 skipped[label] = error
-                context.log.warning(f"host {label} skipped for this run: {_first_line(error)}")
+                context.log.warning(f"host {label} skipped for this run: {first_line(error)}")
                 _next_second()
         finally:
             if claims is not None:
@@ -137,11 +134,13 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
 def _none_left(model: str, skipped: dict[str, HostNotReadyError]) -> HostNotReadyError:
     if len(skipped) == 1:
         return next(iter(skipped.values()))
-    reasons = "; ".join(f"{label}: {_first_line(error)}" for label, error in skipped.items())
+    reasons = "; ".join(f"{label}: {first_line(error)}" for label, error in skipped.items())
     kind = HostUnreachableError if all(isinstance(e, HostUnreachableError) for e in skipped.values()) else HostNotReadyError
     return kind(f"no host could take this {model} run ({reasons})")
 
 
-def _terminating(instance: dg.DagsterInstance, run_id: str) -> bool:
+def is_terminating(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether run ``run_id`` was terminated from outside (the UI, ``dagster run delete``...): asked while it waits for
+    a host and while its model runs, so a run no interrupt reaches still stops."""
     run = instance.get_run_by_id(run_id)
     return run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cosmos_assets.redaction import first_line
+
 from cosmos_assets.defs.resources.hosts import GpuHost, LocalPreviewHost, SshGpuHost
 from cosmos_assets.machines.docker_engine import DockerUnreachableError
 from cosmos_assets.machines.job import HostNotReadyError
@@ -31,10 +33,6 @@ class HostStatus(BaseModel):
     price_per_gpu_hour: float | None = None
     runs_in_flight: list[str] | None = None
     waiting: int | None = None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def probe(host: GpuHost) -> HostStatus:
@@ -61,9 +59,9 @@ def probe(host: GpuHost) -> HostStatus:
             present: bool | None = machine.docker.image_present(host.docker_image)  # type: ignore[attr-defined]
             docker_problem = None
         except DockerUnreachableError as error:  # the host answers, its docker does not: reachable, image unknown
-            present, docker_problem = None, f"docker is not answering: {_first_line(error)}"
+            present, docker_problem = None, f"docker is not answering: {first_line(error)}"
     except (HostNotReadyError, OSError, RuntimeError) as error:
-        return HostStatus(target=target, reachable=False, problem=_first_line(error), image=host.docker_image, **common)
+        return HostStatus(target=target, reachable=False, problem=first_line(error), image=host.docker_image, **common)
     finally:
         host.close()
     return HostStatus(target=target, reachable=True, gpus=gpus, free_gb=free, image=host.docker_image,

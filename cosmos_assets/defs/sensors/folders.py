@@ -11,10 +11,10 @@ Two sensors, both stopped unless ``COSMOS_SENSORS=on``:
   version so ``generated_videos`` shows *stale*. Generation runs too (``full_cycle_job``) only with
   ``COSMOS_AUTO_GENERATE=on``.
 
-The decisions are pure functions (:func:`plan_render_tick`, :func:`plan_prompt_tick`) over the file system,
-a pydantic cursor and ``now``; the Dagster functions at the bottom only read the instance, turn a plan into a
+The decisions are pure functions (``plan_render_tick``, ``plan_prompt_tick`` in :mod:`cosmos_assets.watch.plans`)
+over the file system, a pydantic cursor and ``now``; the functions here only read the instance, turn a plan into a
 ``SensorResult`` and log. The jobs they start are handed to :func:`build_sensors` as objects (built once in
-``definitions.py``). See docs/sensors.md.
+``defs/jobs.py``). See docs/sensors.md.
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster does not export
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
     AnyJob = dg.JobDefinition | UnresolvedAssetJobDefinition
-
-# --------------------------------------------------------------------------------------------------
-# The Dagster layer
-# --------------------------------------------------------------------------------------------------
 
 CONTROL_VIDEOS = dg.AssetKey("control_videos")
 PROMPT_INPUTS = dg.AssetKey("prompt_inputs")

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import BaseModel, Field
 
+from cosmos_assets.defs.resources.placement import HOST_TAG
 from cosmos_assets.redaction import url_secret_parts, without_secrets
 
 WEBHOOK_ENV = "COSMOS_WEBHOOK_URL"
@@ -225,7 +226,7 @@ def failure_payload(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent], me
     first = next((e.step_failure_data.error.message.splitlines()[0] for e in step_failures
                   if e.step_failure_data is not None and e.step_failure_data.error is not None), None)  # fmt: skip
     partition = run.tags.get("dagster/partition")
-    host = run.tags.get("cosmos/host")
+    host = run.tags.get(HOST_TAG)
     what = "blocked by the guardrail" if blocked else "failed"
     text = f":warning: {run.job_name} {what}" + (f" for {partition}" if partition else "") + (f" on {host}" if host else "")
     error = first or message

@@ -31,7 +31,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.media.compare import VideoComparison, compare_videos
 from cosmos_assets.media.recipe import RecipeError, read_recipe
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend
 from cosmos_assets.runs.identity import short
 from cosmos_assets.runs.ids import new_run_id, run_id_problem

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.reproduce import ReproduceRefused, from_run_id, reproduce
 from cosmos_assets.runs.runner import run_generation

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models import cosmos3_pixels as pixels
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.prompts.spec import SpecError, TransferSpec, parse_spec

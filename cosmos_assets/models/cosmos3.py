@@ -1,7 +1,7 @@
 """Cosmos 3 video2video transfer (cosmos-framework): its spec from a prompt file, argv, outputs; no guardrail on transfer.
 
-Contract: ``contract/cosmos3_cli.json`` and ``contract/cosmos3_spec_schema.json`` (copies of ``../shared/cosmos3/``;
-FACTS.md there). Where that contract is UNVERIFIED (Super/Edge transfer, peak memory, offline caches) the
+Contract: ``contract/cosmos3_cli.json`` and ``contract/cosmos3_spec_schema.json`` (copies of the research notes, docs/upstream/README.md#contract-copies;
+facts: docs/upstream/cosmos3.md). Where that contract is UNVERIFIED (docs/upstream/cosmos3.md#unverified: Super/Edge transfer, peak memory, offline caches) the
 warnings and docs/models.md say so. The translation table is in docs/models.md.
 """
 
@@ -101,7 +101,7 @@ class Launch3(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     size: Literal["nano", "super", "edge"] = "nano"
-    guardrails: StrictBool = True  # loaded by default, never applied on the transfer path (FACTS.md)
+    guardrails: StrictBool = True  # loaded by default, never applied on the transfer path (docs/upstream/cosmos3.md#guardrails)
     use_torch_compile: StrictBool = True
     diffusion_cache: StrictBool = pixels.DIFFUSION_CACHE_DEFAULT  # always passed: the CLI's own default is on (lossy)
     checkpoint_revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # pins nvidia/<checkpoint>
@@ -332,7 +332,7 @@ class Cosmos3Backend(ModelBackend):
         return False
 
     # Batching (docs/batching.md): several sample files after one -i, one model load, samples one at a time in
-    # sorted path order, each in <OUTDIR>/<name>/ (FACTS.md); the names (the prompts) map outputs back.
+    # sorted path order, each in <OUTDIR>/<name>/ (docs/upstream/cosmos3.md#batching, #outputs); the names (the prompts) map outputs back.
     can_batch = True
 
     def batch_key(self, item: BatchItem) -> str | None:

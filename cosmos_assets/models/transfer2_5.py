@@ -1,7 +1,7 @@
 """Cosmos-Transfer2.5 (2B): the spec it writes from a prompt file, ``examples/inference.py``'s argv, outputs, guardrail.
 
 Contract: ``contract/transfer2_5_cli.json`` and ``contract/transfer2_5_spec_schema.json`` (copies of
-``../shared/cosmos-transfer2.5/``; FACTS.md there). The translation table is in docs/models.md.
+the research notes, docs/upstream/README.md#contract-copies; facts: docs/upstream/transfer2.5.md). The translation table is in docs/models.md.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from cosmos_assets.models.translate import (
 from cosmos_assets.prompts.spec import TransferSpec
 
 ENTRY_POINT = "examples/inference.py"
-VALID_GPU_COUNTS = (1, 2, 4, 8)  # FACTS.md: "Use 1, 2, 4 or 8" (context parallelism over the latent)
+VALID_GPU_COUNTS = (1, 2, 4, 8)  # docs/upstream/transfer2.5.md#gpu-counts (context parallelism over the latent)
 MASTER_PORT = 12341  # docs/inference.md
 GPU_MEMORY_GB = 65.4  # docs/inference.md, one GPU; context parallelism does not shard the weights, so per GPU
 GUARDRAIL_MARKER = "Guardrail blocked generation"  # console line of a blocked prompt (a blocked video leaves none)
@@ -46,7 +46,7 @@ TRANSFER1_FLAGS: dict[str, str | None] = {"guidance": "guidance", "num_steps": "
 Preset = Literal["very_low", "low", "medium", "high", "very_high"]
 
 
-# Upstream's flat output layout (cosmos_transfer2/inference.py; FACTS.md, *Outputs*): every file of sample <name>
+# Upstream's flat output layout (docs/upstream/transfer2.5.md#outputs): every file of sample <name>
 # is <name> followed by exactly one of these. Mask keys: the controls, and guided generation.
 SAMPLE_SUFFIXES = (".json", ".txt", ".mp4", ".jpg")
 MEDIA_SUFFIXES = (".mp4", ".jpg")
@@ -226,7 +226,7 @@ class Transfer25Backend(ModelBackend):
     name = NAME
     checkout = "cosmos-transfer2.5"
     description = "Cosmos-Transfer2.5 2B (edge/vis/depth/seg; guardrails can be switched off; no 4K upscaler)"
-    # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (FACTS.md, "GPU memory")
+    # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (docs/upstream/transfer2.5.md#gpu-memory)
     offload_flags = ("--offload-guardrail-models",)
     memory_advice = ("Transfer2.5 cannot offload its diffusion model, only the guardrail models (for good: "
                      '"cosmos_assets": {"cosmos-transfer2.5": {"offload_guardrail_models": true}}); it needs about '
@@ -249,7 +249,7 @@ class Transfer25Backend(ModelBackend):
         warnings = list(translation.warnings)
         if num_gpus > 1 and not launch.disable_guardrails:
             warnings.append("num_gpus > 1 with guardrails on: a blocked prompt can leave the ranks out of step "
-                            "(hang until the NCCL timeout; FACTS.md, code-reading): pre-screen prompts or use 1 GPU")
+                            "(hang until the NCCL timeout; docs/upstream/transfer2.5.md#multi-gpu-guardrail-hang): pre-screen prompts or use 1 GPU")
         invocation = Invocation(
             model=self.name,
             argv=tuple(launch_argv(spec_remote, output_dir, num_gpus, launch)),
@@ -280,13 +280,13 @@ class Transfer25Backend(ModelBackend):
         name = sample_name(fetched)
         return outcome.exit_code == 0 and name is not None and not (fetched / f"{name}.mp4").exists()
 
-    # Batching (docs/batching.md): several sample files after ONE -i, one model load, samples in order (FACTS.md).
+    # Batching (docs/batching.md): several sample files after ONE -i, one model load, samples in order (docs/upstream/transfer2.5.md#batching).
     can_batch = True
 
     def batch_key(self, item: BatchItem) -> str | None:
         settings = {k: v for k, v in item.request.invocation.settings.items() if k != "warnings"}
         if item.request.invocation.num_gpus > 1 and not settings.get("disable_guardrails"):
-            return None  # a blocked sample can put the ranks out of step (FACTS.md): such prompts run alone
+            return None  # a blocked sample can put the ranks out of step (docs/upstream/transfer2.5.md#multi-gpu-guardrail-hang): such prompts run alone
         controls = sorted(key for key in CONTROL_KEYS if key in item.request.spec)
         return json.dumps([self.name, settings, item.request.invocation.num_gpus, controls], sort_keys=True)
 

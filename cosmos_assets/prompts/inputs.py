@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_assets.models.transfer1_cli import cli_flags
+from cosmos_assets.prompts.spec_values import WEIGHT_FIX
 from cosmos_assets.prompts.spec import (
     CONTROL_KEYS,
     MIN_SIGMA_MAX_WITHOUT_VIDEO,
     SIGMA_FIX,
-    WEIGHT_FIX,
     Problem,
     SpecError,
     TransferSpec,

@@ -4,7 +4,7 @@ Plain functions returning a :class:`CheckReport` (tests call them directly); :mo
 only finds the files of a partition and turns a report into a Dagster result.
 
 What "expected" means (the model that ran, as ``spec_used.json`` names it, read with that model's own spec;
-FACTS.md of each model in the shared notes):
+docs/upstream/transfer1.md, transfer2.5.md, cosmos3.md):
 
 - **Control videos** have exactly the render's frames (or the ``max_frames`` the materialization asked
   for), the render's size padded to even (yuv420p), and the three passes agree.
@@ -52,7 +52,7 @@ CHUNK_FRAMES = 121
 UPSCALE_FACTOR = 3
 BUCKETS: tuple[tuple[int, int], ...] = ((1280, 704), (960, 704), (960, 960), (704, 960), (704, 1280))
 """(width, height) of Cosmos-Transfer1's 720p resolution buckets (Transfer2.5's "720" buckets are the same)."""
-BUCKETS_25_480: tuple[tuple[int, int], ...] = ((768, 432), (640, 480), (480, 480))  # FACTS.md lists no portrait 480
+BUCKETS_25_480: tuple[tuple[int, int], ...] = ((768, 432), (640, 480), (480, 480), (480, 640), (432, 768))  # docs/upstream/transfer2.5.md#resolution-buckets
 # Cosmos 3's tiers by aspect_ratio (data/generator/utils.py VIDEO_RES_SIZE_INFO); the 256 tier is not documented.
 TIERS_3: dict[str, dict[str, tuple[int, int]]] = {
     "720": {"16,9": (1280, 720), "4,3": (1104, 832), "1,1": (960, 960), "3,4": (832, 1104), "9,16": (720, 1280)},
@@ -227,7 +227,6 @@ def _probe_one(path: Path, report: CheckReport) -> VideoInfo | None:
 
 
 def _transfer2_5_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckReport) -> CheckReport:
-
     parsed = Spec25.model_validate(spec)
     source = _probe_one(_local(parsed.video_path, root), report)
     if source is None:
@@ -245,7 +244,6 @@ def _transfer2_5_rule(video: Path, spec: dict[str, Any], root: Path, report: Che
 
 
 def _cosmos3_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckReport) -> CheckReport:
-
     parsed = Spec3.model_validate(spec)
     hints = [(key, getattr(parsed, key)) for key in HINT_KEYS if getattr(parsed, key) is not None]
     if not hints:

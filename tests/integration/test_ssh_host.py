@@ -51,7 +51,7 @@ ENTRY_POINT = "cosmos_transfer1/diffusion/inference/transfer.py"  # the stand-in
 # What the seed prompt (vis, edge, depth and seg, with depth and seg videos) needs, written out by hand.
 SEED_CHECKPOINTS = (
     "nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1",
-    "nvidia/Cosmos-Transfer1-7B/base_model.pt", "nvidia/Cosmos-Transfer1-7B/vis_control.pt",
+    "meta-llama/Llama-Guard-3-8B", "nvidia/Cosmos-Transfer1-7B/base_model.pt", "nvidia/Cosmos-Transfer1-7B/vis_control.pt",
     "nvidia/Cosmos-Transfer1-7B/edge_control.pt", "nvidia/Cosmos-Transfer1-7B/depth_control.pt",
     "nvidia/Cosmos-Transfer1-7B/seg_control.pt",
 )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Transfer2.5's native batch (several sample files after ONE -i, FACTS.md): its argv and what may share a load."""
+"""Transfer2.5's native batch (several sample files after ONE -i, docs/upstream/transfer2.5.md#batching): its argv and what may share a load."""
 
 from __future__ import annotations
 

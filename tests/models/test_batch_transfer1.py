@@ -1,4 +1,4 @@
-"""Cosmos-Transfer1's batch contract (FACTS.md, *Batch mode*): what may share an invocation, its argv and JSONL."""
+"""Cosmos-Transfer1's batch contract (docs/upstream/transfer1.md#batch-mode): what may share an invocation, its argv and JSONL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The newer models' contracts (copies of ../shared) and the stand-ins built on them: real flags, upstream's spec
+"""The newer models' contracts (copies of the research notes, docs/upstream/README.md#contract-copies) and the stand-ins built on them: real flags, upstream's spec
 checks and exit codes, the real output layout and the guardrail behaviour. Run here as plain processes."""
 
 from __future__ import annotations

@@ -86,6 +86,10 @@ class GpuHostPool(GpuHost):
     def label(self) -> str:
         return f"pool:{self.name}"
 
+    @property
+    def target(self) -> str:
+        return f"the hosts of {self.hosts_file}"
+
     def queue_tags(self) -> dict[str, str]:
         # No gpu_host run tag: its queue limit of one per value would run one pool run at a time. Steps wait in the
         # gpu_host pool (one slot per host) and then for a host's own slot.

@@ -57,6 +57,11 @@ class GpuHost(dg.ConfigurableResource):
     def label(self) -> str:
         """Short name for run tags, metadata and the run history."""
 
+    @property
+    @abstractmethod
+    def target(self) -> str:
+        """Where it is, as ``cosmos-assets hosts`` shows it (``this machine``, ``user@host:port``)."""
+
     def machine(self) -> Machine:
         """The machine of this resource instance, built on first use and kept."""
         if self._machine is None:
@@ -123,6 +128,10 @@ class LocalPreviewHost(GpuHost):
     @property
     def label(self) -> str:
         return f"preview@{self.name}"
+
+    @property
+    def target(self) -> str:
+        return "this machine"
 
     def build_machine(self) -> Machine:
         from cosmos_assets.machines.local import LocalMachine  # loads paramiko (machines/preflight.py): on use
@@ -201,6 +210,10 @@ class SshGpuHost(GpuHost):
     @property
     def label(self) -> str:
         return self.name or f"ssh@{self.host}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
 
     # The one mapping from this resource's fields to the machine's models.
     def ssh_target(self) -> SshTarget:

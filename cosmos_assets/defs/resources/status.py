@@ -6,18 +6,12 @@ others'); what runs there comes from Dagster's slot of that host (:mod:`cosmos_a
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from pydantic import BaseModel
 
-from cosmos_assets.redaction import first_line
-
-from cosmos_assets.defs.resources.hosts import GpuHost, LocalPreviewHost, SshGpuHost
-from cosmos_assets.machines.docker_engine import DockerUnreachableError
-from cosmos_assets.machines.job import HostNotReadyError
+from cosmos_assets.defs.resources.hosts import GpuHost
 
 
 class HostStatus(BaseModel):
@@ -36,36 +30,15 @@ class HostStatus(BaseModel):
 
 
 def probe(host: GpuHost) -> HostStatus:
-    """What ``host`` says of itself now; never raises for a host that cannot be reached or asked."""
-    common = {"name": host.label, "models": host.models or [host.model], "price_per_gpu_hour": host.price_per_gpu_hour}
-    if isinstance(host, LocalPreviewHost):
-        folder = Path(host.remote_dir)
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        return HostStatus(target="this machine", reachable=True, gpus=0, free_gb=shutil.disk_usage(folder).free / 1e9,
-                          **common)  # fmt: skip
-    assert isinstance(host, SshGpuHost)
-    target = f"{host.user + '@' if host.user else ''}{host.host}{':' + str(host.port) if host.port else ''}"
+    """What ``host`` says of itself now (its machine's :meth:`~cosmos_assets.machines.base.Machine.describe`); never
+    raises for a host that cannot be reached or asked."""
     machine = host.machine()
     try:
-        facts = machine.facts()  # type: ignore[attr-defined]
-        link = machine.link  # type: ignore[attr-defined]
-        code, out, _ = link.exec(["nvidia-smi", "-L"])
-        gpus = sum(1 for line in out.splitlines() if line.startswith("GPU ")) if code == 0 else 0
-        code, out, _ = link.exec(["df", "-Pk", "--", facts.remote_dir])
-        lines = out.strip().splitlines()
-        free = int(lines[-1].split()[3]) * 1024 / 1e9 if code == 0 and len(lines) >= 2 else None
-        try:
-            present: bool | None = machine.docker.image_present(host.docker_image)  # type: ignore[attr-defined]
-            docker_problem = None
-        except DockerUnreachableError as error:  # the host answers, its docker does not: reachable, image unknown
-            present, docker_problem = None, f"docker is not answering: {first_line(error)}"
-    except (HostNotReadyError, OSError, RuntimeError) as error:
-        return HostStatus(target=target, reachable=False, problem=first_line(error), image=host.docker_image, **common)
+        state = machine.describe()
     finally:
         host.close()
-    return HostStatus(target=target, reachable=True, gpus=gpus, free_gb=free, image=host.docker_image,
-                      image_present=present, problem=docker_problem, **common)  # fmt: skip
+    return HostStatus(name=host.label, target=host.target, models=host.models or [host.model], image=machine.image,
+                      price_per_gpu_hour=host.price_per_gpu_hour, **state.model_dump())  # fmt: skip
 
 
 def probe_all(hosts: Sequence[GpuHost]) -> list[HostStatus]:

@@ -264,7 +264,7 @@ def test_a_models_video_linked_or_copied_as_output_mp4_has_the_umasks_mode(tmp_p
 @pytest.mark.integration
 def test_a_download_gets_the_umasks_mode_never_the_hosts(sshd, tmp_path: Path) -> None:
     """SFTP: the host's 0600/0700 files (another uid's) land with the mode the umask allows, in the folder's group."""
-    from cosmos_assets.machines.sftp_transfer import download_tree
+    from cosmos_assets.machines.sftp_download import download_tree
     from cosmos_assets.machines.ssh_link import SshLink
     from cosmos_assets.machines.ssh_target import SshTarget
 

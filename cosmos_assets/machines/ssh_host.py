@@ -45,7 +45,9 @@ from cosmos_assets.machines.docker_engine import (
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, read_revisions, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
-from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files
+from cosmos_assets.machines.remote_tree import list_remote_files
+from cosmos_assets.machines.sftp_download import download_tree
+from cosmos_assets.machines.sftp_transfer import upload_files
 from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
 from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget

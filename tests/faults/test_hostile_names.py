@@ -383,7 +383,7 @@ class _Listing:
 
 @pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../../etc/passwd", "/etc/passwd", "a\0b"])
 def test_a_remote_listing_with_an_escaping_name_is_refused(name: str) -> None:
-    from cosmos_assets.machines.sftp_transfer import list_remote_files
+    from cosmos_assets.machines.remote_tree import list_remote_files
 
     with pytest.raises(ValueError) as caught:
         list_remote_files(_Listing(["fine.mp4", name]), "/remote/outputs/p/run")  # type: ignore[arg-type]
@@ -391,7 +391,7 @@ def test_a_remote_listing_with_an_escaping_name_is_refused(name: str) -> None:
 
 
 def test_a_remote_listing_with_odd_but_plain_names_is_taken_literally() -> None:
-    from cosmos_assets.machines.sftp_transfer import list_remote_files
+    from cosmos_assets.machines.remote_tree import list_remote_files
 
     names = ["a\nb", "$(touch x)", "`id`; rm -rf ~", "-rf", "back\\slash", "..hidden", "q\"'"]
     listed = list_remote_files(_Listing(names), "/remote/outputs/p/run")  # type: ignore[arg-type]
@@ -410,7 +410,7 @@ def sftp_link(sshd, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001 (SshSer
 
 @pytest.mark.integration
 def test_a_real_download_keeps_odd_remote_names_inside_the_run_folder(sftp_link, tmp_path: Path) -> None:  # noqa: ANN001
-    from cosmos_assets.machines.sftp_transfer import download_tree
+    from cosmos_assets.machines.sftp_download import download_tree
 
     run = tmp_path / "remote" / "outputs" / "p" / "run1"
     run.mkdir(parents=True)
@@ -430,7 +430,7 @@ def test_a_real_download_keeps_odd_remote_names_inside_the_run_folder(sftp_link,
 
 @pytest.mark.integration
 def test_a_remote_symlink_out_of_the_run_folder_is_not_downloaded(sftp_link, tmp_path: Path) -> None:  # noqa: ANN001
-    from cosmos_assets.machines.sftp_transfer import download_tree
+    from cosmos_assets.machines.sftp_download import download_tree
 
     secret = tmp_path / "host_private" / "id_rsa"
     secret.parent.mkdir()

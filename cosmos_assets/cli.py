@@ -368,6 +368,37 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run a recorded run again from its record or its clip's stamped recipe, into a new folder (runs/reproduce.py)."""
+    from cosmos_assets.defs.resources import gpu_host_from_settings
+    from cosmos_assets.runs.reproduce import from_clip, from_run_id, reproduce
+    from cosmos_assets.runs.options import RunOptions
+    from cosmos_assets.runs.stage import InferenceFailed
+
+    settings = _settings()
+    layout = ProjectLayout(root=settings.root)
+    target = args.target
+    original = from_clip(layout, Path(target)) if target.endswith(".mp4") else from_run_id(layout, target)
+    host = gpu_host_from_settings(settings)
+    machines = []
+
+    def machine_for(backend):  # noqa: ANN001, ANN202 - a ModelBackend -> its Machine
+        machines.append(host.machine_for(backend.name))
+        return machines[-1]
+
+    try:
+        options = RunOptions(silence_minutes=settings.model_silence_minutes, gpu_price_per_hour=settings.gpu_price_per_hour)
+        done = reproduce(layout, machine_for, original, anyway=args.anyway, options=options)
+    except InferenceFailed as error:  # the model failed: its first line and where its log is kept
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    finally:
+        for machine in machines:
+            machine.close()
+    print(done.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosmos-assets", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -432,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "higher is placed on a free host first")
     p.add_argument("--force", action="store_true", help="run even if the last run did the same work")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("reproduce", help="run a recorded run again, exactly, into outputs/_reproduced/ and compare the videos")
+    p.add_argument("target", metavar="RUN_ID|CLIP.mp4", help="a run id (cosmos-assets history) or a clip it made")
+    p.add_argument("--anyway", action="store_true", help="run even if an input, the image or the checkpoints "
+                   "changed, recording the difference")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("hosts", help="the GPU hosts (COSMOS_HOSTS_FILE) and their state: reachable, GPUs, disk, image, runs")
     p.add_argument("--json", action="store_true", help="one JSON object per host")

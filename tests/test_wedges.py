@@ -330,3 +330,18 @@ def test_a_model_wedge_before_the_videos_are_encoded_is_not_refused_for_what_the
         video.unlink()
     plan = plan_wedge(layout, _base(layout), [parse_vary("model=cosmos-transfer1,cosmos-transfer2.5")], name="early_models")
     assert len(write_wedge(layout, plan)) == 2
+
+
+def test_a_wedge_runs_every_variant_under_one_diffusion_cache_setting(layout: ProjectLayout) -> None:
+    with pytest.raises(WedgeError, match=r"cosmos_assets.cosmos3.diffusion_cache to false and true: a wedge compares"):
+        plan_wedge(layout, _base(layout), [parse_vary("model=cosmos3"),
+                                           parse_vary("cosmos_assets.cosmos3.diffusion_cache=true,false")], name="dc")
+    assert not list(layout.prompts_dir.glob("dc_*"))
+    with pytest.raises(WedgeError, match="checkpoint_revision"):
+        plan_wedge(layout, _base(layout), [parse_vary("cosmos_assets.cosmos3.checkpoint_revision="
+                                                      f"{'a' * 40},{'b' * 40}")], name="rev")  # fmt: skip
+    base = json.loads(_base(layout).read_text())  # set once in the base, every variant shares it: fine
+    base["cosmos_assets"] = {"model": "cosmos3", "cosmos3": {"diffusion_cache": True}}
+    _base(layout).write_text(json.dumps(base))
+    plan = plan_wedge(layout, _base(layout), [parse_vary("seed=1,2")], name="dc")
+    assert {s.model_block().settings_for("cosmos3")["diffusion_cache"] for s in plan.specs.values()} == {True}

@@ -33,6 +33,7 @@ from cosmos_assets.prompts.wedge_vary import (
     ALIASES,
     WedgeAxis,
     WedgeError,
+    refuse_mixed_pixel_settings,
     first_problem,
     base_problems,
     refuse_new_problems,
@@ -201,6 +202,7 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
         variants.append(WedgeVariant(prompt=prompt, values=values))
     if len(specs) != count:
         raise WedgeError(f"two combinations got the same prompt name in wedge {wedge}: shorten the values")
+    refuse_mixed_pixel_settings(specs)
     try:
         base_file = str(base_path.resolve().relative_to(layout.root.resolve()))
     except ValueError:

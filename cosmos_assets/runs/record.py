@@ -127,6 +127,16 @@ class RunRecord(BaseModel):
     gpu_usage: GpuUsage | None = Field(default=None, description="nvidia-smi sampled on the machine while it ran; None: not sampled")
     retry_of: str | None = Field(default=None, description="the run this one retried after it ran out of GPU memory")
     flags_added: list[str] = Field(default_factory=list, description="flags this retry added to the command (offload)")
+    # issue 20: exactly the same run (docs/runs.md): what identifies the program and weights, and reproductions
+    image_id: str | None = Field(default=None, description="the image's ID on the host (docker image inspect) when it "
+                                 "ran: a rebuilt tag is a new ID, so new work; None: no image (a plain process)")
+    program_sha256: str | None = Field(default=None, description="sha256 of the program files the run staged (the "
+                                       "preview program), what identifies it where there is no image")
+    checkpoint_revisions: dict[str, str] = Field(default_factory=dict, description="Hugging Face repository -> the "
+                                                 "commit its checkpoint resolved to on the host (refs/main after the run)")
+    reproduces: str | None = Field(default=None, description="the run this one ran again (cosmos-assets reproduce)")
+    reproduce_differences: list[str] = Field(default_factory=list, description="what differed from that run when it "
+                                             "was run anyway (--anyway); empty: the same inputs, image and checkpoints")
 
     @field_validator("command")
     @classmethod
@@ -193,7 +203,8 @@ class RunRecord(BaseModel):
         return shell_join(self.command)
 
     def inputs_digest(self) -> str:
-        """One hash of the spec, every input's content, the model, the image and its settings: equal digests, same work.
+        """One hash of the spec, every input's content, the model, the image (tag and ID on the host), the staged
+        program and the settings: equal digests, same work.
 
         The run's own id (in its output folder, hence in the settings) is left out, so two attempts compare equal.
         """
@@ -201,6 +212,10 @@ class RunRecord(BaseModel):
         settings = repr(sorted(self.settings.items())).replace(self.run_id, "{run_id}")
         for part in (self.stage, self.model, self.spec_sha256, settings, str(self.num_gpus), self.image or ""):
             digest.update(part.encode() + b"\0")
+        # Added only when known, so a record from before keeps its digest (and cannot match a run whose ID is known).
+        for name in ("image_id", "program_sha256"):
+            if getattr(self, name) is not None:
+                digest.update(f"{name}={getattr(self, name)}".encode() + b"\0")
         for item in sorted(self.inputs, key=lambda i: i.path):
             digest.update(f"{item.path}\0{item.sha256}\0".encode())
         return digest.hexdigest()

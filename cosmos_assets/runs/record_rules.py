@@ -134,6 +134,10 @@ def _remote_problem(record: "RunRecord") -> str | None:
 
 def _local_problem(record: "RunRecord") -> str | None:
     own = f"outputs/{_output_folder_name(record)}"
+    if record.reproduces is not None:  # cosmos-assets reproduce: its own new folder (runs/reproduce.py)
+        if run_id_problem(record.reproduces) is not None:
+            return f"reproduces {_shown(record.reproduces)} is not a run id"
+        own = f"outputs/_reproduced/{record.prompt}/{record.run_id}"
     if record.output_dir is not None and record.output_dir != own:
         return f"output_dir {_shown(record.output_dir)} is not {own!r}"
     for field, path in [("outputs", p) for p in record.outputs] + [("output_files", f.path) for f in record.output_files]:

@@ -26,7 +26,8 @@ from sqlite3 import Connection
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
 from cosmos_assets.runs.history import append_history
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.record_index import UNFINISHED, created_us
 from cosmos_assets.runs.worker import Worker
 

@@ -35,7 +35,8 @@ from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, follow_up_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan, plan_generation
-from cosmos_assets.runs.record import BatchRef, RunRecord, RunStore
+from cosmos_assets.runs.record import BatchRef, RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.runner import run_stage

@@ -3,8 +3,8 @@
 The records stay the truth; the index is derived from them and holds, per file in the folder, what the decisions
 select on (prompt, stage, state, host, detached, inputs digest, created and finished times, run id, the run it reproduces) and the file's
 identity when read (inode, mtime, size), or why the file is not a good record (named once per process in a warning
-and left out, as :meth:`~cosmos_assets.runs.record.RunStore.all` does). The decision functions take the few files the
-index points at and read them again (:func:`~cosmos_assets.runs.record.read_record`); a file that no longer says what
+and left out, as :meth:`~cosmos_assets.runs.record_store.RunStore.all` does). The decision functions take the few files the
+index points at and read them again (:func:`~cosmos_assets.runs.record_store.read_record`); a file that no longer says what
 its row says means the index missed a change: the caller falls back to the full scan for that decision and the next
 lookup resynchronizes.
 
@@ -102,7 +102,7 @@ class RecordIndex:
 
     def __init__(self, folder: Path, read: Callable[[Path], RunRecord], warn: Warn | None = None) -> None:
         self.folder = folder
-        self.read = read  # runs.record.read_record: one record file, read and held to the rules (handed in: no circle)
+        self.read = read  # runs.record_store.read_record: one record file, read and held to the rules (handed in: no circle)
         self.warn = warn
         self.path = folder / INDEX_FOLDER / INDEX_NAME
 

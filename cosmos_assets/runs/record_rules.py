@@ -7,7 +7,7 @@ names by the project's one name rule (:func:`cosmos_assets.layout.name_problem`)
 model root that belongs to that prompt and run id (or to its batch, :mod:`cosmos_assets.runs.batch`), and local paths
 inside that prompt's output folder. A file that fails (truncated, not UTF-8, a macOS ``._`` file from a network share,
 a foreign or hostile record) is a bad file: the readers name it once in a warning and leave it out
-(:class:`~cosmos_assets.runs.record.RunStore`). Plain Python; the record type is only named here, never imported.
+(:class:`~cosmos_assets.runs.record_store.RunStore`). Plain Python; the record type is only named here, never imported.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, plan_generation, plan_upscale
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.stage import (

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosmos_assets.files import sha256_file
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from tests.integration.test_ssh_host import (
     OWNER_GID,
     OWNER_UID,

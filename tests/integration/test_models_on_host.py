@@ -26,7 +26,7 @@ from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project
 from tests.standins.install import install_checkout

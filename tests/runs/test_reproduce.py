@@ -14,7 +14,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media.recipe import read_recipe
 from cosmos_assets.models.registry import backend_named
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.runs.skip import last_success
 from tests.project_factory import make_project

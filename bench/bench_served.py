@@ -36,7 +36,13 @@ RUNS = 10
 LOAD_SECONDS = 5.0
 REPS = 2
 IDLE_MINUTES = 15.0
-WHY_GPU_HELD = ("Why served holds the GPU longer per video here: the service holds it between requests too, while the runner does each run's preflight, upload and download (about 10 s a run on this loaded machine), and the simulated load is only 5 s. Per video, served holds (load + N x (generation + gap)) / N and one-shot load + generation, so the service wins once the gap between requests is shorter than the load x (1 - 1/N): a real Cosmos 3 load is minutes against seconds of gap on a quiet link.")
+WHY_GPU_HELD = (
+    'Why served holds the GPU longer per video here: the service holds it between requests too, while the runner '
+    "does each run's preflight, upload and download (about 10 s a run on this loaded machine), and the simulated "
+    'load is only 5 s. Per video, served holds (load + N x (generation + gap)) / N and one-shot load + generation, '
+    'so the service wins once the gap between requests is shorter than the load x (1 - 1/N): a real Cosmos 3 load '
+    'is minutes against seconds of gap on a quiet link.'
+)
 SECTION_START = "<!-- bench_served:start -->"
 SECTION_END = "<!-- bench_served:end -->"
 

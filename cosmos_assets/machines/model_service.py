@@ -83,12 +83,13 @@ class ModelService:
     """The service one host runs for one setup (image, command, GPUs); built by ``SshHost``."""
 
     def __init__(self, link: SshLink, docker: DockerCli, host: str, remote_dir: str, run_settings: DockerRunSettings,
-                 app_argv: tuple[str, ...], knobs: ServiceKnobs, *, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 app_argv: tuple[str, ...], knobs: ServiceKnobs, *, image_id: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.link, self.docker, self.host, self.remote_dir, self.knobs = link, docker, host, remote_dir, knobs
         self._clock = clock
-        identity = json.dumps([run_settings.image, list(app_argv), run_settings.gpus, run_settings.uid, run_settings.gid,
-                               sorted((k, v) for k, v in run_settings.env.items() if not is_secret_name(k)), knobs.idle_seconds],
-                              default=str)  # fmt: skip
+        env = sorted((k, v) for k, v in run_settings.env.items() if not is_secret_name(k))
+        identity = json.dumps([run_settings.image, image_id, list(app_argv), run_settings.gpus, run_settings.uid,
+                               run_settings.gid, env, knobs.idle_seconds], default=str)  # fmt: skip
         self.key = hashlib.sha256(identity.encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", host).strip("-_.")[:24] or "host"
         self.name = f"cosmos-service-{slug}-{self.key}"

@@ -51,6 +51,8 @@ class ServiceHost(Protocol):
 
     def stop_service(self, log: LogLine, why: str = ...) -> list[str]: ...
 
+    def image_id(self) -> str | None: ...
+
 
 def run(host: ServiceHost, job: InferenceJob, log: LogLine, one_shot: Callable[[InferenceJob, LogLine], RunOutcome]) -> RunOutcome:
     """``job`` through the host's model service when :func:`serve_choice` says so, else ``one_shot`` (after stopping a
@@ -98,8 +100,9 @@ def model_service(host: ServiceHost, job: InferenceJob) -> ModelService:
     knobs = ServiceKnobs(idle_seconds=host.settings.serve_idle_minutes * 60.0,
                          load_timeout_s=host.settings.serve_load_minutes * 60.0,
                          request_deadline_s=host.settings.serve_request_seconds)  # fmt: skip
+    # the image's ID, not only its tag: a service of a since-rebuilt image is another service (its runs are new work)
     return ModelService(host.link, host.docker, host.label, host.facts().remote_dir, settings,
-                        job.invocation.served.service_argv, knobs)  # fmt: skip
+                        job.invocation.served.service_argv, knobs, image_id=host.image_id())  # fmt: skip
 
 
 def run_served(host: ServiceHost, job: InferenceJob, log: LogLine, why: str) -> RunOutcome:

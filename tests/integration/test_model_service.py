@@ -160,7 +160,7 @@ def test_a_service_that_dies_again_fails_the_run_with_its_cause(sshd, remote: Pa
 
 
 def run_records(project: ProjectLayout) -> list:
-    from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.record_store import RunStore
 
     return sorted(RunStore(project.runs_dir).all(), key=lambda r: r.created_at)
 

@@ -49,6 +49,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     """The resident model services on the SSH hosts (docs/serving.md): ``status`` lists them, ``stop`` stops them."""
     from cosmos_assets.defs.resources import gpu_host_from_settings
+    from cosmos_assets.machines import ssh_served
 
     members = [m for m in gpu_host_from_settings(settings_from_env()).members() if hasattr(m, "host_settings")]
     if args.host:
@@ -62,7 +63,7 @@ def cmd_service(args: argparse.Namespace) -> int:
                 stopped = machine.stop_service(print)
                 print(f"{member.label}: {len(stopped)} model service(s) stopped")
             else:
-                services = machine.service_status()
+                services = ssh_served.services(machine)
                 print(f"{member.label}: " + (", ".join(f"{name} ({state})" for name, state in services) or "no model service"))
             machine.close()
     except RuntimeError as error:  # docker on the host refused

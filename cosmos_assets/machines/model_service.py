@@ -27,13 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_assets.machines import service_http, service_watchdog
-from cosmos_assets.machines.docker import (
-    CONTAINER_ROOT,
-    LABEL_PREFIX,
-    DockerCli,
-    DockerRunSettings,
-    docker_run_argv,
-)
+from cosmos_assets.machines.docker import DockerCli
+from cosmos_assets.machines.docker_run import CONTAINER_ROOT, LABEL_PREFIX, DockerRunSettings, docker_run_argv
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import LogLine
 from cosmos_assets.machines.ssh_link import SshLink

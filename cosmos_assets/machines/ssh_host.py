@@ -74,8 +74,7 @@ class SshHostSettings(BaseModel):
     reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried in a row (with backoff) when the link "
                                     "drops; once data flows again the count starts over")  # fmt: skip
     name: str | None = Field(default=None, description="host name in tags and metadata; default ssh@<host>")
-    # the model service (docs/serving.md): COSMOS_SERVE*; no answer in serve_request_seconds: wedged (the app waits 300 s)
-    serve: Literal["auto", "always", "never"] = "auto"
+    serve: Literal["auto", "always", "never"] = "auto"  # COSMOS_SERVE* (docs/serving.md); 360 s without an answer: wedged
     serve_idle_minutes: float = Field(default=15.0, gt=0)
     serve_load_minutes: float = Field(default=60.0, gt=0)
     serve_request_seconds: float = Field(default=360.0, gt=0)
@@ -128,7 +127,6 @@ class SshHost(Machine):
         self.link = link or SshLink(target, self.label, settings.reconnect_attempts)
         self.docker = DockerCli(self.link)
         self._facts = facts
-        self._files: dict[str, bool] = {}
         self.serving_job: InferenceJob | None = None  # the job a request to the model service runs for now
 
     def __repr__(self) -> str:
@@ -201,23 +199,13 @@ class SshHost(Machine):
 
     def stop(self, job: InferenceJob, log: LogLine) -> bool:
         if self.serving_job is not None and self.serving_job.run_id == job.run_id:
-            ssh_served.model_service(self, job).remove(log, "the run was stopped")
-            return True
+            return ssh_served.model_service(self, job).remove(log, "the run was stopped") or True
         self.docker.stop(container_name_for(job.run_id, job.prompt, job.stage), log)
         return True
-
-    def has_file(self, relative: str) -> bool:
-        """Whether REMOTE_DIR holds ``relative`` (asked once per host object)."""
-        if relative not in self._files:
-            self._files[relative] = self.link.exec(["test", "-f", remote_child(self.facts().remote_dir, relative)])[0] == 0
-        return self._files[relative]
 
     def stop_service(self, log: LogLine, why: str = "asked from the CLI") -> list[str]:
         """Stop this host's model services (``cosmos-assets service stop``, a drained host, a one-shot GPU run)."""
         return model_service.stop_services(self.link, self.label, log, why=why)
-
-    def service_status(self) -> list[tuple[str, str]]:
-        return model_service.list_services(self.link, self.label)
 
     # ------------------------------------------------------------------ host facts and preflight
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from cosmos_assets.machines.docker import DockerCli, DockerRunSettings
+from cosmos_assets.machines.docker import DockerCli
+from cosmos_assets.machines.docker_run import DockerRunSettings
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, remote_child
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, Serving
@@ -23,6 +24,7 @@ from cosmos_assets.machines.model_service import (
     WATCHDOG_REMOTE,
     ModelService,
     ServiceKnobs,
+    list_services,
     serve_request,
 )
 from cosmos_assets.machines.sftp_transfer import upload_files
@@ -44,8 +46,6 @@ class ServiceHost(Protocol):
     def label(self) -> str: ...
 
     def facts(self) -> HostFacts: ...
-
-    def has_file(self, relative: str) -> bool: ...
 
     def docker_settings(self, job: InferenceJob) -> DockerRunSettings: ...
 
@@ -87,11 +87,27 @@ def serve_choice(host: ServiceHost, job: InferenceJob) -> tuple[bool, str]:
     mode = host.settings.serve
     if mode == "never":
         return False, "one-shot: serving is off for this host (COSMOS_SERVE=never, or serve: never in the pool file)"
-    if not host.has_file(call.entry_point):
+    if not has_file(host, call.entry_point):
         return False, f"one-shot: the checkout on {host.label} has no serving app ({call.entry_point})"
     if mode == "always" and not call.fits:
         return True, f"served (serve: always), although {call.why.removeprefix('one-shot: ')}"
     return call.fits, call.why
+
+
+_FILES: dict[tuple[str, str], bool] = {}
+
+
+def has_file(host: ServiceHost, relative: str) -> bool:
+    """Whether the host's REMOTE_DIR holds ``relative`` (asked once per host and file in this process)."""
+    path = remote_child(host.facts().remote_dir, relative)
+    if (host.label, path) not in _FILES:
+        _FILES[(host.label, path)] = host.link.exec(["test", "-f", path])[0] == 0
+    return _FILES[(host.label, path)]
+
+
+def services(host: ServiceHost) -> list[tuple[str, str]]:
+    """(name, state) of the host's model services (``cosmos-assets service status``)."""
+    return list_services(host.link, host.label)
 
 
 def model_service(host: ServiceHost, job: InferenceJob) -> ModelService:

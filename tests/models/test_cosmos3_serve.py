@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,16 +111,26 @@ def test_the_backend_hands_the_served_call_and_batches_and_offload_retries_stay_
 
 @dataclass
 class FakeHost:
+    """The little of an SSH host the choice reads: its serve setting, and whether its checkout has a file."""
+
     serve: str
     files: set[str] = field(default_factory=lambda: {serve.SERVE_ENTRY_POINT})
-    label: str = "gpu1"
+    label: str = field(default_factory=lambda: f"gpu-{uuid.uuid4().hex[:8]}")  # the file answer is kept per host
 
     @property
     def settings(self) -> SimpleNamespace:
         return SimpleNamespace(serve=self.serve)
 
-    def has_file(self, relative: str) -> bool:
-        return relative in self.files
+    def facts(self) -> SimpleNamespace:
+        return SimpleNamespace(remote_dir="/srv/cosmos-framework")
+
+    @property
+    def link(self) -> SimpleNamespace:
+        def run(argv: list[str]) -> tuple[int, str, str]:
+            assert argv[:2] == ["test", "-f"]
+            return (0 if argv[2].removeprefix("/srv/cosmos-framework/") in self.files else 1), "", ""
+
+        return SimpleNamespace(exec=run)
 
 
 def job(fits: bool, served: bool = True) -> InferenceJob:

@@ -13,11 +13,16 @@ from cosmos_assets.media import VideoReadError, probe_video
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.previews import preview_markdown, video_preview
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, model_for, upscaler_for
+from cosmos_assets.hosts.waiting import company_finder, does_step, step_config
+from cosmos_assets.models.base import ModelBackend
+from cosmos_assets.runs.company import run_with_company
+from cosmos_assets.runs.gather import BatchWindow
+from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, model_for, plan_generation, plan_upscale, upscaler_for
+from cosmos_assets.runs.skip import last_success
 from cosmos_assets.runs.causes import failure_cause, retryable
-from cosmos_assets.runs.record import RunRecord
-from cosmos_assets.runs.runner import InferenceFailed, RunTerminated, StageResult, run_generation, run_upscale
-from cosmos_assets.runs.batch import BatchOptions, run_generations
+from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.runner import InferenceFailed, RunTerminated, StageResult
+from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, run_generations
 
 # Dagster 1.13.27 has no public way to give each partition of a multi-partition step its own data version (an
 # output's data version and tags are shared by all its partitions): these tags are what it writes itself
@@ -312,12 +317,67 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
     except (ValueError, FileNotFoundError) as error:  # an unknown model name, or an unreadable prompt file
         raise dg.Failure(description=str(error).splitlines()[0], allow_retries=False) from error
     context.log.info(f"model: {backend.label} (run config > prompt file's cosmos_assets.model > COSMOS_MODEL)")
-    # on_free_host: the first free host of the pool that has the model holds its Dagster slot meanwhile (docs/hosts.md)
-    result = _gpu_step(lambda: gpu_host.on_free_host(context, backend.name, lambda host: run_generation(
-        project.layout, host.machine_for(backend.name), backend, context.partition_key,
-        videos_subdir=config.videos_subdir, **host.priced(_run_options(context, project, config.num_gpus, config.force)),
-    ), left_behind=(project.layout.runs_dir, context.partition_key, "generate")))  # fmt: skip
+    layout, run_id = project.layout, context.run.run_id
+
+    def work(host: GpuHost) -> StageResult:
+        options = BatchOptions.from_run_options(host.priced(_run_options(context, project, config.num_gpus, config.force)),
+                                                videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
+
+        def planner(b: ModelBackend, prompt: str, rid: str) -> StagePlan:
+            return plan_generation(layout, b, prompt, run_id=rid, dagster_run_id=run_id,
+                                   videos_subdir=config.videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
+
+        def backend_for(prompt: str) -> ModelBackend:
+            return model_for(layout, prompt, config.model, gpu_host.model)
+
+        find = _company(context, project, host, config, GenerateConfig, ("full_cycle_job", "generate_job"))
+        return _own(context, run_with_company(layout, context.partition_key, find, backend_for,
+                                              host.machine_for(backend.name), options, planner))  # fmt: skip
+
+    # on_free_host: the first free host of the pool that has the model holds its Dagster slot meanwhile (docs/hosts.md);
+    # the prompts waiting for that host that can share the model load run in the same invocation (docs/batching.md)
+    result = _gpu_step(lambda: gpu_host.on_free_host(context, backend.name, work,
+                                                     left_behind=(layout.runs_dir, context.partition_key, "generate")))  # fmt: skip
     return dg.MaterializeResult(metadata=result_metadata(result, context.log), data_version=dg.DataVersion(result.data_version))
+
+
+def _company(context: dg.AssetExecutionContext, project: ProjectResource, host: GpuHost, config: dg.Config,
+             config_type: type[dg.Config], jobs: tuple[str, ...]) -> Callable[[], dict[str, str]]:  # fmt: skip
+    """The prompts waiting for ``host`` that this step may take: one-prompt runs of the same step under an equal
+    config, none of them forced (a forced run would run its prompt again anyway)."""
+    ours = config.model_dump()
+    upscale = context.asset_key == dg.AssetKey("upscaled_videos")
+    store = RunStore(project.layout.runs_dir)
+
+    def accepts(other: dg.DagsterRun, prompt: str, queued: bool) -> bool:
+        try:
+            theirs = config_type(**step_config(other, str(context.op_execution_context.op_handle))).model_dump()
+        except Exception:  # noqa: BLE001 - a config this code does not read: not ours to take
+            return False
+        if theirs != ours or theirs.get("force"):
+            return False
+        if upscale and queued and does_step(other, dg.AssetKey("generated_videos"), ("full_cycle_job", "generate_job")):
+            # its own generation comes first: take its upscale only when that generation was run for it already
+            done = last_success(store, prompt, "generate")
+            return done is not None and done.batch is not None and done.batch.taken_for == other.run_id
+        return True
+
+    window = BatchWindow(project.batch_window_seconds, project.batch_max_prompts)
+    return company_finder(context, host.label, context.asset_key, jobs, accepts, window, terminating(context))
+
+
+def _own(context: dg.AssetExecutionContext, outcomes: dict[str, PromptOutcome]) -> StageResult:
+    """This step's own prompt's result (its error raised); the prompts it took are logged, each materialized later
+    by its own run, which finds its work done."""
+    own = context.partition_key
+    for prompt, outcome in outcomes.items():
+        if prompt != own:
+            state = "done" if outcome.result is not None else f"failed: {str(outcome.error).splitlines()[0] if outcome.error else '?'}"
+            context.log.info(f"taken prompt {prompt}: {state} (its own run reports it)")
+    if outcomes[own].error is not None:
+        raise outcomes[own].error  # type: ignore[misc]
+    assert outcomes[own].result is not None
+    return outcomes[own].result
 
 
 @dg.asset(
@@ -334,12 +394,22 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
     ),
 )
 def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
+    layout, run_id = project.layout, context.run.run_id
+    upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
+
+    def work(host: GpuHost) -> StageResult:
+        options = BatchOptions.from_run_options(host.priced(_run_options(context, project, config.num_gpus, config.force)))
+
+        def planner(b: ModelBackend, prompt: str, rid: str) -> StagePlan:
+            return plan_upscale(layout, b, prompt, run_id=rid, dagster_run_id=run_id,
+                                control_weight=config.control_weight, num_gpus=options.num_gpus)  # fmt: skip
+
+        find = _company(context, project, host, config, UpscaleConfig, ("full_cycle_job",))
+        return _own(context, run_with_company(layout, context.partition_key, find, lambda prompt: upscaler,
+                                              host.machine_for(upscaler.name), options, planner, stage="upscale"))  # fmt: skip
+
     def upscale() -> StageResult:
-        upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
-        return gpu_host.on_free_host(context, upscaler.name, lambda host: run_upscale(
-            project.layout, host.machine_for(upscaler.name), upscaler, context.partition_key,
-            control_weight=config.control_weight, **host.priced(_run_options(context, project, config.num_gpus, config.force)),
-        ), left_behind=(project.layout.runs_dir, context.partition_key, "upscale"))  # fmt: skip
+        return gpu_host.on_free_host(context, upscaler.name, work, left_behind=(layout.runs_dir, context.partition_key, "upscale"))
 
     result = _gpu_step(upscale)
     metadata = result_metadata(result, context.log)

@@ -78,6 +78,7 @@ class _Member:
     record: RunRecord
     make_plan: Callable[[str], StagePlan]
     t0: float = field(default_factory=time.monotonic)
+    taken_for: str | None = None  # the Dagster run it waited in, when another run's invocation takes it (runs/company.py)
 
     @property
     def item(self) -> BatchItem:
@@ -85,8 +86,8 @@ class _Member:
         return BatchItem(prompt=self.prompt, spec=self.plan.spec, request=self.plan.request)
 
     @property
-    def text(self) -> str:
-        return (self.item.spec.prompt or "").strip()
+    def text(self) -> str | None:
+        return self.backend.batch_text(self.item)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def group_for_batches(members: list[_Member]) -> list[list[_Member]]:
             groups.append([member])
             continue
         candidates = by_key.setdefault((member.backend.name, key), [])
-        home = next((g for g in candidates if member.text not in {m.text for m in g}
+        home = next((g for g in candidates if (member.text is None or member.text not in {m.text for m in g})
                      and member.backend.shares_batch_with(member.item, [m.item for m in g])), None)  # fmt: skip
         if home is None:
             home = []
@@ -248,7 +249,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         return
     for index, member in enumerate(group):
         member.record.batch = BatchRef(batch_id=batch_id, index=index, items=len(group), gpu_share=1 / len(group),
-                                       follow_up_of=follow_up_of)  # fmt: skip
+                                       follow_up_of=follow_up_of, taken_for=member.taken_for)  # fmt: skip
         member.record.remote_output_folder = f"{job.output_folder}/{batch.item_folders[index]}"
         member.record.worker = Worker.current().to_text()
         store.save(member.record)

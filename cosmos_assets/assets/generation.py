@@ -13,16 +13,16 @@ from cosmos_assets.media import VideoReadError, probe_video
 from cosmos_assets.partitions import PROMPTS
 from cosmos_assets.previews import preview_markdown, video_preview
 from cosmos_assets.resources import ProjectResource
-from cosmos_assets.hosts.waiting import company_finder, does_step, step_config
+from cosmos_assets.hosts.waiting import company_for
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.company import run_with_company
 from cosmos_assets.runs.gather import BatchWindow
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, model_for, plan_generation, plan_upscale, upscaler_for
-from cosmos_assets.runs.skip import last_success
 from cosmos_assets.runs.causes import failure_cause, retryable
-from cosmos_assets.runs.record import RunRecord, RunStore
-from cosmos_assets.runs.runner import InferenceFailed, RunTerminated, StageResult
+from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, run_generations
+from cosmos_assets.runs.options import RunOptions
+from cosmos_assets.runs.stage import InferenceFailed, RunTerminated, StageResult
 
 # Dagster 1.13.27 has no public way to give each partition of a multi-partition step its own data version (an
 # output's data version and tags are shared by all its partitions): these tags are what it writes itself
@@ -185,19 +185,19 @@ def failure_from(error: Exception) -> dg.Failure:
 # per run and is all in the data version (the inputs digest); a hand-bumped constant would mark every prompt stale
 # for a change of this module that alters no output, and a bump that does matter is not a reason to skip anyway.
 def _run_options(context: dg.AssetExecutionContext, project: ProjectResource, num_gpus: int | None,
-                 force: bool) -> dict[str, Any]:  # fmt: skip
+                 force: bool) -> RunOptions:  # fmt: skip
     """What both GPU steps pass the runner: the run's identity, its log, and the deployment's run settings."""
-    return {
-        "dagster_run_id": context.run.run_id,
-        "num_gpus": num_gpus or project.num_gpus,
-        "log": context.log.info,
-        "silence_minutes": project.model_silence_minutes,
-        "cancelled": terminating(context),
-        "force": force,
-        "gpu_price_per_hour": project.gpu_price_per_hour,
-        "oom_retry_offload": project.oom_retry_offload,
-        "run_finished": run_has_ended(context),
-    }
+    return RunOptions(
+        dagster_run_id=context.run.run_id,
+        num_gpus=num_gpus or project.num_gpus,
+        log=context.log.info,
+        silence_minutes=project.model_silence_minutes,
+        cancelled=terminating(context),
+        force=force,
+        gpu_price_per_hour=project.gpu_price_per_hour,
+        oom_retry_offload=project.oom_retry_offload,
+        run_finished=run_has_ended(context),
+    )
 
 
 def _gpu_step(run: Callable[[], StageResult]) -> StageResult:
@@ -256,8 +256,8 @@ def _generate_batch(context: dg.AssetExecutionContext, config: GenerateConfig, p
     context.log.info(f"{len(keys)} prompts in this run: " + "; ".join(f"{m}: {', '.join(p)}" for m, p in by_model.items()))
     for model, prompts in by_model.items():
         def work(host: GpuHost, prompts: list[str] = prompts) -> dict:
-            options = BatchOptions.from_run_options(host.priced(_run_options(context, project, config.num_gpus, config.force)),
-                                                    videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
+            options = BatchOptions.of(host.priced(_run_options(context, project, config.num_gpus, config.force)),
+                                      videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
             return run_generations(project.layout, prompts, backends.__getitem__, lambda b: host.machine_for(b.name), options)
 
         try:
@@ -320,8 +320,8 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
     layout, run_id = project.layout, context.run.run_id
 
     def work(host: GpuHost) -> StageResult:
-        options = BatchOptions.from_run_options(host.priced(_run_options(context, project, config.num_gpus, config.force)),
-                                                videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
+        options = BatchOptions.of(host.priced(_run_options(context, project, config.num_gpus, config.force)),
+                                  videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
 
         def planner(b: ModelBackend, prompt: str, rid: str) -> StagePlan:
             return plan_generation(layout, b, prompt, run_id=rid, dagster_run_id=run_id,
@@ -330,7 +330,7 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
         def backend_for(prompt: str) -> ModelBackend:
             return model_for(layout, prompt, config.model, gpu_host.model)
 
-        find = _company(context, project, host, config, GenerateConfig, ("full_cycle_job", "generate_job"))
+        find = company_for(context, layout, host.label, config, GenerateConfig, _window(project))
         return _own(context, run_with_company(layout, context.partition_key, find, backend_for,
                                               host.machine_for(backend.name), options, planner))  # fmt: skip
 
@@ -341,29 +341,8 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
     return dg.MaterializeResult(metadata=result_metadata(result, context.log), data_version=dg.DataVersion(result.data_version))
 
 
-def _company(context: dg.AssetExecutionContext, project: ProjectResource, host: GpuHost, config: dg.Config,
-             config_type: type[dg.Config], jobs: tuple[str, ...]) -> Callable[[], dict[str, str]]:  # fmt: skip
-    """The prompts waiting for ``host`` that this step may take: one-prompt runs of the same step under an equal
-    config, none of them forced (a forced run would run its prompt again anyway)."""
-    ours = config.model_dump()
-    upscale = context.asset_key == dg.AssetKey("upscaled_videos")
-    store = RunStore(project.layout.runs_dir)
-
-    def accepts(other: dg.DagsterRun, prompt: str, queued: bool) -> bool:
-        try:
-            theirs = config_type(**step_config(other, str(context.op_execution_context.op_handle))).model_dump()
-        except Exception:  # noqa: BLE001 - a config this code does not read: not ours to take
-            return False
-        if theirs != ours or theirs.get("force"):
-            return False
-        if upscale and queued and does_step(other, dg.AssetKey("generated_videos"), ("full_cycle_job", "generate_job")):
-            # its own generation comes first: take its upscale only when that generation was run for it already
-            done = last_success(store, prompt, "generate")
-            return done is not None and done.batch is not None and done.batch.taken_for == other.run_id
-        return True
-
-    window = BatchWindow(project.batch_window_seconds, project.batch_max_prompts)
-    return company_finder(context, host.label, context.asset_key, jobs, accepts, window, terminating(context))
+def _window(project: ProjectResource) -> BatchWindow:
+    return BatchWindow(project.batch_window_seconds, project.batch_max_prompts)
 
 
 def _own(context: dg.AssetExecutionContext, outcomes: dict[str, PromptOutcome]) -> StageResult:
@@ -398,13 +377,13 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
     upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
 
     def work(host: GpuHost) -> StageResult:
-        options = BatchOptions.from_run_options(host.priced(_run_options(context, project, config.num_gpus, config.force)))
+        options = BatchOptions.of(host.priced(_run_options(context, project, config.num_gpus, config.force)))
 
         def planner(b: ModelBackend, prompt: str, rid: str) -> StagePlan:
             return plan_upscale(layout, b, prompt, run_id=rid, dagster_run_id=run_id,
                                 control_weight=config.control_weight, num_gpus=options.num_gpus)  # fmt: skip
 
-        find = _company(context, project, host, config, UpscaleConfig, ("full_cycle_job",))
+        find = company_for(context, layout, host.label, config, UpscaleConfig, _window(project))
         return _own(context, run_with_company(layout, context.partition_key, find, lambda prompt: upscaler,
                                               host.machine_for(upscaler.name), options, planner, stage="upscale"))  # fmt: skip
 

@@ -14,6 +14,9 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from cosmos_assets.hosts import slots
+from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.skip import last_success
 from cosmos_assets.runs.gather import BatchWindow, Waiting, gather
 
 _QUEUED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
@@ -80,3 +83,39 @@ def company_finder(context: dg.AssetExecutionContext, label: str, asset: dg.Asse
         return {w.prompt: w.dagster_run_id for w in company.taken}
 
     return find
+
+
+GENERATION, UPSCALE = dg.AssetKey("generated_videos"), dg.AssetKey("upscaled_videos")
+JOBS_WITH = {GENERATION: ("full_cycle_job", "generate_job"), UPSCALE: ("full_cycle_job",)}
+"""The jobs that materialize each GPU asset when a run names no asset selection (definitions.build_jobs)."""
+
+
+def company_for(context: dg.AssetExecutionContext, layout: ProjectLayout, label: str, config: dg.Config,
+                config_type: type[dg.Config], window: BatchWindow) -> Callable[[], dict[str, str]]:  # fmt: skip
+    """The prompts waiting for ``label`` that this step may take: one-prompt runs of the same step under an equal
+    config, none of them forced (a forced run would run its prompt again anyway). An upscale whose run still has
+    its generation to do is taken only once that generation was run for that run (by a taken batch)."""
+    ours = config.model_dump()
+    asset = context.asset_key
+    step = str(context.op_execution_context.op_handle)
+    store = RunStore(layout.runs_dir)
+
+    def accepts(other: dg.DagsterRun, prompt: str, queued: bool) -> bool:
+        try:
+            theirs = config_type(**step_config(other, step)).model_dump()
+        except Exception:  # noqa: BLE001 - a config this code does not read: not ours to take
+            return False
+        if theirs != ours or theirs.get("force"):
+            return False
+        if asset == UPSCALE and queued and does_step(other, GENERATION, JOBS_WITH[GENERATION]):
+            done = last_success(store, prompt, "generate")
+            return done is not None and done.batch is not None and done.batch.taken_for == other.run_id
+        return True
+
+    cancelled = lambda: _terminating(context)  # noqa: E731
+    return company_finder(context, label, asset, JOBS_WITH.get(asset, ()), accepts, window, cancelled)
+
+
+def _terminating(context: dg.AssetExecutionContext) -> bool:
+    run = context.instance.get_run_by_id(context.run.run_id)
+    return run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)

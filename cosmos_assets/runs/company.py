@@ -25,7 +25,7 @@ from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, _Member, group
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record import RunStore
-from cosmos_assets.runs.runner import _clean_staging, _say, planned_record
+from cosmos_assets.runs.stage import clean_staging, planned_record, say
 from cosmos_assets.runs.skip import decide
 
 Planner = Callable[[ModelBackend, str, str], StagePlan]
@@ -42,7 +42,7 @@ def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[],
     log = options.log
     base = new_run_id(now or datetime.now(timezone.utc))
     suffix = "" if stage == "generate" else f"_{stage}"
-    store = RunStore(layout.runs_dir, warn=lambda line: _say(log, f"[cosmos-assets] warning: {line}"))
+    store = RunStore(layout.runs_dir, warn=lambda line: say(log, f"[cosmos-assets] warning: {line}"))
     outcomes: dict[str, PromptOutcome] = {own: PromptOutcome(own)}
     own_backend = backend_for(own)
 
@@ -74,7 +74,7 @@ def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[],
                 continue
             member = _member(layout, machine, backend, prompt, batch_run_id(base, number) + suffix, planner, options)
         except Exception as error:  # noqa: BLE001 - its own run will say it; this run goes on without it
-            _say(log, f"[cosmos-assets] {prompt} (waiting in run {waits_in}) not taken: {str(error).splitlines()[0]}")
+            say(log, f"[cosmos-assets] {prompt} (waiting in run {waits_in}) not taken: {str(error).splitlines()[0]}")
             continue
         if member is None:
             continue
@@ -88,10 +88,10 @@ def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[],
         if member not in group:
             _clean(member)
     if len(group) == 1:
-        _say(log, f"[cosmos-assets] {stage} of {own}: no waiting prompt can share its invocation; it runs alone")
+        say(log, f"[cosmos-assets] {stage} of {own}: no waiting prompt can share its invocation; it runs alone")
         return alone()
     taken = [m for m in group if m is not own_member]
-    _say(log, f"[cosmos-assets] {stage} of {own} takes {len(taken)} waiting prompt(s) into its invocation: "
+    say(log, f"[cosmos-assets] {stage} of {own} takes {len(taken)} waiting prompt(s) into its invocation: "
               + ", ".join(f"{m.prompt} (run {m.taken_for})" for m in taken))  # fmt: skip
     for member in taken:
         outcomes[member.prompt] = PromptOutcome(member.prompt)
@@ -116,4 +116,4 @@ def _has_no_new_work(layout: ProjectLayout, store: RunStore, member: _Member, fo
 
 def _clean(member: _Member | None) -> None:
     if member is not None:
-        _clean_staging(member.plan.effective_spec.parent, member.plan)
+        clean_staging(member.plan.effective_spec.parent, member.plan)

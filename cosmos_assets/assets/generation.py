@@ -330,7 +330,8 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
         def backend_for(prompt: str) -> ModelBackend:
             return model_for(layout, prompt, config.model, gpu_host.model)
 
-        find = company_for(context, layout, host.label, config, GenerateConfig, _window(project))
+        find = company_for(context, layout, host.label, config, GenerateConfig, _window(project),
+                           able_hosts=_able(gpu_host, backend.name))  # fmt: skip
         return _own(context, run_with_company(layout, context.partition_key, find, backend_for,
                                               host.machine_for(backend.name), options, planner))  # fmt: skip
 
@@ -343,6 +344,10 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
 
 def _window(project: ProjectResource) -> BatchWindow:
     return BatchWindow(project.batch_window_seconds, project.batch_max_prompts)
+
+
+def _able(gpu_host: GpuHost, model: str) -> int:
+    return sum(1 for member in gpu_host.members() if member.has_model(model))
 
 
 def _own(context: dg.AssetExecutionContext, outcomes: dict[str, PromptOutcome]) -> StageResult:
@@ -383,7 +388,8 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
             return plan_upscale(layout, b, prompt, run_id=rid, dagster_run_id=run_id,
                                 control_weight=config.control_weight, num_gpus=options.num_gpus)  # fmt: skip
 
-        find = company_for(context, layout, host.label, config, UpscaleConfig, _window(project))
+        find = company_for(context, layout, host.label, config, UpscaleConfig, _window(project),
+                           able_hosts=_able(gpu_host, upscaler.name))  # fmt: skip
         return _own(context, run_with_company(layout, context.partition_key, find, lambda prompt: upscaler,
                                               host.machine_for(upscaler.name), options, planner, stage="upscale"))  # fmt: skip
 

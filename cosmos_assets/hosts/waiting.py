@@ -39,43 +39,61 @@ def step_config(run: dg.DagsterRun, step: str) -> dict[str, Any]:
 
 
 def waiting_for_host(instance: dg.DagsterInstance, run: dg.DagsterRun, label: str, step: str, asset: dg.AssetKey,
-                     jobs_with_it: Collection[str], accepts: Callable[[dg.DagsterRun, str, bool], bool]) -> list[Waiting]:  # fmt: skip
-    """The one-prompt runs (other than ``run``) that will do ``step`` of ``asset``, are waiting for ``label`` (its
-    pool) or queued, and that ``accepts(run, prompt, queued)`` (same config...); pool first, then queue, oldest first."""
-    found: dict[str, tuple[dg.DagsterRun, str]] = {}
+                     jobs_with_it: Collection[str], accepts: Callable[[dg.DagsterRun], bool],
+                     earlier: Callable[[dg.DagsterRun, str], str]) -> tuple[list[Waiting], int]:  # fmt: skip
+    """The one-prompt runs (other than ``run``) that will do ``step`` of ``asset`` and that ``accepts`` (same config,
+    not forced), waiting for ``label`` (its pool), queued, or with their earlier GPU step done for them; and how many
+    more are on their way (started, neither done with the step nor waiting for it yet). ``earlier(run, prompt)``:
+    ``"none"`` (no GPU step before this one), ``"done"`` (run for it already) or ``"to do"``. Pool first, then the
+    rest, oldest first."""
+    pending: dict[str, str] = {}
     if slots.supported(instance):
         info = instance.event_log_storage.get_concurrency_info(slots.host_pool(label))
-        for pending in sorted(info.pending_steps, key=lambda p: p.enqueued_timestamp):
-            if pending.run_id != run.run_id and pending.step_key == f"{step}@{label}" and pending.run_id not in found:
-                other = instance.get_run_by_id(pending.run_id)
-                if other is not None:
-                    found[other.run_id] = (other, f"waiting for host {label}")
-    queued = instance.get_runs(filters=dg.RunsFilter(statuses=list(_QUEUED)), limit=_QUEUE_LOOK)
-    for other in reversed(list(queued)):  # newest first from storage: the queue's order is oldest first
-        found.setdefault(other.run_id, (other, "queued"))
+        pending = {p.run_id: p.step_key for p in info.pending_steps}
+    live = list(instance.get_runs(filters=dg.RunsFilter(statuses=list(_LIVE)), limit=_QUEUE_LOOK))
+    live.reverse()  # newest first from storage: oldest first here, as the queue runs them
+    live.sort(key=lambda r: pending.get(r.run_id) != f"{step}@{label}")  # stable: those in the host's pool first
     waiting: list[Waiting] = []
-    for other, how in found.values():
+    coming = 0
+    for other in live:
         prompt = other.tags.get(PARTITION_NAME_TAG)
-        if (other.run_id == run.run_id or other.status not in _LIVE or not prompt
-                or ASSET_PARTITION_RANGE_START_TAG in other.tags or not does_step(other, asset, jobs_with_it)
-                or not accepts(other, prompt, how == "queued")):  # fmt: skip
+        if (other.run_id == run.run_id or not prompt or ASSET_PARTITION_RANGE_START_TAG in other.tags
+                or not does_step(other, asset, jobs_with_it) or not accepts(other)):  # fmt: skip
             continue
-        waiting.append(Waiting(prompt=prompt, dagster_run_id=other.run_id, priority=slots.run_priority(other), how=how))
-    return waiting
+        here = pending.get(other.run_id)
+        before = earlier(other, prompt)
+        if here == f"{step}@{label}" or before == "done" or (other.status in _QUEUED and before == "none"):
+            how = f"waiting for host {label}" if here else ("queued" if other.status in _QUEUED else "on its way")
+            waiting.append(Waiting(prompt=prompt, dagster_run_id=other.run_id, priority=slots.run_priority(other), how=how))
+        elif here is None and other.status not in _QUEUED and not _did(instance, other, asset, prompt):
+            coming += 1  # not waiting for this host for another step: it cannot get here while this run holds it
+    return waiting, coming
+
+
+def _did(instance: dg.DagsterInstance, run: dg.DagsterRun, asset: dg.AssetKey, prompt: str) -> bool:
+    """Whether ``run`` has materialized ``asset`` for ``prompt`` (its step is behind it)."""
+    found = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[prompt]), limit=1)
+    return bool(found.records) and found.records[0].run_id == run.run_id
 
 
 def company_finder(context: dg.AssetExecutionContext, label: str, asset: dg.AssetKey, jobs_with_it: Collection[str],
-                   accepts: Callable[[dg.DagsterRun, str, bool], bool], window: BatchWindow,
-                   cancelled: Callable[[], bool]) -> Callable[[], dict[str, str]]:  # fmt: skip
+                   accepts: Callable[[dg.DagsterRun], bool], earlier: Callable[[dg.DagsterRun, str], str],
+                   window: BatchWindow, cancelled: Callable[[], bool]) -> Callable[[], dict[str, str]]:  # fmt: skip
     """What :func:`~cosmos_assets.runs.company.run_with_company` asks once its own prompt has work: the prompts waiting
     for ``label`` gathered within ``window`` (runs/gather.py), prompt -> the Dagster run each waits in."""
     step = str(context.op_execution_context.op_handle)
     own, run = context.partition_key, context.run
 
     def find() -> dict[str, str]:
-        company = gather(own, slots.run_priority(run),
-                         lambda: waiting_for_host(context.instance, run, label, step, asset, jobs_with_it, accepts),
-                         window, cancelled=cancelled)  # fmt: skip
+        seen = {"coming": 0}
+
+        def find_now() -> list[Waiting]:
+            waiting, seen["coming"] = waiting_for_host(context.instance, run, label, step, asset, jobs_with_it, accepts,
+                                                       earlier)  # fmt: skip
+            return waiting
+
+        company = gather(own, slots.run_priority(run), find_now, window, cancelled=cancelled,
+                         on_the_way=lambda: seen["coming"])  # fmt: skip
         context.log.info(f"company for {own} on {label}: {len(company.taken)} waiting prompt(s) "
                          + (f"({', '.join(f'{w.prompt}: run {w.dagster_run_id[:8]}, {w.how}' for w in company.taken)}) "
                             if company.taken else "")
@@ -91,29 +109,40 @@ JOBS_WITH = {GENERATION: ("full_cycle_job", "generate_job"), UPSCALE: ("full_cyc
 
 
 def company_for(context: dg.AssetExecutionContext, layout: ProjectLayout, label: str, config: dg.Config,
-                config_type: type[dg.Config], window: BatchWindow) -> Callable[[], dict[str, str]]:  # fmt: skip
+                config_type: type[dg.Config], window: BatchWindow, able_hosts: int = 1) -> Callable[[], dict[str, str]]:  # fmt: skip
     """The prompts waiting for ``label`` that this step may take: one-prompt runs of the same step under an equal
     config, none of them forced (a forced run would run its prompt again anyway). An upscale whose run still has
-    its generation to do is taken only once that generation was run for that run (by a taken batch)."""
+    its generation to do is taken only once that generation was run for that run (by a taken batch).
+
+    Only where ``label`` is the one host able to run the step (``able_hosts`` 1): in a pool of several, a waiting
+    prompt waits for every able host at once and may be placed on another while this batch runs it (docs/batching.md)."""
+    if able_hosts > 1:
+        def none() -> dict[str, str]:
+            context.log.info(f"company for {context.partition_key}: none taken ({able_hosts} hosts can run this step: "
+                             "the waiting prompts spread over them)")  # fmt: skip
+            return {}
+
+        return none
     ours = config.model_dump()
     asset = context.asset_key
     step = str(context.op_execution_context.op_handle)
     store = RunStore(layout.runs_dir)
 
-    def accepts(other: dg.DagsterRun, prompt: str, queued: bool) -> bool:
+    def accepts(other: dg.DagsterRun) -> bool:
         try:
             theirs = config_type(**step_config(other, step)).model_dump()
         except Exception:  # noqa: BLE001 - a config this code does not read: not ours to take
             return False
-        if theirs != ours or theirs.get("force"):
-            return False
-        if asset == UPSCALE and queued and does_step(other, GENERATION, JOBS_WITH[GENERATION]):
-            done = last_success(store, prompt, "generate")
-            return done is not None and done.batch is not None and done.batch.taken_for == other.run_id
-        return True
+        return theirs == ours and not theirs.get("force")
+
+    def earlier(other: dg.DagsterRun, prompt: str) -> str:
+        if asset != UPSCALE or not does_step(other, GENERATION, JOBS_WITH[GENERATION]):
+            return "none"
+        done = last_success(store, prompt, "generate")  # its generation, run for it by a batch that took it
+        return "done" if done is not None and done.batch is not None and done.batch.taken_for == other.run_id else "to do"
 
     cancelled = lambda: _terminating(context)  # noqa: E731
-    return company_finder(context, label, asset, JOBS_WITH.get(asset, ()), accepts, window, cancelled)
+    return company_finder(context, label, asset, JOBS_WITH.get(asset, ()), accepts, earlier, window, cancelled)
 
 
 def _terminating(context: dg.AssetExecutionContext) -> bool:

@@ -69,9 +69,12 @@ def _choose(own: str, found: Sequence[Waiting], room: int) -> list[Waiting]:
 
 def gather(own_prompt: str, own_priority: int, find: Callable[[], Sequence[Waiting]], window: BatchWindow,
            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-           cancelled: Callable[[], bool] = lambda: False) -> Company:  # fmt: skip
+           cancelled: Callable[[], bool] = lambda: False,
+           on_the_way: Callable[[], int] | None = None) -> Company:  # fmt: skip
     """Company for ``own_prompt``: ``find()`` is asked at once, then every ``poll_seconds`` until the batch is full,
-    an urgent prompt waits, the window has passed, or the run is cancelled."""
+    an urgent prompt waits, the window has passed, the run is cancelled, or nobody else is on the way
+    (``on_the_way()``: how many other runs will want this step on this host but do not wait for it yet; None:
+    unknown, so the window is waited out). A prompt alone with nobody coming waits for nothing."""
     if window.max_prompts <= 1:
         return Company(why="batching is off (COSMOS_BATCH_MAX=1)")
     if own_priority >= URGENT:
@@ -89,4 +92,6 @@ def gather(own_prompt: str, own_priority: int, find: Callable[[], Sequence[Waiti
             return Company(taken, waited, f"the window ({window.window_seconds:g} s, COSMOS_BATCH_WINDOW) has passed")
         if cancelled():
             return Company(taken, waited, "the run was terminated")
+        if on_the_way is not None and on_the_way() == 0:
+            return Company(taken, waited, "no other run is on its way to this step")
         sleep(min(window.poll_seconds, window.window_seconds - waited))

@@ -97,3 +97,15 @@ def test_a_terminated_run_stops_waiting() -> None:
 def test_bounds_are_checked(window: float, count: int) -> None:
     with pytest.raises(ValueError, match="window"):
         BatchWindow(window, count)
+
+
+def test_nobody_on_the_way_means_no_wait_and_the_wait_ends_when_the_last_one_arrives() -> None:
+    clock = FakeClock()
+    company = gather("a", 0, lambda: [], BatchWindow(600, 8), clock, clock.sleep, on_the_way=lambda: 0)
+    assert company.taken == [] and clock.sleeps == [] and "no other run" in company.why
+    # two runs still starting: wait for them (not for the window), then go
+    find = arrivals({0: [w("b")], 5: [w("c")]}, clock)
+    start = clock.now
+    coming = lambda: 0 if clock.now - start >= 5 else 1  # noqa: E731 - c arrives at 5 s
+    company = gather("a", 0, find, BatchWindow(600, 8, poll_seconds=1), clock, clock.sleep, on_the_way=coming)
+    assert [x.prompt for x in company.taken] == ["b", "c"] and company.waited_seconds == 5

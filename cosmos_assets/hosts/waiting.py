@@ -48,8 +48,12 @@ def waiting_for_host(instance: dg.DagsterInstance, run: dg.DagsterRun, label: st
     rest, oldest first."""
     pending: dict[str, str] = {}
     if slots.supported(instance):
-        info = instance.event_log_storage.get_concurrency_info(slots.host_pool(label))
-        pending = {p.run_id: p.step_key for p in info.pending_steps}
+        # A step waits first for a place in the asset pool (``gpu_host``, one per host), then for a host's own slot:
+        # with one able host, a step in either queue waits for this host.
+        storage = instance.event_log_storage
+        for key in (slots.ANY_GPU_POOL, slots.host_pool(label)):
+            for p in storage.get_concurrency_info(key).pending_steps:
+                pending[p.run_id] = p.step_key if "@" in p.step_key else f"{p.step_key}@{label}"
     live = list(instance.get_runs(filters=dg.RunsFilter(statuses=list(_LIVE)), limit=_QUEUE_LOOK))
     live.reverse()  # newest first from storage: oldest first here, as the queue runs them
     live.sort(key=lambda r: pending.get(r.run_id) != f"{step}@{label}")  # stable: those in the host's pool first

@@ -29,7 +29,7 @@ class ProjectResource(dg.ConfigurableResource):
         default=0.0, ge=0, description="Seconds the run holding a free host waits for prompts to share its model load (COSMOS_BATCH_WINDOW; docs/batching.md)."
     )
     batch_max_prompts: int = Field(
-        default=8, ge=1, description="Most prompts in one invocation of a gathered batch (COSMOS_BATCH_MAX; 1: each prompt alone)."
+        default=16, ge=1, description="Most prompts in one invocation of a gathered batch (COSMOS_BATCH_MAX; 1: each prompt alone)."
     )
 
     @property

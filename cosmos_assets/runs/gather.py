@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 URGENT = 100
 """hosts/priority.py's ``urgent`` (importing it here would load the Dagster resources; a test holds them equal)."""
 DEFAULT_WINDOW_SECONDS = 10.0
-DEFAULT_MAX_PROMPTS = 8
+DEFAULT_MAX_PROMPTS = 16
 POLL_SECONDS = 1.0
 
 

@@ -117,8 +117,8 @@ def waiting(instance: dg.DagsterInstance, step: str) -> int:
     """Steps waiting for the host: in its own pool, or before it in the asset pool ``gpu_host`` (one place per host)."""
     storage = instance.event_log_storage
     mine = storage.get_concurrency_info(slots.host_pool(HOST)).pending_steps
-    before = storage.get_concurrency_info(slots.ANY_GPU_POOL).pending_steps
-    return sum(p.step_key == f"{step}@{HOST}" for p in mine) + sum(p.step_key == step for p in before)
+    before = storage.get_concurrency_info(slots.ANY_GPU_POOL).pending_steps  # a place there stays listed once assigned
+    return len({p.run_id for p in mine if p.step_key == f"{step}@{HOST}"} | {p.run_id for p in before if p.step_key == step})
 
 
 def containers(client: docker.DockerClient, since: float, stage: str) -> list[str]:

@@ -15,12 +15,12 @@ from cosmos_assets.previews import preview_markdown, video_preview
 from cosmos_assets.resources import ProjectResource
 from cosmos_assets.hosts.waiting import company_for
 from cosmos_assets.models.base import ModelBackend
-from cosmos_assets.runs.company import run_with_company
+from cosmos_assets.runs.company import own_result, run_with_company
 from cosmos_assets.runs.gather import BatchWindow
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, model_for, plan_generation, plan_upscale, upscaler_for
 from cosmos_assets.runs.causes import failure_cause, retryable
 from cosmos_assets.runs.record import RunRecord
-from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, run_generations
+from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.stage import InferenceFailed, RunTerminated, StageResult
 
@@ -332,8 +332,9 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
 
         find = company_for(context, layout, host.label, config, GenerateConfig, _window(project),
                            able_hosts=_able(gpu_host, backend.name))  # fmt: skip
-        return _own(context, run_with_company(layout, context.partition_key, find, backend_for,
-                                              host.machine_for(backend.name), options, planner))  # fmt: skip
+        return own_result(run_with_company(layout, context.partition_key, find, backend_for,
+                                           host.machine_for(backend.name), options, planner), context.partition_key,
+                          context.log.info)  # fmt: skip
 
     # on_free_host: the first free host of the pool that has the model holds its Dagster slot meanwhile (docs/hosts.md);
     # the prompts waiting for that host that can share the model load run in the same invocation (docs/batching.md)
@@ -348,20 +349,6 @@ def _window(project: ProjectResource) -> BatchWindow:
 
 def _able(gpu_host: GpuHost, model: str) -> int:
     return sum(1 for member in gpu_host.members() if member.has_model(model))
-
-
-def _own(context: dg.AssetExecutionContext, outcomes: dict[str, PromptOutcome]) -> StageResult:
-    """This step's own prompt's result (its error raised); the prompts it took are logged, each materialized later
-    by its own run, which finds its work done."""
-    own = context.partition_key
-    for prompt, outcome in outcomes.items():
-        if prompt != own:
-            state = "done" if outcome.result is not None else f"failed: {str(outcome.error).splitlines()[0] if outcome.error else '?'}"
-            context.log.info(f"taken prompt {prompt}: {state} (its own run reports it)")
-    if outcomes[own].error is not None:
-        raise outcomes[own].error  # type: ignore[misc]
-    assert outcomes[own].result is not None
-    return outcomes[own].result
 
 
 @dg.asset(
@@ -390,8 +377,9 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
 
         find = company_for(context, layout, host.label, config, UpscaleConfig, _window(project),
                            able_hosts=_able(gpu_host, upscaler.name))  # fmt: skip
-        return _own(context, run_with_company(layout, context.partition_key, find, lambda prompt: upscaler,
-                                              host.machine_for(upscaler.name), options, planner, stage="upscale"))  # fmt: skip
+        return own_result(run_with_company(layout, context.partition_key, find, lambda prompt: upscaler,
+                                           host.machine_for(upscaler.name), options, planner, stage="upscale"),
+                          context.partition_key, context.log.info)  # fmt: skip
 
     def upscale() -> StageResult:
         return gpu_host.on_free_host(context, upscaler.name, work, left_behind=(layout.runs_dir, context.partition_key, "upscale"))

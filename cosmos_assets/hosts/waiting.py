@@ -25,8 +25,9 @@ _QUEUE_LOOK = 500
 
 
 def does_step(run: dg.DagsterRun, asset: dg.AssetKey, jobs_with_it: Collection[str]) -> bool:
-    """Whether ``run`` materializes ``asset``: in its asset selection, or (a whole job, no selection) its job has it."""
-    if run.asset_selection is not None:
+    """Whether ``run`` materializes ``asset``: in its asset selection, or (a whole job: no selection, or an empty one
+    as ``execute_in_process`` of an asset job records it) its job has it."""
+    if run.asset_selection:
         return asset in run.asset_selection
     return run.job_name in jobs_with_it
 

@@ -19,13 +19,14 @@ from datetime import datetime, timezone
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.job import LogLine
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import earlier_attempt
 from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, _Member, group_for_batches, run_batch
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record import RunStore
-from cosmos_assets.runs.stage import clean_staging, planned_record, say
+from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record, say
 from cosmos_assets.runs.skip import decide
 
 Planner = Callable[[ModelBackend, str, str], StagePlan]
@@ -97,6 +98,21 @@ def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[],
         outcomes[member.prompt] = PromptOutcome(member.prompt)
     run_batch(layout, machine, group, batch_id_of(base, 0), options, outcomes)
     return {m.prompt: outcomes[m.prompt] for m in group}
+
+
+def own_result(outcomes: dict[str, PromptOutcome], own: str, log: LogLine) -> StageResult:
+    """The result of ``own`` (its error raised); the prompts taken with it are logged, each reported later by its own
+    run, which finds its work done."""
+    for prompt, outcome in outcomes.items():
+        if prompt != own:
+            why = str(outcome.error).splitlines()[0] if outcome.error is not None and str(outcome.error) else "?"
+            say(log, f"[cosmos-assets] taken prompt {prompt}: {'done' if outcome.result is not None else 'failed: ' + why} "
+                     "(its own run reports it)")  # fmt: skip
+    if outcomes[own].error is not None:
+        raise outcomes[own].error
+    result = outcomes[own].result
+    assert result is not None
+    return result
 
 
 def _member(layout: ProjectLayout, machine: Machine, backend: ModelBackend, prompt: str, run_id: str,

@@ -226,7 +226,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
     try:
         batch = backend.batch_generation(batch_id, [m.item for m in group], options.num_gpus, options.batch_size)
         folder.mkdir(parents=True, exist_ok=True)
-        job = InferenceJob(run_id=batch_id, dagster_run_id=options.dagster_run_id, stage="generate",
+        job = InferenceJob(run_id=batch_id, dagster_run_id=options.dagster_run_id, stage=group[0].plan.stage,
                            prompt=_label(group), invocation=batch.request.invocation,
                            inputs=_stage_inputs(layout, batch, folder, group), project_root=layout.root)  # fmt: skip
     except Exception as error:  # noqa: BLE001 - the batch cannot be described or staged: each of its prompts fails
@@ -241,7 +241,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         store.save(member.record)
     batch_log = folder / "run.log"
     run_log = RunLog(batch_log, log)
-    run_log(f"[cosmos-assets] generate of {len(group)} prompts in one invocation {batch_id} on {machine.label} "
+    run_log(f"[cosmos-assets] {group[0].plan.stage} of {len(group)} prompts in one invocation {batch_id} on {machine.label} "
             f"({backend.label}), batch size {batch.batch_size}" + (f"; follow-up of {follow_up_of}" if follow_up_of else ""))  # fmt: skip
     for index, member in enumerate(group):
         run_log(f"[cosmos-assets] item {index}: {member.prompt} (run {member.record.run_id}) -> {batch.item_folders[index]}/")
@@ -364,7 +364,7 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
         return
     blocked = result.status == "blocked"
     log_path = failed_dir(layout, record) / plan.log_name
-    error = InferenceFailed(f"generate for {member.prompt} failed on {record.host} in the shared invocation {batch_id} "
+    error = InferenceFailed(f"{plan.stage} for {member.prompt} failed on {record.host} in the shared invocation {batch_id} "
                             f"(item {index}): {result.why}. Log: {log_path}", record.log_tail, blocked, log_path,
                             cause="guardrail_blocked" if blocked else "model_exit")  # fmt: skip
     _fail(layout, member, error, "running", log, outcomes, error_text=result.why)

@@ -105,6 +105,7 @@ def test_upscales_waiting_share_one_invocation(project) -> None:
     assert {p: o.error for p, o in outcomes.items()} == {"own": None, "b": None, "c": None}
     assert len(machine.jobs) == 2
     argv = machine.jobs[1].invocation.argv
+    assert machine.jobs[1].stage == "upscale"  # its container labelled as an upscale
     assert "--batch_input_path" in argv and argv[argv.index("--batch_size") + 1] == "1"
     for prompt in TEXTS:
         video = layout.upscaled_dir(prompt) / "output.mp4"

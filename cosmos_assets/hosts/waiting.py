@@ -60,9 +60,10 @@ def waiting_for_host(instance: dg.DagsterInstance, run: dg.DagsterRun, label: st
     live.sort(key=lambda r: pending.get(r.run_id) != f"{step}@{label}")  # stable: those in the host's pool first
     waiting: list[Waiting] = []
     coming = 0
+    own = run.tags.get(PARTITION_NAME_TAG)
     for other in live:
         prompt = other.tags.get(PARTITION_NAME_TAG)
-        if (other.run_id == run.run_id or not prompt or ASSET_PARTITION_RANGE_START_TAG in other.tags
+        if (other.run_id == run.run_id or not prompt or prompt == own or ASSET_PARTITION_RANGE_START_TAG in other.tags
                 or not does_step(other, asset, jobs_with_it) or not accepts(other)):  # fmt: skip
             continue
         here = pending.get(other.run_id)

@@ -54,6 +54,7 @@ def test_queued_and_pooled_runs_wait_started_ones_are_on_their_way_the_rest_are_
     add(instance, "a_range", queued, tags={ASSET_PARTITION_RANGE_START_TAG: "a", ASSET_PARTITION_RANGE_END_TAG: "b"})
     add(instance, None, queued)  # no partition
     add(instance, "ended", dg.DagsterRunStatus.SUCCESS)
+    add(instance, "own", started)  # another attempt of its own prompt is no company, nor on its way
 
     def accepts(run: dg.DagsterRun) -> bool:
         return same_config(run) and not GenerateConfig(**step_config(run, STEP)).force

@@ -2,7 +2,7 @@
 long it waits for them. Plain Python; the clock and the sleep are handed in, so a test forces each case.
 
 The run that holds the host's slot looks at the prompts waiting for the same host (their runs queued, or waiting in
-the host's pool; :mod:`cosmos_assets.hosts.waiting` finds them) and takes them into its own invocation, so one
+the host's pool; :mod:`cosmos_assets.defs.resources.waiting` finds them) and takes them into its own invocation, so one
 model load serves them all; their runs later find the work done (:mod:`cosmos_assets.runs.skip`). Bounds:
 
 - never more than ``max_prompts`` in one invocation (its own prompt included);
@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-URGENT = 100
-"""hosts/priority.py's ``urgent`` (importing it here would load the Dagster resources; a test holds them equal)."""
+from cosmos_assets.runs.priority import LEVELS
+
+URGENT = LEVELS["urgent"]
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_MAX_PROMPTS = 16
 POLL_SECONDS = 1.0

@@ -1,4 +1,4 @@
-"""hosts/waiting.py against a real Dagster instance: which runs wait for a host, which are on their way, which are
+"""defs/resources/waiting.py against a real Dagster instance: which runs wait for a host, which are on their way, which are
 not ours to take. Runs and pool places are made directly in the instance's storage (no run executes)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cosmos_assets.assets.generation import GenerateConfig
-from cosmos_assets.hosts import slots
-from cosmos_assets.hosts.waiting import GENERATION, JOBS_WITH, UPSCALE, step_config, waiting_for_host
+from cosmos_assets.defs.assets.generation import GenerateConfig
+from cosmos_assets.defs.resources import slots
+from cosmos_assets.defs.resources.waiting import GENERATION, JOBS_WITH, UPSCALE, step_config, waiting_for_host
 
 HOST = "gpu-a"
 STEP = "generated_videos"

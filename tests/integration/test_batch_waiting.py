@@ -22,12 +22,12 @@ import dagster as dg
 import docker
 import pytest
 
-from cosmos_assets.hosts import slots
+from cosmos_assets.defs.resources import slots
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.media import probe_video
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.record import SpecUsed
 from tests.infra.docker_events import attributes, container_events
 from tests.integration.test_daemon import _running_daemon

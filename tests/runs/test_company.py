@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models import backend_named
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.batch import BatchOptions
 from cosmos_assets.runs.company import run_with_company
 from cosmos_assets.runs.history import read_history

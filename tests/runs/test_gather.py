@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosmos_assets.hosts.priority import LEVELS
+from cosmos_assets.runs.priority import LEVELS
 from cosmos_assets.runs.gather import URGENT, BatchWindow, Waiting, gather
 
 

@@ -147,7 +147,9 @@ def materializations(pool: Pool, asset: str, prompts: list[str]) -> dict[str, dg
         return found
 
 
-def test_three_single_prompt_runs_waiting_for_the_host_run_as_one_container(one_host: Pool, docker_client) -> None:  # noqa: ANN001
+def test_three_single_prompt_runs_waiting_for_the_host_run_as_one_container_and_so_do_their_upscales(
+    one_host: Pool, docker_client  # noqa: ANN001
+) -> None:
     texts = {"t_one": "a quiet lane at dusk", "t_two": "a dry lane at noon", "t_three": "a wet lane at night"}
     add_prompts(one_host, texts)
     started = time.time()
@@ -171,6 +173,26 @@ def test_three_single_prompt_runs_waiting_for_the_host_run_as_one_container(one_
         if used[prompt].batch.taken_for:
             assert event.run_id == used[prompt].batch.taken_for
     assert sum("takes 2 waiting prompt(s)" in out for out in outputs) == 1
+
+    # their three upscales, each its own run, waiting for the host together: one container too (item 2)
+    started = time.time()
+    with host_held(one_host) as instance:
+        processes = [materialize(one_host, "upscaled_videos", prompt) for prompt in texts]
+        until(lambda: waiting(instance, "upscaled_videos") == 3, "three upscales wait for the host", processes)
+    finish(processes)
+
+    [label] = containers(docker_client, started, "upscale")
+    assert sorted(label.split("+")) == sorted(texts)
+    for prompt in texts:
+        upscale = own_output(one_host.project, prompt, texts[prompt], stage="upscale")
+        assert upscale.batch is not None and upscale.batch.items == 3 and "--batch_input_path" in upscale.command
+        generated = probe_video(one_host.project.output_dir(prompt) / "output.mp4")
+        upscaled = probe_video(one_host.project.upscaled_dir(prompt) / "output.mp4")
+        assert (upscaled.width, upscaled.height) == (generated.width * 3, generated.height * 3)
+        staged = f"inputs/generated/{prompt}/{used[prompt].run_id}/output.mp4"  # its own generation, not another's
+        assert any(i.path.endswith(staged) for i in upscale.inputs), [i.path for i in upscale.inputs]
+    assert set(materializations(one_host, "upscaled_videos", list(texts))) == set(texts)
+
 
 
 def test_an_urgent_prompt_is_not_held_back_by_the_window(one_host: Pool, docker_client) -> None:  # noqa: ANN001
@@ -203,32 +225,6 @@ def test_an_urgent_prompt_is_not_held_back_by_the_window(one_host: Pool, docker_
     for prompt, text in texts.items():
         own_output(one_host.project, prompt, text)
     assert "w_urgent: succeeded" in urgent_out
-
-
-def test_three_upscales_waiting_for_the_host_run_as_one_container(one_host: Pool, docker_client) -> None:  # noqa: ANN001
-    texts = {"u_one": "a quiet pier at dusk", "u_two": "a dry pier at noon", "u_three": "a wet pier at night"}
-    add_prompts(one_host, texts)
-    generation = launch(one_host, [str(BIN / "dagster"), "asset", "materialize", "-m", "cosmos_assets.definitions",
-                                   "--select", "generated_videos", "--partition-range", "u_one...u_three"], "range")  # fmt: skip
-    finish([generation])
-    started = time.time()
-    with host_held(one_host) as instance:
-        processes = [materialize(one_host, "upscaled_videos", prompt) for prompt in texts]
-        until(lambda: waiting(instance, "upscaled_videos") == 3, "three upscales wait for the host", processes)
-    finish(processes)
-
-    [label] = containers(docker_client, started, "upscale")
-    assert sorted(label.split("+")) == sorted(texts)
-    for prompt in texts:
-        used = own_output(one_host.project, prompt, texts[prompt], stage="upscale")
-        assert used.batch is not None and used.batch.items == 3 and "--batch_input_path" in used.command
-        generated = probe_video(one_host.project.output_dir(prompt) / "output.mp4")
-        upscaled = probe_video(one_host.project.upscaled_dir(prompt) / "output.mp4")
-        assert (upscaled.width, upscaled.height) == (generated.width * 3, generated.height * 3)
-        gen_run = SpecUsed.read(one_host.project.output_dir(prompt) / "spec_used.json").run_id
-        assert any(i.path.endswith(f"inputs/generated/{prompt}/{gen_run}/output.mp4") or f"/{prompt}/" in i.path
-                   for i in used.inputs)  # fmt: skip
-    assert set(materializations(one_host, "upscaled_videos", list(texts))) == set(texts)
 
 
 def test_the_daemon_with_auto_generate_on_makes_one_container_for_three_prompts_saved_at_once(

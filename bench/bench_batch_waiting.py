@@ -70,7 +70,7 @@ def _all_done(layout, names: list[str]) -> bool:  # noqa: ANN001
 def run_way(work: Path, name: str, batch_max: int) -> Way:
     import dagster as dg
 
-    from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.record_store import RunStore
 
     root = work / f"waiting_{name}"
     layout, names, home = _project(root)

@@ -25,7 +25,7 @@ from cosmos_assets.runs.adopt import earlier_attempt
 from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, _Member, group_for_batches, run_batch
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record, say
 from cosmos_assets.runs.skip import decide
 

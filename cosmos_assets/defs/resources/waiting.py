@@ -16,7 +16,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITIO
 from cosmos_assets.defs.resources import slots
 from cosmos_assets.defs.resources.placement import is_terminating
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.skip import last_success
 from cosmos_assets.runs.gather import BatchWindow, Waiting, gather
 

@@ -28,7 +28,7 @@ from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from tests.infra.docker_events import attributes, container_events
 from tests.integration.test_daemon import _running_daemon
 from tests.integration.test_host_pool import BIN, Pool, env_of, make_pool

@@ -13,7 +13,7 @@ from cosmos_assets.runs.batch import BatchOptions
 from cosmos_assets.runs.company import run_with_company
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.plan import plan_generation, plan_upscale
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from tests.project_factory import make_project

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_assets.files import atomic_write_json, sha256_file
-from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.layout import ProjectLayout, check_name, name_problem
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.media.compare import VideoComparison, compare_videos
 from cosmos_assets.media.recipe import RecipeError, read_recipe
 from cosmos_assets.models.registry import backend_named
@@ -145,7 +146,7 @@ def from_clip(layout: ProjectLayout, clip: Path) -> Original:
     try:
         inputs = [InputFile(path=p, size=int(n), sha256=h) for p, n, h in json.loads(tags["cosmos_inputs"])]
         settings = json.loads(tags["cosmos_settings"]) if "cosmos_settings" in tags else None
-        return Original(
+        original = Original(
             run_id=run_id, prompt=tags["cosmos_prompt_name"], model=tags["cosmos_model"],
             prompt_spec=json.loads(tags["cosmos_prompt_spec"]), inputs=inputs, num_gpus=int(tags["cosmos_num_gpus"]),
             image=tags.get("cosmos_image"), image_id=tags.get("cosmos_image_id"),
@@ -155,6 +156,22 @@ def from_clip(layout: ProjectLayout, clip: Path) -> Original:
         )  # fmt: skip
     except (KeyError, ValueError, TypeError) as error:
         raise ReproduceRefused(f"{clip}: its stamped recipe is damaged ({type(error).__name__}: {error})") from error
+    _refuse_escaping(clip, original)
+    return original
+
+
+def _refuse_escaping(clip: Path, original: Original) -> None:
+    """A stamp is text from anywhere: its prompt name (a file and folder name here) and its input paths (under the
+    model root) are held to the rules a run record is read under (runs/record_rules.py) before anything uses them."""
+    problem = name_problem(original.prompt)
+    if problem is not None:
+        raise ReproduceRefused(f"{clip}: its stamped prompt_name {original.prompt[:80]!r} {problem}: not a prompt of "
+                               "ours, so it cannot be run again")  # fmt: skip
+    for item in original.inputs:
+        try:
+            relative_inside(item.path, "inputs entry")
+        except ValueError as error:
+            raise ReproduceRefused(f"{clip}: its stamped {error}: not a run of ours, so it cannot be run again") from error
 
 
 def _comparable(settings: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -201,9 +218,15 @@ def _staged_prompt(layout: ProjectLayout, original: Original, run_id: str, pin: 
     if pin and setting and revision:
         block = data.setdefault("cosmos_assets", {}).setdefault(original.model, {})
         block.setdefault(setting, revision)
-    path = layout.staging_dir / f"{run_id}.prompt" / f"{original.prompt}.json"
+    path = _prompt_folder(layout, run_id) / f"{check_name(original.prompt, 'prompt')}.json"
     atomic_write_json(path, data)
     return path
+
+
+def _prompt_folder(layout: ProjectLayout, run_id: str) -> Path:
+    """Where the recorded prompt file is staged for planning: a folder of the new run's own (our run id), removed
+    after; never a path made of recorded text."""
+    return layout.staging_dir / f"{run_id}.prompt"
 
 
 def plan_again(layout: ProjectLayout, backend: ModelBackend, original: Original, run_id: str, pin: bool) -> StagePlan:
@@ -213,7 +236,7 @@ def plan_again(layout: ProjectLayout, backend: ModelBackend, original: Original,
         plan = plan_generation(layout, backend, original.prompt, run_id=run_id, num_gpus=original.num_gpus,
                                prompt_path=staged)  # fmt: skip
     finally:
-        shutil.rmtree(staged.parent, ignore_errors=True)
+        shutil.rmtree(_prompt_folder(layout, run_id), ignore_errors=True)
     plan.dest = layout.outputs_dir / REPRODUCED / original.prompt / run_id
     return plan
 

@@ -109,3 +109,37 @@ def test_a_clip_without_a_recipe_to_run_is_one_line(original, tmp_path: Path, ca
     assert len(err) == 1 and "cannot be run again: its stamp lacks prompt_spec, inputs, num_gpus" in err[0]
     assert main(["reproduce", "not-a-run"]) == 1
     assert "is not <YYYYmmdd_HHMMSS_8hex>" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [
+    ("cosmos_prompt_name", "../../../../victim/x"),
+    ("cosmos_prompt_name", "{tmp_path}/victim/x"),  # absolute: pathlib drops what comes before it
+    ("cosmos_inputs", json.dumps([["../../../victim/keep.txt", 4, "0" * 64]])),
+    ("cosmos_prompt_spec", "spec-escaping"),
+])
+def test_a_hostile_stamp_writes_and_deletes_nothing_outside_the_project(original, tmp_path: Path, capsys, field: str,
+                                                                        value: str) -> None:  # fmt: skip
+    """A clip's stamped recipe is text from anywhere: each field that becomes a path stays inside the project."""
+    from cosmos_assets.media.recipe import stamp
+
+    layout, done = original
+    victim = tmp_path / "victim"  # outputs/.staging/<id>.prompt/../../../../victim: beside the project
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    clip = tmp_path / "hostile.mp4"
+    shutil.copyfile(done.output_dir / "output.mp4", clip)
+    if value == "spec-escaping":
+        spec = json.loads(read_recipe(clip)["cosmos_prompt_spec"])
+        spec["input_video_path"] = "../victim/keep.txt"
+        value = json.dumps(spec)
+    value = value.replace("{tmp_path}", str(tmp_path))
+    stamp(clip, {"cosmos_run_id": "20260101_000000_0000abcd", field: value})  # a run this project never recorded
+    assert main(["reproduce", str(clip)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    if field != "cosmos_prompt_spec":
+        assert str(clip) in err[0] and field.removeprefix("cosmos_") in err[0], err[0]
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"] and (victim / "keep.txt").read_text() == "keep"
+    assert reproduced(layout, done.record.run_id) == [] and not (layout.outputs_dir / "_reproduced").exists()
+    staging = layout.staging_dir
+    assert not staging.exists() or list(staging.iterdir()) == [], list(staging.iterdir())

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,8 +179,10 @@ def _comparable(settings: dict[str, Any], run_id: str) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in settings.items() if k not in drop}, default=str).replace(run_id, "{run_id}"))
 
 
-def differences(original: Original, record: RunRecord, revisions_now: dict[str, str], where: str) -> list[str]:
-    """What the planned ``record`` would run differently from ``original`` (empty: the same run)."""
+def differences(original: Original, record: RunRecord, revisions_now: dict[str, str], where: str,
+                revision_repos: Iterable[str] = ()) -> list[str]:  # fmt: skip
+    """What the planned ``record`` would run differently from ``original`` (empty: the same run). ``revision_repos``:
+    the checkpoints the planned run resolves on the host (its invocation's revision files)."""
     found: list[str] = []
     now = {item.path: item for item in record.inputs}
     for item in original.inputs:
@@ -208,6 +210,9 @@ def differences(original: Original, record: RunRecord, revisions_now: dict[str, 
         if revisions_now.get(repo) != commit:
             found.append(f"checkpoint {repo} resolves to {revisions_now.get(repo) or 'nothing readable'} on {where}, "
                          f"the run used {commit}")  # fmt: skip
+    found += [f"{repo}: checkpoint revision not recorded by the run (it resolves to "
+              f"{revisions_now.get(repo) or 'nothing readable'} on {where} now), so the same checkpoint cannot be checked"
+              for repo in revision_repos if repo not in original.checkpoint_revisions]  # fmt: skip
     return found
 
 
@@ -252,7 +257,8 @@ def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machi
     run_id = new_run_id(now or datetime.now(timezone.utc))
     plan = plan_again(layout, backend, original, run_id, pin=True)
     record = planned_record(layout, machine, backend, plan)
-    found = differences(original, record, machine.checkpoint_revisions(plan.job), machine.label)
+    found = differences(original, record, machine.checkpoint_revisions(plan.job), machine.label,
+                        plan.job.invocation.revision_files)  # fmt: skip
     if found and not anyway:
         clean_staging(plan.effective_spec.parent, plan)
         raise ReproduceRefused(f"run {original.run_id} cannot be run again exactly: {'; '.join(found)}. "

@@ -143,3 +143,19 @@ def test_a_hostile_stamp_writes_and_deletes_nothing_outside_the_project(original
     assert reproduced(layout, done.record.run_id) == [] and not (layout.outputs_dir / "_reproduced").exists()
     staging = layout.staging_dir
     assert not staging.exists() or list(staging.iterdir()) == [], list(staging.iterdir())
+
+
+def test_checkpoints_the_original_did_not_record_are_a_difference_not_the_same(original) -> None:
+    """A model that resolves its checkpoint on the host (Cosmos 3: revision files) and an original that recorded no
+    revision: "same checkpoints" would be a guess, so it is a difference (refused unless --anyway)."""
+    from cosmos_assets.runs.reproduce import differences, from_record
+
+    layout, done = original
+    was = from_record(layout, done.record)
+    assert was.checkpoint_revisions == {} and differences(was, done.record, {}, "ssh@gpu") == []
+    nano = "nvidia/Cosmos3-Nano"
+    found = differences(was, done.record, {nano: "a" * 40}, "ssh@gpu", revision_repos=[nano])
+    assert found == [(f"{nano}: checkpoint revision not recorded by the run (it resolves to {'a' * 40} on ssh@gpu "
+                      "now), so the same checkpoint cannot be checked")]  # fmt: skip
+    was.checkpoint_revisions = {nano: "a" * 40}
+    assert differences(was, done.record, {nano: "a" * 40}, "ssh@gpu", revision_repos=[nano]) == []

@@ -34,6 +34,7 @@ from cosmos_assets.media.compare import VideoComparison, compare_videos
 from cosmos_assets.media.recipe import RecipeError, read_recipe
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend
+from cosmos_assets.redaction import first_line
 from cosmos_assets.runs.identity import short
 from cosmos_assets.runs.ids import new_run_id, run_id_problem
 from cosmos_assets.runs.plan import StagePlan, plan_generation
@@ -77,12 +78,15 @@ class Reproduction:
     comparison: VideoComparison | None
     original: Original
     notes: list[str] = field(default_factory=list)
+    comparison_error: str | None = None  # why the two videos could not be compared (the run itself succeeded)
 
     def summary(self) -> str:
         where = self.result.output_dir
         head = f"reproduced run {self.original.run_id} as run {self.result.record.run_id} into {where}"
         if self.differences:
             head += f" (run anyway: {'; '.join(self.differences)})"
+        if self.comparison_error is not None:
+            return f"{head}: comparison failed: {self.comparison_error}"
         if self.comparison is None:
             return f"{head}: the original's video is not in this project, nothing to compare with"
         return f"{head}: {self.comparison.summary()}"
@@ -281,5 +285,9 @@ def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machi
     if after and not found:  # it moved while the run started: say it, on record
         result.record.reproduce_differences = after
         RunStore(layout.runs_dir).save(result.record)
-    comparison = compare_videos(original.video, result.video) if original.video is not None else None
-    return Reproduction(result, result.record.reproduce_differences, comparison, original)
+    comparison, failed = None, None
+    try:
+        comparison = compare_videos(original.video, result.video) if original.video is not None else None
+    except (ValueError, OSError) as error:  # VideoReadError...: the run is done and recorded, its folder still said
+        failed = first_line(error)
+    return Reproduction(result, result.record.reproduce_differences, comparison, original, comparison_error=failed)

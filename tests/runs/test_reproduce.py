@@ -11,12 +11,15 @@ import pytest
 
 from cosmos_assets.cli import main
 from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.machines.docker_engine import DockerWentAwayError
+from cosmos_assets.machines.job import HostLinkLostError
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media.recipe import read_recipe
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.runs.skip import last_success
+from cosmos_assets.runs.stage import RunTerminated
 from tests.project_factory import make_project
 
 PREVIEW = backend_named("preview")
@@ -159,3 +162,41 @@ def test_checkpoints_the_original_did_not_record_are_a_difference_not_the_same(o
                       "now), so the same checkpoint cannot be checked")]  # fmt: skip
     was.checkpoint_revisions = {nano: "a" * 40}
     assert differences(was, done.record, {nano: "a" * 40}, "ssh@gpu", revision_repos=[nano]) == []
+
+
+@pytest.mark.parametrize("error", [
+    HostLinkLostError("uploading: the SSH link to ssh@gpu1 stayed down after 6 reconnects over 63s (EOF). Check the "
+                      "network to the host and that it is up (`cosmos-assets ssh`), then run again"),
+    DockerWentAwayError("docker on ssh@gpu1 went away while container c1 ran; a later attempt runs it again"),
+    RunTerminated("generate for tiny_prompt on preview@local: the run was terminated; its job was stopped"),
+])
+def test_a_host_lost_mid_reproduction_is_one_line(original, monkeypatch: pytest.MonkeyPatch, capsys,
+                                                  error: BaseException) -> None:  # fmt: skip
+    layout, done = original
+
+    def lost(self, job, log):  # noqa: ANN001, ANN202
+        raise error
+
+    monkeypatch.setattr(LocalMachine, "run", lost)
+    assert main(["reproduce", done.record.run_id]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {error}"]
+
+
+def test_a_comparison_that_fails_after_the_run_still_says_where_the_new_video_is(original, monkeypatch, capsys) -> None:
+    from cosmos_assets.media.video import VideoReadError
+    from cosmos_assets.runs import reproduce as reproduce_module
+
+    layout, done = original
+
+    def unreadable(first: Path, second: Path):  # noqa: ANN202
+        raise VideoReadError(f"{first} or {second} cannot be decoded: Invalid data found when processing input")
+
+    monkeypatch.setattr(reproduce_module, "compare_videos", unreadable)
+    assert main(["reproduce", done.record.run_id]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    (again,) = reproduced(layout, done.record.run_id)
+    folder = layout.outputs_dir / "_reproduced" / "tiny_prompt" / again.run_id
+    assert again.state == "succeeded" and (folder / "output.mp4").is_file()
+    assert out.startswith(f"reproduced run {done.record.run_id} as run {again.run_id} into {folder}: comparison failed: ")
+    assert out.endswith("cannot be decoded: Invalid data found when processing input")

@@ -83,7 +83,7 @@ def test_a_left_behind_reproduction_never_pins_the_prompts_work_to_its_host(tmp_
     """A reproduction writes to outputs/_reproduced/ and is never adopted as the prompt's run (runs/adopt.py), so it is
     no reason to send the prompt's next attempt to its host either: by the index and by the full scan alike."""
     if by == "scan":
-        def unavailable(self, use):  # noqa: ANN001, ANN202
+        def unavailable(self, use):
             raise record_index.IndexUnavailable("cannot be opened (test)")
 
         monkeypatch.setattr(record_index.RecordIndex, "use", unavailable)

@@ -9,8 +9,15 @@ import pytest
 
 from cosmos_assets.machines.docker_engine import DockerUnreachableError
 from cosmos_assets.machines.host_facts import HostFacts, read_revisions
-from cosmos_assets.machines.job import (HostNotReadyError, HostUnreachableError, InferenceJob, Invocation, LogLine,
-                                        RunOutcome, StagedFile)
+from cosmos_assets.machines.job import (
+    HostNotReadyError,
+    HostUnreachableError,
+    InferenceJob,
+    Invocation,
+    LogLine,
+    RunOutcome,
+    StagedFile,
+)
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.causes import retryable

@@ -174,7 +174,7 @@ def test_a_host_lost_mid_reproduction_is_one_line(original, monkeypatch: pytest.
                                                   error: BaseException) -> None:  # fmt: skip
     layout, done = original
 
-    def lost(self, job, log):  # noqa: ANN001, ANN202
+    def lost(self, job, log):
         raise error
 
     monkeypatch.setattr(LocalMachine, "run", lost)
@@ -189,7 +189,7 @@ def test_a_comparison_that_fails_after_the_run_still_says_where_the_new_video_is
 
     layout, done = original
 
-    def unreadable(first: Path, second: Path):  # noqa: ANN202
+    def unreadable(first: Path, second: Path):
         raise VideoReadError(f"{first} or {second} cannot be decoded: Invalid data found when processing input")
 
     monkeypatch.setattr(reproduce_module, "compare_videos", unreadable)

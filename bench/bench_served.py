@@ -172,7 +172,7 @@ def section(f: Figures) -> list[str]:
     tail = IDLE_MINUTES * 60 / RUNS
     lines = [
         SECTION_START,
-        f"## 7. Resident model service: {RUNS} single-prompt Cosmos 3 runs one after another, served vs one-shot",
+        f"## 8. Resident model service: {RUNS} single-prompt Cosmos 3 runs one after another, served vs one-shot",
         "",
         f"bench/bench_served.py: a real sshd and a private dockerd (tests/infra), the Cosmos 3 checkout of tests/standins "
         f"(the CLI's and the serving app's stand-ins, each with a fixed simulated model load of {LOAD_SECONDS:g} s), "

@@ -33,6 +33,8 @@ class BatchRef(BaseModel):
     items: int = Field(description="how many prompts the invocation ran")
     gpu_share: float = Field(default=1.0, ge=0, le=1, description="this prompt's share of the invocation's GPU time")
     follow_up_of: str | None = Field(default=None, description="the batch whose crash left this prompt unrun")
+    taken_for: str | None = Field(default=None, description="the Dagster run this prompt waited in when another run's "
+                                  "invocation took it (runs/company.py); that run reports this run as its own")
 
 
 class SpecUsed(BaseModel):

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.defs.assets import ALL_ASSETS
-from cosmos_assets.defs.assets.generation import failure_from
+from cosmos_assets.defs.assets.gpu_step import failure_from
 from cosmos_assets.cli import main
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.models.registry import backend_named

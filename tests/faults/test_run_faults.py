@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.defs.assets.generation import failure_from
+from cosmos_assets.defs.assets.gpu_step import failure_from
 from cosmos_assets.files import sha256_file
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker_run import LABEL_PREFIX

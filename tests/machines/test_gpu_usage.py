@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.defs.assets.generation import gpu_metadata
+from cosmos_assets.defs.assets.run_metadata import gpu_metadata
 from cosmos_assets.machines import gpu_usage
 from cosmos_assets.machines.gpu_usage import GpuSampler, parse_query
 from cosmos_assets.machines.local import LocalMachine

@@ -181,7 +181,7 @@ def test_the_idle_rule_with_a_forced_clock(now: float, ready: float | None, last
 ])  # fmt: skip
 def test_record_history_and_metadata_say_which_served_the_run(tmp_path: Path, serving: Serving, served_by: str,
                                                                load: float | None) -> None:  # fmt: skip
-    from cosmos_assets.defs.assets.generation import serving_metadata
+    from cosmos_assets.defs.assets.run_metadata import serving_metadata
     from tests.runs.test_record import _record
 
     record = _record(tmp_path, model="cosmos3")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.defs.assets.generation import failure_from
+from cosmos_assets.defs.assets.gpu_step import failure_from
 from cosmos_assets.machines.job import Invocation
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models.registry import backend_named

@@ -9,7 +9,8 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.defs.assets import ALL_ASSETS
-from cosmos_assets.defs.assets.generation import GPU_RETRY, generated_videos, upscaled_videos
+from cosmos_assets.defs.assets.generation import generated_videos, upscaled_videos
+from cosmos_assets.defs.assets.gpu_step import GPU_RETRY
 from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.local import LocalMachine

@@ -1,20 +1,19 @@
 """Stages 4 and 5: the generated video and its 4K upscale, run on the GPU host resource by the chosen model."""
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from cosmos_assets.defs.resources.placement import is_terminating
 from cosmos_assets.defs.resources.slots import ANY_GPU_POOL
 from pydantic import Field
 
+from cosmos_assets.defs.assets.gpu_step import GPU_RETRY, gpu_step, run_has_ended, terminated, terminating
 from cosmos_assets.defs.assets.prompts import prompt_specs
+from cosmos_assets.defs.assets.run_metadata import result_metadata
 from cosmos_assets.defs.resources import GpuHost
-from cosmos_assets.media import VideoReadError, probe_video
 from cosmos_assets.defs.partitions import PROMPTS
-from cosmos_assets.media.previews import preview_markdown, video_preview
 from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.defs.resources.waiting import company_for
 from cosmos_assets.models.base import ModelBackend
@@ -22,10 +21,9 @@ from cosmos_assets.runs.company import own_result, run_with_company
 from cosmos_assets.runs.gather import BatchWindow
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, model_for, plan_generation, plan_upscale, upscaler_for
 from cosmos_assets.runs.causes import failure_cause, retryable
-from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.options import RunOptions
-from cosmos_assets.runs.stage import InferenceFailed, RunTerminated, StageResult
+from cosmos_assets.runs.stage import RunTerminated, StageResult
 
 # Dagster 1.13.27 has no public way to give each partition of a multi-partition step its own data version (an
 # output's data version and tags are shared by all its partitions): these tags are what it writes itself
@@ -65,133 +63,6 @@ class UpscaleConfig(dg.Config):
     force: bool = Field(default=False, description="Run even when the last successful upscale did the same work and its outputs are unchanged (otherwise skipped).")
 
 
-def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None) -> dict[str, Any]:
-    """What the UI shows for a generated or upscaled video, derived from the run record and the video itself."""
-    record = result.record
-    info = probe_video(result.video)
-    metadata: dict[str, Any] = {
-        "frame_count": info.frames,
-        "resolution": f"{info.width}x{info.height}",
-        "duration_seconds": round(info.duration, 3),
-        "fps": round(info.fps, 3),
-        **picture_metadata(result, log),
-        "backend": record.model_label,
-        "host": record.host,
-        "gpu_seconds": round(record.gpu_seconds, 2),
-        "inference_seconds": round(record.inference_seconds, 2),
-        "num_gpus": record.num_gpus,
-        "command": dg.MetadataValue.md(f"```\n{record.command_line}\n```"),
-        "run_id": record.run_id,
-        "shot": record.shot or "(none)",
-        "output_dir": dg.MetadataValue.path(str(result.output_dir)),
-        "video": dg.MetadataValue.path(str(result.video)),
-        "upload_bytes": record.upload.bytes_sent,
-        "upload_seconds": round(record.upload.seconds, 2),
-        "upload_files_skipped": record.upload.files_skipped,
-        "download_bytes": record.download.bytes_sent,
-        "download_seconds": round(record.download.seconds, 2),
-        "previous_run_moved_to": record.previous_moved_to or "(none)",
-        "model_load_seconds": "(not derivable from this model's log)" if record.model_load_seconds is None
-                              else round(record.model_load_seconds, 2),
-        "cost": "(no COSMOS_GPU_PRICE_PER_HOUR set)" if record.cost is None else round(record.cost, 4),
-        "skipped": result.skipped is not None,
-        "batch_id": record.batch.batch_id if record.batch else "(not batched)",
-        "batch_item": f"{record.batch.index + 1} of {record.batch.items}" if record.batch else "(not batched)",
-        **gpu_metadata(record),
-        **serving_metadata(record),
-    }
-    if result.skipped is not None:  # nothing ran: this materialization stands on an earlier run's outputs
-        metadata |= {
-            "skipped_because": result.skipped,
-            "matches_run_id": record.run_id,
-            "matches_run_finished_at": str(record.finished_at or record.updated_at),
-            "gpu_seconds": 0.0, "inference_seconds": 0.0, "cost": 0.0,
-            "upload_bytes": 0, "upload_seconds": 0.0, "upload_files_skipped": 0,
-            "download_bytes": 0, "download_seconds": 0.0, "previous_run_moved_to": "(none)",
-        }
-    return metadata
-
-
-def serving_metadata(record: RunRecord) -> dict[str, Any]:
-    """Which served the run (docs/serving.md): the resident model service (its container, the load it waited for) or
-    a one-shot container, and why."""
-    serving = record.serving
-    if serving is None:
-        return {}
-    return {"served_by": "one-shot" if serving.mode == "one-shot" else f"service {serving.service_id or serving.service_container}",
-            "served_why": serving.reason,
-            **({"service_load_seconds": "(loaded already)" if serving.load_seconds is None else round(serving.load_seconds, 2),
-                "service_restarted": serving.restarted or "(no)"} if serving.mode == "served" else {})}  # fmt: skip
-
-
-def gpu_metadata(record: RunRecord) -> dict[str, Any]:
-    """What the GPUs did while it ran (nvidia-smi sampled on the machine), and the offload retry it was, if any."""
-    usage = record.gpu_usage.metadata() if record.gpu_usage is not None else {"gpu_util": "(not sampled: no nvidia-smi on this machine)"}
-    if record.retry_of:
-        usage |= {"retry_of": record.retry_of, "flags_added": " ".join(record.flags_added)}
-    return usage
-
-
-def picture_metadata(result: StageResult, log: dg.DagsterLogManager | None) -> dict[str, Any]:
-    """First/middle/last frame inline (small JPEG) and the full-size sheet beside the video."""
-    try:
-        preview = video_preview(result.video, result.output_dir)
-    except VideoReadError as error:
-        if log is not None:
-            log.warning(f"no preview frames: {error}")
-        return {"frames_image": f"(no frames to show: {error})"}
-    return {
-        "frames_image": dg.MetadataValue.md(preview_markdown(preview, f"{result.stage}: first, middle, last frame")),
-        "contact_sheet": dg.MetadataValue.path(str(preview.sheet_path)),
-    }
-
-
-GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-"""Retries of a GPU step (30 s, then 60 s): only for causes a later attempt can fix (``runs.causes.RETRYABLE``: a
-lost link, an unreachable host, docker that went away); every other failure is a ``Failure(allow_retries=False)``. A retry adopts what the failed attempt left."""
-
-
-def terminating(context: dg.AssetExecutionContext) -> Callable[[], bool]:
-    """Whether this run was terminated from outside: asked by the runner while the model runs, so a run no interrupt
-    reaches (started by `dagster asset materialize`, terminated in the UI) still stops its GPU job."""
-    instance, run_id = context.instance, context.run.run_id
-    return lambda: is_terminating(instance, run_id)
-
-
-def run_has_ended(context: dg.AssetExecutionContext) -> Callable[[str], bool]:
-    """Whether a Dagster run has ended: a left-behind GPU job whose run was failed by Dagster (its run worker
-    container died, seen by run monitoring) is followed by nobody, wherever its worker was (runs/adopt.py)."""
-    instance = context.instance
-
-    def ended(run_id: str) -> bool:
-        run = instance.get_run_by_id(run_id)
-        return run is not None and run.is_finished
-
-    return ended
-
-
-def terminated(error: BaseException) -> dg.Failure:
-    """A terminated step (UI Terminate, Ctrl-C): its GPU job is already stopped. Dagster 1.13.27 turns an interrupt
-    of a step that has a RetryPolicy into a retry (``op_execution_error_boundary``), which would start it again:
-    this Failure is never retried, and Dagster still ends a CANCELING run as canceled."""
-    return dg.Failure(description="terminated: the GPU job was stopped and its container removed",
-                      metadata={"cause": "cancelled", "retryable": False}, allow_retries=False)  # fmt: skip
-
-
-def failure_from(error: Exception) -> dg.Failure:
-    """The step's failure, with its cause; retried (by GPU_RETRY) only when the cause is retryable."""
-    cause = failure_cause(error)
-    metadata: dict[str, Any] = {"cause": cause, "retryable": retryable(cause)}
-    if isinstance(error, InferenceFailed):
-        metadata |= {
-            "log_tail": dg.MetadataValue.md("```\n" + "\n".join(error.log_tail[-30:]) + "\n```"),
-            "log": dg.MetadataValue.path(str(error.log_path)),
-            "guardrail_blocked": error.guardrail_blocked,
-        }
-    return dg.Failure(description=str(error).splitlines()[0] if str(error) else type(error).__name__,
-                      metadata=metadata, allow_retries=retryable(cause))  # fmt: skip
-
-
 # No code_version on the GPU assets: what makes their output (model, image, spec, inputs, settings, GPUs) is chosen
 # per run and is all in the data version (the inputs digest); a hand-bumped constant would mark every prompt stale
 # for a change of this module that alters no output, and a bump that does matter is not a reason to skip anyway.
@@ -209,16 +80,6 @@ def _run_options(context: dg.AssetExecutionContext, project: ProjectResource, nu
         oom_retry_offload=project.oom_retry_offload,
         run_finished=run_has_ended(context),
     )
-
-
-def _gpu_step(run: Callable[[], StageResult]) -> StageResult:
-    """Run a GPU stage; a termination and every failure become the Dagster Failure that says whether to retry."""
-    try:
-        return run()
-    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, RunTerminated) as error:
-        raise terminated(error) from error  # the runner stopped the GPU job; Dagster would retry a bare interrupt
-    except Exception as error:
-        raise failure_from(error) from error
 
 
 def _data_version_tags(context: dg.AssetExecutionContext, prompt: str, version: str) -> dict[str, str]:
@@ -349,7 +210,7 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
 
     # on_free_host: the first free host of the pool that has the model holds its Dagster slot meanwhile (docs/hosts.md);
     # the prompts waiting for that host that can share the model load run in the same invocation (docs/batching.md)
-    result = _gpu_step(lambda: gpu_host.on_free_host(context, backend.name, work,
+    result = gpu_step(lambda: gpu_host.on_free_host(context, backend.name, work,
                                                      left_behind=(layout.runs_dir, context.partition_key, "generate")))  # fmt: skip
     return dg.MaterializeResult(metadata=result_metadata(result, context.log), data_version=dg.DataVersion(result.data_version))
 
@@ -395,7 +256,7 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
     def upscale() -> StageResult:
         return gpu_host.on_free_host(context, upscaler.name, work, left_behind=(layout.runs_dir, context.partition_key, "upscale"))
 
-    result = _gpu_step(upscale)
+    result = gpu_step(upscale)
     metadata = result_metadata(result, context.log)
     metadata["control_weight"] = config.control_weight
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.data_version))

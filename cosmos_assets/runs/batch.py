@@ -26,8 +26,9 @@ from typing import Any
 
 from cosmos_assets.files import atomic_write_json, atomic_write_text
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.base import Machine
-from cosmos_assets.machines.job import InferenceJob, LogLine, StagedFile
+from cosmos_assets.machines.base import JobState, Machine
+from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
+from cosmos_assets.models import backend_named
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
 from cosmos_assets.runs.adopt import earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
@@ -116,8 +117,13 @@ class BatchOptions:
     def alone(self, layout: ProjectLayout, machine: Machine, backend: ModelBackend,
               make_plan: Callable[[str], StagePlan], run_id: str) -> StageResult:  # fmt: skip
         """One prompt by the runner's own path (skip, adopt, run, its retries)."""
+        def plan_member(model: str, prompt: str, rid: str) -> StagePlan:  # a member of an orphaned batch
+            return plan_generation(layout, backend_named(model), prompt, run_id=rid, dagster_run_id=self.dagster_run_id,
+                                   videos_subdir=self.videos_subdir, num_gpus=self.num_gpus)  # fmt: skip
+
         return _run_stage(layout, machine, backend, make_plan, run_id, self.log, self.silence_minutes, self.cancelled,
-                          force=self.force, gpu_price_per_hour=self.gpu_price_per_hour, **self.more)  # fmt: skip
+                          force=self.force, gpu_price_per_hour=self.gpu_price_per_hour,
+                          plan_member=plan_member if backend.can_batch else None, **self.more)  # fmt: skip
 
 
 def group_for_batches(members: list[_Member]) -> list[list[_Member]]:
@@ -231,9 +237,12 @@ def _stage_inputs(layout: ProjectLayout, batch: BatchRequest, folder: Path, grou
 
 
 def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], batch_id: str, options: BatchOptions,
-              outcomes: dict[str, PromptOutcome], follow_up_of: str | None = None) -> None:  # fmt: skip
+              outcomes: dict[str, PromptOutcome], follow_up_of: str | None = None,
+              adopted: JobState | None = None) -> None:  # fmt: skip
     """One invocation for ``group`` (one backend, one batch key); each prompt promoted or failed on its own, the
-    items a guardrail crash left unrun sent to a follow-up invocation."""
+    items a guardrail crash left unrun sent to a follow-up invocation. ``adopted``: the invocation was started by an
+    orchestrator that died, and this is what is left of it on the host (runs/batch_adopt.py): nothing is uploaded or
+    started, its container is attached to (or its outputs downloaded), then it is settled as any invocation."""
     backend, log, store = group[0].backend, options.log, RunStore(layout.runs_dir)
     folder = layout.outputs_dir / ".batches" / batch_id
     try:
@@ -248,7 +257,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         return
     for index, member in enumerate(group):
         member.record.batch = BatchRef(batch_id=batch_id, index=index, items=len(group), gpu_share=1 / len(group),
-                                       follow_up_of=follow_up_of)  # fmt: skip
+                                       follow_up_of=follow_up_of, batch_size=batch.batch_size)  # fmt: skip
         member.record.remote_output_folder = f"{job.output_folder}/{batch.item_folders[index]}"
         member.record.worker = Worker.current().to_text()
         store.save(member.record)
@@ -258,22 +267,26 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
             f"({backend.label}), batch size {batch.batch_size}" + (f"; follow-up of {follow_up_of}" if follow_up_of else ""))  # fmt: skip
     for index, member in enumerate(group):
         run_log(f"[cosmos-assets] item {index}: {member.prompt} (run {member.record.run_id}) -> {batch.item_folders[index]}/")
+    if adopted is not None:
+        run_log(f"[cosmos-assets] adopting the invocation {batch_id} its orchestrator left behind (what is left on "
+                f"{machine.label}: {adopted}); nothing is uploaded or started again")  # fmt: skip
     phase, fetched, download = "planned", folder / "fetched", None
     try:
-        if batch.request.program_files:
-            machine.upload(batch.request.program_files, run_log)
-        machine.preflight(job, run_log)
-        phase = "uploading"
-        _save_all(store, group, phase)
-        timed_transfer([m.record for m in group], "upload", lambda: machine.upload(job.inputs, run_log))
-        command = machine.command_for(job)
+        if adopted is None:
+            if batch.request.program_files:
+                machine.upload(batch.request.program_files, run_log)
+            machine.preflight(job, run_log)
+            phase = "uploading"
+            _save_all(store, group, phase)
+            timed_transfer([m.record for m in group], "upload", lambda: machine.upload(job.inputs, run_log))
+        command = group[0].record.command if adopted is not None and group[0].record.command else machine.command_for(job)
         for member in group:
             member.record.command = command
         phase = "running"
         _save_all(store, group, phase)
         run_log("[cosmos-assets] command: " + group[0].record.command_line)
         outcome = _run_watched(layout, machine, job, group[0].record, group[0].plan, run_log, options.silence_minutes,
-                               options.cancelled)  # fmt: skip
+                               options.cancelled) if adopted != "outputs" else left_outputs(group[0].record, command)  # fmt: skip
         for member in group:
             member.record.ran(command, outcome)
         phase = "downloading"
@@ -325,6 +338,13 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
             member.record.state = "planned"
             member.record.exit_code = None
         run_batch(layout, machine, left, follow_up_id(batch_id), options, outcomes, follow_up_of=batch_id)
+
+
+def left_outputs(record: RunRecord, command: list[str]) -> RunOutcome:
+    """An adopted invocation whose container is gone but whose outputs are on the host: taken as having exited 0
+    (what it wrote is mapped item by item; an item without its video fails as any such item does)."""
+    now = datetime.now(timezone.utc)
+    return RunOutcome(exit_code=0, command=command, started_at=record.started_at or now, finished_at=now)
 
 
 def _write_batch_file(folder: Path, batch_id: str, options: BatchOptions, backend: ModelBackend, machine: Machine,

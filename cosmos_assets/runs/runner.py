@@ -23,6 +23,7 @@ from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome
 from cosmos_assets.machines.transfer_resume import is_partial_download
+from cosmos_assets.models import backend_named
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import Adoption, find_adoption
 from cosmos_assets.machines import gpu_usage
@@ -426,9 +427,13 @@ def run_generation(
         return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=dagster_run_id,
                                videos_subdir=videos_subdir, num_gpus=num_gpus)  # fmt: skip
 
+    def plan_member(model: str, member: str, rid: str) -> StagePlan:
+        return plan_generation(layout, backend_named(model), member, run_id=rid, dagster_run_id=dagster_run_id,
+                               videos_subdir=videos_subdir, num_gpus=num_gpus)  # fmt: skip
+
     return _run_stage(layout, machine, backend, make_plan, run_id, log, silence_minutes, cancelled,
                       force=force, gpu_price_per_hour=gpu_price_per_hour, run_finished=run_finished,
-                      oom_retry_offload=oom_retry_offload)  # fmt: skip
+                      oom_retry_offload=oom_retry_offload, plan_member=plan_member)  # fmt: skip
 
 
 def run_upscale(
@@ -466,14 +471,25 @@ def _run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, m
                cancelled: Callable[[], bool] | None = None, *, force: bool = False,
                gpu_price_per_hour: float | None = None,
                run_finished: Callable[[str], bool] | None = None,
-               oom_retry_offload: bool = False) -> StageResult:  # fmt: skip
+               oom_retry_offload: bool = False,
+               plan_member: Callable[[str, str, str], StagePlan] | None = None) -> StageResult:  # fmt: skip
     """Plan under a new run id; skip it if its last success did the same work; adopt an earlier run of the same work
     if one was left behind (``run_finished``: whether a Dagster run has ended, :mod:`~cosmos_assets.runs.adopt`),
-    else run this plan."""
+    else run this plan. ``plan_member(model, prompt, run_id)``: how a prompt is planned here, for collecting a
+    batch this prompt's earlier attempt was part of (:mod:`~cosmos_assets.runs.batch_adopt`)."""
     plan = make_plan(run_id)
     record = planned_record(layout, machine, backend, plan)
     record.gpu_price_per_hour = gpu_price_per_hour
     store = RunStore(layout.runs_dir, warn=lambda line: _say(log, f"[cosmos-assets] warning: {line}"))
+    if plan_member is not None:
+        from cosmos_assets.runs.batch_adopt import collect_left_batch  # a circle: runs/batch_adopt.py runs batches
+
+        collected = collect_left_batch(layout, machine, record, plan_member, log=log, silence_minutes=silence_minutes,
+                                       cancelled=cancelled, gpu_price_per_hour=gpu_price_per_hour,
+                                       run_finished=run_finished)  # fmt: skip
+        if collected is not None:
+            _clean_staging(plan.effective_spec.parent, plan)
+            return collected
     decision = decide(store, layout.root, record, force=force)
     if decision.skip and decision.matches is not None:
         _clean_staging(plan.effective_spec.parent, plan)

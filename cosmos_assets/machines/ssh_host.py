@@ -261,7 +261,7 @@ class SshHost(Machine):
             env={"PYTHONUNBUFFERED": "1", **job.invocation.env, **self.settings.container_env, **self._secrets},
             labels={**container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id),
                     f"{LABEL_PREFIX}.host": self.label,  # which pool host started it (one engine may serve several)
-                    **busy_host.gpu_labels(job.invocation.needs_gpu)},
+                    busy_host.GPU_LABEL: busy_host.gpus_held(job.invocation.needs_gpu, parse_gpus(self.settings.docker_gpus))},
             detach=True,
             cache_mounts=preflight.cache_mounts(facts, job),
         )
@@ -277,8 +277,9 @@ class SshHost(Machine):
         follower = LogFollower(log, deque(maxlen=LOG_TAIL_LINES), job.invocation.guardrail_marker)
         attached = False
         try:
-            if job.invocation.needs_gpu and self.docker.state(name) is None:  # about to start: one model per engine
-                busy_host.wait_until_free(self.link, name, log, self.settings.busy_wait_minutes * 60)
+            if self.docker.state(name) is None:  # about to start: one model on the engine's GPUs at a time
+                busy_host.wait_until_free(self.link, name, log, self.settings.busy_wait_minutes * 60,
+                                          gpus=settings.labels[busy_host.GPU_LABEL], prompt=job.prompt, stage=job.stage)
             attached = self.link.with_reconnect(
                 "starting the container", lambda: self.docker.start(settings, command, log), log
             )

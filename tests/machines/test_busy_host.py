@@ -15,10 +15,13 @@ from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.ssh_link import TAG, LinkDropped
 from tests.machines.test_docker import ScriptedLink
 
-OLD = "cosmos-generate-p1-20261207-0a1b2c3d4e\t20261207_101010_0a1b2c3d\tp1\tgenerate\tdagster-run-1\tgpu-a\t1"
-BATCH = "cosmos-generate-a-b-c-20261207-99\t20261207_101010_0a1b2c3d_batch0\ta+b+c\tgenerate\t\tgpu-b\t1"
-PREVIEW = "cosmos-generate-pv-20261207-77\t20261207_111111_77777777\tpv\tgenerate\t\tgpu-a\t0"
-UNLABELLED = "cosmos-generate-p9-20251010-55\t20251010_101010_55555555\tp9\tgenerate\t\t\t"  # before the gpu label
+OLD = "cosmos-generate-p1-20261207-0a1b2c3d4e\t20261207_101010_0a1b2c3d\tp1\tgenerate\tdagster-run-1\tgpu-a\t0,1"
+BATCH = "cosmos-generate-a-b-c-20261207-99\t20261207_101010_0a1b2c3d_batch0\ta+b+c\tgenerate\t\tgpu-b\tall"
+PREVIEW = "cosmos-generate-pv-20261207-77\t20261207_111111_77777777\tpv\tgenerate\t\tgpu-a\tnone"
+OTHER_GPU = "cosmos-generate-p5-20261207-66\t20261207_121212_66666666\tp5\tgenerate\t\tgpu-c\t1"
+SAME_PROMPT = "cosmos-generate-x-p2-y-20261207-44\t20261207_131313_44444444_batch0\tx+p2+y\tgenerate\t\tgpu-c\tnone"
+UPSCALE = "cosmos-upscale-p2-20261207-33\t20261207_141414_33333333_upscale\tp2\tupscale\t\tgpu-c\tnone"
+UNLABELLED = "cosmos-generate-p9-20251010-55\t20251010_101010_55555555\tp9\tgenerate\t\t\t"  # before the gpus label
 MINE = "cosmos-generate-p2-new"
 
 
@@ -40,11 +43,12 @@ def ps(*lines: str) -> tuple[int, str, str]:
 
 
 def wait(link: ScriptedLink, log: list[str], wait_seconds: float, clock: Clock) -> None:
-    busy_host.wait_until_free(link, MINE, log.append, wait_seconds, clock=clock, sleep=clock.sleep, poll_seconds=5)
+    busy_host.wait_until_free(link, MINE, log.append, wait_seconds, gpus="0", prompt="p2", stage="generate", clock=clock,
+                              sleep=clock.sleep, poll_seconds=5)  # fmt: skip
 
 
 def test_any_running_gpu_container_of_ours_is_waited_for_whoever_started_it_then_the_run_starts() -> None:
-    link, log, clock = ScriptedLink([ps(OLD, PREVIEW), ps(OLD), ps(BATCH), ps(PREVIEW, MINE)]), [], Clock()
+    link, log, clock = ScriptedLink([ps(OLD, PREVIEW), ps(OLD), ps(BATCH), ps(PREVIEW, OTHER_GPU, UPSCALE, MINE)]), [], Clock()
     wait(link, log, 3600, clock)
     argv = link.commands[0][0]
     assert argv[:4] == ["docker", "ps", "--filter", "label=cosmos-assets.run-id"]  # every one of ours: no prompt,
@@ -54,7 +58,8 @@ def test_any_running_gpu_container_of_ours_is_waited_for_whoever_started_it_then
                       f"{MINE}: one model on a host's GPUs at a time, whoever started it (waited 0s of at most 3600s)")
     assert "container cosmos-generate-a-b-c-20261207-99 (generate of a+b+c, run 20261207_101010_0a1b2c3d_batch0, " \
            "started for gpu-b)" in log[1]  # the next one is named as soon as it is the one waited for
-    assert log[2] == f"{TAG} ssh@gpu1 is free now (waited 15s): starting {MINE}"  # a preview and its own name don't count
+    # no GPU, other GPUs, another stage of its prompt, its own name: none of them holds what it needs
+    assert log[2] == f"{TAG} ssh@gpu1 is free now (waited 15s): starting {MINE}"
     assert clock.sleeps == [5, 5, 5] and len(log) == 3
 
 
@@ -94,6 +99,17 @@ def test_listing_reconnects_into_the_run_log_and_a_stopped_engine_is_retryable(c
         wait(ScriptedLink([(1, "", "permission denied")]), [], 60, Clock())
 
 
-def test_only_gpu_jobs_are_labelled_as_holding_gpus() -> None:
-    assert busy_host.gpu_labels(True) == {"cosmos-assets.gpu": "1"}
-    assert busy_host.gpu_labels(False) == {"cosmos-assets.gpu": "0"}
+def test_the_same_prompt_is_never_run_twice_at_once_on_one_engine_whatever_gpus_each_holds() -> None:
+    """The gap closed: two pool entries on one engine, each with its own GPUs, both running p2 (here, a batch holding
+    p2, on no GPU); the host label told them apart, so the second started."""
+    link, log, clock = ScriptedLink([ps(SAME_PROMPT, OTHER_GPU), ps(OTHER_GPU)]), [], Clock()
+    wait(link, log, 60, clock)
+    assert "waiting for container cosmos-generate-x-p2-y-20261207-44 (generate of x+p2+y" in log[0] and len(log) == 2
+
+
+def test_gpu_labels_say_which_devices_a_container_holds() -> None:
+    assert busy_host.gpus_held(True, "all") == "all" and busy_host.gpus_held(True, ("0", "1")) == "0,1"
+    assert busy_host.gpus_held(True, None) == "all"  # COSMOS_DOCKER_GPUS=none on a test host: the model wants them
+    assert busy_host.gpus_held(False, "all") == "none"  # the preview's dry run holds none
+    held = busy_host.OurContainer("c", "r", "p", "generate", "", "h", "0,1")
+    assert held.holds_any_of("1,2") and held.holds_any_of("all") and not held.holds_any_of("2") and not held.holds_any_of("none")

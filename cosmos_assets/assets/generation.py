@@ -16,8 +16,10 @@ from cosmos_assets.resources import ProjectResource
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, model_for, upscaler_for
 from cosmos_assets.runs.causes import failure_cause, retryable
 from cosmos_assets.runs.record import RunRecord
-from cosmos_assets.runs.runner import InferenceFailed, RunTerminated, StageResult, run_generation, run_upscale
 from cosmos_assets.runs.batch import BatchOptions, run_generations
+from cosmos_assets.runs.options import RunOptions
+from cosmos_assets.runs.runner import run_generation, run_upscale
+from cosmos_assets.runs.stage import InferenceFailed, RunTerminated, StageResult
 
 # Dagster 1.13.27 has no public way to give each partition of a multi-partition step its own data version (an
 # output's data version and tags are shared by all its partitions): these tags are what it writes itself
@@ -180,19 +182,19 @@ def failure_from(error: Exception) -> dg.Failure:
 # per run and is all in the data version (the inputs digest); a hand-bumped constant would mark every prompt stale
 # for a change of this module that alters no output, and a bump that does matter is not a reason to skip anyway.
 def _run_options(context: dg.AssetExecutionContext, project: ProjectResource, num_gpus: int | None,
-                 force: bool) -> dict[str, Any]:  # fmt: skip
+                 force: bool) -> RunOptions:  # fmt: skip
     """What both GPU steps pass the runner: the run's identity, its log, and the deployment's run settings."""
-    return {
-        "dagster_run_id": context.run.run_id,
-        "num_gpus": num_gpus or project.num_gpus,
-        "log": context.log.info,
-        "silence_minutes": project.model_silence_minutes,
-        "cancelled": terminating(context),
-        "force": force,
-        "gpu_price_per_hour": project.gpu_price_per_hour,
-        "oom_retry_offload": project.oom_retry_offload,
-        "run_finished": run_has_ended(context),
-    }
+    return RunOptions(
+        dagster_run_id=context.run.run_id,
+        num_gpus=num_gpus or project.num_gpus,
+        log=context.log.info,
+        silence_minutes=project.model_silence_minutes,
+        cancelled=terminating(context),
+        force=force,
+        gpu_price_per_hour=project.gpu_price_per_hour,
+        oom_retry_offload=project.oom_retry_offload,
+        run_finished=run_has_ended(context),
+    )
 
 
 def _gpu_step(run: Callable[[], StageResult]) -> StageResult:
@@ -251,8 +253,8 @@ def _generate_batch(context: dg.AssetExecutionContext, config: GenerateConfig, p
     context.log.info(f"{len(keys)} prompts in this run: " + "; ".join(f"{m}: {', '.join(p)}" for m, p in by_model.items()))
     for model, prompts in by_model.items():
         def work(host: GpuHost, prompts: list[str] = prompts) -> dict:
-            options = BatchOptions.from_run_options(host.priced(_run_options(context, project, config.num_gpus, config.force)),
-                                                    videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
+            options = BatchOptions.of(host.priced(_run_options(context, project, config.num_gpus, config.force)),
+                                      videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
             return run_generations(project.layout, prompts, backends.__getitem__, lambda b: host.machine_for(b.name), options)
 
         try:
@@ -315,7 +317,7 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
     # on_free_host: the first free host of the pool that has the model holds its Dagster slot meanwhile (docs/hosts.md)
     result = _gpu_step(lambda: gpu_host.on_free_host(context, backend.name, lambda host: run_generation(
         project.layout, host.machine_for(backend.name), backend, context.partition_key,
-        videos_subdir=config.videos_subdir, **host.priced(_run_options(context, project, config.num_gpus, config.force)),
+        host.priced(_run_options(context, project, config.num_gpus, config.force)), videos_subdir=config.videos_subdir,
     ), left_behind=(project.layout.runs_dir, context.partition_key, "generate")))  # fmt: skip
     return dg.MaterializeResult(metadata=result_metadata(result, context.log), data_version=dg.DataVersion(result.data_version))
 
@@ -338,7 +340,7 @@ def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, pr
         upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
         return gpu_host.on_free_host(context, upscaler.name, lambda host: run_upscale(
             project.layout, host.machine_for(upscaler.name), upscaler, context.partition_key,
-            control_weight=config.control_weight, **host.priced(_run_options(context, project, config.num_gpus, config.force)),
+            host.priced(_run_options(context, project, config.num_gpus, config.force)), control_weight=config.control_weight,
         ), left_behind=(project.layout.runs_dir, context.partition_key, "upscale"))  # fmt: skip
 
     result = _gpu_step(upscale)

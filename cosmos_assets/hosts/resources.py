@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from cosmos_assets.dead_runs import before_gpu_steps
 from cosmos_assets.hosts.placement import left_behind_hosts, run_on_free_host
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.settings import RESOURCE_VARIABLES, Settings, settings_error
 
 if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is used
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is use
     from cosmos_assets.machines.ssh_target import SshTarget
 
 T = TypeVar("T")
+RunOptionsT = TypeVar("RunOptionsT", RunOptions, dict[str, Any])
 HF_TOKEN_ENV = "HF_TOKEN"
 # The newer models' repositories: their checkout's default folder name beside REMOTE_DIR and their image's name.
 MODEL_REPOS = {"cosmos-transfer2.5": "cosmos-transfer2.5", "cosmos3": "cosmos-framework"}
@@ -80,11 +82,14 @@ class GpuHost(dg.ConfigurableResource):
     def probe(self, model: str) -> None:
         """Raise :class:`HostNotReadyError` now if the host cannot be reached (quick: no reconnect backoff)."""
 
-    def priced(self, run_options: dict[str, Any]) -> dict[str, Any]:
-        """The runner's options with this host's price of a GPU hour, if it has its own."""
+    def priced(self, run_options: RunOptionsT) -> RunOptionsT:
+        """The runner's options (a :class:`~cosmos_assets.runs.options.RunOptions`, or their dict) with this host's
+        price of a GPU hour, if it has its own."""
         if self.price_per_gpu_hour is None:
             return run_options
-        return {**run_options, "gpu_price_per_hour": self.price_per_gpu_hour}
+        if isinstance(run_options, dict):
+            return {**run_options, "gpu_price_per_hour": self.price_per_gpu_hour}  # type: ignore[return-value]
+        return run_options.replace(gpu_price_per_hour=self.price_per_gpu_hour)
 
     def on_free_host(self, context: dg.AssetExecutionContext, model: str, work: Callable[[GpuHost], T],
                      left_behind: tuple[Path, str, str] | None = None) -> T:  # fmt: skip

@@ -15,7 +15,7 @@ Plain Python, no Dagster.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -33,25 +33,23 @@ from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
 from cosmos_assets.runs.adopt import earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
-from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, follow_up_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan, plan_generation
-from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.record import BatchRef, RunRecord, RunStore
 from cosmos_assets.runs.run_log import RunLog
-from cosmos_assets.runs.runner import (
+from cosmos_assets.runs.options import RunOptions
+from cosmos_assets.runs.runner import run_stage
+from cosmos_assets.runs.stage import (
     InferenceFailed,
     StageResult,
-    _best_effort,
-    _clean_staging,
-    _failure_state,
-    _keep_failed,
-    _run_stage,
-    _run_watched,
-    _say,
+    clean_staging,
     failed_dir,
     planned_record,
     promote,
+    record_failure,
+    run_watched,
+    say,
+    set_aside_partial,
     timed_transfer,
 )
 from cosmos_assets.runs.skip import decide
@@ -90,29 +88,18 @@ class _Member:
         return (self.item.spec.prompt or "").strip()
 
 
-@dataclass
-class BatchOptions:
-    """What every invocation of one request shares: :func:`~cosmos_assets.runs.runner.run_generation`'s keyword
-    arguments, ``batch_size`` (upstream's ``--batch_size``: items generated at once, more memory), and in ``more``
-    the runner's other options, passed on as they are to each prompt that runs alone."""
+@dataclass(frozen=True)
+class BatchOptions(RunOptions):
+    """What every invocation of one request shares: the run's options, the videos folder of its prompts, and
+    ``batch_size`` (upstream's ``--batch_size``: items generated at once, more memory)."""
 
-    dagster_run_id: str | None = None
     videos_subdir: str | None = None
-    num_gpus: int = 1
-    log: LogLine = print
-    silence_minutes: float = 0.0
-    cancelled: Callable[[], bool] | None = None
-    force: bool = False
-    gpu_price_per_hour: float | None = None
     batch_size: int = 1
-    more: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_run_options(cls, options: dict[str, Any], **fields: Any) -> "BatchOptions":
-        """From the runner's keyword arguments (the Dagster asset's ``_run_options``), unknown ones kept in ``more``."""
-        known = {name for name in cls.__dataclass_fields__ if name != "more"}
-        merged = {**options, **fields}
-        return cls(**{k: v for k, v in merged.items() if k in known}, more={k: v for k, v in merged.items() if k not in known})
+    def of(cls, options: RunOptions, **fields: Any) -> BatchOptions:  # noqa: ANN401 - this class's own fields
+        """``options`` with a batch's own ``fields``."""
+        return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(RunOptions)}, **fields)
 
     def alone(self, layout: ProjectLayout, machine: Machine, backend: ModelBackend,
               make_plan: Callable[[str], StagePlan], run_id: str) -> StageResult:  # fmt: skip
@@ -121,9 +108,7 @@ class BatchOptions:
             return plan_generation(layout, backend_named(model), prompt, run_id=rid, dagster_run_id=self.dagster_run_id,
                                    videos_subdir=self.videos_subdir, num_gpus=self.num_gpus)  # fmt: skip
 
-        return _run_stage(layout, machine, backend, make_plan, run_id, self.log, self.silence_minutes, self.cancelled,
-                          force=self.force, gpu_price_per_hour=self.gpu_price_per_hour,
-                          plan_member=plan_member if backend.can_batch else None, **self.more)  # fmt: skip
+        return run_stage(layout, machine, backend, make_plan, run_id, self, plan_member=plan_member)
 
 
 def group_for_batches(members: list[_Member]) -> list[list[_Member]]:
@@ -156,7 +141,7 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
     is recorded for every prompt still open and raised."""
     base = new_run_id(now or datetime.now(timezone.utc))
     log = options.log
-    store = RunStore(layout.runs_dir, warn=lambda line: _say(log, f"[cosmos-assets] warning: {line}"))
+    store = RunStore(layout.runs_dir, warn=lambda line: say(log, f"[cosmos-assets] warning: {line}"))
     outcomes: dict[str, PromptOutcome] = {}
     waiting: list[_Member] = []
     for number, prompt in enumerate(dict.fromkeys(prompts)):
@@ -176,10 +161,10 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
             decision = decide(store, layout.root, record, force=options.force)
             if decision.skip or earlier_attempt(store, record) is not None:
                 # Done, or left behind by an earlier attempt: the one-prompt path skips it, or adopts that run.
-                _clean_staging(plan.effective_spec.parent, plan)
+                clean_staging(plan.effective_spec.parent, plan)
                 outcome.result = options.alone(layout, machine, backend, make_plan, run_id)
                 continue
-            _say(log, f"[cosmos-assets] generate of {prompt}: {decision.reason}")
+            say(log, f"[cosmos-assets] generate of {prompt}: {decision.reason}")
             waiting.append(_Member(prompt, backend, plan, record, make_plan))
         except Exception as error:  # noqa: BLE001 - this prompt fails, the others go on
             outcome.error = error
@@ -187,7 +172,7 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
         machine = machine_for(group[0].backend)
         if len(group) == 1:  # nothing to share a load with: a plain invocation, by the runner's own path
             member = group[0]
-            _clean_staging(member.plan.effective_spec.parent, member.plan)
+            clean_staging(member.plan.effective_spec.parent, member.plan)
             try:
                 outcomes[member.prompt].result = options.alone(layout, machine, member.backend, member.make_plan,
                                                                member.record.run_id)  # fmt: skip
@@ -285,8 +270,8 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         phase = "running"
         _save_all(store, group, phase)
         run_log("[cosmos-assets] command: " + group[0].record.command_line)
-        outcome = _run_watched(layout, machine, job, group[0].record, group[0].plan, run_log, options.silence_minutes,
-                               options.cancelled) if adopted != "outputs" else left_outputs(group[0].record, command)  # fmt: skip
+        outcome = run_watched(layout, machine, job, group[0].record, group[0].plan, run_log, options.silence_minutes,
+                              options.cancelled) if adopted != "outputs" else left_outputs(group[0].record, command)  # fmt: skip
         for member in group:
             member.record.ran(command, outcome)
         phase = "downloading"
@@ -329,10 +314,10 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
     if unclaimed:
         why = ("are files no sample of the batch is named for" if batch.item_files is not None else
                "hold a video no prompt of the batch claims (its prompt.txt matches none)")
-        _say(log, f"[cosmos-assets] batch {batch_id}: {', '.join(unclaimed)} {why}; left in outputs/.batches, "
+        say(log, f"[cosmos-assets] batch {batch_id}: {', '.join(unclaimed)} {why}; left in outputs/.batches, "
                   "attached to no prompt")  # fmt: skip
     if left:
-        _say(log, f"[cosmos-assets] batch {batch_id}: {len(left)} prompt(s) did not run ({', '.join(m.prompt for m in left)}); "
+        say(log, f"[cosmos-assets] batch {batch_id}: {len(left)} prompt(s) did not run ({', '.join(m.prompt for m in left)}); "
                   "running them in a follow-up invocation")  # fmt: skip
         for member in left:
             member.record.state = "planned"
@@ -372,8 +357,7 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
                                                        result.folder, result.why, flat or ()))  # fmt: skip
     if result.status == "succeeded" and result.folder is not None:
         item_fetched = staging / "fetched"
-        if item_fetched.exists():
-            os.replace(item_fetched, staging / f"fetched.partial-{time.strftime('%Y%m%dT%H%M%S')}")
+        set_aside_partial(item_fetched)
         if flat is not None:  # its files sit beside the other items' (and the shared logs), named exactly
             item_fetched.mkdir(parents=True)
             for path in own_files(fetched, flat):
@@ -407,15 +391,6 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
 def _fail(layout: ProjectLayout, member: _Member, error: BaseException, phase: str, log: LogLine,
           outcomes: dict[str, PromptOutcome], error_text: str | None = None) -> None:  # fmt: skip
     """Record a prompt's failure as the runner does (state, cause, ``outputs/.failed``, history)."""
-    record, plan = member.record, member.plan
-    record.state = _failure_state(error)  # type: ignore[assignment]
-    record.cause = failure_cause(error)
-    record.detached = left_on_host(record.cause, phase)
-    record.error = error_text or f"{type(error).__name__}: {error}"
-    record.total_seconds = time.monotonic() - member.t0
-    store = RunStore(layout.runs_dir)
-    _best_effort(lambda: _keep_failed(layout, record, plan.effective_spec.parent, plan), log)
-    _best_effort(lambda: store.save(record), log)
-    _best_effort(lambda: append_history(layout.history_log, record.history()), log)
+    record_failure(layout, member.record, error, log, phase=phase, plan=member.plan, t0=member.t0, error_text=error_text)
     if isinstance(error, Exception):
         outcomes[member.prompt].error = error

@@ -39,7 +39,8 @@ from cosmos_assets.runs.batch_files import BatchFile
 from cosmos_assets.runs.ids import follow_up_id, run_id_base
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record import RunRecord, RunStore
-from cosmos_assets.runs.runner import StageResult, _clean_staging, _say, planned_record
+from cosmos_assets.runs.options import RunOptions
+from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record, say
 from cosmos_assets.runs.worker import Worker
 
 LOCK_NAME = "collect.lock"
@@ -85,7 +86,7 @@ def collecting(folder: Path, log: LogLine, batch_id: str, poll: Callable[[], Non
             except BlockingIOError:
                 if not said:
                     holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "another process"
-                    _say(log, f"[cosmos-assets] the orphaned invocation {batch_id} is being collected by {holder}: "
+                    say(log, f"[cosmos-assets] the orphaned invocation {batch_id} is being collected by {holder}: "
                               "waiting for it, then taking this prompt's video from it")  # fmt: skip
                     said = True
                 poll()
@@ -97,9 +98,7 @@ def collecting(folder: Path, log: LogLine, batch_id: str, poll: Callable[[], Non
 
 
 def collect_left_batch(layout: ProjectLayout, machine: Machine, probe: RunRecord,
-                       make_plan: Callable[[str, str, str], StagePlan], *, log: LogLine, silence_minutes: float = 0.0,
-                       cancelled: Callable[[], bool] | None = None, gpu_price_per_hour: float | None = None,
-                       run_finished: Callable[[str], bool] | None = None) -> StageResult | None:  # fmt: skip
+                       make_plan: Callable[[str, str, str], StagePlan], run: RunOptions) -> StageResult | None:  # fmt: skip
     """If ``probe``'s work was left behind in a batch, collect that invocation (or wait for whoever collects it).
 
     ``make_plan(model, prompt, run_id)``: a member's generation plan. Returns ``probe``'s result when this call
@@ -110,9 +109,8 @@ def collect_left_batch(layout: ProjectLayout, machine: Machine, probe: RunRecord
     if earlier is None or earlier.batch is None:
         return None
     batch_id = earlier.batch.batch_id
-    options = BatchOptions(dagster_run_id=probe.dagster_run_id, num_gpus=earlier.num_gpus, log=log,
-                           silence_minutes=silence_minutes, cancelled=cancelled, gpu_price_per_hour=gpu_price_per_hour,
-                           batch_size=earlier.batch.batch_size or 1)  # fmt: skip
+    options = BatchOptions.of(run.replace(num_gpus=earlier.num_gpus), batch_size=earlier.batch.batch_size or 1)
+    log = options.log
     folder = layout.outputs_dir / ".batches" / batch_id
     with collecting(folder, log, batch_id):
         members = batch_members(store, earlier)
@@ -120,7 +118,7 @@ def collect_left_batch(layout: ProjectLayout, machine: Machine, probe: RunRecord
         if not any(m.prompt == probe.prompt for m in open_members):
             return None  # collected meanwhile by another attempt: the caller's skip decision takes it
         for member in open_members:
-            refuse_if_still_followed(member, run_finished)  # its own orchestrator still runs it
+            refuse_if_still_followed(member, options.run_finished)  # its own orchestrator still runs it
         return _collect(layout, machine, probe, members, open_members, make_plan, options, folder)
 
 
@@ -151,7 +149,7 @@ def _collect(layout: ProjectLayout, machine: Machine, probe: RunRecord, members:
         _close(layout, open_members, f"superseded: each prompt of the invocation {batch_id} has a newer successful run, "
                                      f"so its container on {machine.label} was stopped", log)  # fmt: skip
         return None
-    _say(log, f"[cosmos-assets] adopting the invocation {batch_id} ({len(members)} prompts: "
+    say(log, f"[cosmos-assets] adopting the invocation {batch_id} ({len(members)} prompts: "
               f"{', '.join(m.prompt for m in members)}) left behind on {machine.label} by "
               f"{first.worker or 'an earlier process'}: {LEFT[state]}; one collection for all of them, nothing started")
     for member in group:
@@ -179,7 +177,7 @@ def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
             return f"{record.prompt}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
         if again.inputs_digest() != record.inputs_digest():
             _clean_all(group)
-            _clean_staging(plan.effective_spec.parent, plan)
+            clean_staging(plan.effective_spec.parent, plan)
             return f"the inputs of {record.prompt} changed since it started"
         group.append(_Member(record.prompt, backend, plan, record,
                              lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid)))  # fmt: skip
@@ -197,7 +195,7 @@ def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
 
 def _clean_all(group: list[_Member]) -> None:
     for member in group:
-        _clean_staging(member.plan.effective_spec.parent, member.plan)
+        clean_staging(member.plan.effective_spec.parent, member.plan)
 
 
 def _settled_items(folder: Path) -> dict[str, str] | None:
@@ -227,7 +225,7 @@ def _follow_up(layout: ProjectLayout, machine: Machine, probe: RunRecord, member
         group.append(_Member(record.prompt, backend, make_plan(record.model, record.prompt, record.run_id), record,
                              lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid)))  # fmt: skip
         record.state, record.exit_code = "planned", None
-    _say(options.log, f"[cosmos-assets] batch {batch_id}: {len(group)} prompt(s) it did not run were left without "
+    say(options.log, f"[cosmos-assets] batch {batch_id}: {len(group)} prompt(s) it did not run were left without "
                       f"their follow-up ({', '.join(m.prompt for m in group)}); running it now")  # fmt: skip
     outcomes = {m.prompt: PromptOutcome(m.prompt) for m in group}
     run_batch(layout, machine, group, follow_up_id(batch_id), options, outcomes, follow_up_of=batch_id)
@@ -246,6 +244,6 @@ def _probe_result(outcomes: dict[str, PromptOutcome], probe: RunRecord) -> Stage
 def _close(layout: ProjectLayout, records: list[RunRecord], why: str, log: LogLine) -> None:
     store = RunStore(layout.runs_dir)
     for record in records:
-        _say(log, f"[cosmos-assets] earlier run {record.run_id} of {record.stage} for {record.prompt} cannot be "
+        say(log, f"[cosmos-assets] earlier run {record.run_id} of {record.stage} for {record.prompt} cannot be "
                   f"adopted ({why}); it runs anew")  # fmt: skip
         abandon(store, layout.history_log, record, why)

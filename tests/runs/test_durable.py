@@ -16,7 +16,7 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError
 from cosmos_assets.media import probe_video
 from cosmos_assets.models import backend_named
-from cosmos_assets.runs import run_log, runner
+from cosmos_assets.runs import run_log, runner, stage
 from cosmos_assets.runs.adopt import earlier_attempt, refuse_if_still_followed
 from cosmos_assets.runs.causes import failure_cause, left_on_host, retryable
 from cosmos_assets.runs.history import read_history
@@ -213,7 +213,7 @@ def test_a_download_cut_by_a_lost_link_stays_for_the_adopting_attempt_the_rest_g
     (staging / "run.log").write_text("the model's lines\n")
     assert isinstance(record, RunRecord)
 
-    runner._keep_failed(layout, record, staging, plan)
+    stage.keep_failed(layout, record, staging, plan)
 
     failed = runner.failed_dir(layout, record)
     assert (failed / "run.log").read_text() == "the model's lines\n" and (failed / "spec.json").exists()

@@ -1,6 +1,6 @@
 """Issue 17: a run's upload and download seconds count every attempt, not only the last one. A download cut by a lost
 link and finished by the attempt that adopts the run, and a reconnect inside one download, both add up in the record
-and the history line. The clock is stepped by hand (runner._clock); the preview program really runs."""
+and the history line. The clock is stepped by hand (stage._clock); the preview program really runs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cosmos_assets.machines.ssh_link import HostLinkLostError
 from cosmos_assets.models import backend_named
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.runs import runner
+from cosmos_assets.runs import stage
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore
@@ -62,7 +62,7 @@ class _FlakyLinkMachine(LocalMachine):
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     clock = _Clock()
-    monkeypatch.setattr(runner, "_clock", clock)
+    monkeypatch.setattr(stage, "_clock", clock)
     return clock
 
 

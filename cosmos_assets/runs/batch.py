@@ -30,7 +30,7 @@ from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.models import backend_named
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
-from cosmos_assets.runs.adopt import earlier_attempt
+from cosmos_assets.runs.adopt import abandon, earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, follow_up_id, new_run_id
@@ -77,6 +77,7 @@ class _Member:
     record: RunRecord
     make_plan: Callable[[str], StagePlan]
     t0: float = field(default_factory=time.monotonic)
+    superseded: str | None = None  # an adopted batch's item whose work a newer run did: never promoted (batch_adopt)
 
     @property
     def item(self) -> BatchItem:
@@ -355,6 +356,9 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
     staging.mkdir(parents=True, exist_ok=True)
     atomic_write_text(staging / plan.log_name, excerpt(batch_log, batch_id, index, member.prompt, member.record.run_id,
                                                        result.folder, result.why, flat or ()))  # fmt: skip
+    if member.superseded is not None:
+        abandon(RunStore(layout.runs_dir), layout.history_log, record, member.superseded)
+        return
     if result.status == "succeeded" and result.folder is not None:
         item_fetched = staging / "fetched"
         set_aside_partial(item_fetched)

@@ -132,6 +132,9 @@ def _collect(layout: ProjectLayout, machine: Machine, probe: RunRecord, members:
     settled = _settled_items(folder)
     if settled is not None:  # the invocation was settled; its orchestrator died before the follow-up ran
         return _follow_up(layout, machine, probe, members, open_members, settled, make_plan, options)
+    if len(open_members) < len(members):  # it died while settling the items: the rest are not collected again
+        _close(layout, open_members, f"its invocation {batch_id} was being settled when its orchestrator died", log)
+        return None
     rebuilt = _rebuild(layout, machine, members, make_plan, options)
     if isinstance(rebuilt, str):
         _close(layout, open_members, f"the orphaned invocation {batch_id} cannot be rebuilt ({rebuilt})", log)
@@ -149,6 +152,10 @@ def _collect(layout: ProjectLayout, machine: Machine, probe: RunRecord, members:
         _close(layout, open_members, f"superseded: each prompt of the invocation {batch_id} has a newer successful run, "
                                      f"so its container on {machine.label} was stopped", log)  # fmt: skip
         return None
+    for member in group:  # collected with the others, never promoted over the newer run's outputs
+        if (done := superseded.get(member.record.run_id)) is not None:
+            member.superseded = (f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this "
+                                 f"item of the invocation {batch_id} is not promoted over its outputs")  # fmt: skip
     say(log, f"[cosmos-assets] adopting the invocation {batch_id} ({len(members)} prompts: "
               f"{', '.join(m.prompt for m in members)}) left behind on {machine.label} by "
               f"{first.worker or 'an earlier process'}: {LEFT[state]}; one collection for all of them, nothing started")

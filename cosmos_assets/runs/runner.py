@@ -199,7 +199,12 @@ def run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, ma
     if plan_member is not None:
         from cosmos_assets.runs.batch_adopt import collect_left_batch  # a circle: runs/batch_adopt.py runs batches
 
-        collected = collect_left_batch(layout, machine, record, plan_member, options)
+        try:
+            collected = collect_left_batch(layout, machine, record, plan_member, options)
+        except HostNotReadyError as error:  # its batch is still followed by its own orchestrator: refused, on record
+            clean_staging(plan.effective_spec.parent, plan)
+            record_failure(layout, record, error, log, error_text=str(error).splitlines()[0])
+            raise
         if collected is not None:
             clean_staging(plan.effective_spec.parent, plan)
             return collected

@@ -6,13 +6,15 @@ tests/integration/test_batch_adoption_on_host.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from cosmos_assets.machines.base import JobState
-from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models import backend_named
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
@@ -22,6 +24,7 @@ from cosmos_assets.runs.batch_adopt import batch_members
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore, SpecUsed
 from cosmos_assets.runs.runner import run_generation
+from cosmos_assets.runs.worker import Worker
 from tests.project_factory import make_project
 
 PREVIEW = backend_named("preview")
@@ -174,3 +177,51 @@ def test_the_members_are_found_through_the_index_by_their_requests_base(project,
     store = RunStore(layout.runs_dir)
     assert [r.run_id for r in batch_members(store, store.load(run_ids[2]))] == run_ids
     assert store.load(run_ids[0]).batch.batch_size == 1
+
+
+def test_a_batch_whose_orchestrator_still_lives_refuses_the_attempt_on_record(project, monkeypatch) -> None:
+    layout, machine = project
+    run_ids = orphan_a_batch(layout, machine, monkeypatch)
+    store = RunStore(layout.runs_dir)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = Path(f"/proc/{alive.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        for run_id in run_ids:  # the batch is another process's, in progress
+            record = store.load(run_id)
+            record.worker = Worker(host=Worker.current().host, pid=alive.pid, boot_id=Worker.current().boot_id,
+                                   start=start).to_text()  # fmt: skip
+            store.save(record)
+        with pytest.raises(HostNotReadyError, match=r"still in progress.*terminate Dagster run abcdef12"):
+            run_generation(layout, machine, PREVIEW, "p_two", log=lambda line: None)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert machine.attaches == [] and len(machine.starts) == 1
+    refused = [r for r in RunStore(layout.runs_dir).all() if r.run_id not in run_ids]
+    assert [(r.prompt, r.state) for r in refused] == [("p_two", "failed")]  # the refused attempt, on record
+    assert [RunStore(layout.runs_dir).load(rid).state for rid in run_ids] == ["running"] * 3  # untouched
+
+
+def test_an_item_whose_work_a_newer_run_did_is_collected_but_never_promoted_over_it(project, monkeypatch) -> None:
+    layout, machine = project
+    run_ids = orphan_a_batch(layout, machine, monkeypatch)
+    newer = run_generation(layout, LocalMachine(machine.root, label="elsewhere"), PREVIEW, "p_three",
+                           log=lambda line: None)  # a pool failed it over to another host meanwhile  # fmt: skip
+    newer_outputs = sorted(p.name for p in layout.output_dir("p_three").iterdir())
+    run_generation(layout, machine, PREVIEW, "p_one", log=lambda line: None)
+    assert len(machine.starts) == 1 and len(machine.attaches) == 1
+    assert SpecUsed.read(layout.output_dir("p_three") / "spec_used.json").run_id == newer.record.run_id  # kept
+    assert sorted(p.name for p in layout.output_dir("p_three").iterdir()) == newer_outputs
+    closed = RunStore(layout.runs_dir).load(run_ids[2])
+    assert closed.state == "failed" and f"superseded: run {newer.record.run_id}" in closed.error
+    assert SpecUsed.read(layout.output_dir("p_two") / "spec_used.json").run_id == run_ids[1]
+
+
+def test_a_prompt_changed_since_the_batch_started_is_not_adopted_and_runs_anew(project, monkeypatch) -> None:
+    layout, machine = project
+    run_ids = orphan_a_batch(layout, machine, monkeypatch)
+    write_spec(new_prompt_spec(SHOT, "a dry street at noon, in the rain"), layout.prompt_file("p_two"))
+    result = run_generation(layout, machine, PREVIEW, "p_one", log=lambda line: None)
+    assert result.record.run_id not in run_ids and machine.attaches == []  # the invocation cannot be rebuilt as it ran
+    closed = RunStore(layout.runs_dir).load(run_ids[0])
+    assert closed.state == "failed" and "the inputs of p_two changed since it started" in closed.error

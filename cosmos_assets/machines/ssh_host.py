@@ -277,7 +277,8 @@ class SshHost(Machine):
         follower = LogFollower(log, deque(maxlen=LOG_TAIL_LINES), job.invocation.guardrail_marker)
         attached = False
         try:
-            if self.docker.state(name) is None:  # about to start: one model on the engine's GPUs at a time
+            if self.link.with_reconnect("looking for the container", lambda: self.docker.state(name), log) is None:
+                # about to start a container: one model on the engine's GPUs at a time, whoever started the other
                 busy_host.wait_until_free(self.link, name, log, self.settings.busy_wait_minutes * 60,
                                           gpus=settings.labels[busy_host.GPU_LABEL], prompt=job.prompt, stage=job.stage)
             attached = self.link.with_reconnect(

@@ -40,7 +40,7 @@ from cosmos_assets.runs.ids import follow_up_id, run_id_base
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record import RunRecord, RunStore
 from cosmos_assets.runs.options import RunOptions
-from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record, say
+from cosmos_assets.runs.stage import RunTerminated, StageResult, clean_staging, planned_record, say
 from cosmos_assets.runs.worker import Worker
 
 LOCK_NAME = "collect.lock"
@@ -112,7 +112,13 @@ def collect_left_batch(layout: ProjectLayout, machine: Machine, probe: RunRecord
     options = BatchOptions.of(run.replace(num_gpus=earlier.num_gpus), batch_size=earlier.batch.batch_size or 1)
     log = options.log
     folder = layout.outputs_dir / ".batches" / batch_id
-    with collecting(folder, log, batch_id):
+    def poll() -> None:
+        if options.cancelled is not None and options.cancelled():
+            raise RunTerminated(f"generate for {probe.prompt}: the run was terminated while it waited for the collector of "
+                                f"the invocation {batch_id}")  # fmt: skip
+        time.sleep(LOCK_POLL_SECONDS)
+
+    with collecting(folder, log, batch_id, poll):
         members = batch_members(store, earlier)
         open_members = [m for m in members if not m.is_final or m.detached]
         if not any(m.prompt == probe.prompt for m in open_members):
@@ -157,8 +163,8 @@ def _collect(layout: ProjectLayout, machine: Machine, probe: RunRecord, members:
             member.superseded = (f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this "
                                  f"item of the invocation {batch_id} is not promoted over its outputs")  # fmt: skip
     say(log, f"[cosmos-assets] adopting the invocation {batch_id} ({len(members)} prompts: "
-              f"{', '.join(m.prompt for m in members)}) left behind on {machine.label} by "
-              f"{first.worker or 'an earlier process'}: {LEFT[state]}; one collection for all of them, nothing started")
+             f"{', '.join(m.prompt for m in members)}) left behind on {machine.label} by "
+             f"{first.worker or 'an earlier process'}: {LEFT[state]}; one collection for all of them, nothing started")
     for member in group:
         record = member.record
         record.detached, record.error, record.cause = False, None, None
@@ -191,6 +197,7 @@ def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
     first = members[0]
     assert first.batch is not None
     if len(group) != first.batch.items:
+        _clean_all(group)
         return f"{first.batch.items - len(group)} of its prompts' records are missing"
     backend = group[0].backend
     batch = backend.batch_generation(first.batch.batch_id, [m.item for m in group], first.num_gpus,

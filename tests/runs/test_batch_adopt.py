@@ -20,7 +20,7 @@ from cosmos_assets.models import backend_named
 from cosmos_assets.prompt_files import new_prompt_spec, write_spec
 from cosmos_assets.runs import batch as batch_module
 from cosmos_assets.runs.batch import BatchOptions, run_generations
-from cosmos_assets.runs.batch_adopt import batch_members
+from cosmos_assets.runs.batch_adopt import batch_members, collecting
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore, SpecUsed
 from cosmos_assets.runs.runner import run_generation
@@ -225,3 +225,30 @@ def test_a_prompt_changed_since_the_batch_started_is_not_adopted_and_runs_anew(p
     assert result.record.run_id not in run_ids and machine.attaches == []  # the invocation cannot be rebuilt as it ran
     closed = RunStore(layout.runs_dir).load(run_ids[0])
     assert closed.state == "failed" and "the inputs of p_two changed since it started" in closed.error
+
+
+def test_the_collect_lock_names_its_holder_once_and_is_taken_when_it_is_released(tmp_path: Path) -> None:
+    lines: list[str] = []
+    polls: list[int] = []
+    with collecting(tmp_path / "batch", lines.append, "B"):
+        holder = (tmp_path / "batch" / "collect.lock").read_text()
+        assert holder.strip() == Worker.current().to_text()
+        inner: list[str] = []
+
+        def poll() -> None:  # the second collector waits; the first one lets go on its third look
+            polls.append(1)
+            if len(polls) == 3:
+                raise StopWaiting()
+
+        with pytest.raises(StopWaiting):
+            with collecting(tmp_path / "batch", inner.append, "B", poll):
+                pass
+    assert inner == [f"[cosmos-assets] the orphaned invocation B is being collected by {holder.strip()}: waiting for "
+                     "it, then taking this prompt's video from it"] and len(polls) == 3  # fmt: skip
+    with collecting(tmp_path / "batch", lines.append, "B", lambda: pytest.fail("the lock was free")):
+        pass  # released when its holder's block ended (or its process died: the kernel drops a flock with the fd)
+    assert lines == []
+
+
+class StopWaiting(Exception):
+    pass

@@ -206,7 +206,7 @@ def _control_videos_and_spec() -> list[Path]:
     videos = variant_dir(OUT / "encode", OURS)
     if not all((videos / f"{m}.mp4").exists() for m in ("color", "depth", "segmentation")):
         encode_ours(sample_render(OUT / "sample_render_121"), videos)
-    from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+    from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 
     spec = OUT / "transfer_inputs" / "sample_flythrough_bench.json"
     write_spec(new_prompt_spec("sample_flythrough", "a quiet street at dusk"), spec)
@@ -244,7 +244,7 @@ def run_transfer(plan: Plan, report: Report) -> None:
     files = _control_videos_and_spec()
     f = bench_transfer(OUT / "transfer", files, reps=plan.transfer_reps, megabytes=plan.transfer_mb, log=log)
     lines = [
-        f"## 2. Transfer: {f.file_bytes / 1e6:.0f} MB random file, ours (`cosmos_assets.hosts.sftp`) vs OpenSSH `scp`",
+        f"## 2. Transfer: {f.file_bytes / 1e6:.0f} MB random file, ours (`cosmos_assets.defs.resources.sftp`) vs OpenSSH `scp`",
         "",
         f"Throwaway sshd on 127.0.0.1 (tests/infra/sshd.py), host keys verified on both sides. `20ms` = through "
         f"bench/latency_proxy.py adding {ONE_WAY_DELAY_S * 1000:.0f} ms each way (RTT >= {2 * ONE_WAY_DELAY_S * 1000:.0f} ms). "

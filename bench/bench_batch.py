@@ -79,7 +79,7 @@ def _gpu_seconds_per_video(layout, run_ids: set[str]) -> float:  # noqa: ANN001
 def _one_way(layout, names: list[str], batched: bool, figures: WayFigures) -> None:  # noqa: ANN001
     from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
     from cosmos_assets.machines.local import LocalMachine
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.batch import BatchOptions, run_generations
     from cosmos_assets.runs.runner import run_generation
 

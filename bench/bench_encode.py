@@ -42,7 +42,7 @@ from cosmos_assets.media import (
     encode_control_videos,
     scan_render_folder,
 )
-from cosmos_assets.sample_render import make_sample_render
+from cosmos_assets.media.sample_render import make_sample_render
 
 FRAMES, WIDTH, HEIGHT = 121, 1280, 704
 CLI = "cli"

@@ -93,8 +93,8 @@ def write_shot_and_prompts(root: Path, shot: str, prompts: int, frames: int,
     (``<shot>_pNN``) reading it; its layout and the prompt names. Shared by the orchestration and batch benchmarks."""
     from cosmos_assets.layout import ProjectLayout
     from cosmos_assets.media import encode_control_videos
-    from cosmos_assets.sample_render import make_sample_render
-    from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+    from cosmos_assets.media.sample_render import make_sample_render
+    from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 
     shutil.rmtree(root, ignore_errors=True)
     layout = ProjectLayout(root=root)
@@ -131,9 +131,9 @@ def model_seconds(root: Path, prompt: str) -> float:
 def materialize_in_process(root: Path, prompts: list[str]) -> list[CycleTiming]:
     import dagster as dg
 
-    from cosmos_assets.assets import ALL_ASSETS
-    from cosmos_assets.hosts import LocalPreviewHost
-    from cosmos_assets.resources import ProjectResource
+    from cosmos_assets.defs.assets import ALL_ASSETS
+    from cosmos_assets.defs.resources import LocalPreviewHost
+    from cosmos_assets.defs.resources.project import ProjectResource
 
     timings = []
     with project_env(root) as env:

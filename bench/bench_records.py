@@ -1,4 +1,4 @@
-"""Skip/adopt decision time over many run records: the full scan (every record parsed, as before issue 19) against the
+"""Skip/adopt decision time over many run records: the full scan (every record parsed, the fallback when the index cannot be used) against the
 records' index (cosmos_assets/runs/record_index.py), at 1,000 and 100,000 records, side by side in one run.
 
 The records are made quickly: one valid record serialized once, written again with other run ids, prompts, creation

@@ -20,8 +20,8 @@ import numpy as np
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import MODALITIES, write_png
-from cosmos_assets.sensor_plans import plan_render_tick
-from cosmos_assets.sensor_state import RenderCursor, SensorSettings
+from cosmos_assets.watch.plans import plan_render_tick
+from cosmos_assets.watch.cursors import RenderCursor, SensorSettings
 
 FOLDERS = 10_000
 CHANGED_FRAMES = 121

@@ -23,7 +23,8 @@ from pathlib import Path
 from bench.latency_proxy import latency_proxy
 from cosmos_assets.files import HASH_BLOCK, hash_file
 from cosmos_assets.machines import remote_hash, sftp_parallel, sftp_wire
-from cosmos_assets.machines.sftp_transfer import download_tree, upload_files
+from cosmos_assets.machines.sftp_download import download_tree
+from cosmos_assets.machines.sftp_transfer import upload_files
 from cosmos_assets.machines.ssh_connect import connect as connect_ssh
 from cosmos_assets.machines.ssh_link import SshLink
 from cosmos_assets.machines.ssh_target import SshTarget

@@ -68,7 +68,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_new_prompt(args: argparse.Namespace) -> int:
-    from cosmos_assets.prompt_files import duplicate_prompt, new_prompt_spec, write_new_prompt, write_spec_if_absent
+    from cosmos_assets.prompts.files import duplicate_prompt, new_prompt_spec, write_new_prompt, write_spec_if_absent
 
     layout = _layout()
     layout.prompts_dir.mkdir(parents=True, exist_ok=True)
@@ -94,8 +94,8 @@ def cmd_new_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cosmos_assets.spec import load_spec, SpecError
-    from cosmos_assets.spec_inputs import validate_for_run
+    from cosmos_assets.prompts.spec import load_spec, SpecError
+    from cosmos_assets.prompts.inputs import validate_for_run
 
     layout = _layout()
     failed = 0
@@ -121,11 +121,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_command(args: argparse.Namespace) -> int:
     """What the configured host and model would run for this prompt; nothing is run or uploaded."""
-    from cosmos_assets.hosts import gpu_host_from_settings
+    from cosmos_assets.defs.resources import gpu_host_from_settings
     from cosmos_assets.redaction import shell_join
     from cosmos_assets.runs.ids import new_run_id
     from cosmos_assets.runs.plan import model_for, plan_generation, plan_upscale, upscaler_for
-    from cosmos_assets.spec import SpecError
+    from cosmos_assets.prompts.spec import SpecError
 
     settings = _settings()
     layout = ProjectLayout(root=settings.root)
@@ -161,7 +161,7 @@ def register_partitions(layout: ProjectLayout) -> tuple[list[str], list[str]]:
     """Add every render folder and prompt file as a partition of the instance in DAGSTER_HOME."""
     import dagster as dg
 
-    from cosmos_assets.partitions import PROMPTS, SHOTS
+    from cosmos_assets.defs.partitions import PROMPTS, SHOTS
 
     if not os.environ.get("DAGSTER_HOME"):
         raise SystemExit(
@@ -192,8 +192,8 @@ def register_wedges(layout: ProjectLayout) -> list[str]:
     """Add every wedge manifest (inputs/wedges/*.json) as a `wedges` partition; call after register_partitions."""
     import dagster as dg
 
-    from cosmos_assets.partitions import WEDGES
-    from cosmos_assets.wedges import wedge_names
+    from cosmos_assets.defs.partitions import WEDGES
+    from cosmos_assets.prompts.wedges import wedge_names
 
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(WEDGES.name))
@@ -205,8 +205,8 @@ def register_wedges(layout: ProjectLayout) -> list[str]:
 
 def cmd_wedge(args: argparse.Namespace) -> int:
     """One prompt file per combination of --vary values, registered; the comparison follows their runs."""
-    from cosmos_assets.wedge_vary import parse_vary
-    from cosmos_assets.wedges import plan_wedge, write_wedge
+    from cosmos_assets.prompts.wedge_vary import parse_vary
+    from cosmos_assets.prompts.wedges import plan_wedge, write_wedge
 
     layout = _layout()
     base = Path(args.base) if args.base.endswith(".json") else layout.prompt_file(args.base)
@@ -236,7 +236,7 @@ def cmd_wedge(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_render(args: argparse.Namespace) -> int:
-    from cosmos_assets.sample_render import make_sample_render
+    from cosmos_assets.media.sample_render import make_sample_render
 
     layout = _layout()
     folder = layout.render_dir(args.shot)
@@ -248,8 +248,8 @@ def cmd_sample_render(args: argparse.Namespace) -> int:
 def cmd_demo_setup(args: argparse.Namespace) -> int:
     """The sample render, a prompt for it and their partitions: everything `make demo` materializes."""
     from cosmos_assets.media import RenderValidationError, scan_render_folder
-    from cosmos_assets.sample_render import make_sample_render
-    from cosmos_assets.prompt_files import new_prompt_spec, write_spec_if_absent
+    from cosmos_assets.media.sample_render import make_sample_render
+    from cosmos_assets.prompts.files import new_prompt_spec, write_spec_if_absent
 
     layout = _layout()
     layout.ensure_working_folders()
@@ -271,7 +271,7 @@ def cmd_demo_setup(args: argparse.Namespace) -> int:
 
 def ssh_argv(command: list[str]) -> list[str]:
     """The OpenSSH client argv for the GPU host, from the same settings as COSMOS_HOST=ssh (ssh_lambda.sh)."""
-    from cosmos_assets.hosts import ssh_target_from_settings
+    from cosmos_assets.defs.resources import ssh_target_from_settings
 
     return ssh_target_from_settings(_settings()).openssh_argv(command)
 
@@ -288,7 +288,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from cosmos_assets.definitions import build_definitions
-    from cosmos_assets.hosts.priority import priority_tags
+    from cosmos_assets.defs.resources.placement import HOST_TAG
+    from cosmos_assets.runs.priority import priority_tags
 
     settings = _settings()
     layout = ProjectLayout(root=settings.root)
@@ -306,7 +307,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             result = job.execute_in_process(partition_key=prompt, instance=instance, tags=tags, raise_on_error=False,
                                             run_config=config if args.force else None)  # fmt: skip
             run = instance.get_run_by_id(result.run_id)
-            host = run.tags.get("cosmos/host", "?") if run is not None else "?"
+            host = run.tags.get(HOST_TAG, "?") if run is not None else "?"
             if result.success:
                 print(f"{prompt}: succeeded on {host} (run {result.run_id}, priority {tags.get('dagster/priority', '0')})")
             else:
@@ -325,14 +326,14 @@ def _failure_line(event) -> str:  # noqa: ANN001 - a DagsterEvent
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     """The hosts runs may go to (COSMOS_HOSTS_FILE, else the single host) and their state now."""
-    from cosmos_assets.hosts import gpu_host_from_settings
-    from cosmos_assets.hosts.status import probe_all, table
+    from cosmos_assets.defs.resources import gpu_host_from_settings
+    from cosmos_assets.defs.resources.status import probe_all, table
 
     statuses = probe_all(gpu_host_from_settings(_settings()).members())
     if os.environ.get("DAGSTER_HOME"):  # runs in flight: who holds each host's Dagster slot
         import dagster as dg
 
-        from cosmos_assets.hosts import slots
+        from cosmos_assets.defs.resources import slots
 
         instance = dg.DagsterInstance.get()
         if slots.supported(instance):

@@ -83,3 +83,8 @@ def without_secrets(text: str, secrets: Sequence[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line (its type's name when it has no text): how a host or a step names what went wrong."""
+    return (str(error).splitlines() or [type(error).__name__])[0]

@@ -18,8 +18,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cosmos_assets.models.names import canonical_name
+from cosmos_assets.runs.priority import parse_priority
 
-HF_TOKEN_ENV = "HF_TOKEN"
 KEY_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
 _ON = frozenset({"1", "on", "true", "yes"})
 _OFF = frozenset({"0", "off", "false", "no"})
@@ -58,6 +58,11 @@ def _on_off(value: Any) -> Any:
         raise ValueError("is not on/off (use on, off, true, false, yes, no, 1 or 0)")
     return value
 
+
+
+def default_checkpoint_dir(remote_dir: str) -> str:
+    """The seed's checkpoint folder on a host: ``REMOTE_DIR/../checkpoints`` (one for every model, so one cache)."""
+    return f"{remote_dir.rstrip('/')}/../checkpoints"
 
 class Settings(BaseSettings):
     """The deployment's settings (the environment, by the names in the README)."""
@@ -115,8 +120,7 @@ class Settings(BaseSettings):
     @field_validator("sensor_priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
-        # Imported here: importing anything in hosts/ runs hosts/__init__.py, which loads Dagster's resources.
-        from cosmos_assets.hosts.priority import parse_priority
+        # Imported here: importing anything in hosts/ runs defs/resources/__init__.py, which loads Dagster's resources.
 
         return parse_priority(value) if isinstance(value, str) else value
 
@@ -168,7 +172,7 @@ class Settings(BaseSettings):
     @property
     def checkpoint_dir_or_default(self) -> str:
         """CHECKPOINT_DIR_REMOTE, else the seed's default ``REMOTE_DIR/../checkpoints``."""
-        return self.checkpoint_dir or f"{self.remote_dir.rstrip('/')}/../checkpoints"
+        return self.checkpoint_dir or default_checkpoint_dir(self.remote_dir)
 
 
 def settings_error(error: ValidationError, env: Mapping[str, str] | None = None,

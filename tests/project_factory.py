@@ -6,8 +6,8 @@ from pathlib import Path
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import encode_control_videos, scan_render_folder
-from cosmos_assets.sample_render import make_sample_render
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 
 TINY = {"frames": 8, "width": 96, "height": 64}
 

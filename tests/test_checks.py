@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from cosmos_assets.models import preview_model
-from cosmos_assets.assets import ALL_ASSETS, control_videos
+from cosmos_assets.defs.assets import ALL_ASSETS, control_videos
 from cosmos_assets.runs.record import SpecUsed
-from cosmos_assets.checks import ALL_CHECKS
-from cosmos_assets.output_rules import (
+from cosmos_assets.defs.checks import ALL_CHECKS
+from cosmos_assets.runs.output_rules import (
     BUCKETS,
     CHUNK_FRAMES,
     MAX_FRAMES,
@@ -32,9 +32,9 @@ from cosmos_assets.output_rules import (
     recorded_remote_user,
 )
 from cosmos_assets.media import VideoInfo, encode_control_videos, scan_render_folder
-from cosmos_assets.hosts import LocalPreviewHost
-from cosmos_assets.resources import ProjectResource
-from cosmos_assets.sample_render import make_sample_render
+from cosmos_assets.defs.resources import LocalPreviewHost
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.media.sample_render import make_sample_render
 from tests.project_factory import make_project
 
 
@@ -119,7 +119,7 @@ def test_expected_generation_caps_at_5000_frames_and_counts_121_frame_chunks() -
 
 
 def test_model_facts_agree_with_the_preview_backend() -> None:
-    """The checks encode FACTS.md; the preview backend implements the same rules."""
+    """The checks encode docs/upstream/transfer1.md#resolution-buckets; the preview backend implements the same rules."""
     assert BUCKETS == preview_model.BUCKETS
     assert (MAX_FRAMES, CHUNK_FRAMES) == (preview_model.MAX_FRAMES, preview_model.CHUNK_FRAMES)
     for size in ((1920, 1080), (1024, 768), (512, 512), (768, 1024), (1080, 1920), (2000, 500)):
@@ -201,6 +201,19 @@ def test_transfer2_5_output_is_checked_with_its_own_spec_keeping_the_input_size(
     assert "expected 5" in check_generated_run(tmp_path / "good.mp4", capped, tmp_path).problems[0]
     bucketed = _spec_used("cosmos-transfer2.5", [], spec={**spec, "keep_input_resolution": False})
     assert check_generated_run(tmp_path / "bucket.mp4", bucketed, tmp_path).passed
+
+
+def test_transfer2_5_480_tier_has_portrait_buckets(tmp_path: Path) -> None:
+    """Upstream's 480 tier holds 3:4 (480x640) and 9:16 (432x768) too (docs/upstream/transfer2.5.md#resolution-buckets):
+    a portrait input at 480 with keep_input_resolution false comes out portrait, never square."""
+    _shot(tmp_path, frames=8, size=(64, 96))
+    spec = {"name": "p", "prompt": "a street", "video_path": "/workspace/inputs/videos/s/color.mp4",
+            "depth": {"control_path": "/workspace/inputs/videos/s/depth.mp4"}, "resolution": "480",
+            "keep_input_resolution": False}
+    used = _spec_used("cosmos-transfer2.5", [], spec=spec)
+    assert check_generated_run(write_video(tmp_path / "portrait.mp4", 8, 480, 640), used, tmp_path).passed
+    square = check_generated_run(write_video(tmp_path / "square.mp4", 8, 480, 480), used, tmp_path)
+    assert square.problems == ["square.mp4: 480x480, expected the 480 bucket (keep_input_resolution false) 480x640"]
 
 
 def test_cosmos3_output_is_the_tier_bucket_of_its_aspect_and_the_first_hints_length(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from cosmos_assets.cli import main
 from cosmos_assets.media import probe_video, write_png
-from cosmos_assets.sample_render import make_sample_render
+from cosmos_assets.media.sample_render import make_sample_render
 from tests.project_factory import TINY, make_project
 
 
@@ -136,7 +136,7 @@ def test_validate_prints_the_spec_warnings(project_root: Path, capsys) -> None:
 
 
 def test_write_spec_if_absent_never_replaces_a_file(tmp_path: Path) -> None:
-    from cosmos_assets.prompt_files import new_prompt_spec, write_spec_if_absent
+    from cosmos_assets.prompts.files import new_prompt_spec, write_spec_if_absent
 
     target = tmp_path / "p.json"
     write_spec_if_absent(new_prompt_spec("s", "first"), target)

@@ -15,7 +15,7 @@ import pytest
 from dagster._core.definitions.reconstruct import repository_def_from_target_def
 from dagster._core.workspace.autodiscovery import loadable_targets_from_python_module
 
-from cosmos_assets.notify import WEBHOOK_ENV
+from cosmos_assets.defs.sensors.notify import WEBHOOK_ENV
 from cosmos_assets.settings import Settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"

@@ -16,14 +16,14 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.settings import Settings
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.cli import DEMO_PROMPT, DEMO_SHOT, main as cli_main
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.definitions import build_definitions
-from cosmos_assets.hosts import LocalPreviewHost
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.media import probe_video
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.resources.project import ProjectResource
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 121

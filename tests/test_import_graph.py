@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cosmos_assets
-from cosmos_assets.models import backends
+from cosmos_assets.models.registry import backends
 from cosmos_assets.models.names import MODEL_NAMES
 
 PACKAGE = Path(cosmos_assets.__file__).parent
@@ -17,57 +17,30 @@ CLI = "cosmos_assets.cli"  # each subcommand imports what it needs: `cosmos-asse
 
 # Function-local imports, (importer, imported module) -> why it is inside the function.
 START_UP = {
-    ("cosmos_assets.runs.causes", "cosmos_assets.machines.ssh_link"): "paramiko; a preview run never needs it",
-    ("cosmos_assets.hosts.placement", "cosmos_assets.machines.ssh_link"): "paramiko; only when no host is left",
-    ("cosmos_assets.hosts.resources", "cosmos_assets.machines.local"): "paramiko, through machines/preflight.py",
-    ("cosmos_assets.hosts.resources", "cosmos_assets.machines.ssh_host"): "paramiko; only for an SSH host",
-    ("cosmos_assets.hosts.resources", "cosmos_assets.machines.ssh_target"): "paramiko; only for an SSH host",
+    ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.local"): "paramiko, through machines/preflight.py",
+    ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_host"): "paramiko; only for an SSH host",
+    ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_target"): "paramiko; only for an SSH host",
     ("cosmos_assets.models.cosmos3", "cosmos_assets.media"): "PyAV; only when a spec is built",
-    ("cosmos_assets.wedges", "cosmos_assets.media.grid"): "PyAV; only the comparison (the CLI reads wedges)",
-    ("cosmos_assets.wedges", "cosmos_assets.media.recipe"): "PyAV; only the comparison",
-    ("cosmos_assets.wedges", "cosmos_assets.previews"): "PyAV; only the comparison",
-    ("cosmos_assets.wedges", "cosmos_assets.runs.record"): "runs/ is heavier (its own comment)",
+    ("cosmos_assets.prompts.wedges", "cosmos_assets.media.grid"): "PyAV; only the comparison (the CLI reads wedges)",
+    ("cosmos_assets.prompts.wedges", "cosmos_assets.media.recipe"): "PyAV; only the comparison",
+    ("cosmos_assets.prompts.wedges", "cosmos_assets.media.previews"): "PyAV; only the comparison",
+    ("cosmos_assets.prompts.wedges", "cosmos_assets.runs.record"): "runs/ is heavier (its own comment)",
 }
-# Function-local imports that close a circle: each goes when its cause moves.
-CIRCLES = {
-    # The prompt file refuses every model's invocation keys, which each backend derives from its contract, and the
-    # backends read the prompt file's modules (spec.py imports models/invocation_keys.py and models/transfer1_cli.py,
-    # which runs models/__init__.py): the backends load on first use.
-    ("cosmos_assets.models", "cosmos_assets.models.preview"): "the backends read spec.py",
-    ("cosmos_assets.models", "cosmos_assets.models.transfer1"): "the backends read spec.py",
-    ("cosmos_assets.models", "cosmos_assets.models.transfer2_5"): "the backends read spec.py",
-    ("cosmos_assets.models", "cosmos_assets.models.cosmos3"): "the backends read spec.py",
-    ("cosmos_assets.spec", "cosmos_assets.models"): "every backend's invocation keys",
-    ("cosmos_assets.model_block", "cosmos_assets.models"): "a model's invocation keys, for its settings block",
-    # hosts/priority.py is plain Python, but importing it runs hosts/__init__.py: the Dagster resources, which read
-    # the settings. The settings import it on use (which also keeps Dagster out of the CLI's start-up).
-    ("cosmos_assets.settings", "cosmos_assets.hosts.priority"): "hosts/__init__.py loads the resources",
-    # A prompt's left-behind attempt that was part of a batch is collected as that batch (runs/batch_adopt.py runs
-    # it through runs/batch.py, which runs stages through the runner): goes when the stage lifecycle leaves runner.py.
+# Function-local imports that close a circle: none (each went when its cause moved; a new one is listed here with
+# the cause that has to move).
+CIRCLES: dict[tuple[str, str], str] = {
+    # A prompt's left-behind attempt that was part of a batch is collected as that batch: runs/batch_adopt.py runs it
+    # through runs/batch.py, which runs a lone prompt through runner.run_stage. Goes when the batch stops importing
+    # the runner (its lone prompts handed a run_stage by its caller) or the hook moves above both.
     ("cosmos_assets.runs.runner", "cosmos_assets.runs.batch_adopt"): "an orphaned batch is collected as a batch",
 }
-# Function-local imports with neither reason (nothing slow: tens of milliseconds at most; no circle closes): they
-# can move to the top of their modules (left by the change that added this test, which does not own those modules).
-MOVABLE = {
-    ("cosmos_assets.hosts", "cosmos_assets.hosts.pool_resource"),
-    ("cosmos_assets.hosts.placement", "cosmos_assets.runs.adopt"),
-    ("cosmos_assets.hosts.placement", "cosmos_assets.runs.record"),
-    ("cosmos_assets.machines.preflight", "cosmos_assets.layout"),
-    ("cosmos_assets.output_rules", "cosmos_assets.models.cosmos3"),
-    ("cosmos_assets.output_rules", "cosmos_assets.models.transfer2_5"),
-    ("cosmos_assets.prompt_files", "cosmos_assets.files"),
-    ("cosmos_assets.prompt_files", "cosmos_assets.spec"),
-    ("cosmos_assets.spec", "cosmos_assets.files"),
-    ("cosmos_assets.wedge_vary", "cosmos_assets.models"),
-    ("cosmos_assets.wedge_vary", "cosmos_assets.spec_inputs"),
-    ("cosmos_assets.wedges", "cosmos_assets.files"),
-}
+# Function-local imports with neither reason (nothing slow, no circle): none; such an import goes to the top.
+MOVABLE: set[tuple[str, str]] = set()
 # Type-only imports (``if TYPE_CHECKING:``) never run, but one that closes a circle is still a wrong-way dependency.
 TYPE_ONLY_CIRCLES = {
     ("cosmos_assets.runs.record_rules", "cosmos_assets.runs.record"): "a record's rules name the record type",
     ("cosmos_assets.runs.record_index", "cosmos_assets.runs.record"): "the index's rows are made from the record type",
     ("cosmos_assets.machines.docker_engine", "cosmos_assets.machines.docker"): "the container state docker.py reads",
-    ("cosmos_assets.models", "cosmos_assets.models.base"): "the backend type: the circle of the backends, above",
 }
 
 

@@ -18,11 +18,11 @@ from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from cosmos_assets.assets import ALL_ASSETS, PROMPT_INPUTS, control_videos
+from cosmos_assets.defs.assets import ALL_ASSETS, PROMPT_INPUTS, control_videos
 from cosmos_assets.media import write_png
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.sensor_state import PromptCursor
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.watch.cursors import PromptCursor
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from tests.project_factory import TINY, make_project
 from tests.test_sensors import Project, SensorSettings, age
 

@@ -210,7 +210,7 @@ def test_colour_encode_keeps_quality_and_uses_inter_frames(tmp_path):
     """Limited-range output that decodes back close to the PNGs, and not every frame a keyframe."""
     import av
 
-    from cosmos_assets.sample_render import make_sample_render
+    from cosmos_assets.media.sample_render import make_sample_render
 
     seq = make_sample_render(tmp_path / "render", frames=12, width=160, height=96)
     videos = encode_control_videos(seq, tmp_path / "out")
@@ -227,7 +227,7 @@ def test_a_failed_encode_leaves_the_earlier_set_untouched(tmp_path):
     """One modality failing after another has finished must not leave new colour beside old passes."""
     import threading
 
-    from cosmos_assets.sample_render import make_sample_render
+    from cosmos_assets.media.sample_render import make_sample_render
 
     seq = make_sample_render(tmp_path / "render", frames=6, width=64, height=48)
     out = tmp_path / "out"

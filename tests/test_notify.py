@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.notify import (
+from cosmos_assets.defs.sensors.notify import (
     WEBHOOK_ENV,
     WebhookError,
     WebhookPayload,

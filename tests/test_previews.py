@@ -11,7 +11,7 @@ import pytest
 
 from cosmos_assets.progress import TransferProgress, format_bytes, format_transfer_progress
 from cosmos_assets.media import encode_control_videos, read_png_header, scan_render_folder
-from cosmos_assets.previews import (
+from cosmos_assets.media.previews import (
     THUMB_WIDTH,
     control_preview,
     encode_jpeg,
@@ -20,7 +20,7 @@ from cosmos_assets.previews import (
     scale_to_width,
     video_preview,
 )
-from cosmos_assets.sample_render import make_sample_render
+from cosmos_assets.media.sample_render import make_sample_render
 
 
 @pytest.fixture(scope="module")

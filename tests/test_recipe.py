@@ -14,7 +14,7 @@ from cosmos_assets.files import sha256_file
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media import read_frames
 from cosmos_assets.media.recipe import ClipRecipe, RecipeError, read_recipe, read_tags, stamp, stamp_all
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from tests.project_factory import make_project
 from tests.test_grid import write_clip

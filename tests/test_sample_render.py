@@ -1,4 +1,4 @@
-"""sample_render.py: the procedural shot's three passes agree and scan cleanly."""
+"""media/sample_render.py: the procedural shot's three passes agree and scan cleanly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from cosmos_assets.media import decode_png
-from cosmos_assets.sample_render import LABEL_COLOURS, make_sample_render
+from cosmos_assets.media.sample_render import LABEL_COLOURS, make_sample_render
 
 
 def test_sample_render_writes_consistent_passes(tmp_path):
@@ -35,7 +35,7 @@ def test_camera_moves_between_frames(tmp_path):
 
 def test_module_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "cosmos_assets.sample_render", str(tmp_path / "shot"), "--frames", "2",
+        [sys.executable, "-m", "cosmos_assets.media.sample_render", str(tmp_path / "shot"), "--frames", "2",
          "--width", "32", "--height", "18", "--start", "1"],
         capture_output=True, text=True, check=False,
     )

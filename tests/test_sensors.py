@@ -19,17 +19,17 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from cosmos_assets.settings import Settings
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.definitions import CosmosJobs, build_jobs
-from cosmos_assets.hosts import LocalPreviewHost
+from cosmos_assets.defs.jobs import CosmosJobs, build_jobs
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.media import scan_render_folder, write_png
-from cosmos_assets.resources import ProjectResource
-from cosmos_assets.sample_render import make_sample_render
-from cosmos_assets.sensor_plans import plan_prompt_tick, plan_render_tick, stat_render_folder
-from cosmos_assets.sensor_state import PromptCursor, RenderCursor, SensorSettings
-from cosmos_assets.sensors import build_sensors
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.watch.plans import plan_prompt_tick, plan_render_tick, stat_render_folder
+from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.defs.sensors.folders import build_sensors
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from tests.project_factory import make_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,7 +253,7 @@ def test_bad_folder_is_reported_and_the_good_one_still_runs(project: Project) ->
 def test_unreadable_folder_does_not_stop_the_tick(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     settled_render(project.layout, "good_shot")
     settled_render(project.layout, "locked_shot")
-    import cosmos_assets.sensor_plans as sensors
+    import cosmos_assets.watch.plans as sensors
 
     real = sensors.stat_render_folder
 
@@ -319,7 +319,7 @@ def test_scan_budget_defers_the_rest_to_the_next_tick(project: Project) -> None:
 
 
 def test_large_cursor_round_trips_compressed() -> None:
-    from cosmos_assets.sensor_state import ShotState
+    from cosmos_assets.watch.cursors import ShotState
 
     cursor = RenderCursor(shots={f"shot_{i:05d}": ShotState(1_700_000_000_000_000_000 + i, f"{i:016x}", "ok") for i in range(2000)})
     raw = cursor.dump()

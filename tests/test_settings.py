@@ -124,7 +124,7 @@ def test_each_bad_setting_is_a_line_of_its_own() -> None:
     ("COSMOS_CONTAINER_USER", "root;id", "must be numeric uid:gid"),
 ])  # fmt: skip
 def test_what_the_ssh_host_refuses_names_the_variable_in_one_line(name: str, value: str, says: str) -> None:
-    from cosmos_assets.hosts import gpu_host_from_settings
+    from cosmos_assets.defs.resources import gpu_host_from_settings
 
     settings = Settings.from_env({"COSMOS_HOST": "ssh", "REMOTE_HOST": "gpu-1", name: value})
     with pytest.raises(SettingsError) as caught:

@@ -36,12 +36,12 @@ from cosmos_assets.files import copy_verified, move_aside
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media.recipe import read_recipe
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, link_output
 from cosmos_assets.runs.plan import plan_generation
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
 from cosmos_assets.runs.runner import run_generation, run_upscale
-from cosmos_assets.wedges import build_comparison
+from cosmos_assets.prompts.wedges import build_comparison
 from tests.project_factory import make_project
 from tests.test_files import umask
 
@@ -131,7 +131,7 @@ def child_main(request_json: str) -> None:
     # The uid may not read the interpreter's own library (under /root): whatever a step imports lazily, load it now.
     for module in pkgutil.walk_packages(cosmos_assets.__path__, "cosmos_assets."):
         importlib.import_module(module.name)
-    from cosmos_assets.models import prompt_file_invocation_keys
+    from cosmos_assets.models.refused_keys import prompt_file_invocation_keys
 
     prompt_file_invocation_keys()  # the model contracts are read on first use, through importlib.resources' lazy parts
     os.setgroups([SHARED_GID, uid])
@@ -264,7 +264,7 @@ def test_a_models_video_linked_or_copied_as_output_mp4_has_the_umasks_mode(tmp_p
 @pytest.mark.integration
 def test_a_download_gets_the_umasks_mode_never_the_hosts(sshd, tmp_path: Path) -> None:
     """SFTP: the host's 0600/0700 files (another uid's) land with the mode the umask allows, in the folder's group."""
-    from cosmos_assets.machines.sftp_transfer import download_tree
+    from cosmos_assets.machines.sftp_download import download_tree
     from cosmos_assets.machines.ssh_link import SshLink
     from cosmos_assets.machines.ssh_target import SshTarget
 

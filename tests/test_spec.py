@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from cosmos_assets.models.transfer1 import upscale_spec
-from cosmos_assets.prompt_files import duplicate_prompt, new_prompt_spec, timestamped_name, write_new_prompt, write_spec
-from cosmos_assets.spec import ControlSpec, load_spec, parse_spec, SpecError, TransferSpec
-from cosmos_assets.spec_inputs import shot_of, validate_for_run, with_videos_subdir
+from cosmos_assets.prompts.files import duplicate_prompt, new_prompt_spec, timestamped_name, write_new_prompt, write_spec
+from cosmos_assets.prompts.spec import ControlSpec, load_spec, parse_spec, SpecError, TransferSpec
+from cosmos_assets.prompts.inputs import shot_of, validate_for_run, with_videos_subdir
 
 DATA_EXAMPLES = Path(__file__).parent / "data" / "spec-examples"
 SHARED_EXAMPLES = Path(__file__).parents[2] / "shared" / "cosmos-transfer1" / "spec-examples"

@@ -16,11 +16,11 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media import probe_video, read_frames
 from cosmos_assets.media.grid import BACKGROUND, grid_layout
 from cosmos_assets.media.recipe import read_recipe
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.runner import run_generation
-from cosmos_assets.spec import SpecError, load_spec
-from cosmos_assets.wedge_vary import WedgeError, parse_vary
-from cosmos_assets.wedges import (
+from cosmos_assets.prompts.spec import SpecError, load_spec
+from cosmos_assets.prompts.wedge_vary import WedgeError, parse_vary
+from cosmos_assets.prompts.wedges import (
     MAX_VARIANTS,
     WedgeManifest,
     build_comparison,
@@ -185,9 +185,9 @@ def test_the_comparison_tiles_every_variant_labelled_after_their_runs(generated_
 
 
 def test_the_comparison_asset_shows_the_sheet_and_the_grid(generated_wedge, tmp_path: Path) -> None:
-    from cosmos_assets.assets import ALL_ASSETS, wedge_comparisons
-    from cosmos_assets.hosts import LocalPreviewHost
-    from cosmos_assets.resources import ProjectResource
+    from cosmos_assets.defs.assets import ALL_ASSETS, wedge_comparisons
+    from cosmos_assets.defs.resources import LocalPreviewHost
+    from cosmos_assets.defs.resources.project import ProjectResource
 
     layout, variants, run_ids = generated_wedge
     earlier = layout.outputs_dir / "_wedges" / "look" / "comparison.json"
@@ -211,8 +211,8 @@ def test_the_comparison_asset_shows_the_sheet_and_the_grid(generated_wedge, tmp_
 
 
 def test_the_wedge_sensor_starts_a_comparison_once_every_variant_is_generated(generated_wedge) -> None:
-    from cosmos_assets.assets.wedges import build_wedge_sensor
-    from cosmos_assets.resources import ProjectResource
+    from cosmos_assets.defs.sensors.wedges import build_wedge_sensor
+    from cosmos_assets.defs.resources.project import ProjectResource
 
     layout, variants, run_ids = generated_wedge
     write_wedge(layout, plan_wedge(layout, _base(layout), [parse_vary("seed=5,6")], name="waiting"))

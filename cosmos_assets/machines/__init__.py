@@ -7,7 +7,7 @@ composed of one module per concept:
 - :mod:`.ssh_connect`: host-key policy and the verified, fast paramiko connection;
 - :mod:`.ssh_link`: remote commands and streams over one link, and the one rule for a dropped link;
 - :mod:`.sftp_wire`: pipelined SFTP (the only module touching paramiko internals);
-- :mod:`.sftp_transfer` (with :mod:`.sftp_parallel`, :mod:`.remote_hash`): verified, resumable transfers;
+- :mod:`.sftp_transfer` and :mod:`.sftp_download` (with :mod:`.sftp_parallel`, :mod:`.remote_hash`): verified, resumable transfers;
 - :mod:`.docker`: the ``docker run`` argv and the container lifecycle;
 - :mod:`.host_facts`, :mod:`.preflight`: what the host is like, and whether it can run a job.
 

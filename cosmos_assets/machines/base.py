@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel
+
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.progress import TransferStats
 
@@ -20,6 +22,17 @@ from cosmos_assets.progress import TransferStats
 JobState = Literal["running", "exited_ok", "outputs", "failed", "gone"]
 """What a machine knows of an earlier run's job: its container still running; exited 0 with the container still
 there; no container but its output file present; exited non-zero; or nothing left (start a new one)."""
+
+
+class MachineState(BaseModel):
+    """What a machine says of itself now (``cosmos-assets hosts``): whether it answers, and if so its GPUs, free disk
+    under the model root and whether its image is there (None: it could not say)."""
+
+    reachable: bool
+    problem: str | None = None
+    gpus: int | None = None
+    free_gb: float | None = None
+    image_present: bool | None = None
 
 
 class Machine(ABC):
@@ -71,6 +84,10 @@ class Machine(ABC):
     def stop(self, job: InferenceJob, log: LogLine) -> bool:
         """Stop ``job`` while :meth:`run` follows it in another thread (the stall watchdog); False if not supported."""
         return False
+
+    @abstractmethod
+    def describe(self) -> MachineState:
+        """Its state now, asked of the machine itself; never raises for a machine that cannot be reached or asked."""
 
     def gpu_reader(self) -> Callable[[], str | None] | None:
         """How to read the GPUs here while a run goes on (``machines/gpu_usage.QUERY``'s output, None when it cannot

@@ -39,7 +39,8 @@ from cosmos_assets.machines.docker_engine import (
 )
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError, LogLine
-from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
+from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
+from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.redaction import is_secret_name
 
 CONTAINER_ROOT = "/workspace"  # REMOTE_DIR (the model's code) is mounted here; PYTHONPATH and working dir

@@ -25,6 +25,20 @@ class HostNotReadyError(RuntimeError):
     """Preflight (or the start of a run) found something missing; the message says what and how to fix it."""
 
 
+# What a machine reached over a network raises, whatever its kind (an SSH host today): the run's causes and the host
+# placement tell them apart without loading the transport (paramiko).
+class HostUnreachableError(HostNotReadyError):
+    """The connection could not be made (network, auth); worth retrying, unlike a host-key refusal."""
+
+
+class HostLinkLostError(RuntimeError):
+    """The link stayed down through every reconnect attempt; a detached container may still be running."""
+
+
+class LinkDropped(Exception):
+    """The link broke under a command; the machine reconnects and runs it again (``SshLink.with_reconnect``)."""
+
+
 def relative_inside(value: str, what: str) -> str:
     """``value`` when it is a relative path that stays inside its root; ValueError naming ``what`` otherwise."""
     if not value or not value.strip():

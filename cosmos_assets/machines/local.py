@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cosmos_assets.files import copy_verified, refuse_existing, remove_tree, rename_no_replace, same_file_content
-from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.base import Machine, MachineState
 from cosmos_assets.machines.gpu_usage import QUERY, QUERY_TIMEOUT_SECONDS
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile, relative_inside
 from cosmos_assets.machines.preflight import is_inside, local_overlap, overlap_error, project_folders, root_setting
@@ -38,6 +38,12 @@ class LocalMachine(Machine):
         self._label = label
         self._processes: dict[str, subprocess.Popen[str]] = {}
         self._project_root: Path | None = None  # the last preflighted job's project: upload never writes into it
+
+    def describe(self) -> MachineState:
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:  # the model root is made on first use
+            folder = folder.parent
+        return MachineState(reachable=True, gpus=0, free_gb=shutil.disk_usage(folder).free / 1e9)
 
     def __repr__(self) -> str:
         return f"LocalMachine({self.root})"

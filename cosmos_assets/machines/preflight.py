@@ -21,7 +21,9 @@ from pathlib import Path
 from cosmos_assets.machines.docker import DockerCli, in_dir, parse_gpus
 from cosmos_assets.machines.host_facts import HostFacts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
-from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
+from cosmos_assets.machines.job import LinkDropped
+from cosmos_assets.machines.ssh_link import TAG, SshLink
+from cosmos_assets.layout import ProjectLayout
 
 BUILD_TAG = "[docker build]"
 BUILD_TAIL_LINES = 20
@@ -34,7 +36,6 @@ ROOT_SETTINGS = {"cosmos-transfer2.5": "REMOTE_DIR_TRANSFER2_5", "cosmos3": "REM
 
 def project_folders(project_root: Path) -> dict[str, Path]:
     """The folders of the project that hold its own files (renders, prompt files, videos, outputs, notes), by name."""
-    from cosmos_assets.layout import ProjectLayout  # pure path arithmetic; the one place that knows the layout
 
     layout = ProjectLayout(root=project_root)
     folders = {"inputs/": layout.prompts_dir.parent, "outputs/": layout.outputs_dir, "notes/": layout.notes_dir,

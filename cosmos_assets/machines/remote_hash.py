@@ -79,7 +79,8 @@ def sha256_result(path: str, result: tuple[int, str, str]) -> str:
 
 
 def remote_sha256(link: SshLink, path: str) -> str:
-    """sha256 of a remote file; RemoteCommandError if it fails."""
+    """sha256 of a remote file; RemoteCommandError if it fails. The product starts the hash beside a transfer
+    (:func:`start_sha256`); this blocking form is the transfer benchmark's (bench/bench_transfer.py)."""
     return sha256_result(path, link.finish(start_sha256(link, path)))
 
 

@@ -105,7 +105,8 @@ def file_handle(f: paramiko.SFTPFile) -> bytes:
 
 def pipelined_write(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, chunks: Iterator[bytes], offset: int,
                     counter: ByteCounter) -> int:  # fmt: skip
-    """Send chunks (written one after another from ``offset``) with many write requests in flight."""
+    """Send chunks (written one after another from ``offset``) with many write requests in flight. The product writes
+    through :func:`pipelined_write_at`; this sequential form is the transfer benchmark's (bench/bench_transfer.py)."""
 
     def pieces() -> Iterator[tuple[int, bytes]]:
         at = offset

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cosmos_assets.machines import busy_host, gpu_usage, preflight
-from cosmos_assets.machines.base import JobState, Machine
+from cosmos_assets.machines.base import JobState, Machine, MachineState
 from cosmos_assets.machines.docker import (
     CONTAINER_CHECKPOINTS,
     CONTAINER_ROOT,
@@ -46,12 +46,15 @@ from cosmos_assets.machines.docker_engine import (
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
-from cosmos_assets.machines.sftp_transfer import download_tree, list_remote_files, upload_files
-from cosmos_assets.machines.ssh_link import TAG, HostLinkLostError, HostUnreachableError, LinkDropped, SshLink
+from cosmos_assets.machines.remote_tree import list_remote_files
+from cosmos_assets.machines.sftp_download import download_tree
+from cosmos_assets.machines.sftp_transfer import upload_files
+from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
+from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.machines.transfer_resume import LandedParts
 from cosmos_assets.progress import TransferProgress, TransferStats
-from cosmos_assets.redaction import is_secret_name, redacted
+from cosmos_assets.redaction import first_line, is_secret_name, redacted
 
 LOG_TAIL_LINES = 40
 
@@ -141,6 +144,23 @@ class SshHost(Machine):
 
     def close(self) -> None:
         self.link.close()
+
+    def describe(self) -> MachineState:
+        try:
+            facts = self.facts()
+            code, out, _ = self.link.exec(["nvidia-smi", "-L"])
+            gpus = sum(1 for line in out.splitlines() if line.startswith("GPU ")) if code == 0 else 0
+            code, out, _ = self.link.exec(["df", "-Pk", "--", facts.remote_dir])
+            lines = out.strip().splitlines()
+            free = int(lines[-1].split()[3]) * 1024 / 1e9 if code == 0 and len(lines) >= 2 else None
+            try:
+                present: bool | None = self.docker.image_present(self.settings.docker_image)
+                docker_problem = None
+            except DockerUnreachableError as error:  # the host answers, its docker does not: reachable, image unknown
+                present, docker_problem = None, f"docker is not answering: {first_line(error)}"
+        except (HostNotReadyError, OSError, RuntimeError) as error:
+            return MachineState(reachable=False, problem=first_line(error))
+        return MachineState(reachable=True, gpus=gpus, free_gb=free, image_present=present, problem=docker_problem)
 
     # ------------------------------------------------------------------ an earlier attempt's job (adoption)
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import paramiko
 
-from cosmos_assets.machines.job import HostNotReadyError, LogLine
+from cosmos_assets.machines.job import HostLinkLostError, HostNotReadyError, HostUnreachableError, LinkDropped, LogLine
 from cosmos_assets.machines.ssh_connect import HostKeyError, connect
 from cosmos_assets.machines.ssh_target import SshTarget, SshTargetError
 
@@ -34,18 +34,6 @@ PROBE_TIMEOUT_S = 20.0
 EXIT_STATUS_WAIT_S = 10.0
 MAX_BACKOFF_S = 30.0
 LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)  # OSError covers socket errors and timeouts
-
-
-class LinkDropped(Exception):
-    """The SSH link broke under a command; :meth:`SshLink.with_reconnect` reconnects and runs it again."""
-
-
-class HostUnreachableError(HostNotReadyError):
-    """The SSH connection could not be made (network, auth); worth retrying, unlike a host-key refusal."""
-
-
-class HostLinkLostError(RuntimeError):
-    """The SSH link stayed down through every reconnect attempt; a detached container may still be running."""
 
 
 class SshLink:

@@ -25,8 +25,9 @@ import paramiko
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cosmos_assets.files import UnsafeReadError, printable_path, read_bounded
+from cosmos_assets.settings import KEY_PASSPHRASE_ENV
 
-DEFAULT_PASSPHRASE_ENV = "COSMOS_SSH_KEY_PASSPHRASE"
+DEFAULT_PASSPHRASE_ENV = KEY_PASSPHRASE_ENV
 MAX_HOPS = 8
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Stand-ins for '%' and '~' in ProxyCommand/ProxyJump lines, so paramiko leaves their tokens for us to expand.

@@ -1,6 +1,6 @@
 """What an interrupted transfer keeps: byte ranges that landed, and which of them a retry may trust.
 
-Plain logic (no SSH), used by :mod:`cosmos_assets.machines.sftp_transfer`:
+Plain logic (no SSH), used by :mod:`cosmos_assets.machines.sftp_transfer` and :mod:`cosmos_assets.machines.sftp_download`:
 
 - :class:`Landed` records the ranges the far side confirmed, from any number of threads (SFTP write acks).
 - :class:`LandedParts` keeps a :class:`Landed` per remote ``.part`` across the retries of one upload in this

@@ -5,7 +5,7 @@ with file/field/fix errors before any GPU time), the spec file it writes from th
 file, the argv of its entry point for N GPUs, the checkpoints that spec needs, where it writes its
 outputs and how they map back to a prompt, how a guardrail block shows, and whether it can batch
 and upscale. The prompt files stay in the seed's form (a Cosmos-Transfer1 spec,
-:class:`cosmos_assets.spec.TransferSpec`); each backend translates it to its own.
+:class:`cosmos_assets.prompts.spec.TransferSpec`); each backend translates it to its own.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from cosmos_assets.files import copy_verified
 from cosmos_assets.machines.job import Invocation, RunOutcome, StagedFile
 from cosmos_assets.models.invocation_keys import InvocationKey
-from cosmos_assets.spec import TransferSpec
+from cosmos_assets.prompts.spec import TransferSpec
 
 OUTPUT_VIDEO = "output.mp4"
 
@@ -76,10 +76,14 @@ class BatchRequest:
 
 
 class ModelBackend(ABC):
-    """A model's contract. Stateless; one instance per backend in :data:`cosmos_assets.models.BACKENDS`."""
+    """A model's contract. Stateless; one instance per backend in :func:`cosmos_assets.models.registry.backends`."""
 
     name: ClassVar[str]
     description: ClassVar[str]
+    # Its upstream repository: the checkout's default folder name beside REMOTE_DIR on a host, and its image's name
+    # (``<checkout>:latest``). None: it lives in REMOTE_DIR and DOCKER_IMAGE (Transfer1, the upscaler's home, and the
+    # preview that stands in for it).
+    checkout: ClassVar[str | None] = None
     is_preview: ClassVar[bool] = False
     can_batch: ClassVar[bool] = False
     can_upscale: ClassVar[bool] = False
@@ -91,7 +95,7 @@ class ModelBackend(ABC):
 
     @abstractmethod
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
-        """Raise :class:`cosmos_assets.spec.SpecError` (file, field, fix) if this backend cannot run the prompt."""
+        """Raise :class:`cosmos_assets.prompts.spec.SpecError` (file, field, fix) if this backend cannot run the prompt."""
 
     def prompt_warnings(self, spec: TransferSpec, project_root: Path | None = None) -> list[str]:
         """Fields of the prompt file this backend does not carry over (each message names the field)."""
@@ -112,7 +116,7 @@ class ModelBackend(ABC):
     def invocation_keys(self) -> Mapping[str, InvocationKey]:
         """Keys a prompt file may not carry (top level, or in this model's ``cosmos_assets`` block; ``<block>.<key>``
         one level down): they set how the model is invoked (mode, paths, checkpoints, GPUs), which the project
-        owns. Derived from the model's contract; :mod:`cosmos_assets.spec` refuses them when a prompt file loads."""
+        owns. Derived from the model's contract; :mod:`cosmos_assets.prompts.spec` refuses them when a prompt file loads."""
         return {}
 
     def output_video(self, fetched: Path, name: str | None = None) -> Path:

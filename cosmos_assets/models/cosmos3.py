@@ -1,14 +1,13 @@
 """Cosmos 3 video2video transfer (cosmos-framework): its spec from a prompt file, argv, outputs; no guardrail on transfer.
 
-Contract: ``contract/cosmos3_cli.json`` and ``contract/cosmos3_spec_schema.json`` (copies of ``../shared/cosmos3/``;
-FACTS.md there). Where that contract is UNVERIFIED (Super/Edge transfer, peak memory, offline caches) the
+Contract: ``contract/cosmos3_cli.json`` and ``contract/cosmos3_spec_schema.json`` (copies of the research notes, docs/upstream/README.md#contract-copies;
+facts: docs/upstream/cosmos3.md). Where that contract is UNVERIFIED (docs/upstream/cosmos3.md#unverified: Super/Edge transfer, peak memory, offline caches) the
 warnings and docs/models.md say so. The translation table is in docs/models.md.
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,18 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
-from cosmos_assets.models.invocation_keys import (
-    GPU_FIX,
-    INPUT_PATH_FIX,
-    NAME_FIX,
-    PROJECT_SETS,
-    InvocationKey,
-    classify_flags,
-    cli_flags,
-    contract,
-    invocation_problems,
-    schema_path_fields,
-)
+from cosmos_assets.models.cosmos3_contract import HINT_KEYS, NAME, invocation_keys
+from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
 from cosmos_assets.models.translate import (
     CACHE_DIRS,
     CACHE_ENV,
@@ -39,13 +28,11 @@ from cosmos_assets.models.translate import (
     split_block,
     validate_into,
 )
-from cosmos_assets.spec import TransferSpec
+from cosmos_assets.prompts.spec import TransferSpec
 
-NAME = "cosmos3"
 MODULE = "cosmos_framework.scripts.inference"
 ENTRY_POINT = "cosmos_framework/scripts/inference.py"
 HINT_OF = {"edge": "edge", "vis": "blur", "depth": "depth", "seg": "seg"}  # Transfer1 control -> Cosmos 3 hint
-HINT_KEYS = ("edge", "blur", "depth", "seg")
 PRECOMPUTED = ("depth", "seg")  # no annotator in cosmos-framework: these need a control video
 CHECKPOINTS = {"nano": "Cosmos3-Nano", "super": "Cosmos3-Super", "edge": "Cosmos3-Edge"}
 # docs/faq.md weights (Edge by the code's params x 2 bytes x 2 towers formula, undocumented); peak memory UNVERIFIED.
@@ -115,7 +102,7 @@ class Launch3(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     size: Literal["nano", "super", "edge"] = "nano"
-    guardrails: StrictBool = True  # loaded by default, never applied on the transfer path (FACTS.md)
+    guardrails: StrictBool = True  # loaded by default, never applied on the transfer path (docs/upstream/cosmos3.md#guardrails)
     use_torch_compile: StrictBool = True
 
     @property
@@ -124,39 +111,6 @@ class Launch3(BaseModel):
 
 
 LAUNCH_KEYS = tuple(Launch3.model_fields)
-
-
-# Which keys belong to the invocation (classify_flags): the launch flags (setup group and -i of cli.json) but those
-# the model block sets (guardrails, use_torch_compile) and the offload the out-of-memory retry adds, the per-sample
-# flags that take a path, and these, by name. A sample's other fields (prompt, seed, guidance, control_guidance,
-# shift, steps, resolution, fps, frames, hint weights and presets...) are the prompt's.
-LAUNCH_SETTINGS = ("guardrails", "use_torch_compile", "offload_guardrail_models")
-_SIZE_FIX = "remove it; choose the model with cosmos_assets.cosmos3.size (nano, super or edge)"
-SPECIAL_KEYS: dict[str, tuple[str, str]] = {
-    "input_files": ("the sample files it reads", PROJECT_SETS),
-    "output_dir": ("the output folder", PROJECT_SETS),
-    "checkpoint_path": ("which checkpoint loads", _SIZE_FIX),
-    "model": ("which model loads", _SIZE_FIX),
-    "parallelism_preset": ("the parallelism (transfer needs latency)", PROJECT_SETS),
-    **{k: ("the GPU split", GPU_FIX) for k in ("dp_shard_size", "dp_replicate_size", "cp_size", "cfgp_size")},
-    "max_num_seqs": ("how many samples run at once (transfer needs 1)", PROJECT_SETS),
-    "model_mode": ("the mode (the project runs video2video transfer)", PROJECT_SETS),
-    "num_outputs": ("how many outputs a sample writes (its folder holds one)", PROJECT_SETS),
-    **{k: (f"an input path ({k})", INPUT_PATH_FIX) for k in ("negative_prompt_file", "action_path", "sound_path")},
-    "name": ("the output folder names", NAME_FIX),
-}  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def invocation_keys() -> dict[str, InvocationKey]:
-    """Every key a prompt file (top level or its ``cosmos3`` block) may not set, from the contract."""
-    cli = contract("cosmos3_cli.json")
-    sample_groups = tuple(key for key in cli["arguments"] if not key.startswith("--"))
-    keys = classify_flags(NAME, cli_flags(cli), sample_groups, LAUNCH_SETTINGS, SPECIAL_KEYS)
-    keys.update({k: InvocationKey(NAME, *SPECIAL_KEYS[k]) for k in ("name", "output_dir")})  # spec-only too
-    for field in schema_path_fields(contract("cosmos3_spec_schema.json"), (*HINT_KEYS, "wsm")):
-        keys.setdefault(field, InvocationKey(NAME, f"an input path ({field})", INPUT_PATH_FIX))
-    return keys
 
 
 FIELD_NAMES = {"vision_path": "input_video_path", "name": "(prompt name)",
@@ -321,6 +275,7 @@ class Cosmos3Backend(ModelBackend):
     """Cosmos 3 (Nano by default) video2video transfer in the cosmos-framework image."""
 
     name = NAME
+    checkout = "cosmos-framework"
     description = "Cosmos 3 video2video transfer (Nano default, 32 GB; Super/Edge UNVERIFIED; no 4K upscaler)"
     # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (contract/cosmos3_cli.json)
     offload_flags = ("--offload-guardrail-models",)
@@ -376,7 +331,7 @@ class Cosmos3Backend(ModelBackend):
         return False
 
     # Batching (docs/batching.md): several sample files after one -i, one model load, samples one at a time in
-    # sorted path order, each in <OUTDIR>/<name>/ (FACTS.md); the names (the prompts) map outputs back.
+    # sorted path order, each in <OUTDIR>/<name>/ (docs/upstream/cosmos3.md#batching, #outputs); the names (the prompts) map outputs back.
     can_batch = True
 
     def batch_key(self, item: BatchItem) -> str | None:

@@ -5,7 +5,7 @@ Each backend classifies its own upstream flags (its ``cli.json``) and spec field
 (:meth:`cosmos_assets.models.base.ModelBackend.invocation_keys`); this module holds what they share: the record of
 one such key, the packaged contracts (:func:`contract`), the flag names of a ``cli.json`` as a prompt file would
 spell them, and the check of a mapping.
-No imports from the package: :mod:`cosmos_assets.spec` and :mod:`cosmos_assets.model_block` use it while loading.
+No imports from the package: :mod:`cosmos_assets.prompts.spec` and :mod:`cosmos_assets.prompts.model_block` use it while loading.
 """
 
 from __future__ import annotations

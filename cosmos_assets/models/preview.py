@@ -17,7 +17,7 @@ from cosmos_assets.machines.job import Invocation, StagedFile
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelRequest
 from cosmos_assets.models.transfer1 import GUARDRAIL_MARKER, Transfer1Backend
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT, TransferInvocation, transfer_argv
-from cosmos_assets.spec import TransferSpec
+from cosmos_assets.prompts.spec import TransferSpec
 
 PROGRAM_REMOTE = ".cosmos_assets/preview_model.py"
 PROGRAM_LOCAL = Path(preview_program.__file__)

@@ -6,7 +6,7 @@ Docker test image at that path. It is NOT the model: it composites the control v
 preview (colour grade of the input, depth shading, segmentation outlines) so the pipeline around
 the model can be exercised end to end. Every line it prints starts with ``[preview]``.
 
-What it keeps from the real entry point (see ``contract/transfer_cli.json`` and FACTS.md):
+What it keeps from the real entry point (see ``contract/transfer_cli.json`` and docs/upstream/transfer1.md):
 - every flag, with the same names, types, defaults and choices (``ARGUMENTS`` below, a verbatim
   copy of the contract's table; a test keeps the two equal);
 - the spec merge rule: top-level non-object keys of the spec override the CLI value unless the
@@ -27,7 +27,7 @@ given; ``OOM_TEST_HOST`` allocates host memory (up to 1 GiB) until a container m
 kernel's OOM killer (exit 137); ``FAIL_TEST_EXIT`` fails with exit 1; ``HANG_TEST`` goes silent for 10 minutes.
 
 - batch mode (``--batch_input_path FILE.jsonl``, ``--batch_size``), as upstream's transfer.py at 5005e82 does it
-  (FACTS.md): one line per item (``prompt``, ``visual_input``, ``control_overrides`` updating the spec's controls),
+  (docs/upstream/transfer1.md#batch-mode): one line per item (``prompt``, ``visual_input``, ``control_overrides`` updating the spec's controls),
   outputs in ``video_<i>/output.mp4`` + ``video_<i>/prompt.txt``, every folder of a window created first. A blocked
   item is dropped from its window and the survivors are saved by their position in the shorter list (so a later
   item's video can land in an earlier item's folder); a window with every item blocked ends the whole program with

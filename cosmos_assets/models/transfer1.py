@@ -1,6 +1,6 @@
 """Cosmos-Transfer1 (the seed's model): spec, argv, checkpoints, outputs and guardrail.
 
-Facts from ``../shared/cosmos-transfer1/FACTS.md`` and upstream's ``cosmos_transfer1/checkpoints.py``.
+Upstream facts: docs/upstream/transfer1.md (checkpoint paths: docs/upstream/transfer1.md#checkpoints).
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ from cosmos_assets.machines.job import Invocation
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest
 from cosmos_assets.models.invocation_keys import InvocationKey
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, invocation_keys, transfer_argv
-from cosmos_assets.spec import ControlSpec, TransferSpec
-from cosmos_assets.spec_inputs import check_for_run
+from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
+from cosmos_assets.prompts.inputs import check_for_run
 
 GUARDRAIL_MARKER = "GUARDRAIL BLOCKED"
 UPSCALE_NUM_STEPS = 10
 
 MODEL_DIR = "nvidia/Cosmos-Transfer1-7B"
 AV_MODEL_DIR = "nvidia/Cosmos-Transfer1-7B-Sample-AV"
-# Checkpoint paths under the checkpoint dir, from cosmos_transfer1/checkpoints.py (see FACTS.md).
-ALWAYS_NEEDED = ("nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1")
+# Checkpoint paths under the checkpoint dir, from cosmos_transfer1/checkpoints.py (docs/upstream/transfer1.md#checkpoints).
+# Every run: the tokenizer, the text encoder, and the guardrails (Cosmos-Guardrail1 and the text guardrail's LLM,
+# docs/upstream/transfer1.md#checkpoints).
+ALWAYS_NEEDED = ("nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1",
+                 "meta-llama/Llama-Guard-3-8B")
 CONTROL_CHECKPOINTS: dict[str, tuple[str, ...]] = {
     "vis": (f"{MODEL_DIR}/base_model.pt", f"{MODEL_DIR}/vis_control.pt"),
     "edge": (f"{MODEL_DIR}/base_model.pt", f"{MODEL_DIR}/edge_control.pt"),
@@ -106,7 +109,7 @@ PER_ITEM_KEYS = ("prompt", "input_video_path")
 
 
 class BatchLine(BaseModel):
-    """One line of transfer.py's ``--batch_input_path`` JSONL (FACTS.md, *Batch mode*)."""
+    """One line of transfer.py's ``--batch_input_path`` JSONL (docs/upstream/transfer1.md#batch-mode)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -30,7 +30,7 @@ RESERVED_FLAGS = ALWAYS_PASSED_FLAGS | {"num_steps", *OFFLOAD_FLAGS}
 
 FlagValue = str | int | float | bool
 
-# Which of transfer.py's flags a prompt file may carry. A top-level key of the spec becomes the flag (FACTS.md: spec
+# Which of transfer.py's flags a prompt file may carry. A top-level key of the spec becomes the flag (docs/upstream/transfer1.md#spec-keys-override-flags: spec
 # values override the command line's defaults), so a flag that sets the invocation's mode, paths, checkpoints or GPU
 # count would change how the project's invocation runs: those are refused (INVOCATION_FLAGS, what each sets and the
 # fix); every other flag is a generation setting of the prompt (ITEM_FLAGS). Together they are every flag of
@@ -224,7 +224,7 @@ class TransferInvocation(BaseModel):
             if problem:
                 raise ValueError(f"extra: {problem}")
             if isinstance(value, str) and value.startswith("-"):
-                # transfer.py must see "--key value" (see FACTS), and argparse reads a value starting
+                # transfer.py must see "--key value" (docs/upstream/transfer1.md#spec-keys-override-flags), and argparse reads a value starting
                 # with "-" as the next flag.
                 raise ValueError(f"extra --{name} {value!r}: a value starting with '-' would be read as a flag")
             out[name] = value

@@ -1,13 +1,12 @@
 """Cosmos-Transfer2.5 (2B): the spec it writes from a prompt file, ``examples/inference.py``'s argv, outputs, guardrail.
 
 Contract: ``contract/transfer2_5_cli.json`` and ``contract/transfer2_5_spec_schema.json`` (copies of
-``../shared/cosmos-transfer2.5/``; FACTS.md there). The translation table is in docs/models.md.
+the research notes, docs/upstream/README.md#contract-copies; facts: docs/upstream/transfer2.5.md). The translation table is in docs/models.md.
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,17 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
-from cosmos_assets.models.invocation_keys import (
-    GPU_FIX,
-    INPUT_PATH_FIX,
-    NAME_FIX,
-    PROJECT_SETS,
-    InvocationKey,
-    classify_flags,
-    cli_flags,
-    contract,
-    invocation_problems,
-    schema_path_fields,
+from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
+from cosmos_assets.models.transfer2_5_contract import (
+    CONTROL_KEYS,
+    LAUNCH_KEYS,
+    NAME,
+    Launch25,
+    invocation_keys,
 )
 from cosmos_assets.models.translate import (
     CACHE_DIRS,
@@ -39,58 +34,19 @@ from cosmos_assets.models.translate import (
     split_block,
     validate_into,
 )
-from cosmos_assets.spec import TransferSpec
+from cosmos_assets.prompts.spec import TransferSpec
 
-NAME = "cosmos-transfer2.5"
 ENTRY_POINT = "examples/inference.py"
-VALID_GPU_COUNTS = (1, 2, 4, 8)  # FACTS.md: "Use 1, 2, 4 or 8" (context parallelism over the latent)
+VALID_GPU_COUNTS = (1, 2, 4, 8)  # docs/upstream/transfer2.5.md#gpu-counts (context parallelism over the latent)
 MASTER_PORT = 12341  # docs/inference.md
 GPU_MEMORY_GB = 65.4  # docs/inference.md, one GPU; context parallelism does not shard the weights, so per GPU
-CONTROL_KEYS = ("edge", "vis", "depth", "seg")
 GUARDRAIL_MARKER = "Guardrail blocked generation"  # console line of a blocked prompt (a blocked video leaves none)
 # Transfer1 flags a prompt file may set at the top level, and what they become here (None: dropped, with a warning).
 TRANSFER1_FLAGS: dict[str, str | None] = {"guidance": "guidance", "num_steps": "num_steps", "seed": "seed"}
 Preset = Literal["very_low", "low", "medium", "high", "very_high"]
 
 
-def cli_contract() -> dict[str, Any]:
-    """examples/inference.py's flags (``contract/transfer2_5_cli.json``)."""
-    return contract("transfer2_5_cli.json")
-
-
-def spec_schema() -> dict[str, Any]:
-    """A sample's fields (``contract/transfer2_5_spec_schema.json``)."""
-    return contract("transfer2_5_spec_schema.json")
-
-
-# Which keys belong to the invocation (classify_flags): the launch flags (setup/root groups of cli.json) but the two
-# the model block sets, the per-sample flags that take a path, and these, by name. A sample's other fields
-# (prompt, seed, guidance, steps, resolution, control weights and presets...) are the prompt's.
-SAMPLE_GROUPS = ("overrides",)
-SPECIAL_KEYS: dict[str, tuple[str, str]] = {
-    "input_files": ("the sample files it reads", PROJECT_SETS),
-    "output_dir": ("the output folder", PROJECT_SETS),
-    "model": ("which checkpoint loads", "remove it; the checkpoint follows the prompt's controls (a prompt picks "
-              "its model with cosmos_assets.model)"),
-    "checkpoint_path": ("which checkpoint loads", "remove it; the checkpoint follows the prompt's controls"),
-    "context_parallel_size": ("the GPU split", GPU_FIX),
-    "keep_going": ("what a guardrail block does to a batch", "remove it; the project keeps upstream's default (a "
-                   "blocked sample is skipped, the others go on)"),
-    "name": ("the output file names", NAME_FIX),
-}  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def invocation_keys() -> dict[str, InvocationKey]:
-    """Every key a prompt file (top level or its ``cosmos-transfer2.5`` block) may not set, from the contract."""
-    keys = classify_flags(NAME, cli_flags(cli_contract()), SAMPLE_GROUPS, LAUNCH_KEYS, SPECIAL_KEYS)
-    keys["name"] = InvocationKey(NAME, *SPECIAL_KEYS["name"])
-    for field in schema_path_fields(spec_schema(), CONTROL_KEYS):
-        keys.setdefault(field, InvocationKey(NAME, f"an input path ({field})", INPUT_PATH_FIX))
-    return keys
-
-
-# Upstream's flat output layout (cosmos_transfer2/inference.py; FACTS.md, *Outputs*): every file of sample <name>
+# Upstream's flat output layout (docs/upstream/transfer2.5.md#outputs): every file of sample <name>
 # is <name> followed by exactly one of these. Mask keys: the controls, and guided generation.
 SAMPLE_SUFFIXES = (".json", ".txt", ".mp4", ".jpg")
 MEDIA_SUFFIXES = (".mp4", ".jpg")
@@ -135,18 +91,6 @@ class Spec25(BaseModel):
     vis: Control25 | None = None
     depth: Control25 | None = None
     seg: Control25 | None = None
-
-
-class Launch25(BaseModel):
-    """Settings of the launch, from ``cosmos_assets.cosmos-transfer2.5`` in the prompt file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    disable_guardrails: StrictBool = False  # NVIDIA Open Model License: see docs/models.md before setting it
-    offload_guardrail_models: StrictBool = False
-
-
-LAUNCH_KEYS = tuple(Launch25.model_fields)
 
 
 def output_files(name: str) -> frozenset[str]:
@@ -280,8 +224,9 @@ class Transfer25Backend(ModelBackend):
     """Cosmos-Transfer2.5 2B in its uv-based image: ``examples/inference.py -i SPEC -o OUTDIR``."""
 
     name = NAME
+    checkout = "cosmos-transfer2.5"
     description = "Cosmos-Transfer2.5 2B (edge/vis/depth/seg; guardrails can be switched off; no 4K upscaler)"
-    # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (FACTS.md, "GPU memory")
+    # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (docs/upstream/transfer2.5.md#gpu-memory)
     offload_flags = ("--offload-guardrail-models",)
     memory_advice = ("Transfer2.5 cannot offload its diffusion model, only the guardrail models (for good: "
                      '"cosmos_assets": {"cosmos-transfer2.5": {"offload_guardrail_models": true}}); it needs about '
@@ -304,7 +249,7 @@ class Transfer25Backend(ModelBackend):
         warnings = list(translation.warnings)
         if num_gpus > 1 and not launch.disable_guardrails:
             warnings.append("num_gpus > 1 with guardrails on: a blocked prompt can leave the ranks out of step "
-                            "(hang until the NCCL timeout; FACTS.md, code-reading): pre-screen prompts or use 1 GPU")
+                            "(hang until the NCCL timeout; docs/upstream/transfer2.5.md#multi-gpu-guardrail-hang): pre-screen prompts or use 1 GPU")
         invocation = Invocation(
             model=self.name,
             argv=tuple(launch_argv(spec_remote, output_dir, num_gpus, launch)),
@@ -335,13 +280,13 @@ class Transfer25Backend(ModelBackend):
         name = sample_name(fetched)
         return outcome.exit_code == 0 and name is not None and not (fetched / f"{name}.mp4").exists()
 
-    # Batching (docs/batching.md): several sample files after ONE -i, one model load, samples in order (FACTS.md).
+    # Batching (docs/batching.md): several sample files after ONE -i, one model load, samples in order (docs/upstream/transfer2.5.md#batching).
     can_batch = True
 
     def batch_key(self, item: BatchItem) -> str | None:
         settings = {k: v for k, v in item.request.invocation.settings.items() if k != "warnings"}
         if item.request.invocation.num_gpus > 1 and not settings.get("disable_guardrails"):
-            return None  # a blocked sample can put the ranks out of step (FACTS.md): such prompts run alone
+            return None  # a blocked sample can put the ranks out of step (docs/upstream/transfer2.5.md#multi-gpu-guardrail-hang): such prompts run alone
         controls = sorted(key for key in CONTROL_KEYS if key in item.request.spec)
         return json.dumps([self.name, settings, item.request.invocation.num_gpus, controls], sort_keys=True)
 

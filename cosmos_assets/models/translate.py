@@ -1,7 +1,7 @@
 """What the newer models' backends share: from the artist's prompt file (a Transfer1 spec) to their own spec.
 
-Every problem is collected as a :class:`~cosmos_assets.spec.Problem` (field, message, value) and raised once as a
-:class:`~cosmos_assets.spec.SpecError` naming the prompt file, before any GPU time; a field that is dropped on
+Every problem is collected as a :class:`~cosmos_assets.prompts.spec.Problem` (field, message, value) and raised once as a
+:class:`~cosmos_assets.prompts.spec.SpecError` naming the prompt file, before any GPU time; a field that is dropped on
 purpose becomes a warning naming it. Paths in the prompt file are relative to the model root (``/workspace`` in
 the container); the newer models resolve relative paths against the spec file's folder, so the translated specs
 carry absolute container paths.
@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cosmos_assets.machines.job import relative_inside
-from cosmos_assets.model_block import MODEL_BLOCK
-from cosmos_assets.spec import Problem, SpecError, TransferSpec
-from cosmos_assets.spec_inputs import path_problem, spec_paths, shot_of
+from cosmos_assets.prompts.model_block import MODEL_BLOCK
+from cosmos_assets.prompts.spec import Problem, SpecError, TransferSpec
+from cosmos_assets.prompts.inputs import path_problem, spec_paths, shot_of
 
 CONTAINER_ROOT = "/workspace"
 

@@ -28,7 +28,7 @@ from cosmos_assets.files import atomic_write_json, atomic_write_text
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
 from cosmos_assets.runs.adopt import abandon, earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt

@@ -31,7 +31,7 @@ from pathlib import Path
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import InferenceJob, LogLine
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchRequest
 from cosmos_assets.runs.adopt import abandon, earlier_attempt, newer_success, refuse_if_still_followed
 from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, _label, _Member, run_batch

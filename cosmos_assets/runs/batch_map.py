@@ -1,6 +1,6 @@
 """Which output of a batch invocation belongs to which prompt, checked, never assumed from position alone.
 
-Upstream's batch mode (FACTS.md, *Batch mode*) writes item ``i`` into ``video_<i>/`` and its final prompt into
+Upstream's batch mode (docs/upstream/transfer1.md#batch-mode) writes item ``i`` into ``video_<i>/`` and its final prompt into
 ``video_<i>/prompt.txt``, except when the guardrail blocks: with ``--batch_size`` 1 a blocked item ends the whole
 invocation (a TypeError; items before it saved, items after it never run); with a larger batch size the blocked
 items are dropped and the survivors are saved by their position in the shorter list, so a survivor can sit in

@@ -8,8 +8,8 @@ container killed or removed from outside (``killed``: usually on purpose; runs/o
 
 from __future__ import annotations
 
-from cosmos_assets.machines.job import HostNotReadyError
-from cosmos_assets.spec import SpecError
+from cosmos_assets.machines.job import HostLinkLostError, HostNotReadyError, HostUnreachableError, LinkDropped
+from cosmos_assets.prompts.spec import SpecError
 
 RETRYABLE: frozenset[str] = frozenset({"link_lost", "host_unreachable", "docker_unreachable", "timeout"})
 
@@ -18,9 +18,6 @@ def failure_cause(error: BaseException) -> str:
     """``guardrail_blocked``, ``model_exit``, ``out_of_memory``, ``killed``, ``stalled``, ``no_output``, ``link_lost``,
     ``host_unreachable``, ``docker_unreachable``, ``timeout``, ``host_not_ready``, ``spec_error``, ``local_io``,
     ``cancelled`` or ``error``."""
-    # Imported here: ssh_link loads paramiko, which a run on this computer (the preview) never needs.
-    from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError, LinkDropped
-
     cause = getattr(error, "cause", None)
     if isinstance(cause, str) and cause:
         return cause  # InferenceFailed and the docker errors (machines/docker_engine.py) say their own

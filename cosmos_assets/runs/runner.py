@@ -19,7 +19,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError, RunOutcome
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.adopt import Adoption, find_adoption

@@ -7,7 +7,7 @@ judged. A worker in a container (a run worker of the DockerRunLauncher) has its 
 networking the host's name: its pid means nothing here. It is judged only from the host's own pid namespace, which
 sees every process (gone when no process of its namespace has its pid and start time); from another container it is
 never judged (Dagster's run monitoring asks the Docker engine instead; docs/team.md).
-Plain Python (no Dagster); the Dagster edge (:mod:`cosmos_assets.dead_runs`) stores it in a run tag.
+Plain Python (no Dagster); the Dagster edge (:mod:`cosmos_assets.defs.sensors.dead_runs`) stores it in a run tag.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.hosts import LocalPreviewHost
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.media import write_png
-from cosmos_assets.partitions import PROMPTS, SHOTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS, SHOTS
+from cosmos_assets.defs.resources.project import ProjectResource
 from tests.project_factory import TINY, make_project
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.definitions import build_definitions
-from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
 

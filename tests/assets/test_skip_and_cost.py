@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.definitions import build_definitions
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore
 from cosmos_assets.settings import Settings

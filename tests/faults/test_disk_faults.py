@@ -100,8 +100,8 @@ class _DiskFillingHost(SshHost):
 def test_a_full_local_disk_during_download_fails_clearly_keeping_earlier_outputs_and_the_history(
     preview_host: dict[str, object], small_disk: Callable[[int], Path]
 ) -> None:
-    from cosmos_assets.hosts import SshGpuHost
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.defs.resources import SshGpuHost
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import run_generation
 
     project = make_project(small_disk(64 * MB) / "project", prompt=PROMPT)

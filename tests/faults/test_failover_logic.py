@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from cosmos_assets.hosts.placement import left_behind_hosts
+from cosmos_assets.defs.resources.placement import left_behind_hosts
 from cosmos_assets.machines.base import JobState
 from cosmos_assets.runs.adopt import find_adoption, superseded_by
 from cosmos_assets.runs.history import read_history

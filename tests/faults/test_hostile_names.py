@@ -19,17 +19,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.cli import main
-from cosmos_assets.hosts import LocalPreviewHost
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.layout import MAX_NAME_BYTES, ProjectLayout, name_problem
-from cosmos_assets.partitions import PROMPTS, SHOTS
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS, SHOTS
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.sample_render import make_sample_render
-from cosmos_assets.sensor_plans import plan_prompt_tick, plan_render_tick
-from cosmos_assets.sensor_state import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.watch.plans import plan_prompt_tick, plan_render_tick
+from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
 from tests.project_factory import make_project
 from tests.test_sensors import SMALL, Project, age
 
@@ -383,7 +383,7 @@ class _Listing:
 
 @pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../../etc/passwd", "/etc/passwd", "a\0b"])
 def test_a_remote_listing_with_an_escaping_name_is_refused(name: str) -> None:
-    from cosmos_assets.machines.sftp_transfer import list_remote_files
+    from cosmos_assets.machines.remote_tree import list_remote_files
 
     with pytest.raises(ValueError) as caught:
         list_remote_files(_Listing(["fine.mp4", name]), "/remote/outputs/p/run")  # type: ignore[arg-type]
@@ -391,7 +391,7 @@ def test_a_remote_listing_with_an_escaping_name_is_refused(name: str) -> None:
 
 
 def test_a_remote_listing_with_odd_but_plain_names_is_taken_literally() -> None:
-    from cosmos_assets.machines.sftp_transfer import list_remote_files
+    from cosmos_assets.machines.remote_tree import list_remote_files
 
     names = ["a\nb", "$(touch x)", "`id`; rm -rf ~", "-rf", "back\\slash", "..hidden", "q\"'"]
     listed = list_remote_files(_Listing(names), "/remote/outputs/p/run")  # type: ignore[arg-type]
@@ -410,7 +410,7 @@ def sftp_link(sshd, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001 (SshSer
 
 @pytest.mark.integration
 def test_a_real_download_keeps_odd_remote_names_inside_the_run_folder(sftp_link, tmp_path: Path) -> None:  # noqa: ANN001
-    from cosmos_assets.machines.sftp_transfer import download_tree
+    from cosmos_assets.machines.sftp_download import download_tree
 
     run = tmp_path / "remote" / "outputs" / "p" / "run1"
     run.mkdir(parents=True)
@@ -430,7 +430,7 @@ def test_a_real_download_keeps_odd_remote_names_inside_the_run_folder(sftp_link,
 
 @pytest.mark.integration
 def test_a_remote_symlink_out_of_the_run_folder_is_not_downloaded(sftp_link, tmp_path: Path) -> None:  # noqa: ANN001
-    from cosmos_assets.machines.sftp_transfer import download_tree
+    from cosmos_assets.machines.sftp_download import download_tree
 
     secret = tmp_path / "host_private" / "id_rsa"
     secret.parent.mkdir()

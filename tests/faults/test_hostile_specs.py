@@ -16,17 +16,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.assets.generation import failure_from
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.assets.generation import failure_from
 from cosmos_assets.cli import main
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.models import backend_named
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.prompt_files import check_prompt_file, new_prompt_spec, write_spec
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.prompts.files import check_prompt_file, new_prompt_spec, write_spec
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
 from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.runner import InferenceFailed
-from cosmos_assets.spec import SpecError, load_spec
+from cosmos_assets.prompts.spec import SpecError, load_spec
 from tests.faults.test_hostile_names import (
     HOSTILE_PROMPT,
     OutsideSnapshot,
@@ -198,7 +198,7 @@ def test_an_unreadable_prompt_fails_its_asset_with_the_message(outer: Path, layo
         result = dg.materialize(ALL_ASSETS, selection=["prompt_specs"], partition_key=name, instance=instance,
                                 resources=preview_resources(layout.root, outer / "remote-bad"), raise_on_error=False)  # fmt: skip
     assert not result.success
-    assert failure_messages(result) == [f"cosmos_assets.spec.SpecError: {layout.prompt_file(name)}: not UTF-8 text "
+    assert failure_messages(result) == [f"cosmos_assets.prompts.spec.SpecError: {layout.prompt_file(name)}: not UTF-8 text "
                                         "(invalid continuation byte); save it as UTF-8"]  # fmt: skip
 
 

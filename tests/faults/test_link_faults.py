@@ -219,8 +219,8 @@ def test_a_black_holed_link_is_noticed_and_the_upload_resumes(fault_proxy: Fault
 def test_a_short_cut_mid_inference_completes_with_one_container_and_every_log_line_once(
     preview_host: dict[str, object], fault_proxy: FaultProxy, sshd, docker_client, tmp_path: Path  # noqa: ANN001
 ) -> None:
-    from cosmos_assets.hosts import SshGpuHost
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.defs.resources import SshGpuHost
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import run_generation
     from tests.faults.conftest import proxied_host_fields
     from tests.integration.test_ssh_host import container_starts

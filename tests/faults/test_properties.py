@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from cosmos_assets.layout import ProjectLayout, check_name
 from cosmos_assets.media import RenderSequence, RenderValidationError, scan_render_folder
 from cosmos_assets.media.frames import PNG_SIGNATURE, write_png
-from cosmos_assets.model_block import MODEL_BLOCK_FIELDS
-from cosmos_assets.models import backend_named
+from cosmos_assets.prompts.model_block import MODEL_BLOCK_FIELDS
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history, storable_text
-from cosmos_assets.sensor_plans import plan_render_tick, stat_render_folder
-from cosmos_assets.sensor_state import PromptCursor, RenderCursor
-from cosmos_assets.spec import CONTROL_FIELDS, CONTROL_KEYS, REGIONAL_PROMPT_FIELDS, SpecError, TransferSpec, load_spec, parse_spec
-from cosmos_assets.spec_inputs import validate_for_run
+from cosmos_assets.watch.plans import plan_render_tick, stat_render_folder
+from cosmos_assets.watch.cursors import PromptCursor, RenderCursor
+from cosmos_assets.prompts.spec import CONTROL_FIELDS, CONTROL_KEYS, REGIONAL_PROMPT_FIELDS, SpecError, TransferSpec, load_spec, parse_spec
+from cosmos_assets.prompts.inputs import validate_for_run
 
 FEW = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip

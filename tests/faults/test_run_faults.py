@@ -30,15 +30,15 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.assets.generation import failure_from
+from cosmos_assets.defs.assets.generation import failure_from
 from cosmos_assets.files import sha256_file
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.machines.docker_engine import DockerWentAwayError
 from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost, SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
-from cosmos_assets.models import backend_named
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunRecord, RunStore
 from cosmos_assets.runs.runner import InferenceFailed, OutOfMemory, run_generation
@@ -337,7 +337,7 @@ from pathlib import Path
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.runner import run_generation
 
 args = json.loads(sys.argv[1])

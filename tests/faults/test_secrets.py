@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster._core.instance.ref import InstanceRef
 
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.defs.resources.project import ProjectResource
 from tests.faults.test_hostile_names import HOSTILE_PROMPT, assert_no_canary
 from tests.integration.test_ssh_host import REPO, FakeRemote, dockerfile_only_host, make_host
 from tests.project_factory import make_project

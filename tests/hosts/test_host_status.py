@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from cosmos_assets.hosts.resources import SshGpuHost
-from cosmos_assets.hosts.status import probe, table
+from cosmos_assets.defs.resources.hosts import SshGpuHost
+from cosmos_assets.defs.resources.status import probe, table
 from cosmos_assets.machines.docker_engine import DockerUnreachableError
+from cosmos_assets.machines.ssh_host import SshHost
 
 
 class _Link:
@@ -25,7 +26,9 @@ class _DockerDown:
 
 
 def test_a_host_whose_docker_is_down_is_reachable_with_the_problem_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    machine = SimpleNamespace(facts=lambda: SimpleNamespace(remote_dir="/srv/cosmos"), link=_Link(), docker=_DockerDown())
+    machine = SimpleNamespace(facts=lambda: SimpleNamespace(remote_dir="/srv/cosmos"), link=_Link(), docker=_DockerDown(),
+                              settings=SimpleNamespace(docker_image="cosmos:1"), image="cosmos:1")
+    machine.describe = lambda: SshHost.describe(machine)  # the SSH machine's own probe, over the fake link
     monkeypatch.setattr(SshGpuHost, "machine", lambda self: machine)
     monkeypatch.setattr(SshGpuHost, "close", lambda self: None)
     status = probe(SshGpuHost(host="gpu-a.example", docker_image="cosmos:1", name="gpu-a"))

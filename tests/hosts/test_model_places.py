@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmos_assets.hosts import SshGpuHost
+from cosmos_assets.defs.resources import SshGpuHost
 from cosmos_assets.settings import Settings
 
 

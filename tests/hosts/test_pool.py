@@ -14,15 +14,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import generated_videos
-from cosmos_assets.assets.prompts import prompt_specs
-from cosmos_assets.hosts import GpuHost, LocalPreviewHost, SshGpuHost, gpu_host_from_settings
-from cosmos_assets.hosts.pool import HostEntry, PoolFileError, load_host_pool
-from cosmos_assets.hosts.pool_resource import GpuHostPool
-from cosmos_assets.hosts.priority import parse_priority, priority_tags
-from cosmos_assets.hosts.slots import ANY_GPU_POOL, HostClaims, ensure_limits, host_pool, runs_on
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.assets import generated_videos
+from cosmos_assets.defs.assets.prompts import prompt_specs
+from cosmos_assets.defs.resources import GpuHost, LocalPreviewHost, SshGpuHost, gpu_host_from_settings
+from cosmos_assets.machines.pool_file import HostEntry, PoolFileError, load_host_pool
+from cosmos_assets.defs.resources.host_pool import GpuHostPool
+from cosmos_assets.runs.priority import parse_priority, priority_tags
+from cosmos_assets.defs.resources.slots import ANY_GPU_POOL, HostClaims, ensure_limits, host_pool, runs_on
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
@@ -151,7 +151,7 @@ def test_a_busy_host_goes_to_the_next_waiter_by_priority_and_a_dead_runs_slots_a
     waiters[1].start()
     _until(lambda: runs_on(instance, "a")[1] == 2)
     assert any("all hosts that can take generated_videos are busy (a)" in line for line in log)
-    instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)  # what dead_runs.py does for a dead run
+    instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)  # what defs/sensors/dead_runs.py does for a dead run
     _until(lambda: len(got) == 1)
     assert got == [urgent.run_id] and runs_on(instance, "a") == ([urgent.run_id], 1)  # the urgent run jumped the queue
     HostClaims(instance, urgent, "generated_videos").release("a")

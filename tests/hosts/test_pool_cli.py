@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.cli import main
-from cosmos_assets.hosts.slots import host_pool
+from cosmos_assets.defs.resources.slots import host_pool
 from tests.project_factory import make_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,5 +114,5 @@ def test_dagster_shows_a_bad_pool_file_as_its_one_line(project: Path) -> None:
                                 capture_output=True, text=True, timeout=600)  # fmt: skip
         out = result.stdout + result.stderr
         assert result.returncode != 0
-        assert f"cosmos_assets.hosts.pool.PoolFileError: {hosts}: {BAD_POOL_LINE}" in out
+        assert f"cosmos_assets.machines.pool_file.PoolFileError: {hosts}: {BAD_POOL_LINE}" in out
         assert "validation error for" not in out and "errors.pydantic.dev" not in out

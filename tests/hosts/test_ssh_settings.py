@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.cli import main as cli_main
-from cosmos_assets.hosts import SshGpuHost
+from cosmos_assets.defs.resources import SshGpuHost
 from cosmos_assets.machines.docker import (
     docker_run_argv,
     parse_gpus,
@@ -24,8 +24,8 @@ from cosmos_assets.progress import TransferProgress
 from cosmos_assets.redaction import redacted
 from cosmos_assets.settings import Settings
 from cosmos_assets.models.transfer1 import upscale_spec
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.spec import ControlSpec, TransferSpec
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
 
 SECRET = "hf_unit_secret_value"
 CONFIG_VARS = (

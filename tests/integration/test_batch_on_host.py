@@ -20,13 +20,13 @@ import docker
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.media import probe_video
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.record import RunStore
 from tests.integration.test_ssh_host import (
     OWNER_GID,
@@ -215,8 +215,8 @@ def test_a_wedge_runs_on_the_host_and_its_comparison_tiles_every_variant_with_gp
     """`--vary seed=...` on the real host: the seed is a per-invocation flag of transfer.py, so each variant is its
     own invocation (never batched with another seed); the comparison has one tile per variant; each run records
     its GPU seconds and, with a price per GPU hour, its cost."""
-    from cosmos_assets.wedge_vary import parse_vary
-    from cosmos_assets.wedges import build_comparison, plan_wedge, write_wedge
+    from cosmos_assets.prompts.wedge_vary import parse_vary
+    from cosmos_assets.prompts.wedges import build_comparison, plan_wedge, write_wedge
 
     write_spec(new_prompt_spec(SHOT, "a lane at dusk"), project.prompt_file("w_base"))
     plan = plan_wedge(project, project.prompt_file("w_base"), [parse_vary("seed=1,2,3")], name="lane")

@@ -34,8 +34,8 @@ from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import MODALITIES, encode_control_videos, probe_video, scan_render_folder
-from cosmos_assets.sample_render import make_sample_render
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SHOT = "daemon_shot"

@@ -23,10 +23,10 @@ import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
-from cosmos_assets.dead_runs import WORKER_TAG
+from cosmos_assets.defs.sensors.dead_runs import WORKER_TAG
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
-from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.machines.ssh_link import HostLinkLostError
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore
@@ -149,9 +149,9 @@ def test_a_sigkilled_materialize_does_not_hold_the_gpu_pool_and_the_same_command
 ORCHESTRATOR = """
 import json, sys
 import dagster as dg
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.hosts import SshGpuHost
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.resources import SshGpuHost
+from cosmos_assets.defs.resources.project import ProjectResource
 
 args = json.loads(sys.argv[1])
 with dg.DagsterInstance.get() as instance:
@@ -218,9 +218,9 @@ def test_a_sigkilled_orchestrator_is_adopted_one_container_in_all_and_the_first_
             pass
 
     with instance_of(project) as instance:
-        from cosmos_assets.assets import ALL_ASSETS
-        from cosmos_assets.hosts import SshGpuHost
-        from cosmos_assets.resources import ProjectResource
+        from cosmos_assets.defs.assets import ALL_ASSETS
+        from cosmos_assets.defs.resources import SshGpuHost
+        from cosmos_assets.defs.resources.project import ProjectResource
 
         host = SshGpuHost(**preview_host)
         result = dg.materialize(ALL_ASSETS, selection=["generated_videos"], partition_key=PROMPT, instance=instance,
@@ -246,7 +246,7 @@ def test_a_sigkilled_orchestrator_is_adopted_one_container_in_all_and_the_first_
 
 def _ssh_machine(fields: dict[str, object], down: threading.Event | None = None):  # noqa: ANN202 - SshHost
     """The SshHost of these fields; with ``down`` set, every (re)connect fails as if the network were gone."""
-    from cosmos_assets.hosts import SshGpuHost
+    from cosmos_assets.defs.resources import SshGpuHost
     from cosmos_assets.machines.ssh_connect import connect
     from cosmos_assets.machines.ssh_host import SshHost
     from cosmos_assets.machines.ssh_link import SshLink
@@ -266,7 +266,7 @@ def _ssh_machine(fields: dict[str, object], down: threading.Event | None = None)
 def test_a_link_down_past_the_reconnect_budget_leaves_the_container_for_the_next_attempt(
     project: ProjectLayout, preview_host: dict[str, object], docker_client, sshd
 ) -> None:
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import run_generation
     from tests.integration.test_ssh_host import container_starts
 
@@ -302,7 +302,7 @@ def test_a_link_down_past_the_reconnect_budget_leaves_the_container_for_the_next
 def test_a_full_local_disk_under_the_run_log_never_stops_the_container(
     project: ProjectLayout, preview_host: dict[str, object], docker_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs import run_log, runner
     from tests.runs.test_durable import _FullDisk
 
@@ -378,7 +378,7 @@ def test_daemon_runs_a_killed_worker_frees_the_queue_and_terminate_stops_the_mod
 def test_a_silent_model_on_the_ssh_host_is_stopped_and_fails_as_stalled(
     project: ProjectLayout, preview_host: dict[str, object], docker_client
 ) -> None:
-    from cosmos_assets.models import backend_named
+    from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import InferenceFailed, run_generation
 
     quiet = {**preview_host, "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "600"}}  # quiet after its first lines

@@ -27,8 +27,8 @@ import pytest
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker import LABEL_PREFIX
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore
 from tests.infra.sshd import SshServer, start_sshd

@@ -19,13 +19,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.hosts import SshGpuHost
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.resources import SshGpuHost
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.record import RunStore
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project

@@ -26,7 +26,7 @@ import pytest
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project
 from tests.standins.install import install_checkout
@@ -110,7 +110,7 @@ def shell(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 def check_evaluations(project: ProjectLayout, prompt: str) -> dict[str, bool]:
     """check name -> passed, of the latest evaluation of each check of the prompt's generated and upscaled videos."""
-    from cosmos_assets.checks import ALL_CHECKS
+    from cosmos_assets.defs.checks import ALL_CHECKS
 
     found: dict[str, bool] = {}
     with dg.DagsterInstance.from_config(str(project.root / "dagster_home")) as instance:
@@ -161,7 +161,7 @@ def test_the_readmes_batching_command_over_a_range_runs_the_prompts_in_one_invoc
                                                                                      project: ProjectLayout) -> None:  # fmt: skip
     """A range run yields no output of its own (each prompt is its own materialization event), so Dagster runs no
     check step for it: the check's rule is applied here to each prompt's outputs and spec_used.json instead."""
-    from cosmos_assets.output_rules import check_generated_run, read_spec_used
+    from cosmos_assets.runs.output_rules import check_generated_run, read_spec_used
 
     env = {**environment(sshd, remote, project), "COSMOS_MODEL": T25}
     assert shell("cosmos-assets register", env, project.root).returncode == 0

@@ -16,8 +16,9 @@ import pytest
 
 from cosmos_assets.files import move_aside
 from cosmos_assets.machines import remote_hash, sftp_parallel, sftp_wire
-from cosmos_assets.machines import sftp_transfer as sftp_mod
-from cosmos_assets.machines.sftp_transfer import TransferVerificationError, download_tree, upload_files
+from cosmos_assets.machines import sftp_download, sftp_transfer as sftp_mod
+from cosmos_assets.machines.sftp_download import download_tree
+from cosmos_assets.machines.sftp_transfer import TransferVerificationError, upload_files
 from cosmos_assets.machines.ssh_connect import HostKeyChangedError, HostKeyUnknownError, connect
 from cosmos_assets.machines.ssh_link import SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
@@ -412,7 +413,7 @@ def test_download_mismatch_leaves_nothing_behind(link, tmp_path: Path, monkeypat
     _remote_tree(remote)
     local = tmp_path / "local" / "prompt_a"
     local.parent.mkdir()
-    monkeypatch.setattr(sftp_mod, "sha256_result", lambda path, result: "0" * 64)
+    monkeypatch.setattr(sftp_download, "sha256_result", lambda path, result: "0" * 64)
     with pytest.raises(TransferVerificationError, match="failed verification"):
         download_tree(link, str(remote), local)
     assert list(local.parent.iterdir()) == []

@@ -24,18 +24,18 @@ import dagster as dg
 import docker
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.hosts import SshGpuHost
+from cosmos_assets.defs.resources import SshGpuHost
 from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, Invocation, StagedFile
 from cosmos_assets.machines.ssh_host import SshHost
 from cosmos_assets.media import probe_video
 from cosmos_assets.models.preview import PROGRAM_LOCAL, PROGRAM_REMOTE
 from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.resources import ProjectResource
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from tests.infra.nvidia import set_fake_gpu_count
 from tests.project_factory import make_project
 from tests.infra.docker_events import attributes, container_events
@@ -51,7 +51,7 @@ ENTRY_POINT = "cosmos_transfer1/diffusion/inference/transfer.py"  # the stand-in
 # What the seed prompt (vis, edge, depth and seg, with depth and seg videos) needs, written out by hand.
 SEED_CHECKPOINTS = (
     "nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1",
-    "nvidia/Cosmos-Transfer1-7B/base_model.pt", "nvidia/Cosmos-Transfer1-7B/vis_control.pt",
+    "meta-llama/Llama-Guard-3-8B", "nvidia/Cosmos-Transfer1-7B/base_model.pt", "nvidia/Cosmos-Transfer1-7B/vis_control.pt",
     "nvidia/Cosmos-Transfer1-7B/edge_control.pt", "nvidia/Cosmos-Transfer1-7B/depth_control.pt",
     "nvidia/Cosmos-Transfer1-7B/seg_control.pt",
 )  # fmt: skip
@@ -504,7 +504,7 @@ def test_cosmos_model_preview_runs_the_whole_generation_on_the_ssh_host_through_
 ) -> None:
     """COSMOS_MODEL=preview with COSMOS_HOST=ssh: the real runner, record and metadata, on a host that has only a
     Dockerfile. Labelled a preview everywhere; no GPU is asked for or counted."""
-    from cosmos_assets.hosts import gpu_host_from_settings
+    from cosmos_assets.defs.resources import gpu_host_from_settings
     from cosmos_assets.settings import Settings
 
     base, remote_dir = dockerfile_only_host("cosmos-preview-host-", folder="new-host")

@@ -33,10 +33,10 @@ import pytest
 import yaml
 from dagster._core.instance.ref import InstanceRef
 
-from cosmos_assets.dead_runs import WORKER_RUN_TAG, WORKER_TAG
+from cosmos_assets.defs.sensors.dead_runs import WORKER_RUN_TAG, WORKER_TAG
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
-from cosmos_assets.partitions import PROMPTS
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.runs.record import RunStore
 from cosmos_assets.runs.worker import Worker
 from tests.infra.postgres import PostgresServer, start_postgres

@@ -30,8 +30,8 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.partitions import PROMPTS, SHOTS, WEDGES
-from cosmos_assets.sample_render import make_sample_render
+from cosmos_assets.defs.partitions import PROMPTS, SHOTS, WEDGES
+from cosmos_assets.media.sample_render import make_sample_render
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -147,11 +147,11 @@ def make_wedge(layout: ProjectLayout, host_root: Path) -> tuple[list[str], str]:
     Dagster (the first is the prompt the test materializes in the UI). Returns the prompt keys and the wedge name."""
     from cosmos_assets.machines.local import LocalMachine
     from cosmos_assets.media import encode_control_videos, scan_render_folder
-    from cosmos_assets.models import backend_named
-    from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+    from cosmos_assets.models.registry import backend_named
+    from cosmos_assets.prompts.files import new_prompt_spec, write_spec
     from cosmos_assets.runs.runner import run_generation
-    from cosmos_assets.wedge_vary import parse_vary
-    from cosmos_assets.wedges import plan_wedge, write_wedge
+    from cosmos_assets.prompts.wedge_vary import parse_vary
+    from cosmos_assets.prompts.wedges import plan_wedge, write_wedge
 
     encode_control_videos(scan_render_folder(layout.render_dir(SHOT)), layout.shot_videos_dir(SHOT))
     base = layout.root / "base_prompt.json"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.assets.generation import gpu_metadata
+from cosmos_assets.defs.assets.generation import gpu_metadata
 from cosmos_assets.machines import gpu_usage
 from cosmos_assets.machines.gpu_usage import GpuSampler, parse_query
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore
 from cosmos_assets.runs.runner import run_generation

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models import backend_named, backends
+from cosmos_assets.models.registry import backend_named, backends
 from cosmos_assets.models.preview import PROGRAM_LOCAL, PROGRAM_REMOTE
 from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS, GUARDRAIL_MARKER
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.spec import ControlSpec, TransferSpec
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
 
 
 def test_backends_by_name_and_a_clear_error_for_an_unknown_one() -> None:
@@ -74,7 +74,7 @@ def test_the_preview_runs_its_own_staged_program_with_transfer1s_flags_and_no_gp
 
 
 def test_prompt_checks_name_the_file_and_field(tmp_path: Path) -> None:
-    from cosmos_assets.spec import SpecError
+    from cosmos_assets.prompts.spec import SpecError
 
     spec = TransferSpec(prompt="x", input_video_path="inputs/videos/s/color.mp4", edge=ControlSpec(control_weight=0.5))
     with pytest.raises(SpecError, match=r"p\.json.*input_video_path.*file not found"):

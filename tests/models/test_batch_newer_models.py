@@ -1,10 +1,10 @@
-"""Transfer2.5's native batch (several sample files after ONE -i, FACTS.md): its argv and what may share a load."""
+"""Transfer2.5's native batch (several sample files after ONE -i, docs/upstream/transfer2.5.md#batching): its argv and what may share a load."""
 
 from __future__ import annotations
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
-from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.prompts.files import new_prompt_spec
 
 T25 = backend_named("cosmos-transfer2.5")
 

@@ -1,15 +1,15 @@
-"""Cosmos-Transfer1's batch contract (FACTS.md, *Batch mode*): what may share an invocation, its argv and JSONL."""
+"""Cosmos-Transfer1's batch contract (docs/upstream/transfer1.md#batch-mode): what may share an invocation, its argv and JSONL."""
 
 from __future__ import annotations
 
 import json
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
 from cosmos_assets.models.transfer1 import BatchLine
 from cosmos_assets.models.transfer1_cli import TransferInvocation
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.spec import TransferSpec, parse_spec
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import TransferSpec, parse_spec
 
 T1 = backend_named("cosmos-transfer1")
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models import backend_named, prompt_file_invocation_keys
-from cosmos_assets.models import cosmos3, transfer2_5, transfer1_cli
+from cosmos_assets.models.registry import backend_named
+
+from cosmos_assets.models.refused_keys import prompt_file_invocation_keys
+from cosmos_assets.models import cosmos3_contract as cosmos3, transfer2_5_contract as transfer2_5, transfer1_cli
 from cosmos_assets.models.invocation_keys import cli_flags
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.spec import SpecError, load_spec, parse_spec
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import SpecError, load_spec, parse_spec
 
 T1, T25, C3 = "cosmos-transfer1", "cosmos-transfer2.5", "cosmos3"
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -215,3 +217,11 @@ def test_every_invocation_key_is_named_once_even_beside_another_error(tmp_path: 
     data = {**SEED, "num_gpus": 2, "edge": {"control_weight": -1}, "cosmos_assets": {C3: {"output_dir": "/tmp"}}}
     fields = [line.split(": ")[1].split(" = ")[0] for line in refusal(tmp_path, data).splitlines()]
     assert sorted(fields) == ["cosmos_assets.cosmos3.output_dir", "edge.control_weight", "num_gpus"]
+
+
+@pytest.mark.parametrize("model", ["preview", "cosmos-transfer1", T25, "cosmos3"])
+def test_the_prompt_file_checks_the_keys_each_backend_owns_without_loading_a_backend(model: str) -> None:
+    from cosmos_assets.models.refused_keys import model_invocation_keys
+
+    assert model_invocation_keys(model) == dict(backend_named(model).invocation_keys())
+    assert model_invocation_keys(model)  # every model owns some: an empty table would refuse nothing

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from cosmos_assets.machines.job import RunOutcome
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.translate import CACHE_DIRS, CACHE_ENV
-from cosmos_assets.prompt_files import new_prompt_spec
-from cosmos_assets.spec import SpecError, TransferSpec, parse_spec
+from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import SpecError, TransferSpec, parse_spec
 
 T25, C3 = "cosmos-transfer2.5", "cosmos3"
 

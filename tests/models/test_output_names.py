@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
-from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.runs.batch import _Member, group_for_batches
 from cosmos_assets.runs.batch_files import excerpt
 from cosmos_assets.runs.batch_map import map_outputs, own_files, unclaimed_files
@@ -24,7 +24,7 @@ def item(backend, prompt: str, **block: object) -> BatchItem:  # noqa: ANN001
     data = new_prompt_spec("shot_a", f"text of {prompt}").to_json_dict()
     if block:
         data["cosmos_assets"] = {backend.name: block}
-    from cosmos_assets.spec import parse_spec
+    from cosmos_assets.prompts.spec import parse_spec
 
     spec = parse_spec(data)
     return BatchItem(prompt=prompt, spec=spec, request=backend.generation(prompt, spec, f"run_{prompt}", 1))

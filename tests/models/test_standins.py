@@ -1,4 +1,4 @@
-"""The newer models' contracts (copies of ../shared) and the stand-ins built on them: real flags, upstream's spec
+"""The newer models' contracts (copies of the research notes, docs/upstream/README.md#contract-copies) and the stand-ins built on them: real flags, upstream's spec
 checks and exit codes, the real output layout and the guardrail behaviour. Run here as plain processes."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.plan import plan_generation
 from tests.project_factory import make_project
 from tests.standins.install import install_checkout

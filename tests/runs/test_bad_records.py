@@ -11,14 +11,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.hosts import LocalPreviewHost
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.machines.job import InferenceJob
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RecordFileError, RunRecord, RunStore

@@ -11,8 +11,8 @@ import pytest
 
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.batch_map import map_outputs
 from cosmos_assets.runs.ids import listed_source, run_id_base, seeded_source, token_source

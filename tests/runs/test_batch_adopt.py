@@ -16,8 +16,8 @@ import pytest
 from cosmos_assets.machines.base import JobState
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import batch as batch_module
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.batch_adopt import batch_members, collecting

@@ -12,11 +12,11 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG, StaleStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.hosts import LocalPreviewHost
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.resources import LocalPreviewHost
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.ids import BatchId, seeded_source, token_source
 from cosmos_assets.runs.record import RunStore
 from tests.project_factory import make_project

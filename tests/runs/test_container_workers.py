@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun, make_new_run_id
 
-from cosmos_assets.dead_runs import WORKER_RUN_TAG, WORKER_TAG, free_dead_runs
+from cosmos_assets.defs.sensors.dead_runs import WORKER_RUN_TAG, WORKER_TAG, free_dead_runs
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.runs import worker as worker_module
 from cosmos_assets.runs.adopt import refuse_if_still_followed

@@ -1,4 +1,4 @@
-"""dead_runs.py against a real (temporary) Dagster instance: a run whose worker is provably gone is failed and its
+"""defs/sensors/dead_runs.py against a real (temporary) Dagster instance: a run whose worker is provably gone is failed and its
 gpu_host pool slot freed; a live or unknown worker is left alone."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun, make_new_run_id
 
-from cosmos_assets.dead_runs import WORKER_TAG, free_dead_runs
+from cosmos_assets.defs.sensors.dead_runs import WORKER_TAG, free_dead_runs
 from cosmos_assets.runs.worker import Worker
 
 

@@ -15,7 +15,7 @@ from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError
 from cosmos_assets.media import probe_video
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs import run_log, runner, stage
 from cosmos_assets.runs.adopt import earlier_attempt, refuse_if_still_followed
 from cosmos_assets.runs.causes import failure_cause, left_on_host, retryable
@@ -23,7 +23,7 @@ from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation
 from cosmos_assets.runs.worker import Worker
-from cosmos_assets.spec import load_spec
+from cosmos_assets.prompts.spec import load_spec
 from tests.project_factory import TINY, make_project
 
 PREVIEW = backend_named("preview")
@@ -156,7 +156,7 @@ def test_an_orphaned_record_of_the_same_work_is_found_and_a_live_one_is_refused(
         alive.wait()
 
     spec = load_spec(layout.prompt_file("tiny_prompt"))
-    from cosmos_assets.prompt_files import write_spec
+    from cosmos_assets.prompts.files import write_spec
 
     write_spec(spec.model_copy(update={"prompt": "another street"}), layout.prompt_file("tiny_prompt"))
     changed = runner.planned_record(layout, host, PREVIEW, runner.plan_generation(layout, PREVIEW, "tiny_prompt", run_id="20990101_000001_cccccccc"))

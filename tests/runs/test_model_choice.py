@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.runs.plan import model_for, upscaler_for
 
 

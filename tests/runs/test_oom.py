@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.assets.generation import failure_from
+from cosmos_assets.defs.assets.generation import failure_from
 from cosmos_assets.machines.job import Invocation
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunStore

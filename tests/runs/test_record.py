@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cosmos_assets.machines.job import InferenceJob, RunOutcome, StagedFile
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.record import RunRecord, RunStore
-from cosmos_assets.prompt_files import new_prompt_spec
+from cosmos_assets.prompts.files import new_prompt_spec
 
 SECRET = "hf_never_recorded_123"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cosmos_assets.files import atomic_write_text
-from cosmos_assets.hosts.placement import left_behind_hosts
+from cosmos_assets.defs.resources.placement import left_behind_hosts
 from cosmos_assets.runs import record as record_module
 from cosmos_assets.runs import record_index
 from cosmos_assets.runs.adopt import earlier_attempt, earlier_attempt_in, newer_success, superseded_by

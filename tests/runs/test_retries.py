@@ -8,14 +8,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.assets import ALL_ASSETS
-from cosmos_assets.assets.generation import GPU_RETRY, generated_videos, upscaled_videos
-from cosmos_assets.hosts import LocalPreviewHost
+from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.assets.generation import GPU_RETRY, generated_videos, upscaled_videos
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.machines.ssh_link import HostUnreachableError
-from cosmos_assets.partitions import PROMPTS
-from cosmos_assets.resources import ProjectResource
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.defs.resources.project import ProjectResource
 from tests.project_factory import make_project
 
 FAILURES: list[BaseException] = []

@@ -9,7 +9,7 @@ import pytest
 
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.machines.local import LocalMachine
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.history import read_history

@@ -11,9 +11,9 @@ import pytest
 from cosmos_assets.machines.job import InferenceJob, LogLine, StagedFile
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.machines.ssh_link import HostLinkLostError
-from cosmos_assets.models import backend_named
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.progress import TransferStats
-from cosmos_assets.prompt_files import new_prompt_spec, write_spec
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import stage
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.history import read_history

@@ -23,7 +23,7 @@ from standin_common import (  # noqa: E402
 BANNER = "cosmos3 stand-in (not the model)"
 HINTS = ("edge", "blur", "depth", "seg", "wsm")
 LAYER = {"edge": "edge", "blur": "vis", "depth": "depth", "seg": "seg", "wsm": "vis"}
-# the output size by tier and aspect (FACTS.md: data/generator/utils.py VIDEO_RES_SIZE_INFO): the bucket, not the source's
+# the output size by tier and aspect (docs/upstream/cosmos3.md#resolution-tiers): the bucket, not the source's
 TIERS = {"720": {"16,9": (1280, 720), "4,3": (1104, 832), "1,1": (960, 960), "3,4": (832, 1104), "9,16": (720, 1280)},
          "480": {"16,9": (832, 480), "4,3": (736, 544), "1,1": (640, 640), "3,4": (544, 736), "9,16": (480, 832)}}
 ASPECTS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}

@@ -69,7 +69,7 @@ def make_project(root: Path, prompts: int) -> tuple[object, list[str]]:
 
 
 def _gpu_seconds_per_video(layout, run_ids: set[str]) -> float:  # noqa: ANN001
-    from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.record_store import RunStore
 
     records = [r for r in RunStore(layout.runs_dir).all() if r.run_id in run_ids]
     held = sum(r.inference_seconds * r.num_gpus * (r.batch.gpu_share if r.batch else 1.0) for r in records)

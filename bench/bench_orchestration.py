@@ -109,7 +109,7 @@ def write_shot_and_prompts(root: Path, shot: str, prompts: int, frames: int,
 
 def make_project(root: Path, prompts: int) -> list[str]:
     """A project root with the small sample shot, its control videos, ``prompts`` prompt files, partitions."""
-    from cosmos_assets.cli import register_partitions
+    from cosmos_assets.defs.partitions import register_partitions
 
     layout, names = write_shot_and_prompts(root, SHOT, prompts, SHOT_FRAMES, SHOT_SIZE)
     (root / "dagster_home").mkdir(parents=True)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from cosmos_assets.files import atomic_write_text
 from cosmos_assets.runs.adopt import earlier_attempt, earlier_attempt_in
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.skip import last_success, last_success_in
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -59,10 +59,10 @@ def _on_off(value: Any) -> Any:
     return value
 
 
-
 def default_checkpoint_dir(remote_dir: str) -> str:
     """The seed's checkpoint folder on a host: ``REMOTE_DIR/../checkpoints`` (one for every model, so one cache)."""
     return f"{remote_dir.rstrip('/')}/../checkpoints"
+
 
 class Settings(BaseSettings):
     """The deployment's settings (the environment, by the names in the README)."""
@@ -120,8 +120,6 @@ class Settings(BaseSettings):
     @field_validator("sensor_priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
-        # Imported here: importing anything in hosts/ runs defs/resources/__init__.py, which loads Dagster's resources.
-
         return parse_priority(value) if isinstance(value, str) else value
 
     @field_validator("trust_on_first_use", "sensors", "auto_generate", "oom_retry_offload", mode="before")

@@ -17,7 +17,8 @@ import pytest
 
 from cosmos_assets.settings import Settings
 from cosmos_assets.defs.assets import ALL_ASSETS
-from cosmos_assets.cli import DEMO_PROMPT, DEMO_SHOT, main as cli_main
+from cosmos_assets.cli import main as cli_main
+from cosmos_assets.cli.project import DEMO_PROMPT, DEMO_SHOT
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.definitions import build_definitions
 from cosmos_assets.defs.resources import LocalPreviewHost

@@ -12,7 +12,7 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media import probe_video
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation, run_upscale
 from cosmos_assets.prompts.files import write_spec
 from cosmos_assets.prompts.spec import load_spec, SpecError

@@ -41,7 +41,7 @@ from cosmos_assets.models.base import OUTPUT_VIDEO, link_output
 from cosmos_assets.runs.plan import plan_generation
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
 from cosmos_assets.runs.runner import run_generation, run_upscale
-from cosmos_assets.prompts.wedges import build_comparison
+from cosmos_assets.runs.wedge_comparison import build_comparison
 from tests.project_factory import make_project
 from tests.test_files import umask
 

@@ -20,15 +20,8 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.prompts.spec import SpecError, load_spec
 from cosmos_assets.prompts.wedge_vary import WedgeError, parse_vary
-from cosmos_assets.prompts.wedges import (
-    MAX_VARIANTS,
-    WedgeManifest,
-    build_comparison,
-    manifest_path,
-    plan_wedge,
-    ready_version,
-    write_wedge,
-)
+from cosmos_assets.prompts.wedges import MAX_VARIANTS, WedgeManifest, manifest_path, plan_wedge, write_wedge
+from cosmos_assets.runs.wedge_comparison import build_comparison, ready_version
 from tests.project_factory import make_project
 
 
@@ -337,3 +330,18 @@ def test_a_model_wedge_before_the_videos_are_encoded_is_not_refused_for_what_the
         video.unlink()
     plan = plan_wedge(layout, _base(layout), [parse_vary("model=cosmos-transfer1,cosmos-transfer2.5")], name="early_models")
     assert len(write_wedge(layout, plan)) == 2
+
+
+def test_a_wedge_runs_every_variant_under_one_diffusion_cache_setting(layout: ProjectLayout) -> None:
+    with pytest.raises(WedgeError, match=r"cosmos_assets.cosmos3.diffusion_cache to false and true: a wedge compares"):
+        plan_wedge(layout, _base(layout), [parse_vary("model=cosmos3"),
+                                           parse_vary("cosmos_assets.cosmos3.diffusion_cache=true,false")], name="dc")
+    assert not list(layout.prompts_dir.glob("dc_*"))
+    with pytest.raises(WedgeError, match="checkpoint_revision"):
+        plan_wedge(layout, _base(layout), [parse_vary("cosmos_assets.cosmos3.checkpoint_revision="
+                                                      f"{'a' * 40},{'b' * 40}")], name="rev")  # fmt: skip
+    base = json.loads(_base(layout).read_text())  # set once in the base, every variant shares it: fine
+    base["cosmos_assets"] = {"model": "cosmos3", "cosmos3": {"diffusion_cache": True}}
+    _base(layout).write_text(json.dumps(base))
+    plan = plan_wedge(layout, _base(layout), [parse_vary("seed=1,2")], name="dc")
+    assert {s.model_block().settings_for("cosmos3")["diffusion_cache"] for s in plan.specs.values()} == {True}

@@ -76,6 +76,16 @@ class Machine(ABC):
         """The container image runs use here (part of a run's identity); None where there is none."""
         return None
 
+    def image_id(self) -> str | None:
+        """The ID :attr:`image` has on the machine now (``docker image inspect``): a rebuilt tag is a new ID. None where
+        there is no image, it is not there yet, or the machine cannot be asked (then no earlier run can match)."""
+        return None
+
+    def checkpoint_revisions(self, job: InferenceJob) -> dict[str, str]:
+        """Repository -> the commit its cache's ``refs/main`` names now, for each of ``job.invocation.revision_files``
+        that can be read (a 40-hex commit); the rest are left out."""
+        return {}
+
     def job_state(self, job: InferenceJob, output_file: str) -> JobState:
         """What is left on the machine of ``job`` (an earlier attempt's), ``output_file`` being the output it must
         leave (relative to the model root). The default knows nothing: "gone" (the runner starts a new job)."""

@@ -260,11 +260,19 @@ class DockerCli:
 
     def image_present(self, image: str) -> bool:
         """Whether the engine has ``image``; :class:`DockerUnreachableError` when it does not answer (never "missing")."""
-        code, _, err = self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])
+        return self._inspect_image(image)[0] == 0
+
+    def image_id(self, image: str) -> str | None:
+        """``image``'s ID on the engine (``sha256:...``: a rebuilt tag is a new ID); None when it is not there."""
+        code, out = self._inspect_image(image)
+        return out.strip() if code == 0 and re.fullmatch(r"sha256:[0-9a-f]{64}", out.strip()) else None
+
+    def _inspect_image(self, image: str) -> tuple[int, str]:
+        code, out, err = self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])
         if code != 0 and docker_down(err):
             raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
                                          "attempt retries: the daemon may be restarting.")  # fmt: skip
-        return code == 0
+        return code, out
 
     def state(self, name: str) -> ContainerState | None:
         """The container's status and exit code; None when there is no such container. Raises

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cosmos_assets.machines.job import HostNotReadyError
@@ -80,3 +81,25 @@ def read_host_facts(link: SshLink, remote_dir: str, checkpoint_dir: str | None, 
     checkpoints = absolute_remote_path(checkpoint_dir or f"{remote}/../checkpoints", home)
     uid, gid, source = container_ids(link, remote, container_user)
     return HostFacts(home=home, remote_dir=remote, checkpoint_dir=checkpoints, uid=uid, gid=gid, user_source=source)
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def read_revisions(link: SshLink, facts: HostFacts, files: Mapping[str, str]) -> dict[str, str]:
+    """Repository -> the commit in its cache's ``refs/main`` (``files``: repository -> that file relative to the
+    checkpoint folder), for each file that holds one; a missing or odd file is left out."""
+    if not files:
+        return {}
+    paths = [remote_child(facts.checkpoint_dir, rel) for rel in files.values()]
+    # one line per file whatever it holds: at most 41 bytes, only hex digits kept (a newline never shifts the lines)
+    script = 'for p do printf "%s\\n" "$(head -c 41 -- "$p" 2>/dev/null | tr -cd 0-9a-f)"; done'
+    code, out, _ = link.exec(["sh", "-c", script, "sh", *paths])
+    if code != 0:
+        return {}
+    lines = out.split("\n")
+    found = {}
+    for repo, line in zip(files, lines):
+        if _COMMIT.fullmatch(line.strip()):
+            found[repo] = line.strip()
+    return found

@@ -86,6 +86,19 @@ class Invocation(BaseModel):
 
     cache_free_gb: float = Field(default=0.0, description="free disk the caches need for a first download")
     gpu_memory_gb: float = Field(default=0.0, description="memory each GPU needs by the model's documented figures (0: no check)")
+    gpu_memory_source: str = Field(default="", description="that figure as published and where (named when a host is refused)")
+    revision_files: dict[str, str] = Field(
+        default_factory=dict, description="Hugging Face repository -> its cache's refs/main file, relative to the "
+        "checkpoint folder: the commit the checkpoint resolved to is read there after the run")
+    pinned_revisions: dict[str, str] = Field(default_factory=dict, description="repository -> the commit it must "
+                                             "resolve to on the host (refused before the run otherwise)")
+
+    @field_validator("revision_files")
+    @classmethod
+    def _revision_files(cls, v: dict[str, str]) -> dict[str, str]:
+        for path in v.values():
+            relative_inside(path, "revision file")
+        return v
 
     @field_validator("entry_point", "output_folder")
     @classmethod

@@ -257,10 +257,12 @@ def check_gpu_memory(link: SshLink, job: InferenceJob, docker_gpus: str, log: Lo
         log(f"{TAG} warning: could not read GPU memory on {link.label}; {job.invocation.model} needs ~{needed:g} GB per GPU")
         return
     used = list(sizes.items()) if gpus == "all" else [(d, sizes[d]) for d in gpus if d in sizes]
-    small = [f"GPU {index} {size:.0f} GB" for index, size in used[: job.invocation.num_gpus] if size < needed]
+    small = [f"GPU {index} {size:.0f} GB ({size / 1.073741824:.1f} GiB)" for index, size in used[: job.invocation.num_gpus]
+             if size < needed]  # fmt: skip
     if small:
+        figure = job.invocation.gpu_memory_source or f"about {needed:g} GB on each GPU"
         raise HostNotReadyError(
-            f"{job.invocation.model} needs about {needed:g} GB on each GPU but {link.label} has {', '.join(small)}. "
+            f"{job.invocation.model} needs {figure} but {link.label} has {', '.join(small)}. "
             "Fix: use bigger GPUs, more of them where the model shards its weights (docs/models.md), or another model."
         )
 

@@ -44,7 +44,7 @@ from cosmos_assets.machines.docker_engine import (
     kernel_oom_kill,
 )
 from cosmos_assets.machines.docker_logs import LogFollower
-from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, remote_child
+from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, read_revisions, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.machines.remote_tree import list_remote_files
 from cosmos_assets.machines.sftp_download import download_tree
@@ -167,6 +167,18 @@ class SshHost(Machine):
     @property
     def image(self) -> str | None:
         return self.settings.docker_image
+
+    def image_id(self) -> str | None:
+        try:  # one try, no backoff: a host that does not answer now is the preflight's to name
+            return self.docker.image_id(self.settings.docker_image)
+        except Exception:  # noqa: BLE001 - unknown: no earlier run can match
+            return None
+
+    def checkpoint_revisions(self, job: InferenceJob) -> dict[str, str]:
+        try:
+            return read_revisions(self.link, self.facts(), job.invocation.revision_files)
+        except Exception:  # noqa: BLE001 - a fact for the record, never a failure of the run
+            return {}
 
     def job_state(self, job: InferenceJob, output_file: str) -> JobState:
         def ask() -> JobState:

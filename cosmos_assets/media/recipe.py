@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import av
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
 from cosmos_assets.files import fsync_dir, new_temp_path
@@ -27,6 +29,7 @@ TAG_PREFIX = "cosmos_"
 MUXER_OPTIONS = {"movflags": "use_metadata_tags+faststart"}
 """What every MP4 we write or stamp is muxed with: custom keys kept, the index up front (plays while streaming)."""
 MAX_TAG_CHARS = 4000
+MAX_VERBATIM_CHARS = 60000
 
 
 class RecipeError(ValueError):
@@ -37,9 +40,19 @@ class _Tags(BaseModel):
     """A set of ``cosmos_*`` tags: every field is written as ``cosmos_<field>`` (None fields are left out)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+    _verbatim: ClassVar[frozenset[str]] = frozenset()  # JSON to run again from: kept byte for byte, or left out whole
 
     def to_tags(self) -> dict[str, str]:
-        return {f"{TAG_PREFIX}{key}": _tag_text(value) for key, value in self.model_dump().items() if value is not None}
+        tags = {}
+        for key, value in self.model_dump().items():
+            if value is None:
+                continue
+            if key in self._verbatim:
+                if len(value) <= MAX_VERBATIM_CHARS:
+                    tags[f"{TAG_PREFIX}{key}"] = value
+                continue
+            tags[f"{TAG_PREFIX}{key}"] = _tag_text(value)
+        return tags
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]):  # noqa: ANN206 - the subclass
@@ -68,6 +81,18 @@ class ClipRecipe(_Tags):
     dagster_run_id: str | None = None
     host: str | None = None
     source_run_id: str | None = None  # an upscale: the run that generated the clip it upscaled
+    # issue 20: enough to run it again from the clip alone (cosmos-assets reproduce CLIP.mp4); absent in older clips
+    recipe_version: str | None = None
+    num_gpus: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    program_sha256: str | None = None
+    checkpoint_revisions: str | None = None  # JSON {repository: commit}
+    inputs: str | None = None  # JSON [[path, size, sha256], ...] under the model root
+    prompt_spec: str | None = None  # JSON: the artist's prompt file as the run read it
+    settings: str | None = None  # JSON: the backend's settings (warnings left out)
+
+    _verbatim: ClassVar[frozenset[str]] = frozenset({"checkpoint_revisions", "inputs", "prompt_spec", "settings"})
 
 
 class ControlRecipe(_Tags):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
+from cosmos_assets.models import cosmos3_pixels as pixels
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
 from cosmos_assets.models.cosmos3_contract import HINT_KEYS, NAME, invocation_keys
 from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
@@ -35,8 +36,6 @@ ENTRY_POINT = "cosmos_framework/scripts/inference.py"
 HINT_OF = {"edge": "edge", "vis": "blur", "depth": "depth", "seg": "seg"}  # Transfer1 control -> Cosmos 3 hint
 PRECOMPUTED = ("depth", "seg")  # no annotator in cosmos-framework: these need a control video
 CHECKPOINTS = {"nano": "Cosmos3-Nano", "super": "Cosmos3-Super", "edge": "Cosmos3-Edge"}
-# docs/faq.md weights (Edge by the code's params x 2 bytes x 2 towers formula, undocumented); peak memory UNVERIFIED.
-WEIGHT_MEMORY_GB = {"nano": 32, "super": 128, "edge": 8}
 DEFAULT_RESOLUTION = {"nano": "720", "super": "720", "edge": "480"}
 CACHE_FREE_GB = 150.0  # docs/setup.md: first run ~90 GiB HF cache + ~20 GiB uv cache; plan ~150 GiB free
 ASPECTS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
@@ -104,6 +103,8 @@ class Launch3(BaseModel):
     size: Literal["nano", "super", "edge"] = "nano"
     guardrails: StrictBool = True  # loaded by default, never applied on the transfer path (docs/upstream/cosmos3.md#guardrails)
     use_torch_compile: StrictBool = True
+    diffusion_cache: StrictBool = pixels.DIFFUSION_CACHE_DEFAULT  # always passed: the CLI's own default is on (lossy)
+    checkpoint_revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # pins nvidia/<checkpoint>
 
     @property
     def checkpoint(self) -> str:
@@ -206,7 +207,7 @@ def translate(spec: TransferSpec, prompt: str, project_root: Path | None = None)
         out.problem(block_field(NAME, field), message, value, True)
     if out.problems:
         return out, launch
-    merged = merge_overrides(data, overrides, HINT_KEYS)
+    merged = pixels.with_generic_defaults(merge_overrides(data, overrides, HINT_KEYS), out.warnings)
     model = validate_into(Spec3, merged, out, NAME, overrides, FIELD_NAMES)
     if model is not None:
         out.spec = model.model_dump(mode="json", exclude_none=True)
@@ -248,6 +249,7 @@ def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch3)
         argv.append("--no-guardrails")
     if not launch.use_torch_compile:
         argv.append("--no-use-torch-compile")
+    argv.append("--diffusion-cache" if launch.diffusion_cache else "--no-diffusion-cache")
     return argv
 
 
@@ -303,13 +305,12 @@ class Cosmos3Backend(ModelBackend):
             entry_point=ENTRY_POINT,
             output_folder=output_dir,
             num_gpus=num_gpus,
-            env=dict(CACHE_ENV),
+            env={**CACHE_ENV, **pixels.pin_env(launch.checkpoint_revision)},
             settings={**launch.model_dump(), "checkpoint": launch.checkpoint,
-                      "weights_gb": WEIGHT_MEMORY_GB[launch.size], "warnings": translation.warnings},
+                      "weights_gb": pixels.WEIGHTS_GB[launch.size], "warnings": translation.warnings},
             cache_dirs=dict(CACHE_DIRS),
             cache_free_gb=CACHE_FREE_GB,
-            # FSDP shards the weights over the GPUs: weights / N is a floor (peak memory is UNVERIFIED)
-            gpu_memory_gb=WEIGHT_MEMORY_GB[launch.size] / num_gpus,
+            **pixels.checkpoint_fields(launch.size, launch.checkpoint, launch.checkpoint_revision, num_gpus),
         )  # fmt: skip
         return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
 

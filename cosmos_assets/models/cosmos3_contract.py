@@ -24,10 +24,16 @@ HINT_KEYS = ("edge", "blur", "depth", "seg")
 
 
 # Which keys belong to the invocation (classify_flags): the launch flags (setup group and -i of cli.json) but those
-# the model block sets (guardrails, use_torch_compile) and the offload the out-of-memory retry adds, the per-sample
-# flags that take a path, and these, by name. A sample's other fields (prompt, seed, guidance, control_guidance,
-# shift, steps, resolution, fps, frames, hint weights and presets...) are the prompt's.
-LAUNCH_SETTINGS = ("guardrails", "use_torch_compile", "offload_guardrail_models")
+# the model block sets (guardrails, use_torch_compile, diffusion_cache) and the offload the out-of-memory retry adds,
+# the per-sample flags that take a path, and these, by name. A sample's other fields (prompt, seed, guidance,
+# control_guidance, shift, steps, resolution, fps, frames, hint weights and presets...) are the prompt's.
+LAUNCH_SETTINGS = ("guardrails", "use_torch_compile", "offload_guardrail_models", "diffusion_cache")
+# Block settings a prompt file's top level may not carry: the top level is the Transfer1 spec, which Cosmos 3 does not
+# read for these, and a setting that changes the pixels is never dropped in silence.
+TOP_LEVEL_REFUSED: dict[str, tuple[str, str]] = {
+    "diffusion_cache": ("its diffusion cache (a lossy speed-up: it changes the pixels)",
+                        "move it into the prompt's block: cosmos_assets.cosmos3.diffusion_cache"),
+}
 _SIZE_FIX = "remove it; choose the model with cosmos_assets.cosmos3.size (nano, super or edge)"
 SPECIAL_KEYS: dict[str, tuple[str, str]] = {
     "input_files": ("the sample files it reads", PROJECT_SETS),

@@ -37,4 +37,6 @@ def prompt_file_invocation_keys() -> dict[str, InvocationKey]:
         if model != "preview":
             for name, key in keys_of().items():
                 keys.setdefault(name, key)
+    for name, (what, fix) in cosmos3_contract.TOP_LEVEL_REFUSED.items():
+        keys.setdefault(name, InvocationKey(cosmos3_contract.NAME, what, fix))
     return keys

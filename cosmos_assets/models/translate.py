@@ -19,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.prompts.model_block import MODEL_BLOCK
-from cosmos_assets.prompts.spec import Problem, SpecError, TransferSpec
+from cosmos_assets.prompts.spec import SpecError, TransferSpec
+from cosmos_assets.prompts.spec_errors import Problem
 from cosmos_assets.prompts.inputs import path_problem, spec_paths, shot_of
 
 CONTAINER_ROOT = "/workspace"

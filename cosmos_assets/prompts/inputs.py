@@ -13,16 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_assets.models.transfer1_cli import cli_flags
-from cosmos_assets.prompts.spec_values import WEIGHT_FIX
-from cosmos_assets.prompts.spec import (
-    CONTROL_KEYS,
-    MIN_SIGMA_MAX_WITHOUT_VIDEO,
-    SIGMA_FIX,
-    Problem,
-    SpecError,
-    TransferSpec,
-    parse_spec,
-)
+from cosmos_assets.prompts.spec import MIN_SIGMA_MAX_WITHOUT_VIDEO, SIGMA_FIX, SpecError, TransferSpec, parse_spec
+from cosmos_assets.prompts.spec_errors import Problem
+from cosmos_assets.prompts.spec_values import CONTROL_KEYS, WEIGHT_FIX
 
 VIDEOS_PREFIX = "inputs/videos/"
 _SHOT_PATH = re.compile(r"^inputs/videos/([^/]+)/.")

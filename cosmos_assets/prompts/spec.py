@@ -9,27 +9,21 @@ read. Errors are `SpecError`s naming the file, the field and how to fix it.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
 
-from cosmos_assets.prompts.model_block import MODEL_BLOCK, MODEL_BLOCK_FIELDS, ModelBlock, block_invocation_problems
+from cosmos_assets.prompts.model_block import MODEL_BLOCK, ModelBlock, block_invocation_problems
 from cosmos_assets.models.invocation_keys import invocation_problems
 from cosmos_assets.models.refused_keys import prompt_file_invocation_keys
 from cosmos_assets.models.transfer1_cli import cli_flags, flag_value_problem
 from cosmos_assets.files import UnsafeReadError, read_bounded
+from cosmos_assets.prompts.spec_errors import Problem, join_field, problems_from_validation_error, rules_error
 from cosmos_assets.prompts.spec_values import CONTROL_KEYS, ExtraScalar, Number, PathText, Region, Text, Weight, WholeNumber
 
-CONTROL_FIELDS: tuple[str, ...] = (
-    "input_control", "control_weight", "ckpt_path", "input_control_prompt", "control_weight_prompt",
-)  # fmt: skip
-REGIONAL_PROMPT_FIELDS: tuple[str, ...] = ("prompt", "region_definitions_path", "mask_prompt")
 MIN_SIGMA_MAX_WITHOUT_VIDEO = 80
 SIGMA_FIX = (f"without input_video_path sigma_max must be >= {MIN_SIGMA_MAX_WITHOUT_VIDEO} (the video is generated "
               f"from the controls alone): set \"sigma_max\": {MIN_SIGMA_MAX_WITHOUT_VIDEO} or give an input_video_path")
@@ -43,33 +37,6 @@ class SpecError(ValueError):
         self.problems = problems
         self.field = problems[0].field if problems else None
         super().__init__("\n".join(p.render(file) for p in problems))
-
-
-@dataclass(frozen=True)
-class Problem:
-    field: str | None  # dotted path: depth.control_weight, regional_prompts[0].prompt
-    message: str
-    value: Any = None
-    has_value: bool = False
-
-    def render(self, file: str | None) -> str:
-        # A file name with a line break (or bytes that are not UTF-8) is shown escaped: one problem, one line.
-        parts = [file if file.isprintable() else repr(file)[1:-1]] if file else []
-        if self.field:
-            parts.append(f"{self.field} = {_show(self.value)}" if self.has_value else self.field)
-        parts.append(self.message)
-        return ": ".join(parts)
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _rules_error(problems: list[tuple[Any, ...]]) -> PydanticCustomError:
-    """One pydantic error carrying several (field, message[, value]) problems, expanded by load_spec."""
-    summary = "; ".join(f"{p[0]}: {p[1]}" for p in problems)
-    return PydanticCustomError("spec_rules", "{summary}", {"summary": summary, "problems": problems})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,7 +75,7 @@ class RegionalPrompt(BaseModel):
     @model_validator(mode="after")
     def _has_region(self) -> RegionalPrompt:
         if self.region_definitions_path is None and self.mask_prompt is None:
-            raise _rules_error([
+            raise rules_error([
                 ("region_definitions_path", "missing; give a mask video path, a box [x1, y1, x2, y2] in 0..1, "
                  "or a mask_prompt naming what to segment"),
             ])  # fmt: skip
@@ -142,7 +109,7 @@ class TransferSpec(BaseModel):
     def _cross_field_rules(self) -> TransferSpec:
         problems = list(self._rule_problems())
         if problems:
-            raise _rules_error(problems)
+            raise rules_error(problems)
         return self
 
     def _rule_problems(self) -> Iterator[tuple[Any, ...]]:
@@ -211,65 +178,6 @@ class TransferSpec(BaseModel):
 # loading and error conversion
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> tuple[str, ...]:
-    if loc and loc[0] == MODEL_BLOCK:
-        return MODEL_BLOCK_FIELDS
-    if loc and loc[0] == "regional_prompts":
-        return REGIONAL_PROMPT_FIELDS
-    return CONTROL_FIELDS
-
-
-def _closest(word: str, options: tuple[str, ...]) -> str:
-    match = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def _problems_from_error(error: dict[str, Any]) -> list[Problem]:
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    field = _field_path(loc)
-    value = error.get("input")
-    if kind == "spec_rules":
-        return [
-            Problem(_join(field, rule[0]) or None, rule[1], *((rule[2], True) if len(rule) > 2 else ()))
-            for rule in error["ctx"]["problems"]
-        ]
-    if kind == "missing":
-        return [Problem(field, "is required")]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc)
-        return [Problem(field, f"unknown key{_closest(str(loc[-1]), allowed)}; allowed here: {', '.join(allowed)}",
-                        value, True)]  # fmt: skip
-    if kind == "unknown_control":
-        message = f"{error['msg']}{_closest(str(loc[-1]), CONTROL_KEYS)}"
-        return [Problem(field, message, value, True)]
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        example = '{"control_weight": 0.5}' if loc and loc[0] in CONTROL_KEYS else "an object {...}"
-        return [Problem(field, f"must be an object, e.g. {example}", value, True)]
-    if kind == "list_type":
-        return [Problem(field, "must be a list [...]", value, True)]
-    return [Problem(field, error["msg"], value, True)]
-
-
-def _join(prefix: str, sub: str) -> str:
-    return f"{prefix}.{sub}" if prefix and sub else prefix or sub
-
-
-def problems_from_validation_error(exc: ValidationError) -> list[Problem]:
-    """Every problem in a pydantic ValidationError raised by these models, in our wording."""
-    return [p for error in exc.errors() for p in _problems_from_error(error)]
-
-
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
@@ -292,7 +200,7 @@ def _unencodable_field(data: Any) -> str | None:
         field, value = stack.pop()
         items: list[tuple[str, Any]] = []
         if isinstance(value, dict):
-            items = [(_join(field, str(k)), v) for k, v in value.items()]
+            items = [(join_field(field, str(k)), v) for k, v in value.items()]
             texts = [str(k) for k in value]
         elif isinstance(value, list):
             items = [(f"{field}[{i}]", v) for i, v in enumerate(value)]

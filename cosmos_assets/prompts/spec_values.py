@@ -11,6 +11,10 @@ from pydantic import PlainValidator
 from pydantic_core import PydanticCustomError
 
 CONTROL_KEYS: tuple[str, ...] = ("vis", "seg", "edge", "depth", "keypoint", "upscale", "hdmap", "lidar")
+CONTROL_FIELDS: tuple[str, ...] = (
+    "input_control", "control_weight", "ckpt_path", "input_control_prompt", "control_weight_prompt",
+)  # fmt: skip
+REGIONAL_PROMPT_FIELDS: tuple[str, ...] = ("prompt", "region_definitions_path", "mask_prompt")
 WEIGHT_FIX = "use a number from 0 to 1 or a path to a .pt weight map"
 
 

@@ -130,3 +130,17 @@ def refuse_new_problems(layout: ProjectLayout, known: set[str], variant: Transfe
     if new:
         more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
         raise WedgeError(f"{file}: {new[0]}{more}; nothing was written: fix that --vary value")
+
+
+ONE_PER_WEDGE = ("diffusion_cache", "checkpoint_revision")
+"""Cosmos 3 settings that change every pixel: a wedge compares its variants under one value of each."""
+
+
+def refuse_mixed_pixel_settings(specs: dict[str, TransferSpec]) -> None:
+    """WedgeError when the variants would run Cosmos 3 with different diffusion cache or checkpoint settings."""
+    for key in ONE_PER_WEDGE:
+        values = {json.dumps(spec.model_block().settings_for("cosmos3").get(key)) for spec in specs.values()}
+        if len(values) > 1:
+            raise WedgeError(f"the variants would set {MODEL_BLOCK}.cosmos3.{key} to {' and '.join(sorted(values))}: a "
+                             "wedge compares its variants under one value (it changes every pixel); set it once in "
+                             "the base prompt file, or make one wedge per value")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Wedges: one prompt file per combination of varied values, and what their comparison is built from.
+"""Wedges: one prompt file per combination of varied values, and the manifest that names them.
 
 ``cosmos-assets wedge BASE.json --vary edge.control_weight=0.2,0.5,0.8 --vary seed=1,2`` writes six prompt files,
 ``inputs/prompts/<wedge>_<NN>_<values>.json`` (the wedge name first, then a zero-padded index in combination order,
@@ -9,16 +9,16 @@ A varied path is a dotted path into the prompt file (``edge.control_weight``, ``
 is short for ``cosmos_assets.model`` (:mod:`cosmos_assets.prompts.model_block`). Every variant is validated as a prompt file
 before anything is written, so a bad value is reported naming the variant, the field and the fix.
 
-Plain Python, no Dagster: the comparison asset (``defs/assets/wedges.py``) and the CLI share it.
+Plain Python, no Dagster: the CLI and the wedge sensor share it; the comparison of a wedge's generated clips is
+:mod:`cosmos_assets.runs.wedge_comparison`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,11 @@ from cosmos_assets.prompts.wedge_vary import (
     ALIASES,
     WedgeAxis,
     WedgeError,
+    refuse_mixed_pixel_settings,
     first_problem,
     base_problems,
     refuse_new_problems,
 )
-from cosmos_assets.files import atomic_write_json, move_aside, new_temp_folder, remove_tree, rename_no_replace
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 """A manifest of 36 variants is a few kilobytes: a larger one, a FIFO or a device is refused before it is read."""
@@ -202,6 +202,7 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
         variants.append(WedgeVariant(prompt=prompt, values=values))
     if len(specs) != count:
         raise WedgeError(f"two combinations got the same prompt name in wedge {wedge}: shorten the values")
+    refuse_mixed_pixel_settings(specs)
     try:
         base_file = str(base_path.resolve().relative_to(layout.root.resolve()))
     except ValueError:
@@ -231,148 +232,3 @@ def write_wedge(layout: ProjectLayout, plan: WedgePlan) -> list[Path]:
             raise WedgeError(f"{path} appeared while the wedge was written; it was left as it is") from None
         written.append(path)
     return written
-
-
-# ---------------------------------------------------------------------------------------------------------
-# after the runs
-
-
-@dataclass(frozen=True)
-class VariantClip:
-    """A variant's generated clip, as the comparison shows it."""
-
-    variant: WedgeVariant
-    video: Path
-    run_id: str
-
-
-def variant_clips(layout: ProjectLayout, manifest: WedgeManifest) -> list[VariantClip]:
-    """Every variant's generated ``output.mp4`` and the run that made it; WedgeError naming the variants not run yet."""
-    from cosmos_assets.runs.record import SpecUsed  # runs/ is heavier; only the comparison needs it
-
-    clips, missing = [], []
-    for variant in manifest.variants:
-        folder = layout.output_dir(variant.prompt)
-        video = folder / "output.mp4"
-        try:
-            used = SpecUsed.read(folder / "spec_used.json")
-        except (FileNotFoundError, ValidationError, ValueError):
-            used = None
-        if used is None or not video.exists():
-            missing.append(variant.prompt)
-            continue
-        clips.append(VariantClip(variant=variant, video=video, run_id=used.run_id))
-    if missing:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise WedgeError(f"wedge {manifest.name}: {len(missing)} of {len(manifest.variants)} variants have no "
-                         f"generated video yet ({shown}); materialize generated_videos for them first")  # fmt: skip
-    return clips
-
-
-def clips_version(clips: list[VariantClip]) -> str:
-    """Changes when any variant is generated again (its run id): the comparison's data version and the sensor's key."""
-    digest = hashlib.sha256()
-    for clip in clips:
-        digest.update(f"{clip.variant.prompt}\0{clip.run_id}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def ready_version(layout: ProjectLayout, wedge: str) -> str | None:
-    """The version of a wedge whose variants all have a generated video, else None (for the wedge sensor)."""
-    try:
-        return clips_version(variant_clips(layout, WedgeManifest.read(manifest_path(layout, wedge))))
-    except (WedgeError, SpecError, OSError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the comparison
-
-
-class ComparisonTile(BaseModel):
-    prompt: str
-    values: dict[str, Any]
-    run_id: str
-    video: str
-
-
-class ComparisonRecord(BaseModel):
-    """``outputs/_wedges/<wedge>/comparison.json``: which run every tile of the grid shows."""
-
-    wedge: str
-    version: str
-    grid_video: str
-    contact_sheet: str
-    columns: int
-    rows: int
-    frames: int
-    tiles: list[ComparisonTile]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Comparison:
-    folder: Path
-    grid_video: Path
-    record: ComparisonRecord
-    preview: Any  # previews.Preview: the contact sheet and its thumbnail
-    moved_aside: Path | None
-
-
-GRID_NAME = "grid.mp4"
-RECORD_NAME = "comparison.json"
-
-
-def build_comparison(layout: ProjectLayout, wedge: str, now: datetime | None = None) -> Comparison:
-    """Tile the variants' generated clips into ``outputs/_wedges/<wedge>/grid.mp4`` plus its contact sheet.
-
-    Built in a staging folder and renamed into place; an earlier comparison of the wedge is moved to
-    ``outputs/.previous/_wedges/<wedge>/<version>``, never overwritten.
-    """
-    from cosmos_assets.media.grid import GridTile, grid_still, write_grid_video
-    from cosmos_assets.media.recipe import WedgeRecipe
-    from cosmos_assets.media.previews import SHEET_NAME, write_preview
-
-    manifest = WedgeManifest.read(manifest_path(layout, wedge))
-    clips = variant_clips(layout, manifest)
-    version = clips_version(clips)
-    tiles = [GridTile(video=clip.video, label=clip.variant.label_lines()) for clip in clips]
-    final = comparison_dir(layout, wedge)
-    staging = new_temp_folder(_mkdirs(layout.staging_dir), f"wedge-{wedge}-")  # the umask's mode, not 0700
-    try:
-        tags = WedgeRecipe(wedge=wedge, base_prompt=manifest.base_prompt,
-                           tiles="; ".join(f"{c.variant.prompt}={c.run_id}" for c in clips)).to_tags()  # fmt: skip
-        grid = write_grid_video(tiles, staging / GRID_NAME, tags=tags)
-        sheet, indices = grid_still(tiles)
-        preview = write_preview(sheet, staging / SHEET_NAME, indices[:1])
-        record = ComparisonRecord(
-            wedge=wedge, version=version, grid_video=str((final / GRID_NAME).relative_to(layout.root)),
-            contact_sheet=str((final / SHEET_NAME).relative_to(layout.root)), columns=grid.layout.columns,
-            rows=grid.layout.rows, frames=grid.frames, created_at=now or datetime.now(),
-            tiles=[ComparisonTile(prompt=c.variant.prompt, values=c.variant.values, run_id=c.run_id,
-                                  video=str(c.video.relative_to(layout.root))) for c in clips],
-        )  # fmt: skip
-        atomic_write_json(staging / RECORD_NAME, record.model_dump(mode="json"))
-        moved = None
-        if final.exists():
-            moved = move_aside(final, layout.previous_outputs_dir / COMPARISON_FOLDER, _earlier_version(final))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        rename_no_replace(staging, final)
-    except BaseException:
-        remove_tree(staging)
-        raise
-    preview = replace(preview, sheet_path=final / SHEET_NAME)
-    return Comparison(folder=final, grid_video=final / GRID_NAME, record=record, preview=preview, moved_aside=moved)
-
-
-def _mkdirs(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _earlier_version(folder: Path) -> str:
-    try:
-        return ComparisonRecord.model_validate_json(read_bounded(folder / RECORD_NAME, MAX_MANIFEST_BYTES,
-                                                                 "the wedge comparison record")).version  # fmt: skip
-    except (OSError, ValidationError):
-        return datetime.fromtimestamp(folder.stat().st_mtime).strftime("%Y%m%d_%H%M%S") + "_unknown"

@@ -26,7 +26,8 @@ from sqlite3 import Connection
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
 from cosmos_assets.runs.history import append_history
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.record_index import UNFINISHED, created_us
 from cosmos_assets.runs.worker import Worker
 
@@ -46,7 +47,8 @@ def earlier_attempt(store: RunStore, probe: RunRecord) -> RunRecord | None:
     index, the same as :func:`earlier_attempt_in` over every record."""
     return store.lookup(
         lambda conn: store.index.first(
-            conn, f"prompt = ? AND stage = ? AND host = ? AND run_id != ? AND digest = ? AND {UNFINISHED}",
+            conn, f"prompt = ? AND stage = ? AND host = ? AND run_id != ? AND digest = ? AND {UNFINISHED} "
+                  "AND reproduces IS NULL",
             (probe.prompt, probe.stage, probe.host, probe.run_id, probe.inputs_digest()),
             order="created_us DESC, name DESC"),
         lambda records: earlier_attempt_in(records, probe))  # fmt: skip
@@ -58,6 +60,8 @@ def earlier_attempt_in(records: list[RunRecord], probe: RunRecord) -> RunRecord 
     for record in reversed(records):
         if record.run_id == probe.run_id or (record.prompt, record.stage, record.host) != (probe.prompt, probe.stage, probe.host):
             continue
+        if record.reproduces is not None:  # a reproduction writes elsewhere: never adopted as the prompt's run
+            continue
         if (not record.is_final or record.detached) and record.inputs_digest() == digest:
             return record
     return None
@@ -67,7 +71,7 @@ def superseded_by(records: list[RunRecord], left: RunRecord) -> RunRecord | None
     """The newest successful run of ``left``'s prompt and stage started after it (on any host), if any: its work is
     done, so ``left`` must not pin the work to its host nor be collected over that run's outputs."""
     newer = [r for r in records if (r.prompt, r.stage) == (left.prompt, left.stage) and r.run_id != left.run_id
-             and r.state == "succeeded" and r.created_at > left.created_at]  # fmt: skip
+             and r.state == "succeeded" and r.created_at > left.created_at and r.reproduces is None]  # fmt: skip
     return max(newer, key=lambda r: r.created_at) if newer else None
 
 
@@ -78,7 +82,8 @@ def newer_success(store: RunStore, left: RunRecord) -> RunRecord | None:
 
 
 def newer_success_in_index(store: RunStore, conn: Connection, left: RunRecord) -> RunRecord | None:
-    return store.index.first(conn, "prompt = ? AND stage = ? AND run_id != ? AND state = 'succeeded' AND created_us > ?",
+    return store.index.first(conn, "prompt = ? AND stage = ? AND run_id != ? AND state = 'succeeded' AND created_us > ? "
+                             "AND reproduces IS NULL",
                              (left.prompt, left.stage, left.run_id, created_us(left)),
                              order="created_us DESC, name ASC")  # fmt: skip
 

@@ -30,12 +30,14 @@ from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
+from cosmos_assets.runs import identity
 from cosmos_assets.runs.adopt import abandon, earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, follow_up_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan, plan_generation
-from cosmos_assets.runs.record import BatchRef, RunRecord, RunStore
+from cosmos_assets.runs.record import BatchRef, RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.runner import run_stage
@@ -262,6 +264,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
             if batch.request.program_files:
                 machine.upload(batch.request.program_files, run_log)
             machine.preflight(job, run_log)
+            identity.after_preflight(machine, job, [m.record for m in group], run_log)
             phase = "uploading"
             _save_all(store, group, phase)
             timed_transfer([m.record for m in group], "upload", lambda: machine.upload(job.inputs, run_log))
@@ -275,6 +278,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
                               options.cancelled) if adopted != "outputs" else left_outputs(group[0].record, command)  # fmt: skip
         for member in group:
             member.record.ran(command, outcome)
+        identity.note_revisions(machine, job, [m.record for m in group])
         phase = "downloading"
         _save_all(store, group, phase)
         try:

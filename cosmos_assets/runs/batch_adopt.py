@@ -38,7 +38,8 @@ from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, _label, _Membe
 from cosmos_assets.runs.batch_files import BatchFile
 from cosmos_assets.runs.ids import follow_up_id, run_id_base
 from cosmos_assets.runs.plan import StagePlan
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.stage import RunTerminated, StageResult, clean_staging, planned_record, say
 from cosmos_assets.runs.worker import Worker

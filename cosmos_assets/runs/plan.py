@@ -72,9 +72,12 @@ def plan_generation(
     dagster_run_id: str | None = None,
     videos_subdir: str | None = None,
     num_gpus: int = 1,
+    prompt_path: Path | None = None,
 ) -> StagePlan:
-    """Validate the prompt for ``backend`` and describe its generation run (spec, inputs, command, destination)."""
-    prompt_path = layout.prompt_file(prompt)
+    """Validate the prompt for ``backend`` and describe its generation run (spec, inputs, command, destination).
+    ``prompt_path``: the prompt file to read instead of ``inputs/prompts/<prompt>.json`` (a recorded one, named
+    ``<prompt>.json``: cosmos-assets reproduce)."""
+    prompt_path = prompt_path or layout.prompt_file(prompt)
     original = load_spec(prompt_path)
     spec = with_videos_subdir(original, videos_subdir) if videos_subdir else original
     backend.check_prompt(spec, prompt_path, layout.root)

@@ -13,31 +13,23 @@ before anything is stored.
 from __future__ import annotations
 
 import hashlib
-import os
-import sqlite3
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cosmos_assets.files import atomic_write_text, plain_folder_name, sha256_file
+from cosmos_assets.files import atomic_write_text, sha256_file
 from cosmos_assets.machines.gpu_usage import GpuUsage
 from cosmos_assets.machines.job import InferenceJob, RunOutcome, Stage
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.redaction import redacted, redacted_message, shell_join
 from cosmos_assets.runs.history import HistoryRecord, HistoryStatus, storable_text
 from cosmos_assets.runs.ids import run_id_problem
-from cosmos_assets.runs.record_index import RecordIndex, lookup_or_scan
 from cosmos_assets.runs.record_rules import (
     RecordFileError,
-    Warn,
-    file_name_problem,
     read_bounded_text,
-    record_problem,
     validation_summary,
-    warn_once,
 )
 
 RunState = Literal["planned", "uploading", "running", "downloading", "succeeded", "failed", "guardrail_blocked", "cancelled"]
@@ -45,7 +37,7 @@ T = TypeVar("T")
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "guardrail_blocked", "cancelled"})
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -97,8 +89,8 @@ class RunRecord(BaseModel):
     environment: dict[str, str] = Field(default_factory=dict)
     container: dict[str, Any] = Field(default_factory=dict)
     # Aware times only: a record that names no zone cannot be ordered beside ours (sorting would raise for them all).
-    created_at: AwareDatetime = Field(default_factory=_now)
-    updated_at: AwareDatetime = Field(default_factory=_now)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
     exit_code: int | None = None
@@ -129,6 +121,16 @@ class RunRecord(BaseModel):
     gpu_usage: GpuUsage | None = Field(default=None, description="nvidia-smi sampled on the machine while it ran; None: not sampled")
     retry_of: str | None = Field(default=None, description="the run this one retried after it ran out of GPU memory")
     flags_added: list[str] = Field(default_factory=list, description="flags this retry added to the command (offload)")
+    # issue 20: exactly the same run (docs/runs.md): what identifies the program and weights, and reproductions
+    image_id: str | None = Field(default=None, description="the image's ID on the host (docker image inspect) when it "
+                                 "ran: a rebuilt tag is a new ID, so new work; None: no image (a plain process)")
+    program_sha256: str | None = Field(default=None, description="sha256 of the program files the run staged (the "
+                                       "preview program), what identifies it where there is no image")
+    checkpoint_revisions: dict[str, str] = Field(default_factory=dict, description="Hugging Face repository -> the "
+                                                 "commit its checkpoint resolved to on the host (refs/main after the run)")
+    reproduces: str | None = Field(default=None, description="the run this one ran again (cosmos-assets reproduce)")
+    reproduce_differences: list[str] = Field(default_factory=list, description="what differed from that run when it "
+                                             "was run anyway (--anyway); empty: the same inputs, image and checkpoints")
 
     @field_validator("command")
     @classmethod
@@ -195,7 +197,8 @@ class RunRecord(BaseModel):
         return shell_join(self.command)
 
     def inputs_digest(self) -> str:
-        """One hash of the spec, every input's content, the model, the image and its settings: equal digests, same work.
+        """One hash of the spec, every input's content, the model, the image (tag and ID on the host), the staged
+        program and the settings: equal digests, same work.
 
         The run's own id (in its output folder, hence in the settings) is left out, so two attempts compare equal.
         """
@@ -203,6 +206,10 @@ class RunRecord(BaseModel):
         settings = repr(sorted(self.settings.items())).replace(self.run_id, "{run_id}")
         for part in (self.stage, self.model, self.spec_sha256, settings, str(self.num_gpus), self.image or ""):
             digest.update(part.encode() + b"\0")
+        # Added only when known, so a record from before keeps its digest (and cannot match a run whose ID is known).
+        for name in ("image_id", "program_sha256"):
+            if getattr(self, name) is not None:
+                digest.update(f"{name}={getattr(self, name)}".encode() + b"\0")
         for item in sorted(self.inputs, key=lambda i: i.path):
             digest.update(f"{item.path}\0{item.sha256}\0".encode())
         return digest.hexdigest()
@@ -253,7 +260,7 @@ class RunRecord(BaseModel):
     def skipped_history(self, *, dagster_run_id: str | None, when: datetime | None = None) -> "HistoryRecord":
         """The history line of a materialization that reused this (succeeded) run's outputs: no GPU time, no cost."""
         return HistoryRecord(
-            when=when or _now(), run_id=self.run_id, dagster_run_id=dagster_run_id, stage=self.stage,
+            when=when or utc_now(), run_id=self.run_id, dagster_run_id=dagster_run_id, stage=self.stage,
             prompt=self.prompt, shot=self.shot, host=self.host, backend=self.model, command="(skipped: same inputs)",
             status="skipped", outputs=self.outputs, cost=0.0,
         )  # fmt: skip
@@ -261,82 +268,6 @@ class RunRecord(BaseModel):
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
-
-
-class RunStore:
-    """The run records of a project: ``outputs/.runs/<run_id>.json``, each rewritten atomically.
-
-    A record is held to the same rules when saved and when read (:mod:`cosmos_assets.runs.record_rules`). Listing
-    reads tolerantly: a bad file (truncated, not UTF-8, macOS's ``._<id>.json``, a hostile record) is named once in
-    a warning through ``warn`` (default: the ``cosmos_assets.runs`` logger) and left out; it never stops a run.
-    """
-
-    def __init__(self, folder: Path, warn: Warn | None = None) -> None:
-        self.folder = folder
-        self.warn = warn
-        self.index = RecordIndex(folder, read_record, warn)
-
-    def path(self, run_id: str) -> Path:
-        return self.folder / f"{plain_folder_name(run_id, 'run_id')}.json"
-
-    def save(self, record: RunRecord) -> None:
-        problem = record_problem(record)
-        if problem is not None:
-            raise ValueError(f"run record {record.run_id!r} not saved: {problem}")
-        record.updated_at = _now()
-        path = self.path(record.run_id)
-        try:
-            folder_mtime: int | None = os.stat(self.folder).st_mtime_ns
-        except OSError:
-            folder_mtime = None
-        atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
-        try:  # the index is derived: a failure to update it is the next lookup's to catch up, never the save's
-            self.index.saved(record, folder_mtime)
-        except (OSError, sqlite3.Error) as error:
-            warn_once(self.warn, f"run record index {self.index.path} not updated ({error}); the next lookup "
-                                 "rereads the folder")  # fmt: skip
-
-    def lookup(self, indexed: Callable[[sqlite3.Connection], T], scanned: Callable[[list[RunRecord]], T]) -> T:
-        """A decision over the records: ``indexed`` on the index (:mod:`cosmos_assets.runs.record_index`), or
-        ``scanned`` over :meth:`all` when the index cannot be used or missed a change. Both must give the same answer."""
-        return lookup_or_scan(self.index, indexed, lambda: scanned(self.all()), self.warn)
-
-    def load(self, run_id: str) -> RunRecord:
-        """The record of ``run_id``; FileNotFoundError if there is none, RecordFileError (one line) if it is bad."""
-        path = self.path(run_id)
-        if not os.path.lexists(path):
-            raise FileNotFoundError(f"run record {path} does not exist")
-        return read_record(path)
-
-    def all(self) -> list[RunRecord]:
-        """Every good record, oldest first; each bad file named once (``warn``) and left out."""
-        if not self.folder.is_dir():
-            return []
-        records = []
-        for path in sorted(self.folder.glob("*.json")):
-            try:
-                records.append(read_record(path))
-            except RecordFileError as error:
-                warn_once(self.warn, f"{error}; left out (move it out of {self.folder} to silence this)")
-        return sorted(records, key=lambda r: r.created_at)
-
-
-def read_record(path: Path) -> RunRecord:
-    """One record file, checked as it was written; RecordFileError naming the file and what is wrong, in one line."""
-    try:
-        problem = file_name_problem(path.name)
-        if problem is not None:
-            raise RecordFileError(problem)
-        try:
-            record = RunRecord.model_validate_json(read_bounded_text(path))
-        except ValidationError as error:
-            raise RecordFileError(validation_summary(error)) from error
-        problem = record_problem(record, path.name)
-        if problem is not None:
-            raise RecordFileError(problem)
-        return record
-    except RecordFileError as error:
-        raise RecordFileError(f"run record {path}: {error}") from error
 
 
 class SpecUsed(BaseModel):

@@ -1,10 +1,10 @@
 """The run records' index: ``outputs/.runs/.index/records.sqlite``, so a skip or adopt decision reads a few records, not all.
 
 The records stay the truth; the index is derived from them and holds, per file in the folder, what the decisions
-select on (prompt, stage, state, host, detached, inputs digest, created and finished times, run id) and the file's
+select on (prompt, stage, state, host, detached, inputs digest, created and finished times, run id, the run it reproduces) and the file's
 identity when read (inode, mtime, size), or why the file is not a good record (named once per process in a warning
-and left out, as :meth:`~cosmos_assets.runs.record.RunStore.all` does). The decision functions take the few files the
-index points at and read them again (:func:`~cosmos_assets.runs.record.read_record`); a file that no longer says what
+and left out, as :meth:`~cosmos_assets.runs.record_store.RunStore.all` does). The decision functions take the few files the
+index points at and read them again (:func:`~cosmos_assets.runs.record_store.read_record`); a file that no longer says what
 its row says means the index missed a change: the caller falls back to the full scan for that decision and the next
 lookup resynchronizes.
 
@@ -45,7 +45,7 @@ INDEX_FOLDER = ".index"
 """The index's own folder in ``outputs/.runs``: SQLite creates and removes ``-wal``/``-shm`` files beside its database at
 every open and close, which would change the records folder's mtime, the index's cheap test of freshness."""
 INDEX_NAME = "records.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _FINAL = ("succeeded", "failed", "guardrail_blocked", "cancelled")
 RACY_NS = 10_000_000
 """A folder mtime this close to when the index looked may hide a later change in the same tick of the file system's
@@ -56,10 +56,11 @@ VERIFY_EVERY_NS = 15 * 60 * 1_000_000_000
 (a file overwritten in place, a rename by a process without the index in the same clock tick as a save) lasts no
 longer."""
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_COLUMNS = "run_id, prompt, stage, state, host, detached, digest, created_us, done_us"
+_COLUMNS = "run_id, prompt, stage, state, host, detached, digest, created_us, done_us, reproduces"
 _SCHEMA = (
     "CREATE TABLE files (name TEXT PRIMARY KEY, ino INTEGER, mtime_ns INTEGER, size INTEGER, bad TEXT, run_id TEXT, "
-    "prompt TEXT, stage TEXT, state TEXT, host TEXT, detached INTEGER, digest TEXT, created_us INTEGER, done_us INTEGER)",
+    "prompt TEXT, stage TEXT, state TEXT, host TEXT, detached INTEGER, digest TEXT, created_us INTEGER, done_us INTEGER, "
+    "reproduces TEXT)",
     "CREATE INDEX by_work ON files (prompt, stage, state)",
     "CREATE INDEX bad_files ON files (name) WHERE bad IS NOT NULL",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER)",
@@ -86,7 +87,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 def row_of(record: "RunRecord") -> tuple[object, ...]:
     """The index's columns for ``record``, in the order of ``_COLUMNS``."""
     return (record.run_id, record.prompt, record.stage, record.state, record.host, int(record.detached),
-            record.inputs_digest(), _us(record.created_at), _us(record.finished_at or record.updated_at))  # fmt: skip
+            record.inputs_digest(), _us(record.created_at), _us(record.finished_at or record.updated_at),
+            record.reproduces)  # fmt: skip
 
 
 def _signature(stat: os.stat_result) -> tuple[int, int, int]:
@@ -100,7 +102,7 @@ class RecordIndex:
 
     def __init__(self, folder: Path, read: Callable[[Path], RunRecord], warn: Warn | None = None) -> None:
         self.folder = folder
-        self.read = read  # runs.record.read_record: one record file, read and held to the rules (handed in: no circle)
+        self.read = read  # runs.record_store.read_record: one record file, read and held to the rules (handed in: no circle)
         self.warn = warn
         self.path = folder / INDEX_FOLDER / INDEX_NAME
 
@@ -194,9 +196,9 @@ class RecordIndex:
         try:
             values: tuple[object, ...] = (None, *row_of(self.read(self.folder / name)))
         except RecordFileError as error:  # keep the reason alone: the folder's path differs between mounts
-            values = (str(error.__cause__ or error), *([None] * 9))
+            values = (str(error.__cause__ or error), *([None] * 10))
         conn.execute(f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *values))  # fmt: skip
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *values))  # fmt: skip
 
     # ---------------------------------------------------------------- writing
 
@@ -214,7 +216,7 @@ class RecordIndex:
                 signature = _signature(os.lstat(self.folder / name))
                 meta = dict(conn.execute("SELECT key, value FROM meta"))
                 conn.execute(f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
-                             "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *row_of(record)))  # fmt: skip
+                             "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *row_of(record)))  # fmt: skip
                 if folder_mtime_before is not None and meta.get("folder_mtime") == folder_mtime_before:
                     _set_meta(conn, folder_mtime=os.stat(self.folder).st_mtime_ns, saved=1)
         finally:

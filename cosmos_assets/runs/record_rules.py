@@ -7,7 +7,7 @@ names by the project's one name rule (:func:`cosmos_assets.layout.name_problem`)
 model root that belongs to that prompt and run id (or to its batch, :mod:`cosmos_assets.runs.batch`), and local paths
 inside that prompt's output folder. A file that fails (truncated, not UTF-8, a macOS ``._`` file from a network share,
 a foreign or hostile record) is a bad file: the readers name it once in a warning and leave it out
-(:class:`~cosmos_assets.runs.record.RunStore`). Plain Python; the record type is only named here, never imported.
+(:class:`~cosmos_assets.runs.record_store.RunStore`). Plain Python; the record type is only named here, never imported.
 """
 
 from __future__ import annotations
@@ -134,6 +134,10 @@ def _remote_problem(record: "RunRecord") -> str | None:
 
 def _local_problem(record: "RunRecord") -> str | None:
     own = f"outputs/{_output_folder_name(record)}"
+    if record.reproduces is not None:  # cosmos-assets reproduce: its own new folder (runs/reproduce.py)
+        if run_id_problem(record.reproduces) is not None:
+            return f"reproduces {_shown(record.reproduces)} is not a run id"
+        own = f"outputs/_reproduced/{record.prompt}/{record.run_id}"
     if record.output_dir is not None and record.output_dir != own:
         return f"output_dir {_shown(record.output_dir)} is not {own!r}"
     for field, path in [("outputs", p) for p in record.outputs] + [("output_files", f.path) for f in record.output_files]:

@@ -21,13 +21,14 @@ from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError, RunOutcome
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import ModelBackend
-from cosmos_assets.runs import oom
+from cosmos_assets.runs import identity, oom
 from cosmos_assets.runs.adopt import Adoption, find_adoption
 from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, plan_generation, plan_upscale
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.stage import (
@@ -105,6 +106,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             if plan.request.program_files:
                 machine.upload(plan.request.program_files, run_log)  # the model's own code (the preview program)
             machine.preflight(job, run_log)
+            identity.after_preflight(machine, job, [record], run_log)
             record.state = phase = "uploading"
             store.save(record)
             timed_transfer([record], "upload", lambda: machine.upload(job.inputs, run_log))
@@ -116,6 +118,7 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             run_log("[cosmos-assets] command: " + record.command_line)
             outcome = run_watched(layout, machine, job, record, plan, run_log, options.silence_minutes, options.cancelled)
             record.ran(command, outcome)
+            identity.note_revisions(machine, job, [record])
             store.save(record)
             if outcome.exit_code != 0:
                 blocked = backend.guardrail_blocked(outcome, None)

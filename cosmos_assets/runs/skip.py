@@ -5,7 +5,8 @@ run again (unless forced).
 input's content, the settings, the GPU count and the machine's configured image, all known before anything is sent).
 "Still in place" means every file the successful run left in ``outputs/<prompt>/`` (or ``_upscaled/``) is there with
 the same sha256 (:attr:`~cosmos_assets.runs.record.RunRecord.output_files`). Only the newest successful run of the
-prompt and stage is compared: once a different run has succeeded, its outputs are the ones in the folder.
+prompt and stage is compared: once a different run has succeeded, its outputs are the ones in the folder. A
+reproduction (``cosmos-assets reproduce``, :mod:`cosmos_assets.runs.reproduce`) writes elsewhere and never counts.
 Plain Python, no Dagster.
 """
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosmos_assets.files import sha256_file
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 
 
 @dataclass(frozen=True)
@@ -28,17 +30,19 @@ class SkipDecision:
 
 
 def last_success(store: RunStore, prompt: str, stage: str) -> RunRecord | None:
-    """The newest succeeded run of ``prompt`` and ``stage``, if any (from the records' index; the same as
+    """The newest succeeded run of ``prompt`` and ``stage`` into its own folder (not a reproduction), if any (from the
+    records' index; the same as
     :func:`last_success_in` over every record)."""
     return store.lookup(
-        lambda conn: store.index.first(conn, "prompt = ? AND stage = ? AND state = 'succeeded'", (prompt, stage),
+        lambda conn: store.index.first(conn, "prompt = ? AND stage = ? AND state = 'succeeded' AND reproduces IS NULL",
+                                       (prompt, stage),
                                        order="done_us DESC, created_us ASC, name ASC"),
         lambda records: last_success_in(records, prompt, stage))  # fmt: skip
 
 
 def last_success_in(records: list[RunRecord], prompt: str, stage: str) -> RunRecord | None:
     """:func:`last_success` over ``records`` (oldest first), reading each."""
-    done = [r for r in records if (r.prompt, r.stage, r.state) == (prompt, stage, "succeeded")]
+    done = [r for r in records if (r.prompt, r.stage, r.state) == (prompt, stage, "succeeded") and r.reproduces is None]
     return max(done, key=lambda r: r.finished_at or r.updated_at) if done else None
 
 

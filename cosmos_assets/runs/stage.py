@@ -28,8 +28,10 @@ from cosmos_assets.progress import TransferStats
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.history import append_history
+from cosmos_assets.runs.identity import program_sha256
 from cosmos_assets.runs.plan import StagePlan
-from cosmos_assets.runs.record import InputFile, RunRecord, RunStore, SpecUsed
+from cosmos_assets.runs.record import InputFile, RunRecord, SpecUsed
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.stamp import stamp_outputs
 from cosmos_assets.runs.watchdog import Watchdog
@@ -119,6 +121,8 @@ def planned_record(layout: ProjectLayout, machine: Machine, backend: ModelBacken
                             spec_remote_path=plan.request.spec_remote, project_root=layout.root)  # fmt: skip
     record.prompt_spec = plan.prompt_spec
     record.image = machine.image
+    record.image_id = machine.image_id()  # before any skip decision: a rebuilt tag is new work
+    record.program_sha256 = program_sha256(plan.request.program_files)
     return record
 
 

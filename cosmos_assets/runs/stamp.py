@@ -6,6 +6,7 @@ upscale's spec has no prompt: its text comes from the recipe of the generated cl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from cosmos_assets.media.recipe import ClipRecipe, RecipeError, read_recipe, sta
 from cosmos_assets.runs.record import RunRecord
 
 DEFAULT_SEED = "(model default)"
+RECIPE_VERSION = "2"
+"""2: the clip carries what running it again needs (prompt file, inputs' hashes, settings, image ID, checkpoints)."""
 
 
 def clip_recipe(record: RunRecord, source_tags: dict[str, str] | None = None) -> ClipRecipe:
@@ -23,12 +26,21 @@ def clip_recipe(record: RunRecord, source_tags: dict[str, str] | None = None) ->
     seed = record.spec.get("seed", prompt_spec.get("seed"))
     if seed is None:
         seed = source.get("cosmos_seed") if record.stage == "upscale" and source else None
+    settings = {k: v for k, v in record.settings.items() if k != "warnings"}
     return ClipRecipe(
         run_id=record.run_id, stage=record.stage, prompt_name=record.prompt, prompt=str(text), model=record.model,
         seed=DEFAULT_SEED if seed is None else str(seed), spec_sha256=record.spec_sha256, shot=record.shot,
         dagster_run_id=record.dagster_run_id, host=record.host,
         source_run_id=source.get("cosmos_run_id") if record.stage == "upscale" else None,
+        recipe_version=RECIPE_VERSION, num_gpus=str(record.num_gpus), image=record.image, image_id=record.image_id,
+        program_sha256=record.program_sha256, checkpoint_revisions=_json(record.checkpoint_revisions),
+        inputs=_json([[i.path, i.size, i.sha256] for i in record.inputs]),
+        prompt_spec=_json(record.prompt_spec) if record.prompt_spec is not None else None, settings=_json(settings),
     )  # fmt: skip
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 def stamp_outputs(folder: Path, record: RunRecord, inputs: Iterable[Path], log: Callable[[str], None]) -> list[Path]:

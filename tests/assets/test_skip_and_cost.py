@@ -13,7 +13,7 @@ from cosmos_assets.definitions import build_definitions
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
 

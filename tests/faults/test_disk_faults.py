@@ -20,7 +20,7 @@ from cosmos_assets.machines.sftp_transfer import LocalDiskFullError
 from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from tests.faults.test_link_faults import MB, _file
 from tests.infra.sshd import SshServer
 from tests.project_factory import make_project

@@ -11,7 +11,8 @@ from cosmos_assets.defs.resources.placement import left_behind_hosts
 from cosmos_assets.machines.base import JobState
 from cosmos_assets.runs.adopt import find_adoption, superseded_by
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from tests.runs.test_record import _record
 
 

@@ -28,7 +28,8 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history, storable_text
 from cosmos_assets.watch.plans import plan_render_tick, stat_render_folder
 from cosmos_assets.watch.cursors import PromptCursor, RenderCursor
-from cosmos_assets.prompts.spec import CONTROL_FIELDS, CONTROL_KEYS, REGIONAL_PROMPT_FIELDS, SpecError, TransferSpec, load_spec, parse_spec
+from cosmos_assets.prompts.spec import SpecError, TransferSpec, load_spec, parse_spec
+from cosmos_assets.prompts.spec_values import CONTROL_FIELDS, CONTROL_KEYS, REGIONAL_PROMPT_FIELDS
 from cosmos_assets.prompts.inputs import validate_for_run
 
 FEW = settings(max_examples=40, deadline=None, derandomize=True, database=None,

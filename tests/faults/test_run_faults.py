@@ -40,7 +40,8 @@ from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, OutOfMemory, run_generation
 from tests.infra.docker_events import attributes, container_events
 from tests.infra.dockerd import DockerDaemon, start_dockerd

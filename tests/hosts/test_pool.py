@@ -236,7 +236,8 @@ def test_a_model_no_host_has_is_refused_naming_the_hosts(tmp_path: Path) -> None
 
 
 def test_a_host_holding_an_unfinished_run_of_the_same_work_is_tried_first(tmp_path: Path, instance: dg.DagsterInstance) -> None:
-    from cosmos_assets.runs.record import RunRecord, RunStore
+    from cosmos_assets.runs.record import RunRecord
+    from cosmos_assets.runs.record_store import RunStore
 
     layout = make_project(tmp_path / "project", prompt="left_prompt")
     RunStore(layout.runs_dir).save(RunRecord(

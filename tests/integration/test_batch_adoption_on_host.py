@@ -28,7 +28,7 @@ from cosmos_assets.machines.docker import LABEL_PREFIX
 from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from tests.infra.docker_events import attributes, container_events
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project

@@ -27,7 +27,7 @@ from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from tests.integration.test_ssh_host import (
     OWNER_GID,
     OWNER_UID,
@@ -216,7 +216,8 @@ def test_a_wedge_runs_on_the_host_and_its_comparison_tiles_every_variant_with_gp
     own invocation (never batched with another seed); the comparison has one tile per variant; each run records
     its GPU seconds and, with a price per GPU hour, its cost."""
     from cosmos_assets.prompts.wedge_vary import parse_vary
-    from cosmos_assets.prompts.wedges import build_comparison, plan_wedge, write_wedge
+    from cosmos_assets.prompts.wedges import plan_wedge, write_wedge
+    from cosmos_assets.runs.wedge_comparison import build_comparison
 
     write_spec(new_prompt_spec(SHOT, "a lane at dusk"), project.prompt_file("w_base"))
     plan = plan_wedge(project, project.prompt_file("w_base"), [parse_vary("seed=1,2,3")], name="lane")

@@ -29,7 +29,7 @@ from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.machines.ssh_link import HostLinkLostError
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.worker import Worker
 from tests.project_factory import make_project
 

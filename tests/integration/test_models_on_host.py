@@ -26,7 +26,7 @@ from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project
 from tests.standins.install import install_checkout
@@ -139,6 +139,9 @@ def test_one_shot_through_all_three_models_and_the_upscale(sshd, remote: Path, p
         # Cosmos 3, chosen by the prompt file's cosmos_assets block: <name>/vision.mp4 + sample_outputs.json.
         # It wants ~150 GB free for a first download: with a warm (non-empty) cache a small disk is only a warning.
         (cache / "hub").mkdir()
+        refs = cache / "hub" / "models--nvidia--Cosmos3-Nano" / "refs"  # what `hf download` leaves: main's commit
+        refs.mkdir(parents=True)
+        (refs / "main").write_text("0123456789abcdef0123456789abcdef01234567")
         set_prompt_model(project, C3)
         result = materialize(project, instance, host, ["generated_videos"])
         assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -148,6 +151,12 @@ def test_one_shot_through_all_three_models_and_the_upscale(sshd, remote: Path, p
         assert json.loads((project.output_dir(PROMPT) / PROMPT / "sample_outputs.json").read_text())["status"] == "success"
         run_log = (project.output_dir(PROMPT) / "run.log").read_text()
         assert "a first download needs about 150 GB" in run_log or "free for the cosmos3" not in run_log
+        # issue 20: the diffusion cache passed explicitly (off by default) and said by the stand-in; the image's ID
+        # and the checkpoint revision the host's cache resolved recorded
+        assert used["command"][-1] == "--no-diffusion-cache" and "diffusion cache off" in run_log
+        record = RunStore(project.runs_dir).load(used["run_id"])
+        assert record.settings["diffusion_cache"] is False and (record.image_id or "").startswith("sha256:")
+        assert record.checkpoint_revisions == {"nvidia/Cosmos3-Nano": "0123456789abcdef0123456789abcdef01234567"}
         upscale_and_check(project, instance, host)
 
         # Transfer1: the run's config wins over the prompt file's block; the block is not in transfer.py's spec

@@ -37,7 +37,7 @@ from cosmos_assets.defs.sensors.dead_runs import WORKER_RUN_TAG, WORKER_TAG
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.worker import Worker
 from tests.infra.postgres import PostgresServer, start_postgres
 from tests.infra.sshd import InfraError

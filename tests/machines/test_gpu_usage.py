@@ -16,7 +16,7 @@ from cosmos_assets.machines.gpu_usage import GpuSampler, parse_query
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation
 from tests.infra.nvidia import write_fake_nvidia_smi
 from tests.project_factory import make_project

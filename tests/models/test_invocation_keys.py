@@ -198,7 +198,7 @@ def test_an_upstream_samples_generation_settings_load_in_the_model_block(model: 
 def test_a_run_of_such_a_prompt_stops_before_anything_is_staged_or_run(tmp_path: Path) -> None:
     """The issue's run generated another batch's prompts into this prompt's folder and recorded the wrong cause."""
     from cosmos_assets.machines.local import LocalMachine
-    from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.record_store import RunStore
     from cosmos_assets.runs.runner import run_generation
     from tests.project_factory import make_project
 

@@ -115,7 +115,8 @@ def test_cosmos3_writes_a_video2video_spec_with_hints() -> None:
     assert spec["depth"] == {"control_path": "/workspace/inputs/videos/shot_a/depth.mp4", "weight": 0.25}
     inv = request.invocation
     assert inv.argv == ("python", "-m", "cosmos_framework.scripts.inference", "--parallelism-preset=latency",
-                        "-i", "inputs/prompts/p1.json", "-o", "outputs/p1/r1", "--checkpoint-path", "Cosmos3-Nano")
+                        "-i", "inputs/prompts/p1.json", "-o", "outputs/p1/r1", "--checkpoint-path", "Cosmos3-Nano",
+                        "--no-diffusion-cache")
     assert inv.entry_point == "cosmos_framework/scripts/inference.py" and inv.guardrail_marker is None
     assert inv.cache_dirs == CACHE_DIRS and inv.cache_free_gb >= 100
 

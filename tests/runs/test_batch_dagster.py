@@ -18,7 +18,7 @@ from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.ids import BatchId, seeded_source, token_source
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from tests.project_factory import make_project
 from tests.runs.test_ids import SEEDS_BY_LEAD
 

@@ -20,7 +20,7 @@ from cosmos_assets.runs import run_log, runner, stage
 from cosmos_assets.runs.adopt import earlier_attempt, refuse_if_still_followed
 from cosmos_assets.runs.causes import failure_cause, left_on_host, retryable
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation
 from cosmos_assets.runs.worker import Worker
 from cosmos_assets.prompts.spec import load_spec

@@ -87,7 +87,7 @@ def test_two_generations_of_one_dagster_run_in_the_same_second_keep_their_own_re
     same second (a pool failing over, a step retry) took the first one's id and overwrote its record."""
     from cosmos_assets.machines.local import LocalMachine
     from cosmos_assets.models.registry import backend_named
-    from cosmos_assets.runs.record import RunStore
+    from cosmos_assets.runs.record_store import RunStore
     from cosmos_assets.runs.runner import run_generation
     from tests.project_factory import make_project
 

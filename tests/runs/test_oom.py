@@ -19,7 +19,7 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import OutOfMemory, run_generation
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from cosmos_assets.machines.job import InferenceJob, RunOutcome, StagedFile
 from cosmos_assets.models.registry import backend_named
-from cosmos_assets.runs.record import RunRecord, RunStore
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.prompts.files import new_prompt_spec
 
 SECRET = "hf_never_recorded_123"

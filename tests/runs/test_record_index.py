@@ -17,10 +17,11 @@ import pytest
 
 from cosmos_assets.files import atomic_write_text
 from cosmos_assets.defs.resources.placement import left_behind_hosts
-from cosmos_assets.runs import record as record_module
+from cosmos_assets.runs import record_store as record_module
 from cosmos_assets.runs import record_index
 from cosmos_assets.runs.adopt import earlier_attempt, earlier_attempt_in, newer_success, superseded_by
-from cosmos_assets.runs.record import FINAL_STATES, InputFile, RunRecord, RunStore
+from cosmos_assets.runs.record import FINAL_STATES, InputFile, RunRecord
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.record_index import INDEX_FOLDER, INDEX_NAME, RecordIndex
 from cosmos_assets.runs.skip import last_success, last_success_in
 from tests.runs.test_bad_records import _bad_files, _write
@@ -51,7 +52,7 @@ def _mixed(base: RunRecord, count: int = 120) -> Iterator[RunRecord]:
 
 @pytest.fixture
 def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every record file read (the scan and the index both read through ``record.read_record``)."""
+    """Every record file read (the scan and the index both read through ``record_store.read_record``)."""
     reads: list[Path] = []
     real = record_module.read_record
 

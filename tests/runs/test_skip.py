@@ -13,7 +13,7 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.progress import TransferStats
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from cosmos_assets.runs.skip import decide
 from tests.project_factory import make_project

@@ -17,7 +17,7 @@ from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import stage
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation
 from tests.project_factory import make_project
 

@@ -16,7 +16,8 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.partitions import NO_PARTICULAR_PROMPT, WEDGES
 from cosmos_assets.media.previews import preview_markdown
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.prompts.wedges import Comparison, WedgeError, build_comparison
+from cosmos_assets.prompts.wedges import WedgeError
+from cosmos_assets.runs.wedge_comparison import Comparison, build_comparison
 
 
 def comparison_metadata(comparison: Comparison, layout: ProjectLayout) -> dict[str, Any]:

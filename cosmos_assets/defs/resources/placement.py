@@ -26,7 +26,7 @@ from cosmos_assets.machines.job import HostNotReadyError, HostUnreachableError
 from cosmos_assets.redaction import first_line
 from cosmos_assets.runs.record_index import UNFINISHED
 from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
-from cosmos_assets.runs.record import RunStore
+from cosmos_assets.runs.record_store import RunStore
 
 if TYPE_CHECKING:
     from sqlite3 import Connection

@@ -6,7 +6,8 @@ import dagster as dg
 
 from cosmos_assets.defs.partitions import WEDGES
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.prompts.wedges import ready_version, wedge_names
+from cosmos_assets.prompts.wedges import wedge_names
+from cosmos_assets.runs.wedge_comparison import ready_version
 
 
 def build_wedge_sensor(job: Any, interval_seconds: int, default_status: dg.DefaultSensorStatus) -> dg.SensorDefinition:

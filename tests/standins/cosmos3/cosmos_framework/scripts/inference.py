@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     console = out / "console.log"
     say(BANNER, f"checkpoint {args.checkpoint_path}, preset {args.parallelism_preset}, world size {world}, "
-        f"guardrails {'loaded, not applied on transfer' if args.guardrails else 'off'}", console)  # fmt: skip
+        f"guardrails {'loaded, not applied on transfer' if args.guardrails else 'off'}, "
+        f"diffusion cache {'on (lossy)' if args.diffusion_cache else 'off'}", console)  # fmt: skip
     for file in sorted(set(args.input_files)):
         data, problems = load(Path(file))
         if problems:

@@ -182,7 +182,7 @@ def unchanged_upload(server: SshServer, link: Link, files: list[Path], remote_ro
             connected = time.perf_counter()
             report = upload_files(ssh, items)
             ended = time.perf_counter()
-            batched = _timed(lambda: ssh.exec(["sha256sum", "--", *[r for _, r in items]], timeout=600))
+            batched = _timed(lambda ssh=ssh: ssh.exec(["sha256sum", "--", *[r for _, r in items]], timeout=600))
         finally:
             ssh.close()
         runs.append((ended - started, ended - connected, report.bytes_sent, report.files_skipped, batched))
@@ -329,7 +329,7 @@ def phase_breakdown(server: SshServer, link: Link, big: Path, remote_root: Path,
         over = SshLink(_settings(server, link), "bench", connect_fn=lambda _target: ssh)  # commands on this connection
         for channels in (1, PARALLEL_CHANNELS):
             target.unlink(missing_ok=True)
-            phases[f"put data, {channels} channel(s)"] = _timed(lambda: raw_parallel_put(ssh, big, str(target), channels))
+            phases[f"put data, {channels} channel(s)"] = _timed(lambda channels=channels: raw_parallel_put(ssh, big, str(target), channels))
             _check_same_size(target, big)
         phases["remote sync+sha256"] = _timed(lambda: remote_hash.sync_and_sha256(over, str(target)))
         phases["get data"] = _timed(lambda: raw_read(ssh, str(target), big.stat().st_size))

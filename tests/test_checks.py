@@ -14,7 +14,7 @@ import pytest
 
 from cosmos_assets.models import preview_model
 from cosmos_assets.defs.assets import ALL_ASSETS, control_videos
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.defs.checks import ALL_CHECKS
 from cosmos_assets.runs.output_rules import (
     BUCKETS,

@@ -119,9 +119,9 @@ def test_local_host_reports_transfer_progress(tmp_path: Path) -> None:
     lines: list[str] = []
     stats = host.upload([StagedFile(local=source, remote="inputs/big.bin")], lines.append)
     assert stats.bytes_sent == source.stat().st_size
-    assert any(l.startswith("[transfer] upload 3.0 MiB / 3.0 MiB (100%), 1/1 files") for l in lines), lines
+    assert any(line.startswith("[transfer] upload 3.0 MiB / 3.0 MiB (100%), 1/1 files") for line in lines), lines
     (tmp_path / "host" / "outputs" / "run").mkdir(parents=True)
     (tmp_path / "host" / "outputs" / "run" / "output.mp4").write_bytes(b"x" * 2048)
     lines.clear()
     host.download("outputs/run", tmp_path / "fetched", lines.append)
-    assert any(l.startswith("[transfer] download 2.0 KiB / 2.0 KiB (100%), 1/1 files") for l in lines), lines
+    assert any(line.startswith("[transfer] download 2.0 KiB / 2.0 KiB (100%), 1/1 files") for line in lines), lines

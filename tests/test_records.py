@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cosmos_assets.files import atomic_write_text
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 
 
 def test_spec_used_redacts_secrets_in_environment_and_command(tmp_path: Path) -> None:

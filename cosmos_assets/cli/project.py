@@ -32,7 +32,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return 1
     out_dir = layout.shot_videos_dir(args.name)
     videos = encode_control_videos(sequence, out_dir, max_frames=args.frames)
-    for name, video in videos.items():
+    for video in videos.values():
         note = " (padded to even size)" if video.padded else ""
         print(f"{video.path}: {video.frames} frames {video.width}x{video.height} @ {video.fps} fps, {video.bytes} bytes{note}")
     return 0

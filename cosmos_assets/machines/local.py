@@ -86,7 +86,7 @@ class LocalMachine(Machine):
         sizes = [src.stat().st_size for src, _ in pairs]
         progress = TransferProgress.for_files("upload", sizes, log)
         done = 0
-        for src, dst in pairs:
+        for _src, dst in pairs:
             self._refuse_project_file(dst)
         for (src, dst), size in zip(pairs, sizes):
             if same_file_content(src, dst):

@@ -136,7 +136,10 @@ def _send_file(link: SshLink, sftp: paramiko.SFTPClient, local: Path, remote: st
                 sent = _send_ranges(link, sftp, local, part, todo, bool(kept), landed, progress)
                 local_sha = sha256_file(local)
         except OSError as error:
-            raise remote_disk_full(link, part, size - total(landed.ranges()), error) or error
+            full = remote_disk_full(link, part, size - total(landed.ranges()), error)
+            if full is None:
+                raise
+            raise full from error
         _verify_part(link, sftp, local, part, local_sha, verifier, resumed=bool(kept))
     except _ResumedPartWrong:
         verifier.close()

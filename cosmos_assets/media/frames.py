@@ -192,7 +192,7 @@ def _check_frame_sets(folder: Path, found: dict[str, dict[int, Path]], problems:
 
 def _digits(frames: dict[int, Path]) -> int:
     """The zero-padding width used by existing files of a modality (for naming missing ones)."""
-    for frame, path in frames.items():
+    for path in frames.values():
         return len(FRAME_NAME.match(path.name)["frame"])
     return 4
 

@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
 from cosmos_assets.models import cosmos3_pixels as pixels
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
-from cosmos_assets.models.cosmos3_contract import HINT_KEYS, NAME, invocation_keys
+from cosmos_assets.models.cosmos3_contract import HINT_KEYS, NAME, Spec3, invocation_keys
 from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
 from cosmos_assets.models.translate import (
     CACHE_DIRS,
@@ -44,57 +44,6 @@ SIZE_WARNINGS = {
              "on it with 4+ GPUs: Super transfer is UNVERIFIED here (128 GB of weights, FSDP-sharded over the GPUs)",
     "edge": "size edge: no upstream transfer example or test for Cosmos3-Edge: transfer on Edge is UNVERIFIED",
 }  # fmt: skip
-Preset = Literal["very_low", "low", "medium", "high", "very_high"]
-
-
-class Hint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    control_path: StrictStr | None = None
-    weight: float = Field(default=1.0, ge=0.0)
-
-
-class EdgeHint(Hint):
-    preset_edge_threshold: Preset | None = None
-
-
-class BlurHint(Hint):
-    preset_blur_strength: Literal["none", "very_low", "low", "medium", "high", "very_high"] | None = None
-
-
-class Spec3(BaseModel):
-    """The transfer part of upstream's sample overrides (extra='forbid' everywhere, as upstream)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    model_mode: Literal["video2video"] = "video2video"
-    prompt: StrictStr
-    negative_prompt: StrictStr | None = None
-    vision_path: StrictStr | None = Field(default=None, pattern=r"\.mp4$")
-    resolution: Literal["256", "480", "720"]
-    aspect_ratio: Literal["1,1", "4,3", "3,4", "16,9", "9,16"] | None = None
-    fps: StrictInt | None = Field(default=None, ge=1)
-    num_frames: StrictInt | None = Field(default=None, gt=0)
-    max_frames: StrictInt | None = Field(default=None, gt=0)
-    num_video_frames_per_chunk: StrictInt | None = Field(default=None, gt=0)
-    num_conditional_frames: StrictInt | None = Field(default=None, ge=0)
-    num_first_chunk_conditional_frames: StrictInt | None = Field(default=None, ge=0)
-    emphasize_control_in_prompt: StrictBool | None = None
-    show_control_condition: StrictBool | None = None
-    show_input: StrictBool | None = None
-    guidance: float | None = Field(default=None, ge=0, le=7)
-    control_guidance: float | None = Field(default=None, ge=0, le=10)
-    shift: float | None = None
-    num_steps: StrictInt | None = Field(default=None, gt=0)
-    seed: StrictInt | None = None
-    video_save_quality: StrictInt | None = Field(default=None, ge=0, le=10)
-    edge: EdgeHint | None = None
-    blur: BlurHint | None = None
-    depth: Hint | None = None
-    seg: Hint | None = None
-
-
 class Launch3(BaseModel):
     """Settings of the launch, from ``cosmos_assets.cosmos3`` in the prompt file."""
 

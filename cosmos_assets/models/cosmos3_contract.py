@@ -1,11 +1,14 @@
-"""Cosmos 3's contract as the prompt file needs it: its name, its hints, the launch settings its block sets, and the
-keys a prompt file may not set (derived from ``contract/cosmos3_cli.json`` and ``contract/cosmos3_spec_schema.json``;
+"""Cosmos 3's contract: its name, its hints, the launch settings its block sets, the keys a prompt file may not set,
+and the spec it accepts (``Spec3``) (derived from ``contract/cosmos3_cli.json`` and ``contract/cosmos3_spec_schema.json``;
 docs/upstream/cosmos3.md). Imports no backend and no prompt module, so the prompt file checks these keys without
 loading a backend (:mod:`cosmos_assets.models.refused_keys`)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from cosmos_assets.models.invocation_keys import (
     GPU_FIX,
@@ -60,3 +63,55 @@ def invocation_keys() -> dict[str, InvocationKey]:
     for field in schema_path_fields(contract("cosmos3_spec_schema.json"), (*HINT_KEYS, "wsm")):
         keys.setdefault(field, InvocationKey(NAME, f"an input path ({field})", INPUT_PATH_FIX))
     return keys
+
+
+# The transfer part of upstream's sample overrides, as its spec schema has it (contract/cosmos3_spec_schema.json).
+Preset = Literal["very_low", "low", "medium", "high", "very_high"]
+
+
+class Hint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    control_path: StrictStr | None = None
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+class EdgeHint(Hint):
+    preset_edge_threshold: Preset | None = None
+
+
+class BlurHint(Hint):
+    preset_blur_strength: Literal["none", "very_low", "low", "medium", "high", "very_high"] | None = None
+
+
+class Spec3(BaseModel):
+    """The transfer part of upstream's sample overrides (extra='forbid' everywhere, as upstream)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    model_mode: Literal["video2video"] = "video2video"
+    prompt: StrictStr
+    negative_prompt: StrictStr | None = None
+    vision_path: StrictStr | None = Field(default=None, pattern=r"\.mp4$")
+    resolution: Literal["256", "480", "720"]
+    aspect_ratio: Literal["1,1", "4,3", "3,4", "16,9", "9,16"] | None = None
+    fps: StrictInt | None = Field(default=None, ge=1)
+    num_frames: StrictInt | None = Field(default=None, gt=0)
+    max_frames: StrictInt | None = Field(default=None, gt=0)
+    num_video_frames_per_chunk: StrictInt | None = Field(default=None, gt=0)
+    num_conditional_frames: StrictInt | None = Field(default=None, ge=0)
+    num_first_chunk_conditional_frames: StrictInt | None = Field(default=None, ge=0)
+    emphasize_control_in_prompt: StrictBool | None = None
+    show_control_condition: StrictBool | None = None
+    show_input: StrictBool | None = None
+    guidance: float | None = Field(default=None, ge=0, le=7)
+    control_guidance: float | None = Field(default=None, ge=0, le=10)
+    shift: float | None = None
+    num_steps: StrictInt | None = Field(default=None, gt=0)
+    seed: StrictInt | None = None
+    video_save_quality: StrictInt | None = Field(default=None, ge=0, le=10)
+    edge: EdgeHint | None = None
+    blur: BlurHint | None = None
+    depth: Hint | None = None
+    seg: Hint | None = None

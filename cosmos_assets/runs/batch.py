@@ -1,7 +1,7 @@
 """Batched generation: several prompts that can share a model load run as one invocation of the model.
 
 Each prompt stays its own run: its own record (``outputs/.runs/<run_id>.json``, pointing at the shared invocation
-through :class:`~cosmos_assets.runs.record.BatchRef`), ``outputs/<prompt>/`` with ``spec_used.json`` and a
+through :class:`~cosmos_assets.runs.spec_used.BatchRef`), ``outputs/<prompt>/`` with ``spec_used.json`` and a
 ``run.log`` excerpt, and its history line. Per prompt, before anything is sent: skipped when done
 (:mod:`cosmos_assets.runs.skip`), run alone (and so adopted, :mod:`cosmos_assets.runs.adopt`) when an earlier
 attempt was left behind. The others are grouped by the backend's :meth:`~cosmos_assets.models.base.ModelBackend.
@@ -36,7 +36,8 @@ from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, follow_up_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan, plan_generation
-from cosmos_assets.runs.record import BatchRef, RunRecord
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.spec_used import BatchRef
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.options import RunOptions

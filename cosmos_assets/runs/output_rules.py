@@ -41,11 +41,11 @@ from pydantic import ValidationError
 
 from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.media import VideoInfo, VideoReadError, probe_video
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.prompts.spec import SpecError, parse_spec
 from cosmos_assets.prompts.inputs import input_videos
 from cosmos_assets.models.transfer2_5 import Spec25
-from cosmos_assets.models.cosmos3 import HINT_KEYS, Spec3
+from cosmos_assets.models.cosmos3_contract import HINT_KEYS, Spec3
 
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121

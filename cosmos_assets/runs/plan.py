@@ -14,7 +14,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.job import InferenceJob, StagedFile
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend, ModelRequest
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.prompts.spec import load_spec, TransferSpec
 from cosmos_assets.prompts.inputs import referenced_paths, shot_of, with_videos_subdir
 

@@ -36,7 +36,8 @@ from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend
 from cosmos_assets.runs.identity import short
 from cosmos_assets.runs.ids import new_run_id, run_id_problem
 from cosmos_assets.runs.plan import StagePlan, plan_generation
-from cosmos_assets.runs.record import InputFile, RunRecord
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.spec_used import InputFile
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.runner import execute_plan

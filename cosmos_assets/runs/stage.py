@@ -30,7 +30,8 @@ from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.identity import program_sha256
 from cosmos_assets.runs.plan import StagePlan
-from cosmos_assets.runs.record import InputFile, RunRecord, SpecUsed
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.spec_used import InputFile, SpecUsed
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
 from cosmos_assets.runs.stamp import stamp_outputs

@@ -20,7 +20,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media.grid import GridTile, grid_still, write_grid_video
 from cosmos_assets.media.previews import SHEET_NAME, write_preview
 from cosmos_assets.media.recipe import WedgeRecipe
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.prompts.spec import SpecError
 from cosmos_assets.prompts.wedges import COMPARISON_FOLDER, MAX_MANIFEST_BYTES, WedgeError, WedgeManifest, WedgeVariant, comparison_dir, manifest_path
 

@@ -21,7 +21,8 @@ from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import RecordFileError, RunRecord
+from cosmos_assets.runs.record import RunRecord
+from cosmos_assets.runs.record_rules import RecordFileError
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs import runner
 from cosmos_assets.runs.runner import run_generation

@@ -17,7 +17,7 @@ from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.batch_map import map_outputs
 from cosmos_assets.runs.ids import listed_source, run_id_base, seeded_source, token_source
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation
 from tests.project_factory import make_project

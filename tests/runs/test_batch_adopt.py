@@ -22,7 +22,7 @@ from cosmos_assets.runs import batch as batch_module
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.batch_adopt import batch_members, collecting
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.record import SpecUsed
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.runs.worker import Worker

@@ -20,7 +20,8 @@ from cosmos_assets.defs.resources.placement import left_behind_hosts
 from cosmos_assets.runs import record_store as record_module
 from cosmos_assets.runs import record_index
 from cosmos_assets.runs.adopt import earlier_attempt, earlier_attempt_in, newer_success, superseded_by
-from cosmos_assets.runs.record import FINAL_STATES, InputFile, RunRecord
+from cosmos_assets.runs.record import FINAL_STATES, RunRecord
+from cosmos_assets.runs.spec_used import InputFile
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.record_index import INDEX_FOLDER, INDEX_NAME, RecordIndex
 from cosmos_assets.runs.skip import last_success, last_success_in

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.docker_engine import DockerUnreachableError, docker_down, one_line
 from cosmos_assets.machines.job import HostNotReadyError, LogLine
 from cosmos_assets.machines.ssh_link import TAG, SshLink

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cosmos_assets.machines.docker import DockerCli, in_dir, parse_gpus
+from cosmos_assets.machines.docker import DockerCli
+from cosmos_assets.machines.docker_run import in_dir, parse_gpus
 from cosmos_assets.machines.host_facts import HostFacts, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
 from cosmos_assets.machines.job import LinkDropped

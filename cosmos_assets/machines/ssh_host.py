@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cosmos_assets.machines import busy_host, gpu_usage, preflight
 from cosmos_assets.machines.base import JobState, Machine, MachineState
-from cosmos_assets.machines.docker import (
+from cosmos_assets.machines.docker import DockerCli
+from cosmos_assets.machines.docker_run import (
     CONTAINER_CHECKPOINTS,
     CONTAINER_ROOT,
-    DockerCli,
     LABEL_PREFIX,
     DockerRunSettings,
     container_labels,

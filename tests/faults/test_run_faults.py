@@ -33,7 +33,7 @@ import pytest
 from cosmos_assets.defs.assets.generation import failure_from
 from cosmos_assets.files import sha256_file
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.docker_engine import DockerWentAwayError
 from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost, SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget

@@ -10,11 +10,7 @@ import pytest
 
 from cosmos_assets.cli import main as cli_main
 from cosmos_assets.defs.resources import SshGpuHost
-from cosmos_assets.machines.docker import (
-    docker_run_argv,
-    parse_gpus,
-    secrets_from_stdin,
-)
+from cosmos_assets.machines.docker_run import docker_run_argv, parse_gpus, secrets_from_stdin
 from cosmos_assets.machines.docker_logs import LogFollower, since_arg, timestamp_ns
 from cosmos_assets.machines.host_facts import HostFacts, absolute_remote_path, remote_child
 from cosmos_assets.machines.job import InferenceJob, Invocation, StagedFile

@@ -24,7 +24,7 @@ import docker
 import pytest
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.media import probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec

@@ -26,7 +26,7 @@ import docker
 import pytest
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.history import read_history

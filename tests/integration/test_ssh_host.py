@@ -27,7 +27,7 @@ import pytest
 from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.resources import SshGpuHost
-from cosmos_assets.machines.docker import LABEL_PREFIX
+from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, Invocation, StagedFile
 from cosmos_assets.machines.ssh_host import SshHost
 from cosmos_assets.media import probe_video

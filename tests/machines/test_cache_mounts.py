@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from pydantic import ValidationError
 
-from cosmos_assets.machines.docker import docker_run_argv
+from cosmos_assets.machines.docker_run import docker_run_argv
 from cosmos_assets.machines.host_facts import HostFacts
 from cosmos_assets.machines.job import InferenceJob, Invocation
 from cosmos_assets.machines.preflight import _cache_check_script, cache_mounts

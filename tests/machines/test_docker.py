@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from cosmos_assets.machines import docker_engine
-from cosmos_assets.machines.docker import (
-    DockerCli,
+from cosmos_assets.machines.docker import DockerCli
+from cosmos_assets.machines.docker_run import (
     DockerRunSettings,
     container_name_for,
     docker_run_argv,

@@ -244,7 +244,7 @@ def run_transfer(plan: Plan, report: Report) -> None:
     files = _control_videos_and_spec()
     f = bench_transfer(OUT / "transfer", files, reps=plan.transfer_reps, megabytes=plan.transfer_mb, log=log)
     lines = [
-        f"## 2. Transfer: {f.file_bytes / 1e6:.0f} MB random file, ours (`cosmos_assets.defs.resources.sftp`) vs OpenSSH `scp`",
+        f"## 2. Transfer: {f.file_bytes / 1e6:.0f} MB random file, ours (`cosmos_assets.machines.sftp_transfer` + `sftp_download`) vs OpenSSH `scp`",
         "",
         f"Throwaway sshd on 127.0.0.1 (tests/infra/sshd.py), host keys verified on both sides. `20ms` = through "
         f"bench/latency_proxy.py adding {ONE_WAY_DELAY_S * 1000:.0f} ms each way (RTT >= {2 * ONE_WAY_DELAY_S * 1000:.0f} ms). "

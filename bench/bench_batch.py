@@ -158,11 +158,12 @@ def section(f: BatchFigures) -> list[str]:
     return lines
 
 
-def write_section(results: Path, lines: list[str]) -> None:
-    """Replace this benchmark's section of RESULTS.md (or add it at the end), leaving the others as they are."""
+def write_section(results: Path, lines: list[str], start: str = SECTION_START, end: str = SECTION_END) -> None:
+    """Replace a benchmark's section of RESULTS.md (between ``start`` and ``end``; this one's by default), or add it
+    at the end, leaving the others as they are."""
     text = results.read_text() if results.exists() else "# Benchmark results\n"
     block = "\n".join(lines)
-    pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END) + "\n?", re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end) + "\n?", re.S)
     text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     results.write_text(text.rstrip() + "\n")
 

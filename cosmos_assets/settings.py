@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     hosts_file: Path | None = Field(None, validation_alias="COSMOS_HOSTS_FILE")
     # a run out of GPU memory is retried once, as a new run, with the model's offload flags (runs/oom.py)
     oom_retry_offload: bool = Field(False, validation_alias="COSMOS_OOM_RETRY_OFFLOAD")
+    # the run holding a free host takes the prompts waiting for it into one invocation (docs/batching.md): it waits
+    # at most this many seconds for them, and runs at most this many prompts in one invocation (1: off)
+    batch_window: float = Field(10.0, ge=0, le=3600, validation_alias="COSMOS_BATCH_WINDOW")
+    batch_max: int = Field(16, ge=1, le=256, validation_alias="COSMOS_BATCH_MAX")
 
     # sensors
     sensors: bool = Field(False, validation_alias="COSMOS_SENSORS")

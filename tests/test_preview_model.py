@@ -197,3 +197,39 @@ def test_generated_frames_and_file_say_preview(tmp_path, monkeypatch, capsys):
     pad = max(2, h // 4)
     region = frame[pad : pad + h, pad : pad + w].mean(axis=2)
     assert region[mask].mean() > region[~mask].mean() + 80, "watermark text not visible"
+
+
+def test_a_batch_of_upscales_runs_every_line_after_one_load_as_upstream_does(tmp_path, shot, monkeypatch, capsys):
+    """docs/upstream/transfer1-batch-upscale.md: the spec's upscale control and its top-level input video, one JSONL
+    line per video, batch size forced to 1, each item's video 3x into video_<i>/ with its prompt.txt; one load."""
+    other = make_video(tmp_path / "second", 32, 18, 4)
+    second = str((tmp_path / "second" / other["color"]).relative_to(tmp_path))
+    lines = [{"prompt": "a street", "visual_input": shot["color"]}, {"prompt": "a harbour", "visual_input": second}]
+    (tmp_path / "batch.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    counter = tmp_path / "loads.txt"
+    monkeypatch.setenv("COSMOS_PREVIEW_LOAD_COUNT", str(counter))
+    spec = {"input_video_path": shot["color"], "upscale": {"control_weight": 0.5}}
+    code, out = run_preview(tmp_path, spec, "--batch_input_path", "batch.jsonl", "--batch_size", "4",
+                            monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    assert code == 0, out
+    assert "Setting batch_size=1 as upscale does not support batch generation" in out
+    assert len(counter.read_text().splitlines()) == 1
+    for index, (width, height, frames, text) in enumerate([(64, 36, 5, "a street"), (32, 18, 4, "a harbour")]):
+        folder = tmp_path / "outputs" / "run" / f"video_{index}"
+        info = probe_video(folder / "output.mp4")
+        assert (info.width, info.height, info.frames) == (width * 3, height * 3, frames)
+        assert (folder / "prompt.txt").read_text() == text
+
+
+def test_an_upscale_batch_needs_the_top_level_input_video_and_an_item_cannot_add_upscale(tmp_path, shot, monkeypatch, capsys):
+    (tmp_path / "batch.jsonl").write_text(json.dumps({"prompt": "a street", "visual_input": shot["color"]}) + "\n")
+    code, out = run_preview(tmp_path, {"upscale": {"control_weight": 0.5}}, "--batch_input_path", "batch.jsonl",
+                            monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    assert code == 2 and "input_video_path" in out  # utils.py:1236-1242: no input video, no input_control
+    line = {"prompt": "a street", "visual_input": shot["color"], "control_overrides": {"upscale": {"control_weight": 0.5}}}
+    (tmp_path / "batch.jsonl").write_text(json.dumps(line) + "\n")
+    code, out = run_preview(tmp_path, {"input_video_path": shot["color"], "edge": {"input_control": shot["color"]}},
+                            "--batch_input_path", "batch.jsonl", monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    assert code == 0 and "ignoring unknown control key in override: upscale" in out  # transfer.py:314-320
+    info = probe_video(tmp_path / "outputs" / "run" / "video_0" / "output.mp4")
+    assert (info.width, info.height) != (64 * 3, 36 * 3)  # generated, not upscaled

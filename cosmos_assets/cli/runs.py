@@ -81,7 +81,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from cosmos_assets.defs.resources import gpu_host_from_settings
     from cosmos_assets.runs.reproduce import from_clip, from_run_id, reproduce
     from cosmos_assets.runs.options import RunOptions
-    from cosmos_assets.runs.stage import InferenceFailed
+    from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerWentAwayError
+    from cosmos_assets.machines.job import HostLinkLostError
+    from cosmos_assets.runs.stage import InferenceFailed, RunTerminated
 
     settings = settings_from_env()
     layout = ProjectLayout(root=settings.root)
@@ -99,6 +101,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         done = reproduce(layout, machine_for, original, anyway=args.anyway, options=options)
     except InferenceFailed as error:  # the model failed: its first line and where its log is kept
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except (HostLinkLostError, DockerWentAwayError, ContainerRemovedError, RunTerminated) as error:  # the host's doing
+        print(f"error: {(str(error).splitlines() or [type(error).__name__])[0]}", file=sys.stderr)
         return 1
     finally:
         for machine in machines:

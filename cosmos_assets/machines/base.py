@@ -78,7 +78,7 @@ class Machine(ABC):
 
     def image_id(self) -> str | None:
         """The ID :attr:`image` has on the machine now (``docker image inspect``): a rebuilt tag is a new ID. None where
-        there is no image, it is not there yet, or the machine cannot be asked (then no earlier run can match)."""
+        there is no image or it is not there yet; a machine that cannot be asked raises (unknown is never None)."""
         return None
 
     def checkpoint_revisions(self, job: InferenceJob) -> dict[str, str]:

@@ -45,6 +45,8 @@ from cosmos_assets.machines.job import HostNotReadyError, LogLine
 from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
 from cosmos_assets.machines.ssh_link import TAG, SshLink
 
+IMAGE_ABSENT_SIGNS = ("No such image", "image not known")  # docker's (CLI or daemon) and podman's "not there"
+
 
 # --------------------------------------------------------------------------- lifecycle on a host
 
@@ -70,16 +72,31 @@ class DockerCli:
         return self._inspect_image(image)[0] == 0
 
     def image_id(self, image: str) -> str | None:
-        """``image``'s ID on the engine (``sha256:...``: a rebuilt tag is a new ID); None when it is not there."""
+        """``image``'s ID on the engine (``sha256:...``: a rebuilt tag is a new ID); None only when docker says it is
+        not there; :class:`HostNotReadyError` when the answer is not an ID."""
         code, out = self._inspect_image(image)
-        return out.strip() if code == 0 and re.fullmatch(r"sha256:[0-9a-f]{64}", out.strip()) else None
+        if code != 0:
+            return None
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", out.strip()):
+            raise HostNotReadyError(f"`docker image inspect {image}` on {self.label} answered {one_line(out, 80)!r}, "
+                                    "not an image ID; check the host's docker")  # fmt: skip
+        return out.strip()
 
     def _inspect_image(self, image: str) -> tuple[int, str]:
+        """(0, its ID) or (non-zero, "") when docker says there is no such image; any other failure raises (a docker
+        that cannot be asked has not lost its images)."""
         code, out, err = self.link.exec(["docker", "image", "inspect", "--format", "{{.Id}}", image])
-        if code != 0 and docker_down(err):
+        if code == 0:
+            return code, out
+        if docker_down(err):
             raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
                                          "attempt retries: the daemon may be restarting.")  # fmt: skip
-        return code, out
+        if not any(sign in err for sign in IMAGE_ABSENT_SIGNS):
+            raise HostNotReadyError(f"`docker image inspect {image}` failed on {self.label} "
+                                    f"({one_line(err or out) or f'exit {code}'}), so whether the image is there is "
+                                    "unknown. Fix: let the SSH user use docker there (sudo usermod -aG docker $USER, "
+                                    "then log in again)")  # fmt: skip
+        return code, ""
 
     def state(self, name: str) -> ContainerState | None:
         """The container's status and exit code; None when there is no such container. Raises

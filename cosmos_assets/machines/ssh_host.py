@@ -158,6 +158,8 @@ class SshHost(Machine):
                 docker_problem = None
             except DockerUnreachableError as error:  # the host answers, its docker does not: reachable, image unknown
                 present, docker_problem = None, f"docker is not answering: {first_line(error)}"
+            except HostNotReadyError as error:  # docker answers but cannot say (it refuses the SSH user...)
+                present, docker_problem = None, first_line(error)
         except (HostNotReadyError, OSError, RuntimeError) as error:
             return MachineState(reachable=False, problem=first_line(error))
         return MachineState(reachable=True, gpus=gpus, free_gb=free, image_present=present, problem=docker_problem)
@@ -169,10 +171,18 @@ class SshHost(Machine):
         return self.settings.docker_image
 
     def image_id(self) -> str | None:
-        try:  # one try, no backoff: a host that does not answer now is the preflight's to name
-            return self.docker.image_id(self.settings.docker_image)
-        except Exception:  # noqa: BLE001 - unknown: no earlier run can match
-            return None
+        """None only when docker says the image is not there (the preflight builds or pulls it; the ID is read after).
+        Unknown is never None: an ID left out of the inputs digest would make finished work look new (issue 20)."""
+        image = self.settings.docker_image
+        try:  # one try, no backoff: a host that does not answer now is another attempt's, or another host's
+            return self.docker.image_id(image)
+        except HostNotReadyError:  # docker down (DockerUnreachableError), or a failure docker named
+            raise
+        except Exception as error:
+            if not (isinstance(error, TimeoutError) or self.link.lost(error)):
+                raise
+            raise HostUnreachableError(f"the ID of image {image} could not be read on {self.label} "
+                                       f"({first_line(error)}); a later attempt retries") from error  # fmt: skip
 
     def checkpoint_revisions(self, job: InferenceJob) -> dict[str, str]:
         try:

@@ -135,6 +135,11 @@ class ModelBackend(ABC):
         batched. Prompts with equal keys go to one batch, the others to separate invocations."""
         return None
 
+    def batch_text(self, item: BatchItem) -> str | None:
+        """The text that ties an item's output to it (two items of one invocation never share one); None: its
+        outputs are mapped by position, which the backend makes safe (batch size 1)."""
+        return (item.spec.prompt or "").strip()
+
     def shares_batch_with(self, item: BatchItem, others: list[BatchItem]) -> bool:
         """Whether ``item`` may join ``others`` (equal :meth:`batch_key`) in one invocation: False where their outputs
         could not be told apart."""

@@ -36,7 +36,8 @@ kernel's OOM killer (exit 137); ``FAIL_TEST_EXIT`` fails with exit 1; ``HANG_TES
 
 Environment: ``COSMOS_PREVIEW_STEP_SECONDS`` (float, default 0) sleeps that long per logged step,
 so tests can watch progress or cancel a run mid-way. ``COSMOS_PREVIEW_LOAD_SECONDS`` (float, default 0) sleeps that
-long once per invocation and logs ``model loaded``: a simulated model load (the batching benchmark counts them).
+long once per invocation and logs ``model loaded``: a simulated model load; ``COSMOS_PREVIEW_LOAD_COUNT`` (a file)
+gets one line per load (the batching tests and benchmark count them).
 """
 
 from __future__ import annotations
@@ -531,7 +532,12 @@ def fail_as_asked(fault: str, args: argparse.Namespace) -> None:
 
 
 def simulate_model_load() -> None:
-    """Sleep COSMOS_PREVIEW_LOAD_SECONDS once per invocation, as loading the real model's weights would take."""
+    """Sleep COSMOS_PREVIEW_LOAD_SECONDS once per invocation, as loading the real model's weights would take; with
+    COSMOS_PREVIEW_LOAD_COUNT (a file), add a line to it for each load (the batching tests and benchmark count them)."""
+    counter = os.environ.get("COSMOS_PREVIEW_LOAD_COUNT")
+    if counter:
+        with open(counter, "a", encoding="utf-8") as handle:  # one short append per load: whole lines
+            handle.write(f"{os.getpid()} {time.time():.3f}\n")
     delay = float(os.environ.get("COSMOS_PREVIEW_LOAD_SECONDS", "0") or 0)
     if delay > 0:
         log(f"{BANNER}: loading the model (simulated, {delay:g}s)")

@@ -124,6 +124,13 @@ def batch_line(spec: TransferSpec) -> BatchLine:
                      control_overrides={key: {"input_control": control.input_control} for key, control in spec.controls()})
 
 
+def upscale_line(spec: TransferSpec) -> BatchLine:
+    """An upscale item: its generated video, and a text (a line without one gives upstream a None prompt, UNVERIFIED):
+    the generation's own prompt. The upscale control comes from the batch's spec; an item cannot add it
+    (transfer.py:314-320 ignores an override of a control the spec lacks)."""
+    return BatchLine(prompt=spec.prompt or "", visual_input=spec.input_video_path or None)
+
+
 def shared_part(spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """What must be equal for two prompts to share one transfer.py invocation: the spec without its per-item keys
     (whether a control has its own video stays: a derived control loads another model), and the flags without
@@ -185,17 +192,27 @@ class Transfer1Backend(ModelBackend):
         )
 
     def batch_key(self, item: BatchItem) -> str | None:
-        if not item.spec.prompt or "upscale" in item.request.spec:
-            return None  # no text to check an output against; the 4K upscale runs one per invocation upstream
+        if "upscale" in item.request.spec:  # upscales share a load with upscales only (docs/upstream/transfer1-batch-upscale.md)
+            return json.dumps([self.name, "upscale", shared_part(item.request.spec, item.request.invocation.settings)],
+                              sort_keys=True)  # fmt: skip
+        if not item.spec.prompt:
+            return None  # no text to check an output against
         return json.dumps([self.name, shared_part(item.request.spec, item.request.invocation.settings)], sort_keys=True)
+
+    def batch_text(self, item: BatchItem) -> str | None:
+        # upstream forces batch size 1 for the upscale (transfer.py:290-293): video_<i> is written by item i alone
+        return None if "upscale" in item.request.spec else super().batch_text(item)
 
     def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
         """transfer.py ``--batch_input_path``: the first item's spec gives the controls and the shared settings (equal
         for all, by :meth:`batch_key`), the JSONL each item's prompt and videos; outputs in ``video_<i>/``."""
         first = items[0]
         upsampled = first.request.invocation.settings.get("extra", {}).get("upsample_prompt") is True
-        size = 1 if upsampled else max(1, min(batch_size, len(items)))  # upsampled prompt.txt: position only
-        jsonl = "".join(batch_line(item.spec).model_dump_json() + "\n" for item in items)
+        upscaling = "upscale" in first.request.spec  # upstream forces batch size 1 (transfer.py:290-293)
+        by_position = upsampled or upscaling
+        size = 1 if by_position else max(1, min(batch_size, len(items)))  # upsampled prompt.txt: position only
+        lines = [upscale_line(item.spec) if upscaling else batch_line(item.spec) for item in items]
+        jsonl = "".join(line.model_dump_json() + "\n" for line in lines)
         jsonl_remote = f"{BATCH_INPUTS_DIR}/{batch_id}.jsonl"
         base = TransferInvocation.model_validate(first.request.invocation.settings)
         flags = base.model_copy(update={
@@ -208,7 +225,7 @@ class Transfer1Backend(ModelBackend):
         return BatchRequest(
             request=request,
             item_folders=tuple(f"video_{i}" for i in range(len(items))),
-            item_texts=tuple(None if upsampled else item.spec.prompt for item in items),
+            item_texts=tuple(None if by_position else item.spec.prompt for item in items),
             prompt_file=BATCH_PROMPT_FILE,
             batch_size=size,
             batch_file=(jsonl_remote, jsonl),

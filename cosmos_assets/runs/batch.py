@@ -81,6 +81,7 @@ class _Member:
     make_plan: Callable[[str], StagePlan]
     t0: float = field(default_factory=time.monotonic)
     superseded: str | None = None  # an adopted batch's item whose work a newer run did: never promoted (batch_adopt)
+    taken_for: str | None = None  # the Dagster run it waited in, when another run's invocation takes it (runs/company.py)
 
     @property
     def item(self) -> BatchItem:
@@ -88,8 +89,8 @@ class _Member:
         return BatchItem(prompt=self.prompt, spec=self.plan.spec, request=self.plan.request)
 
     @property
-    def text(self) -> str:
-        return (self.item.spec.prompt or "").strip()
+    def text(self) -> str | None:
+        return self.backend.batch_text(self.item)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def group_for_batches(members: list[_Member]) -> list[list[_Member]]:
             groups.append([member])
             continue
         candidates = by_key.setdefault((member.backend.name, key), [])
-        home = next((g for g in candidates if member.text not in {m.text for m in g}
+        home = next((g for g in candidates if (member.text is None or member.text not in {m.text for m in g})
                      and member.backend.shares_batch_with(member.item, [m.item for m in g])), None)  # fmt: skip
         if home is None:
             home = []
@@ -237,7 +238,7 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
     try:
         batch = backend.batch_generation(batch_id, [m.item for m in group], options.num_gpus, options.batch_size)
         folder.mkdir(parents=True, exist_ok=True)
-        job = InferenceJob(run_id=batch_id, dagster_run_id=options.dagster_run_id, stage="generate",
+        job = InferenceJob(run_id=batch_id, dagster_run_id=options.dagster_run_id, stage=group[0].plan.stage,
                            prompt=_label(group), invocation=batch.request.invocation,
                            inputs=_stage_inputs(layout, batch, folder, group), project_root=layout.root)  # fmt: skip
     except Exception as error:  # noqa: BLE001 - the batch cannot be described or staged: each of its prompts fails
@@ -246,13 +247,14 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         return
     for index, member in enumerate(group):
         member.record.batch = BatchRef(batch_id=batch_id, index=index, items=len(group), gpu_share=1 / len(group),
-                                       follow_up_of=follow_up_of, batch_size=batch.batch_size)  # fmt: skip
+                                       follow_up_of=follow_up_of, batch_size=batch.batch_size,
+                                       taken_for=member.taken_for)  # fmt: skip
         member.record.remote_output_folder = f"{job.output_folder}/{batch.item_folders[index]}"
         member.record.worker = Worker.current().to_text()
         store.save(member.record)
     batch_log = folder / "run.log"
     run_log = RunLog(batch_log, log)
-    run_log(f"[cosmos-assets] generate of {len(group)} prompts in one invocation {batch_id} on {machine.label} "
+    run_log(f"[cosmos-assets] {group[0].plan.stage} of {len(group)} prompts in one invocation {batch_id} on {machine.label} "
             f"({backend.label}), batch size {batch.batch_size}" + (f"; follow-up of {follow_up_of}" if follow_up_of else ""))  # fmt: skip
     for index, member in enumerate(group):
         run_log(f"[cosmos-assets] item {index}: {member.prompt} (run {member.record.run_id}) -> {batch.item_folders[index]}/")
@@ -391,7 +393,7 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
         return
     blocked = result.status == "blocked"
     log_path = failed_dir(layout, record) / plan.log_name
-    error = InferenceFailed(f"generate for {member.prompt} failed on {record.host} in the shared invocation {batch_id} "
+    error = InferenceFailed(f"{plan.stage} for {member.prompt} failed on {record.host} in the shared invocation {batch_id} "
                             f"(item {index}): {result.why}. Log: {log_path}", record.log_tail, blocked, log_path,
                             cause="guardrail_blocked" if blocked else "model_exit")  # fmt: skip
     _fail(layout, member, error, "running", log, outcomes, error_text=result.why)

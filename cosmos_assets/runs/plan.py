@@ -148,5 +148,9 @@ def plan_upscale(
         inputs=[StagedFile(local=effective, remote=request.spec_remote), StagedFile(local=generated, remote=generated_remote)],
         project_root=layout.root,
     )
+    # For a batch of upscales (runs/company.py): its request's spec, with the generation's prompt as the text of its
+    # line of the JSONL (transfer.py reads a text per line; docs/batching.md).
+    text = (gen_used.prompt_spec or {}).get("prompt") or gen_used.spec.get("prompt")
+    batch_spec = TransferSpec.model_validate({**request.spec, "prompt": text if isinstance(text, str) else None})
     return StagePlan(job=job, request=request, shot=gen_used.shot, dest=layout.upscaled_dir(prompt),
-                     log_name="upscale_run.log", effective_spec=effective)
+                     log_name="upscale_run.log", effective_spec=effective, spec=batch_spec)

@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from cosmos_assets.files import atomic_write_json, sha256_file
-from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.layout import ProjectLayout, check_name, name_problem
 from cosmos_assets.machines.base import Machine
+from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.media.compare import VideoComparison, compare_videos
 from cosmos_assets.media.recipe import RecipeError, read_recipe
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend
+from cosmos_assets.redaction import first_line
 from cosmos_assets.runs.identity import short
 from cosmos_assets.runs.ids import new_run_id, run_id_problem
 from cosmos_assets.runs.plan import StagePlan, plan_generation
@@ -77,12 +79,15 @@ class Reproduction:
     comparison: VideoComparison | None
     original: Original
     notes: list[str] = field(default_factory=list)
+    comparison_error: str | None = None  # why the two videos could not be compared (the run itself succeeded)
 
     def summary(self) -> str:
         where = self.result.output_dir
         head = f"reproduced run {self.original.run_id} as run {self.result.record.run_id} into {where}"
         if self.differences:
             head += f" (run anyway: {'; '.join(self.differences)})"
+        if self.comparison_error is not None:
+            return f"{head}: comparison failed: {self.comparison_error}"
         if self.comparison is None:
             return f"{head}: the original's video is not in this project, nothing to compare with"
         return f"{head}: {self.comparison.summary()}"
@@ -146,7 +151,7 @@ def from_clip(layout: ProjectLayout, clip: Path) -> Original:
     try:
         inputs = [InputFile(path=p, size=int(n), sha256=h) for p, n, h in json.loads(tags["cosmos_inputs"])]
         settings = json.loads(tags["cosmos_settings"]) if "cosmos_settings" in tags else None
-        return Original(
+        original = Original(
             run_id=run_id, prompt=tags["cosmos_prompt_name"], model=tags["cosmos_model"],
             prompt_spec=json.loads(tags["cosmos_prompt_spec"]), inputs=inputs, num_gpus=int(tags["cosmos_num_gpus"]),
             image=tags.get("cosmos_image"), image_id=tags.get("cosmos_image_id"),
@@ -156,6 +161,22 @@ def from_clip(layout: ProjectLayout, clip: Path) -> Original:
         )  # fmt: skip
     except (KeyError, ValueError, TypeError) as error:
         raise ReproduceRefused(f"{clip}: its stamped recipe is damaged ({type(error).__name__}: {error})") from error
+    _refuse_escaping(clip, original)
+    return original
+
+
+def _refuse_escaping(clip: Path, original: Original) -> None:
+    """A stamp is text from anywhere: its prompt name (a file and folder name here) and its input paths (under the
+    model root) are held to the rules a run record is read under (runs/record_rules.py) before anything uses them."""
+    problem = name_problem(original.prompt)
+    if problem is not None:
+        raise ReproduceRefused(f"{clip}: its stamped prompt_name {original.prompt[:80]!r} {problem}: not a prompt of "
+                               "ours, so it cannot be run again")  # fmt: skip
+    for item in original.inputs:
+        try:
+            relative_inside(item.path, "inputs entry")
+        except ValueError as error:
+            raise ReproduceRefused(f"{clip}: its stamped {error}: not a run of ours, so it cannot be run again") from error
 
 
 def _comparable(settings: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -163,8 +184,10 @@ def _comparable(settings: dict[str, Any], run_id: str) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in settings.items() if k not in drop}, default=str).replace(run_id, "{run_id}"))
 
 
-def differences(original: Original, record: RunRecord, revisions_now: dict[str, str], where: str) -> list[str]:
-    """What the planned ``record`` would run differently from ``original`` (empty: the same run)."""
+def differences(original: Original, record: RunRecord, revisions_now: dict[str, str], where: str,
+                revision_repos: Iterable[str] = ()) -> list[str]:  # fmt: skip
+    """What the planned ``record`` would run differently from ``original`` (empty: the same run). ``revision_repos``:
+    the checkpoints the planned run resolves on the host (its invocation's revision files)."""
     found: list[str] = []
     now = {item.path: item for item in record.inputs}
     for item in original.inputs:
@@ -192,6 +215,9 @@ def differences(original: Original, record: RunRecord, revisions_now: dict[str, 
         if revisions_now.get(repo) != commit:
             found.append(f"checkpoint {repo} resolves to {revisions_now.get(repo) or 'nothing readable'} on {where}, "
                          f"the run used {commit}")  # fmt: skip
+    found += [f"{repo}: checkpoint revision not recorded by the run (it resolves to "
+              f"{revisions_now.get(repo) or 'nothing readable'} on {where} now), so the same checkpoint cannot be checked"
+              for repo in revision_repos if repo not in original.checkpoint_revisions]  # fmt: skip
     return found
 
 
@@ -202,9 +228,15 @@ def _staged_prompt(layout: ProjectLayout, original: Original, run_id: str, pin: 
     if pin and setting and revision:
         block = data.setdefault("cosmos_assets", {}).setdefault(original.model, {})
         block.setdefault(setting, revision)
-    path = layout.staging_dir / f"{run_id}.prompt" / f"{original.prompt}.json"
+    path = _prompt_folder(layout, run_id) / f"{check_name(original.prompt, 'prompt')}.json"
     atomic_write_json(path, data)
     return path
+
+
+def _prompt_folder(layout: ProjectLayout, run_id: str) -> Path:
+    """Where the recorded prompt file is staged for planning: a folder of the new run's own (our run id), removed
+    after; never a path made of recorded text."""
+    return layout.staging_dir / f"{run_id}.prompt"
 
 
 def plan_again(layout: ProjectLayout, backend: ModelBackend, original: Original, run_id: str, pin: bool) -> StagePlan:
@@ -214,7 +246,7 @@ def plan_again(layout: ProjectLayout, backend: ModelBackend, original: Original,
         plan = plan_generation(layout, backend, original.prompt, run_id=run_id, num_gpus=original.num_gpus,
                                prompt_path=staged)  # fmt: skip
     finally:
-        shutil.rmtree(staged.parent, ignore_errors=True)
+        shutil.rmtree(_prompt_folder(layout, run_id), ignore_errors=True)
     plan.dest = layout.outputs_dir / REPRODUCED / original.prompt / run_id
     return plan
 
@@ -230,7 +262,8 @@ def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machi
     run_id = new_run_id(now or datetime.now(timezone.utc))
     plan = plan_again(layout, backend, original, run_id, pin=True)
     record = planned_record(layout, machine, backend, plan)
-    found = differences(original, record, machine.checkpoint_revisions(plan.job), machine.label)
+    found = differences(original, record, machine.checkpoint_revisions(plan.job), machine.label,
+                        plan.job.invocation.revision_files)  # fmt: skip
     if found and not anyway:
         clean_staging(plan.effective_spec.parent, plan)
         raise ReproduceRefused(f"run {original.run_id} cannot be run again exactly: {'; '.join(found)}. "
@@ -253,5 +286,9 @@ def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machi
     if after and not found:  # it moved while the run started: say it, on record
         result.record.reproduce_differences = after
         RunStore(layout.runs_dir).save(result.record)
-    comparison = compare_videos(original.video, result.video) if original.video is not None else None
-    return Reproduction(result, result.record.reproduce_differences, comparison, original)
+    comparison, failed = None, None
+    try:
+        comparison = compare_videos(original.video, result.video) if original.video is not None else None
+    except (ValueError, OSError) as error:  # VideoReadError...: the run is done and recorded, its folder still said
+        failed = first_line(error)
+    return Reproduction(result, result.record.reproduce_differences, comparison, original, comparison_error=failed)

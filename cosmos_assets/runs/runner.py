@@ -215,12 +215,20 @@ def run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, ma
     if decision.skip and decision.matches is not None:
         clean_staging(plan.effective_spec.parent, plan)
         done = decision.matches
+        outputs = sorted(p for p in plan.dest.iterdir() if p.is_file())
+        if done.batch is not None and done.batch.taken_for is not None and done.batch.taken_for == plan.job.dagster_run_id:
+            # Another run, holding the host, ran this run's prompt in its invocation while this one waited
+            # (runs/company.py): that is this run's work, its record and history line already written.
+            say(log, f"[cosmos-assets] {plan.stage} of {plan.job.prompt} was run for this run while it waited for the "
+                     f"host, in the shared invocation {done.batch.batch_id} (Dagster run {done.dagster_run_id}): "
+                     f"run {done.run_id}")  # fmt: skip
+            return StageResult(record=done, output_dir=plan.dest, video=backend.output_video(plan.dest),
+                               spec_used=done.spec_used(), outputs=outputs)  # fmt: skip
         say(log, f"[cosmos-assets] {plan.stage} of {plan.job.prompt} skipped: {decision.reason}; nothing uploaded "
                  "or started (run config force=true runs it again)")  # fmt: skip
         append_history(layout.history_log, done.skipped_history(dagster_run_id=plan.job.dagster_run_id))
         return StageResult(record=done, output_dir=plan.dest, video=backend.output_video(plan.dest),
-                           spec_used=done.spec_used(), outputs=sorted(p for p in plan.dest.iterdir() if p.is_file()),
-                           skipped=decision.reason)  # fmt: skip
+                           spec_used=done.spec_used(), outputs=outputs, skipped=decision.reason)  # fmt: skip
     say(log, f"[cosmos-assets] running {plan.stage} of {plan.job.prompt}: {decision.reason}")
     try:
         adoption = find_adoption(store, layout.history_log, machine, record,

@@ -35,6 +35,8 @@ class BatchRef(BaseModel):
     follow_up_of: str | None = Field(default=None, description="the batch whose crash left this prompt unrun")
     batch_size: int | None = Field(default=None, ge=1, description="upstream's --batch_size of the invocation (None: "
                                    "written before it was kept); an orphaned batch is rebuilt with it (runs/batch_adopt.py)")
+    taken_for: str | None = Field(default=None, description="the Dagster run this prompt waited in when another run's "
+                                  "invocation took it (runs/company.py); that run reports this run as its own")
 
 
 class SpecUsed(BaseModel):

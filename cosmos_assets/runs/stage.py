@@ -21,10 +21,11 @@ from cosmos_assets.files import atomic_write_json, fsync_dir, move_aside, rename
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines import gpu_usage
 from cosmos_assets.machines.base import Machine
-from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome
 from cosmos_assets.machines.transfer_resume import is_partial_download
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.progress import TransferStats
+from cosmos_assets.redaction import first_line
 from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, left_on_host
 from cosmos_assets.runs.history import append_history
@@ -122,8 +123,16 @@ def planned_record(layout: ProjectLayout, machine: Machine, backend: ModelBacken
                             spec_remote_path=plan.request.spec_remote, project_root=layout.root)  # fmt: skip
     record.prompt_spec = plan.prompt_spec
     record.image = machine.image
-    record.image_id = machine.image_id()  # before any skip decision: a rebuilt tag is new work
     record.program_sha256 = program_sha256(plan.request.program_files)
+    try:
+        record.image_id = machine.image_id()  # before any skip decision: a rebuilt tag is new work
+    except HostNotReadyError as error:  # unknown is not "no image": this attempt fails, on record (retried or elsewhere)
+        run_log = RunLog(plan.effective_spec.parent / plan.log_name, lambda line: None)
+        run_log(f"[cosmos-assets] {plan.stage} run {record.run_id} for prompt {record.prompt} on {record.host}: the "
+                f"image's ID could not be read, so whether this work is done is unknown: {first_line(error)}")
+        run_log.close()
+        record_failure(layout, record, error, lambda line: None, plan=plan)
+        raise
     return record
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from cosmos_assets.defs.resources.placement import left_behind_hosts
 from cosmos_assets.machines.base import JobState
+from cosmos_assets.runs import record_index
 from cosmos_assets.runs.adopt import find_adoption, superseded_by
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record import RunRecord
@@ -71,3 +74,23 @@ def test_a_superseded_run_is_stopped_and_closed_when_its_host_is_reached_again(t
     assert "superseded: run 20260101_000100_d0e00001 did this work on gpu-b and succeeded" in (closed.error or "")
     assert any("superseded" in line for line in lines)
     assert read_history(history)[-1].run_id == left.run_id
+
+
+
+@pytest.mark.parametrize("by", ["index", "scan"])
+def test_a_left_behind_reproduction_never_pins_the_prompts_work_to_its_host(tmp_path: Path, by: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A reproduction writes to outputs/_reproduced/ and is never adopted as the prompt's run (runs/adopt.py), so it is
+    no reason to send the prompt's next attempt to its host either: by the index and by the full scan alike."""
+    if by == "scan":
+        def unavailable(self, use):
+            raise record_index.IndexUnavailable("cannot be opened (test)")
+
+        monkeypatch.setattr(record_index.RecordIndex, "use", unavailable)
+    base = _record(tmp_path / "r")
+    store = RunStore(tmp_path / "runs")
+    again = _run(base, "20260101_000000_1ef7be01", "gpu-a", "failed", 0, detached=True)
+    store.save(again.model_copy(update={"reproduces": "20251231_000000_0e3e0001"}))
+    assert left_behind_hosts(store.folder, "p1", "generate") == []
+    store.save(_run(base, "20260101_000100_0e3e0002", "gpu-b", "running", 1))  # the prompt's own: it counts
+    assert left_behind_hosts(store.folder, "p1", "generate") == ["gpu-b"]

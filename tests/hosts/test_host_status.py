@@ -10,6 +10,7 @@ import pytest
 from cosmos_assets.defs.resources.hosts import SshGpuHost
 from cosmos_assets.defs.resources.status import probe, table
 from cosmos_assets.machines.docker_engine import DockerUnreachableError
+from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.ssh_host import SshHost
 
 
@@ -36,3 +37,19 @@ def test_a_host_whose_docker_is_down_is_reachable_with_the_problem_named(monkeyp
     assert status.problem is not None and status.problem.startswith("docker is not answering")
     shown = table([status])
     assert "reachable" in shown and "UNREACHABLE" not in shown and "gpu-a: docker is not answering" in shown
+
+
+class _DockerRefusing:
+    def image_present(self, image: str) -> bool:
+        raise HostNotReadyError("`docker image inspect cosmos:1` failed on gpu-a (permission denied while trying to "
+                                "connect to the Docker daemon socket), so whether the image is there is unknown")
+
+
+def test_a_host_whose_docker_refuses_the_user_is_reachable_its_image_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = SimpleNamespace(facts=lambda: SimpleNamespace(remote_dir="/srv/cosmos"), link=_Link(),
+                              docker=_DockerRefusing(), settings=SimpleNamespace(docker_image="cosmos:1"), image="cosmos:1")
+    machine.describe = lambda: SshHost.describe(machine)
+    monkeypatch.setattr(SshGpuHost, "machine", lambda self: machine)
+    monkeypatch.setattr(SshGpuHost, "close", lambda self: None)
+    status = probe(SshGpuHost(host="gpu-a.example", docker_image="cosmos:1", name="gpu-a"))
+    assert status.reachable and status.image_present is None and "permission denied" in (status.problem or "")

@@ -209,6 +209,40 @@ def test_state_never_mistakes_an_engine_that_does_not_answer_for_a_missing_conta
         DockerCli(ScriptedLink([DOWN])).image_present("x")
 
 
+
+def test_the_image_id_is_none_only_when_docker_says_the_image_is_absent() -> None:
+    """An unknown ID left out of the inputs digest made finished work look new (issue 20): only docker's own "no such
+    image" is None (the preflight then builds or pulls it and the ID is read after); a link or engine that does not
+    answer, or any other failure, raises the error that retries the attempt or sends it to another host."""
+    from cosmos_assets.machines.job import HostUnreachableError
+    from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
+
+    image = "nvcr.io/me/cosmos-transfer1:latest"
+
+    def image_id(answer: Result | BaseException) -> str | None:
+        return SshHost(SshTarget(host="gpu1"), SshHostSettings(docker_image=image), link=ScriptedLink([answer])).image_id()
+
+    ident = "sha256:" + "0a" * 32
+    assert image_id((0, ident + "\n", "")) == ident
+    assert image_id((1, "[]\n", f"Error: No such image: {image}\n")) is None
+    assert image_id((1, "[]\n", f"Error response from daemon: No such image: {image}\n")) is None
+    with pytest.raises(DockerUnreachableError, match="docker is not reachable on ssh@gpu1"):
+        image_id(DOWN)
+    with pytest.raises(HostUnreachableError, match="the ID of image nvcr.io/me/cosmos-transfer1:latest could not be "
+                                                   "read on ssh@gpu1 .*the host stopped answering"):  # fmt: skip
+        image_id(LinkDropped("the host stopped answering"))
+    with pytest.raises(HostUnreachableError, match="no answer within"):
+        image_id(TimeoutError("`docker image inspect` on ssh@gpu1 gave no answer within 60s"))
+    denied = "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock"
+    with pytest.raises(HostNotReadyError, match="docker image inspect .* failed on ssh@gpu1 .*permission denied") as other:
+        image_id((1, "", denied + "\n"))
+    assert not isinstance(other.value, (DockerUnreachableError, HostUnreachableError))
+    with pytest.raises(HostNotReadyError, match="answered 'not an id', not an image ID"):
+        image_id((0, "not an id\n", ""))
+    with pytest.raises(HostNotReadyError, match="permission denied"):  # not "missing": the preflight would build it
+        DockerCli(ScriptedLink([(1, "", denied)])).image_present(image)
+
+
 # --------------------------------------------------------------------------- docker run argv
 
 

@@ -67,7 +67,30 @@ def test_an_upsampled_prompt_is_checked_by_position_at_batch_size_1() -> None:
     assert batch.item_texts == (None, None) and batch.batch_size == 1
 
 
-def test_the_upscale_is_never_batched() -> None:
-    request = T1.upscale("a", "outputs/a/r/output.mp4", "r_up", 1, 0.5)
-    spec = parse_spec(request.spec)
-    assert T1.batch_key(BatchItem(prompt="a", spec=spec, request=request)) is None
+def upscale_item(prompt: str, weight: float = 0.5, text: str | None = "a street") -> BatchItem:
+    request = T1.upscale(prompt, f"inputs/generated/{prompt}/r/output.mp4", f"r_{prompt}_up", 1, weight)
+    return BatchItem(prompt=prompt, spec=parse_spec({**request.spec, "prompt": text}), request=request)
+
+
+def test_upscales_share_a_load_with_upscales_of_the_same_weight_only() -> None:
+    # docs/upstream/transfer1-batch-upscale.md: one invocation with the spec's upscale control runs every JSONL line
+    a, b = upscale_item("a"), upscale_item("b", text="a harbour")
+    assert T1.batch_key(a) is not None and T1.batch_key(a) == T1.batch_key(b)
+    assert T1.batch_key(upscale_item("c", weight=0.8)) != T1.batch_key(a)  # the weight is the spec's, shared
+    generation = item("g", new_prompt_spec("shot_a", "a street"))
+    assert T1.batch_key(generation) != T1.batch_key(a)  # an item cannot add upscale to a generation's controls
+    assert T1.batch_text(a) is None and T1.batch_text(generation) == "a street"  # upscales map by position
+
+
+def test_an_upscale_batch_is_batch_size_1_with_the_top_level_input_video_and_one_line_per_video() -> None:
+    items = [upscale_item("a"), upscale_item("b", text=None)]
+    batch = T1.batch_generation("20261207_200000_0000000a_batch0", items, 1, batch_size=4)
+    argv = list(batch.request.invocation.argv)
+    assert batch.batch_size == 1 and argv[argv.index("--batch_size") + 1] == "1"  # transfer.py:290-293 forces it
+    assert batch.item_texts == (None, None) and batch.item_folders == ("video_0", "video_1")
+    assert batch.request.spec == {"input_video_path": "inputs/generated/a/r/output.mp4", "upscale": {"control_weight": 0.5}}
+    assert "--num_steps" in argv and argv[argv.index("--num_steps") + 1] == "10"
+    assert batch.batch_file is not None
+    lines = [json.loads(line) for line in batch.batch_file[1].splitlines()]
+    assert lines == [{"prompt": "a street", "visual_input": "inputs/generated/a/r/output.mp4", "control_overrides": {}},
+                     {"prompt": "", "visual_input": "inputs/generated/b/r/output.mp4", "control_overrides": {}}]

@@ -16,12 +16,15 @@ from cosmos_assets.media import VideoReadError, probe_video
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.media.previews import preview_markdown, video_preview
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, model_for, upscaler_for
+from cosmos_assets.defs.resources.waiting import company_for
+from cosmos_assets.models.base import ModelBackend
+from cosmos_assets.runs.company import own_result, run_with_company
+from cosmos_assets.runs.gather import BatchWindow
+from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, model_for, plan_generation, plan_upscale, upscaler_for
 from cosmos_assets.runs.causes import failure_cause, retryable
 from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.batch import BatchOptions, run_generations
 from cosmos_assets.runs.options import RunOptions
-from cosmos_assets.runs.runner import run_generation, run_upscale
 from cosmos_assets.runs.stage import InferenceFailed, RunTerminated, StageResult
 
 # Dagster 1.13.27 has no public way to give each partition of a multi-partition step its own data version (an
@@ -312,12 +315,38 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
     except (ValueError, FileNotFoundError) as error:  # an unknown model name, or an unreadable prompt file
         raise dg.Failure(description=str(error).splitlines()[0], allow_retries=False) from error
     context.log.info(f"model: {backend.label} (run config > prompt file's cosmos_assets.model > COSMOS_MODEL)")
-    # on_free_host: the first free host of the pool that has the model holds its Dagster slot meanwhile (docs/hosts.md)
-    result = _gpu_step(lambda: gpu_host.on_free_host(context, backend.name, lambda host: run_generation(
-        project.layout, host.machine_for(backend.name), backend, context.partition_key,
-        host.priced(_run_options(context, project, config.num_gpus, config.force)), videos_subdir=config.videos_subdir,
-    ), left_behind=(project.layout.runs_dir, context.partition_key, "generate")))  # fmt: skip
+    layout, run_id = project.layout, context.run.run_id
+
+    def work(host: GpuHost) -> StageResult:
+        options = BatchOptions.of(host.priced(_run_options(context, project, config.num_gpus, config.force)),
+                                  videos_subdir=config.videos_subdir, batch_size=config.batch_size)  # fmt: skip
+
+        def planner(b: ModelBackend, prompt: str, rid: str) -> StagePlan:
+            return plan_generation(layout, b, prompt, run_id=rid, dagster_run_id=run_id,
+                                   videos_subdir=config.videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
+
+        def backend_for(prompt: str) -> ModelBackend:
+            return model_for(layout, prompt, config.model, gpu_host.model)
+
+        find = company_for(context, layout, host.label, config, GenerateConfig, _window(project),
+                           able_hosts=_able(gpu_host, backend.name))  # fmt: skip
+        return own_result(run_with_company(layout, context.partition_key, find, backend_for,
+                                           host.machine_for(backend.name), options, planner), context.partition_key,
+                          context.log.info)  # fmt: skip
+
+    # on_free_host: the first free host of the pool that has the model holds its Dagster slot meanwhile (docs/hosts.md);
+    # the prompts waiting for that host that can share the model load run in the same invocation (docs/batching.md)
+    result = _gpu_step(lambda: gpu_host.on_free_host(context, backend.name, work,
+                                                     left_behind=(layout.runs_dir, context.partition_key, "generate")))  # fmt: skip
     return dg.MaterializeResult(metadata=result_metadata(result, context.log), data_version=dg.DataVersion(result.data_version))
+
+
+def _window(project: ProjectResource) -> BatchWindow:
+    return BatchWindow(project.batch_window_seconds, project.batch_max_prompts)
+
+
+def _able(gpu_host: GpuHost, model: str) -> int:
+    return sum(1 for member in gpu_host.members() if member.has_model(model))
 
 
 @dg.asset(
@@ -334,12 +363,24 @@ def _generate_one(context: dg.AssetExecutionContext, config: GenerateConfig, pro
     ),
 )
 def upscaled_videos(context: dg.AssetExecutionContext, config: UpscaleConfig, project: ProjectResource, gpu_host: GpuHost) -> dg.MaterializeResult:
+    layout, run_id = project.layout, context.run.run_id
+    upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
+
+    def work(host: GpuHost) -> StageResult:
+        options = BatchOptions.of(host.priced(_run_options(context, project, config.num_gpus, config.force)))
+
+        def planner(b: ModelBackend, prompt: str, rid: str) -> StagePlan:
+            return plan_upscale(layout, b, prompt, run_id=rid, dagster_run_id=run_id,
+                                control_weight=config.control_weight, num_gpus=options.num_gpus)  # fmt: skip
+
+        find = company_for(context, layout, host.label, config, UpscaleConfig, _window(project),
+                           able_hosts=_able(gpu_host, upscaler.name))  # fmt: skip
+        return own_result(run_with_company(layout, context.partition_key, find, lambda prompt: upscaler,
+                                           host.machine_for(upscaler.name), options, planner, stage="upscale"),
+                          context.partition_key, context.log.info)  # fmt: skip
+
     def upscale() -> StageResult:
-        upscaler = upscaler_for(gpu_host.model)  # Transfer1's 4K upscaler whichever model generated
-        return gpu_host.on_free_host(context, upscaler.name, lambda host: run_upscale(
-            project.layout, host.machine_for(upscaler.name), upscaler, context.partition_key,
-            host.priced(_run_options(context, project, config.num_gpus, config.force)), control_weight=config.control_weight,
-        ), left_behind=(project.layout.runs_dir, context.partition_key, "upscale"))  # fmt: skip
+        return gpu_host.on_free_host(context, upscaler.name, work, left_behind=(layout.runs_dir, context.partition_key, "upscale"))
 
     result = _gpu_step(upscale)
     metadata = result_metadata(result, context.log)

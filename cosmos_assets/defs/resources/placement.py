@@ -63,19 +63,21 @@ def _next_second() -> None:
 def left_behind_hosts(runs_dir: Path, prompt: str, stage: str) -> list[str]:
     """Hosts holding an unfinished or detached run of this prompt and stage (newest first): the next attempt goes
     there first, so it can adopt that run's container or outputs (runs/adopt.py) instead of running it again. A run
-    whose work a newer run has since done elsewhere (``superseded_by``) is no reason to go back."""
+    whose work a newer run has since done elsewhere (``superseded_by``) is no reason to go back, nor is a reproduction
+    (never adopted as the prompt's run)."""
 
     store = RunStore(runs_dir)
 
     def indexed(conn: Connection) -> list[str]:
-        found = store.index.run_ids(conn, f"prompt = ? AND stage = ? AND {UNFINISHED}", (prompt, stage),
-                                    order="created_us DESC, name DESC")  # fmt: skip
+        found = store.index.run_ids(conn, f"prompt = ? AND stage = ? AND {UNFINISHED} AND reproduces IS NULL",
+                                    (prompt, stage), order="created_us DESC, name DESC")  # fmt: skip
         left = [store.index.load(conn, run_id) for run_id in found]
         return [r.host for r in left if newer_success_in_index(store, conn, r) is None]
 
     def scanned(records: list[RunRecord]) -> list[str]:
         return [r.host for r in reversed(records) if r.prompt == prompt and r.stage == stage
-                and (not r.is_final or r.detached) and superseded_by(records, r) is None]  # fmt: skip
+                and (not r.is_final or r.detached) and r.reproduces is None
+                and superseded_by(records, r) is None]  # fmt: skip
 
     return list(dict.fromkeys(store.lookup(indexed, scanned)))
 

@@ -25,6 +25,13 @@ class ProjectResource(dg.ConfigurableResource):
         default=False, description="A run out of GPU memory is retried once, as a new run, with the model's offload flags (COSMOS_OOM_RETRY_OFFLOAD)."
     )
 
+    batch_window_seconds: float = Field(
+        default=0.0, ge=0, description="Seconds the run holding a free host waits for prompts to share its model load (COSMOS_BATCH_WINDOW; docs/batching.md)."
+    )
+    batch_max_prompts: int = Field(
+        default=16, ge=1, description="Most prompts in one invocation of a gathered batch (COSMOS_BATCH_MAX; 1: each prompt alone)."
+    )
+
     @property
     def layout(self) -> ProjectLayout:
         return ProjectLayout(root=Path(self.root).resolve())

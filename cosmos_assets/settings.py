@@ -31,6 +31,7 @@ RESOURCE_VARIABLES = {
     "known_hosts": "COSMOS_KNOWN_HOSTS", "trust_on_first_use": "COSMOS_SSH_TRUST_ON_FIRST_USE",
     "remote_dir": "REMOTE_DIR", "checkpoint_dir": "CHECKPOINT_DIR_REMOTE", "docker_image": "DOCKER_IMAGE",
     "docker_gpus": "COSMOS_DOCKER_GPUS", "container_user": "COSMOS_CONTAINER_USER", "min_free_gb": "COSMOS_MIN_FREE_GB",
+    "busy_wait_minutes": "COSMOS_HOST_BUSY_WAIT_MINUTES",
     "model": "COSMOS_MODEL", "model_dirs.cosmos-transfer2.5": "REMOTE_DIR_TRANSFER2_5",
     "model_dirs.cosmos3": "REMOTE_DIR_COSMOS3", "model_images.cosmos-transfer2.5": "DOCKER_IMAGE_TRANSFER2_5",
     "model_images.cosmos3": "DOCKER_IMAGE_COSMOS3", "serve": "COSMOS_SERVE", "serve_idle_minutes": "COSMOS_SERVE_IDLE_MINUTES",
@@ -96,6 +97,8 @@ class Settings(BaseSettings):
     trust_on_first_use: bool = Field(False, validation_alias="COSMOS_SSH_TRUST_ON_FIRST_USE")
     container_user: str | None = Field(None, validation_alias="COSMOS_CONTAINER_USER")
     min_free_gb: float = Field(20.0, ge=0, validation_alias="COSMOS_MIN_FREE_GB")
+    # a model container of ours running on the host (whoever started it): a new run waits this long, then is refused
+    host_busy_wait_minutes: float = Field(60.0, ge=0, validation_alias="COSMOS_HOST_BUSY_WAIT_MINUTES")
     # a model that prints nothing this long is hung: its run fails and its container is stopped (0 = never)
     model_silence_minutes: float = Field(45.0, ge=0, validation_alias="COSMOS_MODEL_SILENCE_MINUTES")
     # what a GPU hour costs (any currency): runs then record a cost; unset, they record GPU seconds only

@@ -5,8 +5,9 @@ The host's own ``docker`` CLI runs over the verified :class:`~cosmos_assets.mach
 command we record is the command that ran, behind the same host-key check as the file transfers.
 
 - The container is started detached (``docker run -d``) under a name derived from the run, so a dropped SSH
-  link does not stop it; if a container of that name already exists (a retry of the same run) we attach to it,
-  and a running container of another run for the same prompt and stage makes us refuse.
+  link does not stop it; if a container of that name already exists (a retry of the same run) we attach to it.
+  Before it starts, a model container of ours still running on the engine makes us wait
+  (:mod:`~cosmos_assets.machines.busy_host`).
 - Secrets never enter an argv: ``docker run`` gets ``-e NAME`` and the value reaches the docker client's
   environment through the exec channel's stdin (``read -r``), so it shows in no process list, log or record.
 - Logs are followed with ``docker logs --follow --timestamps``; after a drop we reconnect and follow again
@@ -35,7 +36,6 @@ from cosmos_assets.machines.docker_engine import (
 )
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.docker_run import (
-    LABEL_PREFIX,
     DockerRunSettings,
     secret_env,
     secrets_from_stdin,
@@ -108,26 +108,6 @@ class DockerCli:
             return None
         status, exit_code = out.split()
         return ContainerState(status=status, exit_code=int(exit_code))
-
-    def refuse_other_container(self, prompt: str, stage: str, name: str, log: LogLine, host: str | None = None) -> None:
-        """One GPU job per prompt and stage: a still-running container of an earlier run blocks a new one.
-        ``host``: only containers started for that pool host (its ``host`` label) count, as one engine may serve
-        several pool entries."""
-        argv = ["docker", "ps", "--format", "{{.Names}}", "--filter", f"label={LABEL_PREFIX}.prompt={prompt}",
-                "--filter", f"label={LABEL_PREFIX}.stage={stage}",
-                *(["--filter", f"label={LABEL_PREFIX}.host={host}"] if host else [])]  # fmt: skip
-        code, out, err = self.link.with_reconnect("listing containers", lambda: self.link.exec(argv), log)
-        if code != 0:
-            raise HostNotReadyError(
-                f"`docker ps` failed on {self.label} ({err.strip() or f'exit {code}'}), so it cannot be checked that no "
-                f"earlier {stage} of {prompt} is still running; fix docker on the host and run again."
-            )
-        others = [n for n in out.split() if n != name]
-        if others:
-            raise HostNotReadyError(
-                f"container {others[0]} (an earlier run of {stage} for {prompt}) is still running on "
-                f"{self.label}; wait for it or stop it (`cosmos-assets ssh`, then `docker rm -f {others[0]}`)."
-            )
 
     def start(self, settings: DockerRunSettings, command: Sequence[str], log: LogLine) -> bool:
         """Start the container detached; if one of that name exists (a retry of this run), attach. True if attached."""

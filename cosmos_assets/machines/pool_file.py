@@ -60,6 +60,8 @@ class HostEntry(BaseModel):
     model_dirs: dict[str, str] = Field(default_factory=dict, description="Checkout of each newer model on this host.")
     model_images: dict[str, str] = Field(default_factory=dict, description="Docker image of each newer model on this host.")
     reconnect_attempts: int = Field(default=6, ge=0, le=100)
+    busy_wait_minutes: float = Field(default=60.0, ge=0, description="How long a run waits for a model container "
+                                     "of ours already running here (whoever started it) before trying another host.")
     enabled: bool = Field(default=True, description="false: kept in the file, given no runs.")
     serve: Literal["auto", "always", "never"] | None = Field(default=None, description="Cosmos 3 through this host's "
                                                              "resident model service; default COSMOS_SERVE (docs/serving.md).")

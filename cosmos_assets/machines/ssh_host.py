@@ -5,8 +5,9 @@ Everything rides one verified :class:`~cosmos_assets.machines.ssh_link.SshLink`:
 preflight. A job that needs no GPU (the preview backend, as a dry run of a new host) gets no ``--gpus`` and no
 GPU check.
 
-Run design (one container, one output, never a second GPU job): the container is detached and named after the
-run; a retry of the same run attaches to it; after a dropped link the log is followed again without repeating
+Run design (one container, one output, never a second GPU job): nothing starts while a model container of ours
+runs on the host's engine, whoever started it (:mod:`~cosmos_assets.machines.busy_host`: a bounded wait); the
+container is detached and named after the run; a retry of the same run attaches to it; after a dropped link the log is followed again without repeating
 lines; a cancelled step stops and removes it; a link that stays down leaves it running (never kill what we
 cannot see) and says how to look at it.
 """
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cosmos_assets.machines import gpu_usage, model_service, preflight, ssh_served
+from cosmos_assets.machines import busy_host, gpu_usage, model_service, preflight, ssh_served
 from cosmos_assets.machines.base import JobState, Machine, MachineState
 from cosmos_assets.machines.docker import DockerCli
 from cosmos_assets.machines.docker_run import (
@@ -78,6 +79,8 @@ class SshHostSettings(BaseModel):
     serve_idle_minutes: float = Field(default=15.0, gt=0)
     serve_load_minutes: float = Field(default=60.0, gt=0)
     serve_request_seconds: float = Field(default=360.0, gt=0)
+    busy_wait_minutes: float = Field(default=60.0, ge=0, description="COSMOS_HOST_BUSY_WAIT_MINUTES: how long a run "
+                                     "waits for a model container of ours already running on the host")  # fmt: skip
 
     @field_validator("docker_gpus")
     @classmethod
@@ -313,7 +316,8 @@ class SshHost(Machine):
             ipc="host",
             env={"PYTHONUNBUFFERED": "1", **job.invocation.env, **self.settings.container_env, **self._secrets},
             labels={**container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id),
-                    f"{LABEL_PREFIX}.host": self.label},  # which pool host started it (one engine may serve several)
+                    f"{LABEL_PREFIX}.host": self.label,  # which pool host started it (one engine may serve several)
+                    busy_host.GPU_LABEL: busy_host.gpus_held(job.invocation.needs_gpu, parse_gpus(self.settings.docker_gpus))},
             detach=True,
             cache_mounts=preflight.cache_mounts(facts, job),
         )
@@ -334,7 +338,10 @@ class SshHost(Machine):
         follower = LogFollower(log, deque(maxlen=LOG_TAIL_LINES), job.invocation.guardrail_marker)
         attached = False
         try:
-            self.docker.refuse_other_container(job.prompt, job.stage, name, log, host=self.label)
+            if self.link.with_reconnect("looking for the container", lambda: self.docker.state(name), log) is None:
+                # about to start a container: one model on the engine's GPUs at a time, whoever started the other
+                busy_host.wait_until_free(self.link, name, log, self.settings.busy_wait_minutes * 60,
+                                          gpus=settings.labels[busy_host.GPU_LABEL], prompt=job.prompt, stage=job.stage)
             attached = self.link.with_reconnect(
                 "starting the container", lambda: self.docker.start(settings, command, log), log
             )

@@ -26,11 +26,12 @@ from typing import Any
 
 from cosmos_assets.files import atomic_write_json, atomic_write_text
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.base import Machine
-from cosmos_assets.machines.job import InferenceJob, LogLine, StagedFile
+from cosmos_assets.machines.base import JobState, Machine
+from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
 from cosmos_assets.runs import identity
-from cosmos_assets.runs.adopt import earlier_attempt
+from cosmos_assets.runs.adopt import abandon, earlier_attempt
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, follow_up_id, new_run_id
@@ -79,6 +80,7 @@ class _Member:
     record: RunRecord
     make_plan: Callable[[str], StagePlan]
     t0: float = field(default_factory=time.monotonic)
+    superseded: str | None = None  # an adopted batch's item whose work a newer run did: never promoted (batch_adopt)
     taken_for: str | None = None  # the Dagster run it waited in, when another run's invocation takes it (runs/company.py)
 
     @property
@@ -107,7 +109,11 @@ class BatchOptions(RunOptions):
     def alone(self, layout: ProjectLayout, machine: Machine, backend: ModelBackend,
               make_plan: Callable[[str], StagePlan], run_id: str) -> StageResult:  # fmt: skip
         """One prompt by the runner's own path (skip, adopt, run, its retries)."""
-        return run_stage(layout, machine, backend, make_plan, run_id, self)
+        def plan_member(model: str, prompt: str, rid: str) -> StagePlan:  # a member of an orphaned batch
+            return plan_generation(layout, backend_named(model), prompt, run_id=rid, dagster_run_id=self.dagster_run_id,
+                                   videos_subdir=self.videos_subdir, num_gpus=self.num_gpus)  # fmt: skip
+
+        return run_stage(layout, machine, backend, make_plan, run_id, self, plan_member=plan_member)
 
 
 def group_for_batches(members: list[_Member]) -> list[list[_Member]]:
@@ -221,9 +227,12 @@ def _stage_inputs(layout: ProjectLayout, batch: BatchRequest, folder: Path, grou
 
 
 def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], batch_id: str, options: BatchOptions,
-              outcomes: dict[str, PromptOutcome], follow_up_of: str | None = None) -> None:  # fmt: skip
+              outcomes: dict[str, PromptOutcome], follow_up_of: str | None = None,
+              adopted: JobState | None = None) -> None:  # fmt: skip
     """One invocation for ``group`` (one backend, one batch key); each prompt promoted or failed on its own, the
-    items a guardrail crash left unrun sent to a follow-up invocation."""
+    items a guardrail crash left unrun sent to a follow-up invocation. ``adopted``: the invocation was started by an
+    orchestrator that died, and this is what is left of it on the host (runs/batch_adopt.py): nothing is uploaded or
+    started, its container is attached to (or its outputs downloaded), then it is settled as any invocation."""
     backend, log, store = group[0].backend, options.log, RunStore(layout.runs_dir)
     folder = layout.outputs_dir / ".batches" / batch_id
     try:
@@ -238,7 +247,8 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         return
     for index, member in enumerate(group):
         member.record.batch = BatchRef(batch_id=batch_id, index=index, items=len(group), gpu_share=1 / len(group),
-                                       follow_up_of=follow_up_of, taken_for=member.taken_for)  # fmt: skip
+                                       follow_up_of=follow_up_of, batch_size=batch.batch_size,
+                                       taken_for=member.taken_for)  # fmt: skip
         member.record.remote_output_folder = f"{job.output_folder}/{batch.item_folders[index]}"
         member.record.worker = Worker.current().to_text()
         store.save(member.record)
@@ -248,23 +258,27 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
             f"({backend.label}), batch size {batch.batch_size}" + (f"; follow-up of {follow_up_of}" if follow_up_of else ""))  # fmt: skip
     for index, member in enumerate(group):
         run_log(f"[cosmos-assets] item {index}: {member.prompt} (run {member.record.run_id}) -> {batch.item_folders[index]}/")
+    if adopted is not None:
+        run_log(f"[cosmos-assets] adopting the invocation {batch_id} its orchestrator left behind (what is left on "
+                f"{machine.label}: {adopted}); nothing is uploaded or started again")  # fmt: skip
     phase, fetched, download = "planned", folder / "fetched", None
     try:
-        if batch.request.program_files:
-            machine.upload(batch.request.program_files, run_log)
-        machine.preflight(job, run_log)
-        identity.after_preflight(machine, job, [m.record for m in group], run_log)
-        phase = "uploading"
-        _save_all(store, group, phase)
-        timed_transfer([m.record for m in group], "upload", lambda: machine.upload(job.inputs, run_log))
-        command = machine.command_for(job)
+        if adopted is None:
+            if batch.request.program_files:
+                machine.upload(batch.request.program_files, run_log)
+            machine.preflight(job, run_log)
+            identity.after_preflight(machine, job, [m.record for m in group], run_log)
+            phase = "uploading"
+            _save_all(store, group, phase)
+            timed_transfer([m.record for m in group], "upload", lambda: machine.upload(job.inputs, run_log))
+        command = group[0].record.command if adopted is not None and group[0].record.command else machine.command_for(job)
         for member in group:
             member.record.command = command
         phase = "running"
         _save_all(store, group, phase)
         run_log("[cosmos-assets] command: " + group[0].record.command_line)
         outcome = run_watched(layout, machine, job, group[0].record, group[0].plan, run_log, options.silence_minutes,
-                               options.cancelled)  # fmt: skip
+                              options.cancelled) if adopted != "outputs" else left_outputs(group[0].record, command)  # fmt: skip
         for member in group:
             member.record.ran(command, outcome)
         identity.note_revisions(machine, job, [m.record for m in group])
@@ -319,6 +333,13 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[_Member], bat
         run_batch(layout, machine, left, follow_up_id(batch_id), options, outcomes, follow_up_of=batch_id)
 
 
+def left_outputs(record: RunRecord, command: list[str]) -> RunOutcome:
+    """An adopted invocation whose container is gone but whose outputs are on the host: taken as having exited 0
+    (what it wrote is mapped item by item; an item without its video fails as any such item does)."""
+    now = datetime.now(timezone.utc)
+    return RunOutcome(exit_code=0, command=command, started_at=record.started_at or now, finished_at=now)
+
+
 def _write_batch_file(folder: Path, batch_id: str, options: BatchOptions, backend: ModelBackend, machine: Machine,
                       batch: BatchRequest, group: list[_Member], results: list[ItemOutcome], unclaimed: list[str],
                       exit_code: int, follow_up_of: str | None) -> None:  # fmt: skip
@@ -342,6 +363,9 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: _Member, index
     staging.mkdir(parents=True, exist_ok=True)
     atomic_write_text(staging / plan.log_name, excerpt(batch_log, batch_id, index, member.prompt, member.record.run_id,
                                                        result.folder, result.why, flat or ()))  # fmt: skip
+    if member.superseded is not None:
+        abandon(RunStore(layout.runs_dir), layout.history_log, record, member.superseded)
+        return
     if result.status == "succeeded" and result.folder is not None:
         item_fetched = staging / "fetched"
         set_aside_partial(item_fetched)

@@ -19,6 +19,7 @@ from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError, RunOutcome
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs import identity, oom
 from cosmos_assets.runs.adopt import Adoption, find_adoption
@@ -164,7 +165,11 @@ def run_generation(layout: ProjectLayout, machine: Machine, backend: ModelBacken
         return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=options.dagster_run_id,
                                videos_subdir=videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
 
-    return run_stage(layout, machine, backend, make_plan, run_id, options)
+    def plan_member(model: str, member: str, rid: str) -> StagePlan:
+        return plan_generation(layout, backend_named(model), member, run_id=rid, dagster_run_id=options.dagster_run_id,
+                               videos_subdir=videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
+
+    return run_stage(layout, machine, backend, make_plan, run_id, options, plan_member=plan_member)
 
 
 def run_upscale(layout: ProjectLayout, machine: Machine, backend: ModelBackend, prompt: str,
@@ -183,15 +188,29 @@ def run_upscale(layout: ProjectLayout, machine: Machine, backend: ModelBackend, 
 
 
 def run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, make_plan: Callable[[str], StagePlan],
-              run_id: str, options: RunOptions) -> StageResult:  # fmt: skip
+              run_id: str, options: RunOptions,
+              plan_member: Callable[[str, str, str], StagePlan] | None = None) -> StageResult:  # fmt: skip
     """Plan under a new run id; skip it if its last success did the same work; adopt an earlier run of the same work
     if one was left behind (``options.run_finished``: whether a Dagster run has ended,
-    :mod:`~cosmos_assets.runs.adopt`), else run this plan."""
+    :mod:`~cosmos_assets.runs.adopt`), else run this plan. ``plan_member(model, prompt, run_id)``: how a prompt is
+    planned here, for collecting a batch this prompt's earlier attempt was part of (:mod:`~cosmos_assets.runs.batch_adopt`)."""
     log = options.log
     plan = make_plan(run_id)
     record = planned_record(layout, machine, backend, plan)
     record.gpu_price_per_hour = options.gpu_price_per_hour
     store = RunStore(layout.runs_dir, warn=lambda line: say(log, f"[cosmos-assets] warning: {line}"))
+    if plan_member is not None:
+        from cosmos_assets.runs.batch_adopt import collect_left_batch  # a circle: runs/batch_adopt.py runs batches
+
+        try:
+            collected = collect_left_batch(layout, machine, record, plan_member, options)
+        except HostNotReadyError as error:  # its batch is still followed by its own orchestrator: refused, on record
+            clean_staging(plan.effective_spec.parent, plan)
+            record_failure(layout, record, error, log, error_text=str(error).splitlines()[0])
+            raise
+        if collected is not None:
+            clean_staging(plan.effective_spec.parent, plan)
+            return collected
     decision = decide(store, layout.root, record, force=options.force)
     if decision.skip and decision.matches is not None:
         clean_staging(plan.effective_spec.parent, plan)

@@ -33,6 +33,8 @@ class BatchRef(BaseModel):
     items: int = Field(description="how many prompts the invocation ran")
     gpu_share: float = Field(default=1.0, ge=0, le=1, description="this prompt's share of the invocation's GPU time")
     follow_up_of: str | None = Field(default=None, description="the batch whose crash left this prompt unrun")
+    batch_size: int | None = Field(default=None, ge=1, description="upstream's --batch_size of the invocation (None: "
+                                   "written before it was kept); an orphaned batch is rebuilt with it (runs/batch_adopt.py)")
     taken_for: str | None = Field(default=None, description="the Dagster run this prompt waited in when another run's "
                                   "invocation took it (runs/company.py); that run reports this run as its own")
 

@@ -71,6 +71,9 @@ def host_entry(name: str, server: SshServer, base: Path, image: str) -> dict[str
         "known_hosts": str(server.known_hosts), "ssh_config": str(base / "no-ssh-config"), "min_free_gb": 1.0,
         "reconnect_attempts": 1, "price_per_gpu_hour": 1.5 if name == "gpu-a" else 3.0,
         "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.05"},  # slowed a little: runs overlap
+        # One engine stands in for two hosts: each gets its own fake GPU, as two hosts have their own (one engine runs
+        # one model per GPU set, whichever pool entry started it: machines/busy_host.py).
+        "gpus": "0" if name == "gpu-a" else "1",
     }  # fmt: skip
 
 

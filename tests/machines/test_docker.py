@@ -3,7 +3,6 @@ log lines once across a re-attach), and secrets kept out of reprs. The argv test
 
 from __future__ import annotations
 
-import logging
 import re
 import shlex
 from collections import deque
@@ -90,20 +89,6 @@ class ScriptedLink(SshLink):
 
     def reconnect(self) -> None:
         self.reconnects += 1
-
-
-def test_refusing_another_runs_container_logs_its_reconnects_to_the_run_log(caplog: pytest.LogCaptureFixture) -> None:
-    """The defect fixed on the way: these messages went to a module logger that shadowed the run's log."""
-    link = ScriptedLink([LinkDropped("the host stopped answering"), (0, "cosmos-generate-p1-old\n", "")])
-    run_log: list[str] = []
-    caplog.set_level(logging.DEBUG)
-    with pytest.raises(HostNotReadyError, match="container cosmos-generate-p1-old .* is still running on ssh@gpu1"):
-        DockerCli(link).refuse_other_container("p1", "generate", "cosmos-generate-p1-new", run_log.append)
-    assert run_log[0].startswith(f"{TAG} SSH link to ssh@gpu1 lost during listing containers")
-    assert run_log[1] == f"{TAG} reconnected to ssh@gpu1" and link.reconnects == 1 and link.sleeps == [1.0]
-    assert "lost during" not in caplog.text
-    argv = link.commands[-1][0]
-    assert argv[:4] == ["docker", "ps", "--format", "{{.Names}}"] and "label=cosmos-assets.prompt=p1" in argv
 
 
 def test_start_sends_secrets_through_stdin_only() -> None:

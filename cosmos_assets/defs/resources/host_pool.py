@@ -47,7 +47,7 @@ def _member(entry: HostEntry, serve: dict[str, Any]) -> GpuHost:
         remote_dir=entry.remote_dir, checkpoint_dir=entry.checkpoints, docker_image=entry.image or DEFAULT_IMAGE,
         docker_gpus=entry.gpus, container_user=entry.container_user, container_env=entry.container_env,
         hf_token=dg.EnvVar(token) if token and os.environ.get(token) else None, min_free_gb=entry.min_free_gb,
-        reconnect_attempts=entry.reconnect_attempts, name=entry.name, model_dirs=entry.model_dirs,
+        reconnect_attempts=entry.reconnect_attempts, busy_wait_minutes=entry.busy_wait_minutes, name=entry.name, model_dirs=entry.model_dirs,
         model_images=entry.model_images, price_per_gpu_hour=entry.price_per_gpu_hour,
         **{**serve, **({"serve": entry.serve} if entry.serve else {})},
     )  # fmt: skip

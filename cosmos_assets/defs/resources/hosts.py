@@ -170,6 +170,8 @@ class SshGpuHost(GpuHost):
     reconnect_attempts: int = Field(
         default=6, description="Reconnects tried in a row (with backoff) when the link drops; once data flows again the count starts over."
     )
+    busy_wait_minutes: float = Field(default=60.0, ge=0, description="How long a run waits for a model container of "
+                                     "ours already running on the host (whoever started it) before it is refused.")
     name: str | None = Field(default=None, description="Host name in tags and metadata; default ssh@REMOTE_HOST.")
     model_dirs: dict[str, str] = Field(
         default_factory=dict, description="Checkout of each newer model (cosmos-transfer2.5, cosmos3); default beside "
@@ -212,7 +214,7 @@ class SshGpuHost(GpuHost):
             ssh_key=settings.ssh_key, known_hosts=settings.known_hosts, trust_on_first_use=settings.trust_on_first_use,
             remote_dir=settings.remote_dir, checkpoint_dir=settings.checkpoint_dir, docker_image=settings.image,
             docker_gpus=settings.docker_gpus, container_user=settings.container_user, min_free_gb=settings.min_free_gb,
-            hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None,
+            busy_wait_minutes=settings.host_busy_wait_minutes, hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None,
             model_dirs=settings.model_places()[0], model_images=settings.model_places()[1], **settings.serve_defaults(),
         )  # fmt: skip
 
@@ -266,6 +268,7 @@ class SshGpuHost(GpuHost):
             docker_gpus=self.docker_gpus, container_user=self.container_user, container_env=self.container_env,
             min_free_gb=self.min_free_gb, reconnect_attempts=self.reconnect_attempts, name=self.label,
             serve=self.serve, serve_idle_minutes=self.serve_idle_minutes, serve_load_minutes=self.serve_load_minutes,
+            busy_wait_minutes=self.busy_wait_minutes,
         )  # fmt: skip
 
     def _secrets(self) -> dict[str, str]:

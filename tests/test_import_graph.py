@@ -25,12 +25,7 @@ START_UP = {
 }
 # Function-local imports that close a circle: none (each went when its cause moved; a new one is listed here with
 # the cause that has to move).
-CIRCLES: dict[tuple[str, str], str] = {
-    # A prompt's left-behind attempt that was part of a batch is collected as that batch: runs/batch_adopt.py runs it
-    # through runs/batch.py, which runs a lone prompt through runner.run_stage. Goes when the batch stops importing
-    # the runner (its lone prompts handed a run_stage by its caller) or the hook moves above both.
-    ("cosmos_assets.runs.runner", "cosmos_assets.runs.batch_adopt"): "an orphaned batch is collected as a batch",
-}
+CIRCLES: dict[tuple[str, str], str] = {}
 # Function-local imports with neither reason (nothing slow, no circle): none; such an import goes to the top.
 MOVABLE: set[tuple[str, str]] = set()
 # Type-only imports (``if TYPE_CHECKING:``) never run, but one that closes a circle is still a wrong-way dependency.

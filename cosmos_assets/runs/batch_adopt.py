@@ -6,7 +6,7 @@ and remote folder are the invocation's (``outputs/.batches/<batch_id>/``). So th
 path, :func:`~cosmos_assets.runs.runner._run_stage`, which a range's prompts take too once a left-behind attempt is
 found) collects the whole invocation: every member's record is found through the records' index (their run ids
 share the request's base, ``<base>_p<n>``), the invocation is rebuilt from the members' prompt files (the same work:
-each member's inputs digest is checked), and :func:`~cosmos_assets.runs.batch.run_batch` runs with what is left on
+each member's inputs digest is checked), and :func:`~cosmos_assets.runs.batch_run.run_batch` runs with what is left on
 the host (``adopted``): the container attached to, or its outputs downloaded; nothing uploaded or started. Each
 member is promoted or failed on its own, and items the invocation never ran go to its follow-up (``runs/ids.py``),
 as for a batch that was never orphaned.
@@ -34,7 +34,7 @@ from cosmos_assets.machines.job import InferenceJob, LogLine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchRequest
 from cosmos_assets.runs.adopt import abandon, earlier_attempt, newer_success, refuse_if_still_followed
-from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, _label, _Member, run_batch
+from cosmos_assets.runs.batch_run import BatchOptions, Member, PromptOutcome, invocation_label, run_batch
 from cosmos_assets.runs.batch_files import BatchFile
 from cosmos_assets.runs.ids import follow_up_id, run_id_base
 from cosmos_assets.runs.plan import StagePlan
@@ -178,9 +178,9 @@ def _collect(layout: ProjectLayout, machine: Machine, probe: RunRecord, members:
 
 def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
              make_plan: Callable[[str, str, str], StagePlan], options: BatchOptions
-             ) -> tuple[list[_Member], InferenceJob, BatchRequest] | str:  # fmt: skip
+             ) -> tuple[list[Member], InferenceJob, BatchRequest] | str:  # fmt: skip
     """The invocation's members and job as they were started, or why not (a member's prompt changed since)."""
-    group: list[_Member] = []
+    group: list[Member] = []
     for record in members:
         try:
             backend = backend_named(record.model)
@@ -193,7 +193,7 @@ def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
             _clean_all(group)
             clean_staging(plan.effective_spec.parent, plan)
             return f"the inputs of {record.prompt} changed since it started"
-        group.append(_Member(record.prompt, backend, plan, record,
+        group.append(Member(record.prompt, backend, plan, record,
                              lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid)))  # fmt: skip
     first = members[0]
     assert first.batch is not None
@@ -204,11 +204,11 @@ def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
     batch = backend.batch_generation(first.batch.batch_id, [m.item for m in group], first.num_gpus,
                                      first.batch.batch_size or 1)  # fmt: skip
     job = InferenceJob(run_id=first.batch.batch_id, dagster_run_id=options.dagster_run_id, stage="generate",
-                       prompt=_label(group), invocation=batch.request.invocation, inputs=[], project_root=layout.root)  # fmt: skip
+                       prompt=invocation_label(group), invocation=batch.request.invocation, inputs=[], project_root=layout.root)  # fmt: skip
     return group, job, batch
 
 
-def _clean_all(group: list[_Member]) -> None:
+def _clean_all(group: list[Member]) -> None:
     for member in group:
         clean_staging(member.plan.effective_spec.parent, member.plan)
 
@@ -237,7 +237,7 @@ def _follow_up(layout: ProjectLayout, machine: Machine, probe: RunRecord, member
     group = []
     for record in unrun:
         backend = backend_named(record.model)
-        group.append(_Member(record.prompt, backend, make_plan(record.model, record.prompt, record.run_id), record,
+        group.append(Member(record.prompt, backend, make_plan(record.model, record.prompt, record.run_id), record,
                              lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid)))  # fmt: skip
         record.state, record.exit_code = "planned", None
     say(options.log, f"[cosmos-assets] batch {batch_id}: {len(group)} prompt(s) it did not run were left without "

@@ -5,7 +5,7 @@ left behind, it goes the one-prompt way alone (skip, adopt) and takes nobody. Ot
 (found waiting for this host by :mod:`cosmos_assets.runs.gather`) is planned as its own run would plan it; it is
 taken only when it has work to do (not done, nothing left behind: its own run deals with those) and falls in the
 same invocation as ``own`` (:func:`~cosmos_assets.runs.batch.group_for_batches`: same backend and batch key, a
-distinct text). The invocation is :func:`~cosmos_assets.runs.batch.run_batch`'s: every prompt keeps its own record,
+distinct text). The invocation is :func:`~cosmos_assets.runs.batch_run.run_batch`'s: every prompt keeps its own record,
 folder, history line and mapping rules; a taken prompt's record names the Dagster run it was taken from
 (``batch.taken_for``), so that run, when it reaches the host, finds its work done by the skip digest and reports it
 as its own (docs/batching.md). Works for both GPU stages: ``planner`` plans a generation or an upscale.
@@ -22,7 +22,8 @@ from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import LogLine
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import earlier_attempt
-from cosmos_assets.runs.batch import BatchOptions, PromptOutcome, _Member, group_for_batches, run_batch
+from cosmos_assets.runs.batch import alone as run_alone, group_for_batches
+from cosmos_assets.runs.batch_run import BatchOptions, Member, PromptOutcome, run_batch
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record_store import RunStore
@@ -52,7 +53,7 @@ def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[],
 
     def alone() -> dict[str, PromptOutcome]:
         try:
-            outcomes[own].result = options.alone(layout, machine, own_backend, plan_maker(own_backend, own), base + suffix)
+            outcomes[own].result = run_alone(options, layout, machine, own_backend, plan_maker(own_backend, own), base + suffix)
         except Exception as error:  # noqa: BLE001 - the caller raises it as the step's failure
             outcomes[own].error = error
         return {own: outcomes[own]}
@@ -116,20 +117,20 @@ def own_result(outcomes: dict[str, PromptOutcome], own: str, log: LogLine) -> St
 
 
 def _member(layout: ProjectLayout, machine: Machine, backend: ModelBackend, prompt: str, run_id: str,
-            planner: Planner, options: BatchOptions) -> _Member | None:  # fmt: skip
+            planner: Planner, options: BatchOptions) -> Member | None:  # fmt: skip
     plan = planner(backend, prompt, run_id)
     if plan.spec is None:
         return None
     record = planned_record(layout, machine, backend, plan)
     record.gpu_price_per_hour = options.gpu_price_per_hour
-    return _Member(prompt, backend, plan, record, lambda rid: planner(backend, prompt, rid))
+    return Member(prompt, backend, plan, record, lambda rid: planner(backend, prompt, rid))
 
 
-def _has_no_new_work(layout: ProjectLayout, store: RunStore, member: _Member, force: bool) -> bool:
+def _has_no_new_work(layout: ProjectLayout, store: RunStore, member: Member, force: bool) -> bool:
     """Done already (the skip decides), or left behind by an earlier attempt (the one-prompt path adopts it)."""
     return decide(store, layout.root, member.record, force=force).skip or earlier_attempt(store, member.record) is not None
 
 
-def _clean(member: _Member | None) -> None:
+def _clean(member: Member | None) -> None:
     if member is not None:
         clean_staging(member.plan.effective_spec.parent, member.plan)

@@ -22,6 +22,7 @@ from cosmos_assets.machines.job import HostNotReadyError, RunOutcome
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs import identity, oom
+from cosmos_assets.runs.batch_adopt import collect_left_batch
 from cosmos_assets.runs.adopt import Adoption, find_adoption
 from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.ids import new_run_id
@@ -200,8 +201,6 @@ def run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, ma
     record.gpu_price_per_hour = options.gpu_price_per_hour
     store = RunStore(layout.runs_dir, warn=lambda line: say(log, f"[cosmos-assets] warning: {line}"))
     if plan_member is not None:
-        from cosmos_assets.runs.batch_adopt import collect_left_batch  # a circle: runs/batch_adopt.py runs batches
-
         try:
             collected = collect_left_batch(layout, machine, record, plan_member, options)
         except HostNotReadyError as error:  # its batch is still followed by its own orchestrator: refused, on record

@@ -19,6 +19,7 @@ CLI = "cosmos_assets.cli"  # each subcommand imports what it needs: `cosmos-asse
 START_UP = {
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.local"): "paramiko, through machines/preflight.py",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_host"): "paramiko; only for an SSH host",
+    ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_host_settings"): "paramiko (host_facts); only for an SSH host",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_target"): "paramiko; only for an SSH host",
     ("cosmos_assets.models.cosmos3", "cosmos_assets.media"): "PyAV; only when a spec is built",
     ("cosmos_assets.models.cosmos3_serve", "cosmos_assets.media"): "PyAV; only when a request is built",

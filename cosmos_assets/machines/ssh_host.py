@@ -19,9 +19,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cosmos_assets.machines import busy_host, gpu_usage, model_service, preflight, ssh_served
 from cosmos_assets.machines.base import JobState, Machine, MachineState
@@ -44,12 +43,13 @@ from cosmos_assets.machines.docker_engine import (
     kernel_oom_kill,
 )
 from cosmos_assets.machines.docker_logs import LogFollower
-from cosmos_assets.machines.host_facts import HostFacts, parse_user, read_host_facts, read_revisions, remote_child
+from cosmos_assets.machines.host_facts import HostFacts, read_host_facts, read_revisions, remote_child
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.machines.remote_tree import list_remote_files
 from cosmos_assets.machines.sftp_download import download_tree
 from cosmos_assets.machines.sftp_transfer import upload_files
 from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
+from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.machines.transfer_resume import LandedParts
@@ -57,51 +57,6 @@ from cosmos_assets.progress import TransferProgress, TransferStats
 from cosmos_assets.redaction import first_line, is_secret_name, redacted
 
 LOG_TAIL_LINES = 40
-
-class SshHostSettings(BaseModel):
-    """What runs where on an SSH host (no secrets here: they are passed to :class:`SshHost` by name and value)."""
-
-    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
-
-    remote_dir: str = Field(default="~/cosmos-transfer1", description="REMOTE_DIR: the model's code, mounted at /workspace")
-    checkpoint_dir: str | None = Field(default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints")
-    docker_image: str = Field(description="DOCKER_IMAGE; built from REMOTE_DIR/Dockerfile when missing")
-    docker_gpus: str = Field(default="all", description="'all', 'none' (no NVIDIA runtime) or device ids '0,1'")
-    container_user: str | None = Field(
-        default=None, description="uid:gid; default the remote user's, or REMOTE_DIR's owner for root"
-    )
-    container_env: dict[str, str] = Field(default_factory=dict, description="extra non-secret container variables")
-    min_free_gb: float = Field(default=20.0, description="preflight: free space needed on REMOTE_DIR's disk")
-    reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried in a row (with backoff) when the link "
-                                    "drops; once data flows again the count starts over")  # fmt: skip
-    name: str | None = Field(default=None, description="host name in tags and metadata; default ssh@<host>")
-    serve: Literal["auto", "always", "never"] = "auto"  # COSMOS_SERVE* (docs/serving.md); 360 s without an answer: wedged
-    serve_idle_minutes: float = Field(default=15.0, gt=0)
-    serve_load_minutes: float = Field(default=60.0, gt=0)
-    serve_request_seconds: float = Field(default=360.0, gt=0)
-    busy_wait_minutes: float = Field(default=60.0, ge=0, description="COSMOS_HOST_BUSY_WAIT_MINUTES: how long a run "
-                                     "waits for a model container of ours already running on the host")  # fmt: skip
-
-    @field_validator("docker_gpus")
-    @classmethod
-    def _valid_gpus(cls, v: str) -> str:
-        parse_gpus(v)
-        return v
-
-    @field_validator("container_user")
-    @classmethod
-    def _valid_user(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_user(v)
-        return v
-
-    @field_validator("container_env")
-    @classmethod
-    def _no_secrets_in_env(cls, v: dict[str, str]) -> dict[str, str]:
-        for name in v:
-            if is_secret_name(name):
-                raise ValueError(f"container_env {name}: secrets do not go in config; set hf_token=dg.EnvVar(...)")
-        return v
 
 
 class SshHost(Machine):

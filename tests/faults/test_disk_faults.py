@@ -17,7 +17,8 @@ import pytest
 from cosmos_assets.machines.job import StagedFile
 from cosmos_assets.machines.remote_hash import RemoteDiskFullError
 from cosmos_assets.machines.sftp_transfer import LocalDiskFullError
-from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
+from cosmos_assets.machines.ssh_host import SshHost
+from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record_store import RunStore

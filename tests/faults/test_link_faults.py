@@ -19,7 +19,8 @@ from cosmos_assets.machines import sftp_parallel, ssh_link
 from cosmos_assets.machines import sftp_transfer as sftp_mod
 from cosmos_assets.machines.job import StagedFile
 from cosmos_assets.machines.sftp_transfer import upload_files
-from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
+from cosmos_assets.machines.ssh_host import SshHost
+from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 from cosmos_assets.machines.ssh_link import HostLinkLostError
 from cosmos_assets.machines.transfer_resume import LandedParts
 from tests.faults.conftest import proxied_link

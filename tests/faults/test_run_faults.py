@@ -35,7 +35,8 @@ from cosmos_assets.files import sha256_file
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.docker_engine import DockerWentAwayError
-from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost, SshHostSettings
+from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost
+from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
@@ -336,7 +337,8 @@ AT_ONCE = """
 import json, sys
 from pathlib import Path
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
+from cosmos_assets.machines.ssh_host import SshHost
+from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.runner import run_generation

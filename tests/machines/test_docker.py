@@ -214,7 +214,8 @@ def test_the_image_id_is_none_only_when_docker_says_the_image_is_absent() -> Non
     image" is None (the preflight then builds or pulls it and the ID is read after); a link or engine that does not
     answer, or any other failure, raises the error that retries the attempt or sends it to another host."""
     from cosmos_assets.machines.job import HostUnreachableError
-    from cosmos_assets.machines.ssh_host import SshHost, SshHostSettings
+    from cosmos_assets.machines.ssh_host import SshHost
+    from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 
     image = "nvcr.io/me/cosmos-transfer1:latest"
 

@@ -25,7 +25,7 @@ from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.settings import KEY_PASSPHRASE_ENV, default_checkpoint_dir, RESOURCE_VARIABLES, Settings, settings_error
 
 if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is used
-    from cosmos_assets.machines.ssh_host import SshHostSettings
+    from cosmos_assets.machines.ssh_host_settings import SshHostSettings
     from cosmos_assets.machines.ssh_target import SshTarget
 
 T = TypeVar("T")
@@ -258,7 +258,7 @@ class SshGpuHost(GpuHost):
         return self._model_machines[model]
 
     def host_settings(self, model: str | None = None) -> SshHostSettings:
-        from cosmos_assets.machines.ssh_host import SshHostSettings
+        from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 
         remote_dir, image = self.model_place(model) if model else (self.remote_dir, self.docker_image)
         # One checkpoint folder (and so one download cache) for every model: Transfer1's default REMOTE_DIR/../checkpoints.

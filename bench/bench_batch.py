@@ -81,7 +81,7 @@ def _one_way(layout, names: list[str], batched: bool, figures: WayFigures) -> No
     from cosmos_assets.machines.local import LocalMachine
     from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.batch import run_generations
-    from cosmos_assets.runs.batch_run import BatchOptions
+    from cosmos_assets.runs.batch_members import BatchOptions
     from cosmos_assets.runs.runner import run_generation
 
     class Counting(LocalMachine):

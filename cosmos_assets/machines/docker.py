@@ -27,10 +27,13 @@ from dataclasses import dataclass
 
 
 from cosmos_assets.machines.docker_engine import (
+    KERNEL_LOG,
     ContainerRemovedError,
     DockerUnreachableError,
     DockerWentAwayError,
     docker_down,
+    kernel_log_read,
+    kernel_oom_kill,
     one_line,
     wait_for_engine,
 )
@@ -203,5 +206,22 @@ class DockerCli:
             except BaseException as error:  # noqa: BLE001 - the original error is what the caller raises
                 last = error
         log(f"{TAG} could not stop container {name} ({last}); stop it by hand: cosmos-assets ssh, then docker rm -f {name}")
+
+    def oom_killed(self, name: str) -> tuple[bool | None, bool]:
+        """Whether the kernel's OOM killer ended the container: docker's ``State.OOMKilled`` (None if docker could not
+        be asked), and, when docker says no, whether the kernel log names the container in an ``oom-kill`` line."""
+        try:
+            code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.OOMKilled}} {{.Id}}", name])
+            if code != 0 or len(out.split()) != 2:
+                return None, False
+            flag, container_id = out.split()
+            if flag == "true":
+                return True, False
+            code, log, _ = self.link.exec(["sh", "-c", KERNEL_LOG], timeout=30)
+            if code != 0 or not kernel_log_read(log):
+                return None, False  # docker's flag misses a host-wide OOM kill and the kernel cannot tell: unknown
+            return False, kernel_oom_kill(log, container_id)
+        except Exception:  # noqa: BLE001 - a detail of the failure, never a failure of its own
+            return None, False
 
 

@@ -36,11 +36,8 @@ from cosmos_assets.machines.docker_run import (
     parse_gpus,
 )
 from cosmos_assets.machines.docker_engine import (
-    KERNEL_LOG,
     DockerUnreachableError,
     docker_down,
-    kernel_log_read,
-    kernel_oom_kill,
 )
 from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, read_host_facts, read_revisions, remote_child
@@ -313,7 +310,7 @@ class SshHost(Machine):
         except BaseException:
             self.docker.stop(name, log)  # cancelled or failed while following: stop the GPU job
             raise
-        oom_killed, kernel_oom = self._oom_killed(name) if exit_code != 0 else (False, False)  # before removal
+        oom_killed, kernel_oom = self.docker.oom_killed(name) if exit_code != 0 else (False, False)  # before removal
         self.link.with_reconnect("removing the container", lambda: self.docker.remove(name), log)
         return RunOutcome(
             exit_code=exit_code,
@@ -326,23 +323,6 @@ class SshHost(Machine):
             log_tail=list(follower.tail),
             guardrail_blocked=follower.guardrail,
         )
-
-    def _oom_killed(self, name: str) -> tuple[bool | None, bool]:
-        """Whether the kernel's OOM killer ended the container: docker's ``State.OOMKilled`` (None if docker could not
-        be asked), and, when docker says no, whether the kernel log names the container in an ``oom-kill`` line."""
-        try:
-            code, out, _ = self.link.exec(["docker", "inspect", "--format", "{{.State.OOMKilled}} {{.Id}}", name])
-            if code != 0 or len(out.split()) != 2:
-                return None, False
-            flag, container_id = out.split()
-            if flag == "true":
-                return True, False
-            code, log, _ = self.link.exec(["sh", "-c", KERNEL_LOG], timeout=30)
-            if code != 0 or not kernel_log_read(log):
-                return None, False  # docker's flag misses a host-wide OOM kill and the kernel cannot tell: unknown
-            return False, kernel_oom_kill(log, container_id)
-        except Exception:  # noqa: BLE001 - a detail of the failure, never a failure of its own
-            return None, False
 
     def gpu_reader(self) -> Callable[[], str | None] | None:
         def read() -> str | None:

@@ -34,7 +34,8 @@ from cosmos_assets.machines.job import InferenceJob, LogLine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchRequest
 from cosmos_assets.runs.adopt import abandon, earlier_attempt, newer_success, refuse_if_still_followed
-from cosmos_assets.runs.batch_run import BatchOptions, Member, PromptOutcome, invocation_label, run_batch
+from cosmos_assets.runs.batch_run import invocation_label, run_batch
+from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
 from cosmos_assets.runs.batch_files import BatchFile
 from cosmos_assets.runs.ids import follow_up_id, run_id_base
 from cosmos_assets.runs.plan import StagePlan

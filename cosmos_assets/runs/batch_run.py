@@ -7,34 +7,27 @@ follow-up invocation; ``batch.json`` and each prompt's log excerpt. Also what an
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from cosmos_assets.files import atomic_write_json, atomic_write_text
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
-from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend
+from cosmos_assets.models.base import BatchRequest, ModelBackend
 from cosmos_assets.runs import identity
 from cosmos_assets.runs.adopt import abandon
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
+from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
 from cosmos_assets.runs.ids import follow_up_id
-from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.spec_used import BatchRef
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
-from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.stage import (
     InferenceFailed,
-    StageResult,
     failed_dir,
     promote,
     record_failure,
@@ -47,53 +40,6 @@ from cosmos_assets.runs.worker import Worker
 
 
 BATCH_GUARDRAIL_LINES = ("GUARDRAIL BLOCKED", "Guardrail blocked generation")
-
-
-@dataclass
-class PromptOutcome:
-    """One prompt of a batched request: its result, or the error that failed it (never both)."""
-
-    prompt: str
-    result: StageResult | None = None
-    error: BaseException | None = None
-
-
-@dataclass
-class Member:
-    """A planned prompt waiting for its invocation."""
-
-    prompt: str
-    backend: ModelBackend
-    plan: StagePlan
-    record: RunRecord
-    make_plan: Callable[[str], StagePlan]
-    t0: float = field(default_factory=time.monotonic)
-    superseded: str | None = None  # an adopted batch's item whose work a newer run did: never promoted (batch_adopt)
-    taken_for: str | None = None  # the Dagster run it waited in, when another run's invocation takes it (runs/company.py)
-
-    @property
-    def item(self) -> BatchItem:
-        assert self.plan.spec is not None
-        return BatchItem(prompt=self.prompt, spec=self.plan.spec, request=self.plan.request)
-
-    @property
-    def text(self) -> str | None:
-        return self.backend.batch_text(self.item)
-
-
-@dataclass(frozen=True)
-class BatchOptions(RunOptions):
-    """What every invocation of one request shares: the run's options, the videos folder of its prompts, and
-    ``batch_size`` (upstream's ``--batch_size``: items generated at once, more memory)."""
-
-    videos_subdir: str | None = None
-    batch_size: int = 1
-
-    @classmethod
-    def of(cls, options: RunOptions, **fields: Any) -> BatchOptions:  # noqa: ANN401 - this class's own fields
-        """``options`` with a batch's own ``fields``."""
-        return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(RunOptions)}, **fields)
-
 
 
 def invocation_label(group: list[Member]) -> str:

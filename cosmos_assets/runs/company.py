@@ -23,7 +23,8 @@ from cosmos_assets.machines.job import LogLine
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import earlier_attempt
 from cosmos_assets.runs.batch import alone as run_alone, group_for_batches
-from cosmos_assets.runs.batch_run import BatchOptions, Member, PromptOutcome, run_batch
+from cosmos_assets.runs.batch_run import run_batch
+from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
 from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record_store import RunStore

@@ -173,9 +173,9 @@ def kill_during_requests(docker_client: docker.DockerClient, remote: Path, host:
     def kill() -> None:
         for _ in range(times):
             busy: list[Path] = []
-            wait_for("a request in the service", lambda: bool(busy.extend(service_root.glob("*/busy")) or busy))
+            wait_for("a request in the service", lambda busy=busy: bool(busy.extend(service_root.glob("*/busy")) or busy))
             docker_client.containers.get(busy[0].parent.name).kill()
-            wait_for("the busy marker to go", lambda: not busy[0].exists())
+            wait_for("the busy marker to go", lambda busy=busy: not busy[0].exists())
 
     thread = threading.Thread(target=kill, daemon=True)
     thread.start()

@@ -13,7 +13,7 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.runs.batch import group_for_batches
-from cosmos_assets.runs.batch_run import Member as _Member
+from cosmos_assets.runs.batch_members import Member as _Member
 from cosmos_assets.runs.batch_files import excerpt
 from cosmos_assets.runs.batch_map import map_outputs, own_files, unclaimed_files
 

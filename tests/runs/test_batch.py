@@ -14,7 +14,7 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.batch import run_generations
-from cosmos_assets.runs.batch_run import BatchOptions
+from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.batch_map import map_outputs
 from cosmos_assets.runs.ids import listed_source, run_id_base, seeded_source, token_source
 from cosmos_assets.runs.history import read_history

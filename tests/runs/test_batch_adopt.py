@@ -20,7 +20,7 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import batch_run as batch_module
 from cosmos_assets.runs.batch import run_generations
-from cosmos_assets.runs.batch_run import BatchOptions
+from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.batch_adopt import batch_members, collecting
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.spec_used import SpecUsed

@@ -9,7 +9,7 @@ import pytest
 
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
-from cosmos_assets.runs.batch_run import BatchOptions
+from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.company import run_with_company
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.plan import plan_generation, plan_upscale

@@ -16,7 +16,7 @@ from cosmos_assets.progress import TransferStats
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import stage
 from cosmos_assets.runs.batch import run_generations
-from cosmos_assets.runs.batch_run import BatchOptions
+from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation

@@ -22,7 +22,7 @@ from cosmos_assets.runs.gather import BatchWindow
 from cosmos_assets.runs.plan import DEFAULT_UPSCALE_WEIGHT, StagePlan, model_for, plan_generation, plan_upscale, upscaler_for
 from cosmos_assets.runs.causes import failure_cause, retryable
 from cosmos_assets.runs.batch import run_generations
-from cosmos_assets.runs.batch_run import BatchOptions
+from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.stage import RunTerminated, StageResult
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -43,10 +43,18 @@ class Plan:
     cli_orchestration: bool = True
 
     @classmethod
-    def make(cls, quick: bool, parts: tuple[str, ...]) -> "Plan":
+    def make(cls, quick: bool, parts: tuple[str, ...]) -> Plan:
         if quick:
-            return cls(quick, parts, encode_reps=2, psnr_step=20, transfer_reps=1, transfer_mb=200, prompts=3,
-                       cli_orchestration=False)
+            return cls(
+                quick,
+                parts,
+                encode_reps=2,
+                psnr_step=20,
+                transfer_reps=1,
+                transfer_mb=200,
+                prompts=3,
+                cli_orchestration=False,
+            )
         return cls(quick, parts)
 
 
@@ -107,7 +115,7 @@ def _version(module: str) -> str:
 def environment() -> list[str]:
     load = os.getloadavg()
     return [
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {os.cpu_count()} cores (nproc), {_cpu_model()}, {_memory()} RAM, "
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (shared machine)",
         f"- OS: {platform.platform()}",
@@ -164,10 +172,13 @@ def run_encode(plan: Plan, report: Report) -> None:
     equal_quality = all(gap <= 1.0 for gap in quality_gap.values())
     ratio = f.ratio(OURS)
     met = equal_quality and ratio <= ENCODE_TARGET
-    report.figure("encode: ours / seed CLI time",
-                  f"{ratio:.2f}x (color PSNR {f.psnr[OURS]['color']:.1f} vs {f.psnr[CLI]['color']:.1f} dB, "
-                  f"seg {f.psnr[OURS]['segmentation']:.1f} vs {f.psnr[CLI]['segmentation']:.1f} dB)",
-                  f"<= {ENCODE_TARGET}x, equal quality", met)
+    report.figure(
+        "encode: ours / seed CLI time",
+        f"{ratio:.2f}x (color PSNR {f.psnr[OURS]['color']:.1f} vs {f.psnr[CLI]['color']:.1f} dB, "
+        f"seg {f.psnr[OURS]['segmentation']:.1f} vs {f.psnr[CLI]['segmentation']:.1f} dB)",
+        f"<= {ENCODE_TARGET}x, equal quality",
+        met,
+    )
     report.figure("encode: seed CLI run 3x parallel / seed CLI (reference)", f"{f.ratio(CLI_PARALLEL):.2f}x", "-", None)
     if met:
         return
@@ -176,23 +187,29 @@ def run_encode(plan: Plan, report: Report) -> None:
     floor = cpu_o / cores / wall_c
     why = [f"**Encode** (ours {ratio:.2f}x the CLI's time, target <= {ENCODE_TARGET}x at equal quality)."]
     if not equal_quality:
-        why.append("Quality is not equal: PSNR ours vs CLI " + ", ".join(
-            f"{m} {f.psnr[OURS][m]:.1f} vs {f.psnr[CLI][m]:.1f} dB" for m in quality_gap) +
-            f"; color.mp4 frame types ours {f.gop[OURS]}, CLI {f.gop[CLI]}.")
+        why.append(
+            "Quality is not equal: PSNR ours vs CLI "
+            + ", ".join(f"{m} {f.psnr[OURS][m]:.1f} vs {f.psnr[CLI][m]:.1f} dB" for m in quality_gap)
+            + f"; color.mp4 frame types ours {f.gop[OURS]}, CLI {f.gop[CLI]}."
+        )
     if ratio > ENCODE_TARGET:
         why.append(
             f"Ours took {wall_o:.2f} s and {cpu_o:.2f} CPU s, the CLI {wall_c:.2f} s and {cpu_c:.2f} CPU s "
             f"(the CLI alone already keeps {cpu_c / wall_c:.1f} of the {cores} cores busy; ours {cpu_o / wall_o:.1f}). "
             f"With all {cores} cores busy for the whole encode, ours' {cpu_o:.2f} CPU s cannot take less than "
-            f"{cpu_o / cores:.2f} s = {floor:.2f}x the CLI's time.")
+            f"{cpu_o / cores:.2f} s = {floor:.2f}x the CLI's time."
+        )
         if floor > ENCODE_TARGET:
             why.append(
                 f"{ENCODE_TARGET}x ({ENCODE_TARGET * wall_c:.2f} s) would need at most "
                 f"{ENCODE_TARGET * wall_c * cores:.2f} CPU s on {cores} cores, i.e. less encoder work than the "
-                f"CLI's own ({cpu_c:.2f} CPU s) at the same settings (a faster preset: not the same job) or more cores.")
+                f"CLI's own ({cpu_c:.2f} CPU s) at the same settings (a faster preset: not the same job) or more cores."
+            )
         else:
-            why.append(f"The CPU work would fit in {ENCODE_TARGET}x; ours leaves cores idle "
-                       f"({cpu_o / wall_o:.1f} of {cores} busy on average).")
+            why.append(
+                f"The CPU work would fit in {ENCODE_TARGET}x; ours leaves cores idle "
+                f"({cpu_o / wall_o:.1f} of {cores} busy on average)."
+            )
     report.notes.append(" ".join(why))
 
 
@@ -216,26 +233,32 @@ def _control_videos_and_spec() -> list[Path]:
 def _transfer_why(f, link: str, way: str) -> str:  # f: bench.bench_transfer.TransferFigures
     ph = f.phases[link]
     ours, scp = f.median(f"{link}/{way}/ours"), f.median(f"{link}/{way}/scp")
-    head = (f"**Transfer {way}, {link}** (ours {f.ratio(link, way):.2f}x scp's throughput, target >= {TRANSFER_TARGET}x): "
-            f"ours {ours:.2f} s vs scp {scp:.2f} s for {f.file_bytes / 1e6:.0f} MB, both including their connection "
-            f"(ours {ph['connect']:.2f} s, OpenSSH's {ph['ssh connect']:.2f} s).")
+    head = (
+        f"**Transfer {way}, {link}** (ours {f.ratio(link, way):.2f}x scp's throughput, target >= {TRANSFER_TARGET}x): "
+        f"ours {ours:.2f} s vs scp {scp:.2f} s for {f.file_bytes / 1e6:.0f} MB, both including their connection "
+        f"(ours {ph['connect']:.2f} s, OpenSSH's {ph['ssh connect']:.2f} s)."
+    )
     channels = next(k for k in ph if k.startswith("put data") and not k.endswith(" 1 channel(s)"))
     if way == "upload":
         data = ph[channels]
-        return (f"{head} Measured alone on this link: data {data:.2f} s ({channels}; {ph['put data, 1 channel(s)']:.2f} s "
-                f"with 1), then the one remote sync+sha256 command {ph['remote sync+sha256']:.2f} s (the end-to-end "
-                f"verification scp does not do; the local sha256, {ph['local sha256']:.2f} s alone, runs beside the data). "
-                f"Connect + data + verify = {ph['connect'] + data + ph['remote sync+sha256']:.2f} s against scp's "
-                f"{scp:.2f} s (connect + data alone: {ph['connect'] + data:.2f} s).")
+        return (
+            f"{head} Measured alone on this link: data {data:.2f} s ({channels}; {ph['put data, 1 channel(s)']:.2f} s "
+            f"with 1), then the one remote sync+sha256 command {ph['remote sync+sha256']:.2f} s (the end-to-end "
+            f"verification scp does not do; the local sha256, {ph['local sha256']:.2f} s alone, runs beside the data). "
+            f"Connect + data + verify = {ph['connect'] + data + ph['remote sync+sha256']:.2f} s against scp's "
+            f"{scp:.2f} s (connect + data alone: {ph['connect'] + data:.2f} s)."
+        )
     writer = ph["local sha256"] + ph["local write"]
-    return (f"{head} Measured alone on this link: data {ph['get data']:.2f} s (no hash, no disk); beside it ours runs "
-            f"the remote sha256 ({ph['remote sha256']:.2f} s alone) and, in its writer thread, the local sha256 and "
-            f"write ({ph['local sha256']:.2f} + {ph['local write']:.2f} = {writer:.2f} s alone), then fsyncs "
-            f"({ph['local fsync']:.2f} s alone; scp does not fsync). Connect + data alone = "
-            f"{ph['connect'] + ph['get data']:.2f} s against scp's {scp:.2f} s; the writer thread's work plus the fsync "
-            f"alone is {writer + ph['local fsync']:.2f} s; ours' {ours:.2f} s holds the data with that verification and "
-            f"disk work overlapped on the machine's {_cores()} cores, which the sshd shares (on loopback the \"remote\" "
-            "sha256 runs on the same cores).")
+    return (
+        f"{head} Measured alone on this link: data {ph['get data']:.2f} s (no hash, no disk); beside it ours runs "
+        f"the remote sha256 ({ph['remote sha256']:.2f} s alone) and, in its writer thread, the local sha256 and "
+        f"write ({ph['local sha256']:.2f} + {ph['local write']:.2f} = {writer:.2f} s alone), then fsyncs "
+        f"({ph['local fsync']:.2f} s alone; scp does not fsync). Connect + data alone = "
+        f"{ph['connect'] + ph['get data']:.2f} s against scp's {scp:.2f} s; the writer thread's work plus the fsync "
+        f"alone is {writer + ph['local fsync']:.2f} s; ours' {ours:.2f} s holds the data with that verification and "
+        f'disk work overlapped on the machine\'s {_cores()} cores, which the sshd shares (on loopback the "remote" '
+        "sha256 runs on the same cores)."
+    )
 
 
 def run_transfer(plan: Plan, report: Report) -> None:
@@ -258,35 +281,56 @@ def run_transfer(plan: Plan, report: Report) -> None:
     for link in ("direct", "20ms"):
         for way in ("upload", "download"):
             o, s = f"{link}/{way}/ours", f"{link}/{way}/scp"
-            lines.append(f"| {link} | {way} | {f.median(o):.2f} ({f.rate_mb_s(o):.0f}) | {f.median(s):.2f} "
-                         f"({f.rate_mb_s(s):.0f}) | {f.ratio(link, way):.2f}x | "
-                         f"{' '.join(f'{x:.2f}' for x in f.seconds[o])} | {' '.join(f'{x:.2f}' for x in f.seconds[s])} |")
+            lines.append(
+                f"| {link} | {way} | {f.median(o):.2f} ({f.rate_mb_s(o):.0f}) | {f.median(s):.2f} "
+                f"({f.rate_mb_s(s):.0f}) | {f.ratio(link, way):.2f}x | "
+                f"{' '.join(f'{x:.2f}' for x in f.seconds[o])} | {' '.join(f'{x:.2f}' for x in f.seconds[s])} |"
+            )
             met = f.ratio(link, way) >= TRANSFER_TARGET
-            report.figure(f"transfer {way}, {link}: ours / scp throughput", f"{f.ratio(link, way):.2f}x",
-                          f">= {TRANSFER_TARGET}x", met)
+            report.figure(
+                f"transfer {way}, {link}: ours / scp throughput",
+                f"{f.ratio(link, way):.2f}x",
+                f">= {TRANSFER_TARGET}x",
+                met,
+            )
             if not met:
                 report.notes.append(_transfer_why(f, link, way))
-    lines += ["", "Second upload of unchanged inputs (the sample render's 3 control videos + a spec; uploaded once before):", "",
-              "| link | files skipped | file bytes sent (max) | median s (incl. connect) | after connect | runs (s) | "
-              "reference: one bare remote sha256sum of all files |",
-              "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    lines += [
+        "",
+        "Second upload of unchanged inputs (the sample render's 3 control videos + a spec; uploaded once before):",
+        "",
+        "| link | files skipped | file bytes sent (max) | median s (incl. connect) | after connect | runs (s) | "
+        "reference: one bare remote sha256sum of all files |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
     for link, u in f.unchanged.items():
-        lines.append(f"| {link} | {u['files_skipped']}/{u['files']} | {u['bytes_sent']} | {u['seconds']:.2f} | "
-                     f"{u['seconds_after_connect']:.2f} | {' '.join(f'{x:.2f}' for x in u['runs'])} | "
-                     f"{u['one_batched_remote_sha256sum']:.2f} |")
+        lines.append(
+            f"| {link} | {u['files_skipped']}/{u['files']} | {u['bytes_sent']} | {u['seconds']:.2f} | "
+            f"{u['seconds_after_connect']:.2f} | {' '.join(f'{x:.2f}' for x in u['runs'])} | "
+            f"{u['one_batched_remote_sha256sum']:.2f} |"
+        )
         met = u["bytes_sent"] == 0 and u["seconds"] < UNCHANGED_TARGET_S
-        report.figure(f"unchanged re-upload, {link}: bytes / time", f"{u['bytes_sent']} B / {u['seconds']:.2f} s",
-                      f"0 B / < {UNCHANGED_TARGET_S:.0f} s", met)
+        report.figure(
+            f"unchanged re-upload, {link}: bytes / time",
+            f"{u['bytes_sent']} B / {u['seconds']:.2f} s",
+            f"0 B / < {UNCHANGED_TARGET_S:.0f} s",
+            met,
+        )
         if not met:
             report.notes.append(
                 f"**Unchanged re-upload, {link}** ({u['bytes_sent']} B in {u['seconds']:.2f} s, target 0 B in < "
                 f"{UNCHANGED_TARGET_S:.0f} s): {u['files_skipped']}/{u['files']} files skipped; "
                 f"{u['seconds'] - u['seconds_after_connect']:.2f} s connecting, {u['seconds_after_connect']:.2f} s after "
-                f"(one bare remote sha256sum of all files alone: {u['one_batched_remote_sha256sum']:.2f} s).")
-    lines += ["", "Where ours spends its time (each part alone, one run each; `connect` is ours, `ssh connect` is "
-              "OpenSSH's `ssh ... true`, the set-up every scp run pays):", "",
-              "| link | " + " | ".join(next(iter(f.phases.values())).keys()) + " |",
-              "| --- |" + " ---: |" * len(next(iter(f.phases.values())))]
+                f"(one bare remote sha256sum of all files alone: {u['one_batched_remote_sha256sum']:.2f} s)."
+            )
+    lines += [
+        "",
+        "Where ours spends its time (each part alone, one run each; `connect` is ours, `ssh connect` is "
+        "OpenSSH's `ssh ... true`, the set-up every scp run pays):",
+        "",
+        "| link | " + " | ".join(next(iter(f.phases.values())).keys()) + " |",
+        "| --- |" + " ---: |" * len(next(iter(f.phases.values()))),
+    ]
     for link, phases in f.phases.items():
         lines.append(f"| {link} | " + " | ".join(f"{v:.2f} s" for v in phases.values()) + " |")
     report.sections += lines + [""]
@@ -310,33 +354,42 @@ def run_orchestration(plan: Plan, report: Report) -> None:
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for case, timings in f.runs.items():
-        lines.append(f"| {case} | {len(timings)} | {sum(t.wall_s for t in timings) / len(timings):.2f} | "
-                     f"{f.per_prompt_model(case):.2f} | {f.per_prompt_overhead(case):.2f} | {f.median_overhead(case):.2f} | "
-                     f"{' '.join(f'{t.overhead_s:.2f}' for t in timings)} |")
+        lines.append(
+            f"| {case} | {len(timings)} | {sum(t.wall_s for t in timings) / len(timings):.2f} | "
+            f"{f.per_prompt_model(case):.2f} | {f.per_prompt_overhead(case):.2f} | {f.median_overhead(case):.2f} | "
+            f"{' '.join(f'{t.overhead_s:.2f}' for t in timings)} |"
+        )
         overhead = f.per_prompt_overhead(case)
         if case == MULTIPROCESS_CASE:
             report.figure(f"orchestration overhead per prompt, {case}", f"{overhead:.2f} s", "- (reference)", None)
             continue
         met = overhead < ORCHESTRATION_TARGET_S
-        report.figure(f"orchestration overhead per prompt, {case}", f"{overhead:.2f} s",
-                      f"< {ORCHESTRATION_TARGET_S:.0f} s", met)
+        report.figure(
+            f"orchestration overhead per prompt, {case}", f"{overhead:.2f} s", f"< {ORCHESTRATION_TARGET_S:.0f} s", met
+        )
         if not met:
             wall = sum(t.wall_s for t in timings) / len(timings)
-            importing = f" (a fresh import of cosmos_assets.definitions alone: {f.import_s:.2f} s)" if f.import_s else ""
+            importing = (
+                f" (a fresh import of cosmos_assets.definitions alone: {f.import_s:.2f} s)" if f.import_s else ""
+            )
             report.notes.append(
                 f"**Orchestration, {case}** ({overhead:.2f} s per prompt, target < {ORCHESTRATION_TARGET_S:.0f} s): "
-                f"wall {wall:.2f} s of which {f.per_prompt_model(case):.2f} s inside the model program{importing}.")
+                f"wall {wall:.2f} s of which {f.per_prompt_model(case):.2f} s inside the model program{importing}."
+            )
     if f.import_s is not None:
-        lines += ["", f"A fresh `python -c \"import cosmos_assets.definitions\"` takes {f.import_s:.2f} s here: "
-                  "the part of every `dagster asset materialize` CLI call spent importing Dagster and the code location "
-                  "before any run starts. `dagster CLI` is the command as a user types it "
-                  "(`dagster asset materialize -m cosmos_assets.definitions --select ... --partition P`); the project's "
-                  "definitions choose the in-process executor, so the steps run in the CLI's own process. The reference "
-                  "row is the old default: the same definitions with Dagster's default executor "
-                  "(bench/multiprocess_definitions.py) and `--config-json '{\"execution\": {\"config\": "
-                  "{\"multiprocess\": {}}}}'`, one Python subprocess per step, each importing Dagster and the code "
-                  "location again. (Run config alone cannot choose multiprocess any more: the project's executor "
-                  "only accepts in-process config.)"]
+        lines += [
+            "",
+            f'A fresh `python -c "import cosmos_assets.definitions"` takes {f.import_s:.2f} s here: '
+            "the part of every `dagster asset materialize` CLI call spent importing Dagster and the code location "
+            "before any run starts. `dagster CLI` is the command as a user types it "
+            "(`dagster asset materialize -m cosmos_assets.definitions --select ... --partition P`); the project's "
+            "definitions choose the in-process executor, so the steps run in the CLI's own process. The reference "
+            "row is the old default: the same definitions with Dagster's default executor "
+            '(bench/multiprocess_definitions.py) and `--config-json \'{"execution": {"config": '
+            '{"multiprocess": {}}}}\'`, one Python subprocess per step, each importing Dagster and the code '
+            "location again. (Run config alone cannot choose multiprocess any more: the project's executor "
+            "only accepts in-process config.)",
+        ]
     report.sections += lines + [""]
 
 
@@ -348,7 +401,9 @@ def run_sensor(plan: Plan, report: Report) -> None:
     if importlib.util.find_spec("bench.bench_sensor") is None:
         report.sections += header + ["Not available: bench/bench_sensor.py (`bench_sensor_tick`) is missing.", ""]
         report.figure("sensor tick, nothing changed", "not available", f"< {SENSOR_UNCHANGED_TARGET_S:.0f} s", None)
-        report.figure("sensor tick, one folder changed", "not available", f"< {SENSOR_ONE_CHANGED_TARGET_S:.0f} s", None)
+        report.figure(
+            "sensor tick, one folder changed", "not available", f"< {SENSOR_ONE_CHANGED_TARGET_S:.0f} s", None
+        )
         return
     from bench.bench_sensor import bench_sensor_tick
 
@@ -357,14 +412,20 @@ def run_sensor(plan: Plan, report: Report) -> None:
     report.sections += header + [
         f"bench/bench_sensor.py `bench_sensor_tick` over {r['folders']} render folders: tick with nothing changed "
         f"{r['unchanged_s']:.3f} s, with one folder changed {r['one_changed_s']:.3f} s "
-        f"(deep checks per tick: {r['deep_checks_per_tick']}, cursor {r['cursor_bytes'] / 1024:.0f} KiB).", ""]
-    for name, key, target in (("nothing changed", "unchanged_s", SENSOR_UNCHANGED_TARGET_S),
-                              ("one folder changed", "one_changed_s", SENSOR_ONE_CHANGED_TARGET_S)):
+        f"(deep checks per tick: {r['deep_checks_per_tick']}, cursor {r['cursor_bytes'] / 1024:.0f} KiB).",
+        "",
+    ]
+    for name, key, target in (
+        ("nothing changed", "unchanged_s", SENSOR_UNCHANGED_TARGET_S),
+        ("one folder changed", "one_changed_s", SENSOR_ONE_CHANGED_TARGET_S),
+    ):
         met = r[key] < target
         report.figure(f"sensor tick, {name}", f"{r[key]:.3f} s ({r['folders']} folders)", f"< {target:.0f} s", met)
         if not met:
-            report.notes.append(f"**Sensor tick, {name}** ({r[key]:.3f} s over {r['folders']} folders, target < "
-                                f"{target:.0f} s; deep checks per tick {r['deep_checks_per_tick']}).")
+            report.notes.append(
+                f"**Sensor tick, {name}** ({r[key]:.3f} s over {r['folders']} folders, target < "
+                f"{target:.0f} s; deep checks per tick {r['deep_checks_per_tick']})."
+            )
 
 
 # ------------------------------------------------------------------------------------------ batch
@@ -375,10 +436,19 @@ def run_batch(plan: Plan, report: Report) -> None:
 
     f = bench_batch(OUT, prompts=plan.prompts, reps=1 if plan.quick else 2, log=log)
     report.sections += section(f)
-    report.figure(f"batched / one at a time, {f.prompts} prompts: model loads",
-                  f"{f.batched.median('loads'):.0f} / {f.single.median('loads'):.0f}", "1 load for all", f.batched.median("loads") == 1)
+    report.figure(
+        f"batched / one at a time, {f.prompts} prompts: model loads",
+        f"{f.batched.median('loads'):.0f} / {f.single.median('loads'):.0f}",
+        "1 load for all",
+        f.batched.median("loads") == 1,
+    )
     report.figure(f"batched / one at a time, {f.prompts} prompts: total time", f"{f.ratio('wall_s'):.2f}x", "-", None)
-    report.figure(f"batched / one at a time, {f.prompts} prompts: GPU s per video", f"{f.ratio('gpu_s_per_video'):.2f}x", "-", None)
+    report.figure(
+        f"batched / one at a time, {f.prompts} prompts: GPU s per video",
+        f"{f.ratio('gpu_s_per_video'):.2f}x",
+        "-",
+        None,
+    )
 
 
 def findings(report: Report) -> list[str]:
@@ -386,14 +456,21 @@ def findings(report: Report) -> list[str]:
     lines = ["## Why a target is not met (from this run's figures)", ""]
     if not report.notes:
         unmeasured = [name for name, _m, _t, verdict in report.summary if verdict == "n/a" and _t.startswith("<")]
-        return lines + ["Every target measured in this run is met." +
-                        (f" Not measured: {', '.join(unmeasured)}." if unmeasured else ""), ""]
+        return lines + [
+            "Every target measured in this run is met."
+            + (f" Not measured: {', '.join(unmeasured)}." if unmeasured else ""),
+            "",
+        ]
     return lines + [f"- {note}" for note in report.notes] + [""]
 
 
 RUNNERS: dict[str, Callable[[Plan, Report], None]] = {
-    "encode": run_encode, "transfer": run_transfer, "orchestration": run_orchestration, "sensor": run_sensor,
-    "batch": run_batch, "records": lambda plan, report: importlib.import_module("bench.bench_records").run(plan, report),
+    "encode": run_encode,
+    "transfer": run_transfer,
+    "orchestration": run_orchestration,
+    "sensor": run_sensor,
+    "batch": run_batch,
+    "records": lambda plan, report: importlib.import_module("bench.bench_records").run(plan, report),
 }
 
 

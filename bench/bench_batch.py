@@ -68,7 +68,7 @@ def make_project(root: Path, prompts: int) -> tuple[object, list[str]]:
     return write_shot_and_prompts(root, SHOT, prompts, SHOT_FRAMES, SHOT_SIZE)
 
 
-def _gpu_seconds_per_video(layout, run_ids: set[str]) -> float:  # noqa: ANN001
+def _gpu_seconds_per_video(layout, run_ids: set[str]) -> float:
     from cosmos_assets.runs.record_store import RunStore
 
     records = [r for r in RunStore(layout.runs_dir).all() if r.run_id in run_ids]
@@ -76,7 +76,7 @@ def _gpu_seconds_per_video(layout, run_ids: set[str]) -> float:  # noqa: ANN001
     return held / len(records)
 
 
-def _one_way(layout, names: list[str], batched: bool, figures: WayFigures) -> None:  # noqa: ANN001
+def _one_way(layout, names: list[str], batched: bool, figures: WayFigures) -> None:
     from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome
     from cosmos_assets.machines.local import LocalMachine
     from cosmos_assets.models.registry import backend_named
@@ -96,8 +96,9 @@ def _one_way(layout, names: list[str], batched: bool, figures: WayFigures) -> No
     lines: list[str] = []
     t0 = time.perf_counter()
     if batched:
-        outcomes = run_generations(layout, names, lambda prompt: preview, lambda backend: machine,
-                                   BatchOptions(log=lines.append, force=True))  # fmt: skip
+        outcomes = run_generations(
+            layout, names, lambda prompt: preview, lambda backend: machine, BatchOptions(log=lines.append, force=True)
+        )
         results = [o.result for o in outcomes.values() if o.result is not None]
     else:
         results = [run_generation(layout, machine, preview, name, log=lines.append, force=True) for name in names]
@@ -108,7 +109,9 @@ def _one_way(layout, names: list[str], batched: bool, figures: WayFigures) -> No
     figures.gpu_s_per_video.append(_gpu_seconds_per_video(layout, {r.record.run_id for r in results}))
 
 
-def bench_batch(work: Path, prompts: int = PROMPTS, reps: int = REPS, log: Callable[[str], None] = print) -> BatchFigures:
+def bench_batch(
+    work: Path, prompts: int = PROMPTS, reps: int = REPS, log: Callable[[str], None] = print
+) -> BatchFigures:
     layout, names = make_project(work / "batch_project", prompts)
     figures = BatchFigures(prompts=prompts, load_seconds=LOAD_SECONDS)
     old = os.environ.get("COSMOS_PREVIEW_LOAD_SECONDS")
@@ -129,8 +132,12 @@ def bench_batch(work: Path, prompts: int = PROMPTS, reps: int = REPS, log: Calla
 
 def section(f: BatchFigures) -> list[str]:
     """The RESULTS.md section."""
-    rows = [("invocations (containers) started", "invocations", "{:.0f}"), ("model loads", "loads", "{:.0f}"),
-            ("total wall time", "wall_s", "{:.1f} s"), ("GPU-held seconds per video", "gpu_s_per_video", "{:.2f} s")]  # fmt: skip
+    rows = [
+        ("invocations (containers) started", "invocations", "{:.0f}"),
+        ("model loads", "loads", "{:.0f}"),
+        ("total wall time", "wall_s", "{:.1f} s"),
+        ("GPU-held seconds per video", "gpu_s_per_video", "{:.2f} s"),
+    ]
     lines = [
         SECTION_START,
         f"## 5. Batched generation: {f.prompts} prompts, batched vs one at a time",
@@ -148,14 +155,20 @@ def section(f: BatchFigures) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     for label, name, fmt in rows:
-        lines.append(f"| {label} | {fmt.format(f.single.median(name))} | {fmt.format(f.batched.median(name))} | "
-                     f"{f.ratio(name):.2f}x |")
-    lines += ["", f"Videos made per way and run: one at a time {f.single.succeeded}, batched {f.batched.succeeded}. "
-              f"Runs (s): one at a time {' '.join(f'{s:.1f}' for s in f.single.wall_s)}; batched "
-              f"{' '.join(f'{s:.1f}' for s in f.batched.wall_s)}. Load average of the shared machine at the start: "
-              f"{f.load_average:.1f} on {os.cpu_count()} cores"
-              + (" (the times are inflated by it; the counts are exact)." if f.load_average >= 1.0 else "."),
-              SECTION_END, ""]
+        lines.append(
+            f"| {label} | {fmt.format(f.single.median(name))} | {fmt.format(f.batched.median(name))} | "
+            f"{f.ratio(name):.2f}x |"
+        )
+    lines += [
+        "",
+        f"Videos made per way and run: one at a time {f.single.succeeded}, batched {f.batched.succeeded}. "
+        f"Runs (s): one at a time {' '.join(f'{s:.1f}' for s in f.single.wall_s)}; batched "
+        f"{' '.join(f'{s:.1f}' for s in f.batched.wall_s)}. Load average of the shared machine at the start: "
+        f"{f.load_average:.1f} on {os.cpu_count()} cores"
+        + (" (the times are inflated by it; the counts are exact)." if f.load_average >= 1.0 else "."),
+        SECTION_END,
+        "",
+    ]
     return lines
 
 

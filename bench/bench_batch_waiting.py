@@ -63,7 +63,7 @@ def _project(root: Path) -> tuple[object, list[str], Path]:
     return layout, names, home
 
 
-def _all_done(layout, names: list[str]) -> bool:  # noqa: ANN001
+def _all_done(layout, names: list[str]) -> bool:
     return all((layout.upscaled_dir(name) / "output.mp4").is_file() for name in names)
 
 
@@ -76,16 +76,27 @@ def run_way(work: Path, name: str, batch_max: int) -> Way:
     layout, names, home = _project(root)
     counter = root / "loads.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "DAGSTER_"))} | {
-        "DAGSTER_HOME": str(home), "COSMOS_PROJECT_ROOT": str(root), "COSMOS_HOST": "preview",
-        "COSMOS_SENSORS": "on", "COSMOS_AUTO_GENERATE": "on", "COSMOS_SENSOR_INTERVAL": "2",
-        "COSMOS_RENDER_SETTLE_SECONDS": "3600", "COSMOS_BATCH_MAX": str(batch_max),
-        "COSMOS_PREVIEW_LOAD_SECONDS": str(LOAD_SECONDS), "COSMOS_PREVIEW_LOAD_COUNT": str(counter),
-    }  # fmt: skip
+        "DAGSTER_HOME": str(home),
+        "COSMOS_PROJECT_ROOT": str(root),
+        "COSMOS_HOST": "preview",
+        "COSMOS_SENSORS": "on",
+        "COSMOS_AUTO_GENERATE": "on",
+        "COSMOS_SENSOR_INTERVAL": "2",
+        "COSMOS_RENDER_SETTLE_SECONDS": "3600",
+        "COSMOS_BATCH_MAX": str(batch_max),
+        "COSMOS_PREVIEW_LOAD_SECONDS": str(LOAD_SECONDS),
+        "COSMOS_PREVIEW_LOAD_COUNT": str(counter),
+    }
     daemon_log = root / "daemon.log"
     with daemon_log.open("wb") as sink:
-        daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m",
-                                   "cosmos_assets.definitions"], cwd=root, env=env, stdout=sink,
-                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "cosmos_assets.definitions"],
+            cwd=root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + DEADLINE_S
         with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -108,16 +119,24 @@ def run_way(work: Path, name: str, batch_max: int) -> Way:
     records = [r for r in RunStore(layout.runs_dir).all() if r.state == "succeeded"]
     invocations = {r.batch.batch_id if r.batch else r.run_id for r in records}
     held = sum(r.inference_seconds * r.num_gpus * (r.batch.gpu_share if r.batch else 1.0) for r in records)
-    return Way(name=name, invocations=len(invocations), loads=len(counter.read_text().splitlines()),
-               total_s=max(ends) - min(starts), gpu_s_per_video=held / len(names),
-               videos=sum((layout.output_dir(n) / "output.mp4").is_file() for n in names),
-               upscales=sum((layout.upscaled_dir(n) / "output.mp4").is_file() for n in names))  # fmt: skip
+    return Way(
+        name=name,
+        invocations=len(invocations),
+        loads=len(counter.read_text().splitlines()),
+        total_s=max(ends) - min(starts),
+        gpu_s_per_video=held / len(names),
+        videos=sum((layout.output_dir(n) / "output.mp4").is_file() for n in names),
+        upscales=sum((layout.upscaled_dir(n) / "output.mp4").is_file() for n in names),
+    )
 
 
 def section(old: Way, new: Way) -> list[str]:
-    rows = [("invocations (containers) started", "invocations", "{:.0f}"), ("model loads", "loads", "{:.0f}"),
-            ("total time, first run start to last run end", "total_s", "{:.1f} s"),
-            ("GPU-held seconds per video (generation + upscale)", "gpu_s_per_video", "{:.2f} s")]  # fmt: skip
+    rows = [
+        ("invocations (containers) started", "invocations", "{:.0f}"),
+        ("model loads", "loads", "{:.0f}"),
+        ("total time, first run start to last run end", "total_s", "{:.1f} s"),
+        ("GPU-held seconds per video (generation + upscale)", "gpu_s_per_video", "{:.2f} s"),
+    ]
     lines = [
         SECTION_START,
         f"## 7. {PROMPTS} prompts through the full cycle as the sensor starts them: one run per prompt vs the waiting batched",
@@ -137,9 +156,13 @@ def section(old: Way, new: Way) -> list[str]:
         a, b = getattr(old, attr), getattr(new, attr)
         lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f}x |")
     load = os.getloadavg()[0]
-    lines += ["", f"Videos and upscales made: one run per prompt {old.videos} + {old.upscales}, new {new.videos} + "
-              f"{new.upscales}. Load average of the shared machine at the end: {load:.1f} on {os.cpu_count()} cores.",
-              SECTION_END, ""]
+    lines += [
+        "",
+        f"Videos and upscales made: one run per prompt {old.videos} + {old.upscales}, new {new.videos} + "
+        f"{new.upscales}. Load average of the shared machine at the end: {load:.1f} on {os.cpu_count()} cores.",
+        SECTION_END,
+        "",
+    ]
     return lines
 
 

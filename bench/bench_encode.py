@@ -88,8 +88,26 @@ def cli_command(seq: RenderSequence, modality: str, out: Path) -> list[str]:
     first = seq.frames[modality][0].name
     digits = len(re.match(r"^\w+\.(\d+)\.png$", first).group(1))
     pattern = seq.folder / f"{modality}.%0{digits}d.png"
-    return ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-framerate", "24", "-start_number", str(seq.first_frame),
-            "-i", str(pattern), "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(out)]
+    return [
+        "ffmpeg",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-framerate",
+        "24",
+        "-start_number",
+        str(seq.first_frame),
+        "-i",
+        str(pattern),
+        "-c:v",
+        "libx264",
+        "-crf",
+        "18",
+        "-pix_fmt",
+        "yuv420p",
+        str(out),
+    ]
 
 
 def encode_cli(seq: RenderSequence, out_dir: Path) -> None:
@@ -152,13 +170,16 @@ def depth_references(seq: RenderSequence, wanted: set[int]) -> tuple[dict[int, n
     return ours, raw
 
 
-def psnr_of(variant_dir: Path, seq: RenderSequence, wanted: set[int], depth_ref: dict[int, np.ndarray]) -> dict[str, float]:
+def psnr_of(
+    variant_dir: Path, seq: RenderSequence, wanted: set[int], depth_ref: dict[int, np.ndarray]
+) -> dict[str, float]:
     """Mean PSNR over the ``wanted`` frames of each control video against its source."""
     result = {}
     for modality in ("color", "segmentation"):
-        scores = [_psnr(frame.to_ndarray(format="rgb24"),
-                        decode_png(seq.frames[modality][i]).to_ndarray(format="rgb24"))
-                  for i, frame in _decoded(variant_dir / f"{modality}.mp4", wanted)]
+        scores = [
+            _psnr(frame.to_ndarray(format="rgb24"), decode_png(seq.frames[modality][i]).to_ndarray(format="rgb24"))
+            for i, frame in _decoded(variant_dir / f"{modality}.mp4", wanted)
+        ]
         result[modality] = float(np.mean(scores))
     scores = [_psnr(_luma_to_gray(frame), depth_ref[i]) for i, frame in _decoded(variant_dir / "depth.mp4", wanted)]
     result["depth"] = float(np.mean(scores))
@@ -192,8 +213,13 @@ def variant_dir(outputs: Path, variant: str) -> Path:
     return outputs / variant.replace(" ", "_").replace(",", "").replace("+", "_")
 
 
-def bench_encode(work: Path, reps: int = 5, psnr_step: int = 4, variants: tuple[str, ...] = VARIANTS,
-                 log: Callable[[str], None] = print) -> EncodeFigures:
+def bench_encode(
+    work: Path,
+    reps: int = 5,
+    psnr_step: int = 4,
+    variants: tuple[str, ...] = VARIANTS,
+    log: Callable[[str], None] = print,
+) -> EncodeFigures:
     seq = sample_render(work / "sample_render_121")
     figures = EncodeFigures(reps=reps)
     outputs = work / "encode"

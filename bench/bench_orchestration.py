@@ -73,8 +73,12 @@ class OrchestrationFigures:
 
 @contextmanager
 def project_env(root: Path) -> Iterator[dict[str, str]]:
-    env = {"COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(root / "dagster_home"), "COSMOS_HOST": "preview",
-           "COSMOS_PREVIEW_DIR": str(root / ".preview_host" / "cosmos-transfer1")}
+    env = {
+        "COSMOS_PROJECT_ROOT": str(root),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "COSMOS_HOST": "preview",
+        "COSMOS_PREVIEW_DIR": str(root / ".preview_host" / "cosmos-transfer1"),
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -87,8 +91,9 @@ def project_env(root: Path) -> Iterator[dict[str, str]]:
                 os.environ[key] = value
 
 
-def write_shot_and_prompts(root: Path, shot: str, prompts: int, frames: int,
-                           size: tuple[int, int]) -> tuple[object, list[str]]:  # fmt: skip
+def write_shot_and_prompts(
+    root: Path, shot: str, prompts: int, frames: int, size: tuple[int, int]
+) -> tuple[object, list[str]]:
     """A fresh project at ``root``: the sample shot (``frames`` at ``size``) with its control videos and ``prompts`` prompt files
     (``<shot>_pNN``) reading it; its layout and the prompt names. Shared by the orchestration and batch benchmarks."""
     from cosmos_assets.layout import ProjectLayout
@@ -124,7 +129,9 @@ def model_seconds(root: Path, prompt: str) -> float:
     total = 0.0
     for folder in (root / "outputs" / prompt, root / "outputs" / f"{prompt}_upscaled"):
         used = json.loads((folder / "spec_used.json").read_text())
-        total += (datetime.fromisoformat(used["finished_at"]) - datetime.fromisoformat(used["started_at"])).total_seconds()
+        total += (
+            datetime.fromisoformat(used["finished_at"]) - datetime.fromisoformat(used["started_at"])
+        ).total_seconds()
     return total
 
 
@@ -138,13 +145,21 @@ def materialize_in_process(root: Path, prompts: list[str]) -> list[CycleTiming]:
     timings = []
     with project_env(root) as env:
         instance = dg.DagsterInstance.get()  # the one in DAGSTER_HOME (set above)
-        resources = {"project": ProjectResource(root=str(root)),
-                     "gpu_host": LocalPreviewHost(remote_dir=env["COSMOS_PREVIEW_DIR"])}
+        resources = {
+            "project": ProjectResource(root=str(root)),
+            "gpu_host": LocalPreviewHost(remote_dir=env["COSMOS_PREVIEW_DIR"]),
+        }
         for prompt in prompts:
             started = time.perf_counter()
-            result = dg.materialize(ALL_ASSETS, selection=SELECTION.split(","), partition_key=prompt,
-                                    instance=instance, resources=resources, raise_on_error=True,
-                                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+            result = dg.materialize(
+                ALL_ASSETS,
+                selection=SELECTION.split(","),
+                partition_key=prompt,
+                instance=instance,
+                resources=resources,
+                raise_on_error=True,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
             wall = time.perf_counter() - started
             if not result.success:
                 raise RuntimeError(f"materialize of {prompt} failed")
@@ -171,10 +186,25 @@ def materialize_cli(root: Path, prompts: list[str], multiprocess: bool = False) 
     with project_env(root) as env:
         for prompt in prompts:
             started = time.perf_counter()
-            proc = subprocess.run([str(dagster), "asset", "materialize", "-m", module,
-                                   "--select", SELECTION, "--partition", prompt, *extra],
-                                  cwd=root, env={**os.environ, **env, "PYTHONPATH": _pythonpath()},
-                                  capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(
+                [
+                    str(dagster),
+                    "asset",
+                    "materialize",
+                    "-m",
+                    module,
+                    "--select",
+                    SELECTION,
+                    "--partition",
+                    prompt,
+                    *extra,
+                ],
+                cwd=root,
+                env={**os.environ, **env, "PYTHONPATH": _pythonpath()},
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
             wall = time.perf_counter() - started
             if proc.returncode != 0:
                 raise RuntimeError(f"dagster asset materialize {prompt} failed:\n{proc.stderr[-3000:]}")
@@ -182,16 +212,19 @@ def materialize_cli(root: Path, prompts: list[str], multiprocess: bool = False) 
     return timings
 
 
-def bench_orchestration(work: Path, many: int = 10, with_cli: bool = True,
-                        log: Callable[[str], None] = print) -> OrchestrationFigures:
+def bench_orchestration(
+    work: Path, many: int = 10, with_cli: bool = True, log: Callable[[str], None] = print
+) -> OrchestrationFigures:
     figures = OrchestrationFigures(shot=f"sample render, {SHOT_FRAMES} frames at {SHOT_SIZE[0]}x{SHOT_SIZE[1]}")
     root = (work / "orchestration_project").resolve()
     names = make_project(root, many + 2)
     figures.runs["materialize, 1 prompt"] = materialize_in_process(root, names[:1])
     log(f"orchestration: 1 prompt in-process overhead {figures.per_prompt_overhead('materialize, 1 prompt'):.2f}s")
-    figures.runs[f"materialize, {many} prompts"] = materialize_in_process(root, names[1:1 + many])
-    log(f"orchestration: {many} prompts in-process overhead/prompt "
-        f"{figures.per_prompt_overhead(f'materialize, {many} prompts'):.2f}s")
+    figures.runs[f"materialize, {many} prompts"] = materialize_in_process(root, names[1 : 1 + many])
+    log(
+        f"orchestration: {many} prompts in-process overhead/prompt "
+        f"{figures.per_prompt_overhead(f'materialize, {many} prompts'):.2f}s"
+    )
     if with_cli:
         for rep in range(2):  # interleaved: as typed (in-process), the old default (multiprocess)
             for case, multiprocess in ((CLI_CASE, False), (MULTIPROCESS_CASE, True)):
@@ -211,6 +244,11 @@ def definitions_import_seconds(root: Path) -> float:
     """A fresh interpreter importing ``cosmos_assets.definitions`` (what every CLI run pays first)."""
     with project_env(root) as env:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import cosmos_assets.definitions"], cwd=root,
-                       env={**os.environ, **env}, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "import cosmos_assets.definitions"],
+            cwd=root,
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+        )
         return time.perf_counter() - started

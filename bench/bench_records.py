@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cosmos_assets.files import atomic_write_text
@@ -38,17 +38,35 @@ PROMPTS = 500
 SETTLE_S = 0.05  # past record_index.RACY_NS: the folder's mtime is then trusted
 SECTION_START = "<!-- bench_records:start -->"
 SECTION_END = "<!-- bench_records:end -->"
-_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
-_ID, _PROMPT, _CREATED, _SHA, _STATE = "19990101_000000_00000000", "zzprompt", "1999-01-01T00:00:00Z", "f" * 64, "zzstate"
+_START = datetime(2025, 1, 1, tzinfo=UTC)
+_ID, _PROMPT, _CREATED, _SHA, _STATE = (
+    "19990101_000000_00000000",
+    "zzprompt",
+    "1999-01-01T00:00:00Z",
+    "f" * 64,
+    "zzstate",
+)
 
 
 def _template() -> str:
-    record = RunRecord(run_id=_ID, stage="generate", prompt=_PROMPT, shot="shot_a", host="ssh@gpu1", runtime="docker",
-                       model="cosmos-transfer1", model_label="Cosmos-Transfer1-7B", preview=False,
-                       remote_output_folder=f"outputs/{_PROMPT}/{_ID}", spec={"prompt": "a street at dusk"},
-                       spec_remote_path=f"inputs/prompts/{_PROMPT}.json", spec_sha256=_SHA,
-                       settings={"num_gpus": 1, "seed": 1}, created_at=datetime(1999, 1, 1, tzinfo=timezone.utc),
-                       log_tail=["loading model", "model loaded", "done"] * 5)  # fmt: skip
+    record = RunRecord(
+        run_id=_ID,
+        stage="generate",
+        prompt=_PROMPT,
+        shot="shot_a",
+        host="ssh@gpu1",
+        runtime="docker",
+        model="cosmos-transfer1",
+        model_label="Cosmos-Transfer1-7B",
+        preview=False,
+        remote_output_folder=f"outputs/{_PROMPT}/{_ID}",
+        spec={"prompt": "a street at dusk"},
+        spec_remote_path=f"inputs/prompts/{_PROMPT}.json",
+        spec_sha256=_SHA,
+        settings={"num_gpus": 1, "seed": 1},
+        created_at=datetime(1999, 1, 1, tzinfo=UTC),
+        log_tail=["loading model", "model loaded", "done"] * 5,
+    )
     return record.model_dump_json(indent=2).replace('"planned"', f'"{_STATE}"') + "\n"
 
 
@@ -56,9 +74,13 @@ def _record_text(template: str, number: int) -> tuple[str, str]:
     when = _START + timedelta(seconds=number)
     run_id = f"{when:%Y%m%d_%H%M%S}_{number:08x}"
     state = "running" if number % 97 == 0 else ("failed" if number % 13 == 0 else "succeeded")
-    text = (template.replace(_ID, run_id).replace(_PROMPT, f"p{number % PROMPTS:04d}")
-            .replace(_CREATED, f"{when:%Y-%m-%dT%H:%M:%SZ}").replace(_SHA, f"{number % 7:064x}")
-            .replace(f'"{_STATE}"', f'"{state}"'))  # fmt: skip
+    text = (
+        template.replace(_ID, run_id)
+        .replace(_PROMPT, f"p{number % PROMPTS:04d}")
+        .replace(_CREATED, f"{when:%Y-%m-%dT%H:%M:%SZ}")
+        .replace(_SHA, f"{number % 7:064x}")
+        .replace(f'"{_STATE}"', f'"{state}"')
+    )
     return run_id, text
 
 
@@ -98,8 +120,13 @@ def _probe(store: RunStore) -> RunRecord:
     template = _template()
     _, text = _record_text(template, 97 * 3)  # a left-behind run ("running")
     record = RunRecord.model_validate_json(text)
-    return record.model_copy(update={"run_id": "20270101_000000_0000abcd", "state": "planned",
-                                     "remote_output_folder": f"outputs/{record.prompt}/20270101_000000_0000abcd"})
+    return record.model_copy(
+        update={
+            "run_id": "20270101_000000_0000abcd",
+            "state": "planned",
+            "remote_output_folder": f"outputs/{record.prompt}/20270101_000000_0000abcd",
+        }
+    )
 
 
 def _timed(decision: Callable[[], object]) -> tuple[float, object]:
@@ -130,8 +157,13 @@ def bench_count(count: int, reps: int, log: Callable[[str], None] = print) -> Co
             figures.scan_s.append(seconds)
             assert _ids(expected) == _ids(built), "the index and the scan disagree"
         figures.settled_s.append(_timed(indexed)[0])
-        saved = probe.model_copy(update={"run_id": "20270101_000001_0000abce", "state": "failed",
-                                         "remote_output_folder": f"outputs/{probe.prompt}/20270101_000001_0000abce"})
+        saved = probe.model_copy(
+            update={
+                "run_id": "20270101_000001_0000abce",
+                "state": "failed",
+                "remote_output_folder": f"outputs/{probe.prompt}/20270101_000001_0000abce",
+            }
+        )
         store.save(saved)  # by a process of this version: its row written in the same call
         time.sleep(SETTLE_S)
         figures.after_save_s.append(_timed(indexed)[0])
@@ -141,10 +173,12 @@ def bench_count(count: int, reps: int, log: Callable[[str], None] = print) -> Co
         store.path(saved.run_id).unlink()
         time.sleep(SETTLE_S)
         indexed()
-    log(f"{count} records: scan {figures.median(figures.scan_s):.3f} s, index settled "
+    log(
+        f"{count} records: scan {figures.median(figures.scan_s):.3f} s, index settled "
         f"{figures.median(figures.settled_s):.4f} s, after a save {figures.median(figures.after_save_s):.4f} s, "
         f"after a change behind its back {figures.median(figures.behind_s):.3f} s, "
-        f"build {figures.build_s:.1f} s")  # fmt: skip
+        f"build {figures.build_s:.1f} s"
+    )
     return figures
 
 
@@ -152,7 +186,9 @@ def _ids(answer: object) -> tuple[object, ...]:
     return tuple(getattr(item, "run_id", None) for item in answer)  # type: ignore[attr-defined]
 
 
-def bench_records(counts: tuple[int, ...] = COUNTS, reps: int = 3, log: Callable[[str], None] = print) -> list[CountFigures]:
+def bench_records(
+    counts: tuple[int, ...] = COUNTS, reps: int = 3, log: Callable[[str], None] = print
+) -> list[CountFigures]:
     return [bench_count(count, reps, log) for count in counts]
 
 
@@ -175,8 +211,10 @@ def section(results: list[CountFigures]) -> list[str]:
     ]
     for f in results:
         scan, settled, behind = f.median(f.scan_s), f.median(f.settled_s), f.median(f.behind_s)
-        lines.append(f"| {f.count:,} | {scan:.2f} s | {settled * 1000:.1f} ms | {f.median(f.after_save_s) * 1000:.1f} ms | "
-                     f"{behind:.3f} s | {f.build_s:.1f} s | {scan / settled:,.0f}x | {scan / behind:,.0f}x |")
+        lines.append(
+            f"| {f.count:,} | {scan:.2f} s | {settled * 1000:.1f} ms | {f.median(f.after_save_s) * 1000:.1f} ms | "
+            f"{behind:.3f} s | {f.build_s:.1f} s | {scan / settled:,.0f}x | {scan / behind:,.0f}x |"
+        )
     return lines + ["", SECTION_END]
 
 
@@ -194,10 +232,18 @@ def run(plan: object, report: object) -> None:
     report.sections += section(results)  # type: ignore[attr-defined]
     big = results[-1]
     settled, behind = big.median(big.settled_s), big.median(big.behind_s)
-    report.figure(f"skip/adopt decision at {big.count:,} records, index (settled / after a change behind its back)",  # type: ignore[attr-defined]
-                  f"{settled:.3f} s / {behind:.3f} s", "< 1 s", behind < 1.0)
-    report.figure(f"skip/adopt decision at {big.count:,} records: full scan / index (settled)",  # type: ignore[attr-defined]
-                  f"{big.median(big.scan_s) / settled:,.0f}x", "-", None)
+    report.figure(
+        f"skip/adopt decision at {big.count:,} records, index (settled / after a change behind its back)",  # type: ignore[attr-defined]
+        f"{settled:.3f} s / {behind:.3f} s",
+        "< 1 s",
+        behind < 1.0,
+    )
+    report.figure(
+        f"skip/adopt decision at {big.count:,} records: full scan / index (settled)",  # type: ignore[attr-defined]
+        f"{big.median(big.scan_s) / settled:,.0f}x",
+        "-",
+        None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,8 @@ import numpy as np
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import MODALITIES, write_png
-from cosmos_assets.watch.plans import plan_render_tick
 from cosmos_assets.watch.cursors import RenderCursor, SensorSettings
+from cosmos_assets.watch.plans import plan_render_tick
 
 FOLDERS = 10_000
 CHANGED_FRAMES = 121
@@ -99,7 +99,9 @@ def bench_sensor_tick(workdir: Path) -> dict:
     make_big_shot(changed, CHANGED_FRAMES, value=int(time.time()))
     one_changed_s, cursor, changed_runs = _timed_tick(layout, cursor, settings)
     if unchanged_runs != 0 or changed_runs != 1:
-        raise RuntimeError(f"bench folders not as expected: {unchanged_runs} runs unchanged, {changed_runs} after one change")
+        raise RuntimeError(
+            f"bench folders not as expected: {unchanged_runs} runs unchanged, {changed_runs} after one change"
+        )
     return {
         "unchanged_s": round(unchanged_s, 4),
         "one_changed_s": round(one_changed_s, 4),

@@ -37,11 +37,11 @@ LOAD_SECONDS = 5.0
 REPS = 2
 IDLE_MINUTES = 15.0
 WHY_GPU_HELD = (
-    'Why served holds the GPU longer per video here: the service holds it between requests too, while the runner '
+    "Why served holds the GPU longer per video here: the service holds it between requests too, while the runner "
     "does each run's preflight, upload and download (about 10 s a run on this loaded machine), and the simulated "
-    'load is only 5 s. Per video, served holds (load + N x (generation + gap)) / N and one-shot load + generation, '
-    'so the service wins once the gap between requests is shorter than the load x (1 - 1/N): a real Cosmos 3 load '
-    'is minutes against seconds of gap on a quiet link.'
+    "load is only 5 s. Per video, served holds (load + N x (generation + gap)) / N and one-shot load + generation, "
+    "so the service wins once the gap between requests is shorter than the load x (1 - 1/N): a real Cosmos 3 load "
+    "is minutes against seconds of gap on a quiet link."
 )
 SECTION_START = "<!-- bench_served:start -->"
 SECTION_END = "<!-- bench_served:end -->"
@@ -68,7 +68,7 @@ class Figures:
         return self.served.median(name) / self.one_shot.median(name)
 
 
-def _infra(root: Path):  # noqa: ANN202 - (dockerd, sshd, docker client)
+def _infra(root: Path):
     from tests.infra.dockerd import start_dockerd
     from tests.infra.image import IMAGE_TAG, ensure_test_image
     from tests.infra.nvidia import write_fake_nvidia_smi
@@ -93,7 +93,7 @@ def _checkout(base: Path) -> None:
     _chown_tree(base / "checkpoints", OWNER_UID, OWNER_GID)
 
 
-def _project(root: Path):  # noqa: ANN202 - ProjectLayout
+def _project(root: Path):
     from tests.project_factory import make_project
 
     layout = make_project(root, shot=SHOT, prompt=PROMPT)
@@ -104,15 +104,25 @@ def _project(root: Path):  # noqa: ANN202 - ProjectLayout
     return layout
 
 
-def _host(sshd, base: Path, serve: str, tag: str):  # noqa: ANN001, ANN202 - SshHost
+def _host(sshd, base: Path, serve: str, tag: str):
     from cosmos_assets.defs.resources import SshGpuHost
 
     resource = SshGpuHost(
-        host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path), known_hosts=str(sshd.known_hosts),
-        ssh_config=str(base / "no-ssh-config"), remote_dir=str(base / "cosmos-transfer1"), docker_image="unused:latest",
-        min_free_gb=0.5, model_images={"cosmos3": f"cosmos-framework-bench:{tag}"}, name="bench-gpu", serve=serve,
-        container_env={"STANDIN_LOAD_SECONDS": f"{LOAD_SECONDS:g}"}, serve_idle_minutes=IDLE_MINUTES,
-    )  # fmt: skip
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        ssh_key=str(sshd.key_path),
+        known_hosts=str(sshd.known_hosts),
+        ssh_config=str(base / "no-ssh-config"),
+        remote_dir=str(base / "cosmos-transfer1"),
+        docker_image="unused:latest",
+        min_free_gb=0.5,
+        model_images={"cosmos3": f"cosmos-framework-bench:{tag}"},
+        name="bench-gpu",
+        serve=serve,
+        container_env={"STANDIN_LOAD_SECONDS": f"{LOAD_SECONDS:g}"},
+        serve_idle_minutes=IDLE_MINUTES,
+    )
     return resource.machine_for("cosmos3")
 
 
@@ -121,15 +131,17 @@ def _loads(base: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _one_way(layout, sshd, client, base: Path, served: bool, tag: str, way: Way) -> None:  # noqa: ANN001
+def _one_way(layout, sshd, client, base: Path, served: bool, tag: str, way: Way) -> None:
     from cosmos_assets.models.registry import backend_named
     from cosmos_assets.runs.runner import run_generation
 
     host = _host(sshd, base, "always" if served else "never", tag)
     before = _loads(base)
     t0 = time.perf_counter()
-    results = [run_generation(layout, host, backend_named("cosmos3"), PROMPT, force=True, log=lambda line: None)
-               for _ in range(RUNS)]  # fmt: skip
+    results = [
+        run_generation(layout, host, backend_named("cosmos3"), PROMPT, force=True, log=lambda line: None)
+        for _ in range(RUNS)
+    ]
     way.wall_s.append(time.perf_counter() - t0)
     way.loads.append(_loads(base) - before)
     way.succeeded.append(sum(r.record.state == "succeeded" for r in results))
@@ -145,7 +157,7 @@ def _one_way(layout, sshd, client, base: Path, served: bool, tag: str, way: Way)
     host.close()
 
 
-def bench_served(reps: int = REPS, log=print) -> Figures:  # noqa: ANN001
+def bench_served(reps: int = REPS, log=print) -> Figures:
     root = Path(tempfile.mkdtemp(prefix="cosmos-bench-served-", dir="/tmp"))
     root.chmod(0o755)
     dockerd, sshd, client = _infra(root / "infra")
@@ -155,8 +167,10 @@ def bench_served(reps: int = REPS, log=print) -> Figures:  # noqa: ANN001
         _checkout(root / "host")
         layout = _project(root / "project")
         for rep in range(reps):
-            for served in ((True, False) if rep % 2 == 0 else (False, True)):
-                _one_way(layout, sshd, client, root / "host", served, tag, figures.served if served else figures.one_shot)
+            for served in (True, False) if rep % 2 == 0 else (False, True):
+                _one_way(
+                    layout, sshd, client, root / "host", served, tag, figures.served if served else figures.one_shot
+                )
                 log(f"served bench rep {rep + 1}: {'served' if served else 'one-shot'} done")
     finally:
         client.close()
@@ -167,8 +181,11 @@ def bench_served(reps: int = REPS, log=print) -> Figures:  # noqa: ANN001
 
 
 def section(f: Figures) -> list[str]:
-    rows = [("model loads", "loads", "{:.0f}"), ("total wall time", "wall_s", "{:.1f} s"),
-            ("GPU-held seconds per video", "gpu_s_per_video", "{:.2f} s")]  # fmt: skip
+    rows = [
+        ("model loads", "loads", "{:.0f}"),
+        ("total wall time", "wall_s", "{:.1f} s"),
+        ("GPU-held seconds per video", "gpu_s_per_video", "{:.2f} s"),
+    ]
     tail = IDLE_MINUTES * 60 / RUNS
     lines = [
         SECTION_START,
@@ -185,16 +202,24 @@ def section(f: Figures) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     for label, name, fmt in rows:
-        lines.append(f"| {label} | {fmt.format(f.one_shot.median(name))} | {fmt.format(f.served.median(name))} | "
-                     f"{f.ratio(name):.2f}x |")
-    lines += ["", WHY_GPU_HELD, "", f"After the tenth request the service holds the GPU until its idle stop (COSMOS_SERVE_IDLE_MINUTES="
-              f"{IDLE_MINUTES:g}): {tail:.0f} s more per video for a sitting of {RUNS} runs, less as the sitting goes "
-              "on (docs/serving.md says why 15 min). Videos made per way and run: one-shot "
-              f"{f.one_shot.succeeded}, served {f.served.succeeded}. Runs (s): one-shot "
-              f"{' '.join(f'{s:.1f}' for s in f.one_shot.wall_s)}; served {' '.join(f'{s:.1f}' for s in f.served.wall_s)}. "
-              f"Load average of the shared machine at the start: {f.load_average:.1f} on {os.cpu_count()} cores"
-              + (" (the times are inflated by it; the counts are exact)." if f.load_average >= 1.0 else "."),
-              SECTION_END, ""]
+        lines.append(
+            f"| {label} | {fmt.format(f.one_shot.median(name))} | {fmt.format(f.served.median(name))} | "
+            f"{f.ratio(name):.2f}x |"
+        )
+    lines += [
+        "",
+        WHY_GPU_HELD,
+        "",
+        f"After the tenth request the service holds the GPU until its idle stop (COSMOS_SERVE_IDLE_MINUTES="
+        f"{IDLE_MINUTES:g}): {tail:.0f} s more per video for a sitting of {RUNS} runs, less as the sitting goes "
+        "on (docs/serving.md says why 15 min). Videos made per way and run: one-shot "
+        f"{f.one_shot.succeeded}, served {f.served.succeeded}. Runs (s): one-shot "
+        f"{' '.join(f'{s:.1f}' for s in f.one_shot.wall_s)}; served {' '.join(f'{s:.1f}' for s in f.served.wall_s)}. "
+        f"Load average of the shared machine at the start: {f.load_average:.1f} on {os.cpu_count()} cores"
+        + (" (the times are inflated by it; the counts are exact)." if f.load_average >= 1.0 else "."),
+        SECTION_END,
+        "",
+    ]
     return lines
 
 

@@ -84,13 +84,34 @@ def _known_hosts_for(server: SshServer, port: int, path: Path) -> Path:
 
 
 def _settings(server: SshServer, link: Link) -> SshTarget:
-    return SshTarget(host="127.0.0.1", port=link.port, user=server.user, key_file=server.key_path,
-                       known_hosts=link.known_hosts, ssh_config=Path("/nonexistent"), allow_agent=False)
+    return SshTarget(
+        host="127.0.0.1",
+        port=link.port,
+        user=server.user,
+        key_file=server.key_path,
+        known_hosts=link.known_hosts,
+        ssh_config=Path("/nonexistent"),
+        allow_agent=False,
+    )
 
 
 def _scp_base(server: SshServer, link: Link) -> list[str]:
-    return ["scp", "-q", "-o", f"UserKnownHostsFile={link.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-F", "/dev/null", "-P", str(link.port), "-i", str(server.key_path)]
+    return [
+        "scp",
+        "-q",
+        "-o",
+        f"UserKnownHostsFile={link.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-F",
+        "/dev/null",
+        "-P",
+        str(link.port),
+        "-i",
+        str(server.key_path),
+    ]
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -107,6 +128,7 @@ def ours_upload(server: SshServer, link: Link, local: Path, remote: str) -> floa
             assert report.bytes_sent == local.stat().st_size, report
         finally:
             ssh.close()
+
     return _timed(run)
 
 
@@ -122,6 +144,7 @@ def ours_download(server: SshServer, link: Link, remote_dir: str, local_dir: Pat
             download_tree(ssh, remote_dir, local_dir)
         finally:
             ssh.close()
+
     return _timed(run)
 
 
@@ -130,8 +153,9 @@ def scp_download(server: SshServer, link: Link, remote: str, local: Path) -> flo
     return _timed(lambda: subprocess.run(cmd, check=True, capture_output=True))
 
 
-def _one_round(server: SshServer, link: Link, big: Path, remote_root: Path, work: Path,
-               figures: TransferFigures) -> None:
+def _one_round(
+    server: SshServer, link: Link, big: Path, remote_root: Path, work: Path, figures: TransferFigures
+) -> None:
     """One interleaved round at one latency: up ours/scp, down ours/scp; every copy is fresh."""
     up_target = remote_root / "up" / big.name
     down_source_dir = remote_root / "down"
@@ -188,9 +212,15 @@ def unchanged_upload(server: SshServer, link: Link, files: list[Path], remote_ro
         runs.append((ended - started, ended - connected, report.bytes_sent, report.files_skipped, batched))
     runs.sort()
     seconds, after_connect, sent, skipped, batched = runs[len(runs) // 2]
-    return {"seconds": seconds, "seconds_after_connect": after_connect, "bytes_sent": max(r[2] for r in runs),
-            "files_skipped": skipped, "files": len(items), "runs": [r[0] for r in runs],
-            "one_batched_remote_sha256sum": batched}
+    return {
+        "seconds": seconds,
+        "seconds_after_connect": after_connect,
+        "bytes_sent": max(r[2] for r in runs),
+        "files_skipped": skipped,
+        "files": len(items),
+        "runs": [r[0] for r in runs],
+        "one_batched_remote_sha256sum": batched,
+    }
 
 
 def _cipher(server: SshServer, link: Link) -> str:
@@ -201,8 +231,9 @@ def _cipher(server: SshServer, link: Link) -> str:
         ssh.close()
 
 
-def bench_transfer(work: Path, unchanged_files: list[Path], reps: int = 3, megabytes: int = FILE_MB,
-                   log: Callable[[str], None] = print) -> TransferFigures:
+def bench_transfer(
+    work: Path, unchanged_files: list[Path], reps: int = 3, megabytes: int = FILE_MB, log: Callable[[str], None] = print
+) -> TransferFigures:
     work.mkdir(parents=True, exist_ok=True)
     big = make_random_file(work / f"random_{megabytes}MB.bin", megabytes)
     figures = TransferFigures(file_bytes=big.stat().st_size, reps=reps)
@@ -210,7 +241,9 @@ def bench_transfer(work: Path, unchanged_files: list[Path], reps: int = 3, megab
     server = start_sshd(infra / "sshd")
     remote_root = infra / "remote"
     (remote_root / "down").mkdir(parents=True)
-    os.link(big, remote_root / "down" / big.name) if _same_fs(big, remote_root) else shutil.copy(big, remote_root / "down" / big.name)
+    os.link(big, remote_root / "down" / big.name) if _same_fs(big, remote_root) else shutil.copy(
+        big, remote_root / "down" / big.name
+    )
     try:
         direct = Link("direct", server.port, _known_hosts_for(server, server.port, infra / "kh_direct"))
         with latency_proxy("127.0.0.1", server.port, ONE_WAY_DELAY_S) as proxy:
@@ -219,12 +252,21 @@ def bench_transfer(work: Path, unchanged_files: list[Path], reps: int = 3, megab
             for rep in range(reps):
                 for link in (direct, delayed):
                     _one_round(server, link, big, remote_root, work, figures)
-                    log(f"transfer rep {rep + 1}/{reps} {link.name}: " + ", ".join(
-                        f"{k.split('/', 1)[1]} {v[-1]:.2f}s" for k, v in figures.seconds.items() if k.startswith(link.name)))
+                    log(
+                        f"transfer rep {rep + 1}/{reps} {link.name}: "
+                        + ", ".join(
+                            f"{k.split('/', 1)[1]} {v[-1]:.2f}s"
+                            for k, v in figures.seconds.items()
+                            if k.startswith(link.name)
+                        )
+                    )
             for link in (direct, delayed):
                 figures.unchanged[link.name] = unchanged_upload(server, link, unchanged_files, remote_root)
                 figures.phases[link.name] = phase_breakdown(server, link, big, remote_root, work)
-                log(f"transfer phases {link.name}: " + ", ".join(f"{k} {v:.2f}s" for k, v in figures.phases[link.name].items()))
+                log(
+                    f"transfer phases {link.name}: "
+                    + ", ".join(f"{k} {v:.2f}s" for k, v in figures.phases[link.name].items())
+                )
     finally:
         server.stop()
         shutil.rmtree(infra, ignore_errors=True)
@@ -289,8 +331,23 @@ def raw_read(ssh, remote: str, size: int) -> None:
 
 def _ssh_true(server: SshServer, link: Link) -> None:
     """OpenSSH connecting and running ``true``: the connection set-up every scp run pays."""
-    cmd = ["ssh", "-o", f"UserKnownHostsFile={link.known_hosts}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-           "-F", "/dev/null", "-p", str(link.port), "-i", str(server.key_path), f"{server.user}@127.0.0.1", "true"]
+    cmd = [
+        "ssh",
+        "-o",
+        f"UserKnownHostsFile={link.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-F",
+        "/dev/null",
+        "-p",
+        str(link.port),
+        "-i",
+        str(server.key_path),
+        f"{server.user}@127.0.0.1",
+        "true",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
 
 
@@ -302,7 +359,7 @@ def _local_write_then_fsync(big: Path, target: Path) -> tuple[float, float]:
     with open(target, "wb") as dst:
         started = time.perf_counter()
         for at in range(0, len(data), step):
-            dst.write(data[at:at + step])
+            dst.write(data[at : at + step])
         dst.flush()
         written = time.perf_counter()
         os.fsync(dst.fileno())
@@ -329,7 +386,9 @@ def phase_breakdown(server: SshServer, link: Link, big: Path, remote_root: Path,
         over = SshLink(_settings(server, link), "bench", connect_fn=lambda _target: ssh)  # commands on this connection
         for channels in (1, PARALLEL_CHANNELS):
             target.unlink(missing_ok=True)
-            phases[f"put data, {channels} channel(s)"] = _timed(lambda channels=channels: raw_parallel_put(ssh, big, str(target), channels))
+            phases[f"put data, {channels} channel(s)"] = _timed(
+                lambda channels=channels: raw_parallel_put(ssh, big, str(target), channels)
+            )
             _check_same_size(target, big)
         phases["remote sync+sha256"] = _timed(lambda: remote_hash.sync_and_sha256(over, str(target)))
         phases["get data"] = _timed(lambda: raw_read(ssh, str(target), big.stat().st_size))

@@ -47,7 +47,7 @@ class LatencyProxy:
     _ready: threading.Event = field(default_factory=threading.Event)
     _error: BaseException | None = None
 
-    def start(self) -> "LatencyProxy":
+    def start(self) -> LatencyProxy:
         self._thread = threading.Thread(target=self._run, name="latency-proxy", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -146,8 +146,9 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
 
 
 @contextlib.contextmanager
-def latency_proxy(target_host: str, target_port: int, delay_s: float = 0.020,
-                  max_lifetime_s: float = DEFAULT_LIFETIME_S) -> Iterator[LatencyProxy]:
+def latency_proxy(
+    target_host: str, target_port: int, delay_s: float = 0.020, max_lifetime_s: float = DEFAULT_LIFETIME_S
+) -> Iterator[LatencyProxy]:
     """A running proxy for the ``with`` block; stopped on exit (and by itself after its lifetime)."""
     proxy = LatencyProxy(target_host, target_port, delay_s, max_lifetime_s).start()
     try:

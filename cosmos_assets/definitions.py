@@ -29,23 +29,32 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     jobs = build_jobs(host.label, host.queue_tags())
     following = dg.DefaultSensorStatus.RUNNING if settings.sensors else dg.DefaultSensorStatus.STOPPED
     sensors = [
-        *build_sensors(SensorSettings.from_settings(settings), shot_job=jobs.shot, prompt_job=jobs.prompt,
-                       gpu_job=jobs.full_cycle),  # render and prompt folders (docs/sensors.md)
+        *build_sensors(
+            SensorSettings.from_settings(settings), shot_job=jobs.shot, prompt_job=jobs.prompt, gpu_job=jobs.full_cycle
+        ),  # render and prompt folders (docs/sensors.md)
         build_wedge_sensor(jobs.wedge, settings.sensor_interval, following),  # docs/wedges.md
-        build_dead_run_sensor(settings.sensor_interval),  # always on: a dead run must not hold the GPU host (docs/runs.md)
+        build_dead_run_sensor(
+            settings.sensor_interval
+        ),  # always on: a dead run must not hold the GPU host (docs/runs.md)
         *build_notification_sensors(settings.sensor_interval),  # only with COSMOS_WEBHOOK_URL (docs/hosts.md)
-    ]  # fmt: skip
+    ]
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         sensors=sensors,
         jobs=list(jobs),
-        resources={"project": ProjectResource(root=str(settings.root), num_gpus=settings.num_gpus,
-                                              model_silence_minutes=settings.model_silence_minutes,
-                                              gpu_price_per_hour=settings.gpu_price_per_hour,
-                                              oom_retry_offload=settings.oom_retry_offload,
-                                              batch_window_seconds=settings.batch_window,
-                                              batch_max_prompts=settings.batch_max), "gpu_host": host},
+        resources={
+            "project": ProjectResource(
+                root=str(settings.root),
+                num_gpus=settings.num_gpus,
+                model_silence_minutes=settings.model_silence_minutes,
+                gpu_price_per_hour=settings.gpu_price_per_hour,
+                oom_retry_offload=settings.oom_retry_offload,
+                batch_window_seconds=settings.batch_window,
+                batch_max_prompts=settings.batch_max,
+            ),
+            "gpu_host": host,
+        },
         # The steps of one shot or prompt run one after another anyway; in-process saves a Python start-up and
         # a code import per step (bench: 11.3 s -> 2.5 s overhead per prompt through `dagster asset materialize`).
         executor=dg.in_process_executor,

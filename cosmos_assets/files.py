@@ -165,7 +165,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, json_bytes(data))
 
 
-def hash_file(path: Path, length: int | None = None, block: int = HASH_BLOCK) -> "hashlib._Hash":
+def hash_file(path: Path, length: int | None = None, block: int = HASH_BLOCK) -> hashlib._Hash:
     """sha256 state over the first ``length`` bytes of ``path`` (all of it when None)."""
     hasher = hashlib.sha256()
     left = length
@@ -302,19 +302,26 @@ def read_bounded(path: Path, limit: int, what: str, *, follow_links: bool = True
         fd = os.open(path, flags)
     except OSError as error:
         if error.errno == errno.ELOOP and not follow_links:
-            raise UnsafeReadError(what, path, "is a symbolic link, not a regular file; replace it with the file itself",
-                                  "link") from None
+            raise UnsafeReadError(
+                what, path, "is a symbolic link, not a regular file; replace it with the file itself", "link"
+            ) from None
         raise
     try:
         info = os.fstat(fd)
         if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
             return b""  # /dev/null: the empty file by convention (`ssh -F /dev/null`, a known_hosts that keeps nothing)
         if not stat.S_ISREG(info.st_mode):
-            kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                     (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+            kinds = (
+                (stat.S_ISDIR, "a folder"),
+                (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"),
+            )
             kind = next((name for test, name in kinds if test(info.st_mode)), "not a plain file")
-            raise UnsafeReadError(what, path, f"is {kind}, not a regular file; give the path of a regular file",
-                                  "not_regular")
+            raise UnsafeReadError(
+                what, path, f"is {kind}, not a regular file; give the path of a regular file", "not_regular"
+            )
         if info.st_size > limit:
             raise UnsafeReadError(what, path, _too_large(limit, info.st_size), "too_large")
         chunks, total = [], 0

@@ -109,8 +109,11 @@ class ProjectLayout(BaseModel):
         """Render folders that hold at least one colour frame and whose name is usable (:func:`name_problem`), sorted."""
         if not self.renders_dir.is_dir():
             return []
-        return sorted(d.name for d in self.renders_dir.iterdir()
-                      if name_problem(d.name) is None and d.is_dir() and any(d.glob("color.*.png")))
+        return sorted(
+            d.name
+            for d in self.renders_dir.iterdir()
+            if name_problem(d.name) is None and d.is_dir() and any(d.glob("color.*.png"))
+        )
 
     def prompt_names(self) -> list[str]:
         if not self.prompts_dir.is_dir():

@@ -91,13 +91,20 @@ class TransferProgress:
         self._ends = list(itertools.accumulate(sizes)) if sizes is not None else None
 
     @classmethod
-    def for_files(cls, direction: str, sizes: Sequence[int], log: LogLine, every: float = TRANSFER_PROGRESS_SECONDS) -> "TransferProgress":
+    def for_files(
+        cls, direction: str, sizes: Sequence[int], log: LogLine, every: float = TRANSFER_PROGRESS_SECONDS
+    ) -> TransferProgress:
         return cls(direction, sum(sizes), len(sizes), log, every=every, sizes=sizes)
 
     def line(self) -> str:
         files_done = bisect.bisect_right(self._ends, self.done_bytes) if self._ends is not None else self.done_files
         return format_transfer_progress(
-            self.direction, self.done_bytes, self.total_bytes, files_done, self.total_files, self._clock() - self._started
+            self.direction,
+            self.done_bytes,
+            self.total_bytes,
+            files_done,
+            self.total_files,
+            self._clock() - self._started,
         )
 
     def add(self, nbytes: int) -> None:

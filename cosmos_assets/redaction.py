@@ -10,7 +10,14 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import overload
 
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSPHRASE", "CREDENTIAL", "WEBHOOK")  # a webhook URL is its own credential
+_SECRET_WORDS = (
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "WEBHOOK",
+)  # a webhook URL is its own credential
 _PATH_LIKE_SUFFIXES = ("PATH", "_DIR", "_FILE")
 _ASSIGNMENT = re.compile(r"^(?P<prefix>-e|--env=|)(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re.DOTALL)
 

@@ -69,15 +69,33 @@ class Settings(BaseSettings):
     """The deployment's settings (the environment, by the names in the README)."""
 
     # allow_inf_nan=False: "inf" or "nan" is refused for every float (a disk check or a price that can never hold)
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, env_ignore_empty=True,
-                                      populate_by_name=True, allow_inf_nan=False)
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        case_sensitive=True,
+        env_ignore_empty=True,
+        populate_by_name=True,
+        allow_inf_nan=False,
+    )
 
     # where things live and what runs
-    project_root: Path | None = Field(None, validation_alias="COSMOS_PROJECT_ROOT", description="project root; default the current directory")
-    host: Literal["preview", "ssh"] = Field("preview", validation_alias="COSMOS_HOST", description="preview (this machine, no GPU) or ssh (a GPU host)")
-    model: str | None = Field(None, validation_alias="COSMOS_MODEL", description="model backend; default preview on the preview host, cosmos-transfer1 over ssh")
-    preview_dir: str | None = Field(None, validation_alias="COSMOS_PREVIEW_DIR", description="the preview host's model root")
-    num_gpus: int = Field(1, ge=1, le=MAX_GPUS, validation_alias="NUM_GPU", description="GPUs per run (the seed's NUM_GPU)")
+    project_root: Path | None = Field(
+        None, validation_alias="COSMOS_PROJECT_ROOT", description="project root; default the current directory"
+    )
+    host: Literal["preview", "ssh"] = Field(
+        "preview", validation_alias="COSMOS_HOST", description="preview (this machine, no GPU) or ssh (a GPU host)"
+    )
+    model: str | None = Field(
+        None,
+        validation_alias="COSMOS_MODEL",
+        description="model backend; default preview on the preview host, cosmos-transfer1 over ssh",
+    )
+    preview_dir: str | None = Field(
+        None, validation_alias="COSMOS_PREVIEW_DIR", description="the preview host's model root"
+    )
+    num_gpus: int = Field(
+        1, ge=1, le=MAX_GPUS, validation_alias="NUM_GPU", description="GPUs per run (the seed's NUM_GPU)"
+    )
 
     # the GPU host (the seed's config.sh)
     remote_host: str | None = Field(None, validation_alias="REMOTE_HOST")
@@ -148,8 +166,11 @@ class Settings(BaseSettings):
 
     def serve_defaults(self) -> dict[str, Any]:
         """The model service settings every SSH host takes unless its pool-file entry says otherwise."""
-        return {"serve": self.serve, "serve_idle_minutes": self.serve_idle_minutes,
-                "serve_load_minutes": self.serve_load_minutes}  # fmt: skip
+        return {
+            "serve": self.serve,
+            "serve_idle_minutes": self.serve_idle_minutes,
+            "serve_load_minutes": self.serve_load_minutes,
+        }
 
     def model_places(self) -> tuple[dict[str, str], dict[str, str]]:
         """(checkouts, images) of the newer models that are set, by backend name."""
@@ -158,7 +179,7 @@ class Settings(BaseSettings):
         return {k: v for k, v in dirs.items() if v}, {k: v for k, v in images.items() if v}
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings from the environment (or ``env``); a bad value raises :class:`SettingsError` naming it."""
         try:
             if env is None:
@@ -187,8 +208,9 @@ class Settings(BaseSettings):
         return self.checkpoint_dir or default_checkpoint_dir(self.remote_dir)
 
 
-def settings_error(error: ValidationError, env: Mapping[str, str] | None = None,
-                   names: Mapping[str, str] | None = None) -> SettingsError:
+def settings_error(
+    error: ValidationError, env: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None
+) -> SettingsError:
     """One line per refused variable (its first problem), from the errors of :class:`Settings` or, with ``names``
     mapping field paths to variables (:data:`RESOURCE_VARIABLES`), of a resource built from the settings."""
     env = env if env is not None else os.environ

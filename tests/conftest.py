@@ -39,8 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _fail(what: str, exc: BaseException) -> None:
-    pytest.fail(f"{what} could not be started: {exc}\n(set {SKIP_ENV}=1 to skip integration tests)",
-                pytrace=False)
+    pytest.fail(f"{what} could not be started: {exc}\n(set {SKIP_ENV}=1 to skip integration tests)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +88,7 @@ def docker_client(dockerd: DockerDaemon) -> Iterator[docker.DockerClient]:
 def sshd(infra_root: Path, dockerd: DockerDaemon, fake_gpu_bin: FakeGpuBin) -> Iterator[SshServer]:
     """The fake GPU host: sshd whose sessions see DOCKER_HOST=<private engine> and the fake nvidia-smi."""
     try:
-        server = start_sshd(infra_root / "ssh", docker_host=dockerd.docker_host,
-                            path_prepend=[fake_gpu_bin.bin_dir])
+        server = start_sshd(infra_root / "ssh", docker_host=dockerd.docker_host, path_prepend=[fake_gpu_bin.bin_dir])
     except (InfraError, OSError) as exc:
         _fail("the test sshd", exc)
     yield server

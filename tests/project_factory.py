@@ -12,7 +12,9 @@ from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 TINY = {"frames": 8, "width": 96, "height": 64}
 
 
-def make_project(root: Path, shot: str = "tiny_shot", prompt: str = "tiny_prompt", text: str = "a quiet street at dusk") -> ProjectLayout:
+def make_project(
+    root: Path, shot: str = "tiny_shot", prompt: str = "tiny_prompt", text: str = "a quiet street at dusk"
+) -> ProjectLayout:
     layout = ProjectLayout(root=root)
     layout.ensure_working_folders()
     make_sample_render(layout.render_dir(shot), **TINY)

@@ -34,8 +34,15 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     full_env.update(env, PYTHONPATH=f"{repo}{os.pathsep}{full_env.get('PYTHONPATH', '')}")
     script = Path(sys.executable).with_name("cosmos-assets")  # the console script, as a user runs it
     command = [str(script)] if script.exists() else [sys.executable, "-m", "cosmos_assets.cli"]
-    return subprocess.run([*command, *args], env=full_env, cwd=cwd, capture_output=True, text=True,
-                          timeout=GUARD_SECONDS, preexec_fn=_limit_memory)  # fmt: skip
+    return subprocess.run(
+        [*command, *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=GUARD_SECONDS,
+        preexec_fn=_limit_memory,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *names: str) -> str:

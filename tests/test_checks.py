@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from fractions import Fraction
-from datetime import datetime, timezone
 from pathlib import Path
 
 import av
@@ -12,10 +12,13 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from cosmos_assets.models import preview_model
 from cosmos_assets.defs.assets import ALL_ASSETS, control_videos
-from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.defs.checks import ALL_CHECKS
+from cosmos_assets.defs.resources import LocalPreviewHost
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.media import VideoInfo, encode_control_videos, scan_render_folder
+from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.models import preview_model
 from cosmos_assets.runs.output_rules import (
     BUCKETS,
     CHUNK_FRAMES,
@@ -31,10 +34,7 @@ from cosmos_assets.runs.output_rules import (
     nearest_bucket,
     recorded_remote_user,
 )
-from cosmos_assets.media import VideoInfo, encode_control_videos, scan_render_folder
-from cosmos_assets.defs.resources import LocalPreviewHost
-from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.runs.spec_used import SpecUsed
 from tests.project_factory import make_project
 
 
@@ -111,7 +111,9 @@ def test_generated_expects_the_resolution_bucket_and_the_shortest_input(tmp_path
 
 def test_expected_generation_caps_at_5000_frames_and_counts_121_frame_chunks() -> None:
     def info(frames: int, w: int, h: int) -> VideoInfo:
-        return VideoInfo(path=Path("x.mp4"), frames=frames, width=w, height=h, fps=24, codec="h264", pix_fmt="yuv420p", duration=1)
+        return VideoInfo(
+            path=Path("x.mp4"), frames=frames, width=w, height=h, fps=24, codec="h264", pix_fmt="yuv420p", duration=1
+        )
 
     assert expected_generation([info(6000, 640, 480), info(7000, 640, 480)]) == (5000, (960, 704))
     assert expected_generation([info(121, 1080, 1920)]) == (121, (704, 1280))
@@ -146,17 +148,31 @@ def test_ownership_by_uid_and_non_root_container_on_remote_hosts(tmp_path: Path)
 
 
 def _spec_used(backend: str, command: list[str], container: dict | None = None, spec: dict | None = None) -> SpecUsed:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return SpecUsed(
-        stage="generate", backend=backend, run_id="r", prompt="p", host="h", command=command,
-        command_line=" ".join(command), container=container or {}, spec=spec or {}, spec_remote_path="s",
-        video_save_folder="v", started_at=now, finished_at=now, exit_code=0,
-    )  # fmt: skip
+        stage="generate",
+        backend=backend,
+        run_id="r",
+        prompt="p",
+        host="h",
+        command=command,
+        command_line=" ".join(command),
+        container=container or {},
+        spec=spec or {},
+        spec_remote_path="s",
+        video_save_folder="v",
+        started_at=now,
+        finished_at=now,
+        exit_code=0,
+    )
 
 
 def test_remote_user_is_read_from_the_recorded_docker_command_or_container() -> None:
     assert recorded_remote_user(_spec_used("preview", ["python"])) == (False, None)
-    assert recorded_remote_user(_spec_used("cosmos-transfer1", ["docker", "run", "-u", "1000:1000", "img"])) == (True, "1000:1000")
+    assert recorded_remote_user(_spec_used("cosmos-transfer1", ["docker", "run", "-u", "1000:1000", "img"])) == (
+        True,
+        "1000:1000",
+    )
     assert recorded_remote_user(_spec_used("cosmos-transfer1", ["docker", "run", "img"])) == (True, None)
     assert recorded_remote_user(_spec_used("cosmos-transfer1", [], {"user": "1001:1001"})) == (True, "1001:1001")
 
@@ -169,13 +185,22 @@ def test_partitioned_checks_run_with_the_asset_for_its_partition(tmp_path: Path)
         "project": ProjectResource(root=str(tmp_path)),
         "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host")),  # required by the other assets' defs
     }
-    result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=[control_videos], partition_key="tiny_shot",
-                            instance=instance, resources=resources)
+    result = dg.materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        selection=[control_videos],
+        partition_key="tiny_shot",
+        instance=instance,
+        resources=resources,
+    )
     evaluations = result.get_asset_check_evaluations()
-    assert {e.check_name for e in evaluations} == {"controls_match_render", "controls_decodable", "controls_owned_by_user"}
+    assert {e.check_name for e in evaluations} == {
+        "controls_match_render",
+        "controls_decodable",
+        "controls_owned_by_user",
+    }
     assert all(e.passed and e.partition == "tiny_shot" for e in evaluations)
 
-    assert all(e.metadata['problems'].value == [] for e in evaluations)
+    assert all(e.metadata["problems"].value == [] for e in evaluations)
 
 
 def _shot(root: Path, frames: int = 8, size: tuple[int, int] = (96, 64), control_frames: int | None = None) -> None:
@@ -188,15 +213,20 @@ def _shot(root: Path, frames: int = 8, size: tuple[int, int] = (96, 64), control
 def test_transfer2_5_output_is_checked_with_its_own_spec_keeping_the_input_size(tmp_path: Path) -> None:
     """spec_used.json of a Transfer2.5 run holds control_path (not a Transfer1 key): read with Transfer2.5's spec."""
     _shot(tmp_path, frames=8, size=(96, 64))
-    spec = {"name": "p", "prompt": "a street", "video_path": "/workspace/inputs/videos/s/color.mp4",
-            "depth": {"control_path": "/workspace/inputs/videos/s/depth.mp4", "control_weight": 0.5}}
+    spec = {
+        "name": "p",
+        "prompt": "a street",
+        "video_path": "/workspace/inputs/videos/s/color.mp4",
+        "depth": {"control_path": "/workspace/inputs/videos/s/depth.mp4", "control_weight": 0.5},
+    }
     used = _spec_used("cosmos-transfer2.5", ["docker", "run"], spec=spec)
     report = check_generated_run(write_video(tmp_path / "good.mp4", 8, 96, 64), used, tmp_path)
     assert report.passed, report.problems
     assert report.facts["expected_resolution"] == "96x64" and report.facts["model"] == "cosmos-transfer2.5"
     bucket = check_generated_run(write_video(tmp_path / "bucket.mp4", 8, 960, 704), used, tmp_path)
-    assert bucket.problems == ["bucket.mp4: 960x704, expected video_path's size rounded down to even "
-                               "(keep_input_resolution) 96x64"]  # fmt: skip
+    assert bucket.problems == [
+        "bucket.mp4: 960x704, expected video_path's size rounded down to even (keep_input_resolution) 96x64"
+    ]
     capped = _spec_used("cosmos-transfer2.5", [], spec={**spec, "max_frames": 5})
     assert "expected 5" in check_generated_run(tmp_path / "good.mp4", capped, tmp_path).problems[0]
     bucketed = _spec_used("cosmos-transfer2.5", [], spec={**spec, "keep_input_resolution": False})
@@ -207,9 +237,14 @@ def test_transfer2_5_480_tier_has_portrait_buckets(tmp_path: Path) -> None:
     """Upstream's 480 tier holds 3:4 (480x640) and 9:16 (432x768) too (docs/upstream/transfer2.5.md#resolution-buckets):
     a portrait input at 480 with keep_input_resolution false comes out portrait, never square."""
     _shot(tmp_path, frames=8, size=(64, 96))
-    spec = {"name": "p", "prompt": "a street", "video_path": "/workspace/inputs/videos/s/color.mp4",
-            "depth": {"control_path": "/workspace/inputs/videos/s/depth.mp4"}, "resolution": "480",
-            "keep_input_resolution": False}
+    spec = {
+        "name": "p",
+        "prompt": "a street",
+        "video_path": "/workspace/inputs/videos/s/color.mp4",
+        "depth": {"control_path": "/workspace/inputs/videos/s/depth.mp4"},
+        "resolution": "480",
+        "keep_input_resolution": False,
+    }
     used = _spec_used("cosmos-transfer2.5", [], spec=spec)
     assert check_generated_run(write_video(tmp_path / "portrait.mp4", 8, 480, 640), used, tmp_path).passed
     square = check_generated_run(write_video(tmp_path / "square.mp4", 8, 480, 480), used, tmp_path)
@@ -219,20 +254,32 @@ def test_transfer2_5_480_tier_has_portrait_buckets(tmp_path: Path) -> None:
 def test_cosmos3_output_is_the_tier_bucket_of_its_aspect_and_the_first_hints_length(tmp_path: Path) -> None:
     _shot(tmp_path, frames=10, size=(96, 64), control_frames=8)
     depth = {"control_path": "/workspace/inputs/videos/s/depth.mp4", "weight": 1.0}
-    with_vision = {"name": "p", "model_mode": "video2video", "prompt": "a street", "resolution": "720",
-                   "vision_path": "/workspace/inputs/videos/s/color.mp4", "aspect_ratio": "4,3", "depth": depth}
+    with_vision = {
+        "name": "p",
+        "model_mode": "video2video",
+        "prompt": "a street",
+        "resolution": "720",
+        "vision_path": "/workspace/inputs/videos/s/color.mp4",
+        "aspect_ratio": "4,3",
+        "depth": depth,
+    }
     used = _spec_used("cosmos3", [], spec=with_vision)
     assert check_generated_run(write_video(tmp_path / "c3.mp4", 8, 1104, 832), used, tmp_path).passed
     wrong = check_generated_run(write_video(tmp_path / "t1.mp4", 10, 960, 704), used, tmp_path)
-    assert wrong.problems == ["t1.mp4: 10 frames, expected 8 (hint depth's frames, capped by max_frames)",
-                              "t1.mp4: 960x704, expected the 720 tier's 4,3 bucket 1104x832"]  # fmt: skip
+    assert wrong.problems == [
+        "t1.mp4: 10 frames, expected 8 (hint depth's frames, capped by max_frames)",
+        "t1.mp4: 960x704, expected the 720 tier's 4,3 bucket 1104x832",
+    ]
     # without vision_path the first hint's control sets the aspect (3:2 -> 4,3); the 480 tier's bucket
     no_vision = {k: v for k, v in with_vision.items() if k not in ("vision_path", "aspect_ratio")}
     used = _spec_used("cosmos3", [], spec={**no_vision, "resolution": "480", "fps": 24})
     assert check_generated_run(write_video(tmp_path / "c3_480.mp4", 8, 736, 544), used, tmp_path).passed
     # an edge hint without control_path is computed from vision_path: its length is vision's
     edge_first = {**with_vision, "edge": {"weight": 1.0}}
-    assert "expected 10" in check_generated_run(tmp_path / "c3.mp4", _spec_used("cosmos3", [], spec=edge_first), tmp_path).problems[0]
+    assert (
+        "expected 10"
+        in check_generated_run(tmp_path / "c3.mp4", _spec_used("cosmos3", [], spec=edge_first), tmp_path).problems[0]
+    )
 
 
 def test_a_spec_its_models_parser_refuses_is_a_failed_check_naming_the_field_not_an_exception(tmp_path: Path) -> None:
@@ -240,11 +287,18 @@ def test_a_spec_its_models_parser_refuses_is_a_failed_check_naming_the_field_not
     video = write_video(tmp_path / "out.mp4", 8, 960, 704)
     t25 = {"name": "p", "prompt": "x", "video_path": "/workspace/inputs/videos/s/color.mp4", "vis": {"bogus": 1}}
     report = check_generated_run(video, _spec_used("cosmos-transfer2.5", [], spec=t25), tmp_path)
-    assert report.problems == ["spec_used.json: the cosmos-transfer2.5 spec cannot be read (vis.bogus: Extra inputs are not permitted)"]
+    assert report.problems == [
+        "spec_used.json: the cosmos-transfer2.5 spec cannot be read (vis.bogus: Extra inputs are not permitted)"
+    ]
     outside = {**t25, "vis": {}, "video_path": "/workspace/../etc/passwd.mp4"}
     report = check_generated_run(video, _spec_used("cosmos-transfer2.5", [], spec=outside), tmp_path)
     assert not report.passed and "leaves the model's root folder" in report.problems[0]
-    transfer1 = {"input_video_path": "inputs/videos/s/color.mp4", "depth": {"input_control": "inputs/videos/s/depth.mp4"}}
+    transfer1 = {
+        "input_video_path": "inputs/videos/s/color.mp4",
+        "depth": {"input_control": "inputs/videos/s/depth.mp4"},
+    }
     assert check_generated_run(video, _spec_used("cosmos-transfer1", [], spec=transfer1), tmp_path).passed
-    report = check_generated_run(video, _spec_used("cosmos-transfer1", [], spec={**transfer1, "edge": {"control_path": "x"}}), tmp_path)
+    report = check_generated_run(
+        video, _spec_used("cosmos-transfer1", [], spec={**transfer1, "edge": {"control_path": "x"}}), tmp_path
+    )
     assert not report.passed and "edge" in report.problems[0]

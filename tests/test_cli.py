@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,9 @@ def test_new_prompt_name_must_stay_in_the_prompts_folder(project_root: Path, cap
     assert not (project_root / "inputs" / "escaped.json").exists()
 
 
-@pytest.mark.parametrize("argv", [["convert", "render", "../../etc"], ["new-prompt", "../x", "text"], ["sample-render", "--shot", ".hidden"]])
+@pytest.mark.parametrize(
+    "argv", [["convert", "render", "../../etc"], ["new-prompt", "../x", "text"], ["sample-render", "--shot", ".hidden"]]
+)
 def test_shot_and_prompt_names_must_be_plain(project_root: Path, capsys, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)
@@ -129,7 +132,11 @@ def test_shot_and_prompt_names_must_be_plain(project_root: Path, capsys, argv: l
 
 def test_validate_prints_the_spec_warnings(project_root: Path, capsys) -> None:
     spec = project_root / "warn.json"
-    spec.write_text(json.dumps({"prompt": "x", "input_video_path": "a.mp4", "vis": {"control_weight": 0.3, "control_weight_prompt": "car"}}))
+    spec.write_text(
+        json.dumps(
+            {"prompt": "x", "input_video_path": "a.mp4", "vis": {"control_weight": 0.3, "control_weight_prompt": "car"}}
+        )
+    )
     assert main(["validate", "--schema-only", str(spec)]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "control_weight_prompt" in err
@@ -165,15 +172,28 @@ def test_register_adds_new_shots_and_prompts_once(project_root: Path, monkeypatc
 
 
 def _history_with_bad_lines(root: Path) -> Path:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from cosmos_assets.runs.history import HistoryRecord, append_history
 
     log = root / "notes" / "run_history.log"
     for day, prompt in ((1, "first_prompt"), (2, "second_prompt")):
-        append_history(log, HistoryRecord(when=datetime(2026, 1, day, 9, tzinfo=timezone.utc), run_id=f"r{day}",
-                                          stage="generate", prompt=prompt, shot="s", host="h", backend="cosmos-transfer1",
-                                          command="x", status="success", gpu_seconds=3600, cost=2.0))  # fmt: skip
+        append_history(
+            log,
+            HistoryRecord(
+                when=datetime(2026, 1, day, 9, tzinfo=UTC),
+                run_id=f"r{day}",
+                stage="generate",
+                prompt=prompt,
+                shot="s",
+                host="h",
+                backend="cosmos-transfer1",
+                command="x",
+                status="success",
+                gpu_seconds=3600,
+                cost=2.0,
+            ),
+        )
         if day == 1:  # between the good lines: a line cut short, bytes that are not UTF-8, JSON of something else
             with open(log, "ab") as handle:
                 handle.write(b'{"when": "2026-01-01T10:00:00Z", "run_id": "r9", "stage": "gen\n')

@@ -38,10 +38,14 @@ def _listing() -> dict[str, Any]:
     repo = repository_def_from_target_def(target.target_definition)
     assert repo is not None
     graph = repo.asset_graph
-    assets = {key.to_user_string(): {"group": graph.get(key).group_name,
-                                     "partitions": getattr(graph.get(key).partitions_def, "name", None),
-                                     "observed": graph.get(key).is_observable}
-              for key in graph.get_all_asset_keys()}  # fmt: skip
+    assets = {
+        key.to_user_string(): {
+            "group": graph.get(key).group_name,
+            "partitions": getattr(graph.get(key).partitions_def, "name", None),
+            "observed": graph.get(key).is_observable,
+        }
+        for key in graph.get_all_asset_keys()
+    }
     return {
         "assets": assets,
         "asset_checks": sorted(f"{key.asset_key.to_user_string()}: {key.name}" for key in graph.asset_check_keys),

@@ -20,7 +20,9 @@ SECRETS_READ_BY_NAME = {"HF_TOKEN", "COSMOS_SSH_KEY_PASSPHRASE"}
 SETTINGS_SOURCE = REPO / "cosmos_assets" / "settings.py"
 # Settings the documentation lists that the deploy files deliberately do not pass, and why.
 NOT_FROM_COMPOSE = {"DAGSTER_HOME": "set by the image (deploy/Dockerfile ENV), the same path in every container"}
-NOT_TO_RUN_WORKERS = {"COSMOS_WEBHOOK_URL": "a secret only the daemon's notification sensors use; a run worker posts nothing"}
+NOT_TO_RUN_WORKERS = {
+    "COSMOS_WEBHOOK_URL": "a secret only the daemon's notification sensors use; a run worker posts nothing"
+}
 DOCUMENTED_IN = [REPO / "README.md", REPO / "docs" / "gpu-host.md", REPO / "docs" / "sensors.md"]
 
 
@@ -69,7 +71,9 @@ def test_dagster_accepts_the_deployment_instance(instance_yaml: dict, monkeypatc
     config, _ = dagster_instance_config(str(DEPLOY))
     assert config["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_POSTGRES_PASSWORD"}
     ref = InstanceRef.from_dir(str(DEPLOY))
-    assert ref.storage_data.module_name == "dagster_postgres" and ref.storage_data.class_name == "DagsterPostgresStorage"
+    assert (
+        ref.storage_data.module_name == "dagster_postgres" and ref.storage_data.class_name == "DagsterPostgresStorage"
+    )
     assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
     assert isinstance(ref.run_launcher, DockerRunLauncher)  # the launcher's own config schema accepted it
 
@@ -111,7 +115,9 @@ def test_every_setting_reaches_the_run_workers(instance_yaml: dict) -> None:
 
 
 @pytest.mark.parametrize("service", ["webserver", "daemon"])
-def test_compose_gives_the_dagster_services_what_the_instance_reads(service: str, compose: dict, instance_yaml: dict) -> None:
+def test_compose_gives_the_dagster_services_what_the_instance_reads(
+    service: str, compose: dict, instance_yaml: dict
+) -> None:
     spec = compose["services"][service]
     env = spec["environment"]
     needed = set(instance_yaml["run_launcher"]["config"]["env_vars"]) | _env_refs(instance_yaml)
@@ -121,7 +127,9 @@ def test_compose_gives_the_dagster_services_what_the_instance_reads(service: str
     assert env["DAGSTER_POSTGRES_HOST"] in compose["services"]  # the database service, by name
     assert "/var/run/docker.sock:/var/run/docker.sock" in spec["volumes"]
     assert env["COSMOS_RUN_NETWORK"] in {net["name"] for net in compose["networks"].values()}
-    assert set(spec["networks"]) == {key for key, net in compose["networks"].items() if net["name"] == env["COSMOS_RUN_NETWORK"]}
+    assert set(spec["networks"]) == {
+        key for key, net in compose["networks"].items() if net["name"] == env["COSMOS_RUN_NETWORK"]
+    }
     assert env["COSMOS_PROJECT_ROOT"] + ":" + env["COSMOS_PROJECT_ROOT"] in spec["volumes"]
     for path_setting in ("SSH_KEY", "COSMOS_KNOWN_HOSTS"):
         assert any(env[path_setting].startswith(v.split(":")[1] + "/") for v in spec["volumes"]), path_setting
@@ -194,7 +202,9 @@ def test_the_documented_tables_are_found() -> None:
     assert "COSMOS_SKIP_INTEGRATION" not in documented  # prose, not a settings table
 
 
-def test_every_documented_setting_reaches_the_dagster_services_and_the_run_workers(compose: dict, instance_yaml: dict) -> None:
+def test_every_documented_setting_reaches_the_dagster_services_and_the_run_workers(
+    compose: dict, instance_yaml: dict
+) -> None:
     from cosmos_assets.settings import Settings
 
     settings = set(_documented_settings()) | _settings_source_names() | SECRETS_READ_BY_NAME
@@ -213,7 +223,9 @@ def test_every_documented_setting_reaches_the_dagster_services_and_the_run_worke
 def test_secrets_come_from_the_sites_env_file_never_a_value_in_compose(compose: dict) -> None:
     env = compose["services"]["daemon"]["environment"]
     for name in (*SECRETS_READ_BY_NAME, "COSMOS_WEBHOOK_URL", "DAGSTER_POSTGRES_PASSWORD"):
-        assert re.fullmatch(rf"\$\{{{name}:[-?][^}}]*\}}", env[name]), f"compose.yaml sets {name} to a value, not ${{{name}...}}"
+        assert re.fullmatch(rf"\$\{{{name}:[-?][^}}]*\}}", env[name]), (
+            f"compose.yaml sets {name} to a value, not ${{{name}...}}"
+        )
 
 
 def test_every_variable_of_the_env_example_is_read_by_compose() -> None:

@@ -15,16 +15,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.settings import Settings
-from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.cli import main as cli_main
 from cosmos_assets.cli.project import DEMO_PROMPT, DEMO_SHOT
-from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.definitions import build_definitions
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.resources import LocalPreviewHost
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 121
@@ -39,7 +39,11 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     with pytest.MonkeyPatch.context() as env:
-        for key, value in {"COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(home), "COSMOS_HOST": "preview"}.items():
+        for key, value in {
+            "COSMOS_PROJECT_ROOT": str(root),
+            "DAGSTER_HOME": str(home),
+            "COSMOS_HOST": "preview",
+        }.items():
             env.setenv(key, value)
         assert cli_main(["demo-setup"]) == 0
     return root
@@ -52,13 +56,28 @@ def instance_at(home: Path) -> dg.DagsterInstance:
 
 
 def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(root / "dagster_home"), "COSMOS_HOST": "preview"}
+    return {
+        **os.environ,
+        "COSMOS_PROJECT_ROOT": str(root),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "COSMOS_HOST": "preview",
+    }
 
 
 def _materialize_cli(root: Path, select: str, partition: str) -> subprocess.CompletedProcess:
     dagster = Path(sys.executable).with_name("dagster")
     return subprocess.run(
-        [str(dagster), "asset", "materialize", "-m", "cosmos_assets.definitions", "--select", select, "--partition", partition],
+        [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "cosmos_assets.definitions",
+            "--select",
+            select,
+            "--partition",
+            partition,
+        ],
         cwd=root,
         env=_env(root),
         capture_output=True,
@@ -77,7 +96,9 @@ def test_dagster_cli_materializes_all_five_assets_for_the_sample_render(demo_pro
         info = probe_video(layout.shot_videos_dir(DEMO_SHOT) / f"{modality}.mp4")
         assert (info.frames, info.width, info.height) == (FRAMES, WIDTH, HEIGHT)
 
-    prompt_run = _materialize_cli(demo_project, "prompt_inputs,prompt_specs,generated_videos,upscaled_videos", DEMO_PROMPT)
+    prompt_run = _materialize_cli(
+        demo_project, "prompt_inputs,prompt_specs,generated_videos,upscaled_videos", DEMO_PROMPT
+    )
     assert prompt_run.returncode == 0, prompt_run.stderr[-3000:]
     assert "preview" in prompt_run.stderr  # the backend announces itself in the live log
 
@@ -93,7 +114,9 @@ def test_dagster_cli_materializes_all_five_assets_for_the_sample_render(demo_pro
 
     spec_used = json.loads((generated / "spec_used.json").read_text())
     assert spec_used["backend"] == "preview"
-    assert "--controlnet_specs" in spec_used["command"] and not any(a.startswith("--controlnet_specs=") for a in spec_used["command"])
+    assert "--controlnet_specs" in spec_used["command"] and not any(
+        a.startswith("--controlnet_specs=") for a in spec_used["command"]
+    )
     upscale_used = json.loads((upscaled / "spec_used.json").read_text())
     assert upscale_used["spec"]["upscale"]["control_weight"] == 0.5
     assert upscale_used["spec"]["input_video_path"].endswith("/output.mp4")
@@ -129,8 +152,12 @@ def test_rerun_keeps_the_earlier_run_and_upscale_weight_is_set_per_run(demo_proj
         partition_key=DEMO_PROMPT,
         instance=instance,
         resources=resources,
-        run_config={"ops": {"upscaled_videos": {"config": {"control_weight": 0.8}},
-                            "generated_videos": {"config": {"force": True}}}},  # unforced, it is skipped
+        run_config={
+            "ops": {
+                "upscaled_videos": {"config": {"control_weight": 0.8}},
+                "generated_videos": {"config": {"force": True}},
+            }
+        },  # unforced, it is skipped
     )
     assert result.success
     kept = layout.previous_outputs_dir / DEMO_PROMPT / first
@@ -148,7 +175,14 @@ def test_definitions_load_with_every_asset_and_job() -> None:
     defs = build_definitions(Settings(project_root=REPO))
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"shots", "control_videos", "prompt_inputs", "prompt_specs", "generated_videos", "upscaled_videos",
-                    "wedge_comparisons"}
+    assert keys == {
+        "shots",
+        "control_videos",
+        "prompt_inputs",
+        "prompt_specs",
+        "generated_videos",
+        "upscaled_videos",
+        "wedge_comparisons",
+    }
     assert {job.name for job in defs.jobs} >= {"shot_job", "full_cycle_job", "generate_job"}
     assert graph.get(dg.AssetKey("upscaled_videos")).parent_keys == {dg.AssetKey("generated_videos")}

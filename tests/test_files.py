@@ -113,8 +113,15 @@ def test_every_written_file_and_folder_gets_the_mode_the_umask_allows(tmp_path: 
         path = new_temp_path(tmp_path, ".grid.", ".partial.mp4")
         folder = new_temp_folder(tmp_path, "wedge-look-")
         moved = move_aside(folder, tmp_path / ".previous", "20260101_000000_abc")
-    written = [tmp_path / "new" / "record.json", existing, tmp_path / "prompt.json", tmp_path / "copied" / "clip.mp4",
-               synced, temp, path]  # fmt: skip
+    written = [
+        tmp_path / "new" / "record.json",
+        existing,
+        tmp_path / "prompt.json",
+        tmp_path / "copied" / "clip.mp4",
+        synced,
+        temp,
+        path,
+    ]
     assert {p.name: oct(mode(p)) for p in written} == {p.name: oct(file_mode) for p in written}
     folders = [tmp_path / "new", tmp_path / "copied", moved, moved.parent, tmp_path / ".previous"]
     assert {str(p): oct(mode(p)) for p in folders} == {str(p): oct(folder_mode) for p in folders}

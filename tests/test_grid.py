@@ -57,7 +57,9 @@ def test_a_label_is_white_text_on_a_darkened_band_at_the_bottom() -> None:
     assert (empty == 200).all()
 
 
-@pytest.mark.parametrize("count, columns, rows", [(1, 1, 1), (2, 2, 1), (3, 2, 2), (4, 2, 2), (5, 3, 2), (6, 3, 2), (7, 3, 3), (36, 6, 6)])
+@pytest.mark.parametrize(
+    "count, columns, rows", [(1, 1, 1), (2, 2, 1), (3, 2, 2), (4, 2, 2), (5, 3, 2), (6, 3, 2), (7, 3, 3), (36, 6, 6)]
+)
 def test_the_grid_is_near_square_even_and_at_most_1920_wide(count: int, columns: int, rows: int) -> None:
     layout = grid_layout(count, 1280, 704)
     assert (layout.columns, layout.rows) == (columns, rows)

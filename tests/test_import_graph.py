@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cosmos_assets
-from cosmos_assets.models.registry import backends
 from cosmos_assets.models.names import MODEL_NAMES
+from cosmos_assets.models.registry import backends
 
 PACKAGE = Path(cosmos_assets.__file__).parent
 CLI = "cosmos_assets.cli"  # each subcommand imports what it needs: `cosmos-assets --help` loads no Dagster or PyAV
@@ -19,7 +19,10 @@ CLI = "cosmos_assets.cli"  # each subcommand imports what it needs: `cosmos-asse
 START_UP = {
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.local"): "paramiko, through machines/preflight.py",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_host"): "paramiko; only for an SSH host",
-    ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_host_settings"): "paramiko (host_facts); only for an SSH host",
+    (
+        "cosmos_assets.defs.resources.hosts",
+        "cosmos_assets.machines.ssh_host_settings",
+    ): "paramiko (host_facts); only for an SSH host",
     ("cosmos_assets.defs.resources.hosts", "cosmos_assets.machines.ssh_target"): "paramiko; only for an SSH host",
     ("cosmos_assets.models.cosmos3", "cosmos_assets.media"): "PyAV; only when a spec is built",
     ("cosmos_assets.models.cosmos3_serve", "cosmos_assets.media"): "PyAV; only when a request is built",
@@ -104,7 +107,7 @@ def _circles(kinds: set[str], leave_out: set[tuple[str, str]] = frozenset()) -> 
         state[module] = "open"
         for nxt in sorted(edges.get(module, ())):
             if state.get(nxt) == "open":
-                circles.append([*path[path.index(nxt):], nxt])
+                circles.append([*path[path.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[module] = "done"
@@ -122,8 +125,13 @@ def test_no_circle_among_the_imports_a_module_runs_when_it_loads() -> None:
 
 def test_a_function_local_import_of_the_package_has_a_reason_listed_here() -> None:
     listed = START_UP.keys() | CIRCLES.keys() | MOVABLE
-    local = {(importer, imported) for importer, found in IMPORTS.items() if importer != CLI and not importer.startswith(CLI + ".")
-             for where, imported in found if where == "local"}  # fmt: skip
+    local = {
+        (importer, imported)
+        for importer, found in IMPORTS.items()
+        if importer != CLI and not importer.startswith(CLI + ".")
+        for where, imported in found
+        if where == "local"
+    }
     unlisted, stale = sorted(local - listed), sorted(listed - local)
     assert not unlisted, f"move these to the top of their modules, or list them here with the reason: {unlisted}"
     assert not stale, f"these are no longer function-local imports: take them off the lists: {stale}"

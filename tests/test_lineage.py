@@ -19,10 +19,10 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from cosmos_assets.defs.assets import ALL_ASSETS, PROMPT_INPUTS, control_videos
-from cosmos_assets.media import write_png
 from cosmos_assets.defs.partitions import PROMPTS
-from cosmos_assets.watch.cursors import PromptCursor
+from cosmos_assets.media import write_png
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.watch.cursors import PromptCursor
 from tests.project_factory import TINY, make_project
 from tests.test_sensors import Project, SensorSettings, age
 
@@ -68,14 +68,20 @@ def statuses(project: Project, key: dg.AssetKey) -> dict[str, StaleStatus]:
 
 def causes(project: Project, key: dg.AssetKey, prompt: str) -> list[tuple[str, str]]:
     resolver = get_stale_status_resolver(project.instance, ALL_ASSETS)
-    return [(c.reason, c.dependency.asset_key.to_user_string()) for c in resolver.get_stale_causes(key, prompt) if c.dependency]
+    return [
+        (c.reason, c.dependency.asset_key.to_user_string())
+        for c in resolver.get_stale_causes(key, prompt)
+        if c.dependency
+    ]
 
 
 def execute(project: Project, sensor: str, requests: list[dg.RunRequest]) -> None:
     """Run what a tick asked for as the daemon would: the sensor's job, the request's partition and asset subset."""
     job = project.defs.resolve_job_def(project.defs.resolve_sensor_def(sensor).job_name)
     for request in requests:
-        result = job.execute_in_process(partition_key=request.partition_key, asset_selection=request.asset_selection, instance=project.instance)
+        result = job.execute_in_process(
+            partition_key=request.partition_key, asset_selection=request.asset_selection, instance=project.instance
+        )
         assert result.success
 
 
@@ -106,7 +112,10 @@ def test_a_prompt_claims_its_inputs_and_no_shot_partition_named_like_itself(proj
     # Observed, never materialized: the launch dialog's "Upstream data missing" only looks at materializable
     # parents with the same partitioning, and the stale resolver never calls an observable asset MISSING.
     assert not graph.get(PROMPT_INPUTS).is_materializable and graph.get(PROMPT_INPUTS).is_observable
-    assert get_stale_status_resolver(project.instance, ALL_ASSETS).get_status(PROMPT_INPUTS, "harbour") != StaleStatus.MISSING
+    assert (
+        get_stale_status_resolver(project.instance, ALL_ASSETS).get_status(PROMPT_INPUTS, "harbour")
+        != StaleStatus.MISSING
+    )
 
     for prompt in ("street_day", "harbour"):
         assert parent_claims(project, PROMPT_SPECS, prompt) == {"prompt_inputs": ([prompt], [])}
@@ -146,16 +155,26 @@ def test_editing_a_shots_render_marks_exactly_its_prompts_stale(project: Project
     assert statuses(project, PROMPT_SPECS) == fresh
 
     tick = project.tick("prompt_sensor", prompt_cursor)
-    assert sorted((e.asset_key, e.partition) for e in tick.asset_events) == [(PROMPT_INPUTS, p) for p in PROMPTS_OF["shot_a"]]
+    assert sorted((e.asset_key, e.partition) for e in tick.asset_events) == [
+        (PROMPT_INPUTS, p) for p in PROMPTS_OF["shot_a"]
+    ]
     assert sorted(r.partition_key for r in tick.run_requests) == PROMPTS_OF["shot_a"]
     # Observed: exactly shot A's prompts are stale, because of their inputs; shot B's prompt is not.
-    assert statuses(project, PROMPT_SPECS) == {"street_day": StaleStatus.STALE, "street_rain": StaleStatus.STALE, "harbour": StaleStatus.FRESH}
+    assert statuses(project, PROMPT_SPECS) == {
+        "street_day": StaleStatus.STALE,
+        "street_rain": StaleStatus.STALE,
+        "harbour": StaleStatus.FRESH,
+    }
     assert causes(project, PROMPT_SPECS, "street_day") == [("has a new dependency data version", "prompt_inputs")]
     assert statuses(project, GENERATED) == fresh
 
     execute(project, "prompt_sensor", list(tick.run_requests))  # prompt_job runs of prompt_specs (auto-generate off)
     assert statuses(project, PROMPT_SPECS) == fresh
-    assert statuses(project, GENERATED) == {"street_day": StaleStatus.STALE, "street_rain": StaleStatus.STALE, "harbour": StaleStatus.FRESH}
+    assert statuses(project, GENERATED) == {
+        "street_day": StaleStatus.STALE,
+        "street_rain": StaleStatus.STALE,
+        "harbour": StaleStatus.FRESH,
+    }
     assert causes(project, GENERATED, "street_rain") == [("has a new dependency data version", "prompt_specs")]
     assert project.tick("prompt_sensor", tick.cursor).run_requests == []
 
@@ -166,9 +185,19 @@ def test_observing_by_hand_agrees_with_the_sensor_and_prompt_job_clears_it(proje
     _, prompt_cursor = registered(project)
 
     def observe(prompt: str) -> str | None:
-        result = dg.materialize(ALL_ASSETS, selection=[PROMPT_INPUTS], partition_key=prompt, instance=project.instance, resources=project.resources)
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=[PROMPT_INPUTS],
+            partition_key=prompt,
+            instance=project.instance,
+            resources=project.resources,
+        )
         assert result.success
-        [observation] = [e.event_specific_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+        [observation] = [
+            e.event_specific_data.asset_observation
+            for e in result.all_events
+            if e.event_type_value == "ASSET_OBSERVATION"
+        ]
         return observation.data_version
 
     sensor_versions = {name: state.v for name, state in PromptCursor.load(prompt_cursor).prompts.items()}
@@ -177,7 +206,11 @@ def test_observing_by_hand_agrees_with_the_sensor_and_prompt_job_clears_it(proje
 
     write_spec(new_prompt_spec("shot_b", "the harbour at night"), project.layout.prompt_file("harbour"))
     assert observe("harbour") != sensor_versions["harbour"]
-    assert statuses(project, PROMPT_SPECS) == {"street_day": StaleStatus.FRESH, "street_rain": StaleStatus.FRESH, "harbour": StaleStatus.STALE}
+    assert statuses(project, PROMPT_SPECS) == {
+        "street_day": StaleStatus.FRESH,
+        "street_rain": StaleStatus.FRESH,
+        "harbour": StaleStatus.STALE,
+    }
 
     job = project.defs.resolve_job_def("prompt_job")
     assert job.execute_in_process(partition_key="harbour", instance=project.instance).success  # observe, then validate

@@ -161,7 +161,12 @@ def test_depth_is_inverted_and_normalised_over_the_clip(tmp_path):
     write_png(folder / "depth.0002.png", b)
     encode_control_videos(scan_render_folder(folder), tmp_path / "out")
     f1, f2 = read_frames(tmp_path / "out" / "depth.mp4", [0, 1])
-    near, mid1, mid2, far = (int(f1[H // 2, 8, 0]), int(f1[H // 2, W - 8, 0]), int(f2[H // 2, W - 8, 0]), int(f2[H // 2, 8, 0]))
+    near, mid1, mid2, far = (
+        int(f1[H // 2, 8, 0]),
+        int(f1[H // 2, W - 8, 0]),
+        int(f2[H // 2, W - 8, 0]),
+        int(f2[H // 2, 8, 0]),
+    )
     assert near > 240 and far < 15  # clip min -> white, clip max -> black
     assert near > mid1 > far
     assert abs(mid1 - mid2) <= 2  # Z=3000 is one gray level in both frames: no per-frame normalisation

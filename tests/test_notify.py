@@ -36,7 +36,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.posts.append((self.path, json.loads(body)))
                 self.send_response(hook.status)
@@ -67,8 +67,11 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterIns
 
 @dg.op
 def blocked_op() -> None:
-    raise dg.Failure(description="generate for p1 failed on gpu-a: the guardrail blocked the prompt",
-                     metadata={"cause": "guardrail_blocked", "guardrail_blocked": True}, allow_retries=False)  # fmt: skip
+    raise dg.Failure(
+        description="generate for p1 failed on gpu-a: the guardrail blocked the prompt",
+        metadata={"cause": "guardrail_blocked", "guardrail_blocked": True},
+        allow_retries=False,
+    )
 
 
 @dg.op
@@ -100,10 +103,11 @@ def sensors() -> dict[str, dg.SensorDefinition]:
     return {s.name: s for s in build_notification_sensors(30)}
 
 
-def failure_context(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult):  # noqa: ANN201
+def failure_context(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult):
     event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
-    return dg.build_run_status_sensor_context(sensor_name="notify_failed_runs", dagster_event=event,
-                                              dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()  # fmt: skip
+    return dg.build_run_status_sensor_context(
+        sensor_name="notify_failed_runs", dagster_event=event, dagster_instance=instance, dagster_run=result.dagster_run
+    ).for_run_failure()
 
 
 def test_off_unless_the_url_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,8 +118,9 @@ def test_off_unless_the_url_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_guardrail_block_and_a_failure_are_posted_slack_compatible_without_the_url(
     hook: Hook, instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    blocked = blocked_job.execute_in_process(instance=instance, raise_on_error=False,
-                                             tags={"dagster/partition": "p1", "cosmos/host": "gpu-a"})  # fmt: skip
+    blocked = blocked_job.execute_in_process(
+        instance=instance, raise_on_error=False, tags={"dagster/partition": "p1", "cosmos/host": "gpu-a"}
+    )
     broken = broken_job.execute_in_process(instance=instance, raise_on_error=False)
     for result in (blocked, broken):
         assert sensors()["notify_failed_runs"](failure_context(instance, result)) is None  # posted, nothing skipped
@@ -123,8 +128,14 @@ def test_a_guardrail_block_and_a_failure_are_posted_slack_compatible_without_the
     assert path1 == path2 == f"/services/{TOKEN}"
     assert WebhookPayload.model_validate(first).event == "guardrail_blocked"
     assert first["text"].startswith(":warning: blocked_job blocked by the guardrail for p1 on gpu-a: ")
-    assert "the guardrail blocked the prompt" in first["text"] and first["host"] == "gpu-a" and first["partition"] == "p1"
-    assert second["event"] == "run_failed" and "only 3.1 GB free on gpu-b" in second["text"] and second["run_id"] == broken.run_id
+    assert (
+        "the guardrail blocked the prompt" in first["text"] and first["host"] == "gpu-a" and first["partition"] == "p1"
+    )
+    assert (
+        second["event"] == "run_failed"
+        and "only 3.1 GB free on gpu-b" in second["text"]
+        and second["run_id"] == broken.run_id
+    )
     out = capsys.readouterr()
     assert TOKEN not in out.out + out.err and all(TOKEN not in json.dumps(body) for _, body in hook.posts)
 
@@ -134,8 +145,12 @@ def test_a_batch_is_posted_once_when_its_last_run_finishes(hook: Hook, instance:
     first = fine_job.execute_in_process(instance=instance, tags={"dagster/backfill": batch})
     last = broken_job.execute_in_process(instance=instance, raise_on_error=False, tags={"dagster/backfill": batch})
     success = next(e for e in first.all_events if e.event_type_value == "PIPELINE_SUCCESS")
-    context = dg.build_run_status_sensor_context(sensor_name="notify_finished_batches", dagster_event=success,
-                                                 dagster_instance=instance, dagster_run=first.dagster_run)  # fmt: skip
+    context = dg.build_run_status_sensor_context(
+        sensor_name="notify_finished_batches",
+        dagster_event=success,
+        dagster_instance=instance,
+        dagster_run=first.dagster_run,
+    )
     skipped = sensors()["notify_finished_batches"](context)
     assert isinstance(skipped, dg.SkipReason) and hook.posts == []  # not the last of its batch
     assert sensors()["notify_failed_runs"](failure_context(instance, last)) is None
@@ -205,8 +220,9 @@ def test_a_malformed_url_builds_the_sensors_whose_ticks_say_why_without_it(
     assert TOKEN not in skipped.skip_message
 
 
-def test_the_url_is_read_once_when_the_sensors_are_built(hook: Hook, instance: dg.DagsterInstance,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_the_url_is_read_once_when_the_sensors_are_built(
+    hook: Hook, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     built = {s.name: s for s in build_notification_sensors(30)}
     monkeypatch.setenv(WEBHOOK_ENV, "http://127.0.0.1:1/elsewhere")  # read at build time only
     result = broken_job.execute_in_process(instance=instance, raise_on_error=False)
@@ -217,7 +233,7 @@ def test_the_url_is_read_once_when_the_sensors_are_built(hook: Hook, instance: d
 class OneShotServer:
     """A TCP server on 127.0.0.1 that answers one connection with ``answer(conn)``; it stops by itself."""
 
-    def __init__(self, answer) -> None:  # noqa: ANN001
+    def __init__(self, answer) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(30)
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/services/{TOKEN}"
@@ -242,7 +258,7 @@ class OneShotServer:
 def trickle(conn: socket.socket) -> None:
     """The status line one byte at a time, each well inside any per-read timeout, for 30 s at most."""
     stop = time.monotonic() + 30
-    for byte in (b"HTTP/1.1 200 OK\r\n" * 1000):
+    for byte in b"HTTP/1.1 200 OK\r\n" * 1000:
         if time.monotonic() > stop:
             return
         conn.sendall(bytes([byte]))
@@ -257,13 +273,20 @@ def test_a_trickling_server_cannot_hold_a_post_past_its_deadline() -> None:
     assert server.peer_closed.wait(25), "the post's connection was left open after its deadline"
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (lambda conn: conn.sendall(b"SMTP ready\r\n\r\n"), r"could not be posted to \(BadStatusLine\)"),
-    (lambda conn: None, r"could not be posted to \(RemoteDisconnected\)|could not be reached"),
-    (lambda conn: conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/x\r\nContent-Length: 0\r\n\r\n"),
-     r"the webhook answered HTTP 302"),  # a redirect is not followed: urllib would repeat the POST as a GET
-])  # fmt: skip
-def test_every_failure_of_the_exchange_is_a_webhook_error_without_the_url(answer, expected: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (lambda conn: conn.sendall(b"SMTP ready\r\n\r\n"), r"could not be posted to \(BadStatusLine\)"),
+        (lambda conn: None, r"could not be posted to \(RemoteDisconnected\)|could not be reached"),
+        (
+            lambda conn: conn.sendall(
+                b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/x\r\nContent-Length: 0\r\n\r\n"
+            ),
+            r"the webhook answered HTTP 302",
+        ),  # a redirect is not followed: urllib would repeat the POST as a GET
+    ],
+)
+def test_every_failure_of_the_exchange_is_a_webhook_error_without_the_url(answer, expected: str) -> None:
     server = OneShotServer(answer)
     with pytest.raises(WebhookError, match=expected) as caught:
         post(server.url, PAYLOAD, timeout=10)

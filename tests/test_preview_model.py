@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import cosmos_assets
+from cosmos_assets.media import encode_control_videos, probe_video, read_frames, scan_render_folder, write_png
 from cosmos_assets.models import preview_model
-from cosmos_assets.media import probe_video, read_frames, scan_render_folder, encode_control_videos, write_png
 
 CONTRACT = json.loads((Path(cosmos_assets.__file__).parent / "contract" / "transfer_cli.json").read_text())
 
@@ -37,7 +37,9 @@ def make_video(folder: Path, width: int, height: int, frames: int) -> dict[str, 
 def run_preview(cwd: Path, spec: dict, *extra: str, monkeypatch, capsys) -> tuple[int, str]:
     (cwd / "spec.json").write_text(json.dumps(spec))
     monkeypatch.chdir(cwd)
-    code = preview_model.main(["--controlnet_specs", "spec.json", "--video_save_folder", "outputs/run", "--num_steps", "2", *extra])
+    code = preview_model.main(
+        ["--controlnet_specs", "spec.json", "--video_save_folder", "outputs/run", "--num_steps", "2", *extra]
+    )
     return code, capsys.readouterr().out
 
 
@@ -70,9 +72,12 @@ def test_parser_matches_every_flag():
 
 
 def test_generate_writes_video_and_prompt_in_the_bucket(tmp_path, shot, monkeypatch, capsys):
-    spec = {"prompt": "a foggy harbour", "input_video_path": shot["color"],
-            "depth": {"input_control": shot["depth"], "control_weight": 0.7},
-            "seg": {"input_control": shot["segmentation"], "control_weight": "0.4"}}
+    spec = {
+        "prompt": "a foggy harbour",
+        "input_video_path": shot["color"],
+        "depth": {"input_control": shot["depth"], "control_weight": 0.7},
+        "seg": {"input_control": shot["segmentation"], "control_weight": "0.4"},
+    }
     code, out = run_preview(tmp_path, spec, "--video_save_name", "gen", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, out
     assert sorted(p.name for p in (tmp_path / "outputs" / "run").iterdir()) == ["gen.mp4", "gen.txt"]
@@ -85,7 +90,13 @@ def test_generate_writes_video_and_prompt_in_the_bucket(tmp_path, shot, monkeypa
 
 @pytest.mark.parametrize(
     "size,bucket",
-    [((64, 36), (1280, 704)), ((64, 48), (960, 704)), ((50, 50), (960, 960)), ((48, 64), (704, 960)), ((36, 64), (704, 1280))],
+    [
+        ((64, 36), (1280, 704)),
+        ((64, 48), (960, 704)),
+        ((50, 50), (960, 960)),
+        ((48, 64), (704, 960)),
+        ((36, 64), (704, 1280)),
+    ],
 )
 def test_nearest_bucket(size, bucket):
     assert preview_model.nearest_bucket(*size) == bucket
@@ -94,8 +105,11 @@ def test_nearest_bucket(size, bucket):
 def test_controls_trimmed_to_shortest(tmp_path, monkeypatch, capsys):
     long = make_video(tmp_path / "long", 48, 48, 6)
     short = make_video(tmp_path / "short", 48, 48, 3)
-    spec = {"prompt": "p", "input_video_path": str(tmp_path / "long" / long["color"]),
-            "depth": {"input_control": str(tmp_path / "short" / short["depth"])}}
+    spec = {
+        "prompt": "p",
+        "input_video_path": str(tmp_path / "long" / long["color"]),
+        "depth": {"input_control": str(tmp_path / "short" / short["depth"])},
+    }
     code, out = run_preview(tmp_path, spec, monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, out
     info = probe_video(tmp_path / "outputs" / "run" / "output.mp4")
@@ -167,7 +181,10 @@ def test_runs_as_a_plain_script_without_the_package(tmp_path, shot):
     (tmp_path / "spec.json").write_text(json.dumps({"prompt": "p", "input_video_path": shot["color"], "vis": {}}))
     result = subprocess.run(
         [sys.executable, "-I", str(script), "--controlnet_specs", "spec.json", "--num_steps", "1"],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "outputs" / "output.mp4").is_file()
@@ -175,7 +192,9 @@ def test_runs_as_a_plain_script_without_the_package(tmp_path, shot):
 
 def test_imports_only_stdlib_numpy_and_av():
     tree = ast.parse(Path(preview_model.__file__).read_text())
-    roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    roots = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert roots - set(sys.stdlib_module_names) == {"numpy", "av"}
 
@@ -209,8 +228,9 @@ def test_a_batch_of_upscales_runs_every_line_after_one_load_as_upstream_does(tmp
     counter = tmp_path / "loads.txt"
     monkeypatch.setenv("COSMOS_PREVIEW_LOAD_COUNT", str(counter))
     spec = {"input_video_path": shot["color"], "upscale": {"control_weight": 0.5}}
-    code, out = run_preview(tmp_path, spec, "--batch_input_path", "batch.jsonl", "--batch_size", "4",
-                            monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, out = run_preview(
+        tmp_path, spec, "--batch_input_path", "batch.jsonl", "--batch_size", "4", monkeypatch=monkeypatch, capsys=capsys
+    )
     assert code == 0, out
     assert "Setting batch_size=1 as upscale does not support batch generation" in out
     assert len(counter.read_text().splitlines()) == 1
@@ -221,15 +241,33 @@ def test_a_batch_of_upscales_runs_every_line_after_one_load_as_upstream_does(tmp
         assert (folder / "prompt.txt").read_text() == text
 
 
-def test_an_upscale_batch_needs_the_top_level_input_video_and_an_item_cannot_add_upscale(tmp_path, shot, monkeypatch, capsys):
+def test_an_upscale_batch_needs_the_top_level_input_video_and_an_item_cannot_add_upscale(
+    tmp_path, shot, monkeypatch, capsys
+):
     (tmp_path / "batch.jsonl").write_text(json.dumps({"prompt": "a street", "visual_input": shot["color"]}) + "\n")
-    code, out = run_preview(tmp_path, {"upscale": {"control_weight": 0.5}}, "--batch_input_path", "batch.jsonl",
-                            monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, out = run_preview(
+        tmp_path,
+        {"upscale": {"control_weight": 0.5}},
+        "--batch_input_path",
+        "batch.jsonl",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert code == 2 and "input_video_path" in out  # utils.py:1236-1242: no input video, no input_control
-    line = {"prompt": "a street", "visual_input": shot["color"], "control_overrides": {"upscale": {"control_weight": 0.5}}}
+    line = {
+        "prompt": "a street",
+        "visual_input": shot["color"],
+        "control_overrides": {"upscale": {"control_weight": 0.5}},
+    }
     (tmp_path / "batch.jsonl").write_text(json.dumps(line) + "\n")
-    code, out = run_preview(tmp_path, {"input_video_path": shot["color"], "edge": {"input_control": shot["color"]}},
-                            "--batch_input_path", "batch.jsonl", monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, out = run_preview(
+        tmp_path,
+        {"input_video_path": shot["color"], "edge": {"input_control": shot["color"]}},
+        "--batch_input_path",
+        "batch.jsonl",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert code == 0 and "ignoring unknown control key in override: upscale" in out  # transfer.py:314-320
     info = probe_video(tmp_path / "outputs" / "run" / "video_0" / "output.mp4")
     assert (info.width, info.height) != (64 * 3, 36 * 3)  # generated, not upscaled

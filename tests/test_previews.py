@@ -9,7 +9,6 @@ import av
 import numpy as np
 import pytest
 
-from cosmos_assets.progress import TransferProgress, format_bytes, format_transfer_progress
 from cosmos_assets.media import encode_control_videos, read_png_header, scan_render_folder
 from cosmos_assets.media.previews import (
     THUMB_WIDTH,
@@ -21,6 +20,7 @@ from cosmos_assets.media.previews import (
     video_preview,
 )
 from cosmos_assets.media.sample_render import make_sample_render
+from cosmos_assets.progress import TransferProgress, format_bytes, format_transfer_progress
 
 
 @pytest.fixture(scope="module")

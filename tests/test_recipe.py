@@ -36,7 +36,11 @@ def test_stamping_adds_the_tags_and_copies_every_packet_unchanged(tmp_path: Path
     stamp(clip, RECIPE.to_tags())
     assert packets(clip) == before  # remuxed, not re-encoded
     tags = read_recipe(clip)
-    assert tags["cosmos_run_id"] == RECIPE.run_id and tags["cosmos_seed"] == "7" and tags["cosmos_prompt"] == "a street at dusk"
+    assert (
+        tags["cosmos_run_id"] == RECIPE.run_id
+        and tags["cosmos_seed"] == "7"
+        and tags["cosmos_prompt"] == "a street at dusk"
+    )
     assert ClipRecipe.from_tags(tags) == RECIPE.model_copy(update={"prompt": "a street at dusk"})
     stamp(clip, {"cosmos_seed": "8"})  # a second stamp keeps the other tags
     assert read_recipe(clip)["cosmos_seed"] == "8" and read_recipe(clip)["cosmos_run_id"] == RECIPE.run_id
@@ -47,12 +51,19 @@ def test_stamping_adds_the_tags_and_copies_every_packet_unchanged(tmp_path: Path
 def test_ffprobe_shows_the_recipe(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", [(0, 0, 0)] * 2)
     stamp(clip, RECIPE.to_tags())
-    shown = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-of", "json", str(clip)], capture_output=True,
-                           text=True, check=True)  # fmt: skip
+    shown = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(clip)], capture_output=True, text=True, check=True
+    )
     tags = json.loads(shown.stdout)["format"]["tags"]
-    assert {k: tags[k] for k in ("cosmos_run_id", "cosmos_prompt", "cosmos_model", "cosmos_seed", "cosmos_spec_sha256")} == {
-        "cosmos_run_id": RECIPE.run_id, "cosmos_prompt": "a street at dusk", "cosmos_model": "cosmos-transfer1",
-        "cosmos_seed": "7", "cosmos_spec_sha256": "f" * 64}  # fmt: skip
+    assert {
+        k: tags[k] for k in ("cosmos_run_id", "cosmos_prompt", "cosmos_model", "cosmos_seed", "cosmos_spec_sha256")
+    } == {
+        "cosmos_run_id": RECIPE.run_id,
+        "cosmos_prompt": "a street at dusk",
+        "cosmos_model": "cosmos-transfer1",
+        "cosmos_seed": "7",
+        "cosmos_spec_sha256": "f" * 64,
+    }
 
 
 def test_a_file_that_is_not_a_video_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
@@ -67,7 +78,10 @@ def test_hard_linked_names_stay_one_file(tmp_path: Path) -> None:
     model_file = write_clip(tmp_path / "sample.mp4", [(0, 0, 0)] * 2)
     os.link(model_file, tmp_path / "output.mp4")
     assert stamp_all([tmp_path / "output.mp4", model_file], RECIPE.to_tags()) == [tmp_path / "output.mp4"]
-    assert os.path.samefile(model_file, tmp_path / "output.mp4") and read_recipe(model_file)["cosmos_model"] == "cosmos-transfer1"
+    assert (
+        os.path.samefile(model_file, tmp_path / "output.mp4")
+        and read_recipe(model_file)["cosmos_model"] == "cosmos-transfer1"
+    )
 
 
 def test_control_videos_carry_their_shot_pass_and_source_frames(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cosmos_assets.files import atomic_write_text
@@ -12,14 +12,22 @@ from cosmos_assets.runs.spec_used import SpecUsed
 
 
 def test_spec_used_redacts_secrets_in_environment_and_command(tmp_path: Path) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     used = SpecUsed(
-        stage="generate", backend="cosmos-transfer1", run_id="r1", prompt="p", host="h",
+        stage="generate",
+        backend="cosmos-transfer1",
+        run_id="r1",
+        prompt="p",
+        host="h",
         command=["docker", "run", "-e", "HF_TOKEN=hf_secretvalue", "img"],
         command_line="docker run -e HF_TOKEN=hf_secretvalue img",
         environment={"HF_TOKEN": "hf_secretvalue", "SSH_KEY_PASSPHRASE": "pw", "NUM_GPU": "2"},
-        spec={"prompt": "p"}, spec_remote_path="inputs/prompts/p.json", video_save_folder="outputs/p/r1",
-        started_at=now, finished_at=now, exit_code=0,
+        spec={"prompt": "p"},
+        spec_remote_path="inputs/prompts/p.json",
+        video_save_folder="outputs/p/r1",
+        started_at=now,
+        finished_at=now,
+        exit_code=0,
     )
     path = tmp_path / "spec_used.json"
     used.write(path)
@@ -32,10 +40,20 @@ def test_spec_used_redacts_secrets_in_environment_and_command(tmp_path: Path) ->
 def test_history_appends_one_parseable_line_per_run(tmp_path: Path) -> None:
     log = tmp_path / "notes" / "run_history.log"
     for status in ("success", "failed"):
-        append_history(log, HistoryRecord(
-            when=datetime.now(timezone.utc), run_id=status, stage="generate", prompt="p", shot="s",
-            host="h", backend="preview", command="cmd", status=status,
-        ))
+        append_history(
+            log,
+            HistoryRecord(
+                when=datetime.now(UTC),
+                run_id=status,
+                stage="generate",
+                prompt="p",
+                shot="s",
+                host="h",
+                backend="preview",
+                command="cmd",
+                status=status,
+            ),
+        )
     assert len(log.read_text().splitlines()) == 2
     assert [r.status for r in read_history(log)] == ["success", "failed"]
 

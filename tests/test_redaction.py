@@ -10,7 +10,7 @@ import pytest
 
 from cosmos_assets.redaction import is_secret_name, redacted, redacted_message, shell_join
 
-HOSTILE_PATH = "inputs/prompts/my shot's \"best\" $(touch pwned) `id`;.json"
+HOSTILE_PATH = 'inputs/prompts/my shot\'s "best" $(touch pwned) `id`;.json'
 
 
 def test_shell_join_round_trips_hostile_path() -> None:

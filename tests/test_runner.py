@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,11 @@ from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media import probe_video
 from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.files import write_spec
+from cosmos_assets.prompts.spec import SpecError, load_spec
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation, run_upscale
-from cosmos_assets.prompts.files import write_spec
-from cosmos_assets.prompts.spec import load_spec, SpecError
 from tests.project_factory import TINY, make_project
 
 
@@ -36,7 +37,10 @@ def test_generation_then_upscale_write_the_seed_layout(project) -> None:
     assert {p.name for p in gen.output_dir.iterdir()} >= {"output.mp4", "spec_used.json", "prompt_spec.json", "run.log"}
     assert any("[preview]" in line for line in lines)
     assert gen.shot == "tiny_shot"
-    assert json.loads((gen.output_dir / "prompt_spec.json").read_text()) == load_spec(layout.prompt_file("tiny_prompt")).to_json_dict()
+    assert (
+        json.loads((gen.output_dir / "prompt_spec.json").read_text())
+        == load_spec(layout.prompt_file("tiny_prompt")).to_json_dict()
+    )
     run_log = (gen.output_dir / "run.log").read_text()
     assert "[cosmos-assets] command:" in run_log and "preview backend" in run_log
 
@@ -49,8 +53,10 @@ def test_generation_then_upscale_write_the_seed_layout(project) -> None:
     assert up_info.frames == gen_info.frames == TINY["frames"]
     used = json.loads((up.output_dir / "spec_used.json").read_text())
     # the local (recipe-stamped) clip is staged as an input of the upscale
-    assert used["spec"] == {"input_video_path": f"inputs/generated/tiny_prompt/{gen.record.run_id}/output.mp4",
-                            "upscale": {"control_weight": 0.7}}  # fmt: skip
+    assert used["spec"] == {
+        "input_video_path": f"inputs/generated/tiny_prompt/{gen.record.run_id}/output.mp4",
+        "upscale": {"control_weight": 0.7},
+    }
     assert "--num_steps" in used["command"] and used["command"][used["command"].index("--num_steps") + 1] == "10"
 
     history = read_history(layout.history_log)
@@ -89,7 +95,9 @@ def test_a_failing_run_fails_with_its_log_tail_and_no_outputs(project) -> None:
 def test_a_spec_pointing_at_a_missing_control_is_refused_before_any_upload(project) -> None:
     layout, host = project
     spec = load_spec(layout.prompt_file("tiny_prompt"))
-    write_spec(spec.model_copy(update={"input_video_path": "inputs/videos/nowhere/color.mp4"}), layout.prompt_file("broken"))
+    write_spec(
+        spec.model_copy(update={"input_video_path": "inputs/videos/nowhere/color.mp4"}), layout.prompt_file("broken")
+    )
     with pytest.raises(SpecError) as caught:
         run_generation(layout, host, PREVIEW, "broken")
     assert "broken.json" in str(caught.value) and "inputs/videos/nowhere/color.mp4" in str(caught.value)
@@ -116,7 +124,7 @@ def test_a_multi_gpu_run_works_on_the_preview_host(project) -> None:
 
 
 class _UnreadyHost(LocalMachine):
-    def preflight(self, job, log) -> None:  # noqa: ANN001
+    def preflight(self, job, log) -> None:
         log("checking the host")
         raise HostNotReadyError("no GPUs: nvidia-smi -L lists 0, NUM_GPU=1 needs 1")
 
@@ -181,10 +189,10 @@ def test_a_failed_runs_record_says_why(project) -> None:
 def test_a_generation_and_its_upscale_in_the_same_second_keep_their_own_records(project) -> None:
     """Regression: one Dagster run's two stages starting within a second once shared a run id, so the upscale's
     record replaced the generation's and a later unchanged generation was not recognised as done."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     layout, host = project
-    now = datetime(2026, 11, 29, 10, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
     gen = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="samerun0", now=now)
     up = run_upscale(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="samerun0", now=now)
     assert gen.record.run_id != up.record.run_id

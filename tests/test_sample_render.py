@@ -35,9 +35,23 @@ def test_camera_moves_between_frames(tmp_path):
 
 def test_module_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "cosmos_assets.media.sample_render", str(tmp_path / "shot"), "--frames", "2",
-         "--width", "32", "--height", "18", "--start", "1"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "cosmos_assets.media.sample_render",
+            str(tmp_path / "shot"),
+            "--frames",
+            "2",
+            "--width",
+            "32",
+            "--height",
+            "18",
+            "--start",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "shot").iterdir())[:2] == ["color.0001.png", "color.0002.png"]

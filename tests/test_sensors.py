@@ -18,18 +18,18 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._core.instance.ref import InstanceRef
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from cosmos_assets.settings import Settings
 from cosmos_assets.defs.assets import ALL_ASSETS
-from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.jobs import CosmosJobs, build_jobs
 from cosmos_assets.defs.resources import LocalPreviewHost
-from cosmos_assets.media import scan_render_folder, write_png
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.media.sample_render import make_sample_render
-from cosmos_assets.watch.plans import plan_prompt_tick, plan_render_tick, stat_render_folder
-from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
 from cosmos_assets.defs.sensors.folders import build_sensors
+from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.media import scan_render_folder, write_png
+from cosmos_assets.media.sample_render import make_sample_render
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.settings import Settings
+from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.watch.plans import plan_prompt_tick, plan_render_tick, stat_render_folder
 from tests.project_factory import make_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,7 +321,9 @@ def test_scan_budget_defers_the_rest_to_the_next_tick(project: Project) -> None:
 def test_large_cursor_round_trips_compressed() -> None:
     from cosmos_assets.watch.cursors import ShotState
 
-    cursor = RenderCursor(shots={f"shot_{i:05d}": ShotState(1_700_000_000_000_000_000 + i, f"{i:016x}", "ok") for i in range(2000)})
+    cursor = RenderCursor(
+        shots={f"shot_{i:05d}": ShotState(1_700_000_000_000_000_000 + i, f"{i:016x}", "ok") for i in range(2000)}
+    )
     raw = cursor.dump()
     assert raw.startswith("z1:") and len(raw) < len(cursor.model_dump_json())
     assert RenderCursor.load(raw) == cursor
@@ -342,7 +344,9 @@ def _prompt_project(project: Project) -> ProjectLayout:
 def test_new_prompt_runs_prompt_specs_only_when_auto_generate_is_off(project: Project) -> None:
     _prompt_project(project)
     data = project.tick("prompt_sensor", None)
-    assert [(r.partition_key, r.asset_selection) for r in data.run_requests] == [("tiny_prompt", [dg.AssetKey("prompt_specs")])]
+    assert [(r.partition_key, r.asset_selection) for r in data.run_requests] == [
+        ("tiny_prompt", [dg.AssetKey("prompt_specs")])
+    ]
     assert "gpu_host" not in data.run_requests[0].tags
     assert project.instance.has_dynamic_partition("prompts", "tiny_prompt")
     assert project.tick("prompt_sensor", data.cursor).run_requests == []
@@ -368,7 +372,9 @@ def test_edited_prompt_runs_again_and_a_touch_does_not(project: Project) -> None
 
     write_spec(new_prompt_spec("tiny_shot", "the same street in the rain"), path)
     edited = project.tick("prompt_sensor", touched.cursor)
-    assert [(r.partition_key, r.tags["cosmos/trigger"]) for r in edited.run_requests] == [("tiny_prompt", "prompt file edited")]
+    assert [(r.partition_key, r.tags["cosmos/trigger"]) for r in edited.run_requests] == [
+        ("tiny_prompt", "prompt file edited")
+    ]
 
 
 def test_invalid_prompt_is_reported_and_not_run(project: Project) -> None:
@@ -424,7 +430,9 @@ def test_prompt_sensor_observes_prompt_inputs_for_exactly_the_prompts_it_runs(pr
     assert request.run_key.startswith(f"tiny_prompt:{observation.data_version}:")
     assert observation.metadata["shot"].value == "tiny_shot"
     recorded = project.instance.fetch_observations(dg.AssetKey("prompt_inputs"), limit=5).records
-    assert [(r.partition_key, r.asset_observation.data_version) for r in recorded] == [("tiny_prompt", observation.data_version)]
+    assert [(r.partition_key, r.asset_observation.data_version) for r in recorded] == [
+        ("tiny_prompt", observation.data_version)
+    ]
 
     os.utime(layout.prompt_file("tiny_prompt"), (time.time() + 5, time.time() + 5))  # saved without a change
     unchanged = project.tick("prompt_sensor", data.cursor)
@@ -448,7 +456,9 @@ def test_sensors_start_the_job_objects_they_are_given(project: Project) -> None:
     assert off["prompt_sensor"].job_name == "prompt_job" and on["prompt_sensor"].job_name == "gpu_cycle"
 
     _prompt_project(project)
-    project.defs = dg.Definitions(assets=ALL_ASSETS, jobs=list(renamed), sensors=list(on.values()), resources=project.resources)
+    project.defs = dg.Definitions(
+        assets=ALL_ASSETS, jobs=list(renamed), sensors=list(on.values()), resources=project.resources
+    )
     [request] = project.tick("prompt_sensor", None).run_requests
     assert request.tags["gpu_host"] == "gpu-7"
     assert request.asset_selection == [dg.AssetKey(k) for k in ("prompt_specs", "generated_videos", "upscaled_videos")]
@@ -482,7 +492,9 @@ def test_reencoded_controls_make_the_generated_video_stale(project: Project) -> 
     project.materialize(["prompt_specs", "generated_videos"], "tiny_prompt")
 
     def status() -> StaleStatus:
-        return get_stale_status_resolver(project.instance, ALL_ASSETS).get_status(dg.AssetKey("generated_videos"), "tiny_prompt")
+        return get_stale_status_resolver(project.instance, ALL_ASSETS).get_status(
+            dg.AssetKey("generated_videos"), "tiny_prompt"
+        )
 
     assert status() == StaleStatus.FRESH
     first = project.tick("prompt_sensor", None)
@@ -496,20 +508,35 @@ def test_reencoded_controls_make_the_generated_video_stale(project: Project) -> 
 
     second = project.tick("prompt_sensor", first.cursor)
     [request] = second.run_requests
-    assert request.partition_key == "tiny_prompt" and request.tags["cosmos/trigger"] == "control videos of shot tiny_shot re-encoded"
+    assert (
+        request.partition_key == "tiny_prompt"
+        and request.tags["cosmos/trigger"] == "control videos of shot tiny_shot re-encoded"
+    )
     project.materialize([k.to_user_string() for k in request.asset_selection], request.partition_key)
 
     assert status() == StaleStatus.STALE
-    causes = get_stale_status_resolver(project.instance, ALL_ASSETS).get_stale_causes(dg.AssetKey("generated_videos"), "tiny_prompt")
+    causes = get_stale_status_resolver(project.instance, ALL_ASSETS).get_stale_causes(
+        dg.AssetKey("generated_videos"), "tiny_prompt"
+    )
     assert any(cause.dependency and cause.dependency.asset_key == dg.AssetKey("prompt_specs") for cause in causes)
     assert project.tick("prompt_sensor", second.cursor).run_requests == []
 
 
 def test_settings_from_environment() -> None:
     settings = SensorSettings.from_env(
-        {"COSMOS_SENSORS": "on", "COSMOS_SENSOR_INTERVAL": "5", "COSMOS_RENDER_SETTLE_SECONDS": "1.5", "COSMOS_AUTO_GENERATE": "true"}
+        {
+            "COSMOS_SENSORS": "on",
+            "COSMOS_SENSOR_INTERVAL": "5",
+            "COSMOS_RENDER_SETTLE_SECONDS": "1.5",
+            "COSMOS_AUTO_GENERATE": "true",
+        }
     )
-    assert (settings.enabled, settings.interval_seconds, settings.render_settle_seconds, settings.auto_generate) == (True, 5, 1.5, True)
+    assert (settings.enabled, settings.interval_seconds, settings.render_settle_seconds, settings.auto_generate) == (
+        True,
+        5,
+        1.5,
+        True,
+    )
     assert SensorSettings.from_env({}) == SensorSettings()
     assert SensorSettings().enabled is False and SensorSettings().auto_generate is False
     with pytest.raises(ValueError, match="COSMOS_AUTO_GENERATE"):

@@ -26,11 +26,28 @@ def test_defaults_are_the_embedded_preview_deployment() -> None:
 
 
 def test_the_seed_variables_and_ours() -> None:
-    settings = Settings.from_env({**SEED, "COSMOS_HOST": "SSH", "COSMOS_SSH_TRUST_ON_FIRST_USE": "yes",
-                                  "COSMOS_MIN_FREE_GB": "50", "COSMOS_SENSORS": "on", "REMOTE_USER_IGNORED": "x"})
+    settings = Settings.from_env(
+        {
+            **SEED,
+            "COSMOS_HOST": "SSH",
+            "COSMOS_SSH_TRUST_ON_FIRST_USE": "yes",
+            "COSMOS_MIN_FREE_GB": "50",
+            "COSMOS_SENSORS": "on",
+            "REMOTE_USER_IGNORED": "x",
+        }
+    )
     assert (settings.remote_host, settings.remote_user, settings.remote_port, settings.ssh_key) == (
-        "lambda-1", "ubuntu", 2200, "~/.ssh/l.pem")
-    assert (settings.num_gpus, settings.image, settings.host, settings.model_name) == (4, "nvcr.io/me/c:1", "ssh", "cosmos-transfer1")
+        "lambda-1",
+        "ubuntu",
+        2200,
+        "~/.ssh/l.pem",
+    )
+    assert (settings.num_gpus, settings.image, settings.host, settings.model_name) == (
+        4,
+        "nvcr.io/me/c:1",
+        "ssh",
+        "cosmos-transfer1",
+    )
     assert settings.checkpoint_dir_or_default == "/data/cosmos-transfer1/../checkpoints"
     assert settings.trust_on_first_use and settings.sensors and settings.min_free_gb == 50.0
 
@@ -39,14 +56,17 @@ def test_empty_values_mean_unset_as_in_the_seeds_config_sh() -> None:
     assert Settings.from_env({"REMOTE_PORT": "", "NUM_GPU": " "}) == Settings.from_env({})
 
 
-@pytest.mark.parametrize(("name", "value", "says"), [
-    ("COSMOS_SSH_TRUST_ON_FIRST_USE", "maybe", "is not on/off"),
-    ("COSMOS_AUTO_GENERATE", "perhaps", "is not on/off"),
-    ("COSMOS_MIN_FREE_GB", "lots", "valid number"),
-    ("REMOTE_PORT", "twenty-two", "valid integer"),
-    ("COSMOS_HOST", "gpu", "'preview' or 'ssh'"),
-    ("NUM_GPU", "0", "greater than or equal to 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("COSMOS_SSH_TRUST_ON_FIRST_USE", "maybe", "is not on/off"),
+        ("COSMOS_AUTO_GENERATE", "perhaps", "is not on/off"),
+        ("COSMOS_MIN_FREE_GB", "lots", "valid number"),
+        ("REMOTE_PORT", "twenty-two", "valid integer"),
+        ("COSMOS_HOST", "gpu", "'preview' or 'ssh'"),
+        ("NUM_GPU", "0", "greater than or equal to 1"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, says: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({name: value})
@@ -115,14 +135,20 @@ def test_each_bad_setting_is_a_line_of_its_own() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"COSMOS_MIN_FREE_GB": "inf", "NUM_GPU": "0", "COSMOS_GPU_PRICE_PER_HOUR": "nan"})
     assert sorted(line.split("=")[0] for line in caught.value.lines) == [
-        "COSMOS_GPU_PRICE_PER_HOUR", "COSMOS_MIN_FREE_GB", "NUM_GPU"]
+        "COSMOS_GPU_PRICE_PER_HOUR",
+        "COSMOS_MIN_FREE_GB",
+        "NUM_GPU",
+    ]
     assert str(caught.value).splitlines() == caught.value.lines
 
 
-@pytest.mark.parametrize(("name", "value", "says"), [
-    ("REMOTE_HOST", "-oProxyCommand=x", "is not a usable host or user name"),
-    ("COSMOS_CONTAINER_USER", "root;id", "must be numeric uid:gid"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("REMOTE_HOST", "-oProxyCommand=x", "is not a usable host or user name"),
+        ("COSMOS_CONTAINER_USER", "root;id", "must be numeric uid:gid"),
+    ],
+)
 def test_what_the_ssh_host_refuses_names_the_variable_in_one_line(name: str, value: str, says: str) -> None:
     from cosmos_assets.defs.resources import gpu_host_from_settings
 
@@ -136,13 +162,22 @@ def test_what_the_ssh_host_refuses_names_the_variable_in_one_line(name: str, val
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "REMOTE_", "NUM_GPU"))}
-    return subprocess.run([sys.executable, "-m", *args], env={**clean, "PYTHONPATH": str(REPO), **env},
-                          capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        env={**clean, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
 
 
 def test_through_the_cli_each_bad_setting_is_one_error_line(tmp_path: Path) -> None:
-    result = _cli({"COSMOS_MIN_FREE_GB": "inf", "COSMOS_MODEL_SILENCE_MINUTES": "nan", "COSMOS_PROJECT_ROOT": str(tmp_path)},
-                  "cosmos_assets.cli", "hosts")  # fmt: skip
+    result = _cli(
+        {"COSMOS_MIN_FREE_GB": "inf", "COSMOS_MODEL_SILENCE_MINUTES": "nan", "COSMOS_PROJECT_ROOT": str(tmp_path)},
+        "cosmos_assets.cli",
+        "hosts",
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         "error: COSMOS_MIN_FREE_GB='inf': Input should be a finite number; fix the variable (see the README's settings table)",
@@ -155,19 +190,31 @@ def test_through_dagster_the_settings_error_is_shown_as_its_one_line(tmp_path: P
     """`dagster definitions validate` prints the exception's message: the variable's line, no pydantic dump."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    result = _cli({"COSMOS_GPU_PRICE_PER_HOUR": "inf", "COSMOS_PROJECT_ROOT": str(tmp_path), "DAGSTER_HOME": str(home)},
-                  "dagster", "definitions", "validate", "-m", "cosmos_assets.definitions")  # fmt: skip
+    result = _cli(
+        {"COSMOS_GPU_PRICE_PER_HOUR": "inf", "COSMOS_PROJECT_ROOT": str(tmp_path), "DAGSTER_HOME": str(home)},
+        "dagster",
+        "definitions",
+        "validate",
+        "-m",
+        "cosmos_assets.definitions",
+    )
     assert result.returncode != 0
     out = result.stdout + result.stderr
-    assert ("SettingsError: COSMOS_GPU_PRICE_PER_HOUR='inf': Input should be a finite number; fix the variable" in out)
+    assert "SettingsError: COSMOS_GPU_PRICE_PER_HOUR='inf': Input should be a finite number; fix the variable" in out
     assert "validation error for" not in out and "errors.pydantic.dev" not in out
 
 
-@pytest.mark.parametrize(("model", "says"), [
-    ("preview", "must divide 16"), ("cosmos-transfer2.5", "use 1, 2, 4 or 8"), ("cosmos3", "1 or an even count"),
-])  # fmt: skip
-def test_a_gpu_count_the_model_cannot_split_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str], model: str, says: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("preview", "must divide 16"),
+        ("cosmos-transfer2.5", "use 1, 2, 4 or 8"),
+        ("cosmos3", "1 or an even count"),
+    ],
+)
+def test_a_gpu_count_the_model_cannot_split_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model: str, says: str
+) -> None:
     from cosmos_assets.cli import main
     from tests.project_factory import make_project
 

@@ -66,8 +66,19 @@ def test_open_files_keep_their_server_handle() -> None:
 
 
 def test_sftp_protocol_constants() -> None:
-    expected = {"CMD_STATUS": 101, "CMD_DATA": 103, "CMD_ATTRS": 105, "CMD_EXTENDED": 200, "CMD_EXTENDED_REPLY": 201,
-                "CMD_READ": 5, "CMD_WRITE": 6, "CMD_STAT": 17, "SFTP_OK": 0, "SFTP_EOF": 1, "SFTP_NO_SUCH_FILE": 2}
+    expected = {
+        "CMD_STATUS": 101,
+        "CMD_DATA": 103,
+        "CMD_ATTRS": 105,
+        "CMD_EXTENDED": 200,
+        "CMD_EXTENDED_REPLY": 201,
+        "CMD_READ": 5,
+        "CMD_WRITE": 6,
+        "CMD_STAT": 17,
+        "SFTP_OK": 0,
+        "SFTP_EOF": 1,
+        "SFTP_NO_SUCH_FILE": 2,
+    }
     assert {name: getattr(paramiko.sftp, name) for name in expected} == expected
     assert issubclass(paramiko.sftp.int64, int)
 

@@ -36,10 +36,10 @@ from cosmos_assets.files import copy_verified, move_aside
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.media.recipe import read_recipe
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, link_output
-from cosmos_assets.runs.plan import plan_generation
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
+from cosmos_assets.runs.plan import plan_generation
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from cosmos_assets.runs.wedge_comparison import build_comparison
 from tests.project_factory import make_project
@@ -53,7 +53,9 @@ STUDIO_UMASK = 0o002
 FILE_MODE, FOLDER_MODE = 0o664, 0o2775  # what umask 002 gives, setgid inherited from the project folder
 
 PREVIEW = backend_named("preview")
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs as root to become other uids (os.setuid); CI runs as root")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="runs as root to become other uids (os.setuid); CI runs as root"
+)
 
 
 def mode(path: Path) -> int:
@@ -71,10 +73,25 @@ def as_user(uid: int, *steps: tuple[str, dict[str, Any]], env: dict[str, str] | 
     """Do ``steps`` (each an op of OPS and its arguments) as ``uid`` (its own group and the shared group) under umask
     002, in one process; what each answered."""
     request = {"uid": uid, "steps": steps}
-    done = subprocess.run([sys.executable, "-c", "import sys, tests.test_shared_folder as t; t.child_main(sys.argv[1])",
-                           json.dumps(request)], cwd="/", capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": str(REPO),
-                               "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tests.test_shared_folder as t; t.child_main(sys.argv[1])",
+            json.dumps(request),
+        ],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/nonexistent",
+            "PYTHONPATH": str(REPO),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **(env or {}),
+        },
+    )
     assert done.returncode == 0, f"{[op for op, _ in steps]} as uid {uid} failed:\n{done.stderr[-3000:]}"
     answer = json.loads(done.stdout.splitlines()[-1])
     assert (answer["uid"], answer["euid"], answer["gid"], answer["groups"]) == (uid, uid, uid, [SHARED_GID, uid])
@@ -143,8 +160,13 @@ def child_main(request_json: str) -> None:
     except BaseException:  # noqa: BLE001 - shown by as_user
         traceback.print_exc()
         sys.exit(1)
-    answer = {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
-              "results": results}  # fmt: skip
+    answer = {
+        "uid": os.getuid(),
+        "euid": os.geteuid(),
+        "gid": os.getgid(),
+        "groups": sorted(os.getgroups()),
+        "results": results,
+    }
     print(json.dumps(answer))
 
 
@@ -187,27 +209,37 @@ def test_a_run_in_a_shared_folder_is_read_by_another_artist_and_runs_their_promp
         comparison = build_comparison(layout, "look")
 
     named = {
-        "stamped clip": gen.video, "upscaled clip": up.video,
-        "spec_used.json": gen.output_dir / "spec_used.json", "record": layout.runs_dir / f"{gen.record.run_id}.json",
-        "history": layout.history_log, "new-prompt file": layout.prompt_file("from_a"),
-        "wedge prompt": layout.prompt_file("look_01_seed-1"), "wedge folder": comparison.folder,
+        "stamped clip": gen.video,
+        "upscaled clip": up.video,
+        "spec_used.json": gen.output_dir / "spec_used.json",
+        "record": layout.runs_dir / f"{gen.record.run_id}.json",
+        "history": layout.history_log,
+        "new-prompt file": layout.prompt_file("from_a"),
+        "wedge prompt": layout.prompt_file("look_01_seed-1"),
+        "wedge folder": comparison.folder,
         "wedge grid": comparison.grid_video,
-    }  # fmt: skip
+    }
     assert read_recipe(gen.video)["cosmos_run_id"] == gen.record.run_id  # the stamped one
     assert len(read_history(layout.history_log)) == 4
     # Every file and folder the runs wrote: the umask's mode, the project's group.
     everything = _tree(layout.root)
     assert set(named.values()) <= set(everything)
-    wrong = {str(p.relative_to(layout.root)): (oct(mode(p)), p.lstat().st_gid) for p in everything
-             if (mode(p), p.lstat().st_gid) != (FOLDER_MODE if p.is_dir() else FILE_MODE, SHARED_GID)}  # fmt: skip
+    wrong = {
+        str(p.relative_to(layout.root)): (oct(mode(p)), p.lstat().st_gid)
+        for p in everything
+        if (mode(p), p.lstat().st_gid) != (FOLDER_MODE if p.is_dir() else FILE_MODE, SHARED_GID)
+    }
     assert wrong == {}
 
     # Artist B opens every one of them, and writes a prompt file of their own (umask 002, the folder's group).
     from_b = layout.prompt_file("from_b")
     expected = {str(p): "folder: " + ",".join(sorted(os.listdir(p))) if p.is_dir() else sha256(p) for p in everything}
-    read, made = as_user(ARTIST_B, ("read", {"paths": [str(p) for p in everything]}),
-                         ("new_prompt", {"argv": ["new-prompt", "tiny_shot", "fog", "--name", "from_b"]}),
-                         env={"COSMOS_PROJECT_ROOT": str(layout.root)})  # fmt: skip
+    read, made = as_user(
+        ARTIST_B,
+        ("read", {"paths": [str(p) for p in everything]}),
+        ("new_prompt", {"argv": ["new-prompt", "tiny_shot", "fog", "--name", "from_b"]}),
+        env={"COSMOS_PROJECT_ROOT": str(layout.root)},
+    )
     assert read == expected
     assert made == f"0 {from_b}"
     info = from_b.stat()
@@ -219,8 +251,11 @@ def test_a_run_in_a_shared_folder_is_read_by_another_artist_and_runs_their_promp
     shutil.copy(from_b, private)
     os.chown(private, ARTIST_B, SHARED_GID)
     private.chmod(0o600)
-    planned, refused = as_user(WORKER, ("plan", {"root": str(layout.root), "prompt": "from_b"}),
-                               ("plan", {"root": str(layout.root), "prompt": "private_b"}))  # fmt: skip
+    planned, refused = as_user(
+        WORKER,
+        ("plan", {"root": str(layout.root), "prompt": "from_b"}),
+        ("plan", {"root": str(layout.root), "prompt": "private_b"}),
+    )
     assert planned == "planned tiny_shot: fog"
     assert refused.startswith("error: ") and str(private) in refused
     private.unlink()
@@ -230,18 +265,25 @@ def test_a_run_in_a_shared_folder_is_read_by_another_artist_and_runs_their_promp
     # B reads that run's clip; B's re-run of A's prompt appends to the shared history and moves A's run folder aside.
     history_line = layout.history_log.read_text().splitlines()[0]
     clip, appended, moved = as_user(
-        ARTIST_B, ("read", {"paths": [str(b_run.video)]}),
+        ARTIST_B,
+        ("read", {"paths": [str(b_run.video)]}),
         ("append_history", {"log": str(layout.history_log), "line": history_line}),
-        ("move_aside", {"folder": str(gen.output_dir), "previous": str(layout.previous_outputs_dir),
-                        "run_id": gen.record.run_id}),
-    )  # fmt: skip
+        (
+            "move_aside",
+            {"folder": str(gen.output_dir), "previous": str(layout.previous_outputs_dir), "run_id": gen.record.run_id},
+        ),
+    )
     assert clip == {str(b_run.video): sha256(b_run.video)} and appended == "appended"
     assert len(read_history(layout.history_log)) == 6
-    assert Path(moved) == layout.previous_outputs_dir / "tiny_prompt" / gen.record.run_id and not gen.output_dir.exists()
+    assert (
+        Path(moved) == layout.previous_outputs_dir / "tiny_prompt" / gen.record.run_id and not gen.output_dir.exists()
+    )
     assert sha256(Path(moved) / OUTPUT_VIDEO) == read[str(gen.video)]
 
 
-def test_a_models_video_linked_or_copied_as_output_mp4_has_the_umasks_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_models_video_linked_or_copied_as_output_mp4_has_the_umasks_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """link_output: a hard link shares the model file's mode (our own download's); the copy takes the umask's."""
     model_file = tmp_path / "host.mp4"
     model_file.write_bytes(b"video")
@@ -279,8 +321,15 @@ def test_a_download_gets_the_umasks_mode_never_the_hosts(sshd, tmp_path: Path) -
     local.mkdir()
     os.chown(local, -1, SHARED_GID)
     local.chmod(FOLDER_MODE)
-    target = SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_path,
-                       known_hosts=sshd.known_hosts, ssh_config=tmp_path / "no-ssh-config", allow_agent=False)  # fmt: skip
+    target = SshTarget(
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_path,
+        known_hosts=sshd.known_hosts,
+        ssh_config=tmp_path / "no-ssh-config",
+        allow_agent=False,
+    )
     link = SshLink(target, "test sshd")
     try:
         with umask(STUDIO_UMASK):
@@ -288,5 +337,9 @@ def test_a_download_gets_the_umasks_mode_never_the_hosts(sshd, tmp_path: Path) -
     finally:
         link.close()
     got = {str(p.relative_to(local)): (oct(mode(p)), p.stat().st_gid) for p in _tree(local / "p")}
-    assert got == {"p": (oct(FOLDER_MODE), SHARED_GID), "p/nested": (oct(FOLDER_MODE), SHARED_GID),
-                   "p/output.mp4": (oct(FILE_MODE), SHARED_GID), "p/nested/log.txt": (oct(FILE_MODE), SHARED_GID)}  # fmt: skip
+    assert got == {
+        "p": (oct(FOLDER_MODE), SHARED_GID),
+        "p/nested": (oct(FOLDER_MODE), SHARED_GID),
+        "p/output.mp4": (oct(FILE_MODE), SHARED_GID),
+        "p/nested/log.txt": (oct(FILE_MODE), SHARED_GID),
+    }

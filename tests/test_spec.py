@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from cosmos_assets.models.transfer1 import upscale_spec
-from cosmos_assets.prompts.files import duplicate_prompt, new_prompt_spec, timestamped_name, write_new_prompt, write_spec
-from cosmos_assets.prompts.spec import ControlSpec, load_spec, parse_spec, SpecError, TransferSpec
+from cosmos_assets.prompts.files import (
+    duplicate_prompt,
+    new_prompt_spec,
+    timestamped_name,
+    write_new_prompt,
+    write_spec,
+)
 from cosmos_assets.prompts.inputs import shot_of, validate_for_run, with_videos_subdir
+from cosmos_assets.prompts.spec import ControlSpec, SpecError, TransferSpec, load_spec, parse_spec
 
 DATA_EXAMPLES = Path(__file__).parent / "data" / "spec-examples"
 SHARED_EXAMPLES = Path(__file__).parents[2] / "shared" / "cosmos-transfer1" / "spec-examples"
@@ -81,9 +87,11 @@ def test_missing_sigma_max_without_video_is_a_warning_not_an_error() -> None:
 def test_top_level_key_the_command_line_always_sets_is_refused_naming_the_projects_setting(tmp_path: Path) -> None:
     # it used to be a warning ("ignored, the command line wins"); it sets the invocation, so it is refused (issue 17)
     error = load_error(tmp_path, {"input_video_path": "a.mp4", "edge": {}, "num_gpus": 4})
-    assert str(error) == (f"{tmp_path / 'x.json'}: num_gpus = 4: sets the GPU count of the cosmos-transfer1 invocation, "
-                          "which is the project's; remove it; the GPU count is the project's: NUM_GPU, or num_gpus in "
-                          "the run config")  # fmt: skip
+    assert str(error) == (
+        f"{tmp_path / 'x.json'}: num_gpus = 4: sets the GPU count of the cosmos-transfer1 invocation, "
+        "which is the project's; remove it; the GPU count is the project's: NUM_GPU, or num_gpus in "
+        "the run config"
+    )
 
 
 def test_controls_are_key_control_pairs_in_upstream_order() -> None:
@@ -204,8 +212,11 @@ def test_known_flag_with_wrong_type_at_top_level(tmp_path: Path) -> None:
 
 
 def test_regional_box_out_of_range(tmp_path: Path) -> None:
-    data = {"input_video_path": "a.mp4", "edge": {},
-            "regional_prompts": [{"prompt": "x", "region_definitions_path": [0, 0, 2, 1]}]}  # fmt: skip
+    data = {
+        "input_video_path": "a.mp4",
+        "edge": {},
+        "regional_prompts": [{"prompt": "x", "region_definitions_path": [0, 0, 2, 1]}],
+    }
     err = load_error(tmp_path, data)
     assert err.field == "regional_prompts[0].region_definitions_path"
 
@@ -254,7 +265,7 @@ def test_validate_for_run_reports_missing_files(tmp_path: Path) -> None:
     (tmp_path / "inputs/videos/shot1/depth.mp4").unlink()
     problems = validate_for_run(new_prompt_spec("shot1", "p"), Path("inputs/prompts/p.json"), tmp_path)
     assert len(problems) == 1
-    assert problems[0].startswith("inputs/prompts/p.json: depth.input_control = \"inputs/videos/shot1/depth.mp4\"")
+    assert problems[0].startswith('inputs/prompts/p.json: depth.input_control = "inputs/videos/shot1/depth.mp4"')
     assert "file not found" in problems[0]
 
 
@@ -262,10 +273,12 @@ def test_validate_for_run_rejects_absolute_and_escaping_paths(tmp_path: Path) ->
     (tmp_path / "outside.mp4").write_bytes(b"\0")
     repo = tmp_path / "repo"
     repo.mkdir()
-    spec = parse_spec({
-        "input_video_path": "/workspace/inputs/videos/s/color.mp4",
-        "depth": {"input_control": "../outside.mp4"},
-    })  # fmt: skip
+    spec = parse_spec(
+        {
+            "input_video_path": "/workspace/inputs/videos/s/color.mp4",
+            "depth": {"input_control": "../outside.mp4"},
+        }
+    )
     problems = validate_for_run(spec, Path("p.json"), repo)
     assert len(problems) == 2
     assert "input_video_path" in problems[0] and "absolute" in problems[0]
@@ -304,8 +317,9 @@ def test_shot_of_reads_the_videos_folder() -> None:
 
 
 def test_shot_of_rejects_two_shots() -> None:
-    spec = parse_spec({"input_video_path": "inputs/videos/a/color.mp4",
-                       "depth": {"input_control": "./inputs/videos/b/depth.mp4"}})  # fmt: skip
+    spec = parse_spec(
+        {"input_video_path": "inputs/videos/a/color.mp4", "depth": {"input_control": "./inputs/videos/b/depth.mp4"}}
+    )
     with pytest.raises(SpecError) as info:
         shot_of(spec)
     assert info.value.field == "depth.input_control"
@@ -415,16 +429,20 @@ def test_models_build_in_code_without_defaults() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # a prompt file cannot change how the model is invoked, through the real entry points (issue 17)
 
-BATCH_LINE = ("batch_input_path = \"inputs/batches/other.jsonl\": sets batch mode (the prompts it reads) of the "
-              "cosmos-transfer1 invocation, which is the project's; remove it; the project batches prompts itself: "
-              "run a partition range (docs/batching.md)")  # fmt: skip
+BATCH_LINE = (
+    'batch_input_path = "inputs/batches/other.jsonl": sets batch mode (the prompts it reads) of the '
+    "cosmos-transfer1 invocation, which is the project's; remove it; the project batches prompts itself: "
+    "run a partition range (docs/batching.md)"
+)
 
 
 def _hostile_project(root: Path) -> Path:
     from tests.project_factory import make_project
 
     layout = make_project(root)
-    data = json.loads(layout.prompt_file("tiny_prompt").read_text()) | {"batch_input_path": "inputs/batches/other.jsonl"}
+    data = json.loads(layout.prompt_file("tiny_prompt").read_text()) | {
+        "batch_input_path": "inputs/batches/other.jsonl"
+    }
     path = layout.prompt_file("hostile")
     path.write_text(json.dumps(data))
     return path
@@ -433,8 +451,12 @@ def _hostile_project(root: Path) -> Path:
 def _entry_env(root: Path) -> dict[str, str]:
     import os
 
-    return {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(root / "dagster_home"),
-            "COSMOS_HOST": "preview"}  # fmt: skip
+    return {
+        **os.environ,
+        "COSMOS_PROJECT_ROOT": str(root),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "COSMOS_HOST": "preview",
+    }
 
 
 def test_validate_refuses_batch_input_path_in_one_line_without_a_traceback(tmp_path: Path) -> None:
@@ -443,8 +465,14 @@ def test_validate_refuses_batch_input_path_in_one_line_without_a_traceback(tmp_p
 
     path = _hostile_project(tmp_path)
     script = Path(sys.executable).with_name("cosmos-assets")
-    done = subprocess.run([str(script), "validate", str(path)], capture_output=True, text=True, cwd=tmp_path,
-                          env=_entry_env(tmp_path), timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [str(script), "validate", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_entry_env(tmp_path),
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.splitlines() == [f"error: {path}: {BATCH_LINE}"]
 
@@ -457,12 +485,28 @@ def test_dagster_materialize_of_prompt_specs_refuses_batch_input_path_before_any
     (tmp_path / "dagster_home").mkdir()
     env = _entry_env(tmp_path)
     bin_dir = Path(sys.executable).parent
-    registered = subprocess.run([str(bin_dir / "cosmos-assets"), "register"], capture_output=True, text=True,
-                                cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    registered = subprocess.run(
+        [str(bin_dir / "cosmos-assets"), "register"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
     assert registered.returncode == 0, registered.stderr
-    done = subprocess.run([str(bin_dir / "dagster"), "asset", "materialize", "-m", "cosmos_assets.definitions",
-                           "--select", "prompt_specs", "--partition", "hostile"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [
+            str(bin_dir / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "cosmos_assets.definitions",
+            "--select",
+            "prompt_specs",
+            "--partition",
+            "hostile",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode != 0
     assert f"{path}: {BATCH_LINE}" in done.stderr
     assert not (tmp_path / "outputs" / "hostile").exists()

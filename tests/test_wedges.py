@@ -17,10 +17,10 @@ from cosmos_assets.media import probe_video, read_frames
 from cosmos_assets.media.grid import BACKGROUND, grid_layout
 from cosmos_assets.media.recipe import read_recipe
 from cosmos_assets.models.registry import backend_named
-from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.prompts.spec import SpecError, load_spec
 from cosmos_assets.prompts.wedge_vary import WedgeError, parse_vary
 from cosmos_assets.prompts.wedges import MAX_VARIANTS, WedgeManifest, manifest_path, plan_wedge, write_wedge
+from cosmos_assets.runs.runner import run_generation
 from cosmos_assets.runs.wedge_comparison import build_comparison, ready_version
 from tests.project_factory import make_project
 
@@ -47,7 +47,9 @@ def test_a_wedge_writes_one_prompt_file_per_combination_sorted_and_grouped(layou
     base = load_spec(_base(layout)).to_json_dict()
     for path in written:  # everything else is the base's
         data = load_spec(path).to_json_dict()
-        assert {k: v for k, v in data.items() if k not in ("edge", "seed")} == {k: v for k, v in base.items() if k != "edge"}
+        assert {k: v for k, v in data.items() if k not in ("edge", "seed")} == {
+            k: v for k, v in base.items() if k != "edge"
+        }
         assert data["edge"] | {"control_weight": base["edge"]["control_weight"]} == base["edge"]
     manifest = WedgeManifest.read(manifest_path(layout, "look"))
     assert [v.prompt for v in manifest.variants] == names
@@ -82,10 +84,16 @@ def test_a_bad_value_names_the_variant_file_and_field_and_writes_nothing(layout:
     assert layout.prompt_names() == ["tiny_prompt"] and not manifest_path(layout, "bad").exists()
 
 
-@pytest.mark.parametrize("option, message", [
-    ("seed", "give PATH=V1,V2"), ("seed=", "an empty value"), ("seed=1,,2", "an empty value"),
-    ("seed=1,1", "listed twice"), ("../x=1", "not a dotted field path"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("seed", "give PATH=V1,V2"),
+        ("seed=", "an empty value"),
+        ("seed=1,,2", "an empty value"),
+        ("seed=1,1", "listed twice"),
+        ("../x=1", "not a dotted field path"),
+    ],
+)
 def test_vary_options_are_checked(option: str, message: str) -> None:
     with pytest.raises(WedgeError, match=message):
         parse_vary(option)
@@ -104,7 +112,10 @@ def test_cli_wedge_writes_and_registers_the_prompts_and_the_wedge(layout: Projec
     home = layout.root / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    assert main(["wedge", "tiny_prompt", "--vary", "edge.control_weight=0.2,0.8", "--vary", "seed=1,2", "--name", "look"]) == 0
+    assert (
+        main(["wedge", "tiny_prompt", "--vary", "edge.control_weight=0.2,0.8", "--vary", "seed=1,2", "--name", "look"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wedge look: 4 prompts registered" in out and "--select wedge_comparisons --partition look" in out
     instance = dg.DagsterInstance.get()
@@ -139,8 +150,11 @@ def generated_wedge(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectLa
 
 def test_the_comparison_waits_for_every_variant_and_names_the_missing(layout: ProjectLayout) -> None:
     write_wedge(layout, plan_wedge(layout, _base(layout), [parse_vary("seed=1,2")], name="pending"))
-    with pytest.raises(WedgeError, match=r"2 of 2 variants have no generated video yet \(pending_01_seed-1, "
-                                         r"pending_02_seed-2\); materialize generated_videos"):  # fmt: skip
+    with pytest.raises(
+        WedgeError,
+        match=r"2 of 2 variants have no generated video yet \(pending_01_seed-1, "
+        r"pending_02_seed-2\); materialize generated_videos",
+    ):
         build_comparison(layout, "pending")
     assert ready_version(layout, "pending") is None
     assert not (layout.outputs_dir / "_wedges" / "pending").exists()
@@ -165,16 +179,18 @@ def test_the_comparison_tiles_every_variant_labelled_after_their_runs(generated_
     # three tiles of picture (each a different seed's tint), the fourth cell empty background
     assert all(t.std() > 10 for t in tiles[:3]) and abs(tiles[3].mean() - BACKGROUND) < 6 and tiles[3].std() < 4
     means = [t.reshape(-1, 3).mean(axis=0) for t in tiles[:3]]
-    assert min(np.abs(a - b).max() for i, a in enumerate(means) for b in means[i + 1:]) > 1
+    assert min(np.abs(a - b).max() for i, a in enumerate(means) for b in means[i + 1 :]) > 1
     # each tile carries its label: white glyph pixels in the dark band at its bottom
     for tile in tiles[:3]:
         band = tile[-30:]
         assert (band.min(axis=2) > 200).sum() > 20
     tags = read_recipe(comparison.grid_video)
     assert tags["cosmos_wedge"] == "look" and all(r in tags["cosmos_tiles"] for r in run_ids)
-    assert comparison.preview.sheet_path == comparison.folder / "contact_sheet.png" and comparison.preview.sheet_path.exists()
+    assert (
+        comparison.preview.sheet_path == comparison.folder / "contact_sheet.png"
+        and comparison.preview.sheet_path.exists()
+    )
     assert json.loads((comparison.folder / "comparison.json").read_text())["version"] == ready_version(layout, "look")
-
 
 
 def test_the_comparison_asset_shows_the_sheet_and_the_grid(generated_wedge, tmp_path: Path) -> None:
@@ -187,10 +203,13 @@ def test_the_comparison_asset_shows_the_sheet_and_the_grid(generated_wedge, tmp_
     earlier_version = json.loads(earlier.read_text())["version"] if earlier.exists() else None
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("wedges", ["look"])
-    resources = {"project": ProjectResource(root=str(layout.root)),
-                 "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host"))}  # fmt: skip
-    result = dg.materialize(ALL_ASSETS, selection=[wedge_comparisons], partition_key="look", instance=instance,
-                            resources=resources)  # fmt: skip
+    resources = {
+        "project": ProjectResource(root=str(layout.root)),
+        "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host")),
+    }
+    result = dg.materialize(
+        ALL_ASSETS, selection=[wedge_comparisons], partition_key="look", instance=instance, resources=resources
+    )
     metadata = result.asset_materializations_for_node("wedge_comparisons")[0].metadata
     assert metadata["tiles"].value == 3 and metadata["grid"].value == "2x2"
     assert {k: v["run_id"] for k, v in metadata["variants"].value.items()} == dict(zip(variants, run_ids))
@@ -200,12 +219,14 @@ def test_the_comparison_asset_shows_the_sheet_and_the_grid(generated_wedge, tmp_
     if earlier_version is None:
         assert moved == "(none)"
     else:
-        assert moved.endswith(f"outputs/.previous/_wedges/look/{earlier_version}") and (Path(moved) / "grid.mp4").exists()
+        assert (
+            moved.endswith(f"outputs/.previous/_wedges/look/{earlier_version}") and (Path(moved) / "grid.mp4").exists()
+        )
 
 
 def test_the_wedge_sensor_starts_a_comparison_once_every_variant_is_generated(generated_wedge) -> None:
-    from cosmos_assets.defs.sensors.wedges import build_wedge_sensor
     from cosmos_assets.defs.resources.project import ProjectResource
+    from cosmos_assets.defs.sensors.wedges import build_wedge_sensor
 
     layout, variants, run_ids = generated_wedge
     write_wedge(layout, plan_wedge(layout, _base(layout), [parse_vary("seed=5,6")], name="waiting"))
@@ -219,24 +240,29 @@ def test_the_wedge_sensor_starts_a_comparison_once_every_variant_is_generated(ge
     instance.add_dynamic_partitions("wedges", ["look", "waiting"])
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = sensor(context)
-    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("look", f"look:{ready_version(layout, 'look')}")]
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
+        ("look", f"look:{ready_version(layout, 'look')}")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # --vary values holding commas, backslashes, '=' (an escape for the comma), and empty values
 
 
-@pytest.mark.parametrize(("option", "values"), [
-    (r"prompt=a city\, at dusk,a forest", ["a city, at dusk", "a forest"]),
-    (r"prompt=a\,b\,c", ["a,b,c"]),
-    (r"prompt=\,", [","]),
-    (r"prompt=ends in a backslash\\,next", ["ends in a backslash\\", "next"]),
-    (r"prompt=C:\renders\shot,x", [r"C:\renders\shot", "x"]),
-    (r"prompt=a\\\,b", ["a\\,b"]),
-    ("prompt=x=y,a=b=c", ["x=y", "a=b=c"]),
-    ("prompt= spaced , out ", ["spaced", "out"]),
-    ("edge.control_weight=0.2,NaN,Infinity,1e400", [0.2, "NaN", "Infinity", "1e400"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("option", "values"),
+    [
+        (r"prompt=a city\, at dusk,a forest", ["a city, at dusk", "a forest"]),
+        (r"prompt=a\,b\,c", ["a,b,c"]),
+        (r"prompt=\,", [","]),
+        (r"prompt=ends in a backslash\\,next", ["ends in a backslash\\", "next"]),
+        (r"prompt=C:\renders\shot,x", [r"C:\renders\shot", "x"]),
+        (r"prompt=a\\\,b", ["a\\,b"]),
+        ("prompt=x=y,a=b=c", ["x=y", "a=b=c"]),
+        ("prompt= spaced , out ", ["spaced", "out"]),
+        ("edge.control_weight=0.2,NaN,Infinity,1e400", [0.2, "NaN", "Infinity", "1e400"]),
+    ],
+)
 def test_vary_values_hold_escaped_commas_backslashes_and_equals_signs(option: str, values: list) -> None:
     assert parse_vary(option).values == values
 
@@ -249,8 +275,12 @@ def test_an_empty_vary_value_is_refused_naming_the_escape(option: str) -> None:
 
 def test_cli_wedge_keeps_an_escaped_comma_inside_one_prompt(layout: ProjectLayout, monkeypatch, capsys) -> None:
     monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(layout.root))
-    assert main(["wedge", "tiny_prompt", "--vary", r"prompt=a city\, at dusk,a forest", "--name", "texts",
-                 "--no-register"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["wedge", "tiny_prompt", "--vary", r"prompt=a city\, at dusk,a forest", "--name", "texts", "--no-register"]
+        )
+        == 0
+    )
     made = sorted(p for p in layout.prompt_names() if p.startswith("texts_"))
     assert [load_spec(layout.prompt_file(p)).prompt for p in made] == ["a city, at dusk", "a forest"]
     assert "texts_01_prompt-a-city-at-dusk" in capsys.readouterr().out
@@ -260,7 +290,7 @@ def test_cli_wedge_keeps_an_escaped_comma_inside_one_prompt(layout: ProjectLayou
 def build_parser_help() -> str:
     from cosmos_assets.cli import build_parser
 
-    wedge = build_parser()._subparsers._group_actions[0].choices["wedge"]  # noqa: SLF001 - argparse has no public way
+    wedge = build_parser()._subparsers._group_actions[0].choices["wedge"]
     return wedge.format_help()
 
 
@@ -279,13 +309,17 @@ def test_a_value_validate_refuses_is_one_line_naming_the_variant_and_field_and_n
         plan_wedge(layout, _base(layout), [parse_vary("edge.control_weight=0.5,1.5")], name="over")
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"{layout.prompt_file('over_02_edge.control_weight-1.5')}: edge.control_weight = 1.5: out of range")
+    assert message.startswith(
+        f"{layout.prompt_file('over_02_edge.control_weight-1.5')}: edge.control_weight = 1.5: out of range"
+    )
     assert _nothing_written(layout, "over")
 
 
 def test_a_value_the_variants_model_refuses_is_refused_before_writing(layout: ProjectLayout) -> None:
     axes = [parse_vary("model=cosmos-transfer1,cosmos-transfer2.5"), parse_vary("guidance=2.5")]
-    with pytest.raises(WedgeError, match=r"m_02_model-cosmos-transfer2.5_guidance-2.5.json: guidance = 2.5: Transfer2.5 takes"):
+    with pytest.raises(
+        WedgeError, match=r"m_02_model-cosmos-transfer2.5_guidance-2.5.json: guidance = 2.5: Transfer2.5 takes"
+    ):
         plan_wedge(layout, _base(layout), axes, name="m")
     assert _nothing_written(layout, "m")
     assert len(plan_wedge(layout, _base(layout), [axes[0], parse_vary("guidance=3")], name="m").specs) == 2
@@ -294,7 +328,9 @@ def test_a_value_the_variants_model_refuses_is_refused_before_writing(layout: Pr
 def test_a_schema_error_is_one_line_too(layout: ProjectLayout) -> None:
     with pytest.raises(SpecError) as caught:
         plan_wedge(layout, _base(layout), [parse_vary("edge.control_weight=NaN")], name="nan")
-    assert "\n" not in str(caught.value) and "nan_01_edge.control_weight-NaN.json: edge.control_weight" in str(caught.value)
+    assert "\n" not in str(caught.value) and "nan_01_edge.control_weight-NaN.json: edge.control_weight" in str(
+        caught.value
+    )
     assert _nothing_written(layout, "nan")
 
 
@@ -306,11 +342,19 @@ def test_what_the_base_itself_lacks_is_not_the_wedges_to_refuse(layout: ProjectL
     assert len(write_wedge(layout, plan)) == 2
 
 
-def test_cli_wedge_with_a_refused_value_prints_one_line_and_writes_nothing(layout: ProjectLayout, monkeypatch, capsys) -> None:
+def test_cli_wedge_with_a_refused_value_prints_one_line_and_writes_nothing(
+    layout: ProjectLayout, monkeypatch, capsys
+) -> None:
     monkeypatch.setenv("COSMOS_PROJECT_ROOT", str(layout.root))
-    assert main(["wedge", "tiny_prompt", "--vary", "edge.control_weight=0.5,1.5", "--name", "over", "--no-register"]) == 1
+    assert (
+        main(["wedge", "tiny_prompt", "--vary", "edge.control_weight=0.5,1.5", "--name", "over", "--no-register"]) == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "over_02_edge.control_weight-1.5.json: edge.control_weight" in err[0]
+    assert (
+        len(err) == 1
+        and err[0].startswith("error: ")
+        and "over_02_edge.control_weight-1.5.json: edge.control_weight" in err[0]
+    )
     assert _nothing_written(layout, "over")
 
 
@@ -323,23 +367,35 @@ def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(layout: ProjectLayou
     assert ready_version(layout, "piped") is None  # the sensor skips it
 
 
-def test_a_model_wedge_before_the_videos_are_encoded_is_not_refused_for_what_the_base_lacks(layout: ProjectLayout) -> None:
+def test_a_model_wedge_before_the_videos_are_encoded_is_not_refused_for_what_the_base_lacks(
+    layout: ProjectLayout,
+) -> None:
     """The CLI help's own example on a base whose control videos are not encoded yet: the model a variant names says
     the same as validate about the missing files, in its own words; that is the base's lack, not the value's."""
     for video in layout.shot_videos_dir("tiny_shot").glob("*.mp4"):
         video.unlink()
-    plan = plan_wedge(layout, _base(layout), [parse_vary("model=cosmos-transfer1,cosmos-transfer2.5")], name="early_models")
+    plan = plan_wedge(
+        layout, _base(layout), [parse_vary("model=cosmos-transfer1,cosmos-transfer2.5")], name="early_models"
+    )
     assert len(write_wedge(layout, plan)) == 2
 
 
 def test_a_wedge_runs_every_variant_under_one_diffusion_cache_setting(layout: ProjectLayout) -> None:
     with pytest.raises(WedgeError, match=r"cosmos_assets.cosmos3.diffusion_cache to false and true: a wedge compares"):
-        plan_wedge(layout, _base(layout), [parse_vary("model=cosmos3"),
-                                           parse_vary("cosmos_assets.cosmos3.diffusion_cache=true,false")], name="dc")
+        plan_wedge(
+            layout,
+            _base(layout),
+            [parse_vary("model=cosmos3"), parse_vary("cosmos_assets.cosmos3.diffusion_cache=true,false")],
+            name="dc",
+        )
     assert not list(layout.prompts_dir.glob("dc_*"))
     with pytest.raises(WedgeError, match="checkpoint_revision"):
-        plan_wedge(layout, _base(layout), [parse_vary("cosmos_assets.cosmos3.checkpoint_revision="
-                                                      f"{'a' * 40},{'b' * 40}")], name="rev")  # fmt: skip
+        plan_wedge(
+            layout,
+            _base(layout),
+            [parse_vary(f"cosmos_assets.cosmos3.checkpoint_revision={'a' * 40},{'b' * 40}")],
+            name="rev",
+        )
     base = json.loads(_base(layout).read_text())  # set once in the base, every variant shares it: fine
     base["cosmos_assets"] = {"model": "cosmos3", "cosmos3": {"diffusion_cache": True}}
     _base(layout).write_text(json.dumps(base))

@@ -27,11 +27,14 @@ from cosmos_assets.cli.project import (
 from cosmos_assets.cli.runs import cmd_generate, cmd_history, cmd_reproduce
 from cosmos_assets.machines.job import HostNotReadyError
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosmos-assets", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("convert", help="PNG sequences -> inputs/videos/NAME/{color,depth,segmentation}.mp4 (convert_png_sequences.sh)")
+    p = sub.add_parser(
+        "convert", help="PNG sequences -> inputs/videos/NAME/{color,depth,segmentation}.mp4 (convert_png_sequences.sh)"
+    )
     p.add_argument("render_dir")
     p.add_argument("name", type=plain_name, help="shot name: inputs/videos/NAME/")
     p.add_argument("--frames", type=int, default=None, help="convert only the first N frames")
@@ -52,21 +55,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("command", help="print the exact host command for a prompt, without running it")
     p.add_argument("prompt", help="inputs/prompts/NAME.json, or NAME")
     p.add_argument("--num-gpus", type=int, default=None)
-    p.add_argument("--upscale", type=float, default=None, metavar="W", help="print the 4K upscale command with weight W")
-    p.add_argument("--model", default=None, help="model: cosmos-transfer1, cosmos-transfer2.5, cosmos3 (default: the prompt file's cosmos_assets.model, else COSMOS_MODEL)")
+    p.add_argument(
+        "--upscale", type=float, default=None, metavar="W", help="print the 4K upscale command with weight W"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model: cosmos-transfer1, cosmos-transfer2.5, cosmos3 (default: the prompt file's cosmos_assets.model, else COSMOS_MODEL)",
+    )
     p.set_defaults(func=cmd_command)
 
     p = sub.add_parser("register", help="add render folders and prompt files as Dagster partitions (DAGSTER_HOME)")
     p.set_defaults(func=cmd_register)
 
-    p = sub.add_parser("wedge", help="one prompt file per combination of --vary values, registered; compared after their runs")
+    p = sub.add_parser(
+        "wedge", help="one prompt file per combination of --vary values, registered; compared after their runs"
+    )
     p.add_argument("base", help="the prompt to vary: inputs/prompts/NAME.json, or NAME")
-    p.add_argument("--vary", action="append", required=True, metavar="PATH=V1,V2,...",
-                   help="a field of the prompt file and its values, e.g. edge.control_weight=0.2,0.5,0.8, seed=1,2, "
-                        "model=cosmos-transfer1,cosmos-transfer2.5 (repeat for more axes: every combination is made); "
-                        r"a comma inside a value is written \, and \\ is one backslash "
-                        r"(--vary 'prompt=a city\, at dusk,a forest')")
-    p.add_argument("--name", type=plain_name, help="wedge name (default BASE_wedge_<timestamp>); prompts are NAME_NN_...")
+    p.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="PATH=V1,V2,...",
+        help="a field of the prompt file and its values, e.g. edge.control_weight=0.2,0.5,0.8, seed=1,2, "
+        "model=cosmos-transfer1,cosmos-transfer2.5 (repeat for more axes: every combination is made); "
+        r"a comma inside a value is written \, and \\ is one backslash "
+        r"(--vary 'prompt=a city\, at dusk,a forest')",
+    )
+    p.add_argument(
+        "--name", type=plain_name, help="wedge name (default BASE_wedge_<timestamp>); prompts are NAME_NN_..."
+    )
     p.add_argument("--no-register", action="store_true", help="write the files only; `cosmos-assets register` later")
     p.set_defaults(func=cmd_wedge)
 
@@ -87,18 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate prompts now in this process (DAGSTER_HOME), at a priority")
     p.add_argument("prompts", nargs="+", type=plain_name, metavar="PROMPT")
     p.add_argument("--upscale", action="store_true", help="also the 4K upscale (full_cycle_job)")
-    p.add_argument("--priority", default=None, help="urgent, high, normal, low, backfill, wedge or an integer: "
-                   "higher is placed on a free host first")
+    p.add_argument(
+        "--priority",
+        default=None,
+        help="urgent, high, normal, low, backfill, wedge or an integer: higher is placed on a free host first",
+    )
     p.add_argument("--force", action="store_true", help="run even if the last run did the same work")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("reproduce", help="run a recorded run again, exactly, into outputs/_reproduced/ and compare the videos")
+    p = sub.add_parser(
+        "reproduce", help="run a recorded run again, exactly, into outputs/_reproduced/ and compare the videos"
+    )
     p.add_argument("target", metavar="RUN_ID|CLIP.mp4", help="a run id (cosmos-assets history) or a clip it made")
-    p.add_argument("--anyway", action="store_true", help="run even if an input, the image or the checkpoints "
-                   "changed, recording the difference")
+    p.add_argument(
+        "--anyway",
+        action="store_true",
+        help="run even if an input, the image or the checkpoints changed, recording the difference",
+    )
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("hosts", help="the GPU hosts (COSMOS_HOSTS_FILE) and their state: reachable, GPUs, disk, image, runs")
+    p = sub.add_parser(
+        "hosts", help="the GPU hosts (COSMOS_HOSTS_FILE) and their state: reachable, GPUs, disk, image, runs"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per host")
     p.set_defaults(func=cmd_hosts)
 

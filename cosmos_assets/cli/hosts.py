@@ -64,7 +64,10 @@ def cmd_service(args: argparse.Namespace) -> int:
                 print(f"{member.label}: {len(stopped)} model service(s) stopped")
             else:
                 services = ssh_served.services(machine)
-                print(f"{member.label}: " + (", ".join(f"{name} ({state})" for name, state in services) or "no model service"))
+                print(
+                    f"{member.label}: "
+                    + (", ".join(f"{name} ({state})" for name, state in services) or "no model service")
+                )
             machine.close()
     except RuntimeError as error:  # docker on the host refused
         raise HostNotReadyError(str(error)) from None

@@ -34,7 +34,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     videos = encode_control_videos(sequence, out_dir, max_frames=args.frames)
     for video in videos.values():
         note = " (padded to even size)" if video.padded else ""
-        print(f"{video.path}: {video.frames} frames {video.width}x{video.height} @ {video.fps} fps, {video.bytes} bytes{note}")
+        print(
+            f"{video.path}: {video.frames} frames {video.width}x{video.height} @ {video.fps} fps, {video.bytes} bytes{note}"
+        )
     return 0
 
 
@@ -58,15 +60,17 @@ def cmd_new_prompt(args: argparse.Namespace) -> int:
             try:
                 write_spec_if_absent(spec, path)
             except FileExistsError:
-                print(f"error: {path} exists; pick another --name (prompt files are never overwritten)", file=sys.stderr)
+                print(
+                    f"error: {path} exists; pick another --name (prompt files are never overwritten)", file=sys.stderr
+                )
                 return 1
     print(path)
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cosmos_assets.prompts.spec import load_spec, SpecError
     from cosmos_assets.prompts.inputs import validate_for_run
+    from cosmos_assets.prompts.spec import SpecError, load_spec
 
     layout = layout_from_env()
     failed = 0
@@ -93,17 +97,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_command(args: argparse.Namespace) -> int:
     """What the configured host and model would run for this prompt; nothing is run or uploaded."""
     from cosmos_assets.defs.resources import gpu_host_from_settings
+    from cosmos_assets.prompts.spec import SpecError
     from cosmos_assets.redaction import shell_join
     from cosmos_assets.runs.ids import new_run_id
     from cosmos_assets.runs.plan import model_for, plan_generation, plan_upscale, upscaler_for
-    from cosmos_assets.prompts.spec import SpecError
 
     settings = settings_from_env()
     layout = ProjectLayout(root=settings.root)
     path = Path(args.prompt)
     path = path.resolve() if path.suffix == ".json" else layout.prompt_file(args.prompt).resolve()
     if path.parent != layout.prompts_dir.resolve() or not path.exists():
-        print(f"error: no prompt {args.prompt} in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr)
+        print(
+            f"error: no prompt {args.prompt} in {layout.prompts_dir}; prompts run from inputs/prompts/", file=sys.stderr
+        )
         return 1
     host = gpu_host_from_settings(settings)
     run_id = new_run_id()
@@ -114,7 +120,9 @@ def cmd_command(args: argparse.Namespace) -> int:
             plan = plan_generation(layout, backend, path.stem, run_id=run_id, num_gpus=num_gpus)
         else:
             backend = upscaler_for(host.model)  # the 4K upscale is Transfer1's whichever model generated
-            plan = plan_upscale(layout, backend, path.stem, run_id=run_id, control_weight=args.upscale, num_gpus=num_gpus)
+            plan = plan_upscale(
+                layout, backend, path.stem, run_id=run_id, control_weight=args.upscale, num_gpus=num_gpus
+            )
     except (SpecError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -123,7 +131,9 @@ def cmd_command(args: argparse.Namespace) -> int:
         command = machine.command_for(plan.job)
     finally:
         machine.close()
-    print(f"# {plan.job.stage} on {machine.label} ({backend.label}); spec {plan.request.spec_remote}: {json.dumps(plan.request.spec)}")
+    print(
+        f"# {plan.job.stage} on {machine.label} ({backend.label}); spec {plan.request.spec_remote}: {json.dumps(plan.request.spec)}"
+    )
     print(shell_join(command))
     return 0
 
@@ -152,9 +162,11 @@ def cmd_wedge(args: argparse.Namespace) -> int:
         return 1
     plan = plan_wedge(layout, base, [parse_vary(option) for option in args.vary], name=args.name)
     if not args.no_register and not os.environ.get("DAGSTER_HOME"):
-        print("error: DAGSTER_HOME is not set, so the wedge's partitions would go to a throwaway instance; "
-              "export DAGSTER_HOME=$PWD/dagster_home, or pass --no-register (then `cosmos-assets register`)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: DAGSTER_HOME is not set, so the wedge's partitions would go to a throwaway instance; "
+            "export DAGSTER_HOME=$PWD/dagster_home, or pass --no-register (then `cosmos-assets register`)",
+            file=sys.stderr,
+        )
         return 1
     written = write_wedge(layout, plan)
     wedge = plan.manifest.name
@@ -164,11 +176,13 @@ def cmd_wedge(args: argparse.Namespace) -> int:
         register_partitions(layout)
         register_wedges(layout)
     keys = ",".join(v.prompt for v in plan.manifest.variants)
-    print(f"wedge {wedge}: {len(written)} prompts{'' if args.no_register else ' registered'}. Generate them, e.g.\n"
-          f"  for p in {keys.replace(',', ' ')}; do dagster asset materialize -m cosmos_assets.definitions "
-          f"--select prompt_inputs,prompt_specs,generated_videos --partition $p; done\n"
-          f"then the comparison (wedge_sensor starts it by itself when the sensors run):\n"
-          f"  dagster asset materialize -m cosmos_assets.definitions --select wedge_comparisons --partition {wedge}")
+    print(
+        f"wedge {wedge}: {len(written)} prompts{'' if args.no_register else ' registered'}. Generate them, e.g.\n"
+        f"  for p in {keys.replace(',', ' ')}; do dagster asset materialize -m cosmos_assets.definitions "
+        f"--select prompt_inputs,prompt_specs,generated_videos --partition $p; done\n"
+        f"then the comparison (wedge_sensor starts it by itself when the sensors run):\n"
+        f"  dagster asset materialize -m cosmos_assets.definitions --select wedge_comparisons --partition {wedge}"
+    )
     return 0
 
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, StagedFile
 from cosmos_assets.progress import TransferStats
 
-
 JobState = Literal["running", "exited_ok", "outputs", "failed", "gone"]
 """What a machine knows of an earlier run's job: its container still running; exited 0 with the container still
 there; no container but its output file present; exited non-zero; or nothing left (start a new one)."""

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.docker_engine import DockerUnreachableError, docker_down, one_line
+from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.job import HostNotReadyError, LogLine
 from cosmos_assets.machines.ssh_link import TAG, SshLink
 
@@ -83,8 +83,10 @@ def running_ours(link: SshLink, log: LogLine) -> list[OurContainer]:
     code, out, err = link.with_reconnect("listing containers", lambda: link.exec(argv), log)
     if code != 0:
         if docker_down(err):
-            raise DockerUnreachableError(f"docker is not reachable on {link.label} ({one_line(err)}). A later attempt "
-                                         "retries: the daemon may be restarting.")  # fmt: skip
+            raise DockerUnreachableError(
+                f"docker is not reachable on {link.label} ({one_line(err)}). A later attempt "
+                "retries: the daemon may be restarting."
+            )
         raise HostNotReadyError(
             f"`docker ps` failed on {link.label} ({err.strip() or f'exit {code}'}), so it cannot be checked that no "
             "model of ours is running there; fix docker on the host and run again."
@@ -98,9 +100,19 @@ def running_ours(link: SshLink, log: LogLine) -> list[OurContainer]:
     return found
 
 
-def wait_until_free(link: SshLink, name: str, log: LogLine, wait_seconds: float, *, gpus: str, prompt: str,
-                    stage: str, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                    poll_seconds: float = POLL_SECONDS) -> None:  # fmt: skip
+def wait_until_free(
+    link: SshLink,
+    name: str,
+    log: LogLine,
+    wait_seconds: float,
+    *,
+    gpus: str,
+    prompt: str,
+    stage: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_seconds: float = POLL_SECONDS,
+) -> None:
     """Return once no container of ours but ``name`` on the engine holds any of ``gpus`` (what ``name`` will hold) or
     runs ``prompt``'s ``stage``; raise :class:`HostNotReadyError` naming the one still running after ``wait_seconds``
     (0: refuse at once). Says whom it waits for at once, then every minute (the run's log stays alive for the stall
@@ -108,7 +120,9 @@ def wait_until_free(link: SshLink, name: str, log: LogLine, wait_seconds: float,
     started = clock()
     said: dict[str, float] = {}
     while True:
-        busy = [c for c in running_ours(link, log) if c.name != name and (c.holds_any_of(gpus) or c.runs(prompt, stage))]
+        busy = [
+            c for c in running_ours(link, log) if c.name != name and (c.holds_any_of(gpus) or c.runs(prompt, stage))
+        ]
         if not busy:
             if said:
                 log(f"{TAG} {link.label} is free now (waited {clock() - started:.0f}s): starting {name}")
@@ -122,7 +136,9 @@ def wait_until_free(link: SshLink, name: str, log: LogLine, wait_seconds: float,
             )
         if first.name not in said or clock() - said[first.name] >= SAY_AGAIN_SECONDS:
             others = f" (and {len(busy) - 1} more)" if len(busy) > 1 else ""
-            log(f"{TAG} waiting for {first.describe()}{others} to end on {link.label} before starting {name}: one model "
-                f"on a host's GPUs at a time, whoever started it (waited {waited:.0f}s of at most {wait_seconds:.0f}s)")
+            log(
+                f"{TAG} waiting for {first.describe()}{others} to end on {link.label} before starting {name}: one model "
+                f"on a host's GPUs at a time, whoever started it (waited {waited:.0f}s of at most {wait_seconds:.0f}s)"
+            )
             said[first.name] = clock()
         sleep(max(0.0, min(poll_seconds, wait_seconds - waited)))

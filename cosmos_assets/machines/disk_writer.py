@@ -15,7 +15,7 @@ class DiskWriter:
     (dropping the data) so the reader never blocks, and ``put``/``close`` raise that error.
     """
 
-    def __init__(self, f: BinaryIO, hasher: "hashlib._Hash | None" = None, queued: int = 64) -> None:
+    def __init__(self, f: BinaryIO, hasher: hashlib._Hash | None = None, queued: int = 64) -> None:
         """``hasher``: the state to go on from (a resumed file's prefix); a fresh sha256 when None."""
         self.f = f
         self.hasher = hasher if hasher is not None else hashlib.sha256()

@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 from cosmos_assets.machines.docker_engine import (
     KERNEL_LOG,
     ContainerRemovedError,
@@ -43,8 +42,7 @@ from cosmos_assets.machines.docker_run import (
     secret_env,
     secrets_from_stdin,
 )
-from cosmos_assets.machines.job import HostNotReadyError, LogLine
-from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
+from cosmos_assets.machines.job import HostLinkLostError, HostNotReadyError, HostUnreachableError, LinkDropped, LogLine
 from cosmos_assets.machines.ssh_link import TAG, SshLink
 
 IMAGE_ABSENT_SIGNS = ("No such image", "image not known")  # docker's (CLI or daemon) and podman's "not there"
@@ -80,8 +78,10 @@ class DockerCli:
         if code != 0:
             return None
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", out.strip()):
-            raise HostNotReadyError(f"`docker image inspect {image}` on {self.label} answered {one_line(out, 80)!r}, "
-                                    "not an image ID; check the host's docker")  # fmt: skip
+            raise HostNotReadyError(
+                f"`docker image inspect {image}` on {self.label} answered {one_line(out, 80)!r}, "
+                "not an image ID; check the host's docker"
+            )
         return out.strip()
 
     def _inspect_image(self, image: str) -> tuple[int, str]:
@@ -91,23 +91,31 @@ class DockerCli:
         if code == 0:
             return code, out
         if docker_down(err):
-            raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
-                                         "attempt retries: the daemon may be restarting.")  # fmt: skip
+            raise DockerUnreachableError(
+                f"docker is not reachable on {self.label} ({one_line(err)}). A later "
+                "attempt retries: the daemon may be restarting."
+            )
         if not any(sign in err for sign in IMAGE_ABSENT_SIGNS):
-            raise HostNotReadyError(f"`docker image inspect {image}` failed on {self.label} "
-                                    f"({one_line(err or out) or f'exit {code}'}), so whether the image is there is "
-                                    "unknown. Fix: let the SSH user use docker there (sudo usermod -aG docker $USER, "
-                                    "then log in again)")  # fmt: skip
+            raise HostNotReadyError(
+                f"`docker image inspect {image}` failed on {self.label} "
+                f"({one_line(err or out) or f'exit {code}'}), so whether the image is there is "
+                "unknown. Fix: let the SSH user use docker there (sudo usermod -aG docker $USER, "
+                "then log in again)"
+            )
         return code, ""
 
     def state(self, name: str) -> ContainerState | None:
         """The container's status and exit code; None when there is no such container. Raises
         :class:`DockerUnreachableError` when the docker daemon does not answer (so no answer is never "gone")."""
-        code, out, err = self.link.exec(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name])
+        code, out, err = self.link.exec(
+            ["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name]
+        )
         if code != 0:
             if docker_down(err):
-                raise DockerUnreachableError(f"docker is not reachable on {self.label} ({one_line(err)}). A later "
-                                             "attempt retries: the daemon may be restarting.")  # fmt: skip
+                raise DockerUnreachableError(
+                    f"docker is not reachable on {self.label} ({one_line(err)}). A later "
+                    "attempt retries: the daemon may be restarting."
+                )
             return None
         status, exit_code = out.split()
         return ContainerState(status=status, exit_code=int(exit_code))
@@ -116,8 +124,10 @@ class DockerCli:
         """Start the container detached; if one of that name exists (a retry of this run), attach. True if attached."""
         name = settings.container_name
         if self.state(name) is not None:
-            log(f"{TAG} container {name} already exists (an earlier attempt of this run): attaching to it, "
-                "not starting another")  # fmt: skip
+            log(
+                f"{TAG} container {name} already exists (an earlier attempt of this run): attaching to it, "
+                "not starting another"
+            )
             return True
         secrets = secret_env(settings)
         names = sorted(secrets)
@@ -131,8 +141,10 @@ class DockerCli:
                 return True
             hint = ""
             if "gpu" in err.lower():
-                hint = (" Fix: install the NVIDIA Container Toolkit (nvidia-ctk runtime configure --runtime=docker; "
-                        "restart docker), or COSMOS_DOCKER_GPUS=none on a test host without GPUs.")  # fmt: skip
+                hint = (
+                    " Fix: install the NVIDIA Container Toolkit (nvidia-ctk runtime configure --runtime=docker; "
+                    "restart docker), or COSMOS_DOCKER_GPUS=none on a test host without GPUs."
+                )
             raise HostNotReadyError(f"docker run failed on {self.label} (exit {code}): {err.strip()[-600:]}{hint}")
         log(f"{TAG} started container {name} ({out.strip()[:12]}), detached: it keeps running if the SSH link drops")
         return False
@@ -150,14 +162,18 @@ class DockerCli:
             delivered = follower.delivered
             try:
                 since = follower.since()
-                self.link.stream(["docker", "logs", "--follow", "--timestamps", *(["--since", since] if since else []), name],
-                                 follower.feed)  # fmt: skip
+                self.link.stream(
+                    ["docker", "logs", "--follow", "--timestamps", *(["--since", since] if since else []), name],
+                    follower.feed,
+                )
                 try:
                     state = self.state(name)
                 except DockerUnreachableError as down:
                     engine_went_away = True  # kept across a link drop while waiting for the engine
                     state = wait_for_engine(lambda: self.state(name), self.label, name, down, log)
-                if engine_went_away and (state is None or (state.status in ("exited", "dead") and state.exit_code != 0)):
+                if engine_went_away and (
+                    state is None or (state.status in ("exited", "dead") and state.exit_code != 0)
+                ):
                     ended = "removed it" if state is None else f"ended it (exit code {state.exit_code})"
                     raise DockerWentAwayError(
                         f"docker on {self.label} went away while container {name} ran (the engine was stopped or "
@@ -205,7 +221,9 @@ class DockerCli:
                 return
             except BaseException as error:  # noqa: BLE001 - the original error is what the caller raises
                 last = error
-        log(f"{TAG} could not stop container {name} ({last}); stop it by hand: cosmos-assets ssh, then docker rm -f {name}")
+        log(
+            f"{TAG} could not stop container {name} ({last}); stop it by hand: cosmos-assets ssh, then docker rm -f {name}"
+        )
 
     def oom_killed(self, name: str) -> tuple[bool | None, bool]:
         """Whether the kernel's OOM killer ended the container: docker's ``State.OOMKilled`` (None if docker could not
@@ -223,5 +241,3 @@ class DockerCli:
             return False, kernel_oom_kill(log, container_id)
         except Exception:  # noqa: BLE001 - a detail of the failure, never a failure of its own
             return None, False
-
-

@@ -52,12 +52,15 @@ def one_line(text: str, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
 
 
-def wait_for_engine(state: Callable[[], ContainerState | None], label: str, name: str, down: DockerUnreachableError,
-                    log: LogLine) -> ContainerState | None:  # fmt: skip
+def wait_for_engine(
+    state: Callable[[], ContainerState | None], label: str, name: str, down: DockerUnreachableError, log: LogLine
+) -> ContainerState | None:
     """Wait (up to ENGINE_WAIT_S) for the engine of ``label`` that stopped answering while container ``name`` ran;
     the container's ``state()`` then. A link drop meanwhile goes to the caller, which reconnects and asks again."""
-    log(f"{TAG} docker on {label} stopped answering while {name} ran ({one_line(str(down), 160)}); "
-        f"waiting up to {ENGINE_WAIT_S:.0f}s for the engine to come back")  # fmt: skip
+    log(
+        f"{TAG} docker on {label} stopped answering while {name} ran ({one_line(str(down), 160)}); "
+        f"waiting up to {ENGINE_WAIT_S:.0f}s for the engine to come back"
+    )
     deadline = time.monotonic() + ENGINE_WAIT_S
     while True:
         time.sleep(ENGINE_POLL_S)
@@ -78,8 +81,7 @@ def wait_for_engine(state: Callable[[], ContainerState | None], label: str, name
 
 NO_KERNEL_LOG = "__cosmos_assets_no_kernel_log__"
 # The pipeline's status is tail's (always 0), so a log neither tool may read says so in its output instead.
-KERNEL_LOG = (f"{{ dmesg || journalctl -k -q --no-pager -n 5000 || echo {NO_KERNEL_LOG}; }} 2>/dev/null "
-              "| tail -n 5000")
+KERNEL_LOG = f"{{ dmesg || journalctl -k -q --no-pager -n 5000 || echo {NO_KERNEL_LOG}; }} 2>/dev/null | tail -n 5000"
 
 
 def kernel_log_read(kernel_log: str) -> bool:

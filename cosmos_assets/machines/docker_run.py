@@ -24,7 +24,9 @@ _DEVICE = re.compile(r"^[A-Za-z0-9-]+$")
 
 def _host_path(value: str, what: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one; expand ~ first)")
+        raise ValueError(
+            f"{what} {value!r} must be an absolute path on the GPU host (docker -v needs one; expand ~ first)"
+        )
     if ":" in value or "," in value:
         raise ValueError(f"{what} {value!r} contains ':' or ',', which docker -v reads as separators")
     # The seed's default checkpoint folder is REMOTE_DIR/../checkpoints: give docker the clean path.
@@ -174,12 +176,16 @@ def docker_run_argv(settings: DockerRunSettings, inner_argv: Sequence[str]) -> l
     if settings.uid is not None:
         argv += ["-u", f"{settings.uid}:{settings.gid}" if settings.gid is not None else str(settings.uid)]
     argv += [
-        "-v", f"{settings.remote_dir}:{CONTAINER_ROOT}",
-        "-v", f"{settings.checkpoint_dir_host}:{CONTAINER_CHECKPOINTS}",
+        "-v",
+        f"{settings.remote_dir}:{CONTAINER_ROOT}",
+        "-v",
+        f"{settings.checkpoint_dir_host}:{CONTAINER_CHECKPOINTS}",
         *(arg for host in sorted(settings.cache_mounts) for arg in ("-v", f"{host}:{settings.cache_mounts[host]}")),
-        "-w", settings.workdir,
-        "-e", f"PYTHONPATH={CONTAINER_ROOT}",
-    ]  # fmt: skip
+        "-w",
+        settings.workdir,
+        "-e",
+        f"PYTHONPATH={CONTAINER_ROOT}",
+    ]
     for name in sorted(settings.env):
         argv += ["-e", name if is_secret_name(name) else f"{name}={settings.env[name]}"]
     argv.append(settings.image)

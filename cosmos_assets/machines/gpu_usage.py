@@ -60,12 +60,17 @@ class GpuUsage(BaseModel):
     def metadata(self) -> dict[str, float | int | str]:
         """Flat keys for the asset metadata."""
         if not self.samples:
-            return {"gpu_util_samples": 0, "gpu_util": f"(not sampled: {self.failed_reads} read(s) of nvidia-smi gave nothing)"}
-        return {"gpu_util_mean_percent": round(self.mean_utilization or 0.0, 1),
-                "gpu_util_max_percent": round(self.max_utilization or 0.0, 1),
-                "gpu_memory_peak_mib": round(self.peak_memory_mib or 0.0),
-                "gpu_memory_total_mib": round(self.memory_total_mib or 0.0),
-                "gpu_util_samples": self.samples}  # fmt: skip
+            return {
+                "gpu_util_samples": 0,
+                "gpu_util": f"(not sampled: {self.failed_reads} read(s) of nvidia-smi gave nothing)",
+            }
+        return {
+            "gpu_util_mean_percent": round(self.mean_utilization or 0.0, 1),
+            "gpu_util_max_percent": round(self.max_utilization or 0.0, 1),
+            "gpu_memory_peak_mib": round(self.peak_memory_mib or 0.0),
+            "gpu_memory_total_mib": round(self.memory_total_mib or 0.0),
+            "gpu_util_samples": self.samples,
+        }
 
 
 def summarise(samples: list[list[GpuReading]], failed_reads: int, interval: float) -> GpuUsage:
@@ -73,13 +78,15 @@ def summarise(samples: list[list[GpuReading]], failed_reads: int, interval: floa
     if not readings:
         return GpuUsage(samples=0, failed_reads=failed_reads, interval_seconds=interval)
     return GpuUsage(
-        samples=len(samples), failed_reads=failed_reads, interval_seconds=interval,
+        samples=len(samples),
+        failed_reads=failed_reads,
+        interval_seconds=interval,
         gpus=max(len(sample) for sample in samples),
         mean_utilization=sum(r.utilization for r in readings) / len(readings),
         max_utilization=max(r.utilization for r in readings),
         peak_memory_mib=max(r.memory_used_mib for r in readings),
         memory_total_mib=max(r.memory_total_mib for r in readings),
-    )  # fmt: skip
+    )
 
 
 class GpuSampler:
@@ -115,12 +122,14 @@ class GpuSampler:
         while not self._done.wait(self.interval):
             self.sample_once()
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         self._thread = threading.Thread(target=self._loop, name="cosmos-gpu-sampler", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._done.set()
         if self._thread is not None:
             # a read stuck on a dead link must not hold the run: a daemon thread, left to its own timeout

@@ -70,7 +70,9 @@ def container_ids(link: SshLink, remote_dir: str, container_user: str | None) ->
     return 0, 0, "root (remote user and REMOTE_DIR owner are root; set COSMOS_CONTAINER_USER=uid:gid)"
 
 
-def read_host_facts(link: SshLink, remote_dir: str, checkpoint_dir: str | None, container_user: str | None) -> HostFacts:
+def read_host_facts(
+    link: SshLink, remote_dir: str, checkpoint_dir: str | None, container_user: str | None
+) -> HostFacts:
     """Ask the host for its home folder and ids; REMOTE_DIR and the checkpoint folder made absolute."""
     sftp = link.open_sftp()
     try:

@@ -68,7 +68,9 @@ class ServedCall(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    service_argv: tuple[str, ...] = Field(description="the serving app's command, without -o (the service adds its own folder)")
+    service_argv: tuple[str, ...] = Field(
+        description="the serving app's command, without -o (the service adds its own folder)"
+    )
     entry_point: str = Field(description="the serving app's file in the checkout (without it the run is one-shot)")
     request: dict[str, Any] = Field(description="the POST /generate body (the app's request model)")
     fits: bool = Field(description="whether the app can finish it within its own request limit (the estimate below)")
@@ -84,7 +86,9 @@ class Serving(BaseModel):
     reason: str
     service_container: str | None = None
     service_id: str | None = Field(default=None, description="the service container's docker id (12 hex)")
-    load_seconds: float | None = Field(default=None, description="the model load this run waited for; None: loaded already")
+    load_seconds: float | None = Field(
+        default=None, description="the model load this run waited for; None: loaded already"
+    )
     restarted: str | None = Field(default=None, description="why the service was restarted during this run, if it was")
 
 
@@ -110,13 +114,21 @@ class Invocation(BaseModel):
     )
 
     cache_free_gb: float = Field(default=0.0, description="free disk the caches need for a first download")
-    gpu_memory_gb: float = Field(default=0.0, description="memory each GPU needs by the model's documented figures (0: no check)")
-    gpu_memory_source: str = Field(default="", description="that figure as published and where (named when a host is refused)")
+    gpu_memory_gb: float = Field(
+        default=0.0, description="memory each GPU needs by the model's documented figures (0: no check)"
+    )
+    gpu_memory_source: str = Field(
+        default="", description="that figure as published and where (named when a host is refused)"
+    )
     revision_files: dict[str, str] = Field(
-        default_factory=dict, description="Hugging Face repository -> its cache's refs/main file, relative to the "
-        "checkpoint folder: the commit the checkpoint resolved to is read there after the run")
-    pinned_revisions: dict[str, str] = Field(default_factory=dict, description="repository -> the commit it must "
-                                             "resolve to on the host (refused before the run otherwise)")
+        default_factory=dict,
+        description="Hugging Face repository -> its cache's refs/main file, relative to the "
+        "checkpoint folder: the commit the checkpoint resolved to is read there after the run",
+    )
+    pinned_revisions: dict[str, str] = Field(
+        default_factory=dict,
+        description="repository -> the commit it must resolve to on the host (refused before the run otherwise)",
+    )
 
     @field_validator("revision_files")
     @classmethod
@@ -124,6 +136,7 @@ class Invocation(BaseModel):
         for path in v.values():
             relative_inside(path, "revision file")
         return v
+
     served: ServedCall | None = Field(default=None, description="the run as a request to the model's serving app")
 
     @field_validator("entry_point", "output_folder")
@@ -137,7 +150,9 @@ class Invocation(BaseModel):
         for host, container in v.items():
             relative_inside(host, "cache folder")
             if not container.startswith("/") or ":" in container or "," in container:
-                raise ValueError(f"cache folder {host}: container path {container!r} must be absolute, without ':' or ','")
+                raise ValueError(
+                    f"cache folder {host}: container path {container!r} must be absolute, without ':' or ','"
+                )
         return v
 
 
@@ -150,8 +165,11 @@ class InferenceJob(BaseModel):
     prompt: str
     invocation: Invocation
     inputs: list[StagedFile]
-    project_root: Path | None = Field(default=None, description="the project the inputs come from: the preflight "
-                                      "refuses a model root whose staged paths would land on its files")  # fmt: skip
+    project_root: Path | None = Field(
+        default=None,
+        description="the project the inputs come from: the preflight "
+        "refuses a model root whose staged paths would land on its files",
+    )
 
     @property
     def output_folder(self) -> str:

@@ -15,7 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cosmos_assets.files import copy_verified, refuse_existing, remove_tree, rename_no_replace, same_file_content
@@ -62,8 +62,13 @@ class LocalMachine(Machine):
     def preflight(self, job: InferenceJob, log: LogLine) -> None:
         overlap = local_overlap(self.root, job)
         if overlap is not None and job.project_root is not None:
-            raise overlap_error(f"{self.label}: the model root {self.root}", root_setting(job.invocation.model, True),
-                                *overlap, job.project_root, "unset, it is the project's .preview_host/cosmos-transfer1")  # fmt: skip
+            raise overlap_error(
+                f"{self.label}: the model root {self.root}",
+                root_setting(job.invocation.model, True),
+                *overlap,
+                job.project_root,
+                "unset, it is the project's .preview_host/cosmos-transfer1",
+            )
         self._project_root = job.project_root
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
@@ -108,8 +113,10 @@ class LocalMachine(Machine):
             return
         for name, folder in project_folders(self._project_root).items():
             if is_inside(dst.resolve(), folder.resolve()):
-                raise HostNotReadyError(f"{self.label}: refusing to stage over {dst}, a file of the project's {name} "
-                                        f"folder; set COSMOS_PREVIEW_DIR to a folder of its own")  # fmt: skip
+                raise HostNotReadyError(
+                    f"{self.label}: refusing to stage over {dst}, a file of the project's {name} "
+                    f"folder; set COSMOS_PREVIEW_DIR to a folder of its own"
+                )
 
     def command_for(self, job: InferenceJob) -> list[str]:
         argv = list(job.invocation.argv)
@@ -121,11 +128,18 @@ class LocalMachine(Machine):
         command = self.command_for(job)
         environment = {"PYTHONUNBUFFERED": "1", **job.invocation.env}
         marker = job.invocation.guardrail_marker
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         guardrail = False
-        process = subprocess.Popen(command, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   bufsize=1, env={**os.environ, **environment})  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **environment},
+        )
         self._processes[job.run_id] = process
         try:
             assert process.stdout is not None
@@ -148,7 +162,7 @@ class LocalMachine(Machine):
             environment=environment,
             container={"runtime": "process", "host": self.label, "cwd": str(self.root)},
             started_at=started,
-            finished_at=datetime.now(timezone.utc),
+            finished_at=datetime.now(UTC),
             log_tail=list(tail),
             guardrail_blocked=guardrail,
         )
@@ -187,8 +201,9 @@ class LocalMachine(Machine):
         root = source.resolve()
         for path in paths:  # a symlink in the output folder to a file elsewhere is never copied out
             if not path.resolve().is_relative_to(root):
-                raise OSError(f"{path} is a symlink to {path.resolve()}, outside {source}: refusing to copy it; "
-                              "remove the link")  # fmt: skip
+                raise OSError(
+                    f"{path} is a symlink to {path.resolve()}, outside {source}: refusing to copy it; remove the link"
+                )
         sizes = [p.stat().st_size for p in paths]
         progress = TransferProgress.for_files("download", sizes, log)
         try:
@@ -205,4 +220,3 @@ class LocalMachine(Machine):
         stats.seconds = time.monotonic() - started
         log(f"{TAG} fetched {stats.files_sent} file(s), {stats.bytes_sent} bytes into {local_dir}")
         return stats
-

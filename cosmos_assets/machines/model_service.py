@@ -28,8 +28,8 @@ from typing import Any
 
 from cosmos_assets.machines import service_http, service_watchdog
 from cosmos_assets.machines.docker import DockerCli
-from cosmos_assets.machines.docker_run import CONTAINER_ROOT, LABEL_PREFIX, DockerRunSettings, docker_run_argv
 from cosmos_assets.machines.docker_logs import LogFollower
+from cosmos_assets.machines.docker_run import CONTAINER_ROOT, LABEL_PREFIX, DockerRunSettings, docker_run_argv
 from cosmos_assets.machines.job import LogLine
 from cosmos_assets.machines.ssh_link import SshLink
 from cosmos_assets.redaction import is_secret_name
@@ -77,29 +77,69 @@ class Served:
 class ModelService:
     """The service one host runs for one setup (image, command, GPUs); built by ``SshHost``."""
 
-    def __init__(self, link: SshLink, docker: DockerCli, host: str, remote_dir: str, run_settings: DockerRunSettings,
-                 app_argv: tuple[str, ...], knobs: ServiceKnobs, *, image_id: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        link: SshLink,
+        docker: DockerCli,
+        host: str,
+        remote_dir: str,
+        run_settings: DockerRunSettings,
+        app_argv: tuple[str, ...],
+        knobs: ServiceKnobs,
+        *,
+        image_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.link, self.docker, self.host, self.remote_dir, self.knobs = link, docker, host, remote_dir, knobs
         self._clock = clock
         env = sorted((k, v) for k, v in run_settings.env.items() if not is_secret_name(k))
-        identity = json.dumps([run_settings.image, image_id, list(app_argv), run_settings.gpus, run_settings.uid,
-                               run_settings.gid, env, knobs.idle_seconds], default=str)  # fmt: skip
+        identity = json.dumps(
+            [
+                run_settings.image,
+                image_id,
+                list(app_argv),
+                run_settings.gpus,
+                run_settings.uid,
+                run_settings.gid,
+                env,
+                knobs.idle_seconds,
+            ],
+            default=str,
+        )
         self.key = hashlib.sha256(identity.encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", host).strip("-_.")[:24] or "host"
         self.name = f"cosmos-service-{slug}-{self.key}"
         state = f"{SERVICE_ROOT}/{self.name}"
         self.state_host = posixpath.join(remote_dir, state)
         self.state_container = posixpath.join(CONTAINER_ROOT, state)
-        self.settings = run_settings.model_copy(update={
-            "container_name": self.name, "detach": True,
-            "labels": {**run_settings.labels, SERVICE_LABEL: "1", f"{LABEL_PREFIX}.host": host,
-                       f"{LABEL_PREFIX}.service-key": self.key},
-        })  # fmt: skip
-        self.inner_argv = ["python", posixpath.join(CONTAINER_ROOT, WATCHDOG_REMOTE), "--state", self.state_container,
-                           "--idle-seconds", f"{knobs.idle_seconds:g}", "--busy-stale-seconds",
-                           f"{knobs.request_deadline_s + 60:g}", "--ready-pattern", READY_PATTERN, "--",
-                           *app_argv, "-o", posixpath.join(self.state_container, "out")]  # fmt: skip
+        self.settings = run_settings.model_copy(
+            update={
+                "container_name": self.name,
+                "detach": True,
+                "labels": {
+                    **run_settings.labels,
+                    SERVICE_LABEL: "1",
+                    f"{LABEL_PREFIX}.host": host,
+                    f"{LABEL_PREFIX}.service-key": self.key,
+                },
+            }
+        )
+        self.inner_argv = [
+            "python",
+            posixpath.join(CONTAINER_ROOT, WATCHDOG_REMOTE),
+            "--state",
+            self.state_container,
+            "--idle-seconds",
+            f"{knobs.idle_seconds:g}",
+            "--busy-stale-seconds",
+            f"{knobs.request_deadline_s + 60:g}",
+            "--ready-pattern",
+            READY_PATTERN,
+            "--",
+            *app_argv,
+            "-o",
+            posixpath.join(self.state_container, "out"),
+        ]
 
     def command(self) -> list[str]:
         """The ``docker run`` argv that starts this service (secrets named only)."""
@@ -144,8 +184,10 @@ class ModelService:
             self.docker.remove(self.name)
         stop_services(self.link, self.host, log, keep=self.name, why="another model setup is asked for")
         self.docker.start(self.settings, self.command(), log)
-        log(f"{TAG} started model service {self.name} on {self.host}; loading the model (it stays loaded between "
-            f"runs, and stops after {self.knobs.idle_seconds / 60:g} min without a request)")  # fmt: skip
+        log(
+            f"{TAG} started model service {self.name} on {self.host}; loading the model (it stays loaded between "
+            f"runs, and stops after {self.knobs.idle_seconds / 60:g} min without a request)"
+        )
         return self._wait_ready(follower, log)
 
     def _touch(self) -> None:
@@ -159,15 +201,18 @@ class ModelService:
             state = self.docker.state(self.name)
             if state is None or state.status in ("exited", "dead"):
                 ended = "was removed" if state is None else f"exited with code {state.exit_code}"
-                raise ServiceProblem(f"model service {self.name} {ended} before the model was loaded (its last lines "
-                                     "are in the run log)")  # fmt: skip
+                raise ServiceProblem(
+                    f"model service {self.name} {ended} before the model was loaded (its last lines are in the run log)"
+                )
             loaded = self.ready_seconds()
             if loaded is not None:
                 self._touch()  # its idle clock counts from now, not from the ready line
                 return loaded
             if self._clock() > deadline:
-                raise ServiceProblem(f"model service {self.name} did not finish loading within "
-                                     f"{self.knobs.load_timeout_s / 60:g} min (COSMOS_SERVE_LOAD_MINUTES)")  # fmt: skip
+                raise ServiceProblem(
+                    f"model service {self.name} did not finish loading within "
+                    f"{self.knobs.load_timeout_s / 60:g} min (COSMOS_SERVE_LOAD_MINUTES)"
+                )
             time.sleep(self.knobs.poll_s)
 
     def health(self) -> None:
@@ -177,8 +222,10 @@ class ModelService:
         except (service_http.ServiceUnreachable, TimeoutError) as error:
             raise ServiceProblem(f"model service {self.name} failed its health check: {error}") from error
         if reply.status != 200:
-            raise ServiceProblem(f"model service {self.name} failed its health check: GET /models answered "
-                                 f"{reply.status}: {reply.detail()}")  # fmt: skip
+            raise ServiceProblem(
+                f"model service {self.name} failed its health check: GET /models answered "
+                f"{reply.status}: {reply.detail()}"
+            )
 
     def follow_from_now(self, follower: LogFollower) -> None:
         """Make ``follower`` start at the host's present time: a run sees its own lines, not earlier runs'."""
@@ -190,8 +237,9 @@ class ModelService:
         """The log lines written since the last call (``docker logs --since``), each delivered once."""
         since = follower.since()
         follower.resume()
-        self.link.stream(["docker", "logs", "--timestamps", *(["--since", since] if since else []), self.name],
-                         follower.feed)  # fmt: skip
+        self.link.stream(
+            ["docker", "logs", "--timestamps", *(["--since", since] if since else []), self.name], follower.feed
+        )
 
     def generate(self, body: dict[str, Any], follower: LogFollower) -> service_http.Reply:
         """``POST /generate`` while following the log; :class:`ServiceProblem` when the container goes or the answer
@@ -201,8 +249,11 @@ class ModelService:
 
         def call() -> None:
             try:
-                result.append(service_http.request(self.link, self.name, "POST", "/generate", body,
-                                                   timeout=self.knobs.request_deadline_s))  # fmt: skip
+                result.append(
+                    service_http.request(
+                        self.link, self.name, "POST", "/generate", body, timeout=self.knobs.request_deadline_s
+                    )
+                )
             except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
                 result.append(error)
 
@@ -217,8 +268,9 @@ class ModelService:
                     break
                 self._raise_if_gone()
                 if self._clock() > deadline:
-                    raise ServiceProblem(f"model service {self.name} gave no answer within "
-                                         f"{self.knobs.request_deadline_s:.0f}s: wedged")  # fmt: skip
+                    raise ServiceProblem(
+                        f"model service {self.name} gave no answer within {self.knobs.request_deadline_s:.0f}s: wedged"
+                    )
             self.follow(follower)
         finally:
             self.link.exec(["sh", "-c", 'rm -f -- "$1/busy"; touch -- "$1/last_request"', "sh", self.state_host])
@@ -247,14 +299,18 @@ class ModelService:
         files = [f for output in reply.json().get("outputs", []) for f in output.get("files", [])]
         folders = {str(f).split("/", 1)[0] for f in files}
         if len(folders) != 1 or not OUTPUT_FOLDER.match(next(iter(folders))):
-            raise ServiceFailed(f"model service {self.name} answered files outside one generate_<stamp> folder: {files[:3]}")
+            raise ServiceFailed(
+                f"model service {self.name} answered files outside one generate_<stamp> folder: {files[:3]}"
+            )
         source = posixpath.join(self.state_container, "out", folders.pop())
         target_dir = posixpath.join(CONTAINER_ROOT, dest)
         script = 'mkdir -p -- "$2" && mv -T -- "$1" "$2/$3"'
         code, _, err = self.link.exec(["docker", "exec", self.name, "sh", "-c", script, "sh", source, target_dir, name])
         if code != 0:
-            raise ServiceFailed(f"could not move the request's outputs {source} to {target_dir}/{name} in "
-                                f"{self.name}: {err.strip()[-300:]}")  # fmt: skip
+            raise ServiceFailed(
+                f"could not move the request's outputs {source} to {target_dir}/{name} in "
+                f"{self.name}: {err.strip()[-300:]}"
+            )
         return posixpath.join(dest, name)
 
 
@@ -271,13 +327,17 @@ def serve_request(service: ModelService, body: dict[str, Any], follower: LogFoll
             reply = service.generate(body, follower)
             if reply.status in (200, 404, 422):  # success, or our request is wrong (the same again would be too)
                 return Served(reply, load, restarted)
-            raise ServiceProblem(f"model service {service.name} failed the request: HTTP {reply.status}: {reply.detail()}")
+            raise ServiceProblem(
+                f"model service {service.name} failed the request: HTTP {reply.status}: {reply.detail()}"
+            )
         except ServiceProblem as problem:
             if attempt == 2:
                 service.remove(log, "failed twice")
-                raise ServiceFailed(f"the model service on {service.host} failed again after one restart ({problem}); "
-                                    f"first failure: {restarted}. Look at the run log; COSMOS_SERVE=never (or serve: "
-                                    "never for this host in the pool file) runs Cosmos 3 one-shot") from problem  # fmt: skip
+                raise ServiceFailed(
+                    f"the model service on {service.host} failed again after one restart ({problem}); "
+                    f"first failure: {restarted}. Look at the run log; COSMOS_SERVE=never (or serve: "
+                    "never for this host in the pool file) runs Cosmos 3 one-shot"
+                ) from problem
             restarted = str(problem)
             log(f"{TAG} {problem}: restarting the model service once")
             service.remove(log, "restart")
@@ -286,8 +346,16 @@ def serve_request(service: ModelService, body: dict[str, Any], follower: LogFoll
 
 def list_services(link: SshLink, host: str | None = None) -> list[tuple[str, str]]:
     """(name, status) of the model services on the engine (of pool host ``host`` only, when given)."""
-    argv = ["docker", "ps", "-a", "--format", "{{.Names}} {{.State}}", "--filter", f"label={SERVICE_LABEL}=1",
-            *(["--filter", f"label={LABEL_PREFIX}.host={host}"] if host else [])]  # fmt: skip
+    argv = [
+        "docker",
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}} {{.State}}",
+        "--filter",
+        f"label={SERVICE_LABEL}=1",
+        *(["--filter", f"label={LABEL_PREFIX}.host={host}"] if host else []),
+    ]
     code, out, err = link.exec(argv)
     if code != 0:
         raise RuntimeError(f"`docker ps` failed on {link.label}: {err.strip() or f'exit {code}'}")

@@ -21,7 +21,9 @@ from cosmos_assets.models.names import canonical_name
 from cosmos_assets.redaction import is_secret_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_SSH_TARGET = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
+_SSH_TARGET = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$"
+)
 LOCAL = "local"
 """The ``ssh`` value that means this machine (the preview backend as a plain process, no GPU)."""
 MAX_FILE_BYTES = 1024 * 1024
@@ -43,28 +45,44 @@ class HostEntry(BaseModel):
     name: str = Field(description="Short name shown in logs, metadata, the run history and Dagster's concurrency page.")
     ssh: str = Field(description="'[user@]host[:port]' or an alias from ~/.ssh/config; 'local' for this machine.")
     remote_dir: str = Field(default="~/cosmos-transfer1", description="REMOTE_DIR on that host (the model's checkout).")
-    checkpoints: str | None = Field(default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints.")
+    checkpoints: str | None = Field(
+        default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints."
+    )
     image: str | None = Field(default=None, description="DOCKER_IMAGE; default cosmos-transfer1:latest.")
     gpus: str = Field(default="all", description="COSMOS_DOCKER_GPUS: 'all', 'none' or device ids '0,1'.")
-    models: list[str] = Field(default_factory=lambda: ["cosmos-transfer1"],
-                              description="Model backends this host has (checkpoints and image): a run goes only to a host that has its model.")
-    price_per_gpu_hour: float | None = Field(default=None, ge=0, description="What one GPU hour costs here (any currency).")
+    models: list[str] = Field(
+        default_factory=lambda: ["cosmos-transfer1"],
+        description="Model backends this host has (checkpoints and image): a run goes only to a host that has its model.",
+    )
+    price_per_gpu_hour: float | None = Field(
+        default=None, ge=0, description="What one GPU hour costs here (any currency)."
+    )
     ssh_key: str | None = Field(default=None, description="Private key file; default from ~/.ssh/config.")
     known_hosts: str | None = Field(default=None, description="known_hosts file; default ~/.ssh/known_hosts.")
     ssh_config: str | None = Field(default=None, description="ssh config file; default ~/.ssh/config.")
     trust_on_first_use: bool = False
     container_user: str | None = None
     container_env: dict[str, str] = Field(default_factory=dict, description="Extra non-secret container variables.")
-    hf_token_env: str | None = Field(default="HF_TOKEN", description="NAME of the environment variable holding the HF token.")
+    hf_token_env: str | None = Field(
+        default="HF_TOKEN", description="NAME of the environment variable holding the HF token."
+    )
     min_free_gb: float = Field(default=20.0, ge=0)
     model_dirs: dict[str, str] = Field(default_factory=dict, description="Checkout of each newer model on this host.")
-    model_images: dict[str, str] = Field(default_factory=dict, description="Docker image of each newer model on this host.")
+    model_images: dict[str, str] = Field(
+        default_factory=dict, description="Docker image of each newer model on this host."
+    )
     reconnect_attempts: int = Field(default=6, ge=0, le=100)
-    busy_wait_minutes: float = Field(default=60.0, ge=0, description="How long a run waits for a model container "
-                                     "of ours already running here (whoever started it) before trying another host.")
+    busy_wait_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a run waits for a model container "
+        "of ours already running here (whoever started it) before trying another host.",
+    )
     enabled: bool = Field(default=True, description="false: kept in the file, given no runs.")
-    serve: Literal["auto", "always", "never"] | None = Field(default=None, description="Cosmos 3 through this host's "
-                                                             "resident model service; default COSMOS_SERVE (docs/serving.md).")
+    serve: Literal["auto", "always", "never"] | None = Field(
+        default=None,
+        description="Cosmos 3 through this host's resident model service; default COSMOS_SERVE (docs/serving.md).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -102,7 +120,9 @@ class HostEntry(BaseModel):
     def _no_secret_values(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
             if is_secret_name(name):
-                raise ValueError(f"{name} looks like a secret: secrets never go in this file; name its variable in hf_token_env")
+                raise ValueError(
+                    f"{name} looks like a secret: secrets never go in this file; name its variable in hf_token_env"
+                )
         return value
 
     @model_validator(mode="after")
@@ -132,8 +152,11 @@ class HostPoolFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hosts: list[HostEntry] = Field(min_length=1)
-    default_model: str | None = Field(default=None, description="Model when neither the run nor the prompt names one; "
-                                      "default COSMOS_MODEL, else the first host's first model.")
+    default_model: str | None = Field(
+        default=None,
+        description="Model when neither the run nor the prompt names one; "
+        "default COSMOS_MODEL, else the first host's first model.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> HostPoolFile:
@@ -161,15 +184,21 @@ def load_host_pool(path: Path) -> HostPoolFile:
     except UnsafeReadError as error:
         raise PoolFileError(f"{error}, or unset COSMOS_HOSTS_FILE for the single-host settings") from None
     except UnicodeDecodeError as error:
-        raise PoolFileError(f"COSMOS_HOSTS_FILE {printable_path(path)}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+        raise PoolFileError(
+            f"COSMOS_HOSTS_FILE {printable_path(path)}: not UTF-8 text ({error.reason}); save it as UTF-8"
+        ) from None
     except OSError as error:
-        raise PoolFileError(f"COSMOS_HOSTS_FILE {printable_path(path)}: cannot read it ({error.strerror or error}); "
-                            "fix the path or unset COSMOS_HOSTS_FILE for the single-host settings") from None
+        raise PoolFileError(
+            f"COSMOS_HOSTS_FILE {printable_path(path)}: cannot read it ({error.strerror or error}); "
+            "fix the path or unset COSMOS_HOSTS_FILE for the single-host settings"
+        ) from None
     try:
         data: Any = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         where = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PoolFileError(f"{printable_path(path)}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} ({where})") from None
+        raise PoolFileError(
+            f"{printable_path(path)}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} ({where})"
+        ) from None
     if not isinstance(data, dict):
         raise PoolFileError(f"{printable_path(path)}: expected a mapping with a 'hosts' list (see docs/hosts.md)")
     try:
@@ -200,4 +229,6 @@ def entry_error(path: Path | str, entry: HostEntry, error: ValidationError) -> P
     field = ".".join([RESOURCE_FIELDS.get(loc[0], loc[0]), *loc[1:]]) if loc else "(the entry)"
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return PoolFileError(f"{printable_path(path)}: host {entry.name}, field {field}: {message}{more}; fix the file (docs/hosts.md)")
+    return PoolFileError(
+        f"{printable_path(path)}: host {entry.name}, field {field}: {message}{more}; fix the file (docs/hosts.md)"
+    )

@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker import DockerCli
 from cosmos_assets.machines.docker_run import in_dir, parse_gpus
 from cosmos_assets.machines.host_facts import HostFacts, remote_child
-from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
-from cosmos_assets.machines.job import LinkDropped
+from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LinkDropped, LogLine
 from cosmos_assets.machines.ssh_link import TAG, SshLink
-from cosmos_assets.layout import ProjectLayout
 
 BUILD_TAG = "[docker build]"
 BUILD_TAIL_LINES = 20
@@ -35,12 +34,17 @@ ROOT_SETTINGS = {"cosmos-transfer2.5": "REMOTE_DIR_TRANSFER2_5", "cosmos3": "REM
 
 # --------------------------------------------------------------------------- the model root is not the project
 
+
 def project_folders(project_root: Path) -> dict[str, Path]:
     """The folders of the project that hold its own files (renders, prompt files, videos, outputs, notes), by name."""
 
     layout = ProjectLayout(root=project_root)
-    folders = {"inputs/": layout.prompts_dir.parent, "outputs/": layout.outputs_dir, "notes/": layout.notes_dir,
-               "art/houdini/renders/": layout.renders_dir}  # fmt: skip
+    folders = {
+        "inputs/": layout.prompts_dir.parent,
+        "outputs/": layout.outputs_dir,
+        "notes/": layout.notes_dir,
+        "art/houdini/renders/": layout.renders_dir,
+    }
     return {name: folder for name, folder in folders.items() if folder.is_dir()}
 
 
@@ -57,7 +61,9 @@ def root_setting(model: str, local: bool) -> str:
     return f"{name} (in a pool file: the host's {'model_dirs' if model in ROOT_SETTINGS else 'remote_dir'})"
 
 
-def overlap_error(where: str, setting: str, target: str, folder: str, project_root: Path, hint: str) -> HostNotReadyError:
+def overlap_error(
+    where: str, setting: str, target: str, folder: str, project_root: Path, hint: str
+) -> HostNotReadyError:
     """One line naming the host and its model root, the project folder it reaches, the setting and the fix."""
     return HostNotReadyError(
         f"{where} reaches the project's own {folder} folder ({project_root / folder}): a run would write {target}/ "
@@ -118,15 +124,15 @@ def _overlap_script() -> str:
     return (
         'root=$1; n=$2; shift 2; markers=""\n'
         'while [ "$n" -gt 0 ]; do markers="$markers $1"; shift; n=$((n - 1)); done\n'
-        'for t do\n'
+        "for t do\n"
         '  p="$root/$t"\n'
         '  while [ ! -d "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done\n'
         '  p=$(cd -P -- "$p" 2>/dev/null && pwd -P) || continue\n'
-        '  while :; do\n'
+        "  while :; do\n"
         '    for m in $markers; do [ -e "$p/$m" ] && { printf "%s %s\\n" "$t" "$m"; break 2; }; done\n'
         '    [ "$p" = / ] && break; p=$(dirname -- "$p")\n'
-        '  done\n'
-        'done\n'
+        "  done\n"
+        "done\n"
     )
 
 
@@ -139,17 +145,25 @@ def check_not_the_project(link: SshLink, facts: HostFacts, job: InferenceJob) ->
     with overlap_markers(job.project_root) as markers:
         if not markers:
             return
-        code, out, err = link.exec(["sh", "-c", _overlap_script(), "sh", facts.remote_dir, str(len(markers)),
-                                    *markers, *targets])  # fmt: skip
+        code, out, err = link.exec(
+            ["sh", "-c", _overlap_script(), "sh", facts.remote_dir, str(len(markers)), *markers, *targets]
+        )
     if code != 0:
-        raise HostNotReadyError(f"could not check {facts.remote_dir} on {link.label} against the project folder "
-                                f"({err.strip()[-300:]})")  # fmt: skip
+        raise HostNotReadyError(
+            f"could not check {facts.remote_dir} on {link.label} against the project folder ({err.strip()[-300:]})"
+        )
     for line in out.splitlines():
         target, _, marker = line.rpartition(" ")
         if marker in markers:
             where = f"{link.label}: the model root {facts.remote_dir}, a folder shared with this computer,"
-            raise overlap_error(where, root_setting(job.invocation.model, False), target, markers[marker],
-                                job.project_root, f"the {job.invocation.model} checkout on the host")
+            raise overlap_error(
+                where,
+                root_setting(job.invocation.model, False),
+                target,
+                markers[marker],
+                job.project_root,
+                f"the {job.invocation.model} checkout on the host",
+            )
 
 
 def _stages(job: InferenceJob, path: str) -> bool:
@@ -255,11 +269,16 @@ def check_gpu_memory(link: SshLink, job: InferenceJob, docker_gpus: str, log: Lo
         if len(fields) >= 3 and fields[2].split()[0].isdigit():
             sizes[fields[0]] = int(fields[2].split()[0]) * 1.048576 / 1000  # MiB -> GB
     if code != 0 or not sizes:
-        log(f"{TAG} warning: could not read GPU memory on {link.label}; {job.invocation.model} needs ~{needed:g} GB per GPU")
+        log(
+            f"{TAG} warning: could not read GPU memory on {link.label}; {job.invocation.model} needs ~{needed:g} GB per GPU"
+        )
         return
     used = list(sizes.items()) if gpus == "all" else [(d, sizes[d]) for d in gpus if d in sizes]
-    small = [f"GPU {index} {size:.0f} GB ({size / 1.073741824:.1f} GiB)" for index, size in used[: job.invocation.num_gpus]
-             if size < needed]  # fmt: skip
+    small = [
+        f"GPU {index} {size:.0f} GB ({size / 1.073741824:.1f} GiB)"
+        for index, size in used[: job.invocation.num_gpus]
+        if size < needed
+    ]
     if small:
         figure = job.invocation.gpu_memory_source or f"about {needed:g} GB on each GPU"
         raise HostNotReadyError(
@@ -339,8 +358,10 @@ def check_caches(link: SshLink, facts: HostFacts, job: InferenceJob, log: LogLin
     free_gb = int(lines[-1].split()[3]) * 1024 / 1e9
     if free_gb < needed:
         empty = link.exec(["sh", "-c", 'for d do [ -z "$(ls -A -- "$d")" ] || exit 1; done', "sh", *folders])[0] == 0
-        message = (f"only {free_gb:.0f} GB free for the {job.invocation.model} download caches under "
-                   f"{facts.checkpoint_dir} on {link.label}; a first download needs about {needed:g} GB")
+        message = (
+            f"only {free_gb:.0f} GB free for the {job.invocation.model} download caches under "
+            f"{facts.checkpoint_dir} on {link.label}; a first download needs about {needed:g} GB"
+        )
         if empty:
             raise HostNotReadyError(message + ". Fix: free disk there, or set CHECKPOINT_DIR_REMOTE to a bigger disk.")
         log(f"{TAG} warning: {message} (the caches already hold files, so the checkpoints may be there)")
@@ -349,16 +370,16 @@ def check_caches(link: SshLink, facts: HostFacts, job: InferenceJob, log: LogLin
 def _cache_check_script() -> str:
     """sh -c script: args uid gid dir...; creates each dir, chowns it to uid:gid when it cannot be written, prints failures."""
     return (
-        'uid=$1; gid=$2; shift 2\n'
-        'for d do\n'
+        "uid=$1; gid=$2; shift 2\n"
+        "for d do\n"
         '  mkdir -p -- "$d" || exit 3\n'
         '  stat -c "%u %g %a" -- "$d" | {\n'
-        '    read o g m; ok=0\n'
+        "    read o g m; ok=0\n"
         '    [ "$uid" = 0 ] && ok=1\n'
         '    [ "$o" = "$uid" ] && [ $(( 0$m & 0200 )) -ne 0 ] && ok=1\n'
         '    [ "$g" = "$gid" ] && [ $(( 0$m & 0020 )) -ne 0 ] && ok=1\n'
-        '    [ $(( 0$m & 0002 )) -ne 0 ] && ok=1\n'
+        "    [ $(( 0$m & 0002 )) -ne 0 ] && ok=1\n"
         '    [ $ok = 1 ] || chown "$uid:$gid" -- "$d" 2>/dev/null || printf "%s\\n" "$d"\n'
-        '  }\n'
-        'done\n'
+        "  }\n"
+        "done\n"
     )

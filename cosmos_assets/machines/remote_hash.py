@@ -23,23 +23,27 @@ _logger = logging.getLogger(__name__)
 REMOTE_HASH_TIMEOUT_S = 600.0
 DISK_FULL_MARGIN = 1024 * 1024  # less free than what is left to send plus this: the disk is what failed
 
-_HASHER_SH = ('if openssl dgst -sha256 -r </dev/null >/dev/null 2>&1; then h() { openssl dgst -sha256 -r; }; '
-              'else h() { sha256sum; }; fi; ')  # fmt: skip
+_HASHER_SH = (
+    "if openssl dgst -sha256 -r </dev/null >/dev/null 2>&1; then h() { openssl dgst -sha256 -r; }; "
+    "else h() { sha256sum; }; fi; "
+)
 SHA256_SH = _HASHER_SH + 'o=$(h < "$1") || exit 2; printf "%s\\n" "${o%% *}"'
 # sync and hash the same file at once; exit status is the hash's, a failed sync is only reported.
 # It first waits for a "go" line on stdin: started before the data is sent (so the remote shell's
 # start-up, e.g. a heavy ~/.bashrc, overlaps the transfer) and told to go once every write landed.
-SYNC_SHA256_SH = (_HASHER_SH + 'read -r go && [ "$go" = go ] || exit 3; '
-                  'sync -- "$1" & s=$!; o=$(h < "$1") || exit 2; printf "%s\\n" "${o%% *}"; '
-                  'wait "$s" || echo "remote sync failed" >&2')  # fmt: skip
+SYNC_SHA256_SH = (
+    _HASHER_SH + 'read -r go && [ "$go" = go ] || exit 3; '
+    'sync -- "$1" & s=$!; o=$(h < "$1") || exit 2; printf "%s\\n" "${o%% *}"; '
+    'wait "$s" || echo "remote sync failed" >&2'
+)
 # args: size1 path1 size2 path2 ...; first one line per file: "=" if it is a regular file of that
 # size, else "-"; then per file its sha256 if it (still) has that size, else "-"
 SAME_SIZE_SHA256_SH = _HASHER_SH + (
-    'k=s; for a; do if [ $k = s ]; then s=$a; k=f; else k=s; '
+    "k=s; for a; do if [ $k = s ]; then s=$a; k=f; else k=s; "
     'if [ -f "$a" ] && [ "$(wc -c < "$a")" -eq "$s" ]; then echo =; else echo -; fi; fi; done; '
-    'k=s; for a; do if [ $k = s ]; then s=$a; k=f; else k=s; '
+    "k=s; for a; do if [ $k = s ]; then s=$a; k=f; else k=s; "
     'if [ -f "$a" ] && [ "$(wc -c < "$a")" -eq "$s" ] && o=$(h < "$a"); then printf "%s\\n" "${o%% *}"; '
-    'else echo -; fi; fi; done'
+    "else echo -; fi; fi; done"
 )
 # args: path block length first; the sha256 of each block of a file of `length` bytes from block `first`, one a
 # line (dd reads a regular file in whole blocks; the last block is whatever is left up to the file's end, so
@@ -149,7 +153,9 @@ def matching_blocks(link: SshLink, local: Path, part: str, part_size: int, block
     kept = kept_blocks(part_size, block, theirs, mine, first)
     checked = part_size - first * block
     if total(kept) < checked:
-        _logger.info("%s: %d of the %d bytes checked match %s; the rest is sent again", part, total(kept), checked, local)
+        _logger.info(
+            "%s: %d of the %d bytes checked match %s; the rest is sent again", part, total(kept), checked, local
+        )
     return kept
 
 
@@ -198,5 +204,7 @@ def same_remote_files(link: SshLink, files: list[tuple[Path, str]], sizes: list[
             raise RemoteCommandError(f"remote size/sha256 check failed ({code}): {err.strip()}")
     finally:
         chan.close()
-    return [mine if mine is not None and _is_sha256(theirs) and theirs == mine else None
-            for mine, theirs in zip(local_sha, remote_sha)]  # fmt: skip
+    return [
+        mine if mine is not None and _is_sha256(theirs) and theirs == mine else None
+        for mine, theirs in zip(local_sha, remote_sha)
+    ]

@@ -53,7 +53,9 @@ def list_remote_files(sftp: paramiko.SFTPClient, remote_dir: str) -> list[tuple[
     while stack:
         rel = stack.pop()
         if rel.count("/") >= MAX_TREE_DEPTH:
-            raise OSError(f"{remote_dir} has folders nested over {MAX_TREE_DEPTH} deep (a symlink loop?); fix it on the host")
+            raise OSError(
+                f"{remote_dir} has folders nested over {MAX_TREE_DEPTH} deep (a symlink loop?); fix it on the host"
+            )
         for entry in sftp.listdir_attr(posixpath.join(remote_dir, rel) if rel else remote_dir):
             plain_folder_name(entry.filename, f"file name listed by the server under {remote_dir}")
             child = f"{rel}/{entry.filename}" if rel else entry.filename
@@ -62,8 +64,10 @@ def list_remote_files(sftp: paramiko.SFTPClient, remote_dir: str) -> list[tuple[
                 root_real = root_real or sftp.normalize(remote_dir)
                 target = sftp.normalize(posixpath.join(remote_dir, child))
                 if not inside_posix(target, root_real):
-                    raise OSError(f"{posixpath.join(remote_dir, child)} on the host is a symlink to {target}, outside "
-                                  f"{remote_dir}: refusing to download it; remove the link on the host")  # fmt: skip
+                    raise OSError(
+                        f"{posixpath.join(remote_dir, child)} on the host is a symlink to {target}, outside "
+                        f"{remote_dir}: refusing to download it; remove the link on the host"
+                    )
                 attrs = sftp.stat(posixpath.join(remote_dir, child))
             if stat_mod.S_ISDIR(attrs.st_mode or 0):
                 stack.append(child)

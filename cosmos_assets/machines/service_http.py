@@ -84,8 +84,15 @@ def relay_argv(container: str, port: int = APP_PORT) -> list[str]:
     return ["docker", "exec", "-i", container, "python", "-c", RELAY, str(port)]
 
 
-def request(link: SshLink, container: str, method: str, path: str, body: dict[str, Any] | None = None,
-            timeout: float = 30.0, port: int = APP_PORT) -> Reply:  # fmt: skip
+def request(
+    link: SshLink,
+    container: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+    port: int = APP_PORT,
+) -> Reply:
     """One HTTP request to the app in ``container``; :class:`ServiceUnreachable` when nothing answered, TimeoutError
     when no answer came within ``timeout`` seconds."""
     chan = link.start(relay_argv(container, port), timeout)
@@ -104,7 +111,9 @@ def request(link: SshLink, container: str, method: str, path: str, body: dict[st
         except (OSError, paramiko.SSHException):
             pass
         why = err.decode("utf-8", "replace").strip() or str(error) or type(error).__name__
-        raise ServiceUnreachable(f"{method} {path} in {container}: no HTTP answer ({' '.join(why.split())[:300]})") from error
+        raise ServiceUnreachable(
+            f"{method} {path} in {container}: no HTTP answer ({' '.join(why.split())[:300]})"
+        ) from error
     except TimeoutError as error:
         raise TimeoutError(f"{method} {path} in {container}: no answer within {timeout:.0f}s") from error
     finally:

@@ -31,8 +31,14 @@ GRACE_SECONDS = 20.0
 TAG = "[service]"
 
 
-def idle_expired(now: float, ready_at: float | None, last_request: float | None, busy_since: float | None,
-                 idle_seconds: float, busy_stale_seconds: float) -> bool:  # fmt: skip
+def idle_expired(
+    now: float,
+    ready_at: float | None,
+    last_request: float | None,
+    busy_since: float | None,
+    idle_seconds: float,
+    busy_stale_seconds: float,
+) -> bool:
     """Whether the service has been idle long enough to stop (all times in the host's epoch seconds)."""
     if ready_at is None:
         return False  # still loading: the client's own load deadline decides
@@ -87,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             if not ready and args.ready_pattern in line:
                 ready.append(time.time())
-                _write_json(ready_file, {"load_seconds": round(ready[0] - started, 3), "ready_at": ready[0],
-                                         "pid": child.pid})  # fmt: skip
+                _write_json(
+                    ready_file, {"load_seconds": round(ready[0] - started, 3), "ready_at": ready[0], "pid": child.pid}
+                )
                 _say(f"model loaded in {ready[0] - started:.1f}s; stops after {args.idle_seconds:g}s without a request")
 
     def stop(reason: str) -> None:

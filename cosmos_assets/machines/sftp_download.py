@@ -31,27 +31,33 @@ from cosmos_assets.machines.remote_hash import (
     start_sha256,
 )
 from cosmos_assets.machines.remote_tree import list_remote_files
+from cosmos_assets.machines.sftp_transfer import (
+    TRANSFER_STALL_S,
+    ByteProgress,
+    LocalDiskFullError,
+    ProgressFn,
+    TransferVerificationError,
+    skipped_transfer,
+)
 from cosmos_assets.machines.ssh_link import SshLink
 from cosmos_assets.machines.transfer_resume import (
     partial_folders,
 )
 from cosmos_assets.progress import FileTransfer, TransferStats, rate_mb_s
 
-from cosmos_assets.machines.sftp_transfer import (
-    TRANSFER_STALL_S,
-    LocalDiskFullError,
-    ProgressFn,
-    TransferVerificationError,
-    skipped_transfer,
-    ByteProgress,
-)
-
 _logger = logging.getLogger(__name__)
 DOWNLOAD_QUEUE_CHUNKS = 64  # chunks (up to 252 KiB each) read ahead of the download's disk writer
 
 
-def _download_file(link: SshLink, sftp: paramiko.SFTPClient, remote: str, size: int, part: Path,
-                   progress: ByteProgress, resume: bool = True) -> FileTransfer:  # fmt: skip
+def _download_file(
+    link: SshLink,
+    sftp: paramiko.SFTPClient,
+    remote: str,
+    size: int,
+    part: Path,
+    progress: ByteProgress,
+    resume: bool = True,
+) -> FileTransfer:
     """Download remote into ``part``, continuing a shorter ``part`` from its end (trusted by size: the sha256 of
     the whole file is checked against the remote's, and a resumed file that fails is fetched again whole, once)."""
     t0 = time.monotonic()
@@ -86,10 +92,21 @@ def _download_file(link: SshLink, sftp: paramiko.SFTPClient, remote: str, size: 
             progress.set(base)
             return _download_file(link, sftp, remote, size, part, progress, resume=False)
         part.unlink(missing_ok=True)
-        raise TransferVerificationError(f"download of {remote} failed verification: remote sha256 {expected}, received {got}")
+        raise TransferVerificationError(
+            f"download of {remote} failed verification: remote sha256 {expected}, received {got}"
+        )
     seconds = time.monotonic() - t0
-    return FileTransfer(local=str(part), remote=remote, size=size, sha256=got, bytes_sent=size - offset, skipped=False,
-                        resumed_from=offset, seconds=seconds, rate_mb_s=rate_mb_s(size - offset, seconds))  # fmt: skip
+    return FileTransfer(
+        local=str(part),
+        remote=remote,
+        size=size,
+        sha256=got,
+        bytes_sent=size - offset,
+        skipped=False,
+        resumed_from=offset,
+        seconds=seconds,
+        rate_mb_s=rate_mb_s(size - offset, seconds),
+    )
 
 
 def _already_here(link: SshLink, staging: Path, remote_dir: str, files: list[tuple[str, int]]) -> dict[str, str]:
@@ -116,8 +133,13 @@ def _already_here(link: SshLink, staging: Path, remote_dir: str, files: list[tup
     return kept
 
 
-def download_tree(link: SshLink, remote_dir: str, local_dir: Path, progress: ProgressFn | None = None,
-                  files: list[tuple[str, int]] | None = None) -> TransferStats:  # fmt: skip
+def download_tree(
+    link: SshLink,
+    remote_dir: str,
+    local_dir: Path,
+    progress: ProgressFn | None = None,
+    files: list[tuple[str, int]] | None = None,
+) -> TransferStats:
     """Copy remote_dir to local_dir (which must not exist), verified, appearing all at once.
 
     Files land in ``.<name>.partial-<key>`` beside local_dir (each first as a ``.part`` in ``.<name>.parts-<key>``)

@@ -48,9 +48,16 @@ class _Aborted(Exception):
     """Another channel of a parallel upload failed: stop sending."""
 
 
-def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: int, progress: Progress,
-                       landed: Landed | None = None, carried: Callable[[int], None] | None = None,
-                       timeout: float | None = None) -> tuple[int, str]:  # fmt: skip
+def send_part_parallel(
+    sftp: paramiko.SFTPClient,
+    local: Path,
+    part: str,
+    size: int,
+    progress: Progress,
+    landed: Landed | None = None,
+    carried: Callable[[int], None] | None = None,
+    timeout: float | None = None,
+) -> tuple[int, str]:
     """Write local into a fresh part over PARALLEL_CHANNELS SFTP channels of the same connection.
 
     One channel is limited by the server's per-channel window (OpenSSH: 2 MiB in flight, ~50 MB/s at 40 ms
@@ -117,8 +124,9 @@ def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: 
                 except Exception:  # noqa: BLE001 - closing a channel of a dead link: the write error is what counts
                     pass
 
-    threads = [threading.Thread(target=channel, args=(i,), name=f"sftp-put-{i}", daemon=True)
-               for i in range(PARALLEL_CHANNELS)]  # fmt: skip
+    threads = [
+        threading.Thread(target=channel, args=(i,), name=f"sftp-put-{i}", daemon=True) for i in range(PARALLEL_CHANNELS)
+    ]
     for t in threads:
         t.start()
     base = progress.value
@@ -140,5 +148,3 @@ def send_part_parallel(sftp: paramiko.SFTPClient, local: Path, part: str, size: 
         raise next((e for e in errors if not isinstance(e, _Aborted)), errors[0])
     progress.set(base + counter.value)
     return counter.value, local_sha
-
-

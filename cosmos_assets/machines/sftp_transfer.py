@@ -87,8 +87,9 @@ class ByteProgress:
 # --------------------------------------------------------------------------- upload
 
 
-def _kept_in_part(link: SshLink, local: Path, part: str, part_attrs: paramiko.SFTPAttributes | None, size: int,
-                  record: LandedParts) -> list[Range]:  # fmt: skip
+def _kept_in_part(
+    link: SshLink, local: Path, part: str, part_attrs: paramiko.SFTPAttributes | None, size: int, record: LandedParts
+) -> list[Range]:
     """The ranges of ``part`` a retry keeps: this process's record of what landed there (confirmed by the server;
     the final sha256 checks them), and past its prefix the blocks whose sha256 matches the local file's (writes
     land before their acknowledgements are read). A ``.part`` longer than the local file is from another file:
@@ -106,12 +107,27 @@ def _kept_in_part(link: SshLink, local: Path, part: str, part_attrs: paramiko.SF
 
 
 def skipped_transfer(local: Path, remote: str, size: int, sha: str, seconds: float) -> FileTransfer:
-    return FileTransfer(local=str(local), remote=remote, size=size, sha256=sha, bytes_sent=0, skipped=True,
-                        seconds=seconds, rate_mb_s=None)  # fmt: skip
+    return FileTransfer(
+        local=str(local),
+        remote=remote,
+        size=size,
+        sha256=sha,
+        bytes_sent=0,
+        skipped=True,
+        seconds=seconds,
+        rate_mb_s=None,
+    )
 
 
-def _send_file(link: SshLink, sftp: paramiko.SFTPClient, local: Path, remote: str, progress: ByteProgress,
-               record: LandedParts, resume: bool = True) -> FileTransfer:  # fmt: skip
+def _send_file(
+    link: SshLink,
+    sftp: paramiko.SFTPClient,
+    local: Path,
+    remote: str,
+    progress: ByteProgress,
+    record: LandedParts,
+    resume: bool = True,
+) -> FileTransfer:
     """Upload local to remote.part (keeping what already landed there), verify, rename into place.
 
     A resumed file that fails verification is sent again whole, once; a whole file that fails raises.
@@ -130,8 +146,9 @@ def _send_file(link: SshLink, sftp: paramiko.SFTPClient, local: Path, remote: st
     try:
         try:
             if not kept and size >= PARALLEL_MIN_BYTES:
-                sent, local_sha = send_part_parallel(sftp, local, part, size, progress, landed, link.carried,
-                                                     TRANSFER_STALL_S)  # fmt: skip
+                sent, local_sha = send_part_parallel(
+                    sftp, local, part, size, progress, landed, link.carried, TRANSFER_STALL_S
+                )
             else:
                 sent = _send_ranges(link, sftp, local, part, todo, bool(kept), landed, progress)
                 local_sha = sha256_file(local)
@@ -151,12 +168,29 @@ def _send_file(link: SshLink, sftp: paramiko.SFTPClient, local: Path, remote: st
     sftp.posix_rename(part, remote)
     record.forget(part)
     seconds = time.monotonic() - t0
-    return FileTransfer(local=str(local), remote=remote, size=size, sha256=local_sha, bytes_sent=sent, skipped=False,
-                        resumed_from=size - total(todo), seconds=seconds, rate_mb_s=rate_mb_s(sent, seconds))  # fmt: skip
+    return FileTransfer(
+        local=str(local),
+        remote=remote,
+        size=size,
+        sha256=local_sha,
+        bytes_sent=sent,
+        skipped=False,
+        resumed_from=size - total(todo),
+        seconds=seconds,
+        rate_mb_s=rate_mb_s(sent, seconds),
+    )
 
 
-def _send_ranges(link: SshLink, sftp: paramiko.SFTPClient, local: Path, part: str, todo: list[Range], keep: bool,
-                 landed: Landed, progress: ByteProgress) -> int:  # fmt: skip
+def _send_ranges(
+    link: SshLink,
+    sftp: paramiko.SFTPClient,
+    local: Path,
+    part: str,
+    todo: list[Range],
+    keep: bool,
+    landed: Landed,
+    progress: ByteProgress,
+) -> int:
     """Write the ``todo`` ranges of local into part over one channel (a fresh part unless ``keep``)."""
     step = sftp_wire.request_size(sftp)
 
@@ -181,8 +215,15 @@ class _ResumedPartWrong(Exception):
     """A resumed .part failed verification: it is removed and the file sent again whole."""
 
 
-def _verify_part(link: SshLink, sftp: paramiko.SFTPClient, local: Path, part: str, local_sha: str,
-                 waiting: paramiko.Channel | None = None, resumed: bool = False) -> None:  # fmt: skip
+def _verify_part(
+    link: SshLink,
+    sftp: paramiko.SFTPClient,
+    local: Path,
+    part: str,
+    local_sha: str,
+    waiting: paramiko.Channel | None = None,
+    resumed: bool = False,
+) -> None:
     remote_sha = sync_and_sha256(link, part, waiting)
     if remote_sha != local_sha:
         try:
@@ -198,12 +239,17 @@ def _verify_part(link: SshLink, sftp: paramiko.SFTPClient, local: Path, part: st
         )
 
 
-def _skip_check(link: SshLink, sftp: paramiko.SFTPClient, items: list[tuple[Path, str]], sizes: list[int]) -> list[str | None]:
+def _skip_check(
+    link: SshLink, sftp: paramiko.SFTPClient, items: list[tuple[Path, str]], sizes: list[int]
+) -> list[str | None]:
     """:func:`same_remote_files` after one pipelined round of SFTP stats: the remote command (whose shell
     start-up can cost more than the stats) runs only when some remote has the local size."""
     stats = sftp_wire.remote_stats(sftp, [remote for _, remote in items])
-    candidates = [i for i, (attrs, size) in enumerate(zip(stats, sizes))
-                  if attrs is not None and stat_mod.S_ISREG(attrs.st_mode or 0) and attrs.st_size == size]  # fmt: skip
+    candidates = [
+        i
+        for i, (attrs, size) in enumerate(zip(stats, sizes))
+        if attrs is not None and stat_mod.S_ISREG(attrs.st_mode or 0) and attrs.st_size == size
+    ]
     same: list[str | None] = [None] * len(items)
     if candidates:
         found = same_remote_files(link, [items[i] for i in candidates], [sizes[i] for i in candidates])
@@ -212,8 +258,9 @@ def _skip_check(link: SshLink, sftp: paramiko.SFTPClient, items: list[tuple[Path
     return same
 
 
-def upload_files(link: SshLink, items: list[tuple[Path, str]], progress: ProgressFn | None = None,
-                 landed: LandedParts | None = None) -> TransferStats:  # fmt: skip
+def upload_files(
+    link: SshLink, items: list[tuple[Path, str]], progress: ProgressFn | None = None, landed: LandedParts | None = None
+) -> TransferStats:
     """Upload each (local file, remote path); ``progress(bytes done, bytes total)`` over all files.
 
     Files whose remote copy already has the same size and sha256 are skipped; that check is one remote
@@ -241,8 +288,13 @@ def upload_files(link: SshLink, items: list[tuple[Path, str]], progress: Progres
     finally:
         sftp.close()
     stats.seconds = time.monotonic() - t0
-    _logger.info("upload: %d sent, %d skipped, %d bytes in %.1fs", stats.files_sent, stats.files_skipped,
-                 stats.bytes_sent, stats.seconds)  # fmt: skip
+    _logger.info(
+        "upload: %d sent, %d skipped, %d bytes in %.1fs",
+        stats.files_sent,
+        stats.files_skipped,
+        stats.bytes_sent,
+        stats.seconds,
+    )
     return stats
 
 

@@ -103,8 +103,9 @@ def file_handle(f: paramiko.SFTPFile) -> bytes:
     return f.handle
 
 
-def pipelined_write(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, chunks: Iterator[bytes], offset: int,
-                    counter: ByteCounter) -> int:  # fmt: skip
+def pipelined_write(
+    sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, chunks: Iterator[bytes], offset: int, counter: ByteCounter
+) -> int:
     """Send chunks (written one after another from ``offset``) with many write requests in flight. The product writes
     through :func:`pipelined_write_at`; this sequential form is the transfer benchmark's (bench/bench_transfer.py)."""
 
@@ -117,8 +118,13 @@ def pipelined_write(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, chunks: Ite
     return pipelined_write_at(sftp, f, pieces(), counter)
 
 
-def pipelined_write_at(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile, pieces: Iterator[tuple[int, bytes]],
-                       counter: ByteCounter, acked: Callable[[int, int], None] | None = None) -> int:  # fmt: skip
+def pipelined_write_at(
+    sftp: paramiko.SFTPClient,
+    f: paramiko.SFTPFile,
+    pieces: Iterator[tuple[int, bytes]],
+    counter: ByteCounter,
+    acked: Callable[[int, int], None] | None = None,
+) -> int:
     """Write each (offset, bytes) with many requests in flight; returns the bytes written.
 
     ``acked(offset, length)`` is called for each write the server confirmed, in the order sent. If ``pieces``

@@ -106,8 +106,13 @@ class KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
             raise HostKeyUnknownError(_unknown_host_help(self.target, key))
         append_known_host(self.target.known_hosts, hostname, key)
         client.get_host_keys().add(hostname, key.get_name(), key)
-        _logger.warning("trust on first use: recorded %s %s %s in %s", hostname, key.get_name(), fingerprint(key),
-                        self.target.known_hosts)  # fmt: skip
+        _logger.warning(
+            "trust on first use: recorded %s %s %s in %s",
+            hostname,
+            key.get_name(),
+            fingerprint(key),
+            self.target.known_hosts,
+        )
 
 
 def append_known_host(path: Path, hostname: str, key: paramiko.PKey) -> None:
@@ -130,11 +135,14 @@ def fast_transport(sock: object, **kwargs: object) -> paramiko.Transport:
     """
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE,
-                                   **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    transport = paramiko.Transport(
+        sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE, **kwargs
+    )  # type: ignore[arg-type]
     options = transport.get_security_options()
     available = list(options.ciphers)
-    options.ciphers = [c for c in PREFERRED_CIPHERS if c in available] + [c for c in available if c not in PREFERRED_CIPHERS]
+    options.ciphers = [c for c in PREFERRED_CIPHERS if c in available] + [
+        c for c in available if c not in PREFERRED_CIPHERS
+    ]
     return transport
 
 
@@ -167,8 +175,9 @@ def _socket_for(target: ResolvedTarget) -> tuple[object | None, paramiko.SSHClie
     try:
         transport = hop.get_transport()
         assert transport is not None
-        channel = transport.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
-                                         timeout=target.connect_timeout_s)  # fmt: skip
+        channel = transport.open_channel(
+            "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=target.connect_timeout_s
+        )
     except paramiko.ChannelException as error:
         hop.close()
         raise paramiko.SSHException(
@@ -229,6 +238,12 @@ def connect(target: SshTarget | ResolvedTarget) -> paramiko.SSHClient:
     assert transport is not None
     transport.set_keepalive(resolved.keepalive_s)
     via = f" via {resolved.jump.name}" if resolved.jump else " via ProxyCommand" if resolved.proxy_command else ""
-    _logger.info("ssh connected to %s@%s:%d%s (cipher %s)", resolved.user, resolved.hostname, resolved.port, via,
-                 transport.remote_cipher)  # fmt: skip
+    _logger.info(
+        "ssh connected to %s@%s:%d%s (cipher %s)",
+        resolved.user,
+        resolved.hostname,
+        resolved.port,
+        via,
+        transport.remote_cipher,
+    )
     return client

@@ -17,14 +17,18 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
 
 from cosmos_assets.machines import busy_host, gpu_usage, model_service, preflight, ssh_served
 from cosmos_assets.machines.base import JobState, Machine, MachineState
 from cosmos_assets.machines.docker import DockerCli
+from cosmos_assets.machines.docker_engine import (
+    DockerUnreachableError,
+    docker_down,
+)
+from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.docker_run import (
     CONTAINER_CHECKPOINTS,
     CONTAINER_ROOT,
@@ -35,17 +39,20 @@ from cosmos_assets.machines.docker_run import (
     docker_run_argv,
     parse_gpus,
 )
-from cosmos_assets.machines.docker_engine import (
-    DockerUnreachableError,
-    docker_down,
-)
-from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.host_facts import HostFacts, read_host_facts, read_revisions, remote_child
-from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine, RunOutcome, StagedFile
+from cosmos_assets.machines.job import (
+    HostLinkLostError,
+    HostNotReadyError,
+    HostUnreachableError,
+    InferenceJob,
+    LinkDropped,
+    LogLine,
+    RunOutcome,
+    StagedFile,
+)
 from cosmos_assets.machines.remote_tree import list_remote_files
 from cosmos_assets.machines.sftp_download import download_tree
 from cosmos_assets.machines.sftp_transfer import upload_files
-from cosmos_assets.machines.job import HostLinkLostError, HostUnreachableError, LinkDropped
 from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 from cosmos_assets.machines.ssh_link import TAG, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
@@ -74,8 +81,10 @@ class SshHost(Machine):
         """
         for name in secrets or {}:
             if not is_secret_name(name):
-                raise ValueError(f"secret {name}: its name does not say it is a secret, so docker would show its value; "
-                                 "use a name with TOKEN, SECRET, PASSWORD or KEY")  # fmt: skip
+                raise ValueError(
+                    f"secret {name}: its name does not say it is a secret, so docker would show its value; "
+                    "use a name with TOKEN, SECRET, PASSWORD or KEY"
+                )
         self._secrets = {name: value for name, value in (secrets or {}).items() if value}
         self.target = target
         self.settings = settings
@@ -138,8 +147,10 @@ class SshHost(Machine):
         except Exception as error:
             if not (isinstance(error, TimeoutError) or self.link.lost(error)):
                 raise
-            raise HostUnreachableError(f"the ID of image {image} could not be read on {self.label} "
-                                       f"({first_line(error)}); a later attempt retries") from error  # fmt: skip
+            raise HostUnreachableError(
+                f"the ID of image {image} could not be read on {self.label} "
+                f"({first_line(error)}); a later attempt retries"
+            ) from error
 
     def checkpoint_revisions(self, job: InferenceJob) -> dict[str, str]:
         try:
@@ -185,8 +196,9 @@ class SshHost(Machine):
         """Absolute REMOTE_DIR and checkpoint folder, and the uid:gid the container runs as (asked once)."""
         if self._facts is None:
             try:
-                self._facts = read_host_facts(self.link, self.settings.remote_dir, self.settings.checkpoint_dir,
-                                              self.settings.container_user)  # fmt: skip
+                self._facts = read_host_facts(
+                    self.link, self.settings.remote_dir, self.settings.checkpoint_dir, self.settings.container_user
+                )
             except LinkDropped as error:
                 raise HostUnreachableError(
                     f"the SSH link to {self.label} dropped while reading host facts ({error})"
@@ -199,8 +211,10 @@ class SshHost(Machine):
     def _preflight(self, job: InferenceJob, log: LogLine) -> None:
         started = time.monotonic()
         facts = self.facts()
-        log(f"{TAG} connected to {self.label}; REMOTE_DIR {facts.remote_dir}; checkpoints {facts.checkpoint_dir}; "
-            f"container user {facts.uid}:{facts.gid} ({facts.user_source})")  # fmt: skip
+        log(
+            f"{TAG} connected to {self.label}; REMOTE_DIR {facts.remote_dir}; checkpoints {facts.checkpoint_dir}; "
+            f"container user {facts.uid}:{facts.gid} ({facts.user_source})"
+        )
         preflight.check_not_the_project(self.link, facts, job)  # before anything is staged there
         if ssh_served.loaded_for(self, job):  # its image, GPUs and checkpoints are in use: only the disk is left
             preflight.check_disk(self.link, facts, self.settings.min_free_gb)
@@ -210,7 +224,9 @@ class SshHost(Machine):
             preflight.check_docker(self.link)
         except HostNotReadyError as error:
             if docker_down(str(error)):
-                raise DockerUnreachableError(f"{error} A later attempt retries: the daemon may be restarting.") from error
+                raise DockerUnreachableError(
+                    f"{error} A later attempt retries: the daemon may be restarting."
+                ) from error
             raise
         preflight.ensure_image(self.docker, facts, self.settings.docker_image, log)
         preflight.check_gpus(self.link, job, self.settings.docker_gpus, log)
@@ -218,7 +234,9 @@ class SshHost(Machine):
         preflight.check_gpu_memory(self.link, job, self.settings.docker_gpus, log)
         preflight.check_caches(self.link, facts, job, log)
         preflight.check_disk(self.link, facts, self.settings.min_free_gb)
-        needs = f"{job.invocation.num_gpus} GPU(s), checkpoints present" if job.invocation.needs_gpu else "no GPU needed"
+        needs = (
+            f"{job.invocation.num_gpus} GPU(s), checkpoints present" if job.invocation.needs_gpu else "no GPU needed"
+        )
         log(f"{TAG} preflight ok in {time.monotonic() - started:.1f}s: image {self.settings.docker_image}, {needs}")
 
     # ------------------------------------------------------------------ files
@@ -228,10 +246,14 @@ class SshHost(Machine):
         items = [(item.local, remote_child(facts.remote_dir, item.remote)) for item in files]
         progress = TransferProgress.for_files("upload", [item.local.stat().st_size for item in files], log)
         landed = LandedParts()  # a retry after a dropped link sends only what never landed in the .part files
-        stats = self.link.with_reconnect("upload", lambda: upload_files(self.link, items, progress.callback, landed), log)
+        stats = self.link.with_reconnect(
+            "upload", lambda: upload_files(self.link, items, progress.callback, landed), log
+        )
         progress.finish()
-        log(f"{TAG} upload: {stats.files_sent} file(s) sent ({stats.bytes_sent} bytes), "
-            f"{stats.files_skipped} unchanged (same size and sha256) in {stats.seconds:.1f}s")  # fmt: skip
+        log(
+            f"{TAG} upload: {stats.files_sent} file(s) sent ({stats.bytes_sent} bytes), "
+            f"{stats.files_skipped} unchanged (same size and sha256) in {stats.seconds:.1f}s"
+        )
         return stats
 
     def download(self, remote_dir: str, local_dir: Path, log: LogLine) -> TransferStats:
@@ -249,8 +271,10 @@ class SshHost(Machine):
             return stats
 
         stats = self.link.with_reconnect("download", fetch, log)
-        log(f"{TAG} download: {stats.files_sent} file(s), {stats.bytes_sent} bytes from {source} into {local_dir} "
-            f"in {stats.seconds:.1f}s")  # fmt: skip
+        log(
+            f"{TAG} download: {stats.files_sent} file(s), {stats.bytes_sent} bytes from {source} into {local_dir} "
+            f"in {stats.seconds:.1f}s"
+        )
         return stats
 
     # ------------------------------------------------------------------ the run
@@ -267,9 +291,13 @@ class SshHost(Machine):
             gpus=parse_gpus(self.settings.docker_gpus) if job.invocation.needs_gpu else None,
             ipc="host",
             env={"PYTHONUNBUFFERED": "1", **job.invocation.env, **self.settings.container_env, **self._secrets},
-            labels={**container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id),
-                    f"{LABEL_PREFIX}.host": self.label,  # which pool host started it (one engine may serve several)
-                    busy_host.GPU_LABEL: busy_host.gpus_held(job.invocation.needs_gpu, parse_gpus(self.settings.docker_gpus))},
+            labels={
+                **container_labels(job.prompt, job.stage, job.run_id, job.dagster_run_id),
+                f"{LABEL_PREFIX}.host": self.label,  # which pool host started it (one engine may serve several)
+                busy_host.GPU_LABEL: busy_host.gpus_held(
+                    job.invocation.needs_gpu, parse_gpus(self.settings.docker_gpus)
+                ),
+            },
             detach=True,
             cache_mounts=preflight.cache_mounts(facts, job),
         )
@@ -286,14 +314,21 @@ class SshHost(Machine):
         settings = self.docker_settings(job)
         command = docker_run_argv(settings, job.invocation.argv)
         name = settings.container_name
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         follower = LogFollower(log, deque(maxlen=LOG_TAIL_LINES), job.invocation.guardrail_marker)
         attached = False
         try:
             if self.link.with_reconnect("looking for the container", lambda: self.docker.state(name), log) is None:
                 # about to start a container: one model on the engine's GPUs at a time, whoever started the other
-                busy_host.wait_until_free(self.link, name, log, self.settings.busy_wait_minutes * 60,
-                                          gpus=settings.labels[busy_host.GPU_LABEL], prompt=job.prompt, stage=job.stage)
+                busy_host.wait_until_free(
+                    self.link,
+                    name,
+                    log,
+                    self.settings.busy_wait_minutes * 60,
+                    gpus=settings.labels[busy_host.GPU_LABEL],
+                    prompt=job.prompt,
+                    stage=job.stage,
+                )
             attached = self.link.with_reconnect(
                 "starting the container", lambda: self.docker.start(settings, command, log), log
             )
@@ -315,11 +350,14 @@ class SshHost(Machine):
         return RunOutcome(
             exit_code=exit_code,
             command=command,
-            container={**self._container_record(settings, attached), "oom_killed": oom_killed,
-                       "kernel_oom_kill": kernel_oom},
+            container={
+                **self._container_record(settings, attached),
+                "oom_killed": oom_killed,
+                "kernel_oom_kill": kernel_oom,
+            },
             environment=redacted({"PYTHONPATH": CONTAINER_ROOT, **settings.env}),
             started_at=started,
-            finished_at=datetime.now(timezone.utc),
+            finished_at=datetime.now(UTC),
             log_tail=list(follower.tail),
             guardrail_blocked=follower.guardrail,
         )
@@ -341,8 +379,11 @@ class SshHost(Machine):
             "image": settings.image,
             "gpus": self.settings.docker_gpus if settings.gpus is not None else "none",
             "ipc": settings.ipc,
-            "mounts": {settings.remote_dir: CONTAINER_ROOT, settings.checkpoint_dir_host: CONTAINER_CHECKPOINTS,
-                       **settings.cache_mounts},
+            "mounts": {
+                settings.remote_dir: CONTAINER_ROOT,
+                settings.checkpoint_dir_host: CONTAINER_CHECKPOINTS,
+                **settings.cache_mounts,
+            },
             "workdir": settings.workdir,
             "user": f"{settings.uid}:{settings.gid}",
             "user_source": self.facts().user_source,

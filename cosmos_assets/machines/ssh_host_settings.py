@@ -18,8 +18,12 @@ class SshHostSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
-    remote_dir: str = Field(default="~/cosmos-transfer1", description="REMOTE_DIR: the model's code, mounted at /workspace")
-    checkpoint_dir: str | None = Field(default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints")
+    remote_dir: str = Field(
+        default="~/cosmos-transfer1", description="REMOTE_DIR: the model's code, mounted at /workspace"
+    )
+    checkpoint_dir: str | None = Field(
+        default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints"
+    )
     docker_image: str = Field(description="DOCKER_IMAGE; built from REMOTE_DIR/Dockerfile when missing")
     docker_gpus: str = Field(default="all", description="'all', 'none' (no NVIDIA runtime) or device ids '0,1'")
     container_user: str | None = Field(
@@ -27,15 +31,25 @@ class SshHostSettings(BaseModel):
     )
     container_env: dict[str, str] = Field(default_factory=dict, description="extra non-secret container variables")
     min_free_gb: float = Field(default=20.0, description="preflight: free space needed on REMOTE_DIR's disk")
-    reconnect_attempts: int = Field(default=6, ge=0, description="reconnects tried in a row (with backoff) when the link "
-                                    "drops; once data flows again the count starts over")  # fmt: skip
+    reconnect_attempts: int = Field(
+        default=6,
+        ge=0,
+        description="reconnects tried in a row (with backoff) when the link "
+        "drops; once data flows again the count starts over",
+    )
     name: str | None = Field(default=None, description="host name in tags and metadata; default ssh@<host>")
-    serve: Literal["auto", "always", "never"] = "auto"  # COSMOS_SERVE* (docs/serving.md); 360 s without an answer: wedged
+    serve: Literal["auto", "always", "never"] = (
+        "auto"  # COSMOS_SERVE* (docs/serving.md); 360 s without an answer: wedged
+    )
     serve_idle_minutes: float = Field(default=15.0, gt=0)
     serve_load_minutes: float = Field(default=60.0, gt=0)
     serve_request_seconds: float = Field(default=360.0, gt=0)
-    busy_wait_minutes: float = Field(default=60.0, ge=0, description="COSMOS_HOST_BUSY_WAIT_MINUTES: how long a run "
-                                     "waits for a model container of ours already running on the host")  # fmt: skip
+    busy_wait_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        description="COSMOS_HOST_BUSY_WAIT_MINUTES: how long a run "
+        "waits for a model container of ours already running on the host",
+    )
 
     @field_validator("docker_gpus")
     @classmethod

@@ -159,8 +159,9 @@ class SshLink:
             raise LinkDropped("the SSH link closed before the command's exit status arrived")
         return code, out.decode(errors="replace"), err.decode(errors="replace")
 
-    def exec(self, argv: Sequence[str], stdin_lines: Sequence[str] | None = None,
-             timeout: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:  # fmt: skip
+    def exec(
+        self, argv: Sequence[str], stdin_lines: Sequence[str] | None = None, timeout: float = COMMAND_TIMEOUT_S
+    ) -> tuple[int, str, str]:
         """Run argv on the host: (exit code, stdout, stderr). ``stdin_lines`` are sent first, one per line."""
         chan = self.start(argv, timeout)
         try:
@@ -173,7 +174,9 @@ class SshLink:
         try:
             return self.finish(chan)
         except TimeoutError as error:
-            raise TimeoutError(f"`{shlex.join(argv)[:120]}` on {self.label} gave no answer within {timeout:.0f}s") from error
+            raise TimeoutError(
+                f"`{shlex.join(argv)[:120]}` on {self.label} gave no answer within {timeout:.0f}s"
+            ) from error
 
     def stream(self, argv: Sequence[str], on_line: LogLine) -> int:
         """Run argv, passing each output line (stdout and stderr) to ``on_line`` as it comes; its exit code.
@@ -261,14 +264,18 @@ class SshLink:
         delay = min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
         if failures == 1 or not isinstance(error, HostUnreachableError):
             reason = _reason(error) if isinstance(error, HostUnreachableError) else error
-            log(f"{TAG} SSH link to {self.label} lost during {what} ({reason}); reconnecting in {delay:.0f}s "
-                f"(attempt {failures}/{self.reconnect_attempts})")  # fmt: skip
+            log(
+                f"{TAG} SSH link to {self.label} lost during {what} ({reason}); reconnecting in {delay:.0f}s "
+                f"(attempt {failures}/{self.reconnect_attempts})"
+            )
         self._sleep(delay)
         try:
             self.reconnect()
         except HostUnreachableError as again:
-            log(f"{TAG} reconnect to {self.label} failed (attempt {failures}/{self.reconnect_attempts}, during "
-                f"{what}): {_reason(again)}")  # fmt: skip
+            log(
+                f"{TAG} reconnect to {self.label} failed (attempt {failures}/{self.reconnect_attempts}, during "
+                f"{what}): {_reason(again)}"
+            )
             return False
         log(f"{TAG} reconnected to {self.label}")
         return True

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cosmos_assets.machines.docker import DockerCli
-from cosmos_assets.machines.docker_run import DockerRunSettings
 from cosmos_assets.machines.docker_logs import LogFollower
+from cosmos_assets.machines.docker_run import DockerRunSettings
 from cosmos_assets.machines.host_facts import HostFacts, remote_child
 from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, Serving
 from cosmos_assets.machines.model_service import (
@@ -54,7 +54,9 @@ class ServiceHost(Protocol):
     def image_id(self) -> str | None: ...
 
 
-def run(host: ServiceHost, job: InferenceJob, log: LogLine, one_shot: Callable[[InferenceJob, LogLine], RunOutcome]) -> RunOutcome:
+def run(
+    host: ServiceHost, job: InferenceJob, log: LogLine, one_shot: Callable[[InferenceJob, LogLine], RunOutcome]
+) -> RunOutcome:
     """``job`` through the host's model service when :func:`serve_choice` says so, else ``one_shot`` (after stopping a
     service that would hold the GPU it needs); a Cosmos 3 run says which, and why, in its log and its outcome."""
     served, why = serve_choice(host, job)
@@ -78,6 +80,7 @@ def run(host: ServiceHost, job: InferenceJob, log: LogLine, one_shot: Callable[[
 def loaded_for(host: ServiceHost, job: InferenceJob) -> bool:
     """Whether ``job`` is served and the service is loaded now (its preflight has little left to check)."""
     return serve_choice(host, job)[0] and model_service(host, job).loaded()
+
 
 def serve_choice(host: ServiceHost, job: InferenceJob) -> tuple[bool, str]:
     """(served?, why) for ``job`` on ``host``; why is empty for a model that has no serving app at all."""
@@ -113,19 +116,29 @@ def services(host: ServiceHost) -> list[tuple[str, str]]:
 def model_service(host: ServiceHost, job: InferenceJob) -> ModelService:
     assert job.invocation.served is not None
     settings = host.docker_settings(job)
-    knobs = ServiceKnobs(idle_seconds=host.settings.serve_idle_minutes * 60.0,
-                         load_timeout_s=host.settings.serve_load_minutes * 60.0,
-                         request_deadline_s=host.settings.serve_request_seconds)  # fmt: skip
+    knobs = ServiceKnobs(
+        idle_seconds=host.settings.serve_idle_minutes * 60.0,
+        load_timeout_s=host.settings.serve_load_minutes * 60.0,
+        request_deadline_s=host.settings.serve_request_seconds,
+    )
     # the image's ID, not only its tag: a service of a since-rebuilt image is another service (its runs are new work)
-    return ModelService(host.link, host.docker, host.label, host.facts().remote_dir, settings,
-                        job.invocation.served.service_argv, knobs, image_id=host.image_id())  # fmt: skip
+    return ModelService(
+        host.link,
+        host.docker,
+        host.label,
+        host.facts().remote_dir,
+        settings,
+        job.invocation.served.service_argv,
+        knobs,
+        image_id=host.image_id(),
+    )
 
 
 def run_served(host: ServiceHost, job: InferenceJob, log: LogLine, why: str) -> RunOutcome:
     """``job`` as one request to the host's model service; its sample lands where the one-shot run writes it."""
     assert job.invocation.served is not None
     service = model_service(host, job)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     follower = LogFollower(log, deque(maxlen=40), job.invocation.guardrail_marker)
     log(f"{TAG} {why}")
     watchdog = [(WATCHDOG_LOCAL, remote_child(host.facts().remote_dir, WATCHDOG_REMOTE))]
@@ -146,13 +159,29 @@ def run_served(host: ServiceHost, job: InferenceJob, log: LogLine, why: str) -> 
             log(f"{TAG} outputs of the request moved to {where} on {host.label}")
     if served.load_seconds is not None:
         log(f"{TAG} this run waited for the model load: {served.load_seconds:.1f}s")
-    serving = Serving(mode="served", reason=why, service_container=service.name, service_id=service.container_id(),
-                      load_seconds=served.load_seconds, restarted=served.restarted)  # fmt: skip
+    serving = Serving(
+        mode="served",
+        reason=why,
+        service_container=service.name,
+        service_id=service.container_id(),
+        load_seconds=served.load_seconds,
+        restarted=served.restarted,
+    )
     return RunOutcome(
-        exit_code=exit_code, command=service.command(),
-        container={"runtime": "docker", "host": host.label, "name": service.name, "image": service.settings.image,
-                   "service": True, "user": f"{service.settings.uid}:{service.settings.gid}",
-                   "request": job.invocation.served.request},
-        environment=redacted(dict(service.settings.env)), started_at=started, finished_at=datetime.now(timezone.utc),
-        log_tail=list(follower.tail), serving=serving,
-    )  # fmt: skip
+        exit_code=exit_code,
+        command=service.command(),
+        container={
+            "runtime": "docker",
+            "host": host.label,
+            "name": service.name,
+            "image": service.settings.image,
+            "service": True,
+            "user": f"{service.settings.uid}:{service.settings.gid}",
+            "request": job.invocation.served.request,
+        },
+        environment=redacted(dict(service.settings.env)),
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        log_tail=list(follower.tail),
+        serving=serving,
+    )

@@ -258,7 +258,9 @@ def _proxy_command_argv(template: str, tokens: dict[str, str], host: str) -> tup
     try:
         words = shlex.split(template)
     except ValueError as error:
-        raise SshTargetError(f"{host}: ProxyCommand {shown!r} cannot be split into words ({error}); fix its quoting") from error
+        raise SshTargetError(
+            f"{host}: ProxyCommand {shown!r} cannot be split into words ({error}); fix its quoting"
+        ) from error
     if not words:
         raise SshTargetError(f"{host}: ProxyCommand is empty; remove it or give a command")
     home = os.path.expanduser("~")
@@ -301,8 +303,9 @@ def _resolve(target: SshTarget, hops_left: int, jump: ResolvedTarget | None = No
     try:
         config_read = config_path.exists()  # a FIFO or a device there is refused by name, not skipped
     except (OSError, ValueError) as error:  # a name too long, a NUL byte
-        raise SshTargetError(f"{target.host}: the ssh config {printable_path(config_path)} cannot be used ({error}); "
-                             "fix the path") from None  # fmt: skip
+        raise SshTargetError(
+            f"{target.host}: the ssh config {printable_path(config_path)} cannot be used ({error}); fix the path"
+        ) from None
     entry = _read_config(config_path, target.host) if config_read else paramiko.SSHConfigDict(hostname=target.host)
     hostname = _check_name(str(entry.get("hostname", target.host)), "HostName", target.host)
     try:
@@ -328,13 +331,22 @@ def _resolve(target: SshTarget, hops_left: int, jump: ResolvedTarget | None = No
     elif jump is None and command:
         proxy_argv = _proxy_command_argv(command, tokens, target.host)
     return ResolvedTarget(
-        name=target.host, hostname=hostname, port=port, user=user, key_files=keys,
+        name=target.host,
+        hostname=hostname,
+        port=port,
+        user=user,
+        key_files=keys,
         known_hosts=known_hosts,
-        trust_on_first_use=target.trust_on_first_use, key_passphrase_env=target.key_passphrase_env,
-        allow_agent=target.allow_agent, keepalive_s=target.keepalive_s, connect_timeout_s=target.connect_timeout_s,
-        ssh_config=target.ssh_config.expanduser() if target.ssh_config else None, config_read=config_read,
-        proxy_command=proxy_argv, jump=jump,
-    )  # fmt: skip
+        trust_on_first_use=target.trust_on_first_use,
+        key_passphrase_env=target.key_passphrase_env,
+        allow_agent=target.allow_agent,
+        keepalive_s=target.keepalive_s,
+        connect_timeout_s=target.connect_timeout_s,
+        ssh_config=target.ssh_config.expanduser() if target.ssh_config else None,
+        config_read=config_read,
+        proxy_command=proxy_argv,
+        jump=jump,
+    )
 
 
 def _check_readable(path: Path, limit: int, what: str, host: str) -> None:
@@ -356,10 +368,17 @@ def _resolve_jumps(target: SshTarget, spec: str, hops_left: int) -> ResolvedTarg
         user, name, port = _parse_hop(hop, target.host)
         # A hop is a target of its own: its own config entry and keys, our known_hosts and host-key policy.
         hop_target = SshTarget(
-            host=name, port=port, user=user, known_hosts=target.known_hosts, ssh_config=target.ssh_config,
-            trust_on_first_use=target.trust_on_first_use, key_passphrase_env=target.key_passphrase_env,
-            allow_agent=target.allow_agent, keepalive_s=target.keepalive_s, connect_timeout_s=target.connect_timeout_s,
-        )  # fmt: skip
+            host=name,
+            port=port,
+            user=user,
+            known_hosts=target.known_hosts,
+            ssh_config=target.ssh_config,
+            trust_on_first_use=target.trust_on_first_use,
+            key_passphrase_env=target.key_passphrase_env,
+            allow_agent=target.allow_agent,
+            keepalive_s=target.keepalive_s,
+            connect_timeout_s=target.connect_timeout_s,
+        )
         previous = _resolve(hop_target, hops_left - 1, previous)
     if previous is None:
         raise SshTargetError(f"{target.host}: ProxyJump {spec!r} names no host; write [user@]host[:port]")

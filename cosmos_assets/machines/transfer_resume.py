@@ -78,8 +78,11 @@ def prefix_length(ranges: Iterable[Range]) -> int:
 
 def split(ranges: Iterable[Range], block: int) -> list[Range]:
     """``ranges`` cut into pieces of at most ``block`` bytes, in file order."""
-    return [(at, min(block, start + length - at)) for start, length in merged(ranges)
-            for at in range(start, start + length, block)]  # fmt: skip
+    return [
+        (at, min(block, start + length - at))
+        for start, length in merged(ranges)
+        for at in range(start, start + length, block)
+    ]
 
 
 def block_spans(length: int, block: int, first: int = 0) -> list[Range]:

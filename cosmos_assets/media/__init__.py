@@ -20,7 +20,20 @@ from cosmos_assets.media.frames import (
 from cosmos_assets.media.video import VideoInfo, VideoReadError, contact_sheet, probe_video, read_frames
 
 __all__ = [
-    "FRAME_NAME", "MODALITIES", "EncodedVideo", "PngHeader", "RenderSequence", "RenderValidationError", "VideoInfo",
-    "VideoReadError", "contact_sheet", "decode_png", "encode_control_videos", "probe_video", "read_frames",
-    "read_png_header", "scan_render_folder", "write_png",
-]  # fmt: skip
+    "FRAME_NAME",
+    "MODALITIES",
+    "EncodedVideo",
+    "PngHeader",
+    "RenderSequence",
+    "RenderValidationError",
+    "VideoInfo",
+    "VideoReadError",
+    "contact_sheet",
+    "decode_png",
+    "encode_control_videos",
+    "probe_video",
+    "read_frames",
+    "read_png_header",
+    "scan_render_folder",
+    "write_png",
+]

@@ -53,8 +53,10 @@ class VideoComparison:
         worst, mean = self.worst, self.mean
         if worst is not None and mean is not None:
             equal = sum(1 for p in self.psnr if math.isinf(p))
-            parts.append(f"PSNR worst {worst[1]:.2f} dB (frame {worst[0]}), mean {mean:.2f} dB over the "
-                         f"{len(self.psnr) - equal} differing frames of {len(self.psnr)} compared ({equal} equal)")  # fmt: skip
+            parts.append(
+                f"PSNR worst {worst[1]:.2f} dB (frame {worst[0]}), mean {mean:.2f} dB over the "
+                f"{len(self.psnr) - equal} differing frames of {len(self.psnr)} compared ({equal} equal)"
+            )
         elif self.psnr:
             parts.append(f"every one of the {len(self.psnr)} decoded frames is equal, the encoded stream is not")
         if self.note:
@@ -84,7 +86,7 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(peak * peak / mse)
 
 
-def _frames(path: Path):  # noqa: ANN202 - a generator of RGB arrays
+def _frames(path: Path):
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             yield frame.to_ndarray(format="rgb24")
@@ -97,8 +99,11 @@ def compare_videos(original: Path, new: Path) -> VideoComparison:
     if first == second:
         return VideoComparison(True, counts)
     if (first.width, first.height) != (second.width, second.height):
-        return VideoComparison(False, counts, note=f"the frames are {second.width}x{second.height}, the original's "
-                                                   f"{first.width}x{first.height}: no PSNR")  # fmt: skip
+        return VideoComparison(
+            False,
+            counts,
+            note=f"the frames are {second.width}x{second.height}, the original's {first.width}x{first.height}: no PSNR",
+        )
     values: list[float] = []
     decoded = [0, 0]
     try:

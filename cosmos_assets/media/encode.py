@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -239,10 +239,13 @@ def control_tags(seq: RenderSequence, modality: str, total: int, crf: int) -> di
     """What identifies a control video, written into its container metadata (no run made it, so no run id)."""
     frames = seq.frames[modality][:total]
     return ControlRecipe(
-        shot=seq.folder.name, pass_name=modality, source_folder=str(seq.folder),
+        shot=seq.folder.name,
+        pass_name=modality,
+        source_folder=str(seq.folder),
         source_frames=f"{frames[0].name} .. {frames[-1].name} ({len(frames)} frames)",
-        source_digest=seq.fingerprint(), encoder=f"cosmos-assets libx264 crf {crf} yuv420p",
-    ).to_tags()  # fmt: skip
+        source_digest=seq.fingerprint(),
+        encoder=f"cosmos-assets libx264 crf {crf} yuv420p",
+    ).to_tags()
 
 
 def encode_control_videos(
@@ -282,18 +285,24 @@ def encode_control_videos(
     padded = bool(seq.width % 2 or seq.height % 2)
     size = (seq.width + seq.width % 2, seq.height + seq.height % 2)
     workers = max(2, os.cpu_count() or 2)
-    with ThreadPoolExecutor(workers, thread_name_prefix="png-decode") as decode_pool, ThreadPoolExecutor(
-        len(MODALITIES), thread_name_prefix="encode"
-    ) as encode_pool:
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="png-decode") as decode_pool,
+        ThreadPoolExecutor(len(MODALITIES), thread_name_prefix="encode") as encode_pool,
+    ):
         streams = {
             "color": _rgb_frames(seq.frames["color"][:total], decode_pool, padded),
             "depth": _depth_frames(seq.frames["depth"][:total], decode_pool),
             "segmentation": _rgb_frames(seq.frames["segmentation"][:total], decode_pool, padded),
         }
-        writers = {m: _Writer(out_dir / f"{m}.mp4", size[0], size[1], fps, crf, control_tags(seq, m, total, crf))
-                   for m in MODALITIES}  # fmt: skip
+        writers = {
+            m: _Writer(out_dir / f"{m}.mp4", size[0], size[1], fps, crf, control_tags(seq, m, total, crf))
+            for m in MODALITIES
+        }
         try:
-            futures = {m: encode_pool.submit(_encode_stream, m, frames, total, writers[m], progress) for m, frames in streams.items()}
+            futures = {
+                m: encode_pool.submit(_encode_stream, m, frames, total, writers[m], progress)
+                for m, frames in streams.items()
+            }
             counts = {m: f.result() for m, f in futures.items()}
         except BaseException:
             for writer in writers.values():

@@ -13,8 +13,8 @@ import re
 import struct
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import av
 import numpy as np
@@ -174,8 +174,10 @@ def _check_frame_sets(folder: Path, found: dict[str, dict[int, Path]], problems:
             break
     unlisted = sum(end - start + 1 for start, end in gaps) - listed
     if unlisted > 0:
-        problems.append(f"{unlisted} more frames are missing for every pass in {folder} (frames {existing} exist); "
-                        f"re-render them or limit the shot with --frames{limit_hint}")  # fmt: skip
+        problems.append(
+            f"{unlisted} more frames are missing for every pass in {folder} (frames {existing} exist); "
+            f"re-render them or limit the shot with --frames{limit_hint}"
+        )
     ranges = {m: _frame_ranges(found[m].keys()) for m in present}
     for modality in present:
         for frame in union:

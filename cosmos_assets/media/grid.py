@@ -40,8 +40,12 @@ _GLYPH_DATA = (
 )
 GLYPHS: dict[str, np.ndarray] = {
     _GLYPH_DATA[i]: np.array(
-        [[(int(_GLYPH_DATA[i + 1 + 2 * r : i + 3 + 2 * r], 16) >> (FONT_W - 1 - c)) & 1 for c in range(FONT_W)]
-         for r in range(FONT_H)], dtype=bool)  # fmt: skip
+        [
+            [(int(_GLYPH_DATA[i + 1 + 2 * r : i + 3 + 2 * r], 16) >> (FONT_W - 1 - c)) & 1 for c in range(FONT_W)]
+            for r in range(FONT_H)
+        ],
+        dtype=bool,
+    )
     for i in range(0, len(_GLYPH_DATA), 1 + 2 * FONT_H)
 }
 """Each glyph: a character, then 7 rows of 5 bits as two hex digits each (top row first, high bit leftmost)."""
@@ -65,8 +69,10 @@ class GridLayout:
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the whole grid; even, as yuv420p needs."""
-        return (self.columns * self.tile_width + (self.columns + 1) * GAP,
-                self.rows * self.tile_height + (self.rows + 1) * GAP)  # fmt: skip
+        return (
+            self.columns * self.tile_width + (self.columns + 1) * GAP,
+            self.rows * self.tile_height + (self.rows + 1) * GAP,
+        )
 
     def origin(self, index: int) -> tuple[int, int]:
         """(x, y) of tile index's top-left corner, row by row."""
@@ -164,8 +170,14 @@ def _frames(path: Path) -> Iterator[np.ndarray]:
         raise VideoReadError(f"{path} cannot be decoded: {error}") from error
 
 
-def write_grid_video(tiles: Sequence[GridTile], out_path: Path, *, tags: Mapping[str, str] | None = None,
-                     max_width: int = GRID_MAX_WIDTH, crf: int = 20) -> GridVideo:  # fmt: skip
+def write_grid_video(
+    tiles: Sequence[GridTile],
+    out_path: Path,
+    *,
+    tags: Mapping[str, str] | None = None,
+    max_width: int = GRID_MAX_WIDTH,
+    crf: int = 20,
+) -> GridVideo:
     """Tile every clip into one H.264 MP4 at out_path (written beside it, then renamed into place).
 
     Frame rate and tile aspect are the first clip's; the grid lasts as long as the longest clip.
@@ -196,7 +208,8 @@ def write_grid_video(tiles: Sequence[GridTile], out_path: Path, *, tags: Mapping
                 current = [image if image is not None else np.zeros((2, 2, 3), np.uint8) for image in last]
                 picture = compose(current, [tile.label for tile in tiles], layout)
                 frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(
-                    format="yuv420p", dst_color_range=ColorRange.MPEG)  # fmt: skip
+                    format="yuv420p", dst_color_range=ColorRange.MPEG
+                )
                 frame.pts = index
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))

@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-
-import av
 from typing import ClassVar
 
+import av
 from pydantic import BaseModel, ConfigDict
 
 from cosmos_assets.files import fsync_dir, new_temp_path
@@ -55,9 +54,9 @@ class _Tags(BaseModel):
         return tags
 
     @classmethod
-    def from_tags(cls, tags: Mapping[str, str]):  # noqa: ANN206 - the subclass
+    def from_tags(cls, tags: Mapping[str, str]):
         """The recipe in ``tags`` (as read back from a file); ValueError when a required tag is missing."""
-        values = {key[len(TAG_PREFIX):]: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
+        values = {key[len(TAG_PREFIX) :]: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
         return cls.model_validate(values)
 
 

@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=1001)
     args = parser.parse_args(argv)
     seq = make_sample_render(args.folder, args.frames, args.width, args.height, args.start)
-    print(f"wrote {seq.frame_count} frames {seq.first_frame}-{seq.last_frame} at {seq.width}x{seq.height} to {seq.folder}")
+    print(
+        f"wrote {seq.frame_count} frames {seq.first_frame}-{seq.last_frame} at {seq.width}x{seq.height} to {seq.folder}"
+    )
     return 0
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,14 +102,17 @@ class ModelBackend(ABC):
         return []
 
     @abstractmethod
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
-                   project_root: Path | None = None) -> ModelRequest:
+    def generation(
+        self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int, project_root: Path | None = None
+    ) -> ModelRequest:
         """The generation of ``prompt`` into a folder of its own (``outputs/<prompt>/<run_id>``).
 
         ``project_root`` lets a backend read facts of the staged videos (size, fps) its spec needs.
         """
 
-    def upscale(self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float) -> ModelRequest:
+    def upscale(
+        self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float
+    ) -> ModelRequest:
         """The 4K upscale of a generated video (``generated_remote``, relative to the model root)."""
         raise NotImplementedError(f"{self.name} has no 4K upscaler; the upscale runs on Cosmos-Transfer1")
 
@@ -145,7 +148,9 @@ class ModelBackend(ABC):
         could not be told apart."""
         return True
 
-    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+    def batch_generation(
+        self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1
+    ) -> BatchRequest:
         """One invocation generating every item (equal :meth:`batch_key`) into ``outputs/.batches/<batch_id>``."""
         raise NotImplementedError(f"{self.name} does not batch here: its prompts run one invocation each")
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from cosmos_assets.machines.job import Invocation, RunOutcome
-from cosmos_assets.models import cosmos3_serve
 from cosmos_assets.models import cosmos3_pixels as pixels
+from cosmos_assets.models import cosmos3_serve
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest, link_output
 from cosmos_assets.models.cosmos3_contract import HINT_KEYS, NAME, Spec3, invocation_keys
 from cosmos_assets.models.invocation_keys import InvocationKey, invocation_problems
@@ -24,9 +24,9 @@ from cosmos_assets.models.translate import (
     CACHE_ENV,
     Translation,
     block_field,
-    raise_file_problems,
     in_container,
     merge_overrides,
+    raise_file_problems,
     split_block,
     validate_into,
 )
@@ -45,13 +45,17 @@ SIZE_WARNINGS = {
              "on it with 4+ GPUs: Super transfer is UNVERIFIED here (128 GB of weights, FSDP-sharded over the GPUs)",
     "edge": "size edge: no upstream transfer example or test for Cosmos3-Edge: transfer on Edge is UNVERIFIED",
 }  # fmt: skip
+
+
 class Launch3(BaseModel):
     """Settings of the launch, from ``cosmos_assets.cosmos3`` in the prompt file."""
 
     model_config = ConfigDict(extra="forbid")
 
     size: Literal["nano", "super", "edge"] = "nano"
-    guardrails: StrictBool = True  # loaded by default, never applied on the transfer path (docs/upstream/cosmos3.md#guardrails)
+    guardrails: StrictBool = (
+        True  # loaded by default, never applied on the transfer path (docs/upstream/cosmos3.md#guardrails)
+    )
     use_torch_compile: StrictBool = True
     diffusion_cache: StrictBool = pixels.DIFFUSION_CACHE_DEFAULT  # always passed: the CLI's own default is on (lossy)
     checkpoint_revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")  # pins nvidia/<checkpoint>
@@ -97,7 +101,7 @@ def translate(spec: TransferSpec, prompt: str, project_root: Path | None = None)
         out.warnings.append(SIZE_WARNINGS[launch.size])
     data: dict[str, Any] = {"name": prompt, "model_mode": "video2video", "resolution": DEFAULT_RESOLUTION[launch.size]}
     if spec.prompt is None:
-        out.problem("prompt", "missing; Cosmos 3 transfer needs a prompt (add \"prompt\": \"...\")")
+        out.problem("prompt", 'missing; Cosmos 3 transfer needs a prompt (add "prompt": "...")')
     else:
         data["prompt"] = spec.prompt
     if spec.negative_prompt is not None:
@@ -105,46 +109,65 @@ def translate(spec: TransferSpec, prompt: str, project_root: Path | None = None)
     first_control: str | None = None
     if spec.input_video_path:
         if not spec.input_video_path.endswith(".mp4"):
-            out.problem("input_video_path", "Cosmos 3 reads only .mp4 videos (vision_path); re-encode it",
-                        spec.input_video_path, True)  # fmt: skip
+            out.problem(
+                "input_video_path",
+                "Cosmos 3 reads only .mp4 videos (vision_path); re-encode it",
+                spec.input_video_path,
+                True,
+            )
         data["vision_path"] = in_container(spec.input_video_path)
     if spec.sigma_max is not None:
         out.dropped("sigma_max", "Cosmos 3 transfer does not start from the input video's noise")
     if spec.seed is not None:
         data["seed"] = spec.seed
     if spec.num_video_frames is not None:
-        out.dropped("num_video_frames", "Cosmos 3 generates the first control's length; cap it with "
-                    f"{block_field(NAME, 'max_frames')}")  # fmt: skip
+        out.dropped(
+            "num_video_frames",
+            f"Cosmos 3 generates the first control's length; cap it with {block_field(NAME, 'max_frames')}",
+        )
     for key, control in spec.controls():
         hint = HINT_OF.get(key)
         if hint is None:
-            out.problem(key, f"Cosmos 3 has no {key} control (only edge, vis (blur), depth, seg); remove it or run "
-                        "this prompt on cosmos-transfer1")  # fmt: skip
+            out.problem(
+                key,
+                f"Cosmos 3 has no {key} control (only edge, vis (blur), depth, seg); remove it or run "
+                "this prompt on cosmos-transfer1",
+            )
             continue
         block: dict[str, Any] = {}
         if control.input_control is not None:
             block["control_path"] = in_container(control.input_control)
             first_control = first_control or control.input_control
         elif hint in PRECOMPUTED:
-            out.problem(f"{key}.input_control", f"Cosmos 3 cannot compute a {key} control (no annotator in "
-                        "cosmos-framework): give the rendered pass, e.g. inputs/videos/<shot>/"
-                        f"{'depth' if key == 'depth' else 'segmentation'}.mp4")  # fmt: skip
+            out.problem(
+                f"{key}.input_control",
+                f"Cosmos 3 cannot compute a {key} control (no annotator in "
+                "cosmos-framework): give the rendered pass, e.g. inputs/videos/<shot>/"
+                f"{'depth' if key == 'depth' else 'segmentation'}.mp4",
+            )
         weight = control.weight_value()
         if weight is None:
-            out.problem(f"{key}.control_weight", "a .pt weight map cannot be carried over: Cosmos 3 takes a number "
-                        ">= 0 (relative; the weights are normalised to sum to 1)", control.control_weight, True)
+            out.problem(
+                f"{key}.control_weight",
+                "a .pt weight map cannot be carried over: Cosmos 3 takes a number "
+                ">= 0 (relative; the weights are normalised to sum to 1)",
+                control.control_weight,
+                True,
+            )
         else:
             block["weight"] = weight
         if control.ckpt_path is not None:
-            out.problem(f"{key}.ckpt_path", "per-control checkpoints are Transfer1's; remove it", control.ckpt_path,
-                        True)  # fmt: skip
+            out.problem(
+                f"{key}.ckpt_path", "per-control checkpoints are Transfer1's; remove it", control.ckpt_path, True
+            )
         for name in ("input_control_prompt", "control_weight_prompt"):
             if getattr(control, name) is not None:
                 out.dropped(f"{key}.{name}", "Cosmos 3 has no on-the-fly segmentation or prompt masks")
         data[hint] = block
     if spec.regional_prompts:
-        out.problem("regional_prompts", "Cosmos 3 transfer has no regional prompts; remove them or run on "
-                    "cosmos-transfer1")  # fmt: skip
+        out.problem(
+            "regional_prompts", "Cosmos 3 transfer has no regional prompts; remove them or run on cosmos-transfer1"
+        )
     for name, value in (spec.__pydantic_extra__ or {}).items():
         if name in ("guidance", "num_steps"):
             data[name] = value
@@ -164,8 +187,9 @@ def translate(spec: TransferSpec, prompt: str, project_root: Path | None = None)
     return out, launch
 
 
-def _frame_rules(data: dict[str, Any], spec: TransferSpec, first_control: str | None, project_root: Path | None,
-                 out: Translation) -> None:
+def _frame_rules(
+    data: dict[str, Any], spec: TransferSpec, first_control: str | None, project_root: Path | None, out: Translation
+) -> None:
     """aspect_ratio when there is a vision_path (upstream's default 16,9 would crop), else an integer fps."""
     if spec.input_video_path:
         facts = _video_facts(project_root, spec.input_video_path)
@@ -175,26 +199,42 @@ def _frame_rules(data: dict[str, Any], spec: TransferSpec, first_control: str | 
             name = min(ASPECTS, key=lambda k: abs(ASPECTS[k] - ratio))
             data["aspect_ratio"] = name
             if abs(ASPECTS[name] - ratio) / ASPECTS[name] > 0.02:
-                out.warnings.append(f"input_video_path: {width}x{height} is not exactly {name.replace(',', ':')}; "
-                                    "Cosmos 3 centre-crops it to that bucket")  # fmt: skip
+                out.warnings.append(
+                    f"input_video_path: {width}x{height} is not exactly {name.replace(',', ':')}; "
+                    "Cosmos 3 centre-crops it to that bucket"
+                )
         return
     facts = _video_facts(project_root, first_control)
     if facts is not None:
         fps = facts[2]
         data["fps"] = max(1, round(fps))
         if abs(fps - round(fps)) > 0.01:
-            out.warnings.append(f"fps: the control video plays at {fps:.3f} fps; Cosmos 3 takes a whole number, "
-                                f"{round(fps)} is used (render at 24 or 30)")  # fmt: skip
+            out.warnings.append(
+                f"fps: the control video plays at {fps:.3f} fps; Cosmos 3 takes a whole number, "
+                f"{round(fps)} is used (render at 24 or 30)"
+            )
 
 
 def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch3) -> list[str]:
     """``python -m cosmos_framework.scripts.inference --parallelism-preset=latency -i -o --checkpoint-path``."""
     if num_gpus != 1 and (num_gpus < 1 or num_gpus % 2):
-        raise ValueError(f"num_gpus = {num_gpus}: Cosmos 3 transfer runs the latency preset (CFG-parallel 2 x context "
-                         "parallel), so use 1 or an even count (2, 4, 6, 8)")  # fmt: skip
+        raise ValueError(
+            f"num_gpus = {num_gpus}: Cosmos 3 transfer runs the latency preset (CFG-parallel 2 x context "
+            "parallel), so use 1 or an even count (2, 4, 6, 8)"
+        )
     launcher = ["python"] if num_gpus == 1 else ["torchrun", f"--nproc-per-node={num_gpus}"]
-    argv = [*launcher, "-m", MODULE, "--parallelism-preset=latency", "-i", spec_path, "-o", output_dir,
-            "--checkpoint-path", launch.checkpoint]  # fmt: skip
+    argv = [
+        *launcher,
+        "-m",
+        MODULE,
+        "--parallelism-preset=latency",
+        "-i",
+        spec_path,
+        "-o",
+        output_dir,
+        "--checkpoint-path",
+        launch.checkpoint,
+    ]
     if not launch.guardrails:
         argv.append("--no-guardrails")
     if not launch.use_torch_compile:
@@ -210,8 +250,11 @@ def sample_folder(fetched: Path, name: str | None = None) -> Path | None:
     """``<OUTDIR>/<name>/`` exactly when the name is known; else the one folder holding upstream's per-sample files."""
     if name is not None:
         return fetched / name
-    folders = [p for p in fetched.iterdir() if p.is_dir() and any((p / f).is_file() for f in SAMPLE_FILES)] \
-        if fetched.is_dir() else []  # fmt: skip
+    folders = (
+        [p for p in fetched.iterdir() if p.is_dir() and any((p / f).is_file() for f in SAMPLE_FILES)]
+        if fetched.is_dir()
+        else []
+    )
     return folders[0] if len(folders) == 1 else None
 
 
@@ -231,9 +274,11 @@ class Cosmos3Backend(ModelBackend):
     description = "Cosmos 3 video2video transfer (Nano default, 32 GB; Super/Edge UNVERIFIED; no 4K upscaler)"
     # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (contract/cosmos3_cli.json)
     offload_flags = ("--offload-guardrail-models",)
-    memory_advice = ("Cosmos 3 cannot offload its diffusion model; FSDP splits its weights over the GPUs, so more "
-                     'GPUs per run is the main fix, and "cosmos_assets": {"cosmos3": {"guardrails": false}} skips '
-                     "loading the guardrail models the transfer path never calls")  # fmt: skip
+    memory_advice = (
+        "Cosmos 3 cannot offload its diffusion model; FSDP splits its weights over the GPUs, so more "
+        'GPUs per run is the main fix, and "cosmos_assets": {"cosmos3": {"guardrails": false}} skips '
+        "loading the guardrail models the transfer path never calls"
+    )
 
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
         raise_file_problems(spec, project_root, prompt_path)  # before translate maps (or opens) the paths
@@ -243,8 +288,9 @@ class Cosmos3Backend(ModelBackend):
     def prompt_warnings(self, spec: TransferSpec, project_root: Path | None = None) -> list[str]:
         return translate(spec, "prompt", project_root)[0].warnings
 
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
-                   project_root: Path | None = None) -> ModelRequest:
+    def generation(
+        self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int, project_root: Path | None = None
+    ) -> ModelRequest:
         translation, launch = translate(spec, prompt, project_root)
         translation.raise_if_problems(f"inputs/prompts/{prompt}.json")
         spec_remote = f"inputs/prompts/{prompt}.json"
@@ -259,13 +305,17 @@ class Cosmos3Backend(ModelBackend):
             output_folder=output_dir,
             num_gpus=num_gpus,
             env={**CACHE_ENV, **pixels.pin_env(launch.checkpoint_revision)},
-            settings={**launch.model_dump(), "checkpoint": launch.checkpoint,
-                      "weights_gb": pixels.WEIGHTS_GB[launch.size], "warnings": translation.warnings},
+            settings={
+                **launch.model_dump(),
+                "checkpoint": launch.checkpoint,
+                "weights_gb": pixels.WEIGHTS_GB[launch.size],
+                "warnings": translation.warnings,
+            },
             cache_dirs=dict(CACHE_DIRS),
             cache_free_gb=CACHE_FREE_GB,
             **pixels.checkpoint_fields(launch.size, launch.checkpoint, launch.checkpoint_revision, num_gpus),
             served=cosmos3_serve.served_call(translation.spec, argv, num_gpus, launch.size, frames),
-        )  # fmt: skip
+        )
         return ModelRequest(spec=translation.spec, spec_remote=spec_remote, invocation=invocation)
 
     def invocation_keys(self) -> dict[str, InvocationKey]:
@@ -293,16 +343,25 @@ class Cosmos3Backend(ModelBackend):
         settings = {k: v for k, v in item.request.invocation.settings.items() if k != "warnings"}
         return json.dumps([self.name, settings, item.request.invocation.num_gpus], sort_keys=True, default=str)
 
-    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+    def batch_generation(
+        self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1
+    ) -> BatchRequest:
         first = items[0].request
         output_dir = f"outputs/.batches/{batch_id}"
         argv = list(first.invocation.argv)
         at = argv.index("-i") + 1
-        argv[at:at + 1] = [item.request.spec_remote for item in items]
+        argv[at : at + 1] = [item.request.spec_remote for item in items]
         argv[argv.index("-o") + 1] = output_dir
-        invocation = first.invocation.model_copy(update={"argv": tuple(argv), "output_folder": output_dir,
-                                                         "served": None})  # a batch is one-shot: one load anyway
+        invocation = first.invocation.model_copy(
+            update={"argv": tuple(argv), "output_folder": output_dir, "served": None}
+        )  # a batch is one-shot: one load anyway
         names = tuple(item.request.spec["name"] for item in items)
-        return BatchRequest(request=ModelRequest(spec=first.spec, spec_remote=first.spec_remote, invocation=invocation),
-                            item_folders=names, item_texts=tuple(None for _ in items), prompt_file="", batch_size=1,
-                            item_video="vision.mp4", nested=True)  # fmt: skip
+        return BatchRequest(
+            request=ModelRequest(spec=first.spec, spec_remote=first.spec_remote, invocation=invocation),
+            item_folders=names,
+            item_texts=tuple(None for _ in items),
+            prompt_file="",
+            batch_size=1,
+            item_video="vision.mp4",
+            nested=True,
+        )

@@ -34,8 +34,10 @@ LAUNCH_SETTINGS = ("guardrails", "use_torch_compile", "offload_guardrail_models"
 # Block settings a prompt file's top level may not carry: the top level is the Transfer1 spec, which Cosmos 3 does not
 # read for these, and a setting that changes the pixels is never dropped in silence.
 TOP_LEVEL_REFUSED: dict[str, tuple[str, str]] = {
-    "diffusion_cache": ("its diffusion cache (a lossy speed-up: it changes the pixels)",
-                        "move it into the prompt's block: cosmos_assets.cosmos3.diffusion_cache"),
+    "diffusion_cache": (
+        "its diffusion cache (a lossy speed-up: it changes the pixels)",
+        "move it into the prompt's block: cosmos_assets.cosmos3.diffusion_cache",
+    ),
 }
 _SIZE_FIX = "remove it; choose the model with cosmos_assets.cosmos3.size (nano, super or edge)"
 SPECIAL_KEYS: dict[str, tuple[str, str]] = {

@@ -21,8 +21,10 @@ GENERIC_VIDEO2VIDEO = {"guidance": 6.0, "control_guidance": 1.0, "shift": 10.0, 
 HINTS = ("edge", "blur", "depth", "seg", "wsm")
 
 GIB_IN_GB = 1.073741824
-NIM_SOURCE = ("NIM support matrix, NVIDIA/cosmos@31ea3dca cookbooks/cosmos3/nim/support-matrix.md:83 "
-              "(docs/upstream/cosmos3-nim.md §4)")
+NIM_SOURCE = (
+    "NIM support matrix, NVIDIA/cosmos@31ea3dca cookbooks/cosmos3/nim/support-matrix.md:83 "
+    "(docs/upstream/cosmos3-nim.md §4)"
+)
 # Per-GPU floors for transfer (binary GiB per device, whatever the GPU count). The framework runs BF16 without model
 # offload, so its row is the one that applies; FP8 (50 GiB) and layer offload (35 GiB) are NIM profiles it lacks.
 TRANSFER_FLOOR_GIB = {"nano": 64}
@@ -33,8 +35,10 @@ def gpu_memory_floor(size: str, weights_gb: float, num_gpus: int) -> tuple[float
     floor = TRANSFER_FLOOR_GIB.get(size)
     if floor is not None:
         return floor * GIB_IN_GB, f"{floor} GiB per GPU for {size} transfer at BF16 without offload ({NIM_SOURCE})"
-    return weights_gb / num_gpus, (f"{weights_gb:g} GB of weights split over {num_gpus} GPU(s) (docs/faq.md; no "
-                                   f"published transfer figure for {size}, peak memory UNVERIFIED)")
+    return weights_gb / num_gpus, (
+        f"{weights_gb:g} GB of weights split over {num_gpus} GPU(s) (docs/faq.md; no "
+        f"published transfer figure for {size}, peak memory UNVERIFIED)"
+    )
 
 
 def hf_repo(checkpoint: str) -> str:
@@ -55,8 +59,12 @@ def checkpoint_fields(size: str, checkpoint: str, pinned: str | None, num_gpus: 
     """The Invocation's memory floor (and its source), where the revision is read after the run, and the pin."""
     memory_gb, source = gpu_memory_floor(size, WEIGHTS_GB[size], num_gpus)
     repo = hf_repo(checkpoint)
-    return {"gpu_memory_gb": memory_gb, "gpu_memory_source": source, "revision_files": {repo: refs_main(checkpoint)},
-            "pinned_revisions": {repo: pinned} if pinned else {}}
+    return {
+        "gpu_memory_gb": memory_gb,
+        "gpu_memory_source": source,
+        "revision_files": {repo: refs_main(checkpoint)},
+        "pinned_revisions": {repo: pinned} if pinned else {},
+    }
 
 
 def pin_env(pinned: str | None) -> dict[str, str]:
@@ -81,6 +89,8 @@ def generic_defaults(spec: dict[str, Any]) -> dict[str, Any]:
 
 def defaults_warning(applied: dict[str, Any]) -> str:
     values = ", ".join(f"{key} {value:g}" for key, value in applied.items())
-    return (f"several controls: upstream's generic video2video defaults apply where the prompt sets none, written into "
-            f"the spec: {values} (one control gets tuned values instead, e.g. guidance 3.0, control_guidance 1.5, "
-            "shift 10.0; the cookbook's multi_control.json uses those: set them in cosmos_assets.cosmos3)")
+    return (
+        f"several controls: upstream's generic video2video defaults apply where the prompt sets none, written into "
+        f"the spec: {values} (one control gets tuned values instead, e.g. guidance 3.0, control_guidance 1.5, "
+        "shift 10.0; the cookbook's multi_control.json uses those: set them in cosmos_assets.cosmos3)"
+    )

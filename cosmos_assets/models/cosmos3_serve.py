@@ -28,7 +28,11 @@ REFERENCE_SECONDS = {
 }
 REFERENCE_FRAMES = 121  # UNVERIFIED: the benchmark does not state its clip; the NIM cookbook's comparison set uses 121
 CHUNK_FRAMES, CONDITIONAL_FRAMES = 93, 1  # args.py:788-790 defaults; chunks as inference/transfer.py:43-54
-SIZE_FACTOR = {"nano": 1.0, "edge": 1.0, "super": 4.0}  # UNVERIFIED: only Nano is benchmarked; Super by its weights (4x)
+SIZE_FACTOR = {
+    "nano": 1.0,
+    "edge": 1.0,
+    "super": 4.0,
+}  # UNVERIFIED: only Nano is benchmarked; Super by its weights (4x)
 HINTS = ("edge", "blur", "depth", "seg", "wsm")
 # OmniSampleOverrides' fields (args.py:1048-1055 and its bases, docs/upstream/cosmos3-serve.md §4)
 REQUEST_FIELDS = frozenset({
@@ -60,7 +64,11 @@ def service_request(spec: dict[str, Any]) -> dict[str, Any]:
         if key not in REQUEST_FIELDS or key in SET_BY_US:
             raise ValueError(f"{key}: not a field the serving app takes from a client (OmniSampleOverrides)")
         if key in HINTS:
-            extra = set(value) - HINT_FIELDS - HINT_EXTRA.get(key, set()) if isinstance(value, dict) else {"(not an object)"}
+            extra = (
+                set(value) - HINT_FIELDS - HINT_EXTRA.get(key, set())
+                if isinstance(value, dict)
+                else {"(not an object)"}
+            )
             if extra:
                 raise ValueError(f"{key}.{sorted(extra)[0]}: not a field of the serving app's {key} block")
     return dict(spec)
@@ -76,8 +84,8 @@ def service_argv(launch_argv: list[str] | tuple[str, ...], num_gpus: int) -> tup
     argv = list(launch_argv)
     start = argv.index("-m")
     if argv[start + 1] != CLI_MODULE:
-        raise ValueError(f"not a Cosmos 3 inference command: {argv[:start + 2]}")
-    rest, flags, i = argv[start + 2:], [], 0
+        raise ValueError(f"not a Cosmos 3 inference command: {argv[: start + 2]}")
+    rest, flags, i = argv[start + 2 :], [], 0
     while i < len(rest):
         word = rest[i]
         i += 1
@@ -111,25 +119,41 @@ def estimate_seconds(spec: dict[str, Any], size: str, frames: int | None) -> tup
         return None, f"resolution {resolution} has no published transfer timing"
     cap = spec.get("max_frames") or spec.get("num_frames")
     frames = min(frames, int(cap)) if cap else frames
-    seconds = REFERENCE_SECONDS[kind][resolution] * chunks(frames) / chunks(REFERENCE_FRAMES) * SIZE_FACTOR.get(size, 1.0)
+    seconds = (
+        REFERENCE_SECONDS[kind][resolution] * chunks(frames) / chunks(REFERENCE_FRAMES) * SIZE_FACTOR.get(size, 1.0)
+    )
     what = f"{resolution}p, {'several controls' if kind == 'multi' else 'one control'}, {frames} frames ({chunks(frames)} chunk(s))"
     return seconds, what
 
 
-def served_call(spec: dict[str, Any], launch_argv: list[str] | tuple[str, ...], num_gpus: int, size: str,
-                frames: int | None) -> ServedCall:  # fmt: skip
+def served_call(
+    spec: dict[str, Any], launch_argv: list[str] | tuple[str, ...], num_gpus: int, size: str, frames: int | None
+) -> ServedCall:
     """The run as a request to the serving app, and whether the app can finish it within its 300 s."""
     seconds, what = estimate_seconds(spec, size, frames)
     if seconds is None:
         fits, why = False, f"one-shot: {what}; the serving app stops waiting after {APP_LIMIT_S:.0f} s"
     elif seconds <= BUDGET_S:
-        fits, why = True, f"served: {what} is about {seconds:.0f} s on an H100, within the serving app's {APP_LIMIT_S:.0f} s"
+        fits, why = (
+            True,
+            f"served: {what} is about {seconds:.0f} s on an H100, within the serving app's {APP_LIMIT_S:.0f} s",
+        )
     else:
-        fits, why = False, (f"one-shot: {what} is about {seconds:.0f} s on an H100 (upstream's transfer timings), past "
-                            f"what the serving app waits for one request ({APP_LIMIT_S:.0f} s, serve.py:166)")
-    return ServedCall(service_argv=service_argv(launch_argv, num_gpus), entry_point=SERVE_ENTRY_POINT,
-                      request=service_request(spec), fits=fits,
-                      why=why, estimate_seconds=None if seconds is None else round(seconds, 1))  # fmt: skip
+        fits, why = (
+            False,
+            (
+                f"one-shot: {what} is about {seconds:.0f} s on an H100 (upstream's transfer timings), past "
+                f"what the serving app waits for one request ({APP_LIMIT_S:.0f} s, serve.py:166)"
+            ),
+        )
+    return ServedCall(
+        service_argv=service_argv(launch_argv, num_gpus),
+        entry_point=SERVE_ENTRY_POINT,
+        request=service_request(spec),
+        fits=fits,
+        why=why,
+        estimate_seconds=None if seconds is None else round(seconds, 1),
+    )
 
 
 def clip_frames(project_root: Path | None, relative: str | None) -> int | None:

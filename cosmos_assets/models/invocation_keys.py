@@ -13,24 +13,26 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 PROJECT_SETS = "remove it; the project sets it"
-INPUT_PATH_FIX = ("remove it; the project stages and sets the inputs from the prompt file's own input_video_path "
-                  "and <control>.input_control")  # fmt: skip
+INPUT_PATH_FIX = (
+    "remove it; the project stages and sets the inputs from the prompt file's own input_video_path "
+    "and <control>.input_control"
+)
 NAME_FIX = "remove it; the project names each sample after its prompt (its file name)"
 GPU_FIX = "remove it; the GPU count is the project's: NUM_GPU, or num_gpus in the run config"
 LAUNCH_FIX = "remove it; the project sets the launch (docs/models.md lists what the cosmos_assets block may set)"
 
 
-
-@lru_cache(maxsize=None)
+@cache
 def contract(name: str) -> dict[str, Any]:
     """A contract shipped in ``cosmos_assets/contract/`` (upstream's flags or spec schema), parsed once a process.
     Shared: read it, never change it."""
     return json.loads(resources.files("cosmos_assets").joinpath(f"contract/{name}").read_text(encoding="utf-8"))
+
 
 @dataclass(frozen=True)
 class InvocationKey:
@@ -72,8 +74,9 @@ def cli_flags(cli: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def invocation_problems(data: Mapping[str, Any], keys: Mapping[str, InvocationKey],
-                        prefix: str = "") -> Iterator[tuple[str, str, Any]]:  # fmt: skip
+def invocation_problems(
+    data: Mapping[str, Any], keys: Mapping[str, InvocationKey], prefix: str = ""
+) -> Iterator[tuple[str, str, Any]]:
     """(field, message, value) for every key of ``data`` (and ``<block>.<key>`` one level down) in ``keys``."""
     for key, value in data.items():
         found = keys.get(key)
@@ -90,13 +93,24 @@ def schema_path_fields(schema: Mapping[str, Any], blocks: tuple[str, ...]) -> li
     """The path fields of a ``spec_schema.json`` (``x-path``): top-level ones, and ``<block>.<field>`` for a path
     field of any ``$defs`` entry (the control blocks)."""
     top = [name for name, info in schema.get("properties", {}).items() if "x-path" in info]
-    nested = sorted({name for entry in schema.get("$defs", {}).values()
-                     for name, info in entry.get("properties", {}).items() if "x-path" in info})  # fmt: skip
+    nested = sorted(
+        {
+            name
+            for entry in schema.get("$defs", {}).values()
+            for name, info in entry.get("properties", {}).items()
+            if "x-path" in info
+        }
+    )
     return top + [f"{block}.{name}" for block in blocks for name in nested]
 
 
-def classify_flags(model: str, flags: Mapping[str, Mapping[str, Any]], sample_groups: tuple[str, ...],
-                   launch_settings: tuple[str, ...], special: Mapping[str, tuple[str, str]]) -> dict[str, InvocationKey]:  # fmt: skip
+def classify_flags(
+    model: str,
+    flags: Mapping[str, Mapping[str, Any]],
+    sample_groups: tuple[str, ...],
+    launch_settings: tuple[str, ...],
+    special: Mapping[str, tuple[str, str]],
+) -> dict[str, InvocationKey]:
     """A model's invocation-level flags, derived from its ``cli.json``: every flag outside the per-sample groups
     (setup, root: the launch) except the ``launch_settings`` the project passes from the prompt's model block, and
     every per-sample flag that takes a path; ``special`` names the rest (what it sets, the fix) and overrides the

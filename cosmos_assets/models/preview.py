@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmos_assets.models import preview_model as preview_program
 from cosmos_assets.machines.job import Invocation, StagedFile
+from cosmos_assets.models import preview_model as preview_program
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelRequest
 from cosmos_assets.models.transfer1 import GUARDRAIL_MARKER, Transfer1Backend
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT, TransferInvocation, transfer_argv
@@ -37,18 +37,28 @@ class PreviewBackend(Transfer1Backend):
     description = "preview backend: composites the control videos, no GPU (a preview of the pipeline, not the model)"
     is_preview = True
 
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
-                   project_root: Path | None = None) -> ModelRequest:
+    def generation(
+        self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int, project_root: Path | None = None
+    ) -> ModelRequest:
         return self._with_program(super().generation(prompt, spec, run_id, num_gpus, project_root))
 
-    def upscale(self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float) -> ModelRequest:
+    def upscale(
+        self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float
+    ) -> ModelRequest:
         return self._with_program(super().upscale(prompt, generated_remote, run_id, num_gpus, control_weight))
 
-    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+    def batch_generation(
+        self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1
+    ) -> BatchRequest:
         batch = super().batch_generation(batch_id, items, num_gpus, batch_size)
-        return BatchRequest(request=self._with_program(batch.request), item_folders=batch.item_folders,
-                            item_texts=batch.item_texts, prompt_file=batch.prompt_file, batch_size=batch.batch_size,
-                            batch_file=batch.batch_file)  # fmt: skip
+        return BatchRequest(
+            request=self._with_program(batch.request),
+            item_folders=batch.item_folders,
+            item_texts=batch.item_texts,
+            prompt_file=batch.prompt_file,
+            batch_size=batch.batch_size,
+            batch_file=batch.batch_file,
+        )
 
     def invocation(self, spec: TransferSpec, flags: TransferInvocation) -> Invocation:
         argv = transfer_argv(flags)
@@ -68,5 +78,9 @@ class PreviewBackend(Transfer1Backend):
     @staticmethod
     def _with_program(request: ModelRequest) -> ModelRequest:
         program = StagedFile(local=PROGRAM_LOCAL, remote=PROGRAM_REMOTE)
-        return ModelRequest(spec=request.spec, spec_remote=request.spec_remote, invocation=request.invocation,
-                            program_files=[program, *request.program_files])
+        return ModelRequest(
+            spec=request.spec,
+            spec_remote=request.spec_remote,
+            invocation=request.invocation,
+            program_files=[program, *request.program_files],
+        )

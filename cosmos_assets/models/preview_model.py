@@ -50,14 +50,14 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
-from av.video.frame import PictureType
 import numpy as np
+from av.video.frame import PictureType
 
 TAG = "[preview]"
 BANNER = "cosmos-transfer1 preview backend (not the model)"
@@ -77,8 +77,16 @@ ARGUMENTS: dict[str, dict] = {
     "--input_video_path": {"type": "str", "default": ""},
     "--num_input_frames": {"type": "int", "default": 1, "choices": [1]},
     "--sigma_max": {"type": "float", "default": 70.0},
-    "--blur_strength": {"type": "str", "default": "medium", "choices": ["very_low", "low", "medium", "high", "very_high"]},
-    "--canny_threshold": {"type": "str", "default": "medium", "choices": ["very_low", "low", "medium", "high", "very_high"]},
+    "--blur_strength": {
+        "type": "str",
+        "default": "medium",
+        "choices": ["very_low", "low", "medium", "high", "very_high"],
+    },
+    "--canny_threshold": {
+        "type": "str",
+        "default": "medium",
+        "choices": ["very_low", "low", "medium", "high", "very_high"],
+    },
     "--controlnet_specs": {"type": "str", "required": True},
     "--is_av_sample": {"type": "flag"},
     "--checkpoint_dir": {"type": "str", "default": "checkpoints"},
@@ -221,7 +229,9 @@ def validate(args: argparse.Namespace, controls: dict[str, dict], spec_path: str
                 f"{spec_path}: no input_video_path, so every control needs input_control; missing for {', '.join(lacking)}"
             )
         if float(args.sigma_max) < 80:
-            raise UsageError(f"{spec_path}: without input_video_path sigma_max must be at least 80 (got {args.sigma_max})")
+            raise UsageError(
+                f"{spec_path}: without input_video_path sigma_max must be at least 80 (got {args.sigma_max})"
+            )
     if "upscale" in controls and not args.input_video_path:
         raise UsageError(f"{spec_path}: the upscale control needs input_video_path (the video to upscale)")
     for path in [args.input_video_path] + [c.get("input_control") for c in controls.values()]:
@@ -235,7 +245,9 @@ def check_environment(args: argparse.Namespace) -> tuple[int, int]:
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.upsample_prompt and "RANK" not in os.environ:
-        raise RunError("--upsample_prompt reads RANK, which only torchrun sets: KeyError: 'RANK' (launch with torchrun)")
+        raise RunError(
+            "--upsample_prompt reads RANK, which only torchrun sets: KeyError: 'RANK' (launch with torchrun)"
+        )
     if args.num_gpus < 1 or 16 % args.num_gpus:
         raise UsageError(f"--num_gpus {args.num_gpus}: context parallelism needs a divisor of 16 (1, 2, 4, 8, 16)")
     if args.num_gpus > 1 and world != args.num_gpus:
@@ -360,7 +372,9 @@ class Mp4Writer:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
         self.container = av.open(str(self.tmp), "w", format="mp4")
-        self.container.metadata["comment"] = "cosmos-assets preview backend: a preview of the pipeline, not Cosmos-Transfer1"
+        self.container.metadata["comment"] = (
+            "cosmos-assets preview backend: a preview of the pipeline, not Cosmos-Transfer1"
+        )
         self.stream = self.container.add_stream("libx264", rate=fps)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.stream.codec_context.thread_type = "FRAME"
@@ -431,7 +445,11 @@ def generate(args: argparse.Namespace, controls: dict[str, dict], weights: dict[
         with ThreadPoolExecutor(2) as pool:
             for index in range(frames):
                 layers = {name: _next_frame(s, paths[name], index).to_ndarray() for name, s in streams.items()}
-                pending.append(pool.submit(lambda frame_layers=layers: stamp_watermark(composite(frame_layers, weights, tint), mask)))
+                pending.append(
+                    pool.submit(
+                        lambda frame_layers=layers: stamp_watermark(composite(frame_layers, weights, tint), mask)
+                    )
+                )
                 if len(pending) >= 4 or index + 1 == frames:
                     while pending and (len(pending) >= 4 or index + 1 == frames):
                         writer.write(av.VideoFrame.from_ndarray(pending.popleft().result(), format="rgb24"))
@@ -478,8 +496,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     controls, arguments = split_spec(spec, args.controlnet_specs)
     merge_arguments(args, arguments, argv)
     weights = validate(args, controls, args.controlnet_specs)
-    log(f"{BANNER}: controls {', '.join(f'{k}={w:g}' for k, w in weights.items())}; seed {args.seed}; "
-        f"num_steps {args.num_steps}; world size {world}")
+    log(
+        f"{BANNER}: controls {', '.join(f'{k}={w:g}' for k, w in weights.items())}; seed {args.seed}; "
+        f"num_steps {args.num_steps}; world size {world}"
+    )
     simulate_model_load()
     if args.batch_input_path:
         return run_batch(args, controls, rank, world)
@@ -511,12 +531,16 @@ def fail_as_asked(fault: str, args: argparse.Namespace) -> None:
             log(f"{BANNER}: --offload_diffusion_transformer given: the stand-in fits in GPU memory")
             return
         step_log(1, 2, "generate")
-        print("Traceback (most recent call last):\n"
-              '  File "/workspace/cosmos_transfer1/diffusion/inference/transfer.py", line 380, in <module>\n'
-              "    demo(args)\n"
-              "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
-              "79.10 GiB of which 1.20 GiB is free. Including non-PyTorch memory, this process has 77.89 GiB memory in "
-              "use. (preview stand-in)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            "Traceback (most recent call last):\n"
+            '  File "/workspace/cosmos_transfer1/diffusion/inference/transfer.py", line 380, in <module>\n'
+            "    demo(args)\n"
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
+            "79.10 GiB of which 1.20 GiB is free. Including non-PyTorch memory, this process has 77.89 GiB memory in "
+            "use. (preview stand-in)",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(EXIT_RUNTIME)
     if fault == "OOM_TEST_HOST":
         held = []
@@ -574,7 +598,9 @@ def read_batch(path: str, controls: dict[str, dict]) -> list[dict]:
     return items
 
 
-def item_inputs(args: argparse.Namespace, controls: dict[str, dict], item: dict) -> tuple[argparse.Namespace, dict[str, dict]]:
+def item_inputs(
+    args: argparse.Namespace, controls: dict[str, dict], item: dict
+) -> tuple[argparse.Namespace, dict[str, dict]]:
     """This item's arguments (its prompt and visual input) and controls (the spec's, updated by its overrides)."""
     item_args = argparse.Namespace(**vars(args))
     item_args.prompt = item["prompt"]

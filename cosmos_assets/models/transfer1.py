@@ -14,9 +14,15 @@ from pydantic import BaseModel, ConfigDict
 from cosmos_assets.machines.job import Invocation
 from cosmos_assets.models.base import BatchItem, BatchRequest, ModelBackend, ModelRequest
 from cosmos_assets.models.invocation_keys import InvocationKey
-from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, invocation_keys, transfer_argv
-from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
+from cosmos_assets.models.transfer1_cli import (
+    ENTRY_POINT,
+    OFFLOAD_FLAGS,
+    TransferInvocation,
+    invocation_keys,
+    transfer_argv,
+)
 from cosmos_assets.prompts.inputs import check_for_run
+from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
 
 GUARDRAIL_MARKER = "GUARDRAIL BLOCKED"
 UPSCALE_NUM_STEPS = 10
@@ -26,8 +32,12 @@ AV_MODEL_DIR = "nvidia/Cosmos-Transfer1-7B-Sample-AV"
 # Checkpoint paths under the checkpoint dir, from cosmos_transfer1/checkpoints.py (docs/upstream/transfer1.md#checkpoints).
 # Every run: the tokenizer, the text encoder, and the guardrails (Cosmos-Guardrail1 and the text guardrail's LLM,
 # docs/upstream/transfer1.md#checkpoints).
-ALWAYS_NEEDED = ("nvidia/Cosmos-Tokenize1-CV8x8x8-720p", "google-t5/t5-11b", "nvidia/Cosmos-Guardrail1",
-                 "meta-llama/Llama-Guard-3-8B")
+ALWAYS_NEEDED = (
+    "nvidia/Cosmos-Tokenize1-CV8x8x8-720p",
+    "google-t5/t5-11b",
+    "nvidia/Cosmos-Guardrail1",
+    "meta-llama/Llama-Guard-3-8B",
+)
 CONTROL_CHECKPOINTS: dict[str, tuple[str, ...]] = {
     "vis": (f"{MODEL_DIR}/base_model.pt", f"{MODEL_DIR}/vis_control.pt"),
     "edge": (f"{MODEL_DIR}/base_model.pt", f"{MODEL_DIR}/edge_control.pt"),
@@ -120,8 +130,11 @@ class BatchLine(BaseModel):
 
 def batch_line(spec: TransferSpec) -> BatchLine:
     """The item of ``spec``: its prompt, its visual input and every control's own input video."""
-    return BatchLine(prompt=spec.prompt or "", visual_input=spec.input_video_path or None,
-                     control_overrides={key: {"input_control": control.input_control} for key, control in spec.controls()})
+    return BatchLine(
+        prompt=spec.prompt or "",
+        visual_input=spec.input_video_path or None,
+        control_overrides={key: {"input_control": control.input_control} for key, control in spec.controls()},
+    )
 
 
 def upscale_line(spec: TransferSpec) -> BatchLine:
@@ -153,8 +166,10 @@ class Transfer1Backend(ModelBackend):
     can_upscale = True
     # out of GPU memory (runs/oom.py): what moves to CPU memory, and how a prompt file asks for it for good
     offload_flags = tuple(f"--{name}" for name in OFFLOAD_FLAGS)
-    memory_advice = ('to offload for good, put "offload_diffusion_transformer": true in the prompt file '
-                     "(a top-level key is set on transfer.py's arguments)")  # fmt: skip
+    memory_advice = (
+        'to offload for good, put "offload_diffusion_transformer": true in the prompt file '
+        "(a top-level key is set on transfer.py's arguments)"
+    )
 
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
         check_for_run(spec, prompt_path, project_root)
@@ -162,21 +177,27 @@ class Transfer1Backend(ModelBackend):
     def invocation_keys(self) -> dict[str, InvocationKey]:
         return invocation_keys(self.name)
 
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
-                   project_root: Path | None = None) -> ModelRequest:
+    def generation(
+        self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int, project_root: Path | None = None
+    ) -> ModelRequest:
         flags = generation_invocation(prompt, run_id, num_gpus)
         if (spec.__pydantic_extra__ or {}).get("upsample_prompt") is True:
             # The prompt's own setting, made the invocation's: torchrun (the upsampler reads RANK), the upsampler's
             # checkpoint in the preflight, and a batch that maps outputs by position (prompt.txt is rewritten).
             flags = flags.model_copy(update={"extra": {**flags.extra, "upsample_prompt": True}})
         # transfer.py rejects object-valued keys it does not know: the cosmos_assets block stays out of its spec.
-        return ModelRequest(spec=spec.model_spec_dict(), spec_remote=flags.spec_path,
-                            invocation=self.invocation(spec, flags))
+        return ModelRequest(
+            spec=spec.model_spec_dict(), spec_remote=flags.spec_path, invocation=self.invocation(spec, flags)
+        )
 
-    def upscale(self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float) -> ModelRequest:
+    def upscale(
+        self, prompt: str, generated_remote: str, run_id: str, num_gpus: int, control_weight: float
+    ) -> ModelRequest:
         spec = upscale_spec(generated_remote, control_weight)
         flags = upscale_invocation(prompt, run_id, num_gpus)
-        return ModelRequest(spec=spec.to_json_dict(), spec_remote=flags.spec_path, invocation=self.invocation(spec, flags))
+        return ModelRequest(
+            spec=spec.to_json_dict(), spec_remote=flags.spec_path, invocation=self.invocation(spec, flags)
+        )
 
     def invocation(self, spec: TransferSpec, flags: TransferInvocation) -> Invocation:
         """transfer.py with these flags for this spec: its argv, checkpoints and output folder."""
@@ -192,9 +213,12 @@ class Transfer1Backend(ModelBackend):
         )
 
     def batch_key(self, item: BatchItem) -> str | None:
-        if "upscale" in item.request.spec:  # upscales share a load with upscales only (docs/upstream/transfer1-batch-upscale.md)
-            return json.dumps([self.name, "upscale", shared_part(item.request.spec, item.request.invocation.settings)],
-                              sort_keys=True)  # fmt: skip
+        if (
+            "upscale" in item.request.spec
+        ):  # upscales share a load with upscales only (docs/upstream/transfer1-batch-upscale.md)
+            return json.dumps(
+                [self.name, "upscale", shared_part(item.request.spec, item.request.invocation.settings)], sort_keys=True
+            )
         if not item.spec.prompt:
             return None  # no text to check an output against
         return json.dumps([self.name, shared_part(item.request.spec, item.request.invocation.settings)], sort_keys=True)
@@ -203,7 +227,9 @@ class Transfer1Backend(ModelBackend):
         # upstream forces batch size 1 for the upscale (transfer.py:290-293): video_<i> is written by item i alone
         return None if "upscale" in item.request.spec else super().batch_text(item)
 
-    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+    def batch_generation(
+        self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1
+    ) -> BatchRequest:
         """transfer.py ``--batch_input_path``: the first item's spec gives the controls and the shared settings (equal
         for all, by :meth:`batch_key`), the JSONL each item's prompt and videos; outputs in ``video_<i>/``."""
         first = items[0]
@@ -215,13 +241,18 @@ class Transfer1Backend(ModelBackend):
         jsonl = "".join(line.model_dump_json() + "\n" for line in lines)
         jsonl_remote = f"{BATCH_INPUTS_DIR}/{batch_id}.jsonl"
         base = TransferInvocation.model_validate(first.request.invocation.settings)
-        flags = base.model_copy(update={
-            "spec_path": f"{BATCH_INPUTS_DIR}/{batch_id}.json",
-            "video_save_folder": f"{BATCH_OUTPUTS_DIR}/{batch_id}",
-            "extra": {**base.extra, "batch_input_path": jsonl_remote, "batch_size": size},
-        })  # fmt: skip
-        request = ModelRequest(spec=first.request.spec, spec_remote=flags.spec_path,
-                               invocation=self.invocation(first.spec, TransferInvocation.model_validate(flags.model_dump())))
+        flags = base.model_copy(
+            update={
+                "spec_path": f"{BATCH_INPUTS_DIR}/{batch_id}.json",
+                "video_save_folder": f"{BATCH_OUTPUTS_DIR}/{batch_id}",
+                "extra": {**base.extra, "batch_input_path": jsonl_remote, "batch_size": size},
+            }
+        )
+        request = ModelRequest(
+            spec=first.request.spec,
+            spec_remote=flags.spec_path,
+            invocation=self.invocation(first.spec, TransferInvocation.model_validate(flags.model_dump())),
+        )
         return BatchRequest(
             request=request,
             item_folders=tuple(f"video_{i}" for i in range(len(items))),

@@ -24,7 +24,9 @@ OFFLOAD_FLAGS = (
     "offload_prompt_upsampler",
 )  # fmt: skip
 # Always on the command line, so a spec's top-level key of the same name never overrides them.
-ALWAYS_PASSED_FLAGS = frozenset({"controlnet_specs", "video_save_folder", "video_save_name", "checkpoint_dir", "num_gpus"})
+ALWAYS_PASSED_FLAGS = frozenset(
+    {"controlnet_specs", "video_save_folder", "video_save_name", "checkpoint_dir", "num_gpus"}
+)
 # Flags the invocation sets through its own fields; `extra` may not set them a second time.
 RESERVED_FLAGS = ALWAYS_PASSED_FLAGS | {"num_steps", *OFFLOAD_FLAGS}
 
@@ -242,11 +244,15 @@ def _format_value(value: FlagValue) -> str:
 
 def _flag_args(inv: TransferInvocation) -> list[str]:
     args = [
-        "--checkpoint_dir", inv.checkpoint_dir,
-        "--video_save_folder", inv.video_save_folder,
-        "--video_save_name", inv.video_save_name,
-        "--controlnet_specs", inv.spec_path,
-    ]  # fmt: skip
+        "--checkpoint_dir",
+        inv.checkpoint_dir,
+        "--video_save_folder",
+        inv.video_save_folder,
+        "--video_save_name",
+        inv.video_save_name,
+        "--controlnet_specs",
+        inv.spec_path,
+    ]
     if inv.num_steps is not None:
         args += ["--num_steps", str(inv.num_steps)]
     args += [f"--{name}" for name in OFFLOAD_FLAGS if getattr(inv, name)]
@@ -267,5 +273,3 @@ def transfer_argv(inv: TransferInvocation) -> list[str]:
     else:
         launcher = ["python3"]
     return [*launcher, ENTRY_POINT, *_flag_args(inv)]
-
-

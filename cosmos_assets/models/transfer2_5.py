@@ -27,10 +27,10 @@ from cosmos_assets.models.translate import (
     CACHE_ENV,
     Translation,
     block_field,
-    raise_file_problems,
     in_container,
     merge_overrides,
     number_text,
+    raise_file_problems,
     split_block,
     validate_into,
 )
@@ -113,17 +113,23 @@ def translate(spec: TransferSpec, prompt: str) -> tuple[Translation, Launch25]:
     launch_data, overrides = split_block(spec, NAME, LAUNCH_KEYS)
     data: dict[str, Any] = {"name": prompt}
     if spec.prompt is None:
-        out.problem("prompt", "missing; Transfer2.5 needs a prompt (add \"prompt\": \"...\")")
+        out.problem("prompt", 'missing; Transfer2.5 needs a prompt (add "prompt": "...")')
     else:
         data["prompt"] = spec.prompt
     if spec.negative_prompt is not None:
         if not spec.negative_prompt.strip():
-            out.problem("negative_prompt", "is empty, which Transfer2.5's guardrail blocks ('Input is empty'); "
-                        "remove it to use the default", spec.negative_prompt, True)  # fmt: skip
+            out.problem(
+                "negative_prompt",
+                "is empty, which Transfer2.5's guardrail blocks ('Input is empty'); remove it to use the default",
+                spec.negative_prompt,
+                True,
+            )
         data["negative_prompt"] = spec.negative_prompt
     if not spec.input_video_path:
-        out.problem("input_video_path", "missing; Transfer2.5 needs the RGB video (video_path): give "
-                    "inputs/videos/<shot>/color.mp4")  # fmt: skip
+        out.problem(
+            "input_video_path",
+            "missing; Transfer2.5 needs the RGB video (video_path): give inputs/videos/<shot>/color.mp4",
+        )
     else:
         data["video_path"] = in_container(spec.input_video_path)
     if spec.sigma_max is not None:
@@ -131,42 +137,70 @@ def translate(spec: TransferSpec, prompt: str) -> tuple[Translation, Launch25]:
     if spec.seed is not None:
         data["seed"] = spec.seed
     if spec.num_video_frames is not None:
-        out.dropped("num_video_frames", "Transfer2.5 generates as many frames as video_path has; cap them with "
-                    f"{block_field(NAME, 'max_frames')}")  # fmt: skip
+        out.dropped(
+            "num_video_frames",
+            f"Transfer2.5 generates as many frames as video_path has; cap them with {block_field(NAME, 'max_frames')}",
+        )
     for key, control in spec.controls():
         if key not in CONTROL_KEYS:
-            out.problem(key, f"Transfer2.5 has no {key} control (only edge, vis, depth, seg); remove it or run "
-                        "this prompt on cosmos-transfer1")  # fmt: skip
+            out.problem(
+                key,
+                f"Transfer2.5 has no {key} control (only edge, vis, depth, seg); remove it or run "
+                "this prompt on cosmos-transfer1",
+            )
             continue
         block: dict[str, Any] = {}
         if control.input_control is not None:
             block["control_path"] = in_container(control.input_control)
         weight = control.weight_value()
         if weight is None:
-            out.problem(f"{key}.control_weight", "a .pt weight map cannot be carried over: Transfer2.5 takes a number "
-                        "0..1 (use mask_prompt in the model block for a spatial mask)", control.control_weight, True)
+            out.problem(
+                f"{key}.control_weight",
+                "a .pt weight map cannot be carried over: Transfer2.5 takes a number "
+                "0..1 (use mask_prompt in the model block for a spatial mask)",
+                control.control_weight,
+                True,
+            )
         elif weight > 1:
             out.problem(f"{key}.control_weight", "Transfer2.5 takes 0..1; lower it", control.control_weight, True)
         else:
             block["control_weight"] = weight  # absent = 0.5 as in Transfer1 (Transfer2.5's own default is 1.0)
         if control.ckpt_path is not None:
-            out.problem(f"{key}.ckpt_path", "per-control checkpoints are Transfer1's; remove it (Transfer2.5 picks "
-                        "its checkpoint from the control key)", control.ckpt_path, True)  # fmt: skip
+            out.problem(
+                f"{key}.ckpt_path",
+                "per-control checkpoints are Transfer1's; remove it (Transfer2.5 picks "
+                "its checkpoint from the control key)",
+                control.ckpt_path,
+                True,
+            )
         if control.input_control_prompt is not None:
             block["control_prompt"] = control.input_control_prompt
         if control.control_weight_prompt is not None:
-            out.problem(f"{key}.control_weight_prompt", "not in Transfer2.5; use "
-                        f"{block_field(NAME, key + '.mask_prompt')} instead", control.control_weight_prompt, True)
+            out.problem(
+                f"{key}.control_weight_prompt",
+                f"not in Transfer2.5; use {block_field(NAME, key + '.mask_prompt')} instead",
+                control.control_weight_prompt,
+                True,
+            )
         data[key] = block
     if spec.regional_prompts:
         out.problem("regional_prompts", "Transfer2.5 has no regional prompts; remove them or run on cosmos-transfer1")
     for name, value in (spec.__pydantic_extra__ or {}).items():
         target = TRANSFER1_FLAGS.get(name)
         if name == "guidance":
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not float(value).is_integer() \
-                    or not 0 <= value <= 7:
-                out.problem("guidance", "Transfer2.5 takes a whole number 0..7 (default 3); Transfer1's scale 7 is "
-                            "a different scale: set it in the model block", value, True)  # fmt: skip
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not float(value).is_integer()
+                or not 0 <= value <= 7
+            ):
+                out.problem(
+                    "guidance",
+                    "Transfer2.5 takes a whole number 0..7 (default 3); Transfer1's scale 7 is "
+                    "a different scale: set it in the model block",
+                    value,
+                    True,
+                )
                 continue
             data["guidance"] = int(value)
         elif target is not None:
@@ -190,10 +224,13 @@ def translate(spec: TransferSpec, prompt: str) -> tuple[Translation, Launch25]:
 def launch_argv(spec_path: str, output_dir: str, num_gpus: int, launch: Launch25) -> list[str]:
     """``python examples/inference.py -i SPEC -o OUT`` (torchrun for several GPUs; no --num_gpus: WORLD_SIZE is it)."""
     if num_gpus not in VALID_GPU_COUNTS:
-        raise ValueError(f"num_gpus = {num_gpus}: Cosmos-Transfer2.5 splits the latent across GPUs (context "
-                         "parallelism); use 1, 2, 4 or 8")  # fmt: skip
-    launcher = ["python"] if num_gpus == 1 else \
-        ["torchrun", f"--nproc_per_node={num_gpus}", f"--master_port={MASTER_PORT}"]
+        raise ValueError(
+            f"num_gpus = {num_gpus}: Cosmos-Transfer2.5 splits the latent across GPUs (context "
+            "parallelism); use 1, 2, 4 or 8"
+        )
+    launcher = (
+        ["python"] if num_gpus == 1 else ["torchrun", f"--nproc_per_node={num_gpus}", f"--master_port={MASTER_PORT}"]
+    )
     argv = [*launcher, ENTRY_POINT, "-i", spec_path, "-o", output_dir]
     if launch.disable_guardrails:
         argv.append("--disable-guardrails")
@@ -228,9 +265,11 @@ class Transfer25Backend(ModelBackend):
     description = "Cosmos-Transfer2.5 2B (edge/vis/depth/seg; guardrails can be switched off; no 4K upscaler)"
     # out of GPU memory (runs/oom.py): only the guardrail models can move to CPU (docs/upstream/transfer2.5.md#gpu-memory)
     offload_flags = ("--offload-guardrail-models",)
-    memory_advice = ("Transfer2.5 cannot offload its diffusion model, only the guardrail models (for good: "
-                     '"cosmos_assets": {"cosmos-transfer2.5": {"offload_guardrail_models": true}}); it needs about '
-                     f"{GPU_MEMORY_GB:g} GB on one GPU and more GPUs do not split its weights")  # fmt: skip
+    memory_advice = (
+        "Transfer2.5 cannot offload its diffusion model, only the guardrail models (for good: "
+        '"cosmos_assets": {"cosmos-transfer2.5": {"offload_guardrail_models": true}}); it needs about '
+        f"{GPU_MEMORY_GB:g} GB on one GPU and more GPUs do not split its weights"
+    )
 
     def check_prompt(self, spec: TransferSpec, prompt_path: Path, project_root: Path) -> None:
         raise_file_problems(spec, project_root, prompt_path)  # before translate maps (or opens) the paths
@@ -240,16 +279,19 @@ class Transfer25Backend(ModelBackend):
     def prompt_warnings(self, spec: TransferSpec, project_root: Path | None = None) -> list[str]:
         return translate(spec, "prompt")[0].warnings
 
-    def generation(self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int,
-                   project_root: Path | None = None) -> ModelRequest:
+    def generation(
+        self, prompt: str, spec: TransferSpec, run_id: str, num_gpus: int, project_root: Path | None = None
+    ) -> ModelRequest:
         translation, launch = translate(spec, prompt)
         translation.raise_if_problems(f"inputs/prompts/{prompt}.json")
         spec_remote = f"inputs/prompts/{prompt}.json"
         output_dir = f"outputs/{prompt}/{run_id}"
         warnings = list(translation.warnings)
         if num_gpus > 1 and not launch.disable_guardrails:
-            warnings.append("num_gpus > 1 with guardrails on: a blocked prompt can leave the ranks out of step "
-                            "(hang until the NCCL timeout; docs/upstream/transfer2.5.md#multi-gpu-guardrail-hang): pre-screen prompts or use 1 GPU")
+            warnings.append(
+                "num_gpus > 1 with guardrails on: a blocked prompt can leave the ranks out of step "
+                "(hang until the NCCL timeout; docs/upstream/transfer2.5.md#multi-gpu-guardrail-hang): pre-screen prompts or use 1 GPU"
+            )
         invocation = Invocation(
             model=self.name,
             argv=tuple(launch_argv(spec_remote, output_dir, num_gpus, launch)),
@@ -296,7 +338,9 @@ class Transfer25Backend(ModelBackend):
         mine = output_files(item.request.spec["name"])
         return not any(mine & output_files(other.request.spec["name"]) for other in others)
 
-    def batch_generation(self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1) -> BatchRequest:
+    def batch_generation(
+        self, batch_id: str, items: list[BatchItem], num_gpus: int, batch_size: int = 1
+    ) -> BatchRequest:
         """``examples/inference.py -i A.json B.json ... -o outputs/.batches/<batch_id>``: each item's own sample file
         (its ``name`` is its prompt), flat outputs ``<name>.*``; a blocked sample is skipped (exit 0)."""
         first = items[0].request
@@ -304,7 +348,7 @@ class Transfer25Backend(ModelBackend):
         output_dir = f"outputs/.batches/{batch_id}"
         argv = launch_argv(first.spec_remote, output_dir, num_gpus, launch)
         at = argv.index("-i") + 1
-        argv[at:at + 1] = [item.request.spec_remote for item in items]
+        argv[at : at + 1] = [item.request.spec_remote for item in items]
         invocation = first.invocation.model_copy(update={"argv": tuple(argv), "output_folder": output_dir})
         return BatchRequest(
             request=ModelRequest(spec=first.spec, spec_remote=first.spec_remote, invocation=invocation),

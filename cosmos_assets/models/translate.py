@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cosmos_assets.machines.job import relative_inside
+from cosmos_assets.prompts.inputs import path_problem, shot_of, spec_paths
 from cosmos_assets.prompts.model_block import MODEL_BLOCK
 from cosmos_assets.prompts.spec import SpecError, TransferSpec
 from cosmos_assets.prompts.spec_errors import Problem
-from cosmos_assets.prompts.inputs import path_problem, spec_paths, shot_of
 
 CONTAINER_ROOT = "/workspace"
 
@@ -115,7 +115,11 @@ def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any], control_
 
 
 def validate_into(
-    model_cls: type[BaseModel], data: dict[str, Any], result: Translation, model: str, overrides: Mapping[str, Any],
+    model_cls: type[BaseModel],
+    data: dict[str, Any],
+    result: Translation,
+    model: str,
+    overrides: Mapping[str, Any],
     field_names: Mapping[str, str],
 ) -> BaseModel | None:
     """``data`` validated by the model's spec class; each error named by the prompt-file field it came from."""

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cosmos_assets.files import atomic_write_bytes, create_new, json_bytes, synced_temp_file
-from cosmos_assets.prompts.spec import ControlSpec, TransferSpec, load_spec
+from cosmos_assets.files import atomic_write_bytes, create_new, json_bytes, read_bounded, synced_temp_file
 from cosmos_assets.prompts.inputs import VIDEOS_PREFIX, check_for_run, check_shot_name, referenced_paths, shot_of
-from cosmos_assets.files import read_bounded
-from cosmos_assets.prompts.spec import MAX_SPEC_BYTES
+from cosmos_assets.prompts.spec import MAX_SPEC_BYTES, ControlSpec, TransferSpec, load_spec
 
 DEFAULT_SHOT_WEIGHT = 0.25
 _TIMESTAMP_SUFFIX = re.compile(r"_\d{8}_\d{6}(_\d+)?$")
@@ -29,8 +27,12 @@ def new_prompt_spec(shot: str, prompt_text: str, weights: dict[str, float | None
     `weights` overrides the 0.25 default per control; a None weight leaves that control out.
     """
     folder = f"{VIDEOS_PREFIX}{check_shot_name(shot)}"
-    chosen = {"vis": DEFAULT_SHOT_WEIGHT, "edge": DEFAULT_SHOT_WEIGHT, "depth": DEFAULT_SHOT_WEIGHT,
-              "seg": DEFAULT_SHOT_WEIGHT}  # fmt: skip
+    chosen = {
+        "vis": DEFAULT_SHOT_WEIGHT,
+        "edge": DEFAULT_SHOT_WEIGHT,
+        "depth": DEFAULT_SHOT_WEIGHT,
+        "seg": DEFAULT_SHOT_WEIGHT,
+    }
     unknown = set(weights or {}) - set(chosen)
     if unknown:
         raise ValueError(f"weights for {sorted(unknown)}: a new prompt has only vis, edge, depth and seg")
@@ -38,11 +40,12 @@ def new_prompt_spec(shot: str, prompt_text: str, weights: dict[str, float | None
     # depth and seg read the rendered passes; vis and edge are derived from color.mp4 by Cosmos.
     control_videos = {"depth": f"{folder}/depth.mp4", "seg": f"{folder}/segmentation.mp4"}
     controls = {
-        key: ControlSpec(control_weight=weight, **({"input_control": control_videos[key]} if key in control_videos
-                                                   else {}))
+        key: ControlSpec(
+            control_weight=weight, **({"input_control": control_videos[key]} if key in control_videos else {})
+        )
         for key, weight in chosen.items()
         if weight is not None
-    }  # fmt: skip
+    }
     return TransferSpec(prompt=prompt_text, input_video_path=f"{folder}/color.mp4", **controls)
 
 
@@ -130,4 +133,6 @@ def check_prompt_file(path: Path, repo_root: Path) -> CheckedPrompt:
     shot = shot_of(spec)
     check_for_run(spec, path, repo_root)
     inputs = [repo_root / rel for rel in referenced_paths(spec)]
-    return CheckedPrompt(spec=spec, shot=shot, inputs=inputs, data_version=prompt_data_version(path.read_bytes(), inputs))
+    return CheckedPrompt(
+        spec=spec, shot=shot, inputs=inputs, data_version=prompt_data_version(path.read_bytes(), inputs)
+    )

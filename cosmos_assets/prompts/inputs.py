@@ -64,8 +64,10 @@ def path_problem(path: str, repo_root: Path) -> str | None:
     except (OSError, RuntimeError) as error:  # a name too long for the file system, a symlink loop
         return f"cannot be read ({error.strerror if isinstance(error, OSError) else error}); fix the path"
     if not real.is_relative_to(root):
-        return (f"is a symlink to {real}, outside {root}; copy the file into the project "
-                "(files that leave the project are never read or uploaded)")  # fmt: skip
+        return (
+            f"is a symlink to {real}, outside {root}; copy the file into the project "
+            "(files that leave the project are never read or uploaded)"
+        )
     return None
 
 
@@ -107,8 +109,9 @@ def validate_for_run(
     for key, control in spec.controls():
         weight = control.weight_value()
         if weight is not None and weight > 1:
-            problems.append(Problem(f"{key}.control_weight", f"out of range; {WEIGHT_FIX}", control.control_weight,
-                                    True))  # fmt: skip
+            problems.append(
+                Problem(f"{key}.control_weight", f"out of range; {WEIGHT_FIX}", control.control_weight, True)
+            )
     try:
         shot_of(spec)
     except SpecError as exc:
@@ -135,8 +138,10 @@ def shot_of(spec: TransferSpec) -> str | None:
         if first is None:
             first = (field, shot)
         elif shot != first[1]:
-            message = (f"uses shot {shot!r} but {first[0]} uses shot {first[1]!r}; a prompt reads one "
-                       "inputs/videos/<shot>/ folder (use with_videos_subdir to move it)")  # fmt: skip
+            message = (
+                f"uses shot {shot!r} but {first[0]} uses shot {first[1]!r}; a prompt reads one "
+                "inputs/videos/<shot>/ folder (use with_videos_subdir to move it)"
+            )
             raise SpecError(None, [Problem(field, message, path, True)])
     return first[1] if first else None
 

@@ -23,9 +23,12 @@ MODEL_BLOCK_FIELDS: tuple[str, ...] = ("model", *MODEL_SETTINGS)
 def block_invocation_problems(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(``<model>.<key>``, message, value) for each key of a model's settings that its contract says sets
     the invocation; ``settings``: model name -> its block (anything not a dict is left to the block's own checks)."""
-    return [(f"{model}.{field}", message, value)
-            for model, block in settings.items() if model in MODEL_SETTINGS and isinstance(block, dict)
-            for field, message, value in invocation_problems(block, model_invocation_keys(model))]  # fmt: skip
+    return [
+        (f"{model}.{field}", message, value)
+        for model, block in settings.items()
+        if model in MODEL_SETTINGS and isinstance(block, dict)
+        for field, message, value in invocation_problems(block, model_invocation_keys(model))
+    ]
 
 
 def _check_model_name(value: Any) -> str:

@@ -16,17 +16,28 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from cosmos_assets.prompts.model_block import MODEL_BLOCK, ModelBlock, block_invocation_problems
+from cosmos_assets.files import UnsafeReadError, read_bounded
 from cosmos_assets.models.invocation_keys import invocation_problems
 from cosmos_assets.models.refused_keys import prompt_file_invocation_keys
 from cosmos_assets.models.transfer1_cli import cli_flags, flag_value_problem
-from cosmos_assets.files import UnsafeReadError, read_bounded
+from cosmos_assets.prompts.model_block import MODEL_BLOCK, ModelBlock, block_invocation_problems
 from cosmos_assets.prompts.spec_errors import Problem, join_field, problems_from_validation_error, rules_error
-from cosmos_assets.prompts.spec_values import CONTROL_KEYS, ExtraScalar, Number, PathText, Region, Text, Weight, WholeNumber
+from cosmos_assets.prompts.spec_values import (
+    CONTROL_KEYS,
+    ExtraScalar,
+    Number,
+    PathText,
+    Region,
+    Text,
+    Weight,
+    WholeNumber,
+)
 
 MIN_SIGMA_MAX_WITHOUT_VIDEO = 80
-SIGMA_FIX = (f"without input_video_path sigma_max must be >= {MIN_SIGMA_MAX_WITHOUT_VIDEO} (the video is generated "
-              f"from the controls alone): set \"sigma_max\": {MIN_SIGMA_MAX_WITHOUT_VIDEO} or give an input_video_path")
+SIGMA_FIX = (
+    f"without input_video_path sigma_max must be >= {MIN_SIGMA_MAX_WITHOUT_VIDEO} (the video is generated "
+    f'from the controls alone): set "sigma_max": {MIN_SIGMA_MAX_WITHOUT_VIDEO} or give an input_video_path'
+)
 
 
 class SpecError(ValueError):
@@ -75,10 +86,15 @@ class RegionalPrompt(BaseModel):
     @model_validator(mode="after")
     def _has_region(self) -> RegionalPrompt:
         if self.region_definitions_path is None and self.mask_prompt is None:
-            raise rules_error([
-                ("region_definitions_path", "missing; give a mask video path, a box [x1, y1, x2, y2] in 0..1, "
-                 "or a mask_prompt naming what to segment"),
-            ])  # fmt: skip
+            raise rules_error(
+                [
+                    (
+                        "region_definitions_path",
+                        "missing; give a mask video path, a box [x1, y1, x2, y2] in 0..1, "
+                        "or a mask_prompt naming what to segment",
+                    ),
+                ]
+            )
         return self
 
 
@@ -115,8 +131,10 @@ class TransferSpec(BaseModel):
     def _rule_problems(self) -> Iterator[tuple[Any, ...]]:
         controls = self.controls()
         if not controls:
-            yield ("", f"no control; add at least one of {', '.join(CONTROL_KEYS)}, e.g. \"edge\": "
-                   "{\"control_weight\": 0.5}")  # fmt: skip
+            yield (
+                "",
+                f'no control; add at least one of {", ".join(CONTROL_KEYS)}, e.g. "edge": {{"control_weight": 0.5}}',
+            )
         if not self.has_input_video():
             # An absent sigma_max may still come from the command line (upstream's regional prompt
             # examples rely on that), so only a present one is judged here; see sigma_max_problem.
@@ -124,12 +142,18 @@ class TransferSpec(BaseModel):
                 yield ("sigma_max", SIGMA_FIX, self.sigma_max)
             for key, control in controls:
                 if control.input_control is None:
-                    yield (f"{key}.input_control", "missing; without input_video_path Cosmos cannot derive the "
-                           f"{key} control: give a control video or an input_video_path")  # fmt: skip
+                    yield (
+                        f"{key}.input_control",
+                        "missing; without input_video_path Cosmos cannot derive the "
+                        f"{key} control: give a control video or an input_video_path",
+                    )
         for key, control in controls:
             if control.input_control_prompt is not None and key != "seg":
-                yield (f"{key}.input_control_prompt", "only the seg control reads input_control_prompt (objects "
-                       "for GroundingDINO+SAM2 to segment); remove it or move it under seg")  # fmt: skip
+                yield (
+                    f"{key}.input_control_prompt",
+                    "only the seg control reads input_control_prompt (objects "
+                    "for GroundingDINO+SAM2 to segment); remove it or move it under seg",
+                )
         refused = prompt_file_invocation_keys()
         yield from invocation_problems(self.__pydantic_extra__ or {}, refused)
         for name, value in (self.__pydantic_extra__ or {}).items():
@@ -163,8 +187,10 @@ class TransferSpec(BaseModel):
         """Things that load but probably do not do what the author meant."""
         found = []
         if not self.has_input_video() and self.sigma_max is None:
-            found.append(f"sigma_max: absent and there is no input_video_path; the run needs --sigma_max "
-                         f">= {MIN_SIGMA_MAX_WITHOUT_VIDEO} on the command line (upstream's default 70 fails)")
+            found.append(
+                f"sigma_max: absent and there is no input_video_path; the run needs --sigma_max "
+                f">= {MIN_SIGMA_MAX_WITHOUT_VIDEO} on the command line (upstream's default 70 fails)"
+            )
         for key, control in self.controls():
             if control.control_weight_prompt is not None and key != "seg":
                 found.append(f"{key}.control_weight_prompt: honoured for seg only; upstream ignores it on {key}")
@@ -222,8 +248,9 @@ def parse_spec(data: Any, file: str | None = None) -> TransferSpec:
         raise SpecError(file, [Problem(None, "the spec must be a JSON object {...} at the top level")])
     bad = _unencodable_field(data)
     if bad is not None:
-        raise SpecError(file, [Problem(bad, "holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text; "
-                                            "remove it")])  # fmt: skip
+        raise SpecError(
+            file, [Problem(bad, "holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text; remove it")]
+        )
     try:
         return TransferSpec.model_validate(data)
     except ValidationError as exc:
@@ -235,11 +262,16 @@ def parse_spec(data: Any, file: str | None = None) -> TransferSpec:
 def _invocation_key_problems(data: dict[str, Any]) -> list[Problem]:
     """Every key of a prompt file (top level, and each model's block) that sets how a model is invoked."""
     top = {k: v for k, v in data.items() if k != MODEL_BLOCK and not isinstance(v, (dict, list))}
-    found = [Problem(field, message, value, True) for field, message, value in invocation_problems(top, prompt_file_invocation_keys())]
+    found = [
+        Problem(field, message, value, True)
+        for field, message, value in invocation_problems(top, prompt_file_invocation_keys())
+    ]
     block = data.get(MODEL_BLOCK)
     if isinstance(block, dict):
-        found += [Problem(f"{MODEL_BLOCK}.{field}", message, value, True)
-                  for field, message, value in block_invocation_problems(block)]  # fmt: skip
+        found += [
+            Problem(f"{MODEL_BLOCK}.{field}", message, value, True)
+            for field, message, value in block_invocation_problems(block)
+        ]
     return found
 
 
@@ -260,14 +292,18 @@ def load_spec(path: Path) -> TransferSpec:
     except UnsafeReadError as exc:  # a FIFO, a device, a file far larger than a prompt
         raise SpecError(file, [Problem(None, exc.detail)]) from None
     except OSError as exc:  # a folder, no permission, a name too long
-        raise SpecError(file, [Problem(None, f"cannot be read ({exc.strerror or exc}); check the path and its permissions")]) from None
+        raise SpecError(
+            file, [Problem(None, f"cannot be read ({exc.strerror or exc}); check the path and its permissions")]
+        ) from None
     try:
         data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except RecursionError:
         raise SpecError(file, [Problem(None, "JSON nested too deeply to be a spec; check the file")]) from None
     except json.JSONDecodeError as exc:
-        message = (f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; check for a missing or "
-                   "trailing comma, an unclosed quote or brace")  # fmt: skip
+        message = (
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; check for a missing or "
+            "trailing comma, an unclosed quote or brace"
+        )
         raise SpecError(file, [Problem(None, message)]) from None
     except _DuplicateKey as exc:
         raise SpecError(file, [Problem(exc.key, "appears twice; keep one (only the last would be used)")]) from None

@@ -79,8 +79,11 @@ def _problems_from_error(error: dict[str, Any]) -> list[Problem]:
         return [Problem(field, "is required")]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc)
-        return [Problem(field, f"unknown key{_closest(str(loc[-1]), allowed)}; allowed here: {', '.join(allowed)}",
-                        value, True)]  # fmt: skip
+        return [
+            Problem(
+                field, f"unknown key{_closest(str(loc[-1]), allowed)}; allowed here: {', '.join(allowed)}", value, True
+            )
+        ]
     if kind == "unknown_control":
         message = f"{error['msg']}{_closest(str(loc[-1]), CONTROL_KEYS)}"
         return [Problem(field, message, value, True)]

@@ -13,10 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.prompts.model_block import MODEL_BLOCK
-from cosmos_assets.prompts.spec import SpecError, TransferSpec
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.inputs import validate_for_run
+from cosmos_assets.prompts.model_block import MODEL_BLOCK
+from cosmos_assets.prompts.spec import SpecError, TransferSpec
 
 ALIASES = {"model": f"{MODEL_BLOCK}.model"}
 _PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -79,8 +79,10 @@ def parse_vary(option: str) -> WedgeAxis:
         raise WedgeError(f"--vary {option!r}: {path!r} is not a dotted field path ({example})")
     tokens = split_values(values_text)
     if not values_text.strip() or any(not t for t in tokens):
-        raise WedgeError(f"--vary {option!r}: an empty value; list the values separated by commas, and write a "
-                         f"comma inside a value as \\, ({example})")  # fmt: skip
+        raise WedgeError(
+            f"--vary {option!r}: an empty value; list the values separated by commas, and write a "
+            f"comma inside a value as \\, ({example})"
+        )
     values = [_parse_value(t) for t in tokens]
     if len({json.dumps(v) for v in values}) != len(values):
         raise WedgeError(f"--vary {option!r}: a value is listed twice; list each value once")
@@ -113,7 +115,7 @@ def _problems(spec: TransferSpec, file: Path, root: Path) -> list[str]:
 def _without_file(problem: str, file: Path) -> str:
     prefix = f"{file}: "
     while problem.startswith(prefix):
-        problem = problem[len(prefix):]
+        problem = problem[len(prefix) :]
     return problem
 
 
@@ -141,6 +143,8 @@ def refuse_mixed_pixel_settings(specs: dict[str, TransferSpec]) -> None:
     for key in ONE_PER_WEDGE:
         values = {json.dumps(spec.model_block().settings_for("cosmos3").get(key)) for spec in specs.values()}
         if len(values) > 1:
-            raise WedgeError(f"the variants would set {MODEL_BLOCK}.cosmos3.{key} to {' and '.join(sorted(values))}: a "
-                             "wedge compares its variants under one value (it changes every pixel); set it once in "
-                             "the base prompt file, or make one wedge per value")  # fmt: skip
+            raise WedgeError(
+                f"the variants would set {MODEL_BLOCK}.cosmos3.{key} to {' and '.join(sorted(values))}: a "
+                "wedge compares its variants under one value (it changes every pixel); set it once in "
+                "the base prompt file, or make one wedge per value"
+            )

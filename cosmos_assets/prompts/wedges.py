@@ -33,9 +33,9 @@ from cosmos_assets.prompts.wedge_vary import (
     ALIASES,
     WedgeAxis,
     WedgeError,
-    refuse_mixed_pixel_settings,
-    first_problem,
     base_problems,
+    first_problem,
+    refuse_mixed_pixel_settings,
     refuse_new_problems,
 )
 
@@ -86,8 +86,10 @@ class WedgeManifest(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise WedgeError(f"{path}: {where}: {first['msg']}; the manifest is written by `cosmos-assets wedge`, "
-                             "restore it or make the wedge again under a new name") from None  # fmt: skip
+            raise WedgeError(
+                f"{path}: {where}: {first['msg']}; the manifest is written by `cosmos-assets wedge`, "
+                "restore it or make the wedge again under a new name"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,10 @@ def wedge_names(layout: ProjectLayout) -> list[str]:
 
 def check_wedge_name(name: str) -> str:
     if not _PLAIN_NAME.match(name or ""):
-        raise WedgeError(f"wedge name {name!r} is not a plain name: use letters, digits, '.', '_', '+' or '-', "
-                         "starting with a letter or digit")  # fmt: skip
+        raise WedgeError(
+            f"wedge name {name!r} is not a plain name: use letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit"
+        )
     return name
 
 
@@ -143,8 +147,10 @@ def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise WedgeError(f"--vary {path}: {'.'.join(parts[: i + 1])} is {json.dumps(child)} in the base prompt, "
-                             "not an object; vary a field that exists or its parent")  # fmt: skip
+            raise WedgeError(
+                f"--vary {path}: {'.'.join(parts[: i + 1])} is {json.dumps(child)} in the base prompt, "
+                "not an object; vary a field that exists or its parent"
+            )
         node = child
     node[parts[-1]] = value
 
@@ -165,21 +171,31 @@ def default_wedge_name(base_prompt: str, now: datetime) -> str:
     return f"{base_name(base_prompt)}_wedge_{now:%Y%m%d_%H%M%S}"
 
 
-def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *, name: str | None = None,
-               now: datetime | None = None) -> WedgePlan:  # fmt: skip
+def plan_wedge(
+    layout: ProjectLayout,
+    base_path: Path,
+    axes: list[WedgeAxis],
+    *,
+    name: str | None = None,
+    now: datetime | None = None,
+) -> WedgePlan:
     """Every combination of ``axes`` applied to the base prompt file, named, validated; nothing is written."""
     now = now or datetime.now()
     if not axes:
         raise WedgeError("a wedge needs at least one --vary PATH=V1,V2,...")
     paths = [axis.path for axis in axes]
     if len(set(paths)) != len(paths):
-        raise WedgeError(f"--vary: {sorted({p for p in paths if paths.count(p) > 1})} given twice; list its values once")
+        raise WedgeError(
+            f"--vary: {sorted({p for p in paths if paths.count(p) > 1})} given twice; list its values once"
+        )
     count = 1
     for axis in axes:
         count *= len(axis.values)
     if count > MAX_VARIANTS:
-        raise WedgeError(f"{count} combinations: at most {MAX_VARIANTS} fit a readable comparison; vary fewer values "
-                         "or split the wedge")  # fmt: skip
+        raise WedgeError(
+            f"{count} combinations: at most {MAX_VARIANTS} fit a readable comparison; vary fewer values "
+            "or split the wedge"
+        )
     base_path = Path(base_path)
     base = load_spec(base_path)  # SpecError names the base file
     wedge = check_wedge_name(name or default_wedge_name(base_path.stem, now))
@@ -207,8 +223,15 @@ def plan_wedge(layout: ProjectLayout, base_path: Path, axes: list[WedgeAxis], *,
         base_file = str(base_path.resolve().relative_to(layout.root.resolve()))
     except ValueError:
         base_file = str(base_path.resolve())
-    manifest = WedgeManifest(name=wedge, base_prompt=base_path.stem, base_file=base_file,
-                             base_sha256=sha256_file(base_path), axes=axes, variants=variants, created_at=now)  # fmt: skip
+    manifest = WedgeManifest(
+        name=wedge,
+        base_prompt=base_path.stem,
+        base_file=base_file,
+        base_sha256=sha256_file(base_path),
+        axes=axes,
+        variants=variants,
+        created_at=now,
+    )
     return WedgePlan(manifest=manifest, specs=specs)
 
 
@@ -221,8 +244,9 @@ def write_wedge(layout: ProjectLayout, plan: WedgePlan) -> list[Path]:
     try:
         create_new(manifest_path(layout, manifest.name), json_bytes(manifest.model_dump(mode="json")))
     except FileExistsError:
-        raise WedgeError(f"wedge {manifest.name} exists ({manifest_path(layout, manifest.name)}); pick another "
-                         "--name") from None  # fmt: skip
+        raise WedgeError(
+            f"wedge {manifest.name} exists ({manifest_path(layout, manifest.name)}); pick another --name"
+        ) from None
     written = []
     for prompt, spec in plan.specs.items():
         path = layout.prompt_file(prompt)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from sqlite3 import Connection
 
@@ -27,8 +27,8 @@ from cosmos_assets.machines.base import JobState, Machine
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, LogLine
 from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.record import RunRecord
-from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.record_index import UNFINISHED, created_us
+from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.worker import Worker
 
 ADOPTABLE_STATES: frozenset[str] = frozenset({"running", "exited_ok", "outputs"})
@@ -47,18 +47,25 @@ def earlier_attempt(store: RunStore, probe: RunRecord) -> RunRecord | None:
     index, the same as :func:`earlier_attempt_in` over every record."""
     return store.lookup(
         lambda conn: store.index.first(
-            conn, f"prompt = ? AND stage = ? AND host = ? AND run_id != ? AND digest = ? AND {UNFINISHED} "
-                  "AND reproduces IS NULL",
+            conn,
+            f"prompt = ? AND stage = ? AND host = ? AND run_id != ? AND digest = ? AND {UNFINISHED} "
+            "AND reproduces IS NULL",
             (probe.prompt, probe.stage, probe.host, probe.run_id, probe.inputs_digest()),
-            order="created_us DESC, name DESC"),
-        lambda records: earlier_attempt_in(records, probe))  # fmt: skip
+            order="created_us DESC, name DESC",
+        ),
+        lambda records: earlier_attempt_in(records, probe),
+    )
 
 
 def earlier_attempt_in(records: list[RunRecord], probe: RunRecord) -> RunRecord | None:
     """:func:`earlier_attempt` over ``records`` (oldest first), reading each."""
     digest = probe.inputs_digest()
     for record in reversed(records):
-        if record.run_id == probe.run_id or (record.prompt, record.stage, record.host) != (probe.prompt, probe.stage, probe.host):
+        if record.run_id == probe.run_id or (record.prompt, record.stage, record.host) != (
+            probe.prompt,
+            probe.stage,
+            probe.host,
+        ):
             continue
         if record.reproduces is not None:  # a reproduction writes elsewhere: never adopted as the prompt's run
             continue
@@ -70,22 +77,32 @@ def earlier_attempt_in(records: list[RunRecord], probe: RunRecord) -> RunRecord 
 def superseded_by(records: list[RunRecord], left: RunRecord) -> RunRecord | None:
     """The newest successful run of ``left``'s prompt and stage started after it (on any host), if any: its work is
     done, so ``left`` must not pin the work to its host nor be collected over that run's outputs."""
-    newer = [r for r in records if (r.prompt, r.stage) == (left.prompt, left.stage) and r.run_id != left.run_id
-             and r.state == "succeeded" and r.created_at > left.created_at and r.reproduces is None]  # fmt: skip
+    newer = [
+        r
+        for r in records
+        if (r.prompt, r.stage) == (left.prompt, left.stage)
+        and r.run_id != left.run_id
+        and r.state == "succeeded"
+        and r.created_at > left.created_at
+        and r.reproduces is None
+    ]
     return max(newer, key=lambda r: r.created_at) if newer else None
 
 
 def newer_success(store: RunStore, left: RunRecord) -> RunRecord | None:
     """:func:`superseded_by` over ``store``'s records, from their index."""
-    return store.lookup(lambda conn: newer_success_in_index(store, conn, left),
-                        lambda records: superseded_by(records, left))
+    return store.lookup(
+        lambda conn: newer_success_in_index(store, conn, left), lambda records: superseded_by(records, left)
+    )
 
 
 def newer_success_in_index(store: RunStore, conn: Connection, left: RunRecord) -> RunRecord | None:
-    return store.index.first(conn, "prompt = ? AND stage = ? AND run_id != ? AND state = 'succeeded' AND created_us > ? "
-                             "AND reproduces IS NULL",
-                             (left.prompt, left.stage, left.run_id, created_us(left)),
-                             order="created_us DESC, name ASC")  # fmt: skip
+    return store.index.first(
+        conn,
+        "prompt = ? AND stage = ? AND run_id != ? AND state = 'succeeded' AND created_us > ? AND reproduces IS NULL",
+        (left.prompt, left.stage, left.run_id, created_us(left)),
+        order="created_us DESC, name ASC",
+    )
 
 
 def refuse_if_still_followed(record: RunRecord, run_finished: Callable[[str], bool] | None = None) -> None:
@@ -100,8 +117,11 @@ def refuse_if_still_followed(record: RunRecord, run_finished: Callable[[str], bo
         return
     if run_finished is not None and record.dagster_run_id and run_finished(record.dagster_run_id):
         return
-    stop = (f"terminate Dagster run {record.dagster_run_id} (UI, or `dagster run terminate {record.dagster_run_id}`)"
-            if record.dagster_run_id else f"stop process {worker.pid} on {worker.host}")
+    stop = (
+        f"terminate Dagster run {record.dagster_run_id} (UI, or `dagster run terminate {record.dagster_run_id}`)"
+        if record.dagster_run_id
+        else f"stop process {worker.pid} on {worker.host}"
+    )
     raise HostNotReadyError(
         f"run {record.run_id} ({record.stage} of {record.prompt}, the same inputs) is still in progress on {record.host}, "
         f"followed by {worker}; wait for it, or {stop} and materialize again."
@@ -114,14 +134,21 @@ def abandon(store: RunStore, history_log: Path, record: RunRecord, why: str) -> 
     record.cause = record.cause or "orchestrator_died"
     record.detached = False
     record.error = f"abandoned: {why}"
-    record.finished_at = record.finished_at or datetime.now(timezone.utc)
+    record.finished_at = record.finished_at or datetime.now(UTC)
     store.save(record)
     append_history(history_log, record.history())
 
 
-def find_adoption(store: RunStore, history_log: Path, machine: Machine, probe: RunRecord,
-                  job_of: Callable[[str], InferenceJob], output_file_of: Callable[[InferenceJob], str],
-                  log: LogLine, run_finished: Callable[[str], bool] | None = None) -> Adoption | None:  # fmt: skip
+def find_adoption(
+    store: RunStore,
+    history_log: Path,
+    machine: Machine,
+    probe: RunRecord,
+    job_of: Callable[[str], InferenceJob],
+    output_file_of: Callable[[InferenceJob], str],
+    log: LogLine,
+    run_finished: Callable[[str], bool] | None = None,
+) -> Adoption | None:
     """The earlier run to adopt for ``probe``, or None (start a new one); closes earlier runs that left nothing."""
     earlier = earlier_attempt(store, probe)
     if earlier is None:
@@ -131,21 +158,31 @@ def find_adoption(store: RunStore, history_log: Path, machine: Machine, probe: R
     done = newer_success(store, earlier)
     if done is not None:
         machine.stop(job, log)  # whatever of it is left here: the work was done elsewhere
-        why = (f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this run's container on "
-               f"{machine.label} was stopped and its outputs are not collected")  # fmt: skip
-        log(f"[cosmos-assets] earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} left on {machine.label}: {why}")
+        why = (
+            f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this run's container on "
+            f"{machine.label} was stopped and its outputs are not collected"
+        )
+        log(
+            f"[cosmos-assets] earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} left on {machine.label}: {why}"
+        )
         abandon(store, history_log, earlier, why)
         return None
     state = machine.job_state(job, output_file_of(job))
     if state in ADOPTABLE_STATES:
-        what = {"running": "its container is still running: attaching to its log",
-                "exited_ok": "its container finished: collecting its log and outputs",
-                "outputs": "its outputs are on the host: downloading them, no container started"}[state]
-        log(f"[cosmos-assets] adopting earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} "
-            f"(same inputs, left behind by {earlier.worker or 'an earlier process'}): {what}")  # fmt: skip
+        what = {
+            "running": "its container is still running: attaching to its log",
+            "exited_ok": "its container finished: collecting its log and outputs",
+            "outputs": "its outputs are on the host: downloading them, no container started",
+        }[state]
+        log(
+            f"[cosmos-assets] adopting earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} "
+            f"(same inputs, left behind by {earlier.worker or 'an earlier process'}): {what}"
+        )
         return Adoption(earlier, state)
     why = "its container exited non-zero" if state == "failed" else f"nothing of its job is left on {machine.label}"
-    log(f"[cosmos-assets] earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} cannot be adopted ({why}); "
-        "starting a new run")
+    log(
+        f"[cosmos-assets] earlier run {earlier.run_id} of {probe.stage} for {probe.prompt} cannot be adopted ({why}); "
+        "starting a new run"
+    )
     abandon(store, history_log, earlier, why)
     return None

@@ -16,36 +16,50 @@ Plain Python, no Dagster.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import ModelBackend
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.adopt import earlier_attempt
-from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, new_run_id
+from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
+from cosmos_assets.runs.batch_run import run_batch
+from cosmos_assets.runs.ids import batch_id as batch_id_of
+from cosmos_assets.runs.ids import batch_run_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan, plan_generation
 from cosmos_assets.runs.record_store import RunStore
-from cosmos_assets.runs.batch_run import run_batch
-from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
 from cosmos_assets.runs.runner import run_stage
+from cosmos_assets.runs.skip import decide
 from cosmos_assets.runs.stage import (
     StageResult,
     clean_staging,
     planned_record,
     say,
 )
-from cosmos_assets.runs.skip import decide
 
 
-def alone(options: BatchOptions, layout: ProjectLayout, machine: Machine, backend: ModelBackend,
-          make_plan: Callable[[str], StagePlan], run_id: str) -> StageResult:  # fmt: skip
+def alone(
+    options: BatchOptions,
+    layout: ProjectLayout,
+    machine: Machine,
+    backend: ModelBackend,
+    make_plan: Callable[[str], StagePlan],
+    run_id: str,
+) -> StageResult:
     """One prompt by the runner's own path (skip, adopt, run, its retries; a batch its earlier attempt was part of is
     collected as that batch)."""
 
     def plan_member(model: str, prompt: str, rid: str) -> StagePlan:  # a member of an orphaned batch
-        return plan_generation(layout, backend_named(model), prompt, run_id=rid, dagster_run_id=options.dagster_run_id,
-                               videos_subdir=options.videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
+        return plan_generation(
+            layout,
+            backend_named(model),
+            prompt,
+            run_id=rid,
+            dagster_run_id=options.dagster_run_id,
+            videos_subdir=options.videos_subdir,
+            num_gpus=options.num_gpus,
+        )
 
     return run_stage(layout, machine, backend, make_plan, run_id, options, plan_member=plan_member)
 
@@ -61,8 +75,15 @@ def group_for_batches(members: list[Member]) -> list[list[Member]]:
             groups.append([member])
             continue
         candidates = by_key.setdefault((member.backend.name, key), [])
-        home = next((g for g in candidates if (member.text is None or member.text not in {m.text for m in g})
-                     and member.backend.shares_batch_with(member.item, [m.item for m in g])), None)  # fmt: skip
+        home = next(
+            (
+                g
+                for g in candidates
+                if (member.text is None or member.text not in {m.text for m in g})
+                and member.backend.shares_batch_with(member.item, [m.item for m in g])
+            ),
+            None,
+        )
         if home is None:
             home = []
             candidates.append(home)
@@ -71,14 +92,19 @@ def group_for_batches(members: list[Member]) -> list[list[Member]]:
     return groups
 
 
-def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Callable[[str], ModelBackend],
-                    machine_for: Callable[[ModelBackend], Machine], options: BatchOptions,
-                    now: datetime | None = None) -> dict[str, PromptOutcome]:  # fmt: skip
+def run_generations(
+    layout: ProjectLayout,
+    prompts: list[str],
+    backend_for: Callable[[str], ModelBackend],
+    machine_for: Callable[[ModelBackend], Machine],
+    options: BatchOptions,
+    now: datetime | None = None,
+) -> dict[str, PromptOutcome]:
     """Generate every prompt, sharing invocations where :func:`group_for_batches` allows; one outcome per prompt.
 
     A prompt's failure (its spec, its block, its invocation) is its outcome's error; a termination (BaseException)
     is recorded for every prompt still open and raised."""
-    base = new_run_id(now or datetime.now(timezone.utc))
+    base = new_run_id(now or datetime.now(UTC))
     log = options.log
     store = RunStore(layout.runs_dir, warn=lambda line: say(log, f"[cosmos-assets] warning: {line}"))
     outcomes: dict[str, PromptOutcome] = {}
@@ -90,8 +116,15 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
             machine = machine_for(backend)
 
             def make_plan(rid: str, backend: ModelBackend = backend, prompt: str = prompt) -> StagePlan:
-                return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=options.dagster_run_id,
-                                       videos_subdir=options.videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
+                return plan_generation(
+                    layout,
+                    backend,
+                    prompt,
+                    run_id=rid,
+                    dagster_run_id=options.dagster_run_id,
+                    videos_subdir=options.videos_subdir,
+                    num_gpus=options.num_gpus,
+                )
 
             run_id = batch_run_id(base, number)
             plan = make_plan(run_id)
@@ -113,8 +146,9 @@ def run_generations(layout: ProjectLayout, prompts: list[str], backend_for: Call
             member = group[0]
             clean_staging(member.plan.effective_spec.parent, member.plan)
             try:
-                outcomes[member.prompt].result = alone(options, layout, machine, member.backend, member.make_plan,
-                                                               member.record.run_id)  # fmt: skip
+                outcomes[member.prompt].result = alone(
+                    options, layout, machine, member.backend, member.make_plan, member.record.run_id
+                )
             except Exception as error:  # noqa: BLE001
                 outcomes[member.prompt].error = error
         else:

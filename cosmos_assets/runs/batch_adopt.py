@@ -31,25 +31,28 @@ from pathlib import Path
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import InferenceJob, LogLine
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchRequest
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.adopt import abandon, earlier_attempt, newer_success, refuse_if_still_followed
-from cosmos_assets.runs.batch_run import invocation_label, run_batch
-from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
 from cosmos_assets.runs.batch_files import BatchFile
+from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
+from cosmos_assets.runs.batch_run import invocation_label, run_batch
 from cosmos_assets.runs.ids import follow_up_id, run_id_base
+from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.record_store import RunStore
-from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.stage import RunTerminated, StageResult, clean_staging, planned_record, say
 from cosmos_assets.runs.worker import Worker
 
 LOCK_NAME = "collect.lock"
 LOCK_POLL_SECONDS = 1.0
-LEFT = {"running": "its container is still running", "exited_ok": "its container finished",
-        "failed": "its container exited non-zero (each item's outcome is read from what it wrote)",
-        "outputs": "its outputs are on the host"}  # "failed" too: a batch's exit code is mapped item by item
+LEFT = {
+    "running": "its container is still running",
+    "exited_ok": "its container finished",
+    "failed": "its container exited non-zero (each item's outcome is read from what it wrote)",
+    "outputs": "its outputs are on the host",
+}  # "failed" too: a batch's exit code is mapped item by item
 
 
 def batch_members(store: RunStore, member: RunRecord) -> list[RunRecord]:
@@ -74,8 +77,9 @@ def batch_members(store: RunStore, member: RunRecord) -> list[RunRecord]:
 
 
 @contextmanager
-def collecting(folder: Path, log: LogLine, batch_id: str, poll: Callable[[], None] = lambda: time.sleep(LOCK_POLL_SECONDS)
-               ) -> Iterator[None]:  # fmt: skip
+def collecting(
+    folder: Path, log: LogLine, batch_id: str, poll: Callable[[], None] = lambda: time.sleep(LOCK_POLL_SECONDS)
+) -> Iterator[None]:
     """Hold the invocation's collect lock; while another process holds it, wait, saying once who it is."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
@@ -88,8 +92,11 @@ def collecting(folder: Path, log: LogLine, batch_id: str, poll: Callable[[], Non
             except BlockingIOError:
                 if not said:
                     holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "another process"
-                    say(log, f"[cosmos-assets] the orphaned invocation {batch_id} is being collected by {holder}: "
-                              "waiting for it, then taking this prompt's video from it")  # fmt: skip
+                    say(
+                        log,
+                        f"[cosmos-assets] the orphaned invocation {batch_id} is being collected by {holder}: "
+                        "waiting for it, then taking this prompt's video from it",
+                    )
                     said = True
                 poll()
         os.ftruncate(fd, 0)
@@ -99,8 +106,13 @@ def collecting(folder: Path, log: LogLine, batch_id: str, poll: Callable[[], Non
         os.close(fd)  # releases the lock
 
 
-def collect_left_batch(layout: ProjectLayout, machine: Machine, probe: RunRecord,
-                       make_plan: Callable[[str, str, str], StagePlan], run: RunOptions) -> StageResult | None:  # fmt: skip
+def collect_left_batch(
+    layout: ProjectLayout,
+    machine: Machine,
+    probe: RunRecord,
+    make_plan: Callable[[str, str, str], StagePlan],
+    run: RunOptions,
+) -> StageResult | None:
     """If ``probe``'s work was left behind in a batch, collect that invocation (or wait for whoever collects it).
 
     ``make_plan(model, prompt, run_id)``: a member's generation plan. Returns ``probe``'s result when this call
@@ -114,10 +126,13 @@ def collect_left_batch(layout: ProjectLayout, machine: Machine, probe: RunRecord
     options = BatchOptions.of(run.replace(num_gpus=earlier.num_gpus), batch_size=earlier.batch.batch_size or 1)
     log = options.log
     folder = layout.outputs_dir / ".batches" / batch_id
+
     def poll() -> None:
         if options.cancelled is not None and options.cancelled():
-            raise RunTerminated(f"generate for {probe.prompt}: the run was terminated while it waited for the collector of "
-                                f"the invocation {batch_id}")  # fmt: skip
+            raise RunTerminated(
+                f"generate for {probe.prompt}: the run was terminated while it waited for the collector of "
+                f"the invocation {batch_id}"
+            )
         time.sleep(LOCK_POLL_SECONDS)
 
     with collecting(folder, log, batch_id, poll):
@@ -130,9 +145,16 @@ def collect_left_batch(layout: ProjectLayout, machine: Machine, probe: RunRecord
         return _collect(layout, machine, probe, members, open_members, make_plan, options, folder)
 
 
-def _collect(layout: ProjectLayout, machine: Machine, probe: RunRecord, members: list[RunRecord],
-             open_members: list[RunRecord], make_plan: Callable[[str, str, str], StagePlan], options: BatchOptions,
-             folder: Path) -> StageResult | None:  # fmt: skip
+def _collect(
+    layout: ProjectLayout,
+    machine: Machine,
+    probe: RunRecord,
+    members: list[RunRecord],
+    open_members: list[RunRecord],
+    make_plan: Callable[[str, str, str], StagePlan],
+    options: BatchOptions,
+    folder: Path,
+) -> StageResult | None:
     log, store = options.log, RunStore(layout.runs_dir)
     first = members[0]
     assert first.batch is not None
@@ -157,29 +179,45 @@ def _collect(layout: ProjectLayout, machine: Machine, probe: RunRecord, members:
     superseded = {m.run_id: done for m in open_members if (done := newer_success(store, m)) is not None}
     if len(superseded) == len(open_members):
         machine.stop(job, log)
-        _close(layout, open_members, f"superseded: each prompt of the invocation {batch_id} has a newer successful run, "
-                                     f"so its container on {machine.label} was stopped", log)  # fmt: skip
+        _close(
+            layout,
+            open_members,
+            f"superseded: each prompt of the invocation {batch_id} has a newer successful run, "
+            f"so its container on {machine.label} was stopped",
+            log,
+        )
         return None
     for member in group:  # collected with the others, never promoted over the newer run's outputs
         if (done := superseded.get(member.record.run_id)) is not None:
-            member.superseded = (f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this "
-                                 f"item of the invocation {batch_id} is not promoted over its outputs")  # fmt: skip
-    say(log, f"[cosmos-assets] adopting the invocation {batch_id} ({len(members)} prompts: "
-             f"{', '.join(m.prompt for m in members)}) left behind on {machine.label} by "
-             f"{first.worker or 'an earlier process'}: {LEFT[state]}; one collection for all of them, nothing started")
+            member.superseded = (
+                f"superseded: run {done.run_id} did this work on {done.host} and succeeded, so this "
+                f"item of the invocation {batch_id} is not promoted over its outputs"
+            )
+    say(
+        log,
+        f"[cosmos-assets] adopting the invocation {batch_id} ({len(members)} prompts: "
+        f"{', '.join(m.prompt for m in members)}) left behind on {machine.label} by "
+        f"{first.worker or 'an earlier process'}: {LEFT[state]}; one collection for all of them, nothing started",
+    )
     for member in group:
         record = member.record
         record.detached, record.error, record.cause = False, None, None
-        record.gpu_price_per_hour = record.gpu_price_per_hour if record.gpu_price_per_hour is not None else options.gpu_price_per_hour
+        record.gpu_price_per_hour = (
+            record.gpu_price_per_hour if record.gpu_price_per_hour is not None else options.gpu_price_per_hour
+        )
         record.adopted_by = [*record.adopted_by, options.dagster_run_id or "(no Dagster run)"]
     outcomes = {m.prompt: PromptOutcome(m.prompt) for m in group}
     run_batch(layout, machine, group, batch_id, options, outcomes, follow_up_of=first.batch.follow_up_of, adopted=state)
     return _probe_result(outcomes, probe)
 
 
-def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
-             make_plan: Callable[[str, str, str], StagePlan], options: BatchOptions
-             ) -> tuple[list[Member], InferenceJob, BatchRequest] | str:  # fmt: skip
+def _rebuild(
+    layout: ProjectLayout,
+    machine: Machine,
+    members: list[RunRecord],
+    make_plan: Callable[[str, str, str], StagePlan],
+    options: BatchOptions,
+) -> tuple[list[Member], InferenceJob, BatchRequest] | str:
     """The invocation's members and job as they were started, or why not (a member's prompt changed since)."""
     group: list[Member] = []
     for record in members:
@@ -194,18 +232,29 @@ def _rebuild(layout: ProjectLayout, machine: Machine, members: list[RunRecord],
             _clean_all(group)
             clean_staging(plan.effective_spec.parent, plan)
             return f"the inputs of {record.prompt} changed since it started"
-        group.append(Member(record.prompt, backend, plan, record,
-                             lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid)))  # fmt: skip
+        group.append(
+            Member(
+                record.prompt, backend, plan, record, lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid)
+            )
+        )
     first = members[0]
     assert first.batch is not None
     if len(group) != first.batch.items:
         _clean_all(group)
         return f"{first.batch.items - len(group)} of its prompts' records are missing"
     backend = group[0].backend
-    batch = backend.batch_generation(first.batch.batch_id, [m.item for m in group], first.num_gpus,
-                                     first.batch.batch_size or 1)  # fmt: skip
-    job = InferenceJob(run_id=first.batch.batch_id, dagster_run_id=options.dagster_run_id, stage="generate",
-                       prompt=invocation_label(group), invocation=batch.request.invocation, inputs=[], project_root=layout.root)  # fmt: skip
+    batch = backend.batch_generation(
+        first.batch.batch_id, [m.item for m in group], first.num_gpus, first.batch.batch_size or 1
+    )
+    job = InferenceJob(
+        run_id=first.batch.batch_id,
+        dagster_run_id=options.dagster_run_id,
+        stage="generate",
+        prompt=invocation_label(group),
+        invocation=batch.request.invocation,
+        inputs=[],
+        project_root=layout.root,
+    )
     return group, job, batch
 
 
@@ -223,9 +272,16 @@ def _settled_items(folder: Path) -> dict[str, str] | None:
     return {item.run_id: item.status for item in content.items}
 
 
-def _follow_up(layout: ProjectLayout, machine: Machine, probe: RunRecord, members: list[RunRecord],
-               open_members: list[RunRecord], settled: dict[str, str],
-               make_plan: Callable[[str, str, str], StagePlan], options: BatchOptions) -> StageResult | None:  # fmt: skip
+def _follow_up(
+    layout: ProjectLayout,
+    machine: Machine,
+    probe: RunRecord,
+    members: list[RunRecord],
+    open_members: list[RunRecord],
+    settled: dict[str, str],
+    make_plan: Callable[[str, str, str], StagePlan],
+    options: BatchOptions,
+) -> StageResult | None:
     """The items a settled invocation never ran, whose follow-up its dead orchestrator did not start: run now as that
     follow-up (``<batch_id>_f<m+1>``), as it would have."""
     batch_id = members[0].batch.batch_id if members[0].batch else ""
@@ -238,11 +294,21 @@ def _follow_up(layout: ProjectLayout, machine: Machine, probe: RunRecord, member
     group = []
     for record in unrun:
         backend = backend_named(record.model)
-        group.append(Member(record.prompt, backend, make_plan(record.model, record.prompt, record.run_id), record,
-                             lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid)))  # fmt: skip
+        group.append(
+            Member(
+                record.prompt,
+                backend,
+                make_plan(record.model, record.prompt, record.run_id),
+                record,
+                lambda rid, m=record.model, p=record.prompt: make_plan(m, p, rid),
+            )
+        )
         record.state, record.exit_code = "planned", None
-    say(options.log, f"[cosmos-assets] batch {batch_id}: {len(group)} prompt(s) it did not run were left without "
-                      f"their follow-up ({', '.join(m.prompt for m in group)}); running it now")  # fmt: skip
+    say(
+        options.log,
+        f"[cosmos-assets] batch {batch_id}: {len(group)} prompt(s) it did not run were left without "
+        f"their follow-up ({', '.join(m.prompt for m in group)}); running it now",
+    )
     outcomes = {m.prompt: PromptOutcome(m.prompt) for m in group}
     run_batch(layout, machine, group, follow_up_id(batch_id), options, outcomes, follow_up_of=batch_id)
     return _probe_result(outcomes, probe)
@@ -260,6 +326,9 @@ def _probe_result(outcomes: dict[str, PromptOutcome], probe: RunRecord) -> Stage
 def _close(layout: ProjectLayout, records: list[RunRecord], why: str, log: LogLine) -> None:
     store = RunStore(layout.runs_dir)
     for record in records:
-        say(log, f"[cosmos-assets] earlier run {record.run_id} of {record.stage} for {record.prompt} cannot be "
-                  f"adopted ({why}); it runs anew")  # fmt: skip
+        say(
+            log,
+            f"[cosmos-assets] earlier run {record.run_id} of {record.stage} for {record.prompt} cannot be "
+            f"adopted ({why}); it runs anew",
+        )
         abandon(store, layout.history_log, record, why)

@@ -43,11 +43,22 @@ def mentions(line: str, name: str) -> bool:
     brackets, or a ``.`` that ends a sentence."""
     if not name:
         return False
-    return re.search(rf"(?:^|(?<=[\s'\"/:,(\[{{=]))(?:{re.escape(name)})(?=$|[\s'\"/:,)\]}}]|\.(?:$|\s))", line) is not None
+    return (
+        re.search(rf"(?:^|(?<=[\s'\"/:,(\[{{=]))(?:{re.escape(name)})(?=$|[\s'\"/:,)\]}}]|\.(?:$|\s))", line)
+        is not None
+    )
 
 
-def excerpt(batch_log: Path, batch_id: str, index: int, prompt: str, run_id: str, folder: str | None, why: str,
-            own_files: tuple[str, ...] = ()) -> str:  # fmt: skip
+def excerpt(
+    batch_log: Path,
+    batch_id: str,
+    index: int,
+    prompt: str,
+    run_id: str,
+    folder: str | None,
+    why: str,
+    own_files: tuple[str, ...] = (),
+) -> str:
     """A prompt's ``run.log``: what it was in the shared invocation, its own lines, and the invocation's tail.
     A line is its own when it names the prompt, its run, its item folder or one of ``own_files`` (the exact
     names of its outputs in a flat layout) exactly."""

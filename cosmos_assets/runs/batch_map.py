@@ -35,8 +35,9 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def claimed_folders(fetched: Path | None, texts: tuple[str | None, ...], folders: tuple[str, ...], prompt_file: str,
-                    video: str) -> tuple[dict[int, str], list[str]]:  # fmt: skip
+def claimed_folders(
+    fetched: Path | None, texts: tuple[str | None, ...], folders: tuple[str, ...], prompt_file: str, video: str
+) -> tuple[dict[int, str], list[str]]:
     """Item index -> the folder (under ``fetched``) holding its video, and the folders with a video nobody claims."""
     if fetched is None or not fetched.is_dir():
         return {}, []
@@ -72,7 +73,9 @@ def own_files(fetched: Path, files: tuple[str, ...]) -> list[Path]:
     return [fetched / name for name in files if (fetched / name).is_file()]
 
 
-def unclaimed_files(fetched: Path | None, item_files: tuple[tuple[str, ...], ...], shared: tuple[str, ...]) -> list[str]:
+def unclaimed_files(
+    fetched: Path | None, item_files: tuple[tuple[str, ...], ...], shared: tuple[str, ...]
+) -> list[str]:
     """Files of a flat output folder that are no item's and not the invocation's own (its logs and config)."""
     if fetched is None or not fetched.is_dir():
         return []
@@ -80,15 +83,26 @@ def unclaimed_files(fetched: Path | None, item_files: tuple[tuple[str, ...], ...
     return sorted(p.name for p in fetched.iterdir() if p.name not in known)
 
 
-def map_outputs(fetched: Path | None, texts: tuple[str | None, ...], folders: tuple[str, ...], prompt_file: str,
-                batch_size: int, exit_code: int, guardrail_seen: bool, video: str = "output.mp4",
-                names: tuple[str, ...] | None = None) -> list[ItemOutcome]:  # fmt: skip
+def map_outputs(
+    fetched: Path | None,
+    texts: tuple[str | None, ...],
+    folders: tuple[str, ...],
+    prompt_file: str,
+    batch_size: int,
+    exit_code: int,
+    guardrail_seen: bool,
+    video: str = "output.mp4",
+    names: tuple[str, ...] | None = None,
+) -> list[ItemOutcome]:
     """Every item's outcome. Items run in windows of ``batch_size``; when the invocation failed (``exit_code`` != 0),
     the windows after the last one that saved a video did not run, except the first of them, where it stopped.
     A missing video where the guardrail spoke is a block; items after a guardrail crash are ``not_run`` (a follow-up
     runs them); after any other crash they failed, and so did a missing video without a guardrail line."""
-    claimed = claimed_by_name(fetched, names) if names is not None else \
-        claimed_folders(fetched, texts, folders, prompt_file, video)[0]
+    claimed = (
+        claimed_by_name(fetched, names)
+        if names is not None
+        else claimed_folders(fetched, texts, folders, prompt_file, video)[0]
+    )
     size = max(1, batch_size)
     windows = [list(range(start, min(start + size, len(texts)))) for start in range(0, len(texts), size)]
     last_saved = max((w for w, members in enumerate(windows) if any(i in claimed for i in members)), default=-1)
@@ -104,16 +118,27 @@ def map_outputs(fetched: Path | None, texts: tuple[str | None, ...], folders: tu
                 outcomes.append(ItemOutcome("succeeded", claimed[index], f"{claimed[index]}/{video} ({checked})"))
             elif stopped_at is not None and w > stopped_at:
                 if guardrail_seen:
-                    outcomes.append(ItemOutcome("not_run", None, "did not run: the guardrail block of an earlier item "
-                                                                  "ended the invocation"))  # fmt: skip
+                    outcomes.append(
+                        ItemOutcome(
+                            "not_run", None, "did not run: the guardrail block of an earlier item ended the invocation"
+                        )
+                    )
                 else:
-                    outcomes.append(ItemOutcome("failed", None, f"did not run: the invocation ended (exit code "
-                                                                f"{exit_code}) before this item"))  # fmt: skip
+                    outcomes.append(
+                        ItemOutcome(
+                            "failed",
+                            None,
+                            f"did not run: the invocation ended (exit code {exit_code}) before this item",
+                        )
+                    )
             elif guardrail_seen:
-                outcomes.append(ItemOutcome("blocked", None, "the guardrail blocked it (retrying the same input will "
-                                                             "not help)"))  # fmt: skip
+                outcomes.append(
+                    ItemOutcome("blocked", None, "the guardrail blocked it (retrying the same input will not help)")
+                )
             elif stopped_at is not None:
-                outcomes.append(ItemOutcome("failed", None, f"the invocation failed (exit code {exit_code}) at this item"))
+                outcomes.append(
+                    ItemOutcome("failed", None, f"the invocation failed (exit code {exit_code}) at this item")
+                )
             else:
                 outcomes.append(ItemOutcome("failed", None, f"the invocation exited 0 but wrote no {video} for it"))
     return outcomes

@@ -36,7 +36,9 @@ class Member:
     make_plan: Callable[[str], StagePlan]
     t0: float = field(default_factory=time.monotonic)
     superseded: str | None = None  # an adopted batch's item whose work a newer run did: never promoted (batch_adopt)
-    taken_for: str | None = None  # the Dagster run it waited in, when another run's invocation takes it (runs/company.py)
+    taken_for: str | None = (
+        None  # the Dagster run it waited in, when another run's invocation takes it (runs/company.py)
+    )
 
     @property
     def item(self) -> BatchItem:
@@ -57,6 +59,6 @@ class BatchOptions(RunOptions):
     batch_size: int = 1
 
     @classmethod
-    def of(cls, options: RunOptions, **fields: Any) -> BatchOptions:  # noqa: ANN401 - this class's own fields
+    def of(cls, options: RunOptions, **fields: Any) -> BatchOptions:
         """``options`` with a batch's own ``fields``."""
         return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(RunOptions)}, **fields)

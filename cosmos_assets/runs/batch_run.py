@@ -8,7 +8,7 @@ follow-up invocation; ``batch.json`` and each prompt's log excerpt. Also what an
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cosmos_assets.files import atomic_write_json, atomic_write_text
@@ -19,13 +19,13 @@ from cosmos_assets.models.base import BatchRequest, ModelBackend
 from cosmos_assets.runs import identity
 from cosmos_assets.runs.adopt import abandon
 from cosmos_assets.runs.batch_files import BatchFile, BatchItemRecord, excerpt
-from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
 from cosmos_assets.runs.batch_map import ItemOutcome, claimed_folders, map_outputs, own_files, unclaimed_files
+from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
 from cosmos_assets.runs.ids import follow_up_id
 from cosmos_assets.runs.record import RunRecord
-from cosmos_assets.runs.spec_used import BatchRef
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
+from cosmos_assets.runs.spec_used import BatchRef
 from cosmos_assets.runs.stage import (
     InferenceFailed,
     failed_dir,
@@ -37,7 +37,6 @@ from cosmos_assets.runs.stage import (
     timed_transfer,
 )
 from cosmos_assets.runs.worker import Worker
-
 
 BATCH_GUARDRAIL_LINES = ("GUARDRAIL BLOCKED", "Guardrail blocked generation")
 
@@ -80,9 +79,16 @@ def _stage_inputs(layout: ProjectLayout, batch: BatchRequest, folder: Path, grou
     return staged
 
 
-def run_batch(layout: ProjectLayout, machine: Machine, group: list[Member], batch_id: str, options: BatchOptions,
-              outcomes: dict[str, PromptOutcome], follow_up_of: str | None = None,
-              adopted: JobState | None = None) -> None:  # fmt: skip
+def run_batch(
+    layout: ProjectLayout,
+    machine: Machine,
+    group: list[Member],
+    batch_id: str,
+    options: BatchOptions,
+    outcomes: dict[str, PromptOutcome],
+    follow_up_of: str | None = None,
+    adopted: JobState | None = None,
+) -> None:
     """One invocation for ``group`` (one backend, one batch key); each prompt promoted or failed on its own, the
     items a guardrail crash left unrun sent to a follow-up invocation. ``adopted``: the invocation was started by an
     orchestrator that died, and this is what is left of it on the host (runs/batch_adopt.py): nothing is uploaded or
@@ -92,29 +98,47 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[Member], batc
     try:
         batch = backend.batch_generation(batch_id, [m.item for m in group], options.num_gpus, options.batch_size)
         folder.mkdir(parents=True, exist_ok=True)
-        job = InferenceJob(run_id=batch_id, dagster_run_id=options.dagster_run_id, stage=group[0].plan.stage,
-                           prompt=invocation_label(group), invocation=batch.request.invocation,
-                           inputs=_stage_inputs(layout, batch, folder, group), project_root=layout.root)  # fmt: skip
+        job = InferenceJob(
+            run_id=batch_id,
+            dagster_run_id=options.dagster_run_id,
+            stage=group[0].plan.stage,
+            prompt=invocation_label(group),
+            invocation=batch.request.invocation,
+            inputs=_stage_inputs(layout, batch, folder, group),
+            project_root=layout.root,
+        )
     except Exception as error:  # noqa: BLE001 - the batch cannot be described or staged: each of its prompts fails
         for member in group:
             _fail(layout, member, error, "planned", log, outcomes)
         return
     for index, member in enumerate(group):
-        member.record.batch = BatchRef(batch_id=batch_id, index=index, items=len(group), gpu_share=1 / len(group),
-                                       follow_up_of=follow_up_of, batch_size=batch.batch_size,
-                                       taken_for=member.taken_for)  # fmt: skip
+        member.record.batch = BatchRef(
+            batch_id=batch_id,
+            index=index,
+            items=len(group),
+            gpu_share=1 / len(group),
+            follow_up_of=follow_up_of,
+            batch_size=batch.batch_size,
+            taken_for=member.taken_for,
+        )
         member.record.remote_output_folder = f"{job.output_folder}/{batch.item_folders[index]}"
         member.record.worker = Worker.current().to_text()
         store.save(member.record)
     batch_log = folder / "run.log"
     run_log = RunLog(batch_log, log)
-    run_log(f"[cosmos-assets] {group[0].plan.stage} of {len(group)} prompts in one invocation {batch_id} on {machine.label} "
-            f"({backend.label}), batch size {batch.batch_size}" + (f"; follow-up of {follow_up_of}" if follow_up_of else ""))  # fmt: skip
+    run_log(
+        f"[cosmos-assets] {group[0].plan.stage} of {len(group)} prompts in one invocation {batch_id} on {machine.label} "
+        f"({backend.label}), batch size {batch.batch_size}" + (f"; follow-up of {follow_up_of}" if follow_up_of else "")
+    )
     for index, member in enumerate(group):
-        run_log(f"[cosmos-assets] item {index}: {member.prompt} (run {member.record.run_id}) -> {batch.item_folders[index]}/")
+        run_log(
+            f"[cosmos-assets] item {index}: {member.prompt} (run {member.record.run_id}) -> {batch.item_folders[index]}/"
+        )
     if adopted is not None:
-        run_log(f"[cosmos-assets] adopting the invocation {batch_id} its orchestrator left behind (what is left on "
-                f"{machine.label}: {adopted}); nothing is uploaded or started again")  # fmt: skip
+        run_log(
+            f"[cosmos-assets] adopting the invocation {batch_id} its orchestrator left behind (what is left on "
+            f"{machine.label}: {adopted}); nothing is uploaded or started again"
+        )
     phase, fetched, download = "planned", folder / "fetched", None
     try:
         if adopted is None:
@@ -125,26 +149,43 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[Member], batc
             phase = "uploading"
             _save_all(store, group, phase)
             timed_transfer([m.record for m in group], "upload", lambda: machine.upload(job.inputs, run_log))
-        command = group[0].record.command if adopted is not None and group[0].record.command else machine.command_for(job)
+        command = (
+            group[0].record.command if adopted is not None and group[0].record.command else machine.command_for(job)
+        )
         for member in group:
             member.record.command = command
         phase = "running"
         _save_all(store, group, phase)
         run_log("[cosmos-assets] command: " + group[0].record.command_line)
-        outcome = run_watched(layout, machine, job, group[0].record, group[0].plan, run_log, options.silence_minutes,
-                              options.cancelled) if adopted != "outputs" else left_outputs(group[0].record, command)  # fmt: skip
+        outcome = (
+            run_watched(
+                layout,
+                machine,
+                job,
+                group[0].record,
+                group[0].plan,
+                run_log,
+                options.silence_minutes,
+                options.cancelled,
+            )
+            if adopted != "outputs"
+            else left_outputs(group[0].record, command)
+        )
         for member in group:
             member.record.ran(command, outcome)
         identity.note_revisions(machine, job, [m.record for m in group])
         phase = "downloading"
         _save_all(store, group, phase)
         try:
-            download = timed_transfer([m.record for m in group], "download",
-                                      lambda: machine.download(job.output_folder, fetched, run_log))
+            download = timed_transfer(
+                [m.record for m in group], "download", lambda: machine.download(job.output_folder, fetched, run_log)
+            )
         except FileNotFoundError:
             if outcome.exit_code == 0:
                 raise
-            run_log(f"[cosmos-assets] the invocation left no output folder {job.output_folder} (exit code {outcome.exit_code})")
+            run_log(
+                f"[cosmos-assets] the invocation left no output folder {job.output_folder} (exit code {outcome.exit_code})"
+            )
     except BaseException as error:
         run_log.close()
         for member in group:
@@ -154,13 +195,28 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[Member], batc
         raise
     run_log.close()
     guardrail = _guardrail_seen(batch_log, outcome.guardrail_blocked)
-    results = map_outputs(fetched if download is not None else None, batch.item_texts, batch.item_folders,
-                          batch.prompt_file, batch.batch_size, outcome.exit_code, guardrail, video=batch.item_video,
-                          names=batch.item_names)  # fmt: skip
-    unclaimed = unclaimed_files(fetched if download is not None else None, batch.item_files, batch.shared_files) \
-        if batch.item_files is not None else claimed_folders(
-        fetched if download is not None else None, batch.item_texts, batch.item_folders, batch.prompt_file,
-        batch.item_video)[1]  # fmt: skip
+    results = map_outputs(
+        fetched if download is not None else None,
+        batch.item_texts,
+        batch.item_folders,
+        batch.prompt_file,
+        batch.batch_size,
+        outcome.exit_code,
+        guardrail,
+        video=batch.item_video,
+        names=batch.item_names,
+    )
+    unclaimed = (
+        unclaimed_files(fetched if download is not None else None, batch.item_files, batch.shared_files)
+        if batch.item_files is not None
+        else claimed_folders(
+            fetched if download is not None else None,
+            batch.item_texts,
+            batch.item_folders,
+            batch.prompt_file,
+            batch.item_video,
+        )[1]
+    )
     ran = [r for r in results if r.status != "not_run"]
     share = 1 / len(ran) if ran else 0.0
     left: list[Member] = []
@@ -170,17 +226,42 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[Member], batc
             continue
         assert member.record.batch is not None
         member.record.batch = member.record.batch.model_copy(update={"gpu_share": share})
-        _settle(layout, backend, member, index, result, batch_id, batch_log, fetched, download, job, log, outcomes,
-                flat=batch.item_files[index] if batch.item_files is not None else None, nested=batch.nested)  # fmt: skip
-    _write_batch_file(folder, batch_id, options, backend, machine, batch, group, results, unclaimed, outcome.exit_code, follow_up_of)
+        _settle(
+            layout,
+            backend,
+            member,
+            index,
+            result,
+            batch_id,
+            batch_log,
+            fetched,
+            download,
+            job,
+            log,
+            outcomes,
+            flat=batch.item_files[index] if batch.item_files is not None else None,
+            nested=batch.nested,
+        )
+    _write_batch_file(
+        folder, batch_id, options, backend, machine, batch, group, results, unclaimed, outcome.exit_code, follow_up_of
+    )
     if unclaimed:
-        why = ("are files no sample of the batch is named for" if batch.item_files is not None else
-               "hold a video no prompt of the batch claims (its prompt.txt matches none)")
-        say(log, f"[cosmos-assets] batch {batch_id}: {', '.join(unclaimed)} {why}; left in outputs/.batches, "
-                  "attached to no prompt")  # fmt: skip
+        why = (
+            "are files no sample of the batch is named for"
+            if batch.item_files is not None
+            else "hold a video no prompt of the batch claims (its prompt.txt matches none)"
+        )
+        say(
+            log,
+            f"[cosmos-assets] batch {batch_id}: {', '.join(unclaimed)} {why}; left in outputs/.batches, "
+            "attached to no prompt",
+        )
     if left:
-        say(log, f"[cosmos-assets] batch {batch_id}: {len(left)} prompt(s) did not run ({', '.join(m.prompt for m in left)}); "
-                  "running them in a follow-up invocation")  # fmt: skip
+        say(
+            log,
+            f"[cosmos-assets] batch {batch_id}: {len(left)} prompt(s) did not run ({', '.join(m.prompt for m in left)}); "
+            "running them in a follow-up invocation",
+        )
         for member in left:
             member.record.state = "planned"
             member.record.exit_code = None
@@ -190,33 +271,68 @@ def run_batch(layout: ProjectLayout, machine: Machine, group: list[Member], batc
 def left_outputs(record: RunRecord, command: list[str]) -> RunOutcome:
     """An adopted invocation whose container is gone but whose outputs are on the host: taken as having exited 0
     (what it wrote is mapped item by item; an item without its video fails as any such item does)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return RunOutcome(exit_code=0, command=command, started_at=record.started_at or now, finished_at=now)
 
 
-def _write_batch_file(folder: Path, batch_id: str, options: BatchOptions, backend: ModelBackend, machine: Machine,
-                      batch: BatchRequest, group: list[Member], results: list[ItemOutcome], unclaimed: list[str],
-                      exit_code: int, follow_up_of: str | None) -> None:  # fmt: skip
+def _write_batch_file(
+    folder: Path,
+    batch_id: str,
+    options: BatchOptions,
+    backend: ModelBackend,
+    machine: Machine,
+    batch: BatchRequest,
+    group: list[Member],
+    results: list[ItemOutcome],
+    unclaimed: list[str],
+    exit_code: int,
+    follow_up_of: str | None,
+) -> None:
     content = BatchFile(
-        batch_id=batch_id, dagster_run_id=options.dagster_run_id, model=backend.name, host=machine.label,
-        batch_size=batch.batch_size, command=group[0].record.command, exit_code=exit_code, follow_up_of=follow_up_of,
+        batch_id=batch_id,
+        dagster_run_id=options.dagster_run_id,
+        model=backend.name,
+        host=machine.label,
+        batch_size=batch.batch_size,
+        command=group[0].record.command,
+        exit_code=exit_code,
+        follow_up_of=follow_up_of,
         unclaimed_folders=unclaimed,
-        items=[BatchItemRecord(index=i, prompt=m.prompt, run_id=m.record.run_id, status=r.status, folder=r.folder,
-                               why=r.why) for i, (m, r) in enumerate(zip(group, results))],
-    )  # fmt: skip
+        items=[
+            BatchItemRecord(
+                index=i, prompt=m.prompt, run_id=m.record.run_id, status=r.status, folder=r.folder, why=r.why
+            )
+            for i, (m, r) in enumerate(zip(group, results))
+        ],
+    )
     atomic_write_text(folder / "batch.json", content.model_dump_json(indent=2) + "\n")
 
 
-def _settle(layout: ProjectLayout, backend: ModelBackend, member: Member, index: int, result: ItemOutcome,
-            batch_id: str, batch_log: Path, fetched: Path, download, job: InferenceJob, log: LogLine,  # noqa: ANN001
-            outcomes: dict[str, PromptOutcome], flat: tuple[str, ...] | None = None, nested: bool = False) -> None:  # fmt: skip
+def _settle(
+    layout: ProjectLayout,
+    backend: ModelBackend,
+    member: Member,
+    index: int,
+    result: ItemOutcome,
+    batch_id: str,
+    batch_log: Path,
+    fetched: Path,
+    download,
+    job: InferenceJob,
+    log: LogLine,
+    outcomes: dict[str, PromptOutcome],
+    flat: tuple[str, ...] | None = None,
+    nested: bool = False,
+) -> None:
     """One item after the invocation: promoted into ``outputs/<prompt>/``, or failed (blocked) with its reason.
     ``flat``: a flat layout's exact file names this item may own."""
     plan, record = member.plan, member.record
     staging = plan.effective_spec.parent
     staging.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(staging / plan.log_name, excerpt(batch_log, batch_id, index, member.prompt, member.record.run_id,
-                                                       result.folder, result.why, flat or ()))  # fmt: skip
+    atomic_write_text(
+        staging / plan.log_name,
+        excerpt(batch_log, batch_id, index, member.prompt, member.record.run_id, result.folder, result.why, flat or ()),
+    )
     if member.superseded is not None:
         abandon(RunStore(layout.runs_dir), layout.history_log, record, member.superseded)
         return
@@ -247,15 +363,29 @@ def _settle(layout: ProjectLayout, backend: ModelBackend, member: Member, index:
         return
     blocked = result.status == "blocked"
     log_path = failed_dir(layout, record) / plan.log_name
-    error = InferenceFailed(f"{plan.stage} for {member.prompt} failed on {record.host} in the shared invocation {batch_id} "
-                            f"(item {index}): {result.why}. Log: {log_path}", record.log_tail, blocked, log_path,
-                            cause="guardrail_blocked" if blocked else "model_exit")  # fmt: skip
+    error = InferenceFailed(
+        f"{plan.stage} for {member.prompt} failed on {record.host} in the shared invocation {batch_id} "
+        f"(item {index}): {result.why}. Log: {log_path}",
+        record.log_tail,
+        blocked,
+        log_path,
+        cause="guardrail_blocked" if blocked else "model_exit",
+    )
     _fail(layout, member, error, "running", log, outcomes, error_text=result.why)
 
 
-def _fail(layout: ProjectLayout, member: Member, error: BaseException, phase: str, log: LogLine,
-          outcomes: dict[str, PromptOutcome], error_text: str | None = None) -> None:  # fmt: skip
+def _fail(
+    layout: ProjectLayout,
+    member: Member,
+    error: BaseException,
+    phase: str,
+    log: LogLine,
+    outcomes: dict[str, PromptOutcome],
+    error_text: str | None = None,
+) -> None:
     """Record a prompt's failure as the runner does (state, cause, ``outputs/.failed``, history)."""
-    record_failure(layout, member.record, error, log, phase=phase, plan=member.plan, t0=member.t0, error_text=error_text)
+    record_failure(
+        layout, member.record, error, log, phase=phase, plan=member.plan, t0=member.t0, error_text=error_text
+    )
     if isinstance(error, Exception):
         outcomes[member.prompt].error = error

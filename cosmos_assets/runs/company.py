@@ -15,35 +15,44 @@ Plain Python, no Dagster.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import LogLine
 from cosmos_assets.models.base import ModelBackend
 from cosmos_assets.runs.adopt import earlier_attempt
-from cosmos_assets.runs.batch import alone as run_alone, group_for_batches
-from cosmos_assets.runs.batch_run import run_batch
+from cosmos_assets.runs.batch import alone as run_alone
+from cosmos_assets.runs.batch import group_for_batches
 from cosmos_assets.runs.batch_members import BatchOptions, Member, PromptOutcome
-from cosmos_assets.runs.ids import batch_id as batch_id_of, batch_run_id, new_run_id
+from cosmos_assets.runs.batch_run import run_batch
+from cosmos_assets.runs.ids import batch_id as batch_id_of
+from cosmos_assets.runs.ids import batch_run_id, new_run_id
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record_store import RunStore
-from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record, say
 from cosmos_assets.runs.skip import decide
+from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record, say
 
 Planner = Callable[[ModelBackend, str, str], StagePlan]
 """(backend, prompt, run id) -> the stage's plan for that prompt."""
 
 
-def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[], Mapping[str, str]],
-                     backend_for: Callable[[str], ModelBackend],
-                     machine: Machine, options: BatchOptions, planner: Planner, stage: str = "generate",
-                     now: datetime | None = None) -> dict[str, PromptOutcome]:  # fmt: skip
+def run_with_company(
+    layout: ProjectLayout,
+    own: str,
+    find_company: Callable[[], Mapping[str, str]],
+    backend_for: Callable[[str], ModelBackend],
+    machine: Machine,
+    options: BatchOptions,
+    planner: Planner,
+    stage: str = "generate",
+    now: datetime | None = None,
+) -> dict[str, PromptOutcome]:
     """``own`` run on ``machine``, with as many of the waiting prompts (``find_company()``: prompt -> the Dagster run
     it waits in; asked only once ``own`` has work to do) as can share its invocation. Returns ``own``'s outcome and
     one for each prompt taken; a prompt not taken has none."""
     log = options.log
-    base = new_run_id(now or datetime.now(timezone.utc))
+    base = new_run_id(now or datetime.now(UTC))
     suffix = "" if stage == "generate" else f"_{stage}"
     store = RunStore(layout.runs_dir, warn=lambda line: say(log, f"[cosmos-assets] warning: {line}"))
     outcomes: dict[str, PromptOutcome] = {own: PromptOutcome(own)}
@@ -54,7 +63,9 @@ def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[],
 
     def alone() -> dict[str, PromptOutcome]:
         try:
-            outcomes[own].result = run_alone(options, layout, machine, own_backend, plan_maker(own_backend, own), base + suffix)
+            outcomes[own].result = run_alone(
+                options, layout, machine, own_backend, plan_maker(own_backend, own), base + suffix
+            )
         except Exception as error:  # noqa: BLE001 - the caller raises it as the step's failure
             outcomes[own].error = error
         return {own: outcomes[own]}
@@ -94,8 +105,11 @@ def run_with_company(layout: ProjectLayout, own: str, find_company: Callable[[],
         say(log, f"[cosmos-assets] {stage} of {own}: no waiting prompt can share its invocation; it runs alone")
         return alone()
     taken = [m for m in group if m is not own_member]
-    say(log, f"[cosmos-assets] {stage} of {own} takes {len(taken)} waiting prompt(s) into its invocation: "
-              + ", ".join(f"{m.prompt} (run {m.taken_for})" for m in taken))  # fmt: skip
+    say(
+        log,
+        f"[cosmos-assets] {stage} of {own} takes {len(taken)} waiting prompt(s) into its invocation: "
+        + ", ".join(f"{m.prompt} (run {m.taken_for})" for m in taken),
+    )
     for member in taken:
         outcomes[member.prompt] = PromptOutcome(member.prompt)
     run_batch(layout, machine, group, batch_id_of(base, 0), options, outcomes)
@@ -108,8 +122,11 @@ def own_result(outcomes: dict[str, PromptOutcome], own: str, log: LogLine) -> St
     for prompt, outcome in outcomes.items():
         if prompt != own:
             why = str(outcome.error).splitlines()[0] if outcome.error is not None and str(outcome.error) else "?"
-            say(log, f"[cosmos-assets] taken prompt {prompt}: {'done' if outcome.result is not None else 'failed: ' + why} "
-                     "(its own run reports it)")  # fmt: skip
+            say(
+                log,
+                f"[cosmos-assets] taken prompt {prompt}: {'done' if outcome.result is not None else 'failed: ' + why} "
+                "(its own run reports it)",
+            )
     if outcomes[own].error is not None:
         raise outcomes[own].error
     result = outcomes[own].result
@@ -117,8 +134,15 @@ def own_result(outcomes: dict[str, PromptOutcome], own: str, log: LogLine) -> St
     return result
 
 
-def _member(layout: ProjectLayout, machine: Machine, backend: ModelBackend, prompt: str, run_id: str,
-            planner: Planner, options: BatchOptions) -> Member | None:  # fmt: skip
+def _member(
+    layout: ProjectLayout,
+    machine: Machine,
+    backend: ModelBackend,
+    prompt: str,
+    run_id: str,
+    planner: Planner,
+    options: BatchOptions,
+) -> Member | None:
     plan = planner(backend, prompt, run_id)
     if plan.spec is None:
         return None
@@ -129,7 +153,9 @@ def _member(layout: ProjectLayout, machine: Machine, backend: ModelBackend, prom
 
 def _has_no_new_work(layout: ProjectLayout, store: RunStore, member: Member, force: bool) -> bool:
     """Done already (the skip decides), or left behind by an earlier attempt (the one-prompt path adopts it)."""
-    return decide(store, layout.root, member.record, force=force).skip or earlier_attempt(store, member.record) is not None
+    return (
+        decide(store, layout.root, member.record, force=force).skip or earlier_attempt(store, member.record) is not None
+    )
 
 
 def _clean(member: Member | None) -> None:

@@ -30,8 +30,14 @@ def _totals(lines: Iterable[HistoryRecord], key: Callable[[HistoryRecord], str])
     for name in sorted(groups):
         members = [m for m in groups[name] if m.status != "skipped"]
         unpriced = any(m.cost is None and m.gpu_seconds > 0 for m in members)
-        rows.append(CostRow(key=name, runs=len(members), gpu_hours=sum(m.gpu_seconds for m in members) / 3600.0,
-                            cost=None if unpriced else sum(m.cost or 0.0 for m in members)))  # fmt: skip
+        rows.append(
+            CostRow(
+                key=name,
+                runs=len(members),
+                gpu_hours=sum(m.gpu_seconds for m in members) / 3600.0,
+                cost=None if unpriced else sum(m.cost or 0.0 for m in members),
+            )
+        )
     return rows
 
 

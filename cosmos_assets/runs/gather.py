@@ -45,8 +45,10 @@ class BatchWindow:
 
     def __post_init__(self) -> None:
         if self.window_seconds < 0 or self.max_prompts < 1 or self.poll_seconds <= 0:
-            raise ValueError(f"batch window {self.window_seconds:g} s and at most {self.max_prompts} prompts: "
-                             "the window must be 0 or more and the count 1 or more")  # fmt: skip
+            raise ValueError(
+                f"batch window {self.window_seconds:g} s and at most {self.max_prompts} prompts: "
+                "the window must be 0 or more and the count 1 or more"
+            )
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,16 @@ def _choose(own: str, found: Sequence[Waiting], room: int) -> list[Waiting]:
     return ordered[:room]
 
 
-def gather(own_prompt: str, own_priority: int, find: Callable[[], Sequence[Waiting]], window: BatchWindow,
-           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-           cancelled: Callable[[], bool] = lambda: False,
-           on_the_way: Callable[[], int] | None = None) -> Company:  # fmt: skip
+def gather(
+    own_prompt: str,
+    own_priority: int,
+    find: Callable[[], Sequence[Waiting]],
+    window: BatchWindow,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    cancelled: Callable[[], bool] = lambda: False,
+    on_the_way: Callable[[], int] | None = None,
+) -> Company:
     """Company for ``own_prompt``: ``find()`` is asked at once, then every ``poll_seconds`` until the batch is full,
     an urgent prompt waits, the window has passed, the run is cancelled, or nobody else is on the way
     (``on_the_way()``: how many other runs will want this step on this host but do not wait for it yet; None:

@@ -43,10 +43,14 @@ class HistoryRecord(BaseModel):
     error: str | None = None
     cause: str | None = None
     model_load_seconds: float | None = None
-    cost: float | None = Field(default=None, description="GPU hours x COSMOS_GPU_PRICE_PER_HOUR; None when no price was set")
+    cost: float | None = Field(
+        default=None, description="GPU hours x COSMOS_GPU_PRICE_PER_HOUR; None when no price was set"
+    )
     batch_id: str | None = Field(default=None, description="the shared invocation this prompt ran in (runs/batch.py)")
     batch_index: int | None = Field(default=None, description="its item in that invocation")
-    retry_of: str | None = Field(default=None, description="the run this one retried (out of GPU memory, with offload flags)")
+    retry_of: str | None = Field(
+        default=None, description="the run this one retried (out of GPU memory, with offload flags)"
+    )
     flags_added: list[str] = Field(default_factory=list, description="flags the retry added to the command")
     gpu_util_mean_percent: float | None = Field(default=None, description="mean GPU utilisation sampled during the run")
     served_by: str | None = Field(default=None, description="'service <container id>' or 'one-shot' (docs/serving.md)")

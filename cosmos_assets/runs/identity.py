@@ -40,10 +40,12 @@ def pin_problem(job: InferenceJob, found: dict[str, str], where: str) -> str | N
         have = found.get(repo)
         if have != wanted:
             now = f"resolves main to {have}" if have else "has no readable refs/main for it"
-            return (f"checkpoint_revision pins {repo} at {wanted} but the Hugging Face cache on {where} {now}: "
-                    "Cosmos 3 loads its checkpoint and processor by the `main` revision (no revision flag), so a pin "
-                    "holds only where the cache resolves main to it (the run then goes offline, HF_HUB_OFFLINE=1). "
-                    "Fix: remove the pin to run on what the host has, or run on a host whose cache holds that revision")
+            return (
+                f"checkpoint_revision pins {repo} at {wanted} but the Hugging Face cache on {where} {now}: "
+                "Cosmos 3 loads its checkpoint and processor by the `main` revision (no revision flag), so a pin "
+                "holds only where the cache resolves main to it (the run then goes offline, HF_HUB_OFFLINE=1). "
+                "Fix: remove the pin to run on what the host has, or run on a host whose cache holds that revision"
+            )
     return None
 
 
@@ -53,8 +55,10 @@ def after_preflight(machine: Machine, job: InferenceJob, records: list[RunRecord
     image_id = machine.image_id()
     for record in records:
         if image_id is not None and record.image_id not in (None, image_id):
-            log(f"[cosmos-assets] image {record.image} changed on {machine.label} since the run was planned: "
-                f"{short(record.image_id)} -> {short(image_id)}")  # fmt: skip
+            log(
+                f"[cosmos-assets] image {record.image} changed on {machine.label} since the run was planned: "
+                f"{short(record.image_id)} -> {short(image_id)}"
+            )
         record.image_id = image_id or record.image_id
     if job.invocation.pinned_revisions:
         problem = pin_problem(job, machine.checkpoint_revisions(job), machine.label)

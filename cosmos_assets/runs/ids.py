@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 TokenSource = Callable[[], str]
 
@@ -71,8 +71,8 @@ def new_run_id(now: datetime | None = None, stage: str = "generate") -> str:
     """``YYYYmmdd_HHMMSS_<8 hex>`` (``..._upscale`` for the upscale): sortable, and unique even for two runs planned
     in the same second by this process (a token already issued is drawn again) or by two processes (32 random bits).
     """
-    now = now or datetime.now(timezone.utc)
-    stamp = (now.astimezone(timezone.utc) if now.tzinfo else now).strftime("%Y%m%d_%H%M%S")
+    now = now or datetime.now(UTC)
+    stamp = (now.astimezone(UTC) if now.tzinfo else now).strftime("%Y%m%d_%H%M%S")
     for _ in range(_MAX_DRAWS):
         token = _source()
         if not _TOKEN.fullmatch(token):
@@ -104,7 +104,7 @@ class BatchId:
     follow_up: int
 
     @classmethod
-    def parse(cls, text: str) -> "BatchId":
+    def parse(cls, text: str) -> BatchId:
         match = BATCH_ID.fullmatch(text)
         if match is None:
             raise ValueError(f"batch id {text!r} is not <YYYYmmdd_HHMMSS_8hex>_batch<k>[_f<m>]")
@@ -113,7 +113,7 @@ class BatchId:
     def __str__(self) -> str:
         return batch_id(self.base, self.group) + (f"_f{self.follow_up}" if self.follow_up else "")
 
-    def next_follow_up(self) -> "BatchId":
+    def next_follow_up(self) -> BatchId:
         return BatchId(self.base, self.group, self.follow_up + 1)
 
 

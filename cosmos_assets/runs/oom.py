@@ -49,8 +49,9 @@ class MemoryFailure:
     evidence: str  # the log line or the exit status that shows it
 
 
-def memory_failure(exit_code: int | None, log_lines: Iterable[str], oom_killed: bool | None = None,
-                   kernel_oom: bool = False) -> MemoryFailure | None:  # fmt: skip
+def memory_failure(
+    exit_code: int | None, log_lines: Iterable[str], oom_killed: bool | None = None, kernel_oom: bool = False
+) -> MemoryFailure | None:
     """Whether a run that exited ``exit_code`` (with this log, docker's ``OOMKilled``, and whether the kernel log
     names the container in an OOM kill) ran out of memory."""
     if exit_code in (None, 0):
@@ -62,25 +63,34 @@ def memory_failure(exit_code: int | None, log_lines: Iterable[str], oom_killed: 
     if oom_killed:
         return MemoryFailure("host", f"exit code {exit_code}, docker reports the container OOMKilled")
     if kernel_oom:
-        return MemoryFailure("host", f"exit code {exit_code}, and the kernel log shows its OOM killer ended the "
-                                     "container (a host-wide OOM kill, which docker does not flag)")  # fmt: skip
+        return MemoryFailure(
+            "host",
+            f"exit code {exit_code}, and the kernel log shows its OOM killer ended the "
+            "container (a host-wide OOM kill, which docker does not flag)",
+        )
     if exit_code == SIGKILL_EXIT and oom_killed is None:
-        return MemoryFailure("host", "exit code 137 (SIGKILL) with no error from the model, which is how the kernel's "
-                                     "OOM killer ends a process (docker did not say OOMKilled: it may also have been "
-                                     "killed by hand)")  # fmt: skip
+        return MemoryFailure(
+            "host",
+            "exit code 137 (SIGKILL) with no error from the model, which is how the kernel's "
+            "OOM killer ends a process (docker did not say OOMKilled: it may also have been "
+            "killed by hand)",
+        )
     return None
 
 
-def killed_from_outside(exit_code: int | None, oom_killed: bool | None, container: str | None,
-                        kernel_oom: bool = False) -> str | None:  # fmt: skip
+def killed_from_outside(
+    exit_code: int | None, oom_killed: bool | None, container: str | None, kernel_oom: bool = False
+) -> str | None:
     """Why a run ended, when its container died of SIGKILL that was not the kernel's OOM killer (docker says
     ``OOMKilled`` false and the kernel log does not name it); None otherwise. ``container``: its name."""
     if exit_code != SIGKILL_EXIT or oom_killed is not False or kernel_oom:
         return None
     which = f"container {container}" if container else "its container"
-    return (f"{which} was killed from outside: exit code 137 (SIGKILL) while docker says it was not OOMKilled, so "
-            "someone or something sent it SIGKILL (`docker kill`, a `docker stop` past its grace period, a host agent); "
-            "the model did not fail by itself. Not retried, as a kill is usually meant: materialize again to run it")
+    return (
+        f"{which} was killed from outside: exit code 137 (SIGKILL) while docker says it was not OOMKilled, so "
+        "someone or something sent it SIGKILL (`docker kill`, a `docker stop` past its grace period, a host agent); "
+        "the model did not fail by itself. Not retried, as a kill is usually meant: materialize again to run it"
+    )
 
 
 def offload_flags(backend: ModelBackend) -> tuple[str, ...]:
@@ -100,22 +110,28 @@ def missing_offload_flags(backend: ModelBackend, invocation: Invocation) -> list
 def fix_text(memory: MemoryFailure, backend: ModelBackend, invocation: Invocation, retry_on: bool) -> str:
     """One line: what ran out and what to change."""
     if memory.kind == "host":
-        return (f"the host ran out of memory (RAM), not the GPU: {memory.evidence}. Fix: a shorter clip (fewer frames in "
-                "the control videos), fewer jobs on the host at once, or a host with more memory; offload flags move "
-                "weights into host memory and would make it worse")  # fmt: skip
+        return (
+            f"the host ran out of memory (RAM), not the GPU: {memory.evidence}. Fix: a shorter clip (fewer frames in "
+            "the control videos), fewer jobs on the host at once, or a host with more memory; offload flags move "
+            "weights into host memory and would make it worse"
+        )
     missing = missing_offload_flags(backend, invocation)
     if missing:
         offload = f"offload to CPU memory with {' '.join(missing)}" + (
-            " (COSMOS_OOM_RETRY_OFFLOAD is on: retried once with them)" if retry_on
-            else " (COSMOS_OOM_RETRY_OFFLOAD=1 retries once with them)")  # fmt: skip
+            " (COSMOS_OOM_RETRY_OFFLOAD is on: retried once with them)"
+            if retry_on
+            else " (COSMOS_OOM_RETRY_OFFLOAD=1 retries once with them)"
+        )
     elif offload_flags(backend):
         offload = f"it already offloads ({' '.join(offload_flags(backend))})"
     else:
         offload = f"{backend.name} has no flag to offload its model to CPU memory"
     advice = getattr(backend, "memory_advice", "")
-    return (f"out of GPU memory ({memory.evidence}). Fix: {offload}; more GPUs per run (run config num_gpus or "
-            f"NUM_GPU; this run had {invocation.num_gpus}); or a shorter clip (fewer frames in the control videos)"
-            + (f"; {advice}" if advice else ""))  # fmt: skip
+    return (
+        f"out of GPU memory ({memory.evidence}). Fix: {offload}; more GPUs per run (run config num_gpus or "
+        f"NUM_GPU; this run had {invocation.num_gpus}); or a shorter clip (fewer frames in the control videos)"
+        + (f"; {advice}" if advice else "")
+    )
 
 
 def with_offload(invocation: Invocation, flags: list[str]) -> Invocation:

@@ -29,6 +29,6 @@ class RunOptions:
     run_finished: Callable[[str], bool] | None = None
     oom_retry_offload: bool = False
 
-    def replace(self, **changes: Any) -> RunOptions:  # noqa: ANN401 - the dataclass's own fields
+    def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (field names; an unknown name is a TypeError)."""
         return dataclasses.replace(self, **changes)

@@ -36,23 +36,28 @@ from pathlib import Path
 from typing import Any
 
 import av
-
 from pydantic import ValidationError
 
 from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.media import VideoInfo, VideoReadError, probe_video
-from cosmos_assets.runs.spec_used import SpecUsed
-from cosmos_assets.prompts.spec import SpecError, parse_spec
-from cosmos_assets.prompts.inputs import input_videos
-from cosmos_assets.models.transfer2_5 import Spec25
 from cosmos_assets.models.cosmos3_contract import HINT_KEYS, Spec3
+from cosmos_assets.models.transfer2_5 import Spec25
+from cosmos_assets.prompts.inputs import input_videos
+from cosmos_assets.prompts.spec import SpecError, parse_spec
+from cosmos_assets.runs.spec_used import SpecUsed
 
 MAX_FRAMES = 5000
 CHUNK_FRAMES = 121
 UPSCALE_FACTOR = 3
 BUCKETS: tuple[tuple[int, int], ...] = ((1280, 704), (960, 704), (960, 960), (704, 960), (704, 1280))
 """(width, height) of Cosmos-Transfer1's 720p resolution buckets (Transfer2.5's "720" buckets are the same)."""
-BUCKETS_25_480: tuple[tuple[int, int], ...] = ((768, 432), (640, 480), (480, 480), (480, 640), (432, 768))  # docs/upstream/transfer2.5.md#resolution-buckets
+BUCKETS_25_480: tuple[tuple[int, int], ...] = (
+    (768, 432),
+    (640, 480),
+    (480, 480),
+    (480, 640),
+    (432, 768),
+)  # docs/upstream/transfer2.5.md#resolution-buckets
 # Cosmos 3's tiers by aspect_ratio (data/generator/utils.py VIDEO_RES_SIZE_INFO); the 256 tier is not documented.
 TIERS_3: dict[str, dict[str, tuple[int, int]]] = {
     "720": {"16,9": (1280, 720), "4,3": (1104, 832), "1,1": (960, 960), "3,4": (832, 1104), "9,16": (720, 1280)},
@@ -172,10 +177,18 @@ def check_generated(video: Path, inputs: Sequence[Path]) -> CheckReport:
     return _compare(video, frames, size, report, f"shortest input, at most {MAX_FRAMES}")
 
 
-def _compare(video: Path, frames: int, size: tuple[int, int] | None, report: CheckReport, why: str,
-             size_is: str = "the resolution bucket") -> CheckReport:
+def _compare(
+    video: Path,
+    frames: int,
+    size: tuple[int, int] | None,
+    report: CheckReport,
+    why: str,
+    size_is: str = "the resolution bucket",
+) -> CheckReport:
     """``video`` has ``frames`` frames and ``size`` (None: no documented size to compare with, shown as a fact)."""
-    report.facts.update(expected_frames=frames, expected_resolution=f"{size[0]}x{size[1]}" if size else "(not documented)")
+    report.facts.update(
+        expected_frames=frames, expected_resolution=f"{size[0]}x{size[1]}" if size else "(not documented)"
+    )
     try:
         info = probe_video(video)
     except VideoReadError as error:
@@ -203,7 +216,9 @@ def check_generated_run(video: Path, used: SpecUsed, project_root: Path) -> Chec
         fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:3])
         report.problems.append(f"spec_used.json: the {used.backend} spec cannot be read ({fields})")
     except (SpecError, ValueError) as error:
-        report.problems.append(f"spec_used.json: the {used.backend} spec cannot be read ({' '.join(str(error).split())})")
+        report.problems.append(
+            f"spec_used.json: the {used.backend} spec cannot be read ({' '.join(str(error).split())})"
+        )
     return report
 
 
@@ -266,8 +281,14 @@ def _cosmos3_rule(video: Path, spec: dict[str, Any], root: Path, report: CheckRe
     report.facts.update(resolution_tier=parsed.resolution, aspect_ratio=aspect)
     chunk = parsed.num_video_frames_per_chunk or NEWER_CHUNK_FRAMES
     report.facts["chunks"] = chunk_count(frames, chunk + (-(chunk - 1)) % 4)  # rounded up to 4n+1 upstream
-    return _compare(video, frames, size, report, f"hint {hints[0][0]}'s frames, capped by max_frames",
-                    f"the {parsed.resolution} tier's {aspect} bucket")
+    return _compare(
+        video,
+        frames,
+        size,
+        report,
+        f"hint {hints[0][0]}'s frames, capped by max_frames",
+        f"the {parsed.resolution} tier's {aspect} bucket",
+    )
 
 
 GENERATION_RULES = {"cosmos-transfer2.5": _transfer2_5_rule, "cosmos3": _cosmos3_rule}
@@ -282,9 +303,13 @@ def check_upscale(upscaled: Path, generated: Path) -> CheckReport:
         return report
     up, gen = infos["upscaled"], infos["generated"]
     want = (UPSCALE_FACTOR * gen.width, UPSCALE_FACTOR * gen.height)
-    report.facts.update(resolution=f"{up.width}x{up.height}", expected_resolution=f"{want[0]}x{want[1]}", frames=up.frames)
+    report.facts.update(
+        resolution=f"{up.width}x{up.height}", expected_resolution=f"{want[0]}x{want[1]}", frames=up.frames
+    )
     if (up.width, up.height) != want:
-        report.problems.append(f"upscale is {up.width}x{up.height}, expected {want[0]}x{want[1]} (3x {gen.width}x{gen.height})")
+        report.problems.append(
+            f"upscale is {up.width}x{up.height}, expected {want[0]}x{want[1]} (3x {gen.width}x{gen.height})"
+        )
     if up.frames != gen.frames:
         report.problems.append(f"upscale has {up.frames} frames, the generated video {gen.frames}")
     return report
@@ -300,7 +325,9 @@ def container_user(command: Sequence[str]) -> str | None:
     return None
 
 
-def check_ownership(paths: Sequence[Path], uid: int | None = None, remote: bool = False, remote_user: str | None = None) -> CheckReport:
+def check_ownership(
+    paths: Sequence[Path], uid: int | None = None, remote: bool = False, remote_user: str | None = None
+) -> CheckReport:
     """Every file is owned by ``uid`` (default: ours); a remote run must have used a non-root container user."""
     uid = os.getuid() if uid is None else uid
     report = CheckReport(facts={"owner_uid": uid, "files": len(paths)})
@@ -312,11 +339,15 @@ def check_ownership(paths: Sequence[Path], uid: int | None = None, remote: bool 
             continue
         if owner != uid:
             who = "root" if owner == 0 else f"uid {owner}"
-            report.problems.append(f"{path} is owned by {who}, not uid {uid}: fix with chown, and run the container as -u uid:gid")
+            report.problems.append(
+                f"{path} is owned by {who}, not uid {uid}: fix with chown, and run the container as -u uid:gid"
+            )
     if remote:
         report.facts["container_user"] = remote_user or "(image default: root)"
         if remote_user is None or remote_user.split(":")[0] in ("0", "root"):
-            report.problems.append("the container ran as root (no non-root -u uid:gid), so its files on the host are root-owned")
+            report.problems.append(
+                "the container ran as root (no non-root -u uid:gid), so its files on the host are root-owned"
+            )
     return report
 
 
@@ -335,7 +366,9 @@ def recorded_remote_user(spec_used: SpecUsed) -> tuple[bool, str | None]:
     Whatever the model: the preview backend run on an SSH host runs in docker too, and must run non-root.
     """
     container = spec_used.container
-    in_container = container.get("runtime") == "docker" or "user" in container or spec_used.command[:2] == ["docker", "run"]
+    in_container = (
+        container.get("runtime") == "docker" or "user" in container or spec_used.command[:2] == ["docker", "run"]
+    )
     if not in_container:
         return False, None
     user = container.get("user")

@@ -12,11 +12,11 @@ from typing import Any
 
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.job import InferenceJob, StagedFile
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend, ModelRequest
-from cosmos_assets.runs.spec_used import SpecUsed
-from cosmos_assets.prompts.spec import load_spec, TransferSpec
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.inputs import referenced_paths, shot_of, with_videos_subdir
+from cosmos_assets.prompts.spec import TransferSpec, load_spec
+from cosmos_assets.runs.spec_used import SpecUsed
 
 DEFAULT_UPSCALE_WEIGHT = 0.5
 
@@ -145,12 +145,22 @@ def plan_upscale(
         stage="upscale",
         prompt=prompt,
         invocation=request.invocation,
-        inputs=[StagedFile(local=effective, remote=request.spec_remote), StagedFile(local=generated, remote=generated_remote)],
+        inputs=[
+            StagedFile(local=effective, remote=request.spec_remote),
+            StagedFile(local=generated, remote=generated_remote),
+        ],
         project_root=layout.root,
     )
     # For a batch of upscales (runs/company.py): its request's spec, with the generation's prompt as the text of its
     # line of the JSONL (transfer.py reads a text per line; docs/batching.md).
     text = (gen_used.prompt_spec or {}).get("prompt") or gen_used.spec.get("prompt")
     batch_spec = TransferSpec.model_validate({**request.spec, "prompt": text if isinstance(text, str) else None})
-    return StagePlan(job=job, request=request, shot=gen_used.shot, dest=layout.upscaled_dir(prompt),
-                     log_name="upscale_run.log", effective_spec=effective, spec=batch_spec)
+    return StagePlan(
+        job=job,
+        request=request,
+        shot=gen_used.shot,
+        dest=layout.upscaled_dir(prompt),
+        log_name="upscale_run.log",
+        effective_spec=effective,
+        spec=batch_spec,
+    )

@@ -26,7 +26,9 @@ def parse_priority(value: str | int) -> int:
         except ValueError:
             raise ValueError(f"priority {str(value)[:40]!r} is not one of {', '.join(LEVELS)} or an integer") from None
     if not -LIMIT <= number <= LIMIT:
-        raise ValueError(f"priority {str(value)[:40]!r} is outside {-LIMIT} to {LIMIT}; use a level name or a smaller number")
+        raise ValueError(
+            f"priority {str(value)[:40]!r} is outside {-LIMIT} to {LIMIT}; use a level name or a smaller number"
+        )
     return number
 
 

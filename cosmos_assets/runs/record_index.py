@@ -30,7 +30,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -77,18 +77,27 @@ class IndexStale(Exception):
 
 
 def _us(when: datetime) -> int:
-    aware = when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     return (aware - _EPOCH) // timedelta(microseconds=1)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def row_of(record: "RunRecord") -> tuple[object, ...]:
+def row_of(record: RunRecord) -> tuple[object, ...]:
     """The index's columns for ``record``, in the order of ``_COLUMNS``."""
-    return (record.run_id, record.prompt, record.stage, record.state, record.host, int(record.detached),
-            record.inputs_digest(), _us(record.created_at), _us(record.finished_at or record.updated_at),
-            record.reproduces)  # fmt: skip
+    return (
+        record.run_id,
+        record.prompt,
+        record.stage,
+        record.state,
+        record.host,
+        int(record.detached),
+        record.inputs_digest(),
+        _us(record.created_at),
+        _us(record.finished_at or record.updated_at),
+        record.reproduces,
+    )
 
 
 def _signature(stat: os.stat_result) -> tuple[int, int, int]:
@@ -102,7 +111,9 @@ class RecordIndex:
 
     def __init__(self, folder: Path, read: Callable[[Path], RunRecord], warn: Warn | None = None) -> None:
         self.folder = folder
-        self.read = read  # runs.record_store.read_record: one record file, read and held to the rules (handed in: no circle)
+        self.read = (
+            read  # runs.record_store.read_record: one record file, read and held to the rules (handed in: no circle)
+        )
         self.warn = warn
         self.path = folder / INDEX_FOLDER / INDEX_NAME
 
@@ -166,8 +177,10 @@ class RecordIndex:
             folder_mtime = os.stat(self.folder).st_mtime_ns  # before listing: a change while we read shows next time
             if self._fresh(conn, folder_mtime):
                 return  # another process caught it up while we waited
-            known = {name: (ino, mtime, size) for name, ino, mtime, size in
-                     conn.execute("SELECT name, ino, mtime_ns, size FROM files")}  # fmt: skip
+            known = {
+                name: (ino, mtime, size)
+                for name, ino, mtime, size in conn.execute("SELECT name, ino, mtime_ns, size FROM files")
+            }
             with os.scandir(self.folder) as entries:
                 for entry in entries:
                     if not entry.name.endswith(".json"):
@@ -197,12 +210,15 @@ class RecordIndex:
             values: tuple[object, ...] = (None, *row_of(self.read(self.folder / name)))
         except RecordFileError as error:  # keep the reason alone: the folder's path differs between mounts
             values = (str(error.__cause__ or error), *([None] * 10))
-        conn.execute(f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *values))  # fmt: skip
+        conn.execute(
+            f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, *signature, *values),
+        )
 
     # ---------------------------------------------------------------- writing
 
-    def saved(self, record: "RunRecord", folder_mtime_before: int | None) -> None:
+    def saved(self, record: RunRecord, folder_mtime_before: int | None) -> None:
         """``RunStore.save`` has just written ``record``: its row, now. The kept folder mtime moves on only when the
         index was fresh before this write (else the next lookup resynchronizes). No index yet: nothing (the next
         lookup builds it). Raises sqlite3/OS errors; the caller warns and goes on."""
@@ -215,8 +231,11 @@ class RecordIndex:
             with _transaction(conn):
                 signature = _signature(os.lstat(self.folder / name))
                 meta = dict(conn.execute("SELECT key, value FROM meta"))
-                conn.execute(f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
-                             "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, *signature, *row_of(record)))  # fmt: skip
+                conn.execute(
+                    f"INSERT OR REPLACE INTO files (name, ino, mtime_ns, size, bad, {_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, *signature, *row_of(record)),
+                )
                 if folder_mtime_before is not None and meta.get("folder_mtime") == folder_mtime_before:
                     _set_meta(conn, folder_mtime=os.stat(self.folder).st_mtime_ns, saved=1)
         finally:
@@ -227,10 +246,12 @@ class RecordIndex:
     def warn_bad(self, conn: sqlite3.Connection) -> None:
         """Name every bad file once per process, exactly as the full scan does."""
         for name, reason in conn.execute("SELECT name, bad FROM files WHERE bad IS NOT NULL ORDER BY name"):
-            warn_once(self.warn, f"run record {self.folder / name}: {reason}; left out (move it out of {self.folder} "
-                                 "to silence this)")  # fmt: skip
+            warn_once(
+                self.warn,
+                f"run record {self.folder / name}: {reason}; left out (move it out of {self.folder} to silence this)",
+            )
 
-    def load(self, conn: sqlite3.Connection, run_id: str) -> "RunRecord":
+    def load(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
         """The record of an index row, read again and checked; IndexStale if it no longer matches its row."""
         name = f"{run_id}.json"
         row = conn.execute(f"SELECT {_COLUMNS} FROM files WHERE name = ?", (name,)).fetchone()
@@ -242,15 +263,16 @@ class RecordIndex:
             raise IndexStale(f"{name} changed since it was indexed")
         return record
 
-    def run_ids(self, conn: sqlite3.Connection, where: str, params: tuple[object, ...], order: str,
-                limit: int | None = None) -> list[str]:  # fmt: skip
+    def run_ids(
+        self, conn: sqlite3.Connection, where: str, params: tuple[object, ...], order: str, limit: int | None = None
+    ) -> list[str]:
         """Run ids of the good records matching ``where`` (SQL over this module's columns), in ``order``."""
         sql = f"SELECT run_id FROM files WHERE bad IS NULL AND {where} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [run_id for (run_id,) in conn.execute(sql, params)]
 
-    def first(self, conn: sqlite3.Connection, where: str, params: tuple[object, ...], order: str) -> "RunRecord | None":
+    def first(self, conn: sqlite3.Connection, where: str, params: tuple[object, ...], order: str) -> RunRecord | None:
         found = self.run_ids(conn, where, params, order, limit=1)
         return self.load(conn, found[0]) if found else None
 
@@ -259,7 +281,7 @@ UNFINISHED = f"(state NOT IN ({', '.join(repr(s) for s in _FINAL)}) OR detached 
 """SQL: a left-behind run (never reached a final state, or left its container or outputs on the host)."""
 
 
-def created_us(record: "RunRecord") -> int:
+def created_us(record: RunRecord) -> int:
     return _us(record.created_at)
 
 
@@ -280,11 +302,14 @@ def _set_meta(conn: sqlite3.Connection, **values: int) -> None:
 
 def _why(error: sqlite3.DatabaseError) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return f"is locked by another process ({text})" if "locked" in text or "busy" in text else f"cannot be used ({text})"
+    return (
+        f"is locked by another process ({text})" if "locked" in text or "busy" in text else f"cannot be used ({text})"
+    )
 
 
-def lookup_or_scan(index: RecordIndex, indexed: Callable[[sqlite3.Connection], T], scanned: Callable[[], T],
-                   warn: Warn | None) -> T:  # fmt: skip
+def lookup_or_scan(
+    index: RecordIndex, indexed: Callable[[sqlite3.Connection], T], scanned: Callable[[], T], warn: Warn | None
+) -> T:
     """``indexed`` on a fresh index; the full scan ``scanned`` when the index cannot be used (one warning) or missed
     a change (the next lookup resynchronizes)."""
     if not index.folder.is_dir():

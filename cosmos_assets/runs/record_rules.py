@@ -92,7 +92,9 @@ def read_bounded_text(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise RecordFileError(f"not UTF-8 text (byte {error.start}: {data[error.start:error.start + 1]!r})") from error
+        raise RecordFileError(
+            f"not UTF-8 text (byte {error.start}: {data[error.start : error.start + 1]!r})"
+        ) from error
 
 
 def validation_summary(error: ValidationError) -> str:
@@ -108,11 +110,11 @@ def validation_summary(error: ValidationError) -> str:
     return text + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-def _output_folder_name(record: "RunRecord") -> str:
+def _output_folder_name(record: RunRecord) -> str:
     return record.prompt if record.stage == "generate" else f"{record.prompt}_upscaled"
 
 
-def _remote_problem(record: "RunRecord") -> str | None:
+def _remote_problem(record: RunRecord) -> str | None:
     folder = record.remote_output_folder
     if record.batch is None:
         expected = f"outputs/{_output_folder_name(record)}/{record.run_id}"
@@ -126,13 +128,13 @@ def _remote_problem(record: "RunRecord") -> str | None:
     if batch.base != run_id_base(record.run_id):
         return f"batch id {record.batch.batch_id!r} is not of the request of run {record.run_id!r}"
     root = f"outputs/.batches/{record.batch.batch_id}"
-    item = folder[len(root) + 1:] if folder.startswith(root + "/") else None
+    item = folder[len(root) + 1 :] if folder.startswith(root + "/") else None
     if folder != root and (item is None or item in ("", ".", "..") or "/" in item or "\\" in item):
         return f"remote_output_folder {_shown(folder)} is not {root!r} or one folder in it (its batch)"
     return None
 
 
-def _local_problem(record: "RunRecord") -> str | None:
+def _local_problem(record: RunRecord) -> str | None:
     own = f"outputs/{_output_folder_name(record)}"
     if record.reproduces is not None:  # cosmos-assets reproduce: its own new folder (runs/reproduce.py)
         if run_id_problem(record.reproduces) is not None:
@@ -140,27 +142,38 @@ def _local_problem(record: "RunRecord") -> str | None:
         own = f"outputs/_reproduced/{record.prompt}/{record.run_id}"
     if record.output_dir is not None and record.output_dir != own:
         return f"output_dir {_shown(record.output_dir)} is not {own!r}"
-    for field, path in [("outputs", p) for p in record.outputs] + [("output_files", f.path) for f in record.output_files]:
+    for field, path in [("outputs", p) for p in record.outputs] + [
+        ("output_files", f.path) for f in record.output_files
+    ]:
         parent, _, name = path.rpartition("/")
         if parent != own or name in ("", ".", "..") or "\\" in name:
             return f"{field} entry {_shown(path)} is not a file in {own}/"
     if record.previous_moved_to is not None:  # absolute, under the project as mounted where it ran
         moved = PurePosixPath(record.previous_moved_to.replace("\\", "/"))
-        if ".." in moved.parts or (moved.parent.parent.name, moved.parent.name) != (".previous", _output_folder_name(record)):
+        if ".." in moved.parts or (moved.parent.parent.name, moved.parent.name) != (
+            ".previous",
+            _output_folder_name(record),
+        ):
             return f"previous_moved_to {_shown(record.previous_moved_to)} is not in outputs/.previous/{_output_folder_name(record)}/"
     return None
 
 
-def record_problem(record: "RunRecord", file_name: str | None = None) -> str | None:
+def record_problem(record: RunRecord, file_name: str | None = None) -> str | None:
     """Why ``record`` (stored as ``file_name``) is not one this package writes (None: it is). The same rules hold when
     a record is saved and when one is read back."""
     checks: list[Callable[[], str | None]] = [
         lambda: run_id_problem(record.run_id),
-        lambda: (None if file_name is None or file_name == f"{record.run_id}.json"
-                 else f"its file name is not its run id {record.run_id!r} + '.json'"),
-        lambda: (None if (p := name_problem(record.prompt)) is None else f"prompt name {_shown(record.prompt)} {p}"),
-        lambda: (None if record.shot is None or (p := name_problem(record.shot)) is None
-                 else f"shot name {_shown(record.shot)} {p}"),
+        lambda: (
+            None
+            if file_name is None or file_name == f"{record.run_id}.json"
+            else f"its file name is not its run id {record.run_id!r} + '.json'"
+        ),
+        lambda: None if (p := name_problem(record.prompt)) is None else f"prompt name {_shown(record.prompt)} {p}",
+        lambda: (
+            None
+            if record.shot is None or (p := name_problem(record.shot)) is None
+            else f"shot name {_shown(record.shot)} {p}"
+        ),
         lambda: _remote_problem(record),
         lambda: _relative_problem("spec_remote_path", record.spec_remote_path),
         lambda: next((p for p in (_relative_problem("inputs", i.path) for i in record.inputs) if p), None),

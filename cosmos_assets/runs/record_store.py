@@ -58,8 +58,10 @@ class RunStore:
         try:  # the index is derived: a failure to update it is the next lookup's to catch up, never the save's
             self.index.saved(record, folder_mtime)
         except (OSError, sqlite3.Error) as error:
-            warn_once(self.warn, f"run record index {self.index.path} not updated ({error}); the next lookup "
-                                 "rereads the folder")  # fmt: skip
+            warn_once(
+                self.warn,
+                f"run record index {self.index.path} not updated ({error}); the next lookup rereads the folder",
+            )
 
     def lookup(self, indexed: Callable[[sqlite3.Connection], T], scanned: Callable[[list[RunRecord]], T]) -> T:
         """A decision over the records: ``indexed`` on the index (:mod:`cosmos_assets.runs.record_index`), or

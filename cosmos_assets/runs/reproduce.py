@@ -22,7 +22,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +32,17 @@ from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import relative_inside
 from cosmos_assets.media.compare import VideoComparison, compare_videos
 from cosmos_assets.media.recipe import RecipeError, read_recipe
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import OUTPUT_VIDEO, ModelBackend
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.redaction import first_line
 from cosmos_assets.runs.identity import short
 from cosmos_assets.runs.ids import new_run_id, run_id_problem
+from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.plan import StagePlan, plan_generation
 from cosmos_assets.runs.record import RunRecord
-from cosmos_assets.runs.spec_used import InputFile
 from cosmos_assets.runs.record_store import RunStore
-from cosmos_assets.runs.options import RunOptions
 from cosmos_assets.runs.runner import execute_plan
+from cosmos_assets.runs.spec_used import InputFile
 from cosmos_assets.runs.stage import StageResult, clean_staging, planned_record
 
 REPRODUCED = "_reproduced"
@@ -98,7 +98,10 @@ def _original_video(layout: ProjectLayout, record: RunRecord) -> Path | None:
     for item in record.output_files:
         if Path(item.path).name != OUTPUT_VIDEO:
             continue
-        for path in (layout.root / item.path, layout.previous_outputs_dir / record.prompt / record.run_id / OUTPUT_VIDEO):
+        for path in (
+            layout.root / item.path,
+            layout.previous_outputs_dir / record.prompt / record.run_id / OUTPUT_VIDEO,
+        ):
             if path.is_file() and path.stat().st_size == item.size and sha256_file(path) == item.sha256:
                 return path
     return None
@@ -106,18 +109,30 @@ def _original_video(layout: ProjectLayout, record: RunRecord) -> Path | None:
 
 def from_record(layout: ProjectLayout, record: RunRecord, video: Path | None = None) -> Original:
     if record.stage != "generate":
-        raise ReproduceRefused(f"run {record.run_id} is an {record.stage}: reproduce runs generations again "
-                               "(reproduce the run that generated its input, then upscale)")  # fmt: skip
+        raise ReproduceRefused(
+            f"run {record.run_id} is an {record.stage}: reproduce runs generations again "
+            "(reproduce the run that generated its input, then upscale)"
+        )
     if record.prompt_spec is None:
-        raise ReproduceRefused(f"run {record.run_id}'s record keeps no prompt file (made before prompt_spec was "
-                               "recorded): it cannot be run again from it")  # fmt: skip
+        raise ReproduceRefused(
+            f"run {record.run_id}'s record keeps no prompt file (made before prompt_spec was "
+            "recorded): it cannot be run again from it"
+        )
     return Original(
-        run_id=record.run_id, prompt=record.prompt, model=record.model, prompt_spec=record.prompt_spec,
-        inputs=list(record.inputs), num_gpus=record.num_gpus, image=record.image, image_id=record.image_id,
-        program_sha256=record.program_sha256, checkpoint_revisions=dict(record.checkpoint_revisions),
-        settings=dict(record.settings), video=video or _original_video(layout, record),
+        run_id=record.run_id,
+        prompt=record.prompt,
+        model=record.model,
+        prompt_spec=record.prompt_spec,
+        inputs=list(record.inputs),
+        num_gpus=record.num_gpus,
+        image=record.image,
+        image_id=record.image_id,
+        program_sha256=record.program_sha256,
+        checkpoint_revisions=dict(record.checkpoint_revisions),
+        settings=dict(record.settings),
+        video=video or _original_video(layout, record),
         source=f"run record {RunStore(layout.runs_dir).path(record.run_id)}",
-    )  # fmt: skip
+    )
 
 
 def from_run_id(layout: ProjectLayout, run_id: str) -> Original:
@@ -144,21 +159,33 @@ def from_clip(layout: ProjectLayout, clip: Path) -> Original:
         return from_record(layout, store.load(run_id), video=clip)
     missing = [k for k in ("prompt_spec", "inputs", "num_gpus") if f"cosmos_{k}" not in tags]
     if missing or tags.get("cosmos_stage") != "generate":
-        why = f"its stamp lacks {', '.join(missing)} (a clip stamped before recipe version 2)" if missing else \
-            f"it is an {tags.get('cosmos_stage')}, and reproduce runs generations"  # fmt: skip
-        raise ReproduceRefused(f"{clip} cannot be run again: {why}, and run record {store.path(run_id)} is not in "
-                               "this project; run it from the project that made it (COSMOS_PROJECT_ROOT)")  # fmt: skip
+        why = (
+            f"its stamp lacks {', '.join(missing)} (a clip stamped before recipe version 2)"
+            if missing
+            else f"it is an {tags.get('cosmos_stage')}, and reproduce runs generations"
+        )
+        raise ReproduceRefused(
+            f"{clip} cannot be run again: {why}, and run record {store.path(run_id)} is not in "
+            "this project; run it from the project that made it (COSMOS_PROJECT_ROOT)"
+        )
     try:
         inputs = [InputFile(path=p, size=int(n), sha256=h) for p, n, h in json.loads(tags["cosmos_inputs"])]
         settings = json.loads(tags["cosmos_settings"]) if "cosmos_settings" in tags else None
         original = Original(
-            run_id=run_id, prompt=tags["cosmos_prompt_name"], model=tags["cosmos_model"],
-            prompt_spec=json.loads(tags["cosmos_prompt_spec"]), inputs=inputs, num_gpus=int(tags["cosmos_num_gpus"]),
-            image=tags.get("cosmos_image"), image_id=tags.get("cosmos_image_id"),
+            run_id=run_id,
+            prompt=tags["cosmos_prompt_name"],
+            model=tags["cosmos_model"],
+            prompt_spec=json.loads(tags["cosmos_prompt_spec"]),
+            inputs=inputs,
+            num_gpus=int(tags["cosmos_num_gpus"]),
+            image=tags.get("cosmos_image"),
+            image_id=tags.get("cosmos_image_id"),
             program_sha256=tags.get("cosmos_program_sha256"),
-            checkpoint_revisions=json.loads(tags.get("cosmos_checkpoint_revisions", "{}")), settings=settings,
-            video=clip, source=f"the recipe stamped in {clip}",
-        )  # fmt: skip
+            checkpoint_revisions=json.loads(tags.get("cosmos_checkpoint_revisions", "{}")),
+            settings=settings,
+            video=clip,
+            source=f"the recipe stamped in {clip}",
+        )
     except (KeyError, ValueError, TypeError) as error:
         raise ReproduceRefused(f"{clip}: its stamped recipe is damaged ({type(error).__name__}: {error})") from error
     _refuse_escaping(clip, original)
@@ -170,22 +197,29 @@ def _refuse_escaping(clip: Path, original: Original) -> None:
     model root) are held to the rules a run record is read under (runs/record_rules.py) before anything uses them."""
     problem = name_problem(original.prompt)
     if problem is not None:
-        raise ReproduceRefused(f"{clip}: its stamped prompt_name {original.prompt[:80]!r} {problem}: not a prompt of "
-                               "ours, so it cannot be run again")  # fmt: skip
+        raise ReproduceRefused(
+            f"{clip}: its stamped prompt_name {original.prompt[:80]!r} {problem}: not a prompt of "
+            "ours, so it cannot be run again"
+        )
     for item in original.inputs:
         try:
             relative_inside(item.path, "inputs entry")
         except ValueError as error:
-            raise ReproduceRefused(f"{clip}: its stamped {error}: not a run of ours, so it cannot be run again") from error
+            raise ReproduceRefused(
+                f"{clip}: its stamped {error}: not a run of ours, so it cannot be run again"
+            ) from error
 
 
 def _comparable(settings: dict[str, Any], run_id: str) -> dict[str, Any]:
     drop = {"warnings", "checkpoint_revision"}  # what a run says, and the pin reproduce adds
-    return json.loads(json.dumps({k: v for k, v in settings.items() if k not in drop}, default=str).replace(run_id, "{run_id}"))
+    return json.loads(
+        json.dumps({k: v for k, v in settings.items() if k not in drop}, default=str).replace(run_id, "{run_id}")
+    )
 
 
-def differences(original: Original, record: RunRecord, revisions_now: dict[str, str], where: str,
-                revision_repos: Iterable[str] = ()) -> list[str]:  # fmt: skip
+def differences(
+    original: Original, record: RunRecord, revisions_now: dict[str, str], where: str, revision_repos: Iterable[str] = ()
+) -> list[str]:
     """What the planned ``record`` would run differently from ``original`` (empty: the same run). ``revision_repos``:
     the checkpoints the planned run resolves on the host (its invocation's revision files)."""
     found: list[str] = []
@@ -195,29 +229,43 @@ def differences(original: Original, record: RunRecord, revisions_now: dict[str, 
         if new is None:
             found.append(f"input {item.path} is no longer read")
         elif new.sha256 != item.sha256:
-            what = "the model's spec (the prompt translates differently now)" if item.path == record.spec_remote_path \
-                else f"input {item.path}"  # fmt: skip
+            what = (
+                "the model's spec (the prompt translates differently now)"
+                if item.path == record.spec_remote_path
+                else f"input {item.path}"
+            )
             found.append(f"{what} changed (sha256 {item.sha256[:12]}, now {new.sha256[:12]})")
     found += [f"input {path} is read now, not by the original" for path in now]
     if original.settings is not None:
         old, new_settings = _comparable(original.settings, original.run_id), _comparable(record.settings, record.run_id)
         changed = sorted(k for k in old.keys() | new_settings.keys() if old.get(k) != new_settings.get(k))
         if changed:
-            found.append("settings " + ", ".join(f"{k} {old.get(k, '(unset)')} -> {new_settings.get(k, '(unset)')}"
-                                                 for k in changed))  # fmt: skip
+            found.append(
+                "settings "
+                + ", ".join(f"{k} {old.get(k, '(unset)')} -> {new_settings.get(k, '(unset)')}" for k in changed)
+            )
     if original.image_id != record.image_id:
-        found.append(f"image {record.image or '(none)'} is {short(record.image_id)} on {where}, the run used "
-                     f"{short(original.image_id)}{'' if original.image_id else ' (not recorded)'}")  # fmt: skip
+        found.append(
+            f"image {record.image or '(none)'} is {short(record.image_id)} on {where}, the run used "
+            f"{short(original.image_id)}{'' if original.image_id else ' (not recorded)'}"
+        )
     if original.program_sha256 != record.program_sha256:
-        found.append(f"the staged program changed (sha256 {(original.program_sha256 or '(not recorded)')[:14]}, now "
-                     f"{(record.program_sha256 or '(none)')[:14]})")  # fmt: skip
+        found.append(
+            f"the staged program changed (sha256 {(original.program_sha256 or '(not recorded)')[:14]}, now "
+            f"{(record.program_sha256 or '(none)')[:14]})"
+        )
     for repo, commit in original.checkpoint_revisions.items():
         if revisions_now.get(repo) != commit:
-            found.append(f"checkpoint {repo} resolves to {revisions_now.get(repo) or 'nothing readable'} on {where}, "
-                         f"the run used {commit}")  # fmt: skip
-    found += [f"{repo}: checkpoint revision not recorded by the run (it resolves to "
-              f"{revisions_now.get(repo) or 'nothing readable'} on {where} now), so the same checkpoint cannot be checked"
-              for repo in revision_repos if repo not in original.checkpoint_revisions]  # fmt: skip
+            found.append(
+                f"checkpoint {repo} resolves to {revisions_now.get(repo) or 'nothing readable'} on {where}, "
+                f"the run used {commit}"
+            )
+    found += [
+        f"{repo}: checkpoint revision not recorded by the run (it resolves to "
+        f"{revisions_now.get(repo) or 'nothing readable'} on {where} now), so the same checkpoint cannot be checked"
+        for repo in revision_repos
+        if repo not in original.checkpoint_revisions
+    ]
     return found
 
 
@@ -243,46 +291,61 @@ def plan_again(layout: ProjectLayout, backend: ModelBackend, original: Original,
     """The new run's plan from the recorded prompt file, into ``outputs/_reproduced/<prompt>/<run_id>/``."""
     staged = _staged_prompt(layout, original, run_id, pin)
     try:
-        plan = plan_generation(layout, backend, original.prompt, run_id=run_id, num_gpus=original.num_gpus,
-                               prompt_path=staged)  # fmt: skip
+        plan = plan_generation(
+            layout, backend, original.prompt, run_id=run_id, num_gpus=original.num_gpus, prompt_path=staged
+        )
     finally:
         shutil.rmtree(_prompt_folder(layout, run_id), ignore_errors=True)
     plan.dest = layout.outputs_dir / REPRODUCED / original.prompt / run_id
     return plan
 
 
-def reproduce(layout: ProjectLayout, machine_for: Callable[[ModelBackend], Machine], original: Original, *,
-              anyway: bool = False, options: RunOptions | None = None, now: datetime | None = None) -> Reproduction:  # fmt: skip
+def reproduce(
+    layout: ProjectLayout,
+    machine_for: Callable[[ModelBackend], Machine],
+    original: Original,
+    *,
+    anyway: bool = False,
+    options: RunOptions | None = None,
+    now: datetime | None = None,
+) -> Reproduction:
     """Run ``original`` again (see the module doc); :class:`ReproduceRefused` naming what differs unless ``anyway``.
     ``options``: the log, watchdog and price (its GPU count and force are the original's and ignored)."""
     options = (options or RunOptions()).replace(num_gpus=original.num_gpus, force=True, dagster_run_id=None)
     log = options.log
     backend = backend_named(original.model)
     machine = machine_for(backend)
-    run_id = new_run_id(now or datetime.now(timezone.utc))
+    run_id = new_run_id(now or datetime.now(UTC))
     plan = plan_again(layout, backend, original, run_id, pin=True)
     record = planned_record(layout, machine, backend, plan)
-    found = differences(original, record, machine.checkpoint_revisions(plan.job), machine.label,
-                        plan.job.invocation.revision_files)  # fmt: skip
+    found = differences(
+        original, record, machine.checkpoint_revisions(plan.job), machine.label, plan.job.invocation.revision_files
+    )
     if found and not anyway:
         clean_staging(plan.effective_spec.parent, plan)
-        raise ReproduceRefused(f"run {original.run_id} cannot be run again exactly: {'; '.join(found)}. "
-                               "--anyway runs it and records the difference")  # fmt: skip
+        raise ReproduceRefused(
+            f"run {original.run_id} cannot be run again exactly: {'; '.join(found)}. "
+            "--anyway runs it and records the difference"
+        )
     if any(line.startswith("checkpoint ") for line in found):  # a pin that cannot hold would refuse the host
         clean_staging(plan.effective_spec.parent, plan)
-        run_id = new_run_id(now or datetime.now(timezone.utc))
+        run_id = new_run_id(now or datetime.now(UTC))
         plan = plan_again(layout, backend, original, run_id, pin=False)
         record = planned_record(layout, machine, backend, plan)
     record.reproduces, record.reproduce_differences = original.run_id, found
     plan.dest.parent.mkdir(parents=True, exist_ok=True)
-    log(f"[cosmos-assets] reproducing run {original.run_id} (from {original.source}) as run {run_id} on "
-        f"{machine.label}" + (f"; differences accepted: {'; '.join(found)}" if found else ": same inputs, image and "
-                              "checkpoints"))  # fmt: skip
+    log(
+        f"[cosmos-assets] reproducing run {original.run_id} (from {original.source}) as run {run_id} on "
+        f"{machine.label}"
+        + (f"; differences accepted: {'; '.join(found)}" if found else ": same inputs, image and checkpoints")
+    )
     record.gpu_price_per_hour = options.gpu_price_per_hour
     result = execute_plan(layout, machine, backend, plan, options, record=record)
-    after = [f"checkpoint {repo} resolved to {result.record.checkpoint_revisions.get(repo)}, the run used {commit}"
-             for repo, commit in original.checkpoint_revisions.items()
-             if result.record.checkpoint_revisions.get(repo) != commit]  # fmt: skip
+    after = [
+        f"checkpoint {repo} resolved to {result.record.checkpoint_revisions.get(repo)}, the run used {commit}"
+        for repo, commit in original.checkpoint_revisions.items()
+        if result.record.checkpoint_revisions.get(repo) != commit
+    ]
     if after and not found:  # it moved while the run started: say it, on record
         result.record.reproduce_differences = after
         RunStore(layout.runs_dir).save(result.record)

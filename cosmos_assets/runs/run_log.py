@@ -23,7 +23,7 @@ class RunLog:
     def __init__(self, path: Path, forward: LogLine) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        self._handle = open(path, "a", encoding="utf-8", buffering=1)
         self._forward = forward
         self.touch: Callable[[], None] = lambda: None
         self.write_error: OSError | None = None
@@ -47,8 +47,10 @@ class RunLog:
     def _lost(self, error: OSError) -> None:
         self.write_error = error
         self.close()
-        self._send(f"[cosmos-assets] cannot write the local run log {self.path} ({error}); the GPU job goes on, "
-                   "its log stays on the host; free local disk space")  # fmt: skip
+        self._send(
+            f"[cosmos-assets] cannot write the local run log {self.path} ({error}); the GPU job goes on, "
+            "its log stays on the host; free local disk space"
+        )
 
     def close(self) -> None:
         handle, self._handle = self._handle, None

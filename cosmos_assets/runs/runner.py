@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.files import atomic_write_json
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError, RunOutcome
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import ModelBackend
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs import identity, oom
-from cosmos_assets.runs.batch_adopt import collect_left_batch
 from cosmos_assets.runs.adopt import Adoption, find_adoption
+from cosmos_assets.runs.batch_adopt import collect_left_batch
 from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.options import RunOptions
@@ -50,28 +50,61 @@ from cosmos_assets.runs.stage import (
 from cosmos_assets.runs.worker import Worker
 
 
-def _model_failed(layout: ProjectLayout, record: RunRecord, blocked: bool, log_name: str, why: str | None = None,
-                  cause: str | None = None) -> InferenceFailed:  # fmt: skip
+def _model_failed(
+    layout: ProjectLayout,
+    record: RunRecord,
+    blocked: bool,
+    log_name: str,
+    why: str | None = None,
+    cause: str | None = None,
+) -> InferenceFailed:
     log_path = failed_dir(layout, record) / log_name
     if why is None:
-        why = ("the guardrail blocked the prompt or video (retrying the same input will not help)" if blocked
-               else f"exit code {record.exit_code}")
+        why = (
+            "the guardrail blocked the prompt or video (retrying the same input will not help)"
+            if blocked
+            else f"exit code {record.exit_code}"
+        )
     return InferenceFailed(
-        f"{record.stage} for {record.prompt} failed on {record.host}: {why}. Log: {log_path}\n" + "\n".join(record.log_tail[-20:]),
-        record.log_tail, blocked, log_path, cause,
-    )  # fmt: skip
+        f"{record.stage} for {record.prompt} failed on {record.host}: {why}. Log: {log_path}\n"
+        + "\n".join(record.log_tail[-20:]),
+        record.log_tail,
+        blocked,
+        log_path,
+        cause,
+    )
 
 
-def _out_of_memory(layout: ProjectLayout, record: RunRecord, plan: StagePlan, backend: ModelBackend,
-                   memory: oom.MemoryFailure, retry_on: bool) -> OutOfMemory:  # fmt: skip
+def _out_of_memory(
+    layout: ProjectLayout,
+    record: RunRecord,
+    plan: StagePlan,
+    backend: ModelBackend,
+    memory: oom.MemoryFailure,
+    retry_on: bool,
+) -> OutOfMemory:
     log_path = failed_dir(layout, record) / plan.log_name
     why = oom.fix_text(memory, backend, plan.job.invocation, retry_on)
-    return OutOfMemory(f"{record.stage} for {record.prompt} failed on {record.host}: {why}. Log: {log_path}\n"
-                       + "\n".join(record.log_tail[-20:]), record.log_tail, log_path, memory, record.run_id)  # fmt: skip
+    return OutOfMemory(
+        f"{record.stage} for {record.prompt} failed on {record.host}: {why}. Log: {log_path}\n"
+        + "\n".join(record.log_tail[-20:]),
+        record.log_tail,
+        log_path,
+        memory,
+        record.run_id,
+    )
 
 
-def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend, plan: StagePlan, options: RunOptions,
-                 *, record: RunRecord | None = None, adoption: Adoption | None = None) -> StageResult:  # fmt: skip
+def execute_plan(
+    layout: ProjectLayout,
+    machine: Machine,
+    backend: ModelBackend,
+    plan: StagePlan,
+    options: RunOptions,
+    *,
+    record: RunRecord | None = None,
+    adoption: Adoption | None = None,
+) -> StageResult:
     """Run a planned stage on ``machine``; the outputs land in ``plan.dest`` or the run fails, recorded either way.
 
     With ``adoption`` (an earlier run of the same work, whose run id ``plan`` reuses) nothing is uploaded or started:
@@ -95,10 +128,14 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
     run_log = RunLog(staging / plan.log_name, log)
     t0 = time.monotonic()
     phase = "planned"
-    run_log(f"[cosmos-assets] {job.stage} run {job.run_id} for prompt {job.prompt} on {machine.label} ({backend.label})")
+    run_log(
+        f"[cosmos-assets] {job.stage} run {job.run_id} for prompt {job.prompt} on {machine.label} ({backend.label})"
+    )
     if adoption is not None:
-        run_log(f"[cosmos-assets] adopting earlier run {job.run_id} (same inputs; what is left on the host: "
-                f"{adoption.state}); nothing is uploaded or started again")  # fmt: skip
+        run_log(
+            f"[cosmos-assets] adopting earlier run {job.run_id} (same inputs; what is left on the host: "
+            f"{adoption.state}); nothing is uploaded or started again"
+        )
     for warning in plan.warnings:
         run_log(f"[cosmos-assets] warning: {warning}")
     try:
@@ -117,27 +154,47 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
             record.state = phase = "running"
             store.save(record)
             run_log("[cosmos-assets] command: " + record.command_line)
-            outcome = run_watched(layout, machine, job, record, plan, run_log, options.silence_minutes, options.cancelled)
+            outcome = run_watched(
+                layout, machine, job, record, plan, run_log, options.silence_minutes, options.cancelled
+            )
             record.ran(command, outcome)
             identity.note_revisions(machine, job, [record])
             store.save(record)
             if outcome.exit_code != 0:
                 blocked = backend.guardrail_blocked(outcome, None)
-                oom_killed, kernel_oom = outcome.container.get("oom_killed"), bool(outcome.container.get("kernel_oom_kill"))
-                memory = None if blocked else oom.memory_failure(
-                    outcome.exit_code, log_tail(run_log.path, 400) or outcome.log_tail, oom_killed, kernel_oom)
+                oom_killed, kernel_oom = (
+                    outcome.container.get("oom_killed"),
+                    bool(outcome.container.get("kernel_oom_kill")),
+                )
+                memory = (
+                    None
+                    if blocked
+                    else oom.memory_failure(
+                        outcome.exit_code, log_tail(run_log.path, 400) or outcome.log_tail, oom_killed, kernel_oom
+                    )
+                )
                 if memory is not None:
                     raise _out_of_memory(layout, record, plan, backend, memory, options.oom_retry_offload)
-                killed = None if blocked else oom.killed_from_outside(
-                    outcome.exit_code, oom_killed, outcome.container.get("name"), kernel_oom)
+                killed = (
+                    None
+                    if blocked
+                    else oom.killed_from_outside(
+                        outcome.exit_code, oom_killed, outcome.container.get("name"), kernel_oom
+                    )
+                )
                 raise _model_failed(layout, record, blocked, plan.log_name, killed, "killed" if killed else None)
         record.state = phase = "downloading"
         store.save(record)
         timed_transfer([record], "download", lambda: machine.download(job.output_folder, fetched, run_log))
         if not backend.output_video(fetched, job.prompt).exists():  # by the sample's known name, never a guess
             blocked = outcome is not None and backend.guardrail_blocked(outcome, fetched)
-            raise _model_failed(layout, record, blocked, plan.log_name, None if blocked else
-                                f"it exited 0 but wrote no {backend.output_video(fetched, job.prompt).name}")
+            raise _model_failed(
+                layout,
+                record,
+                blocked,
+                plan.log_name,
+                None if blocked else f"it exited 0 but wrote no {backend.output_video(fetched, job.prompt).name}",
+            )
     except BaseException as error:
         run_log.close()
         text = "\n".join(record.log_tail[-5:]) if isinstance(error, InferenceFailed) and record.log_tail else None
@@ -147,9 +204,17 @@ def execute_plan(layout: ProjectLayout, machine: Machine, backend: ModelBackend,
     return promote(layout, backend, plan, record, fetched, log, t0)
 
 
-def run_generation(layout: ProjectLayout, machine: Machine, backend: ModelBackend, prompt: str,
-                   options: RunOptions | None = None, *, videos_subdir: str | None = None, now: datetime | None = None,
-                   **option_fields: Any) -> StageResult:  # fmt: skip
+def run_generation(
+    layout: ProjectLayout,
+    machine: Machine,
+    backend: ModelBackend,
+    prompt: str,
+    options: RunOptions | None = None,
+    *,
+    videos_subdir: str | None = None,
+    now: datetime | None = None,
+    **option_fields: Any,
+) -> StageResult:
     """The seed's upload -> run -> download for one prompt, into ``outputs/<prompt>/``.
 
     ``options`` (or its fields as keywords, which override it): how it runs (:class:`~cosmos_assets.runs.options.
@@ -160,37 +225,72 @@ def run_generation(layout: ProjectLayout, machine: Machine, backend: ModelBacken
     flags (:mod:`cosmos_assets.runs.oom`).
     """
     options = (options or RunOptions()).replace(**option_fields)
-    run_id = new_run_id(now or datetime.now(timezone.utc))
+    run_id = new_run_id(now or datetime.now(UTC))
 
     def make_plan(rid: str) -> StagePlan:
-        return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=options.dagster_run_id,
-                               videos_subdir=videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
+        return plan_generation(
+            layout,
+            backend,
+            prompt,
+            run_id=rid,
+            dagster_run_id=options.dagster_run_id,
+            videos_subdir=videos_subdir,
+            num_gpus=options.num_gpus,
+        )
 
     def plan_member(model: str, member: str, rid: str) -> StagePlan:
-        return plan_generation(layout, backend_named(model), member, run_id=rid, dagster_run_id=options.dagster_run_id,
-                               videos_subdir=videos_subdir, num_gpus=options.num_gpus)  # fmt: skip
+        return plan_generation(
+            layout,
+            backend_named(model),
+            member,
+            run_id=rid,
+            dagster_run_id=options.dagster_run_id,
+            videos_subdir=videos_subdir,
+            num_gpus=options.num_gpus,
+        )
 
     return run_stage(layout, machine, backend, make_plan, run_id, options, plan_member=plan_member)
 
 
-def run_upscale(layout: ProjectLayout, machine: Machine, backend: ModelBackend, prompt: str,
-                options: RunOptions | None = None, *, control_weight: float = DEFAULT_UPSCALE_WEIGHT,
-                now: datetime | None = None, **option_fields: Any) -> StageResult:  # fmt: skip
+def run_upscale(
+    layout: ProjectLayout,
+    machine: Machine,
+    backend: ModelBackend,
+    prompt: str,
+    options: RunOptions | None = None,
+    *,
+    control_weight: float = DEFAULT_UPSCALE_WEIGHT,
+    now: datetime | None = None,
+    **option_fields: Any,
+) -> StageResult:
     """4K upscale of ``outputs/<prompt>/output.mp4`` into ``outputs/<prompt>_upscaled/`` (``options`` as for
     :func:`run_generation`)."""
     options = (options or RunOptions()).replace(**option_fields)
-    run_id = new_run_id(now or datetime.now(timezone.utc), "upscale")
+    run_id = new_run_id(now or datetime.now(UTC), "upscale")
 
     def make_plan(rid: str) -> StagePlan:
-        return plan_upscale(layout, backend, prompt, run_id=rid, dagster_run_id=options.dagster_run_id,
-                            control_weight=control_weight, num_gpus=options.num_gpus)  # fmt: skip
+        return plan_upscale(
+            layout,
+            backend,
+            prompt,
+            run_id=rid,
+            dagster_run_id=options.dagster_run_id,
+            control_weight=control_weight,
+            num_gpus=options.num_gpus,
+        )
 
     return run_stage(layout, machine, backend, make_plan, run_id, options)
 
 
-def run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, make_plan: Callable[[str], StagePlan],
-              run_id: str, options: RunOptions,
-              plan_member: Callable[[str, str, str], StagePlan] | None = None) -> StageResult:  # fmt: skip
+def run_stage(
+    layout: ProjectLayout,
+    machine: Machine,
+    backend: ModelBackend,
+    make_plan: Callable[[str], StagePlan],
+    run_id: str,
+    options: RunOptions,
+    plan_member: Callable[[str, str, str], StagePlan] | None = None,
+) -> StageResult:
     """Plan under a new run id; skip it if its last success did the same work; adopt an earlier run of the same work
     if one was left behind (``options.run_finished``: whether a Dagster run has ended,
     :mod:`~cosmos_assets.runs.adopt`), else run this plan. ``plan_member(model, prompt, run_id)``: how a prompt is
@@ -215,25 +315,52 @@ def run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, ma
         clean_staging(plan.effective_spec.parent, plan)
         done = decision.matches
         outputs = sorted(p for p in plan.dest.iterdir() if p.is_file())
-        if done.batch is not None and done.batch.taken_for is not None and done.batch.taken_for == plan.job.dagster_run_id:
+        if (
+            done.batch is not None
+            and done.batch.taken_for is not None
+            and done.batch.taken_for == plan.job.dagster_run_id
+        ):
             # Another run, holding the host, ran this run's prompt in its invocation while this one waited
             # (runs/company.py): that is this run's work, its record and history line already written.
-            say(log, f"[cosmos-assets] {plan.stage} of {plan.job.prompt} was run for this run while it waited for the "
-                     f"host, in the shared invocation {done.batch.batch_id} (Dagster run {done.dagster_run_id}): "
-                     f"run {done.run_id}")  # fmt: skip
-            return StageResult(record=done, output_dir=plan.dest, video=backend.output_video(plan.dest),
-                               spec_used=done.spec_used(), outputs=outputs)  # fmt: skip
-        say(log, f"[cosmos-assets] {plan.stage} of {plan.job.prompt} skipped: {decision.reason}; nothing uploaded "
-                 "or started (run config force=true runs it again)")  # fmt: skip
+            say(
+                log,
+                f"[cosmos-assets] {plan.stage} of {plan.job.prompt} was run for this run while it waited for the "
+                f"host, in the shared invocation {done.batch.batch_id} (Dagster run {done.dagster_run_id}): "
+                f"run {done.run_id}",
+            )
+            return StageResult(
+                record=done,
+                output_dir=plan.dest,
+                video=backend.output_video(plan.dest),
+                spec_used=done.spec_used(),
+                outputs=outputs,
+            )
+        say(
+            log,
+            f"[cosmos-assets] {plan.stage} of {plan.job.prompt} skipped: {decision.reason}; nothing uploaded "
+            "or started (run config force=true runs it again)",
+        )
         append_history(layout.history_log, done.skipped_history(dagster_run_id=plan.job.dagster_run_id))
-        return StageResult(record=done, output_dir=plan.dest, video=backend.output_video(plan.dest),
-                           spec_used=done.spec_used(), outputs=outputs, skipped=decision.reason)  # fmt: skip
+        return StageResult(
+            record=done,
+            output_dir=plan.dest,
+            video=backend.output_video(plan.dest),
+            spec_used=done.spec_used(),
+            outputs=outputs,
+            skipped=decision.reason,
+        )
     say(log, f"[cosmos-assets] running {plan.stage} of {plan.job.prompt}: {decision.reason}")
     try:
-        adoption = find_adoption(store, layout.history_log, machine, record,
-                                 lambda rid: make_plan(rid).job,
-                                 lambda job: backend.output_video(Path(job.output_folder), job.prompt).as_posix(), log,
-                                 options.run_finished)  # fmt: skip
+        adoption = find_adoption(
+            store,
+            layout.history_log,
+            machine,
+            record,
+            lambda rid: make_plan(rid).job,
+            lambda job: backend.output_video(Path(job.output_folder), job.prompt).as_posix(),
+            log,
+            options.run_finished,
+        )
     except HostNotReadyError as error:  # the same work is in progress elsewhere: this attempt is refused, on record
         clean_staging(plan.effective_spec.parent, plan)
         record_failure(layout, record, error, log, error_text=str(error).splitlines()[0])
@@ -250,15 +377,20 @@ def run_stage(layout: ProjectLayout, machine: Machine, backend: ModelBackend, ma
         if retry is None:
             raise
         flags = oom.missing_offload_flags(backend, plan.job.invocation)
-        say(log, f"[cosmos-assets] {retry.stage} of {retry.job.prompt} ran out of GPU memory in run {error.run_id}; "
-                 f"COSMOS_OOM_RETRY_OFFLOAD: retrying once as a new run {retry.job.run_id} with {' '.join(flags)}")
+        say(
+            log,
+            f"[cosmos-assets] {retry.stage} of {retry.job.prompt} ran out of GPU memory in run {error.run_id}; "
+            f"COSMOS_OOM_RETRY_OFFLOAD: retrying once as a new run {retry.job.run_id} with {' '.join(flags)}",
+        )
         record = planned_record(layout, machine, backend, retry)
         record.gpu_price_per_hour = options.gpu_price_per_hour
         record.retry_of, record.flags_added = error.run_id, flags
         return execute_plan(layout, machine, backend, retry, options.replace(oom_retry_offload=True), record=record)
 
 
-def _offload_plan(backend: ModelBackend, make_plan: Callable[[str], StagePlan], failed: OutOfMemory) -> StagePlan | None:
+def _offload_plan(
+    backend: ModelBackend, make_plan: Callable[[str], StagePlan], failed: OutOfMemory
+) -> StagePlan | None:
     """The one retry of a run that ran out of GPU memory: a new run (``<run id>_offload``) with the offload flags the
     failed command lacked; None when it ran out of host memory or there is no flag left to add."""
     if failed.memory.kind != "gpu":

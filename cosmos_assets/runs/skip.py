@@ -34,10 +34,14 @@ def last_success(store: RunStore, prompt: str, stage: str) -> RunRecord | None:
     records' index; the same as
     :func:`last_success_in` over every record)."""
     return store.lookup(
-        lambda conn: store.index.first(conn, "prompt = ? AND stage = ? AND state = 'succeeded' AND reproduces IS NULL",
-                                       (prompt, stage),
-                                       order="done_us DESC, created_us ASC, name ASC"),
-        lambda records: last_success_in(records, prompt, stage))  # fmt: skip
+        lambda conn: store.index.first(
+            conn,
+            "prompt = ? AND stage = ? AND state = 'succeeded' AND reproduces IS NULL",
+            (prompt, stage),
+            order="done_us DESC, created_us ASC, name ASC",
+        ),
+        lambda records: last_success_in(records, prompt, stage),
+    )
 
 
 def last_success_in(records: list[RunRecord], prompt: str, stage: str) -> RunRecord | None:
@@ -72,5 +76,8 @@ def decide(store: RunStore, root: Path, probe: RunRecord, *, force: bool = False
     if changed is not None:
         return SkipDecision(False, f"the outputs of run {done.run_id} are not as it left them: {changed}")
     when = done.finished_at or done.updated_at
-    return SkipDecision(True, f"same inputs as run {done.run_id} (succeeded {when:%Y-%m-%d %H:%M:%S} UTC), "
-                              "whose outputs are unchanged", done)  # fmt: skip
+    return SkipDecision(
+        True,
+        f"same inputs as run {done.run_id} (succeeded {when:%Y-%m-%d %H:%M:%S} UTC), whose outputs are unchanged",
+        done,
+    )

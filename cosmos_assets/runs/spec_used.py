@@ -33,17 +33,26 @@ class BatchRef(BaseModel):
     items: int = Field(description="how many prompts the invocation ran")
     gpu_share: float = Field(default=1.0, ge=0, le=1, description="this prompt's share of the invocation's GPU time")
     follow_up_of: str | None = Field(default=None, description="the batch whose crash left this prompt unrun")
-    batch_size: int | None = Field(default=None, ge=1, description="upstream's --batch_size of the invocation (None: "
-                                   "written before it was kept); an orphaned batch is rebuilt with it (runs/batch_adopt.py)")
-    taken_for: str | None = Field(default=None, description="the Dagster run this prompt waited in when another run's "
-                                  "invocation took it (runs/company.py); that run reports this run as its own")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="upstream's --batch_size of the invocation (None: "
+        "written before it was kept); an orphaned batch is rebuilt with it (runs/batch_adopt.py)",
+    )
+    taken_for: str | None = Field(
+        default=None,
+        description="the Dagster run this prompt waited in when another run's "
+        "invocation took it (runs/company.py); that run reports this run as its own",
+    )
 
 
 class SpecUsed(BaseModel):
     """``spec_used.json``: everything needed to reproduce one run, secrets redacted. Derived from the run record."""
 
     stage: Stage
-    backend: str = Field(description="the model backend: 'preview' (a pipeline preview, not the model) or the model's name")
+    backend: str = Field(
+        description="the model backend: 'preview' (a pipeline preview, not the model) or the model's name"
+    )
     backend_label: str | None = None
     preview: bool | None = None
     run_id: str
@@ -59,16 +68,21 @@ class SpecUsed(BaseModel):
     spec: dict[str, Any]
     spec_remote_path: str
     video_save_folder: str
-    prompt_spec: dict[str, Any] | None = Field(default=None, description="the artist's prompt file `spec` was translated from")
+    prompt_spec: dict[str, Any] | None = Field(
+        default=None, description="the artist's prompt file `spec` was translated from"
+    )
     inputs: list[InputFile] = Field(default_factory=list)
-    batch: BatchRef | None = Field(default=None, description="the shared invocation it ran in (command, folder); "
-                                   "`settings` are then the prompt's own, its identity for skipping")
+    batch: BatchRef | None = Field(
+        default=None,
+        description="the shared invocation it ran in (command, folder); "
+        "`settings` are then the prompt's own, its identity for skipping",
+    )
     started_at: datetime
     finished_at: datetime
     exit_code: int
 
     @classmethod
-    def read(cls, path: Path) -> "SpecUsed":
+    def read(cls, path: Path) -> SpecUsed:
         """Load a run's ``spec_used.json``, its run id held to the rule of a record's (it names folders: the upscale
         stages its input under it); a missing or bad one is one line naming the file and which asset to materialize."""
         try:
@@ -84,6 +98,11 @@ class SpecUsed(BaseModel):
 
     def write(self, path: Path) -> None:
         """Write atomically; secrets in the environment and the command line are redacted first."""
-        safe = self.model_copy(update={"environment": redacted(self.environment), "command": redacted(self.command),
-                                       "command_line": redacted(self.command_line)})
+        safe = self.model_copy(
+            update={
+                "environment": redacted(self.environment),
+                "command": redacted(self.command),
+                "command_line": redacted(self.command_line),
+            }
+        )
         atomic_write_text(path, safe.model_dump_json(indent=2) + "\n")

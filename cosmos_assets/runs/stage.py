@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -32,9 +32,9 @@ from cosmos_assets.runs.history import append_history
 from cosmos_assets.runs.identity import program_sha256
 from cosmos_assets.runs.plan import StagePlan
 from cosmos_assets.runs.record import RunRecord
-from cosmos_assets.runs.spec_used import InputFile, SpecUsed
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.run_log import RunLog
+from cosmos_assets.runs.spec_used import InputFile, SpecUsed
 from cosmos_assets.runs.stamp import stamp_outputs
 from cosmos_assets.runs.watchdog import Watchdog
 
@@ -42,8 +42,9 @@ from cosmos_assets.runs.watchdog import Watchdog
 class InferenceFailed(RuntimeError):
     """The model program failed (or was blocked by its guardrail); carries the tail of its log."""
 
-    def __init__(self, message: str, log_tail: list[str], guardrail_blocked: bool, log_path: Path,
-                 cause: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, message: str, log_tail: list[str], guardrail_blocked: bool, log_path: Path, cause: str | None = None
+    ) -> None:
         super().__init__(message)
         self.log_tail = log_tail
         self.guardrail_blocked = guardrail_blocked
@@ -54,7 +55,9 @@ class InferenceFailed(RuntimeError):
 class OutOfMemory(InferenceFailed):
     """The model ran out of GPU or host memory (:mod:`cosmos_assets.runs.oom`); the message names the fix."""
 
-    def __init__(self, message: str, log_tail: list[str], log_path: Path, memory: oom.MemoryFailure, run_id: str) -> None:
+    def __init__(
+        self, message: str, log_tail: list[str], log_path: Path, memory: oom.MemoryFailure, run_id: str
+    ) -> None:
         super().__init__(message, log_tail, False, log_path, cause="out_of_memory")
         self.memory = memory
         self.run_id = run_id
@@ -96,11 +99,11 @@ class StageResult:
         return self.record.shot
 
     @property
-    def upload(self):  # noqa: ANN201 - TransferStats
+    def upload(self):
         return self.record.upload
 
     @property
-    def download(self):  # noqa: ANN201 - TransferStats
+    def download(self):
         return self.record.download
 
 
@@ -118,26 +121,45 @@ def failure_state(error: BaseException) -> str:
 def planned_record(layout: ProjectLayout, machine: Machine, backend: ModelBackend, plan: StagePlan) -> RunRecord:
     """The record of ``plan`` about to run (its effective spec written, every input hashed); not saved yet."""
     atomic_write_json(plan.effective_spec, plan.request.spec)
-    record = RunRecord.plan(plan.job, shot=plan.shot, host=machine.label, runtime=machine.runtime,
-                            model_label=backend.label, preview=backend.is_preview, spec=plan.request.spec,
-                            spec_remote_path=plan.request.spec_remote, project_root=layout.root)  # fmt: skip
+    record = RunRecord.plan(
+        plan.job,
+        shot=plan.shot,
+        host=machine.label,
+        runtime=machine.runtime,
+        model_label=backend.label,
+        preview=backend.is_preview,
+        spec=plan.request.spec,
+        spec_remote_path=plan.request.spec_remote,
+        project_root=layout.root,
+    )
     record.prompt_spec = plan.prompt_spec
     record.image = machine.image
     record.program_sha256 = program_sha256(plan.request.program_files)
     try:
         record.image_id = machine.image_id()  # before any skip decision: a rebuilt tag is new work
-    except HostNotReadyError as error:  # unknown is not "no image": this attempt fails, on record (retried or elsewhere)
+    except (
+        HostNotReadyError
+    ) as error:  # unknown is not "no image": this attempt fails, on record (retried or elsewhere)
         run_log = RunLog(plan.effective_spec.parent / plan.log_name, lambda line: None)
-        run_log(f"[cosmos-assets] {plan.stage} run {record.run_id} for prompt {record.prompt} on {record.host}: the "
-                f"image's ID could not be read, so whether this work is done is unknown: {first_line(error)}")
+        run_log(
+            f"[cosmos-assets] {plan.stage} run {record.run_id} for prompt {record.prompt} on {record.host}: the "
+            f"image's ID could not be read, so whether this work is done is unknown: {first_line(error)}"
+        )
         run_log.close()
         record_failure(layout, record, error, lambda line: None, plan=plan)
         raise
     return record
 
 
-def promote(layout: ProjectLayout, backend: ModelBackend, plan: StagePlan, record: RunRecord, fetched: Path,
-            log: LogLine, t0: float) -> StageResult:  # fmt: skip
+def promote(
+    layout: ProjectLayout,
+    backend: ModelBackend,
+    plan: StagePlan,
+    record: RunRecord,
+    fetched: Path,
+    log: LogLine,
+    t0: float,
+) -> StageResult:
     """A run's downloaded outputs (``fetched``) into ``plan.dest``, beside its spec_used.json and log; an earlier
     run's folder there moved aside first; the record succeeded and its history line written. ``t0``: its start
     (``time.monotonic``). Shared by one run and by each prompt of a batch (runs/batch.py)."""
@@ -145,12 +167,16 @@ def promote(layout: ProjectLayout, backend: ModelBackend, plan: StagePlan, recor
     video_name = backend.output_video(fetched, job.prompt).name
     spec_used = record.spec_used()
     spec_used.write(fetched / "spec_used.json")
-    stamp_outputs(fetched, record, [item.local for item in job.inputs], lambda line: say(log, line))  # recipe in the MP4s
+    stamp_outputs(
+        fetched, record, [item.local for item in job.inputs], lambda line: say(log, line)
+    )  # recipe in the MP4s
     for name, content in plan.extra_files.items():
         atomic_write_json(fetched / name, content)
     if (staging / plan.log_name).exists():  # absent only if the local disk refused it (the run went on)
         os.replace(staging / plan.log_name, fetched / plan.log_name)
-    moved = move_aside(plan.dest, layout.previous_outputs_dir, _previous_run_id(plan.dest)) if plan.dest.exists() else None
+    moved = (
+        move_aside(plan.dest, layout.previous_outputs_dir, _previous_run_id(plan.dest)) if plan.dest.exists() else None
+    )
     rename_no_replace(fetched, plan.dest)
     fsync_dir(plan.dest.parent)
     clean_staging(staging, plan)
@@ -158,28 +184,36 @@ def promote(layout: ProjectLayout, backend: ModelBackend, plan: StagePlan, recor
     record.state = "succeeded"
     record.output_dir = str(plan.dest.relative_to(layout.root))
     record.outputs = [str(p.relative_to(layout.root)) for p in outputs]
-    record.output_files = [InputFile(path=str(p.relative_to(layout.root)), size=p.stat().st_size, sha256=sha256_file(p))
-                           for p in outputs]  # fmt: skip
+    record.output_files = [
+        InputFile(path=str(p.relative_to(layout.root)), size=p.stat().st_size, sha256=sha256_file(p)) for p in outputs
+    ]
     record.previous_moved_to = str(moved) if moved else None
     record.total_seconds = time.monotonic() - t0
     store.save(record)
     append_history(layout.history_log, record.history())
-    return StageResult(record=record, output_dir=plan.dest, video=plan.dest / video_name, spec_used=spec_used,
-                       outputs=outputs, previous_moved_to=moved)
+    return StageResult(
+        record=record,
+        output_dir=plan.dest,
+        video=plan.dest / video_name,
+        spec_used=spec_used,
+        outputs=outputs,
+        previous_moved_to=moved,
+    )
 
 
 def _previous_run_id(folder: Path) -> str:
     try:
         return SpecUsed.read(folder / "spec_used.json").run_id
     except FileNotFoundError:
-        return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).strftime("%Y%m%d_%H%M%S") + "_unknown"
+        return datetime.fromtimestamp(folder.stat().st_mtime, UTC).strftime("%Y%m%d_%H%M%S") + "_unknown"
 
 
 _clock = time.monotonic  # the transfer timer (tests step it by hand)
 
 
-def timed_transfer(records: list[RunRecord], direction: Literal["upload", "download"],
-                   transfer: Callable[[], TransferStats]) -> TransferStats:  # fmt: skip
+def timed_transfer(
+    records: list[RunRecord], direction: Literal["upload", "download"], transfer: Callable[[], TransferStats]
+) -> TransferStats:
     """``transfer()`` (an upload or download, shared by a batch's ``records``), its seconds added to each record's
     attempts whether it completes or fails: a run's transfer seconds count every attempt, not only the last."""
     started, stats = _clock(), None
@@ -240,13 +274,23 @@ def log_tail(path: Path, lines: int = 40) -> list[str]:
         return []
 
 
-def run_watched(layout: ProjectLayout, machine: Machine, job: InferenceJob, record: RunRecord, plan: StagePlan,
-                 run_log: RunLog, silence_minutes: float, cancelled: Callable[[], bool] | None = None) -> RunOutcome:  # fmt: skip
+def run_watched(
+    layout: ProjectLayout,
+    machine: Machine,
+    job: InferenceJob,
+    record: RunRecord,
+    plan: StagePlan,
+    run_log: RunLog,
+    silence_minutes: float,
+    cancelled: Callable[[], bool] | None = None,
+) -> RunOutcome:
     """``machine.run`` under the stall watchdog: no line for ``silence_minutes`` -> stop the job, fail as stalled."""
 
     def on_stall() -> None:
-        run_log(f"[cosmos-assets] no output from the model for {silence_minutes:g} min "
-                "(COSMOS_MODEL_SILENCE_MINUTES): treating it as hung and stopping it")  # fmt: skip
+        run_log(
+            f"[cosmos-assets] no output from the model for {silence_minutes:g} min "
+            "(COSMOS_MODEL_SILENCE_MINUTES): treating it as hung and stopping it"
+        )
         if not machine.stop(job, run_log):
             run_log(f"[cosmos-assets] {machine.label} cannot stop the job from here; stop it by hand")
 
@@ -255,15 +299,20 @@ def run_watched(layout: ProjectLayout, machine: Machine, job: InferenceJob, reco
         return InferenceFailed(
             f"{job.stage} for {job.prompt} stalled on {record.host}: no log line for {silence_minutes:g} min, so it was "
             f"stopped; raise COSMOS_MODEL_SILENCE_MINUTES if the model is quiet that long. Log: {log_path}",
-            log_tail(run_log.path), False, log_path, cause="stalled",
-        )  # fmt: skip
+            log_tail(run_log.path),
+            False,
+            log_path,
+            cause="stalled",
+        )
 
     def on_cancel() -> None:
         run_log("[cosmos-assets] the Dagster run was terminated: stopping the GPU job")
         machine.stop(job, run_log)
 
     def terminated() -> RunTerminated:
-        return RunTerminated(f"{job.stage} for {job.prompt} on {record.host}: the run was terminated; its job was stopped")
+        return RunTerminated(
+            f"{job.stage} for {job.prompt} on {record.host}: the run was terminated; its job was stopped"
+        )
 
     watchdog = Watchdog(silence_minutes * 60.0, on_stall, cancelled=cancelled, on_cancel=on_cancel)
     run_log.touch = watchdog.touch
@@ -305,9 +354,17 @@ def set_aside_partial(fetched: Path) -> None:
         os.replace(fetched, fetched.with_name(f"{fetched.name}.partial-{time.strftime('%Y%m%dT%H%M%S')}"))
 
 
-def record_failure(layout: ProjectLayout, record: RunRecord, error: BaseException, log: LogLine, *,
-                   phase: str = "planned", plan: StagePlan | None = None, t0: float | None = None,
-                   error_text: str | None = None) -> None:  # fmt: skip
+def record_failure(
+    layout: ProjectLayout,
+    record: RunRecord,
+    error: BaseException,
+    log: LogLine,
+    *,
+    phase: str = "planned",
+    plan: StagePlan | None = None,
+    t0: float | None = None,
+    error_text: str | None = None,
+) -> None:
     """A stage that failed (or was cancelled) put on record: its state and cause, whether it left its job or outputs
     on the host (``phase``: how far it got), the error (``error_text``, else the exception), its time since ``t0``,
     what it left kept under ``outputs/.failed`` (given its ``plan``), the record saved and its history line. Local

@@ -28,15 +28,27 @@ def clip_recipe(record: RunRecord, source_tags: dict[str, str] | None = None) ->
         seed = source.get("cosmos_seed") if record.stage == "upscale" and source else None
     settings = {k: v for k, v in record.settings.items() if k != "warnings"}
     return ClipRecipe(
-        run_id=record.run_id, stage=record.stage, prompt_name=record.prompt, prompt=str(text), model=record.model,
-        seed=DEFAULT_SEED if seed is None else str(seed), spec_sha256=record.spec_sha256, shot=record.shot,
-        dagster_run_id=record.dagster_run_id, host=record.host,
+        run_id=record.run_id,
+        stage=record.stage,
+        prompt_name=record.prompt,
+        prompt=str(text),
+        model=record.model,
+        seed=DEFAULT_SEED if seed is None else str(seed),
+        spec_sha256=record.spec_sha256,
+        shot=record.shot,
+        dagster_run_id=record.dagster_run_id,
+        host=record.host,
         source_run_id=source.get("cosmos_run_id") if record.stage == "upscale" else None,
-        recipe_version=RECIPE_VERSION, num_gpus=str(record.num_gpus), image=record.image, image_id=record.image_id,
-        program_sha256=record.program_sha256, checkpoint_revisions=_json(record.checkpoint_revisions),
+        recipe_version=RECIPE_VERSION,
+        num_gpus=str(record.num_gpus),
+        image=record.image,
+        image_id=record.image_id,
+        program_sha256=record.program_sha256,
+        checkpoint_revisions=_json(record.checkpoint_revisions),
         inputs=_json([[i.path, i.size, i.sha256] for i in record.inputs]),
-        prompt_spec=_json(record.prompt_spec) if record.prompt_spec is not None else None, settings=_json(settings),
-    )  # fmt: skip
+        prompt_spec=_json(record.prompt_spec) if record.prompt_spec is not None else None,
+        settings=_json(settings),
+    )
 
 
 def _json(value: object) -> str:
@@ -59,6 +71,8 @@ def stamp_outputs(folder: Path, record: RunRecord, inputs: Iterable[Path], log: 
     try:
         return stamp_all(clips, recipe)
     except (RecipeError, OSError) as error:
-        log(f"[cosmos-assets] warning: the recipe (run id, prompt, model, seed, spec hash) was not written into the "
-            f"clip's metadata: {error}")  # fmt: skip
+        log(
+            f"[cosmos-assets] warning: the recipe (run id, prompt, model, seed, spec hash) was not written into the "
+            f"clip's metadata: {error}"
+        )
         return []

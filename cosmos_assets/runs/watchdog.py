@@ -22,8 +22,14 @@ POLL_SECONDS = 5.0
 
 
 class Watchdog:
-    def __init__(self, seconds: float, on_stall: Callable[[], None], poll_seconds: float = POLL_SECONDS,
-                 cancelled: Callable[[], bool] | None = None, on_cancel: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        seconds: float,
+        on_stall: Callable[[], None],
+        poll_seconds: float = POLL_SECONDS,
+        cancelled: Callable[[], bool] | None = None,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
         self.seconds = seconds
         self.fired = False
         self.cancel_seen = False
@@ -38,14 +44,16 @@ class Watchdog:
     def touch(self) -> None:
         self._last = time.monotonic()
 
-    def __enter__(self) -> "Watchdog":
+    def __enter__(self) -> Watchdog:
         self.touch()
         if self.seconds > 0 or self._cancelled is not None:
             self._thread = threading.Thread(target=self._watch, name="cosmos-stall-watchdog", daemon=True)
             self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._done.set()
         if self._thread is not None:
             self._thread.join(timeout=60)

@@ -15,15 +15,29 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from cosmos_assets.files import atomic_write_json, move_aside, new_temp_folder, read_bounded, remove_tree, rename_no_replace
+from cosmos_assets.files import (
+    atomic_write_json,
+    move_aside,
+    new_temp_folder,
+    read_bounded,
+    remove_tree,
+    rename_no_replace,
+)
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media.grid import GridTile, grid_still, write_grid_video
 from cosmos_assets.media.previews import SHEET_NAME, write_preview
 from cosmos_assets.media.recipe import WedgeRecipe
-from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.prompts.spec import SpecError
-from cosmos_assets.prompts.wedges import COMPARISON_FOLDER, MAX_MANIFEST_BYTES, WedgeError, WedgeManifest, WedgeVariant, comparison_dir, manifest_path
-
+from cosmos_assets.prompts.wedges import (
+    COMPARISON_FOLDER,
+    MAX_MANIFEST_BYTES,
+    WedgeError,
+    WedgeManifest,
+    WedgeVariant,
+    comparison_dir,
+    manifest_path,
+)
+from cosmos_assets.runs.spec_used import SpecUsed
 
 
 @dataclass(frozen=True)
@@ -52,8 +66,10 @@ def variant_clips(layout: ProjectLayout, manifest: WedgeManifest) -> list[Varian
         clips.append(VariantClip(variant=variant, video=video, run_id=used.run_id))
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise WedgeError(f"wedge {manifest.name}: {len(missing)} of {len(manifest.variants)} variants have no "
-                         f"generated video yet ({shown}); materialize generated_videos for them first")  # fmt: skip
+        raise WedgeError(
+            f"wedge {manifest.name}: {len(missing)} of {len(manifest.variants)} variants have no "
+            f"generated video yet ({shown}); materialize generated_videos for them first"
+        )
     return clips
 
 
@@ -125,18 +141,33 @@ def build_comparison(layout: ProjectLayout, wedge: str, now: datetime | None = N
     final = comparison_dir(layout, wedge)
     staging = new_temp_folder(_mkdirs(layout.staging_dir), f"wedge-{wedge}-")  # the umask's mode, not 0700
     try:
-        tags = WedgeRecipe(wedge=wedge, base_prompt=manifest.base_prompt,
-                           tiles="; ".join(f"{c.variant.prompt}={c.run_id}" for c in clips)).to_tags()  # fmt: skip
+        tags = WedgeRecipe(
+            wedge=wedge,
+            base_prompt=manifest.base_prompt,
+            tiles="; ".join(f"{c.variant.prompt}={c.run_id}" for c in clips),
+        ).to_tags()
         grid = write_grid_video(tiles, staging / GRID_NAME, tags=tags)
         sheet, indices = grid_still(tiles)
         preview = write_preview(sheet, staging / SHEET_NAME, indices[:1])
         record = ComparisonRecord(
-            wedge=wedge, version=version, grid_video=str((final / GRID_NAME).relative_to(layout.root)),
-            contact_sheet=str((final / SHEET_NAME).relative_to(layout.root)), columns=grid.layout.columns,
-            rows=grid.layout.rows, frames=grid.frames, created_at=now or datetime.now(),
-            tiles=[ComparisonTile(prompt=c.variant.prompt, values=c.variant.values, run_id=c.run_id,
-                                  video=str(c.video.relative_to(layout.root))) for c in clips],
-        )  # fmt: skip
+            wedge=wedge,
+            version=version,
+            grid_video=str((final / GRID_NAME).relative_to(layout.root)),
+            contact_sheet=str((final / SHEET_NAME).relative_to(layout.root)),
+            columns=grid.layout.columns,
+            rows=grid.layout.rows,
+            frames=grid.frames,
+            created_at=now or datetime.now(),
+            tiles=[
+                ComparisonTile(
+                    prompt=c.variant.prompt,
+                    values=c.variant.values,
+                    run_id=c.run_id,
+                    video=str(c.video.relative_to(layout.root)),
+                )
+                for c in clips
+            ],
+        )
         atomic_write_json(staging / RECORD_NAME, record.model_dump(mode="json"))
         moved = None
         if final.exists():
@@ -157,7 +188,8 @@ def _mkdirs(folder: Path) -> Path:
 
 def _earlier_version(folder: Path) -> str:
     try:
-        return ComparisonRecord.model_validate_json(read_bounded(folder / RECORD_NAME, MAX_MANIFEST_BYTES,
-                                                                 "the wedge comparison record")).version  # fmt: skip
+        return ComparisonRecord.model_validate_json(
+            read_bounded(folder / RECORD_NAME, MAX_MANIFEST_BYTES, "the wedge comparison record")
+        ).version
     except (OSError, ValidationError):
         return datetime.fromtimestamp(folder.stat().st_mtime).strftime("%Y%m%d_%H%M%S") + "_unknown"

@@ -108,22 +108,32 @@ class Worker:
     pid_namespace: str = ""  # '' in records written before it was kept: judged as in ours
 
     @classmethod
-    def current(cls) -> "Worker":
+    def current(cls) -> Worker:
         pid = os.getpid()
-        return cls(host=socket.gethostname(), pid=pid, boot_id=_boot_id(), start=_start_ticks(pid) or "",
-                   pid_namespace=_pid_namespace())  # fmt: skip
+        return cls(
+            host=socket.gethostname(),
+            pid=pid,
+            boot_id=_boot_id(),
+            start=_start_ticks(pid) or "",
+            pid_namespace=_pid_namespace(),
+        )
 
     def to_text(self) -> str:
         text = f"{self.host}|{self.pid}|{self.boot_id}|{self.start}"
         return f"{text}|{self.pid_namespace}" if self.pid_namespace else text
 
     @classmethod
-    def from_text(cls, text: str) -> "Worker | None":
+    def from_text(cls, text: str) -> Worker | None:
         parts = text.split("|")
         if len(parts) not in (4, 5) or not parts[1].isdigit():
             return None
-        return cls(host=parts[0], pid=int(parts[1]), boot_id=parts[2], start=parts[3],
-                   pid_namespace=parts[4] if len(parts) == 5 else "")  # fmt: skip
+        return cls(
+            host=parts[0],
+            pid=int(parts[1]),
+            boot_id=parts[2],
+            start=parts[3],
+            pid_namespace=parts[4] if len(parts) == 5 else "",
+        )
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host}"

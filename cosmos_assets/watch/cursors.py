@@ -26,15 +26,33 @@ class SensorSettings(BaseModel):
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     enabled: bool = Field(False, description="COSMOS_SENSORS: start the sensors running (else they start stopped).")
-    interval_seconds: int = Field(30, ge=1, le=SECONDS_PER_DAY, description="COSMOS_SENSOR_INTERVAL: seconds between ticks.")
-    render_settle_seconds: float = Field(30.0, ge=0, description="COSMOS_RENDER_SETTLE_SECONDS: quiet time before a folder runs.")
-    auto_generate: bool = Field(False, description="COSMOS_AUTO_GENERATE: also run generated_videos and upscaled_videos.")
-    render_scan_budget: int = Field(200, ge=1, le=MAX_FOLDERS_PER_TICK, description="COSMOS_RENDER_SCAN_BUDGET: new/changed folders examined per tick.")
-    render_deep_checks: int = Field(100, ge=0, le=MAX_FOLDERS_PER_TICK, description="COSMOS_RENDER_DEEP_CHECKS: unchanged folders re-stat'ed per tick.")
-    run_priority: int = Field(0, description="COSMOS_SENSOR_PRIORITY: the dagster/priority of the runs the sensors start.")
+    interval_seconds: int = Field(
+        30, ge=1, le=SECONDS_PER_DAY, description="COSMOS_SENSOR_INTERVAL: seconds between ticks."
+    )
+    render_settle_seconds: float = Field(
+        30.0, ge=0, description="COSMOS_RENDER_SETTLE_SECONDS: quiet time before a folder runs."
+    )
+    auto_generate: bool = Field(
+        False, description="COSMOS_AUTO_GENERATE: also run generated_videos and upscaled_videos."
+    )
+    render_scan_budget: int = Field(
+        200,
+        ge=1,
+        le=MAX_FOLDERS_PER_TICK,
+        description="COSMOS_RENDER_SCAN_BUDGET: new/changed folders examined per tick.",
+    )
+    render_deep_checks: int = Field(
+        100,
+        ge=0,
+        le=MAX_FOLDERS_PER_TICK,
+        description="COSMOS_RENDER_DEEP_CHECKS: unchanged folders re-stat'ed per tick.",
+    )
+    run_priority: int = Field(
+        0, description="COSMOS_SENSOR_PRIORITY: the dagster/priority of the runs the sensors start."
+    )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SensorSettings":
+    def from_settings(cls, settings: Settings) -> SensorSettings:
         return cls(
             enabled=settings.sensors,
             interval_seconds=settings.sensor_interval,
@@ -46,7 +64,7 @@ class SensorSettings(BaseModel):
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "SensorSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SensorSettings:
         """The sensors' part of :class:`~cosmos_assets.settings.Settings` (read from ``env`` or the environment)."""
         return cls.from_settings(Settings.from_env(env))
 
@@ -68,7 +86,7 @@ def _encode_cursor(model: BaseModel) -> str:
 
 def _decode_cursor_text(raw: str) -> str:
     if raw.startswith(_COMPRESSED):
-        return zlib.decompress(base64.b64decode(raw[len(_COMPRESSED):])).decode()
+        return zlib.decompress(base64.b64decode(raw[len(_COMPRESSED) :])).decode()
     return raw
 
 
@@ -111,7 +129,7 @@ class RenderCursor(BaseModel):
         return _encode_cursor(self)
 
     @classmethod
-    def load(cls, raw: str | None) -> "RenderCursor":
+    def load(cls, raw: str | None) -> RenderCursor:
         """The cursor of the last tick; an empty or unreadable cursor starts afresh (first tick, or format change)."""
         return _load_cursor(cls, raw)
 
@@ -141,5 +159,5 @@ class PromptCursor(BaseModel):
         return _encode_cursor(self)
 
     @classmethod
-    def load(cls, raw: str | None) -> "PromptCursor":
+    def load(cls, raw: str | None) -> PromptCursor:
         return _load_cursor(cls, raw)

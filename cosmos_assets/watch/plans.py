@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
 from cosmos_assets.layout import ProjectLayout, check_name
 from cosmos_assets.media import FRAME_NAME, MODALITIES, RenderValidationError, scan_render_folder
-from cosmos_assets.watch.cursors import PromptCursor, PromptState, RenderCursor, ShotState
 from cosmos_assets.prompts.files import check_prompt_file
-from cosmos_assets.prompts.spec import load_spec, SpecError
 from cosmos_assets.prompts.inputs import shot_of
+from cosmos_assets.prompts.spec import SpecError, load_spec
+from cosmos_assets.watch.cursors import PromptCursor, PromptState, RenderCursor, ShotState
 
 # --------------------------------------------------------------------------------------------------
 # Render folders: the pure planning function
@@ -160,11 +161,19 @@ def _examine_folder(
         return _Examined(prev._replace(m=dir_mtime_ns, w=False), None, None, False, False)
     name_problem = _partition_key_problem(shot)
     if name_problem:
-        return _Examined(ShotState(dir_mtime_ns, stat.fingerprint, "bad"), None, Problem(name=shot, message=name_problem), False, False)
+        return _Examined(
+            ShotState(dir_mtime_ns, stat.fingerprint, "bad"),
+            None,
+            Problem(name=shot, message=name_problem),
+            False,
+            False,
+        )
     try:
         sequence = scan_render_folder(folder)
     except RenderValidationError as error:
-        message = "; ".join(error.problems[:5]) + (f" (+{len(error.problems) - 5} more)" if len(error.problems) > 5 else "")
+        message = "; ".join(error.problems[:5]) + (
+            f" (+{len(error.problems) - 5} more)" if len(error.problems) > 5 else ""
+        )
         problem = Problem(name=shot, message=message)
         return _Examined(ShotState(dir_mtime_ns, stat.fingerprint, "bad"), None, problem, False, not settled_before)
     full = sequence.fingerprint()
@@ -211,7 +220,9 @@ def plan_render_tick(
     plan.examined, plan.deep_checked = len(todo), len(deep)
     for name in [*todo, *deep]:
         try:
-            result = _examine_folder(layout.renders_dir / name, folders[name], old.get(name), now_ns, settle_ns, is_current)
+            result = _examine_folder(
+                layout.renders_dir / name, folders[name], old.get(name), now_ns, settle_ns, is_current
+            )
         except OSError as error:  # vanished or unreadable mid-tick: report, look again when it changes
             shots[name] = ShotState(folders[name], "", "bad")  # looked at again when the folder changes
             plan.problems.append(Problem(name=name, message=f"cannot read {layout.renders_dir / name}: {error}"))
@@ -327,7 +338,9 @@ def plan_prompt_tick(
         try:
             version, shot = expected_spec_version(layout, path)
         except (SpecError, OSError) as error:
-            prompts[name] = PromptState(st.st_mtime_ns, st.st_size, prev.v if prev else "", _shot_if_readable(path), False)
+            prompts[name] = PromptState(
+                st.st_mtime_ns, st.st_size, prev.v if prev else "", _shot_if_readable(path), False
+            )
             plan.problems.append(Problem(name=name, message=str(error)))
             continue
         last = prev.v if prev else (materialized_version(name) if materialized_version else None)
@@ -340,6 +353,8 @@ def plan_prompt_tick(
             reason = "prompt file edited"
         else:
             reason = f"control videos of shot {shot} re-encoded"
-        plan.runs.append(PromptRun(prompt=name, data_version=version, mtime_ns=st.st_mtime_ns, reason=reason, shot=shot or ""))
+        plan.runs.append(
+            PromptRun(prompt=name, data_version=version, mtime_ns=st.st_mtime_ns, reason=reason, shot=shot or "")
+        )
     plan.cursor = PromptCursor(prompts=prompts, controls_after=cursor.controls_after)
     return plan

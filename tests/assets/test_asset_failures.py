@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from cosmos_assets.defs.assets import ALL_ASSETS
-from cosmos_assets.defs.resources import LocalPreviewHost
-from cosmos_assets.media import write_png
 from cosmos_assets.defs.partitions import PROMPTS, SHOTS
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.media import write_png
 from tests.project_factory import TINY, make_project
 
 
@@ -38,7 +38,9 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 def materialize(setup, selection: list[str], key: str) -> dg.ExecuteInProcessResult:
     _, instance, resources = setup
-    return dg.materialize(ALL_ASSETS, selection=selection, partition_key=key, instance=instance, resources=resources, raise_on_error=False)
+    return dg.materialize(
+        ALL_ASSETS, selection=selection, partition_key=key, instance=instance, resources=resources, raise_on_error=False
+    )
 
 
 def test_a_frame_gap_fails_shots_naming_the_file_and_frame(setup) -> None:

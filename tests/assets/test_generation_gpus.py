@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.definitions import build_definitions
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
@@ -20,11 +20,17 @@ def _generate(tmp_path: Path, run_config: dict | None = None) -> list[str]:
     layout = make_project(tmp_path / "project")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(PROMPTS.name, ["tiny_prompt"])
-    settings = Settings.from_env().model_copy(update={"project_root": layout.root, "preview_dir": str(tmp_path / "host")})
+    settings = Settings.from_env().model_copy(
+        update={"project_root": layout.root, "preview_dir": str(tmp_path / "host")}
+    )
     resources = build_definitions(settings).resources
     result = dg.materialize(
-        ALL_ASSETS, selection=["generated_videos"], partition_key="tiny_prompt", instance=instance,
-        resources=resources, run_config=run_config,
+        ALL_ASSETS,
+        selection=["generated_videos"],
+        partition_key="tiny_prompt",
+        instance=instance,
+        resources=resources,
+        run_config=run_config,
     )
     assert result.success
     used = json.loads((layout.output_dir("tiny_prompt") / "spec_used.json").read_text())

@@ -8,20 +8,27 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.definitions import build_definitions
-from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
 
 
-def _materialize(layout: ProjectLayout, instance: dg.DagsterInstance, settings: Settings,
-                 config: dict | None = None) -> dg.AssetMaterialization:  # fmt: skip
-    result = dg.materialize(ALL_ASSETS, selection=["generated_videos"], partition_key="tiny_prompt", instance=instance,
-                            resources=build_definitions(settings).resources, run_config=config)  # fmt: skip
+def _materialize(
+    layout: ProjectLayout, instance: dg.DagsterInstance, settings: Settings, config: dict | None = None
+) -> dg.AssetMaterialization:
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=["generated_videos"],
+        partition_key="tiny_prompt",
+        instance=instance,
+        resources=build_definitions(settings).resources,
+        run_config=config,
+    )
     assert result.success
     [event] = result.asset_materializations_for_node("generated_videos")
     return event
@@ -33,7 +40,9 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     layout = make_project(tmp_path / "project")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(PROMPTS.name, ["tiny_prompt"])
-    settings = Settings.from_env().model_copy(update={"project_root": layout.root, "preview_dir": str(tmp_path / "host")})
+    settings = Settings.from_env().model_copy(
+        update={"project_root": layout.root, "preview_dir": str(tmp_path / "host")}
+    )
     return layout, instance, settings
 
 
@@ -63,8 +72,13 @@ def test_a_skipped_generation_leaves_its_upscale_fresh(setup) -> None:
 
     layout, instance, settings = setup
     resources = build_definitions(settings).resources
-    result = dg.materialize(ALL_ASSETS, selection=["generated_videos", "upscaled_videos"], partition_key="tiny_prompt",
-                            instance=instance, resources=resources)  # fmt: skip
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=["generated_videos", "upscaled_videos"],
+        partition_key="tiny_prompt",
+        instance=instance,
+        resources=resources,
+    )
     assert result.success
     skipped = _materialize(layout, instance, settings)
     assert skipped.metadata["skipped"].value is True, skipped.metadata.get("skipped_because")

@@ -24,8 +24,16 @@ from tests.faults.fault_proxy import FaultProxy
 from tests.infra.sshd import SshServer
 from tests.integration.test_durable_runs import preview_host
 
-__all__ = ["BACKOFF_SCALE", "fault_proxy", "preview_host", "proxied_host_fields", "proxied_link", "proxy_target",
-           "scaled_sleep", "target_through"]  # fmt: skip
+__all__ = [
+    "BACKOFF_SCALE",
+    "fault_proxy",
+    "preview_host",
+    "proxied_host_fields",
+    "proxied_link",
+    "proxy_target",
+    "scaled_sleep",
+    "target_through",
+]
 
 BACKOFF_SCALE = 0.1
 
@@ -43,8 +51,15 @@ def fault_proxy(sshd: SshServer, tmp_path: Path) -> Iterator[FaultProxy]:
 
 def target_through(proxy: FaultProxy, sshd: SshServer, folder: Path) -> SshTarget:
     """The sshd's target with the proxy's address (and a known_hosts naming the sshd's key at that address)."""
-    return SshTarget(host="127.0.0.1", port=proxy.port, user=sshd.user, key_file=sshd.key_path,
-                     known_hosts=proxy.known_hosts, ssh_config=folder / "no-ssh-config", allow_agent=False)  # fmt: skip
+    return SshTarget(
+        host="127.0.0.1",
+        port=proxy.port,
+        user=sshd.user,
+        key_file=sshd.key_path,
+        known_hosts=proxy.known_hosts,
+        ssh_config=folder / "no-ssh-config",
+        allow_agent=False,
+    )
 
 
 @pytest.fixture
@@ -62,5 +77,12 @@ def proxied_link(target: SshTarget, reconnect_attempts: int = 6, label: str = "s
 
 def proxied_host_fields(proxy: FaultProxy, sshd: SshServer, folder: Path, **fields: object) -> dict[str, object]:
     """``SshGpuHost`` connection fields of the sshd reached through ``proxy``; ``fields`` add or override."""
-    return {"host": "127.0.0.1", "port": proxy.port, "user": sshd.user, "ssh_key": str(sshd.key_path),
-            "known_hosts": str(proxy.known_hosts), "ssh_config": str(folder / "no-ssh-config"), **fields}  # fmt: skip
+    return {
+        "host": "127.0.0.1",
+        "port": proxy.port,
+        "user": sshd.user,
+        "ssh_key": str(sshd.key_path),
+        "known_hosts": str(proxy.known_hosts),
+        "ssh_config": str(folder / "no-ssh-config"),
+        **fields,
+    }

@@ -51,8 +51,9 @@ class _Conn:
 class FaultProxy:
     """Listens on 127.0.0.1:``port`` (a free one when 0) and forwards to ``target_host``:``target_port``."""
 
-    def __init__(self, target_host: str, target_port: int, port: int = 0,
-                 max_lifetime_s: float = DEFAULT_LIFETIME_S) -> None:  # fmt: skip
+    def __init__(
+        self, target_host: str, target_port: int, port: int = 0, max_lifetime_s: float = DEFAULT_LIFETIME_S
+    ) -> None:
         self.target_host, self.target_port, self.port = target_host, target_port, port
         self.max_lifetime_s = max_lifetime_s
         self.known_hosts: Path | None = None  # a known_hosts file for the proxy's address, when a test writes one
@@ -87,7 +88,7 @@ class FaultProxy:
         if self._thread is not None:
             self._thread.join(10)
 
-    def _call(self, fn, *args) -> None:  # noqa: ANN001 - run on the proxy's loop and wait for it
+    def _call(self, fn, *args) -> None:
         assert self._loop is not None
         done = threading.Event()
 
@@ -210,8 +211,10 @@ class FaultProxy:
         conn = _Conn(client_w, server_w)
         conn.flowing.set()
         self._conns.add(conn)
-        conn.tasks = [asyncio.create_task(self._pipe(conn, client_r, server_w, "up")),
-                      asyncio.create_task(self._pipe(conn, server_r, client_w, "down"))]  # fmt: skip
+        conn.tasks = [
+            asyncio.create_task(self._pipe(conn, client_r, server_w, "up")),
+            asyncio.create_task(self._pipe(conn, server_r, client_w, "down")),
+        ]
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*conn.tasks)
         self._conns.discard(conn)
@@ -219,7 +222,9 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 w.close()
 
-    async def _pipe(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str) -> None:
+    async def _pipe(
+        self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str
+    ) -> None:
         while True:
             try:
                 data = await reader.read(READ_CHUNK)

@@ -38,11 +38,17 @@ def small_disk() -> Iterator[Callable[[int], Path]]:
 
     def mount(size: int) -> Path:
         where = Path(tempfile.mkdtemp(prefix="cosmos-small-disk-", dir="/tmp"))
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
-            pytest.fail(f"cannot mount a {size}-byte tmpfs for the full-disk test: {done.stderr.strip()} "
-                        "(the integration suite runs as root)", pytrace=False)  # fmt: skip
+            pytest.fail(
+                f"cannot mount a {size}-byte tmpfs for the full-disk test: {done.stderr.strip()} "
+                "(the integration suite runs as root)",
+                pytrace=False,
+            )
         mounted.append(where)
         return where
 
@@ -57,8 +63,15 @@ def test_a_full_remote_disk_stops_the_upload_with_the_fix_and_the_next_attempt_r
 ) -> None:
     remote_dir = small_disk(8 * MB)
     local = _file(tmp_path / "color.mp4", 12 * MB, 7)
-    target = SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_path,
-                       known_hosts=sshd.known_hosts, ssh_config=tmp_path / "none", allow_agent=False)  # fmt: skip
+    target = SshTarget(
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_path,
+        known_hosts=sshd.known_hosts,
+        ssh_config=tmp_path / "none",
+        allow_agent=False,
+    )
     settings = SshHostSettings(remote_dir=str(remote_dir), docker_image="unused:faults", name="ssh@small-disk")
     host = SshHost(target, settings)
     files = [StagedFile(local=local, remote="inputs/videos/shot/color.mp4")]
@@ -91,7 +104,7 @@ class _DiskFillingHost(SshHost):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fill, self.room = fill, room
 
-    def download(self, remote_dir: str, local_dir: Path, log):  # noqa: ANN001, ANN201 - as SshHost.download
+    def download(self, remote_dir: str, local_dir: Path, log):
         st = os.statvfs(self.fill.parent)
         with open(self.fill, "wb") as f:
             os.posix_fallocate(f.fileno(), 0, max(0, st.f_bavail * st.f_frsize - self.room))
@@ -110,8 +123,9 @@ def test_a_full_local_disk_during_download_fails_clearly_keeping_earlier_outputs
     earlier.mkdir(parents=True)
     (earlier / "output.mp4").write_bytes(b"an earlier run's video")
     resource = SshGpuHost(**{**preview_host, "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.01"}})
-    machine = _DiskFillingHost(resource.ssh_target(), resource.host_settings(), fill=project.root / "filler",
-                               room=64 * 1024)  # fmt: skip
+    machine = _DiskFillingHost(
+        resource.ssh_target(), resource.host_settings(), fill=project.root / "filler", room=64 * 1024
+    )
     try:
         with pytest.raises(LocalDiskFullError) as caught:
             run_generation(project, machine, backend_named("preview"), PROMPT, log=lambda _line: None)

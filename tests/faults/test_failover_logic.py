@@ -21,9 +21,16 @@ from tests.runs.test_record import _record
 
 def _run(base: RunRecord, run_id: str, host: str, state: str, minutes: int, detached: bool = False) -> RunRecord:
     folder = base.remote_output_folder.rsplit("/", 1)[0] + f"/{run_id}"  # a record names its own run's folder
-    return base.model_copy(update={"run_id": run_id, "host": host, "state": state, "detached": detached,
-                                   "remote_output_folder": folder,
-                                   "created_at": base.created_at + timedelta(minutes=minutes)})  # fmt: skip
+    return base.model_copy(
+        update={
+            "run_id": run_id,
+            "host": host,
+            "state": state,
+            "detached": detached,
+            "remote_output_folder": folder,
+            "created_at": base.created_at + timedelta(minutes=minutes),
+        }
+    )
 
 
 class LeftoverHost:
@@ -76,13 +83,14 @@ def test_a_superseded_run_is_stopped_and_closed_when_its_host_is_reached_again(t
     assert read_history(history)[-1].run_id == left.run_id
 
 
-
 @pytest.mark.parametrize("by", ["index", "scan"])
-def test_a_left_behind_reproduction_never_pins_the_prompts_work_to_its_host(tmp_path: Path, by: str,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_left_behind_reproduction_never_pins_the_prompts_work_to_its_host(
+    tmp_path: Path, by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A reproduction writes to outputs/_reproduced/ and is never adopted as the prompt's run (runs/adopt.py), so it is
     no reason to send the prompt's next attempt to its host either: by the index and by the full scan alike."""
     if by == "scan":
+
         def unavailable(self, use):
             raise record_index.IndexUnavailable("cannot be opened (test)")
 

@@ -19,17 +19,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.cli import main
-from cosmos_assets.defs.resources import LocalPreviewHost
-from cosmos_assets.layout import MAX_NAME_BYTES, ProjectLayout, name_problem
+from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.partitions import PROMPTS, SHOTS
-from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.runs.history import read_history
+from cosmos_assets.layout import MAX_NAME_BYTES, ProjectLayout, name_problem
 from cosmos_assets.media.sample_render import make_sample_render
-from cosmos_assets.watch.plans import plan_prompt_tick, plan_render_tick
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.runs.history import read_history
 from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.watch.plans import plan_prompt_tick, plan_render_tick
 from tests.project_factory import make_project
 from tests.test_sensors import SMALL, Project, age
 
@@ -145,7 +145,13 @@ def test_legal_hostile_names_are_names(name: str) -> None:
 @pytest.mark.parametrize("name", ILLEGAL_NAMES.values(), ids=ILLEGAL_NAMES.keys())
 def test_illegal_names_are_refused_by_every_layout_path(name: str, tmp_path: Path) -> None:
     layout = ProjectLayout(root=tmp_path)
-    for method in (layout.render_dir, layout.shot_videos_dir, layout.prompt_file, layout.output_dir, layout.upscaled_dir):
+    for method in (
+        layout.render_dir,
+        layout.shot_videos_dir,
+        layout.prompt_file,
+        layout.output_dir,
+        layout.upscaled_dir,
+    ):
         with pytest.raises(ValueError) as caught:
             method(name)
         message = str(caught.value)
@@ -175,8 +181,12 @@ def test_cli_names_are_refused_in_one_line_and_nothing_is_written(
     monkeypatch.chdir(root)
     watch = OutsideSnapshot([tmp_path], allowed=[root])
     # Shot and prompt names from the command line are plain names (argparse refuses the rest, exit 2).
-    for argv in (["new-prompt", name, "text"], ["new-prompt", "shot", "text", "--name", name],
-                 ["sample-render", "--shot", name], ["convert", str(root), name]):  # fmt: skip
+    for argv in (
+        ["new-prompt", name, "text"],
+        ["new-prompt", "shot", "text", "--name", name],
+        ["sample-render", "--shot", name],
+        ["convert", str(root), name],
+    ):
         with pytest.raises(SystemExit) as caught:
             main(argv)
         assert caught.value.code == 2
@@ -213,15 +223,27 @@ def test_partition_keys_added_as_the_ui_does_are_refused_and_nothing_outside_is_
         instance.add_dynamic_partitions(PROMPTS.name, prompt_keys)
         instance.add_dynamic_partitions(SHOTS.name, shot_keys)
         for key, selection in runs:
-            result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=key, instance=instance,
-                                    resources=preview_resources(root, remote), raise_on_error=False)  # fmt: skip
+            result = dg.materialize(
+                ALL_ASSETS,
+                selection=selection,
+                partition_key=key,
+                instance=instance,
+                resources=preview_resources(root, remote),
+                raise_on_error=False,
+            )
             assert not result.success, (key, selection)
             messages = failure_messages(result)
             assert len(messages) == 1 and "prompt name" in messages[0] and "rename it" in messages[0], messages
             assert "\n" not in messages[0], messages
         for key in shot_keys:
-            result = dg.materialize(ALL_ASSETS, selection=["shots", "control_videos"], partition_key=key,
-                                    instance=instance, resources=preview_resources(root, remote), raise_on_error=False)  # fmt: skip
+            result = dg.materialize(
+                ALL_ASSETS,
+                selection=["shots", "control_videos"],
+                partition_key=key,
+                instance=instance,
+                resources=preview_resources(root, remote),
+                raise_on_error=False,
+            )
             assert not result.success
             messages = failure_messages(result)
             assert len(messages) == 1 and "shot name" in messages[0] and "rename it" in messages[0], messages
@@ -243,13 +265,21 @@ def test_a_real_preview_run_with_hostile_shot_and_prompt_names_succeeds_literall
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, [HOSTILE_PROMPT])
         instance.add_dynamic_partitions(SHOTS.name, [HOSTILE_SHOT])
-        result = dg.materialize(ALL_ASSETS, selection=["shots", "control_videos"], partition_key=HOSTILE_SHOT,
-                                instance=instance, resources=preview_resources(root, remote))  # fmt: skip
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["shots", "control_videos"],
+            partition_key=HOSTILE_SHOT,
+            instance=instance,
+            resources=preview_resources(root, remote),
+        )
         assert result.success
         result = dg.materialize(
-            ALL_ASSETS, selection=["prompt_specs", "generated_videos", "upscaled_videos"], partition_key=HOSTILE_PROMPT,
-            instance=instance, resources=preview_resources(root, remote),
-        )  # fmt: skip
+            ALL_ASSETS,
+            selection=["prompt_specs", "generated_videos", "upscaled_videos"],
+            partition_key=HOSTILE_PROMPT,
+            instance=instance,
+            resources=preview_resources(root, remote),
+        )
         assert result.success
         metadata = result.asset_materializations_for_node("generated_videos")[0].metadata
         assert metadata["shot"].value == HOSTILE_SHOT
@@ -260,7 +290,9 @@ def test_a_real_preview_run_with_hostile_shot_and_prompt_names_succeeds_literall
     assert used["spec"]["input_video_path"] == f"inputs/videos/{HOSTILE_SHOT}/color.mp4"
     assert HOSTILE_PROMPT in used["command"][used["command"].index("--video_save_folder") + 1]
     history = read_history(layout.history_log)
-    assert [h.prompt for h in history] == [HOSTILE_PROMPT, HOSTILE_PROMPT] and {h.status for h in history} == {"success"}
+    assert [h.prompt for h in history] == [HOSTILE_PROMPT, HOSTILE_PROMPT] and {h.status for h in history} == {
+        "success"
+    }
     assert (remote / "outputs" / HOSTILE_PROMPT).is_dir()  # the remote folder has the literal name too
     watch.assert_unchanged()
     assert_no_canary(outer, remote)
@@ -399,7 +431,7 @@ def test_a_remote_listing_with_odd_but_plain_names_is_taken_literally() -> None:
 
 
 @pytest.fixture()
-def sftp_link(sshd, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001 (SshServer)
+def sftp_link(sshd, tmp_path: Path) -> Iterator[object]:
     from cosmos_assets.machines.ssh_link import SshLink
     from tests.integration.test_sftp import _settings
 
@@ -409,7 +441,7 @@ def sftp_link(sshd, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001 (SshSer
 
 
 @pytest.mark.integration
-def test_a_real_download_keeps_odd_remote_names_inside_the_run_folder(sftp_link, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_real_download_keeps_odd_remote_names_inside_the_run_folder(sftp_link, tmp_path: Path) -> None:
     from cosmos_assets.machines.sftp_download import download_tree
 
     run = tmp_path / "remote" / "outputs" / "p" / "run1"
@@ -429,7 +461,7 @@ def test_a_real_download_keeps_odd_remote_names_inside_the_run_folder(sftp_link,
 
 
 @pytest.mark.integration
-def test_a_remote_symlink_out_of_the_run_folder_is_not_downloaded(sftp_link, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_remote_symlink_out_of_the_run_folder_is_not_downloaded(sftp_link, tmp_path: Path) -> None:
     from cosmos_assets.machines.sftp_download import download_tree
 
     secret = tmp_path / "host_private" / "id_rsa"

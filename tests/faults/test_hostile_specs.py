@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from cosmos_assets.cli import main
 from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.assets.gpu_step import failure_from
-from cosmos_assets.cli import main
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.models.registry import backend_named
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import check_prompt_file, new_prompt_spec, write_spec
+from cosmos_assets.prompts.spec import SpecError, load_spec
 from cosmos_assets.runs.history import HistoryRecord, append_history, read_history
 from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.runner import InferenceFailed
-from cosmos_assets.prompts.spec import SpecError, load_spec
 from tests.faults.test_hostile_names import (
     HOSTILE_PROMPT,
     OutsideSnapshot,
@@ -38,8 +38,10 @@ from tests.project_factory import make_project
 
 SHOT = "shot_a"
 MODELS = ("cosmos-transfer1", "cosmos-transfer2.5", "cosmos3", "preview")
-HOSTILE_TEXT = ("He said \"stop\" and 'went'; $(touch /tmp/x) `id` | rm -rf / & > out < in \\ * ? [a] {b} ~ # !\n"
-                "second line\ttab \0 NUL, U+2028 [\u2028] U+0085 [\x85], café ☕ 東京 \U0001f600")  # fmt: skip
+HOSTILE_TEXT = (
+    "He said \"stop\" and 'went'; $(touch /tmp/x) `id` | rm -rf / & > out < in \\ * ? [a] {b} ~ # !\n"
+    "second line\ttab \0 NUL, U+2028 [\u2028] U+0085 [\x85], café ☕ 東京 \U0001f600"
+)
 NASTY_MESSAGE = "quote \" ' newline\nNUL \0 tab\t cr\r u2028 \u2028 nel \x85 $(x) `y`; \\ lone \udcff end"
 
 
@@ -83,8 +85,6 @@ ESCAPES = {
 }
 
 
-
-
 def _model_cases() -> list[object]:
     cases = []
     for case in ESCAPES:
@@ -115,7 +115,9 @@ def test_spec_paths_leaving_the_project_are_refused_by_the_run_check_and_the_cli
         check_prompt_file(path, layout.root)
     assert main(["validate", str(path)]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and any(str(path) in line and "depth.input_control" in line for line in err.splitlines())
+    assert "Traceback" not in err and any(
+        str(path) in line and "depth.input_control" in line for line in err.splitlines()
+    )
 
 
 def test_a_symlink_that_stays_inside_the_project_is_fine(layout: ProjectLayout, outside_video: Path) -> None:
@@ -130,8 +132,14 @@ def test_a_symlinked_input_is_neither_uploaded_nor_run(outer: Path, layout: Proj
     watch = OutsideSnapshot([outer], allowed=[layout.root, remote])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, [name])
-        result = dg.materialize(ALL_ASSETS, selection=["generated_videos"], partition_key=name, instance=instance,
-                                resources=preview_resources(layout.root, remote), raise_on_error=False)  # fmt: skip
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["generated_videos"],
+            partition_key=name,
+            instance=instance,
+            resources=preview_resources(layout.root, remote),
+            raise_on_error=False,
+        )
     assert not result.success
     message = failure_messages(result)[0]
     assert "depth.input_control" in message and "outside" in message, message
@@ -142,7 +150,9 @@ def test_a_symlinked_input_is_neither_uploaded_nor_run(outer: Path, layout: Proj
 # ------------------------------------------------------------------------------------------------ prompt texts
 
 
-def test_a_prompt_text_with_quotes_newlines_metacharacters_and_nul_runs_literally(outer: Path, layout: ProjectLayout) -> None:
+def test_a_prompt_text_with_quotes_newlines_metacharacters_and_nul_runs_literally(
+    outer: Path, layout: ProjectLayout
+) -> None:
     name = "hostile_text"
     write_spec(new_prompt_spec(SHOT, HOSTILE_TEXT), layout.prompt_file(name))
     assert load_spec(layout.prompt_file(name)).prompt == HOSTILE_TEXT
@@ -150,8 +160,13 @@ def test_a_prompt_text_with_quotes_newlines_metacharacters_and_nul_runs_literall
     watch = OutsideSnapshot([outer], allowed=[layout.root, remote])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, [name])
-        result = dg.materialize(ALL_ASSETS, selection=["prompt_specs", "generated_videos"], partition_key=name,
-                                instance=instance, resources=preview_resources(layout.root, remote))  # fmt: skip
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["prompt_specs", "generated_videos"],
+            partition_key=name,
+            instance=instance,
+            resources=preview_resources(layout.root, remote),
+        )
         assert result.success
         metadata = result.asset_materializations_for_node("prompt_specs")[0].metadata
         stored = instance.fetch_materializations(dg.AssetKey("prompt_specs"), limit=1).records[0]
@@ -177,8 +192,9 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("case", BAD_FILES, ids=BAD_FILES.keys())
-def test_an_unreadable_prompt_text_is_refused_in_one_line(case: str, layout: ProjectLayout,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_an_unreadable_prompt_text_is_refused_in_one_line(
+    case: str, layout: ProjectLayout, capsys: pytest.CaptureFixture[str]
+) -> None:
     data, reason = BAD_FILES[case]
     path = layout.prompts_dir / f"bad_{case}.json"
     path.write_bytes(data)
@@ -195,20 +211,37 @@ def test_an_unreadable_prompt_fails_its_asset_with_the_message(outer: Path, layo
     layout.prompt_file(name).write_bytes(b'{"prompt": "caf\xe9 \xff", "edge": {"control_weight": 0.5}}')
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, [name])
-        result = dg.materialize(ALL_ASSETS, selection=["prompt_specs"], partition_key=name, instance=instance,
-                                resources=preview_resources(layout.root, outer / "remote-bad"), raise_on_error=False)  # fmt: skip
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["prompt_specs"],
+            partition_key=name,
+            instance=instance,
+            resources=preview_resources(layout.root, outer / "remote-bad"),
+            raise_on_error=False,
+        )
     assert not result.success
-    assert failure_messages(result) == [f"cosmos_assets.prompts.spec.SpecError: {layout.prompt_file(name)}: not UTF-8 text "
-                                        "(invalid continuation byte); save it as UTF-8"]  # fmt: skip
+    assert failure_messages(result) == [
+        f"cosmos_assets.prompts.spec.SpecError: {layout.prompt_file(name)}: not UTF-8 text "
+        "(invalid continuation byte); save it as UTF-8"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ failure messages
 
 
 def test_a_failure_message_with_any_characters_stays_one_history_line_and_reads_back(tmp_path: Path) -> None:
-    record = HistoryRecord(when=datetime.now(timezone.utc), run_id="r1", stage="generate", prompt=HOSTILE_PROMPT,
-                           shot=None, host="h", backend="preview", command="(not started)", status="failed",
-                           error=NASTY_MESSAGE)  # fmt: skip
+    record = HistoryRecord(
+        when=datetime.now(UTC),
+        run_id="r1",
+        stage="generate",
+        prompt=HOSTILE_PROMPT,
+        shot=None,
+        host="h",
+        backend="preview",
+        command="(not started)",
+        status="failed",
+        error=NASTY_MESSAGE,
+    )
     log = tmp_path / "run_history.log"
     append_history(log, record)
     append_history(log, record.model_copy(update={"run_id": "r2"}))
@@ -221,9 +254,20 @@ def test_a_failure_message_with_any_characters_stays_one_history_line_and_reads_
 
 
 def test_a_run_record_with_a_nasty_error_and_log_is_saved_and_derived(tmp_path: Path) -> None:
-    record = RunRecord(run_id="r1", stage="generate", prompt=HOSTILE_PROMPT, host="h", runtime="process", model="preview",
-                       model_label="preview", preview=True, remote_output_folder="outputs/x/r1", spec={"prompt": "p"},
-                       spec_remote_path="s.json", spec_sha256="0")  # fmt: skip
+    record = RunRecord(
+        run_id="r1",
+        stage="generate",
+        prompt=HOSTILE_PROMPT,
+        host="h",
+        runtime="process",
+        model="preview",
+        model_label="preview",
+        preview=True,
+        remote_output_folder="outputs/x/r1",
+        spec={"prompt": "p"},
+        spec_remote_path="s.json",
+        spec_sha256="0",
+    )
     record.state = "failed"
     record.error = NASTY_MESSAGE
     record.log_tail = [NASTY_MESSAGE, "HF_TOKEN=hf_secret_value in a log line"]
@@ -245,7 +289,9 @@ def test_a_failure_message_reaches_dagster_description_and_metadata_intact(tmp_p
     with dg.instance_for_test() as instance:
         result = dg.materialize([failing], instance=instance, raise_on_error=False)
         assert not result.success
-        failure = next(e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.is_step_failure)
+        failure = next(
+            e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.is_step_failure
+        )
     data = failure.dagster_event.event_specific_data
     assert data.user_failure_data.description == message.splitlines()[0]
     log_tail = data.user_failure_data.metadata["log_tail"].value
@@ -253,14 +299,22 @@ def test_a_failure_message_reaches_dagster_description_and_metadata_intact(tmp_p
     assert data.user_failure_data.metadata["cause"].value == "model_exit"
 
 
-def test_a_real_failing_run_with_a_hostile_name_writes_one_parseable_history_line(outer: Path, layout: ProjectLayout) -> None:
+def test_a_real_failing_run_with_a_hostile_name_writes_one_parseable_history_line(
+    outer: Path, layout: ProjectLayout
+) -> None:
     write_spec(new_prompt_spec(SHOT, "FAIL_TEST_EXIT " + HOSTILE_TEXT), layout.prompt_file(HOSTILE_PROMPT))
     remote = outer / "remote-fail"
     before = len(read_history(layout.history_log))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, [HOSTILE_PROMPT])
-        result = dg.materialize(ALL_ASSETS, selection=["generated_videos"], partition_key=HOSTILE_PROMPT,
-                                instance=instance, resources=preview_resources(layout.root, remote), raise_on_error=False)  # fmt: skip
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["generated_videos"],
+            partition_key=HOSTILE_PROMPT,
+            instance=instance,
+            resources=preview_resources(layout.root, remote),
+            raise_on_error=False,
+        )
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     description = failure.event_specific_data.user_failure_data.description

@@ -10,14 +10,17 @@ from cosmos_assets.runs import oom
 from cosmos_assets.runs.causes import failure_cause, retryable
 
 
-@pytest.mark.parametrize("exit_code, oom_killed, memory, killed", [
-    (137, True, "host", False),   # the kernel's OOM killer: docker says so
-    (137, None, "host", False),   # docker could not say: the cautious out-of-memory message
-    (137, False, None, True),     # docker kill, docker stop past its grace period, a host agent
-    (1, False, None, False),      # the model's own failure
-    (143, False, None, False),    # SIGTERM: a stop the model did not survive, not SIGKILL
-    (0, False, None, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "exit_code, oom_killed, memory, killed",
+    [
+        (137, True, "host", False),  # the kernel's OOM killer: docker says so
+        (137, None, "host", False),  # docker could not say: the cautious out-of-memory message
+        (137, False, None, True),  # docker kill, docker stop past its grace period, a host agent
+        (1, False, None, False),  # the model's own failure
+        (143, False, None, False),  # SIGTERM: a stop the model did not survive, not SIGKILL
+        (0, False, None, False),
+    ],
+)
 def test_exit_137_is_out_of_memory_only_when_docker_says_so_or_cannot_say(
     exit_code: int, oom_killed: bool | None, memory: str | None, killed: bool
 ) -> None:
@@ -46,13 +49,15 @@ def test_a_host_wide_oom_kill_that_docker_did_not_flag_is_read_from_the_kernel_l
     assert kernel_oom_kill(KERNEL_LOG, CONTAINER)
     assert not kernel_oom_kill(KERNEL_LOG, "0" * 64)  # another container's kill
     assert not kernel_oom_kill(KERNEL_LOG, "")  # no id: never a match on everything
-    assert not kernel_oom_kill(f"[ 1.0] docker0: port 1(veth{CONTAINER[:7]}) entered blocking state {CONTAINER}", CONTAINER)
+    assert not kernel_oom_kill(
+        f"[ 1.0] docker0: port 1(veth{CONTAINER[:7]}) entered blocking state {CONTAINER}", CONTAINER
+    )
     found = oom.memory_failure(137, ["step 3/35"], False, kernel_oom=True)
     assert found is not None and found.kind == "host" and "kernel log shows its OOM killer" in found.evidence
     assert oom.killed_from_outside(137, False, "c1", kernel_oom=True) is None
 
 
-def test_a_kernel_log_that_cannot_be_read_says_so_rather_than_no_oom_kill(tmp_path) -> None:  # noqa: ANN001
+def test_a_kernel_log_that_cannot_be_read_says_so_rather_than_no_oom_kill(tmp_path) -> None:
     """With neither dmesg nor journalctl allowed (dmesg_restrict, no journal group), the pipeline still exits 0:
     the command's own output must tell 'unread' from 'read, no kill', or a real OOM kill is reported as `killed`."""
     import subprocess
@@ -62,7 +67,9 @@ def test_a_kernel_log_that_cannot_be_read_says_so_rather_than_no_oom_kill(tmp_pa
     denied = tmp_path / "bin"
     denied.mkdir()
     for tool in ("dmesg", "journalctl"):  # each refuses, as they do for a user without the right
-        (denied / tool).write_text("#!/bin/sh\necho 'dmesg: read kernel buffer failed: Operation not permitted' >&2\nexit 1\n")
+        (denied / tool).write_text(
+            "#!/bin/sh\necho 'dmesg: read kernel buffer failed: Operation not permitted' >&2\nexit 1\n"
+        )
         (denied / tool).chmod(0o755)
     tail = subprocess.run(["sh", "-c", "command -v tail"], capture_output=True, text=True, check=True).stdout.strip()
     (denied / "tail").symlink_to(tail)

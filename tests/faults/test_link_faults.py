@@ -42,9 +42,10 @@ def _file(path: Path, size: int, seed: int) -> Path:
     return path
 
 
-def _host(target, remote_dir: Path, attempts: int = 4) -> SshHost:  # noqa: ANN001 - SshTarget
-    settings = SshHostSettings(remote_dir=str(remote_dir), docker_image="unused:faults", reconnect_attempts=attempts,
-                               name="ssh@faulty-host")  # fmt: skip
+def _host(target, remote_dir: Path, attempts: int = 4) -> SshHost:
+    settings = SshHostSettings(
+        remote_dir=str(remote_dir), docker_image="unused:faults", reconnect_attempts=attempts, name="ssh@faulty-host"
+    )
     return SshHost(target, settings, link=proxied_link(target, attempts))
 
 
@@ -58,8 +59,9 @@ def channels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     return request.param
 
 
-def test_an_upload_cut_mid_file_resumes_from_what_landed(channels: str, fault_proxy: FaultProxy, proxy_target,
-                                                         tmp_path: Path) -> None:  # fmt: skip
+def test_an_upload_cut_mid_file_resumes_from_what_landed(
+    channels: str, fault_proxy: FaultProxy, proxy_target, tmp_path: Path
+) -> None:
     local = _file(tmp_path / "local" / "color.mp4", SIZE, 1)
     remote_dir = tmp_path / "remote"
     host = _host(proxy_target, remote_dir)
@@ -73,8 +75,10 @@ def test_an_upload_cut_mid_file_resumes_from_what_landed(channels: str, fault_pr
         host.close()
     item = stats.files[0]
     carried = fault_proxy.bytes_up - before
-    print(f"\n[figures] upload over {channels}: cut after {CUT} B of {SIZE} B; the retry kept {item.resumed_from} B "
-          f"and sent {item.bytes_sent} B; carried in all {carried} B = {carried / SIZE:.3f} x the file")  # fmt: skip
+    print(
+        f"\n[figures] upload over {channels}: cut after {CUT} B of {SIZE} B; the retry kept {item.resumed_from} B "
+        f"and sent {item.bytes_sent} B; carried in all {carried} B = {carried / SIZE:.3f} x the file"
+    )
     assert fault_proxy.cuts == 1 and any("reconnected to ssh@faulty-host" in line for line in lines)
     assert (remote_dir / "inputs" / "color.mp4").read_bytes() == local.read_bytes()
     assert not (remote_dir / "inputs" / "color.mp4.part").exists()
@@ -82,7 +86,9 @@ def test_an_upload_cut_mid_file_resumes_from_what_landed(channels: str, fault_pr
     assert item.resumed_from >= CUT // 2 and carried < SIZE + CUT // 2  # a restart would carry SIZE + CUT
 
 
-def test_a_download_cut_mid_file_resumes_from_what_arrived(fault_proxy: FaultProxy, proxy_target, tmp_path: Path) -> None:
+def test_a_download_cut_mid_file_resumes_from_what_arrived(
+    fault_proxy: FaultProxy, proxy_target, tmp_path: Path
+) -> None:
     remote_dir = tmp_path / "remote"
     out = remote_dir / "outputs" / "p" / "run-1"
     big = _file(out / "output.mp4", SIZE, 2)
@@ -100,8 +106,10 @@ def test_a_download_cut_mid_file_resumes_from_what_arrived(fault_proxy: FaultPro
         host.close()
     carried = fault_proxy.bytes_down - before
     item = next(f for f in stats.files if f.local.endswith("output.mp4"))
-    print(f"\n[figures] download: cut after {CUT} B of {SIZE} B; the retry kept {item.resumed_from} B and fetched "
-          f"{item.bytes_sent} B; carried in all {carried} B = {carried / SIZE:.3f} x the file")  # fmt: skip
+    print(
+        f"\n[figures] download: cut after {CUT} B of {SIZE} B; the retry kept {item.resumed_from} B and fetched "
+        f"{item.bytes_sent} B; carried in all {carried} B = {carried / SIZE:.3f} x the file"
+    )
     assert fault_proxy.cuts == 1 and any("reconnected" in line for line in lines)
     assert (local / "output.mp4").read_bytes() == big.read_bytes() and (local / "prompt.txt").read_text() == "a prompt"
     assert 0 < item.resumed_from and item.resumed_from + item.bytes_sent == SIZE
@@ -109,8 +117,9 @@ def test_a_download_cut_mid_file_resumes_from_what_arrived(fault_proxy: FaultPro
     assert sorted(p.name for p in local.parent.iterdir()) == ["fetched"]  # no partial folder left
 
 
-def test_many_short_blips_never_use_up_a_small_reconnect_budget(fault_proxy: FaultProxy, proxy_target,
-                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_many_short_blips_never_use_up_a_small_reconnect_budget(
+    fault_proxy: FaultProxy, proxy_target, tmp_path: Path
+) -> None:
     local = _file(tmp_path / "local" / "depth.mp4", SIZE, 3)
     remote_dir = tmp_path / "remote"
     host = _host(proxy_target, remote_dir, attempts=1)  # a second drop in a row would end it
@@ -144,8 +153,11 @@ def test_a_link_that_never_comes_back_fails_in_one_line_then_the_next_attempt_re
     assert "Check the network to the host" in message
     assert not final.exists() and 0 < part.stat().st_size <= SIZE  # nothing under the final name
     theirs, mine = part.read_bytes(), local.read_bytes()  # the "remote" is this machine: what matches, 1 MiB-wise
-    matching = sum(len(theirs[at : at + MB]) for at in range(0, len(theirs), MB)
-                   if theirs[at : at + MB] == mine[at : at + len(theirs[at : at + MB])])  # fmt: skip
+    matching = sum(
+        len(theirs[at : at + MB])
+        for at in range(0, len(theirs), MB)
+        if theirs[at : at + MB] == mine[at : at + len(theirs[at : at + MB])]
+    )
 
     fault_proxy.clear()  # the network is back; a new process knows nothing of the first one's record
     again = _host(proxy_target, remote_dir)
@@ -184,8 +196,9 @@ def test_a_download_past_the_budget_leaves_no_final_name_and_the_next_attempt_re
     assert sorted(p.name for p in local.parent.iterdir()) == ["fetched"]
 
 
-def test_a_black_holed_link_is_noticed_and_the_upload_resumes(fault_proxy: FaultProxy, proxy_target, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_black_holed_link_is_noticed_and_the_upload_resumes(
+    fault_proxy: FaultProxy, proxy_target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sftp_mod, "TRANSFER_STALL_S", 1.0)
     monkeypatch.setattr(ssh_link, "PROBE_TIMEOUT_S", 1.0)
     monkeypatch.setattr(sftp_mod, "PARALLEL_MIN_BYTES", 1 << 40)
@@ -202,8 +215,9 @@ def test_a_black_holed_link_is_noticed_and_the_upload_resumes(fault_proxy: Fault
     landed = LandedParts()
     lines: list[str] = []
     try:
-        stats = link.with_reconnect("upload", lambda: upload_files(link, [(local, str(remote))], stall_once, landed),
-                                    lines.append)  # fmt: skip
+        stats = link.with_reconnect(
+            "upload", lambda: upload_files(link, [(local, str(remote))], stall_once, landed), lines.append
+        )
     finally:
         fault_proxy.unstall()
         link.close()
@@ -218,7 +232,7 @@ def test_a_black_holed_link_is_noticed_and_the_upload_resumes(fault_proxy: Fault
 
 
 def test_a_short_cut_mid_inference_completes_with_one_container_and_every_log_line_once(
-    preview_host: dict[str, object], fault_proxy: FaultProxy, sshd, docker_client, tmp_path: Path  # noqa: ANN001
+    preview_host: dict[str, object], fault_proxy: FaultProxy, sshd, docker_client, tmp_path: Path
 ) -> None:
     from cosmos_assets.defs.resources import SshGpuHost
     from cosmos_assets.models.registry import backend_named
@@ -228,8 +242,12 @@ def test_a_short_cut_mid_inference_completes_with_one_container_and_every_log_li
     from tests.project_factory import make_project
 
     project = make_project(tmp_path / "project", prompt="tiny_prompt")
-    fields = {**preview_host, **proxied_host_fields(fault_proxy, sshd, tmp_path), "reconnect_attempts": 6,
-              "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.1"}}  # fmt: skip
+    fields = {
+        **preview_host,
+        **proxied_host_fields(fault_proxy, sshd, tmp_path),
+        "reconnect_attempts": 6,
+        "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.1"},
+    }
     resource = SshGpuHost(**fields)
     target = resource.ssh_target()
     machine = SshHost(target, resource.host_settings(), link=proxied_link(target, 6, resource.label))
@@ -256,7 +274,9 @@ def test_a_short_cut_mid_inference_completes_with_one_container_and_every_log_li
 
 
 def test_failed_reconnects_say_one_line_each_and_print_no_paramiko_traceback(
-    fault_proxy: FaultProxy, proxy_target, caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+    fault_proxy: FaultProxy,
+    proxy_target,
+    caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The host unreachable until four reconnects failed (each reset as soon as it is accepted, as a host whose sshd

@@ -12,7 +12,7 @@ import os
 import struct
 import tempfile
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from cosmos_assets.layout import ProjectLayout, check_name
 from cosmos_assets.media import RenderSequence, RenderValidationError, scan_render_folder
 from cosmos_assets.media.frames import PNG_SIGNATURE, write_png
-from cosmos_assets.prompts.model_block import MODEL_BLOCK_FIELDS
 from cosmos_assets.models.registry import backend_named
-from cosmos_assets.runs.history import HistoryRecord, append_history, read_history, storable_text
-from cosmos_assets.watch.plans import plan_render_tick, stat_render_folder
-from cosmos_assets.watch.cursors import PromptCursor, RenderCursor
+from cosmos_assets.prompts.inputs import validate_for_run
+from cosmos_assets.prompts.model_block import MODEL_BLOCK_FIELDS
 from cosmos_assets.prompts.spec import SpecError, TransferSpec, load_spec, parse_spec
 from cosmos_assets.prompts.spec_values import CONTROL_FIELDS, CONTROL_KEYS, REGIONAL_PROMPT_FIELDS
-from cosmos_assets.prompts.inputs import validate_for_run
+from cosmos_assets.runs.history import HistoryRecord, append_history, read_history, storable_text
+from cosmos_assets.watch.cursors import PromptCursor, RenderCursor
+from cosmos_assets.watch.plans import plan_render_tick, stat_render_folder
 
 FEW = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
@@ -48,13 +48,41 @@ PATHS = ["inputs/videos/shot_a/color.mp4", "inputs/videos/shot_a/depth.mp4", "in
          "../x.mp4", "/etc/passwd", "inputs/videos/../../x", "", " ", "a\0b", "w.pt", "x" * 300]  # fmt: skip
 keys = st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=12))
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([0, 0.25, 0.5, 1, 1.5, -1, 80, 70, "0.5", "80", "nan", "inf", "cosmos3", "cosmos-transfer2.5",
-                     "cosmos-transfer1", "preview", "transfer1"]),
-    st.sampled_from(PATHS), st.text(max_size=20), odd_text,
-)  # fmt: skip
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                                             st.dictionaries(keys, inner, max_size=5)), max_leaves=12)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            0,
+            0.25,
+            0.5,
+            1,
+            1.5,
+            -1,
+            80,
+            70,
+            "0.5",
+            "80",
+            "nan",
+            "inf",
+            "cosmos3",
+            "cosmos-transfer2.5",
+            "cosmos-transfer1",
+            "preview",
+            "transfer1",
+        ]
+    ),
+    st.sampled_from(PATHS),
+    st.text(max_size=20),
+    odd_text,
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(keys, inner, max_size=5)),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -64,12 +92,22 @@ def spec_like(draw: st.DrawFn) -> dict:
     for key in draw(st.lists(st.sampled_from(CONTROL_KEYS), max_size=3, unique=True)):
         data[key] = draw(st.dictionaries(st.sampled_from(CONTROL_FIELDS) | keys, scalars | json_values, max_size=4))
     if draw(st.booleans()):
-        data["regional_prompts"] = draw(st.lists(st.dictionaries(st.sampled_from(REGIONAL_PROMPT_FIELDS) | keys,
-                                                                 scalars | st.lists(scalars, max_size=5), max_size=4),
-                                                 max_size=3))  # fmt: skip
+        data["regional_prompts"] = draw(
+            st.lists(
+                st.dictionaries(
+                    st.sampled_from(REGIONAL_PROMPT_FIELDS) | keys, scalars | st.lists(scalars, max_size=5), max_size=4
+                ),
+                max_size=3,
+            )
+        )
     if draw(st.booleans()):
-        data["cosmos_assets"] = draw(st.dictionaries(st.sampled_from(MODEL_BLOCK_FIELDS) | keys,
-                                                     scalars | st.dictionaries(keys, json_values, max_size=4), max_size=3))  # fmt: skip
+        data["cosmos_assets"] = draw(
+            st.dictionaries(
+                st.sampled_from(MODEL_BLOCK_FIELDS) | keys,
+                scalars | st.dictionaries(keys, json_values, max_size=4),
+                max_size=3,
+            )
+        )
     return data
 
 
@@ -92,8 +130,9 @@ def plausible_spec(draw: st.DrawFn) -> dict:
         if model != "cosmos-transfer1" and draw(st.booleans()):
             block[model] = draw(st.dictionaries(keys, scalars | st.dictionaries(keys, scalars, max_size=3), max_size=4))
         data["cosmos_assets"] = block
-    for key, value in draw(st.dictionaries(st.sampled_from(["guidance", "num_steps", "fps", "seed", "x_flag"]), scalars,
-                                           max_size=3)).items():  # fmt: skip
+    for key, value in draw(
+        st.dictionaries(st.sampled_from(["guidance", "num_steps", "fps", "seed", "x_flag"]), scalars, max_size=3)
+    ).items():
         data[key] = value
     return data
 
@@ -125,7 +164,9 @@ def test_the_spec_strategies_reach_valid_specs() -> None:
 
 
 @FEW
-@given(st.one_of(st.binary(max_size=300), st.builds(lambda d: json.dumps(d).encode("utf-8", "surrogatepass"), spec_like())))
+@given(
+    st.one_of(st.binary(max_size=300), st.builds(lambda d: json.dumps(d).encode("utf-8", "surrogatepass"), spec_like()))
+)
 def test_load_spec_of_any_bytes_raises_only_spec_error(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "p.json"
@@ -182,19 +223,32 @@ IHDR_LIE += struct.pack(">I", zlib.crc32(IHDR_LIE[12:]) & 0xFFFFFFFF) + b"\x00\x
 
 frame_numbers = st.one_of(st.integers(0, 1005), st.integers(0, 10**40), st.sampled_from([1001, 1002, 1003]))
 frame_names = st.one_of(
-    st.builds(lambda m, n, w: f"{m}.{n:0{w}d}.png", st.sampled_from(["color", "depth", "segmentation"]), frame_numbers,
-              st.integers(1, 6)),
-    st.builds(lambda m, n: f"{m}.{n}.png", st.sampled_from(["color", "depth", "segmentation", "Color", "color.1"]),
-              st.sampled_from(["١٢", "１", "1\n", "", "-1", "+1", " 1", "1e3", "0x1"])),
+    st.builds(
+        lambda m, n, w: f"{m}.{n:0{w}d}.png",
+        st.sampled_from(["color", "depth", "segmentation"]),
+        frame_numbers,
+        st.integers(1, 6),
+    ),
+    st.builds(
+        lambda m, n: f"{m}.{n}.png",
+        st.sampled_from(["color", "depth", "segmentation", "Color", "color.1"]),
+        st.sampled_from(["١٢", "１", "1\n", "", "-1", "+1", " 1", "1e3", "0x1"]),
+    ),
     st.text(st.characters(exclude_characters="/\0"), min_size=1, max_size=30),
-)  # fmt: skip
+)
 contents = st.one_of(
     st.sampled_from(PNGS),
     st.builds(lambda png, cut: png[:cut], st.sampled_from(PNGS), st.integers(0, 60)),
-    st.builds(lambda png, at, byte: png[:at] + bytes([byte]) + png[at + 1:], st.sampled_from(PNGS), st.integers(0, 40),
-              st.integers(0, 255)),
-    st.just(IHDR_LIE), st.just(b""), st.binary(max_size=64),
-)  # fmt: skip
+    st.builds(
+        lambda png, at, byte: png[:at] + bytes([byte]) + png[at + 1 :],
+        st.sampled_from(PNGS),
+        st.integers(0, 40),
+        st.integers(0, 255),
+    ),
+    st.just(IHDR_LIE),
+    st.just(b""),
+    st.binary(max_size=64),
+)
 listings = st.dictionaries(frame_names, st.one_of(contents, st.just(None)), max_size=12)
 """File name -> bytes, or None for a sub-folder of that name."""
 
@@ -227,7 +281,9 @@ def test_scan_render_folder_raises_only_render_validation_error(listing: dict[st
             sequence = scan_render_folder(root)
         except RenderValidationError as error:
             assert error.problems and all(isinstance(p, str) and p for p in error.problems)
-            assert len(error.problems) < 200 + 3 * len(listing)  # a far frame number is never counted out frame by frame
+            assert len(error.problems) < 200 + 3 * len(
+                listing
+            )  # a far frame number is never counted out frame by frame
         else:
             assert isinstance(sequence, RenderSequence) and sequence.frame_count >= 1
             assert sequence.fingerprint()
@@ -264,15 +320,25 @@ def test_a_name_is_a_plain_child_of_its_folder_or_a_value_error(name: str) -> No
         with pytest.raises(ValueError):
             layout.output_dir(name)
         return
-    for path, parent in ((layout.output_dir(name), layout.outputs_dir), (layout.prompt_file(name), layout.prompts_dir),
-                         (layout.render_dir(name), layout.renders_dir), (layout.upscaled_dir(name), layout.outputs_dir)):  # fmt: skip
+    for path, parent in (
+        (layout.output_dir(name), layout.outputs_dir),
+        (layout.prompt_file(name), layout.prompts_dir),
+        (layout.render_dir(name), layout.renders_dir),
+        (layout.upscaled_dir(name), layout.outputs_dir),
+    ):
         assert path.parent == parent and path.name not in (".", "..")
         assert len(os.fsencode(path.name)) <= 255
 
 
 @FEW
-@given(st.one_of(st.none(), any_text, st.builds(lambda v: json.dumps(v, ensure_ascii=False), json_values),
-                 st.builds(lambda t: "z1:" + t, any_text)))
+@given(
+    st.one_of(
+        st.none(),
+        any_text,
+        st.builds(lambda v: json.dumps(v, ensure_ascii=False), json_values),
+        st.builds(lambda t: "z1:" + t, any_text),
+    )
+)
 def test_sensor_cursors_load_anything(raw: str | None) -> None:
     RenderCursor.load(raw)
     PromptCursor.load(raw)
@@ -281,8 +347,18 @@ def test_sensor_cursors_load_anything(raw: str | None) -> None:
 @FEW
 @given(st.text(any_char, max_size=200))
 def test_any_error_text_is_one_history_line_read_back_as_written(text: str) -> None:
-    record = HistoryRecord(when=datetime.now(timezone.utc), run_id="r", stage="generate", prompt="p", shot=None,
-                           host="h", backend="preview", command="c", status="failed", error=text)  # fmt: skip
+    record = HistoryRecord(
+        when=datetime.now(UTC),
+        run_id="r",
+        stage="generate",
+        prompt="p",
+        shot=None,
+        host="h",
+        backend="preview",
+        command="c",
+        status="failed",
+        error=text,
+    )
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "run_history.log"
         append_history(log, record)

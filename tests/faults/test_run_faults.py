@@ -33,8 +33,8 @@ import pytest
 from cosmos_assets.defs.assets.gpu_step import failure_from
 from cosmos_assets.files import sha256_file
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.docker_engine import DockerWentAwayError
+from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.ssh_host import DockerUnreachableError, SshHost
 from cosmos_assets.machines.ssh_host_settings import SshHostSettings
 from cosmos_assets.machines.ssh_target import SshTarget
@@ -57,15 +57,26 @@ PREVIEW = backend_named("preview")
 
 
 @pytest.fixture(scope="module")
-def place(sshd, test_image: str) -> Iterator[dict[str, object]]:  # noqa: ANN001 (SshServer)
+def place(sshd, test_image: str) -> Iterator[dict[str, object]]:
     """A host with only a Dockerfile (the image is built on first use), as SshTarget and SshHostSettings fields."""
     base, remote_dir = dockerfile_only_host("cosmos-faults-", f"FROM {test_image}\nWORKDIR /workspace\n")
     yield {
-        "target": dict(host=sshd.host, port=sshd.port, user=sshd.user, key_file=str(sshd.key_path),
-                       known_hosts=str(sshd.known_hosts), ssh_config=str(base / "no-ssh-config"), allow_agent=False),
-        "settings": dict(remote_dir=str(remote_dir), docker_image=f"cosmos-faults:{uuid.uuid4().hex[:8]}",
-                         min_free_gb=0.1, reconnect_attempts=2),
-    }  # fmt: skip
+        "target": dict(
+            host=sshd.host,
+            port=sshd.port,
+            user=sshd.user,
+            key_file=str(sshd.key_path),
+            known_hosts=str(sshd.known_hosts),
+            ssh_config=str(base / "no-ssh-config"),
+            allow_agent=False,
+        ),
+        "settings": dict(
+            remote_dir=str(remote_dir),
+            docker_image=f"cosmos-faults:{uuid.uuid4().hex[:8]}",
+            min_free_gb=0.1,
+            reconnect_attempts=2,
+        ),
+    }
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -107,8 +118,9 @@ def last_record(layout: ProjectLayout, prompt: str) -> RunRecord:
     return [r for r in RunStore(layout.runs_dir).all() if r.prompt == prompt][-1]
 
 
-def assert_failed_cleanly(layout: ProjectLayout, place: dict[str, object], prompt: str, before: dict[str, str],
-                          cause: str) -> RunRecord:  # fmt: skip
+def assert_failed_cleanly(
+    layout: ProjectLayout, place: dict[str, object], prompt: str, before: dict[str, str], cause: str
+) -> RunRecord:
     """Earlier outputs untouched, nothing of the failed run under a final name, its history line with its cause."""
     record = last_record(layout, prompt)
     assert record.state == "failed" and record.cause == cause
@@ -122,19 +134,22 @@ def assert_failed_cleanly(layout: ProjectLayout, place: dict[str, object], promp
     return record
 
 
-def starts_since(docker_client, since: float, prompt: str) -> list[str]:  # noqa: ANN001
-    return [attributes(e)["name"] for e in container_events(docker_client, since)
-            if attributes(e).get(f"{LABEL_PREFIX}.prompt") == prompt]  # fmt: skip
+def starts_since(docker_client, since: float, prompt: str) -> list[str]:
+    return [
+        attributes(e)["name"]
+        for e in container_events(docker_client, since)
+        if attributes(e).get(f"{LABEL_PREFIX}.prompt") == prompt
+    ]
 
 
-def no_container_left(docker_client, prompt: str) -> bool:  # noqa: ANN001
+def no_container_left(docker_client, prompt: str) -> bool:
     return not our_containers(docker_client, prompt)
 
 
 # --------------------------------------------------------------------------- the model fails
 
 
-def test_a_model_that_exits_non_zero_fails_with_its_exit_code_and_log(project, place, machine, docker_client) -> None:  # noqa: ANN001
+def test_a_model_that_exits_non_zero_fails_with_its_exit_code_and_log(project, place, machine, docker_client) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street FAIL_TEST_EXIT")
     with pytest.raises(InferenceFailed) as caught:
@@ -148,7 +163,7 @@ def test_a_model_that_exits_non_zero_fails_with_its_exit_code_and_log(project, p
     assert no_container_left(docker_client, PROMPT)
 
 
-def test_a_hung_model_is_stopped_by_the_watchdog(project, place, machine, docker_client) -> None:  # noqa: ANN001
+def test_a_hung_model_is_stopped_by_the_watchdog(project, place, machine, docker_client) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street HANG_TEST")
     with pytest.raises(InferenceFailed) as caught:  # the stand-in sleeps 10 minutes: the watchdog ends it
@@ -161,7 +176,7 @@ def test_a_hung_model_is_stopped_by_the_watchdog(project, place, machine, docker
 
 
 def test_a_container_killed_for_memory_says_so_and_is_not_retried_with_offload(
-    project, place, machine, docker_client  # noqa: ANN001
+    project, place, machine, docker_client
 ) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street OOM_TEST_HOST")
@@ -169,8 +184,9 @@ def test_a_container_killed_for_memory_says_so_and_is_not_retried_with_offload(
 
     def cap_memory() -> None:  # a memory limit on the container as soon as it exists: the kernel then kills it
         while not stop.is_set():
-            for container in docker_client.containers.list(filters={"label": f"{LABEL_PREFIX}.prompt={PROMPT}"},
-                                                           ignore_removed=True):  # fmt: skip
+            for container in docker_client.containers.list(
+                filters={"label": f"{LABEL_PREFIX}.prompt={PROMPT}"}, ignore_removed=True
+            ):
                 container.update(mem_limit="96m", memswap_limit="96m")
                 return
             time.sleep(0.02)
@@ -192,7 +208,7 @@ def test_a_container_killed_for_memory_says_so_and_is_not_retried_with_offload(
 
 
 def test_out_of_gpu_memory_fails_with_its_fix_then_the_opt_in_retry_offloads_and_completes(
-    project, place, machine, docker_client  # noqa: ANN001
+    project, place, machine, docker_client
 ) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street OOM_TEST_GPU")
@@ -213,14 +229,19 @@ def test_out_of_gpu_memory_fails_with_its_fix_then_the_opt_in_retry_offloads_and
     assert oom_again.cause == "out_of_memory" and oom_again.run_id != failed.run_id  # a new attempt, then its retry
     assert retry.run_id == f"{oom_again.run_id}_offload" == result.record.run_id and retry.state == "succeeded"
     assert retry.retry_of == oom_again.run_id and retry.flags_added and retry.adopted_by == []
-    assert "--offload_diffusion_transformer" in retry.command and "--offload_diffusion_transformer" not in oom_again.command
+    assert (
+        "--offload_diffusion_transformer" in retry.command
+        and "--offload_diffusion_transformer" not in oom_again.command
+    )
     used = json.loads((project.output_dir(PROMPT) / "spec_used.json").read_text())
     assert used["run_id"] == retry.run_id and "--offload_diffusion_transformer" in used["command"]
     assert len(starts_since(docker_client, since, PROMPT)) == 2  # the failed run's container, then the retry's
     assert retry.gpu_usage is not None and retry.gpu_usage.samples >= 1 and retry.gpu_usage.gpus == 2  # fake nvidia-smi
     history = read_history(project.history_log)
     assert [(h.status, h.cause, h.retry_of) for h in history[-2:]] == [
-        ("failed", "out_of_memory", None), ("success", None, oom_again.run_id)]
+        ("failed", "out_of_memory", None),
+        ("success", None, oom_again.run_id),
+    ]
     assert before in [files_of(p) for p in (project.previous_outputs_dir / PROMPT).iterdir()]  # moved aside, intact
 
 
@@ -228,7 +249,7 @@ def test_out_of_gpu_memory_fails_with_its_fix_then_the_opt_in_retry_offloads_and
 
 
 def test_docker_stopped_at_the_start_fails_retryable_then_the_next_attempt_completes(
-    project, place, machine, dockerd, docker_client  # noqa: ANN001
+    project, place, machine, dockerd, docker_client
 ) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street at noon")
@@ -252,7 +273,7 @@ def test_docker_stopped_at_the_start_fails_retryable_then_the_next_attempt_compl
 
 
 def test_a_container_killed_from_outside_is_killed_not_out_of_memory_and_not_retried(
-    project, place, machine, docker_client  # noqa: ANN001
+    project, place, machine, docker_client
 ) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street HANG_TEST")  # the stand-in goes quiet: only the kill ends it
@@ -288,7 +309,7 @@ def restart_engine(daemon: DockerDaemon) -> None:
 
 
 def test_docker_restarted_mid_run_fails_retryable_naming_the_container_then_the_next_attempt_completes(
-    project, place, dockerd, docker_client  # noqa: ANN001
+    project, place, dockerd, docker_client
 ) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street at dusk")
@@ -355,20 +376,34 @@ print("OK", result.record.run_id)
 """
 
 
-def test_two_materializations_of_one_prompt_at_once_start_one_container(project, place, docker_client) -> None:  # noqa: ANN001
+def test_two_materializations_of_one_prompt_at_once_start_one_container(project, place, docker_client) -> None:
     before = earlier_outputs(project)
     write_prompt(project, PROMPT, "a street in the rain")
     since = time.time()
     slow = {**place["settings"], "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.2"}}  # type: ignore[dict-item]
     processes = []
     for dagster_run_id in ("aaaaaaaa1111", "bbbbbbbb2222"):  # two orchestrating processes, as two `dagster` CLIs
-        args = {**place, "settings": slow, "root": str(project.root), "prompt": PROMPT, "dagster_run_id": dagster_run_id}
-        processes.append(subprocess.Popen([sys.executable, "-c", AT_ONCE, json.dumps(args)], stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        args = {
+            **place,
+            "settings": slow,
+            "root": str(project.root),
+            "prompt": PROMPT,
+            "dagster_run_id": dagster_run_id,
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", AT_ONCE, json.dumps(args)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=600)[0].strip().splitlines()[-1] for p in processes]
     assert sorted(p.returncode for p in processes) == [0, 1], outputs
     refused = next(o for o, p in zip(outputs, processes) if p.returncode == 1)
-    assert refused.startswith("FAILED") and PROMPT in refused and "still" in refused and "wait for it" in refused, refused
+    assert refused.startswith("FAILED") and PROMPT in refused and "still" in refused and "wait for it" in refused, (
+        refused
+    )
     assert len(starts_since(docker_client, since, PROMPT)) == 1
     done = next(o for o, p in zip(outputs, processes) if p.returncode == 0).split()[-1]
     assert json.loads((project.output_dir(PROMPT) / "spec_used.json").read_text())["run_id"] == done

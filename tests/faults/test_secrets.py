@@ -42,8 +42,13 @@ def _encrypted_key(path: Path, authorized_keys: Path) -> None:
     """An ed25519 key in OpenSSH format encrypted with PASSPHRASE (made in-process: no passphrase on any argv),
     authorized on the test sshd."""
     key = Ed25519PrivateKey.generate()
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.BestAvailableEncryption(PASSPHRASE.encode())))  # fmt: skip
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+        )
+    )
     path.chmod(0o600)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     with open(authorized_keys, "a") as handle:
@@ -76,7 +81,7 @@ class ArgvSampler:
             self.samples += 1
             self._stop.wait(0.02)
 
-    def __enter__(self) -> "ArgvSampler":
+    def __enter__(self) -> ArgvSampler:
         self._thread.start()
         return self
 
@@ -120,8 +125,13 @@ def test_the_leak_detectors_find_a_leak(tmp_path: Path) -> None:
 def fresh_remote(test_image: str) -> Iterator[FakeRemote]:
     """A host folder with only a Dockerfile (the preview dry run: no checkout, no checkpoints), owned by a plain uid."""
     base, remote_dir = dockerfile_only_host("cosmos-faults-secrets-")
-    yield FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints",
-                     image=f"cosmos-faults-secrets:{uuid.uuid4().hex[:8]}", no_ssh_config=base / "no-ssh-config")  # fmt: skip
+    yield FakeRemote(
+        base=base,
+        remote_dir=remote_dir,
+        checkpoints=base / "checkpoints",
+        image=f"cosmos-faults-secrets:{uuid.uuid4().hex[:8]}",
+        no_ssh_config=base / "no-ssh-config",
+    )
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -144,10 +154,13 @@ def test_no_secret_in_any_file_on_either_side_nor_in_any_argv(
         instance.add_dynamic_partitions(PROMPTS.name, [HOSTILE_PROMPT])
         with ArgvSampler() as sampler:
             result = dg.materialize(
-                ALL_ASSETS, selection=["prompt_specs", "generated_videos"], partition_key=HOSTILE_PROMPT,
-                instance=instance, raise_on_error=False,
+                ALL_ASSETS,
+                selection=["prompt_specs", "generated_videos"],
+                partition_key=HOSTILE_PROMPT,
+                instance=instance,
+                raise_on_error=False,
                 resources={"project": ProjectResource(root=str(project.root)), "gpu_host": host},
-            )  # fmt: skip
+            )
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         compute_logs = instance.compute_log_manager
         assert compute_logs.__class__.__name__ == "LocalComputeLogManager"

@@ -27,8 +27,13 @@ class _DockerDown:
 
 
 def test_a_host_whose_docker_is_down_is_reachable_with_the_problem_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    machine = SimpleNamespace(facts=lambda: SimpleNamespace(remote_dir="/srv/cosmos"), link=_Link(), docker=_DockerDown(),
-                              settings=SimpleNamespace(docker_image="cosmos:1"), image="cosmos:1")
+    machine = SimpleNamespace(
+        facts=lambda: SimpleNamespace(remote_dir="/srv/cosmos"),
+        link=_Link(),
+        docker=_DockerDown(),
+        settings=SimpleNamespace(docker_image="cosmos:1"),
+        image="cosmos:1",
+    )
     machine.describe = lambda: SshHost.describe(machine)  # the SSH machine's own probe, over the fake link
     monkeypatch.setattr(SshGpuHost, "machine", lambda self: machine)
     monkeypatch.setattr(SshGpuHost, "close", lambda self: None)
@@ -41,13 +46,20 @@ def test_a_host_whose_docker_is_down_is_reachable_with_the_problem_named(monkeyp
 
 class _DockerRefusing:
     def image_present(self, image: str) -> bool:
-        raise HostNotReadyError("`docker image inspect cosmos:1` failed on gpu-a (permission denied while trying to "
-                                "connect to the Docker daemon socket), so whether the image is there is unknown")
+        raise HostNotReadyError(
+            "`docker image inspect cosmos:1` failed on gpu-a (permission denied while trying to "
+            "connect to the Docker daemon socket), so whether the image is there is unknown"
+        )
 
 
 def test_a_host_whose_docker_refuses_the_user_is_reachable_its_image_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    machine = SimpleNamespace(facts=lambda: SimpleNamespace(remote_dir="/srv/cosmos"), link=_Link(),
-                              docker=_DockerRefusing(), settings=SimpleNamespace(docker_image="cosmos:1"), image="cosmos:1")
+    machine = SimpleNamespace(
+        facts=lambda: SimpleNamespace(remote_dir="/srv/cosmos"),
+        link=_Link(),
+        docker=_DockerRefusing(),
+        settings=SimpleNamespace(docker_image="cosmos:1"),
+        image="cosmos:1",
+    )
     machine.describe = lambda: SshHost.describe(machine)
     monkeypatch.setattr(SshGpuHost, "machine", lambda self: machine)
     monkeypatch.setattr(SshGpuHost, "close", lambda self: None)

@@ -9,8 +9,14 @@ from cosmos_assets.settings import Settings
 
 
 def host(tmp_path: Path, **fields: object) -> SshGpuHost:
-    return SshGpuHost(host="gpu.example", user="ubuntu", ssh_config=str(tmp_path / "none"), remote_dir="~/cosmos-transfer1",
-                      docker_image="nvcr.io/me/cosmos-transfer1:latest", **fields)  # fmt: skip
+    return SshGpuHost(
+        host="gpu.example",
+        user="ubuntu",
+        ssh_config=str(tmp_path / "none"),
+        remote_dir="~/cosmos-transfer1",
+        docker_image="nvcr.io/me/cosmos-transfer1:latest",
+        **fields,
+    )
 
 
 def test_each_model_has_its_checkout_and_image_and_they_share_the_checkpoint_folder(tmp_path: Path) -> None:
@@ -20,13 +26,22 @@ def test_each_model_has_its_checkout_and_image_and_they_share_the_checkpoint_fol
     assert gpu.model_place("cosmos-transfer2.5") == ("~/cosmos-transfer2.5", "cosmos-transfer2.5:latest")
     assert gpu.model_place("cosmos3") == ("~/cosmos-framework", "cosmos-framework:latest")
     settings = gpu.host_settings("cosmos3")
-    assert settings.remote_dir == "~/cosmos-framework" and settings.checkpoint_dir == "~/cosmos-transfer1/../checkpoints"
+    assert (
+        settings.remote_dir == "~/cosmos-framework" and settings.checkpoint_dir == "~/cosmos-transfer1/../checkpoints"
+    )
     assert gpu.host_settings().checkpoint_dir is None  # Transfer1's own default (REMOTE_DIR/../checkpoints)
 
 
 def test_the_settings_name_the_newer_models_places(tmp_path: Path) -> None:
-    settings = Settings.from_env({"COSMOS_HOST": "ssh", "REMOTE_HOST": "gpu.example", "REMOTE_DIR_COSMOS3": "/data/c3",
-                                  "DOCKER_IMAGE_TRANSFER2_5": "me/t25:1", "COSMOS_MODEL": "transfer2.5"})  # fmt: skip
+    settings = Settings.from_env(
+        {
+            "COSMOS_HOST": "ssh",
+            "REMOTE_HOST": "gpu.example",
+            "REMOTE_DIR_COSMOS3": "/data/c3",
+            "DOCKER_IMAGE_TRANSFER2_5": "me/t25:1",
+            "COSMOS_MODEL": "transfer2.5",
+        }
+    )
     gpu = SshGpuHost.from_settings(settings)
     assert gpu.model == "cosmos-transfer2.5"
     assert gpu.model_place("cosmos3") == ("/data/c3", "cosmos-framework:latest")

@@ -16,14 +16,14 @@ import pytest
 
 from cosmos_assets.defs.assets import generated_videos
 from cosmos_assets.defs.assets.prompts import prompt_specs
-from cosmos_assets.defs.resources import GpuHost, LocalPreviewHost, SshGpuHost, gpu_host_from_settings
-from cosmos_assets.machines.pool_file import HostEntry, PoolFileError, load_host_pool
-from cosmos_assets.defs.resources.host_pool import GpuHostPool
-from cosmos_assets.runs.priority import parse_priority, priority_tags
-from cosmos_assets.defs.resources.slots import ANY_GPU_POOL, HostClaims, ensure_limits, host_pool, runs_on
 from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.defs.resources import GpuHost, LocalPreviewHost, SshGpuHost, gpu_host_from_settings
+from cosmos_assets.defs.resources.host_pool import GpuHostPool
 from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.defs.resources.slots import ANY_GPU_POOL, HostClaims, ensure_limits, host_pool, runs_on
+from cosmos_assets.machines.pool_file import HostEntry, PoolFileError, load_host_pool
 from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.priority import parse_priority, priority_tags
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
 
@@ -63,7 +63,9 @@ def test_a_yaml_pool_file_gives_one_resource_per_host_with_its_models_price_and_
 
 
 def test_a_toml_pool_file_reads_the_same(tmp_path: Path) -> None:
-    text = '[[hosts]]\nname = "gpu-a"\nssh = "gpu-alias"\nmodels = ["cosmos-transfer2.5"]\nhf_token_env = "HF_TOKEN_A"\n'
+    text = (
+        '[[hosts]]\nname = "gpu-a"\nssh = "gpu-alias"\nmodels = ["cosmos-transfer2.5"]\nhf_token_env = "HF_TOKEN_A"\n'
+    )
     pool = load_host_pool(write(tmp_path, text, "hosts.toml"))
     assert pool.hosts[0].ssh_parts() == (None, "gpu-alias", None) and pool.hosts[0].models == ["cosmos-transfer2.5"]
 
@@ -72,7 +74,10 @@ def test_a_toml_pool_file_reads_the_same(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("hosts:\n  - {name: a, ssh: 'x y'}\n", "host a, field ssh: Value error, is not '[user@]host[:port]'"),
-        ("hosts:\n  - {name: a, ssh: h, models: [dall-e]}\n", "host a, field models: Value error, model 'dall-e' is not a backend"),
+        (
+            "hosts:\n  - {name: a, ssh: h, models: [dall-e]}\n",
+            "host a, field models: Value error, model 'dall-e' is not a backend",
+        ),
         ("hosts:\n  - {name: a, ssh: h}\n  - {name: a, ssh: g}\n", "two hosts are named 'a'"),
         ("hosts:\n  - {name: a, ssh: h, container_env: {HF_TOKEN: hf_x}}\n", "HF_TOKEN looks like a secret"),
         ("hosts:\n  - {name: a, ssh: h, gpu: all}\n", "host a, field gpu: Extra inputs are not permitted"),
@@ -96,7 +101,9 @@ def test_a_missing_pool_file_names_the_setting(tmp_path: Path) -> None:
 
 def test_the_setting_picks_the_pool_and_without_it_the_single_host_settings_are_unchanged(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD_YAML)
-    pooled = gpu_host_from_settings(Settings.from_env({"COSMOS_HOSTS_FILE": str(path), "COSMOS_PROJECT_ROOT": str(tmp_path)}))
+    pooled = gpu_host_from_settings(
+        Settings.from_env({"COSMOS_HOSTS_FILE": str(path), "COSMOS_PROJECT_ROOT": str(tmp_path)})
+    )
     assert isinstance(pooled, GpuHostPool) and [m.label for m in pooled.members()] == ["gpu-a", "preview@cpu"]
     single = gpu_host_from_settings(Settings.from_env({"COSMOS_PROJECT_ROOT": str(tmp_path)}))
     assert isinstance(single, LocalPreviewHost) and single.members() == [single]
@@ -105,7 +112,11 @@ def test_the_setting_picks_the_pool_and_without_it_the_single_host_settings_are_
 
 def test_priority_names_and_numbers() -> None:
     assert [parse_priority(v) for v in ("urgent", "normal", "backfill", "wedge", "-3", 7)] == [100, 0, -50, -50, -3, 7]
-    assert priority_tags("urgent") == {"dagster/priority": "100"} and priority_tags("normal") == {} and priority_tags(None) == {}
+    assert (
+        priority_tags("urgent") == {"dagster/priority": "100"}
+        and priority_tags("normal") == {}
+        and priority_tags(None) == {}
+    )
     with pytest.raises(ValueError, match="priority 'soon' is not one of urgent"):
         parse_priority("soon")
 
@@ -131,27 +142,41 @@ def test_limits_are_one_per_host_and_the_any_gpu_pool_is_the_host_count(instance
     ensure_limits(instance, ["l1", "l2", "l3"], 3, said.append)
     limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
     assert {k: v for k, v in limits.items() if k.startswith("gpu_host/l") or k == ANY_GPU_POOL} == {
-        host_pool("l1"): 1, host_pool("l2"): 1, host_pool("l3"): 1, ANY_GPU_POOL: 3}
+        host_pool("l1"): 1,
+        host_pool("l2"): 1,
+        host_pool("l3"): 1,
+        ANY_GPU_POOL: 3,
+    }
     assert said == ["Dagster pool gpu_host set to 3 slot(s): one per host in the pool file"]
     instance.event_log_storage.set_concurrency_slots(host_pool("l2"), 0)  # drained on the concurrency page
     ensure_limits(instance, ["l1", "l2", "l3"], 3, said.append)
     assert instance.event_log_storage.get_concurrency_info(host_pool("l2")).slot_count == 0 and len(said) == 1
 
 
-def test_a_busy_host_goes_to_the_next_waiter_by_priority_and_a_dead_runs_slots_are_freed(instance: dg.DagsterInstance) -> None:
+def test_a_busy_host_goes_to_the_next_waiter_by_priority_and_a_dead_runs_slots_are_freed(
+    instance: dg.DagsterInstance,
+) -> None:
     holder, low, urgent = fake_run(), fake_run(), fake_run(100)
     log: list[str] = []
     first = HostClaims(instance, holder, "generated_videos")
     assert first.claim_first(["a"], log.append) == "a" and runs_on(instance, "a") == ([holder.run_id], 0)
     got: list[str] = []
-    waiters = [threading.Thread(target=lambda r=r: got.append(HostClaims(instance, r, "generated_videos").claim_first(["a"], log.append) and r.run_id))
-               for r in (low, urgent)]  # fmt: skip
+    waiters = [
+        threading.Thread(
+            target=lambda r=r: got.append(
+                HostClaims(instance, r, "generated_videos").claim_first(["a"], log.append) and r.run_id
+            )
+        )
+        for r in (low, urgent)
+    ]
     waiters[0].start()
     _until(lambda: runs_on(instance, "a")[1] == 1)
     waiters[1].start()
     _until(lambda: runs_on(instance, "a")[1] == 2)
     assert any("all hosts that can take generated_videos are busy (a)" in line for line in log)
-    instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)  # what defs/sensors/dead_runs.py does for a dead run
+    instance.event_log_storage.free_concurrency_slots_for_run(
+        holder.run_id
+    )  # what defs/sensors/dead_runs.py does for a dead run
     _until(lambda: len(got) == 1)
     assert got == [urgent.run_id] and runs_on(instance, "a") == ([urgent.run_id], 1)  # the urgent run jumped the queue
     HostClaims(instance, urgent, "generated_videos").release("a")
@@ -161,12 +186,16 @@ def test_a_busy_host_goes_to_the_next_waiter_by_priority_and_a_dead_runs_slots_a
         thread.join(timeout=10)
 
 
-def test_a_step_waiting_on_two_hosts_takes_the_first_free_and_leaves_the_other_queue(instance: dg.DagsterInstance) -> None:
+def test_a_step_waiting_on_two_hosts_takes_the_first_free_and_leaves_the_other_queue(
+    instance: dg.DagsterInstance,
+) -> None:
     busy_a, busy_b, waiter = fake_run(), fake_run(), fake_run()
     HostClaims(instance, busy_a, "s").claim_first(["c"], print)
     HostClaims(instance, busy_b, "s").claim_first(["d"], print)
     result: list[str] = []
-    thread = threading.Thread(target=lambda: result.append(HostClaims(instance, waiter, "s").claim_first(["c", "d"], print)))
+    thread = threading.Thread(
+        target=lambda: result.append(HostClaims(instance, waiter, "s").claim_first(["c", "d"], print))
+    )
     thread.start()
     _until(lambda: runs_on(instance, "c")[1] == 1 and runs_on(instance, "d")[1] == 1)
     HostClaims(instance, busy_b, "s").release("d")
@@ -176,7 +205,7 @@ def test_a_step_waiting_on_two_hosts_takes_the_first_free_and_leaves_the_other_q
     assert runs_on(instance, "d") == ([waiter.run_id], 0)
 
 
-def _until(condition, timeout: float = 20.0) -> None:  # noqa: ANN001
+def _until(condition, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
@@ -198,7 +227,9 @@ def test_an_unreachable_host_is_skipped_with_a_log_line_and_the_run_goes_to_the_
     layout = make_project(tmp_path / "project")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")
-    pool_file = write(tmp_path, f"""
+    pool_file = write(
+        tmp_path,
+        f"""
 hosts:
   - name: gone
     ssh: root@127.0.0.1:{closed_port()}
@@ -211,11 +242,17 @@ hosts:
     remote_dir: {tmp_path / "preview-root"}
     models: [preview]
     price_per_gpu_hour: 0
-""")
+""",
+    )
     pool = GpuHostPool.from_file(pool_file)
     instance.add_dynamic_partitions(PROMPTS.name, ["tiny_prompt"])
-    result = dg.materialize([prompt_specs, generated_videos], selection=[generated_videos], partition_key="tiny_prompt",
-                            instance=instance, resources={"project": ProjectResource(root=str(layout.root)), "gpu_host": pool})  # fmt: skip
+    result = dg.materialize(
+        [prompt_specs, generated_videos],
+        selection=[generated_videos],
+        partition_key="tiny_prompt",
+        instance=instance,
+        resources={"project": ProjectResource(root=str(layout.root)), "gpu_host": pool},
+    )
     assert result.success
     messages = [e.message or "" for e in instance.all_logs(result.run_id)]
     run = instance.get_run_by_id(result.run_id)
@@ -235,26 +272,51 @@ def test_a_model_no_host_has_is_refused_naming_the_hosts(tmp_path: Path) -> None
     assert isinstance(pool, GpuHost)
 
 
-def test_a_host_holding_an_unfinished_run_of_the_same_work_is_tried_first(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+def test_a_host_holding_an_unfinished_run_of_the_same_work_is_tried_first(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     from cosmos_assets.runs.record import RunRecord
     from cosmos_assets.runs.record_store import RunStore
 
     layout = make_project(tmp_path / "project", prompt="left_prompt")
-    RunStore(layout.runs_dir).save(RunRecord(
-        run_id="20260101_000000_deadbeef", stage="generate", prompt="left_prompt", host="preview@second", state="running",
-        runtime="process", model="preview", model_label="preview", preview=True,
-        remote_output_folder="outputs/left_prompt/20260101_000000_deadbeef",
-        spec={}, spec_remote_path="inputs/prompts/left_prompt.json", spec_sha256="",
-    ))  # fmt: skip: its orchestrator died mid-run on the second host
-    pool_file = write(tmp_path, "hosts:\n" + "".join(
-        f"  - {{name: {name}, ssh: local, remote_dir: {tmp_path / name}, models: [preview]}}\n" for name in ("first", "second")))
+    RunStore(layout.runs_dir).save(
+        RunRecord(
+            run_id="20260101_000000_deadbeef",
+            stage="generate",
+            prompt="left_prompt",
+            host="preview@second",
+            state="running",
+            runtime="process",
+            model="preview",
+            model_label="preview",
+            preview=True,
+            remote_output_folder="outputs/left_prompt/20260101_000000_deadbeef",
+            spec={},
+            spec_remote_path="inputs/prompts/left_prompt.json",
+            spec_sha256="",
+        )
+    )  # fmt: skip: its orchestrator died mid-run on the second host
+    pool_file = write(
+        tmp_path,
+        "hosts:\n"
+        + "".join(
+            f"  - {{name: {name}, ssh: local, remote_dir: {tmp_path / name}, models: [preview]}}\n"
+            for name in ("first", "second")
+        ),
+    )
     instance.add_dynamic_partitions(PROMPTS.name, ["left_prompt"])
-    result = dg.materialize([prompt_specs, generated_videos], selection=[generated_videos], partition_key="left_prompt",
-                            instance=instance, resources={"project": ProjectResource(root=str(layout.root)),
-                                                          "gpu_host": GpuHostPool.from_file(pool_file)})  # fmt: skip
+    result = dg.materialize(
+        [prompt_specs, generated_videos],
+        selection=[generated_videos],
+        partition_key="left_prompt",
+        instance=instance,
+        resources={"project": ProjectResource(root=str(layout.root)), "gpu_host": GpuHostPool.from_file(pool_file)},
+    )
     assert result.success
     messages = [e.message or "" for e in instance.all_logs(result.run_id)]
-    assert any("host preview@second chosen for preview (an earlier run of this work was left on it)" in m for m in messages)
+    assert any(
+        "host preview@second chosen for preview (an earlier run of this work was left on it)" in m for m in messages
+    )
     assert result.asset_materializations_for_node("generated_videos")[0].metadata["host"].value == "preview@second"
 
 
@@ -277,12 +339,21 @@ def test_the_numeric_fields_are_found() -> None:
 
 
 @pytest.mark.parametrize("field", _numeric_fields(float) + _numeric_fields(int))
-@pytest.mark.parametrize(("suffix", "value"), [
-    (".yaml", ".inf"), (".yaml", "-.inf"), (".yaml", ".nan"), (".yaml", "1e400"),
-    (".toml", "inf"), (".toml", "-inf"), (".toml", "nan"),
-])  # fmt: skip
-def test_a_number_that_is_not_finite_is_refused_naming_file_host_and_field(tmp_path: Path, field: str, suffix: str,
-                                                                           value: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("suffix", "value"),
+    [
+        (".yaml", ".inf"),
+        (".yaml", "-.inf"),
+        (".yaml", ".nan"),
+        (".yaml", "1e400"),
+        (".toml", "inf"),
+        (".toml", "-inf"),
+        (".toml", "nan"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused_naming_file_host_and_field(
+    tmp_path: Path, field: str, suffix: str, value: str
+) -> None:
     if suffix == ".yaml":
         text = f"hosts:\n  - {{name: gpu-a, ssh: 'u@h', {field}: {value}}}\n"
     else:
@@ -295,28 +366,37 @@ def test_a_number_that_is_not_finite_is_refused_naming_file_host_and_field(tmp_p
     assert "fix the file (docs/hosts.md)" in message
 
 
-@pytest.mark.parametrize(("entry", "field", "says"), [
-    ("ssh: '-oquiet'", "ssh", "is not a usable host or user name"),
-    ("ssh: 'u@h:99999'", "ssh", "port 99999 is not a TCP port"),
-    ("ssh: 'u@h', container_user: 'root;id'", "container_user", "must be numeric uid:gid"),
-    ("ssh: 'u@h', reconnect_attempts: 1000000", "reconnect_attempts", "less than or equal to 100"),
-])  # fmt: skip
-def test_what_a_hosts_resource_refuses_is_one_line_naming_file_host_and_field(tmp_path: Path, entry: str, field: str,
-                                                                              says: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("entry", "field", "says"),
+    [
+        ("ssh: '-oquiet'", "ssh", "is not a usable host or user name"),
+        ("ssh: 'u@h:99999'", "ssh", "port 99999 is not a TCP port"),
+        ("ssh: 'u@h', container_user: 'root;id'", "container_user", "must be numeric uid:gid"),
+        ("ssh: 'u@h', reconnect_attempts: 1000000", "reconnect_attempts", "less than or equal to 100"),
+    ],
+)
+def test_what_a_hosts_resource_refuses_is_one_line_naming_file_host_and_field(
+    tmp_path: Path, entry: str, field: str, says: str
+) -> None:
     path = write(tmp_path, f"hosts:\n  - {{name: gpu-a, {entry}}}\n")
     with pytest.raises(PoolFileError) as caught:
-        gpu_host_from_settings(Settings.from_env({"COSMOS_HOSTS_FILE": str(path), "COSMOS_PROJECT_ROOT": str(tmp_path)}))
+        gpu_host_from_settings(
+            Settings.from_env({"COSMOS_HOSTS_FILE": str(path), "COSMOS_PROJECT_ROOT": str(tmp_path)})
+        )
     message = str(caught.value)
     assert message.startswith(f"{path}: host gpu-a, field {field}: ") and says in message and "\n" not in message
     assert "GpuHostPool" not in message and "validation error" not in message
 
 
-@pytest.mark.parametrize(("make", "says"), [
-    (lambda path: os.mkfifo(path), "is a FIFO (named pipe), not a regular file"),
-    (lambda path: path.write_bytes(b"hosts: []\n" + b"#" * (1024 * 1024)), "is larger than 1048576 bytes"),
-    (lambda path: path.write_bytes(b"hosts:\n  - {name: \xff}\n"), "not UTF-8 text"),
-])  # fmt: skip
-def test_a_pool_file_that_cannot_be_one_is_refused_before_it_is_parsed(tmp_path: Path, make, says: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path: os.mkfifo(path), "is a FIFO (named pipe), not a regular file"),
+        (lambda path: path.write_bytes(b"hosts: []\n" + b"#" * (1024 * 1024)), "is larger than 1048576 bytes"),
+        (lambda path: path.write_bytes(b"hosts:\n  - {name: \xff}\n"), "not UTF-8 text"),
+    ],
+)
+def test_a_pool_file_that_cannot_be_one_is_refused_before_it_is_parsed(tmp_path: Path, make, says: str) -> None:
     path = tmp_path / "hosts.yaml"
     make(path)
     with pytest.raises(PoolFileError) as caught:
@@ -334,7 +414,9 @@ def test_a_priority_beyond_what_dagster_stores_is_refused(value: str | int) -> N
 
 @pytest.mark.parametrize("field", ["remote_dir", "checkpoints", "ssh_key", "known_hosts", "ssh_config"])
 @pytest.mark.parametrize("value", ["a\\u0000b", "a\\nb", ""])
-def test_a_path_field_with_a_control_character_or_nothing_is_refused_at_load(tmp_path: Path, field: str, value: str) -> None:
+def test_a_path_field_with_a_control_character_or_nothing_is_refused_at_load(
+    tmp_path: Path, field: str, value: str
+) -> None:
     path = write(tmp_path, f'hosts:\n  - {{name: gpu-a, ssh: "u@h", {field}: "{value}"}}\n')
     with pytest.raises(PoolFileError) as caught:
         load_host_pool(path)

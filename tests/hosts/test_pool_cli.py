@@ -28,7 +28,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_generate_at_urgent_priority_tags_the_run_and_names_its_host(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_at_urgent_priority_tags_the_run_and_names_its_host(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["generate", "tiny_prompt", "--priority", "urgent"]) == 0
     out = capsys.readouterr().out
     assert "tiny_prompt: succeeded on preview@local" in out and "priority 100" in out
@@ -82,19 +84,28 @@ BAD_POOL = "hosts:\n  - {name: gpu-a, ssh: 'u@h', container_user: 'root;id', min
 BAD_POOL_LINE = "host gpu-a, field container_user: container_user 'root;id' must be numeric uid:gid"
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    (BAD_POOL, BAD_POOL_LINE),
-    ("hosts:\n  - {name: gpu-a, ssh: 'u@h', min_free_gb: .inf}\n", "host gpu-a, field min_free_gb: Input should be a finite number"),
-    ("hosts:\n  - {name: gpu-a, ssh: 'u@h:70000'}\n", "host gpu-a, field ssh: port 70000 is not a TCP port"),
-])  # fmt: skip
-def test_hosts_with_a_bad_pool_file_is_one_error_line(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str], text: str, says: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (BAD_POOL, BAD_POOL_LINE),
+        (
+            "hosts:\n  - {name: gpu-a, ssh: 'u@h', min_free_gb: .inf}\n",
+            "host gpu-a, field min_free_gb: Input should be a finite number",
+        ),
+        ("hosts:\n  - {name: gpu-a, ssh: 'u@h:70000'}\n", "host gpu-a, field ssh: port 70000 is not a TCP port"),
+    ],
+)
+def test_hosts_with_a_bad_pool_file_is_one_error_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str, says: str
+) -> None:
     hosts = project / "hosts.yaml"
     hosts.write_text(text)
     monkeypatch.setenv("COSMOS_HOSTS_FILE", str(hosts))
     assert main(["hosts"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {hosts}: {says}" + err[0].split(says, 1)[1]] and err[0].endswith("fix the file (docs/hosts.md)")
+    assert err == [f"error: {hosts}: {says}" + err[0].split(says, 1)[1]] and err[0].endswith(
+        "fix the file (docs/hosts.md)"
+    )
 
 
 def test_dagster_shows_a_bad_pool_file_as_its_one_line(project: Path) -> None:
@@ -106,12 +117,25 @@ def test_dagster_shows_a_bad_pool_file_as_its_one_line(project: Path) -> None:
 
     hosts = project / "hosts.yaml"
     hosts.write_text(BAD_POOL)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "REMOTE_"))},
-           "COSMOS_HOSTS_FILE": str(hosts), "COSMOS_PROJECT_ROOT": str(project), "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "REMOTE_"))},
+        "COSMOS_HOSTS_FILE": str(hosts),
+        "COSMOS_PROJECT_ROOT": str(project),
+        "PYTHONPATH": str(REPO),
+    }
     dagster = str(Path(sys.executable).with_name("dagster"))
-    for args in (["definitions", "validate"], ["asset", "materialize", "--select", "prompt_specs", "--partition", "tiny_prompt"]):
-        result = subprocess.run([dagster, *args, "-m", "cosmos_assets.definitions"], env=env, cwd=project,
-                                capture_output=True, text=True, timeout=600)  # fmt: skip
+    for args in (
+        ["definitions", "validate"],
+        ["asset", "materialize", "--select", "prompt_specs", "--partition", "tiny_prompt"],
+    ):
+        result = subprocess.run(
+            [dagster, *args, "-m", "cosmos_assets.definitions"],
+            env=env,
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         out = result.stdout + result.stderr
         assert result.returncode != 0
         assert f"cosmos_assets.machines.pool_file.PoolFileError: {hosts}: {BAD_POOL_LINE}" in out

@@ -8,8 +8,8 @@ import pytest
 
 from cosmos_assets.cli import main
 from cosmos_assets.defs.resources import SshGpuHost
-from cosmos_assets.machines.pool_file import HostEntry
 from cosmos_assets.defs.resources.host_pool import member_from_entry
+from cosmos_assets.machines.pool_file import HostEntry
 from cosmos_assets.settings import Settings, SettingsError
 
 
@@ -25,8 +25,10 @@ def test_the_deployment_settings_reach_the_ssh_host(monkeypatch: pytest.MonkeyPa
     assert (Settings.from_env().serve, Settings.from_env().serve_idle_minutes) == ("auto", 15.0)
 
 
-@pytest.mark.parametrize(("name", "value"), [("COSMOS_SERVE", "sometimes"), ("COSMOS_SERVE_IDLE_MINUTES", "0"),
-                                             ("COSMOS_SERVE_LOAD_MINUTES", "-1")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("COSMOS_SERVE", "sometimes"), ("COSMOS_SERVE_IDLE_MINUTES", "0"), ("COSMOS_SERVE_LOAD_MINUTES", "-1")],
+)
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as error:
         Settings.from_env({name: value})
@@ -41,8 +43,9 @@ def test_a_pool_host_s_own_serve_wins_over_the_deployment_s() -> None:
     assert inherited.host_settings("cosmos3").serve == "always"
 
 
-def test_service_commands_name_an_unknown_host_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_service_commands_name_an_unknown_host_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("COSMOS_HOSTS_FILE", raising=False)
     monkeypatch.setenv("COSMOS_HOST", "preview")

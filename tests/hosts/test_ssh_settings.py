@@ -10,18 +10,17 @@ import pytest
 
 from cosmos_assets.cli import main as cli_main
 from cosmos_assets.defs.resources import SshGpuHost
-from cosmos_assets.machines.docker_run import docker_run_argv, parse_gpus, secrets_from_stdin
 from cosmos_assets.machines.docker_logs import LogFollower, since_arg, timestamp_ns
+from cosmos_assets.machines.docker_run import docker_run_argv, parse_gpus, secrets_from_stdin
 from cosmos_assets.machines.host_facts import HostFacts, absolute_remote_path, remote_child
 from cosmos_assets.machines.job import InferenceJob, Invocation, StagedFile
 from cosmos_assets.machines.ssh_host import SshHost
-from cosmos_assets.models.transfer1 import required_checkpoints
+from cosmos_assets.models.transfer1 import required_checkpoints, upscale_spec
 from cosmos_assets.progress import TransferProgress
-from cosmos_assets.redaction import redacted
-from cosmos_assets.settings import Settings
-from cosmos_assets.models.transfer1 import upscale_spec
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
+from cosmos_assets.redaction import redacted
+from cosmos_assets.settings import Settings
 
 SECRET = "hf_unit_secret_value"
 CONFIG_VARS = (
@@ -38,8 +37,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def facts(uid: int = 1000, gid: int = 1000) -> HostFacts:
-    return HostFacts(home="/home/ubuntu", remote_dir="/home/ubuntu/cosmos-transfer1",
-                     checkpoint_dir="/home/ubuntu/checkpoints", uid=uid, gid=gid, user_source="remote user")
+    return HostFacts(
+        home="/home/ubuntu",
+        remote_dir="/home/ubuntu/cosmos-transfer1",
+        checkpoint_dir="/home/ubuntu/checkpoints",
+        uid=uid,
+        gid=gid,
+        user_source="remote user",
+    )
 
 
 def host(**fields: object) -> SshHost:
@@ -54,20 +59,45 @@ ENTRY = "cosmos_transfer1/diffusion/inference/transfer.py"
 
 def transfer_argv(num_gpus: int) -> tuple[str, ...]:
     """What the Cosmos-Transfer1 backend asks for (written out: the machine only passes it on)."""
-    launcher = ("python3",) if num_gpus == 1 else ("torchrun", f"--nproc_per_node={num_gpus}", "--nnodes=1", "--node_rank=0")
-    return (*launcher, ENTRY, "--checkpoint_dir", "./checkpoints", "--video_save_folder", "outputs/p1/20250101_120000_abcd1234",
-            "--video_save_name", "output", "--controlnet_specs", "inputs/prompts/p1.json", "--offload_text_encoder_model",
-            "--offload_guardrail_models", "--num_gpus", str(num_gpus))  # fmt: skip
+    launcher = (
+        ("python3",) if num_gpus == 1 else ("torchrun", f"--nproc_per_node={num_gpus}", "--nnodes=1", "--node_rank=0")
+    )
+    return (
+        *launcher,
+        ENTRY,
+        "--checkpoint_dir",
+        "./checkpoints",
+        "--video_save_folder",
+        "outputs/p1/20250101_120000_abcd1234",
+        "--video_save_name",
+        "output",
+        "--controlnet_specs",
+        "inputs/prompts/p1.json",
+        "--offload_text_encoder_model",
+        "--offload_guardrail_models",
+        "--num_gpus",
+        str(num_gpus),
+    )
 
 
 def job(num_gpus: int = 1) -> InferenceJob:
-    invocation = Invocation(model="cosmos-transfer1", argv=transfer_argv(num_gpus), entry_point=ENTRY,
-                            output_folder="outputs/p1/20250101_120000_abcd1234", num_gpus=num_gpus,
-                            checkpoints=("nvidia/Cosmos-Transfer1-7B/base_model.pt",), guardrail_marker="GUARDRAIL BLOCKED")
+    invocation = Invocation(
+        model="cosmos-transfer1",
+        argv=transfer_argv(num_gpus),
+        entry_point=ENTRY,
+        output_folder="outputs/p1/20250101_120000_abcd1234",
+        num_gpus=num_gpus,
+        checkpoints=("nvidia/Cosmos-Transfer1-7B/base_model.pt",),
+        guardrail_marker="GUARDRAIL BLOCKED",
+    )
     return InferenceJob(
-        run_id="20250101_120000_abcd1234", dagster_run_id="abcd1234-0000", stage="generate", prompt="p1",
-        invocation=invocation, inputs=[StagedFile(local=Path("/x/p1.json"), remote="inputs/prompts/p1.json")],
-    )  # fmt: skip
+        run_id="20250101_120000_abcd1234",
+        dagster_run_id="abcd1234-0000",
+        stage="generate",
+        prompt="p1",
+        invocation=invocation,
+        inputs=[StagedFile(local=Path("/x/p1.json"), remote="inputs/prompts/p1.json")],
+    )
 
 
 # --------------------------------------------------------------------------- settings
@@ -75,25 +105,51 @@ def job(num_gpus: int = 1) -> InferenceJob:
 
 def test_remote_settings_read_the_seed_variables_and_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
-        "REMOTE_HOST": "lambda-1", "REMOTE_USER": "ubuntu", "REMOTE_PORT": "2200", "SSH_KEY": "~/.ssh/l.pem",
-        "REMOTE_DIR": "/data/cosmos-transfer1", "DOCKER_IMAGE": "nvcr.io/me/c:1", "NUM_GPU": "4",
-        "COSMOS_DOCKER_GPUS": "none", "COSMOS_KNOWN_HOSTS": "/k", "COSMOS_SSH_TRUST_ON_FIRST_USE": "yes",
-        "COSMOS_CONTAINER_USER": "1000:1000", "COSMOS_MIN_FREE_GB": "50",
-    }  # fmt: skip
+        "REMOTE_HOST": "lambda-1",
+        "REMOTE_USER": "ubuntu",
+        "REMOTE_PORT": "2200",
+        "SSH_KEY": "~/.ssh/l.pem",
+        "REMOTE_DIR": "/data/cosmos-transfer1",
+        "DOCKER_IMAGE": "nvcr.io/me/c:1",
+        "NUM_GPU": "4",
+        "COSMOS_DOCKER_GPUS": "none",
+        "COSMOS_KNOWN_HOSTS": "/k",
+        "COSMOS_SSH_TRUST_ON_FIRST_USE": "yes",
+        "COSMOS_CONTAINER_USER": "1000:1000",
+        "COSMOS_MIN_FREE_GB": "50",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     s = Settings.from_env()
-    assert (s.remote_host, s.remote_user, s.remote_port, s.ssh_key, s.num_gpus) == ("lambda-1", "ubuntu", 2200, "~/.ssh/l.pem", 4)
+    assert (s.remote_host, s.remote_user, s.remote_port, s.ssh_key, s.num_gpus) == (
+        "lambda-1",
+        "ubuntu",
+        2200,
+        "~/.ssh/l.pem",
+        4,
+    )
     assert s.checkpoint_dir_or_default == "/data/cosmos-transfer1/../checkpoints"
     assert (s.docker_gpus, s.known_hosts, s.trust_on_first_use, s.container_user, s.min_free_gb) == (
-        "none", "/k", True, "1000:1000", 50.0)
+        "none",
+        "/k",
+        True,
+        "1000:1000",
+        50.0,
+    )
     host = SshGpuHost.from_settings(s)
     assert (host.host, host.user, host.port, host.docker_image, host.docker_gpus) == (
-        "lambda-1", "ubuntu", 2200, "nvcr.io/me/c:1", "none")
+        "lambda-1",
+        "ubuntu",
+        2200,
+        "nvcr.io/me/c:1",
+        "none",
+    )
 
 
-@pytest.mark.parametrize(("name", "value"), [("COSMOS_SSH_TRUST_ON_FIRST_USE", "maybe"), ("COSMOS_MIN_FREE_GB", "lots"),
-                                             ("REMOTE_PORT", "twenty-two")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("COSMOS_SSH_TRUST_ON_FIRST_USE", "maybe"), ("COSMOS_MIN_FREE_GB", "lots"), ("REMOTE_PORT", "twenty-two")],
+)
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
@@ -141,7 +197,10 @@ def test_required_checkpoints_follow_the_controls() -> None:
     derived = required_checkpoints(TransferSpec(input_video_path="v.mp4", seg=ControlSpec(control_weight=0.5)))
     assert {"facebook/sam2-hiera-large", "IDEA-Research/grounding-dino-tiny"} <= set(derived)
     up = required_checkpoints(upscale_spec("outputs/p/r/output.mp4"))
-    assert "nvidia/Cosmos-Transfer1-7B/4kupscaler_control.pt" in up and "nvidia/Cosmos-Transfer1-7B/vis_control.pt" not in up
+    assert (
+        "nvidia/Cosmos-Transfer1-7B/4kupscaler_control.pt" in up
+        and "nvidia/Cosmos-Transfer1-7B/vis_control.pt" not in up
+    )
     assert "nvidia/Cosmos-UpsamplePrompt1-12B-Transfer" in required_checkpoints(up_spec := upscale_spec("v.mp4"), True)
     assert up_spec.upscale is not None
 
@@ -157,11 +216,13 @@ def test_command_is_the_docker_run_of_the_seed_with_secrets_by_name_only(monkeyp
     assert argv[:5] == ["docker", "run", "-d", "--name", h.docker_settings(j).container_name]
     assert argv[argv.index("--gpus") + 1] == "all" and "--ipc=host" in argv
     assert argv[argv.index("-u") + 1] == "1000:1000"
-    assert "/home/ubuntu/cosmos-transfer1:/workspace" in argv and "/home/ubuntu/checkpoints:/workspace/checkpoints" in argv
+    assert (
+        "/home/ubuntu/cosmos-transfer1:/workspace" in argv and "/home/ubuntu/checkpoints:/workspace/checkpoints" in argv
+    )
     assert argv[argv.index("-w") + 1] == "/workspace"
     assert "HF_TOKEN" in argv and "COSMOS_PREVIEW_STEP_SECONDS=0.5" in argv and "PYTHONUNBUFFERED=1" in argv
     assert "cosmos-assets.prompt=p1" in argv and "cosmos-assets.stage=generate" in argv
-    assert argv[argv.index("nvcr.io/me/cosmos-transfer1:latest") + 1:] == list(j.invocation.argv)
+    assert argv[argv.index("nvcr.io/me/cosmos-transfer1:latest") + 1 :] == list(j.invocation.argv)
     assert not any(SECRET in a for a in argv)
     settings = h.docker_settings(j)
     assert redacted({"PYTHONPATH": "/workspace", **settings.env})["HF_TOKEN"] == "***"
@@ -190,8 +251,15 @@ def test_openssh_argv_uses_the_resolved_settings(tmp_path: Path) -> None:
     assert argv[argv.index("-i") + 1] == str(Path("~/.ssh/l.pem").expanduser())
     assert f'UserKnownHostsFile="{known}"' in argv and "StrictHostKeyChecking=yes" in argv
     assert argv[-2:] == ["--", "ubuntu@203.0.113.7"]
-    tofu = SshGpuHost(host="lambda", docker_image="i", ssh_config=str(config), trust_on_first_use=True,
-                      user="root", port=22, ssh_key="/k")
+    tofu = SshGpuHost(
+        host="lambda",
+        docker_image="i",
+        ssh_config=str(config),
+        trust_on_first_use=True,
+        user="root",
+        port=22,
+        ssh_key="/k",
+    )
     assert tofu.machine().openssh_argv(["x"]) == tofu.openssh_argv(["x"])
     targv = tofu.openssh_argv(["nvidia-smi", "-L"])
     assert "StrictHostKeyChecking=accept-new" in targv and targv[-4:] == ["--", "root@203.0.113.7", "nvidia-smi", "-L"]
@@ -201,12 +269,33 @@ def test_openssh_argv_uses_the_resolved_settings(tmp_path: Path) -> None:
 def test_cli_ssh_execs_the_openssh_client_without_a_shell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[tuple[str, list[str]]] = []
     monkeypatch.setattr("os.execvp", lambda file, args: calls.append((file, list(args))))
-    for k, v in {"REMOTE_HOST": "198.51.100.4", "REMOTE_USER": "ubuntu", "REMOTE_PORT": "22",
-                 "SSH_KEY": "/keys/lambda key.pem", "COSMOS_KNOWN_HOSTS": str(tmp_path / "kh")}.items():
+    for k, v in {
+        "REMOTE_HOST": "198.51.100.4",
+        "REMOTE_USER": "ubuntu",
+        "REMOTE_PORT": "22",
+        "SSH_KEY": "/keys/lambda key.pem",
+        "COSMOS_KNOWN_HOSTS": str(tmp_path / "kh"),
+    }.items():
         monkeypatch.setenv(k, v)
     assert cli_main(["ssh"]) == 0
-    assert calls == [("ssh", ["ssh", "-p", "22", "-i", "/keys/lambda key.pem", "-o", f"UserKnownHostsFile={tmp_path / 'kh'}",
-                              "-o", "StrictHostKeyChecking=yes", "--", "ubuntu@198.51.100.4"])]
+    assert calls == [
+        (
+            "ssh",
+            [
+                "ssh",
+                "-p",
+                "22",
+                "-i",
+                "/keys/lambda key.pem",
+                "-o",
+                f"UserKnownHostsFile={tmp_path / 'kh'}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "--",
+                "ubuntu@198.51.100.4",
+            ],
+        )
+    ]
     cli_main(["ssh", "docker", "ps", "-a"])
     assert calls[-1][1][-4:] == ["ubuntu@198.51.100.4", "docker", "ps", "-a"]
 

@@ -26,11 +26,22 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def add(instance: dg.DagsterInstance, prompt: str | None, status: dg.DagsterRunStatus, *, assets=frozenset({GENERATION}),  # noqa: ANN001
-        job: str = "__ASSET_JOB", config: dict | None = None, tags: dict | None = None) -> dg.DagsterRun:  # fmt: skip
+def add(
+    instance: dg.DagsterInstance,
+    prompt: str | None,
+    status: dg.DagsterRunStatus,
+    *,
+    assets=frozenset({GENERATION}),
+    job: str = "__ASSET_JOB",
+    config: dict | None = None,
+    tags: dict | None = None,
+) -> dg.DagsterRun:
     part = {"dagster/partition": prompt} if prompt else {}
-    return instance.add_run(dg.DagsterRun(job_name=job, status=status, asset_selection=assets, run_config=config or {},
-                                          tags={**part, **(tags or {})}))  # fmt: skip
+    return instance.add_run(
+        dg.DagsterRun(
+            job_name=job, status=status, asset_selection=assets, run_config=config or {}, tags={**part, **(tags or {})}
+        )
+    )
 
 
 def same_config(run: dg.DagsterRun) -> bool:
@@ -38,7 +49,7 @@ def same_config(run: dg.DagsterRun) -> bool:
     return theirs == GenerateConfig().model_dump()
 
 
-def test_queued_and_pooled_runs_wait_started_ones_are_on_their_way_the_rest_are_not_ours(instance) -> None:  # noqa: ANN001
+def test_queued_and_pooled_runs_wait_started_ones_are_on_their_way_the_rest_are_not_ours(instance) -> None:
     started, queued = dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.NOT_STARTED  # QUEUED needs a code origin
     storage = instance.event_log_storage
     holder = add(instance, "own", started)
@@ -59,15 +70,18 @@ def test_queued_and_pooled_runs_wait_started_ones_are_on_their_way_the_rest_are_
     def accepts(run: dg.DagsterRun) -> bool:
         return same_config(run) and not GenerateConfig(**step_config(run, STEP)).force
 
-    waiting, coming = waiting_for_host(instance, holder, HOST, STEP, GENERATION, JOBS_WITH[GENERATION], accepts,
-                                       lambda run, prompt: "none")  # fmt: skip
-    assert [(w.prompt, w.priority, w.how) for w in waiting] == [("pooled", 100, f"waiting for host {HOST}"),
-                                                                ("in_queue", 0, "queued")]  # fmt: skip
+    waiting, coming = waiting_for_host(
+        instance, holder, HOST, STEP, GENERATION, JOBS_WITH[GENERATION], accepts, lambda run, prompt: "none"
+    )
+    assert [(w.prompt, w.priority, w.how) for w in waiting] == [
+        ("pooled", 100, f"waiting for host {HOST}"),
+        ("in_queue", 0, "queued"),
+    ]
     assert waiting[1].dagster_run_id == in_queue.run_id
     assert coming == 1  # "coming": started, not waiting, its step not done
 
 
-def test_an_upscale_waits_only_once_its_generation_was_done_for_it(instance) -> None:  # noqa: ANN001
+def test_an_upscale_waits_only_once_its_generation_was_done_for_it(instance) -> None:
     started, queued = dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.NOT_STARTED  # QUEUED needs a code origin
     holder = add(instance, "own", started, assets=frozenset({GENERATION, UPSCALE}))
     done = add(instance, "gen_done", queued, assets=frozenset({GENERATION, UPSCALE}))
@@ -79,6 +93,7 @@ def test_an_upscale_waits_only_once_its_generation_was_done_for_it(instance) -> 
             return "none"
         return "done" if run.run_id == done.run_id else "to do"
 
-    waiting, coming = waiting_for_host(instance, holder, HOST, "upscaled_videos", UPSCALE, JOBS_WITH[UPSCALE],
-                                       lambda run: True, earlier)  # fmt: skip
+    waiting, coming = waiting_for_host(
+        instance, holder, HOST, "upscaled_videos", UPSCALE, JOBS_WITH[UPSCALE], lambda run: True, earlier
+    )
     assert {w.dagster_run_id for w in waiting} == {done.run_id, only.run_id} and coming == 0

@@ -8,8 +8,9 @@ from collections.abc import Iterable
 import docker
 
 
-def container_events(client: docker.DockerClient, since: float, actions: Iterable[str] = ("start",),
-                     label: str | None = None) -> list[dict]:  # fmt: skip
+def container_events(
+    client: docker.DockerClient, since: float, actions: Iterable[str] = ("start",), label: str | None = None
+) -> list[dict]:
     """Container events of ``actions`` (with ``label`` when given) from ``since`` (a ``time.time()``) to now, in the
     engine's order. The engine's query works in whole seconds, so events of the second before ``since`` (a previous
     test's container) are dropped here by their nanosecond time."""

@@ -30,8 +30,13 @@ from docker.transport import SSHHTTPAdapter
 class GivenClientSSHAdapter(SSHHTTPAdapter):
     """docker-py's SSH adapter over a paramiko client made by `connect` (called again to reconnect)."""
 
-    def __init__(self, connect: Callable[[], paramiko.SSHClient], base_url: str, timeout: int,
-                 max_pool_size: int = DEFAULT_MAX_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], paramiko.SSHClient],
+        base_url: str,
+        timeout: int,
+        max_pool_size: int = DEFAULT_MAX_POOL_SIZE,
+    ) -> None:
         self._connect_fn = connect
         # shell_out=True: the parent makes no paramiko client of its own
         super().__init__(base_url, timeout, max_pool_size=max_pool_size, shell_out=True)
@@ -42,7 +47,7 @@ class GivenClientSSHAdapter(SSHHTTPAdapter):
             self.ssh_client.close()
         self.ssh_client = self._connect_fn()
 
-    def get_connection(self, url, proxies=None):  # noqa: ANN001, ANN201 (requests' signature)
+    def get_connection(self, url, proxies=None):
         transport = self.ssh_client.get_transport() if self.ssh_client is not None else None
         if transport is None or not transport.is_active():  # the link dropped: start over
             with self.pools.lock:
@@ -51,15 +56,17 @@ class GivenClientSSHAdapter(SSHHTTPAdapter):
         return super().get_connection(url, proxies)
 
 
-def docker_client_over_ssh(connect: Callable[[], paramiko.SSHClient], label: str = "gpu-host",
-                           timeout: int = 120) -> docker.DockerClient:
+def docker_client_over_ssh(
+    connect: Callable[[], paramiko.SSHClient], label: str = "gpu-host", timeout: int = 120
+) -> docker.DockerClient:
     """A DockerClient whose API calls run `docker system dial-stdio` over `connect()`'s SSH link.
 
     `label` only names the host in docker-py's URLs; the connection comes from `connect`.
     """
     base_url = f"ssh://{label}"
-    client = docker.DockerClient(base_url=base_url, use_ssh_client=True, timeout=timeout,
-                                 version=MINIMUM_DOCKER_API_VERSION)  # no connection made yet
+    client = docker.DockerClient(
+        base_url=base_url, use_ssh_client=True, timeout=timeout, version=MINIMUM_DOCKER_API_VERSION
+    )  # no connection made yet
     api = client.api
     api._custom_adapter.close()
     adapter = GivenClientSSHAdapter(connect, base_url, timeout)

@@ -140,11 +140,16 @@ def start_dockerd(root: Path) -> DockerDaemon:
     log_path = root / "dockerd.log"
     cmd = [
         DOCKERD_BIN,
-        "--data-root", str(root / "data"),
-        "--exec-root", str(root / "exec"),
-        "--host", f"unix://{sock}",
-        "--pidfile", str(root / "dockerd.pid"),
-        "--bridge", "none",
+        "--data-root",
+        str(root / "data"),
+        "--exec-root",
+        str(root / "exec"),
+        "--host",
+        f"unix://{sock}",
+        "--pidfile",
+        str(root / "dockerd.pid"),
+        "--bridge",
+        "none",
         "--iptables=false",
         "--ip-masq=false",
     ]
@@ -152,8 +157,16 @@ def start_dockerd(root: Path) -> DockerDaemon:
     env.pop("DOCKER_HOST", None)
     t0 = time.monotonic()
     with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
+        )
     _wait_ready(proc, sock, log_path)
-    return DockerDaemon(root=root, socket_path=sock, pid=proc.pid, log_path=log_path,
-                        bin_dir=bin_dir, start_seconds=time.monotonic() - t0, proc=proc)
+    return DockerDaemon(
+        root=root,
+        socket_path=sock,
+        pid=proc.pid,
+        log_path=log_path,
+        bin_dir=bin_dir,
+        start_seconds=time.monotonic() - t0,
+        proc=proc,
+    )

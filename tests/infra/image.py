@@ -44,8 +44,7 @@ class RootfsRecipe:
 
     def cache_key(self) -> str:
         payload = json.dumps(
-            {"suite": self.suite, "variant": self.variant, "arch": _dpkg_arch(),
-             "packages": sorted(self.packages)},
+            {"suite": self.suite, "variant": self.variant, "arch": _dpkg_arch(), "packages": sorted(self.packages)},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -60,8 +59,9 @@ def cache_dir() -> Path:
 
 def _dpkg_arch() -> str:
     try:
-        return subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return os.uname().machine
 
@@ -122,8 +122,14 @@ def build_rootfs_tarball(recipe: RootfsRecipe, dest: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="cosmos-rootfs-", dir=dest.parent))
     try:
         rootfs = work / "rootfs"
-        cmd = ["debootstrap", f"--variant={recipe.variant}",
-               "--include=" + ",".join(recipe.packages), recipe.suite, str(rootfs), mirror]
+        cmd = [
+            "debootstrap",
+            f"--variant={recipe.variant}",
+            "--include=" + ",".join(recipe.packages),
+            recipe.suite,
+            str(rootfs),
+            mirror,
+        ]
         log.info("building test rootfs: %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT_S)
         if proc.returncode != 0:
@@ -143,8 +149,9 @@ def cached_rootfs_tarball(recipe: RootfsRecipe = RootfsRecipe()) -> Path:
     return dest
 
 
-def ensure_test_image(client: docker.DockerClient, tag: str = IMAGE_TAG,
-                      recipe: RootfsRecipe = RootfsRecipe()) -> dict[str, float]:
+def ensure_test_image(
+    client: docker.DockerClient, tag: str = IMAGE_TAG, recipe: RootfsRecipe = RootfsRecipe()
+) -> dict[str, float]:
     """Make `tag` exist in the engine behind `client`; returns timings in seconds."""
     timings: dict[str, float] = {}
     try:

@@ -32,8 +32,9 @@ def free_port() -> int:
 
 def keygen(path: Path, comment: str) -> str:
     """Create an ed25519 key pair without passphrase; returns the public key line."""
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True, capture_output=True
+    )
     return path.with_name(path.name + ".pub").read_text().strip()
 
 
@@ -133,8 +134,7 @@ class SshServer:
             os.kill(pid, signal.SIGKILL)
 
 
-def _write_config(root: Path, port: int, host_key: Path, authorized: Path, pid_path: Path,
-                  env: dict[str, str]) -> Path:
+def _write_config(root: Path, port: int, host_key: Path, authorized: Path, pid_path: Path, env: dict[str, str]) -> Path:
     lines = [
         f"Port {port}",
         "ListenAddress 127.0.0.1",
@@ -173,8 +173,7 @@ def _wait_listening(port: int, log_path: Path) -> None:
     raise InfraError(f"sshd did not answer on 127.0.0.1:{port} within {READY_TIMEOUT_S}s; log:\n{tail}")
 
 
-def start_sshd(root: Path, docker_host: str | None = None,
-               path_prepend: list[Path] | None = None) -> SshServer:
+def start_sshd(root: Path, docker_host: str | None = None, path_prepend: list[Path] | None = None) -> SshServer:
     """Start sshd under `root` (a fresh directory). Raises InfraError with the reason."""
     if not Path(SSHD_BIN).exists():
         raise InfraError(f"{SSHD_BIN} missing: run .ci/install-system-deps.sh")
@@ -203,8 +202,7 @@ def start_sshd(root: Path, docker_host: str | None = None,
         check = subprocess.run([SSHD_BIN, "-t", "-f", str(cfg)], capture_output=True, text=True)
         if check.returncode != 0:
             raise InfraError(f"sshd rejects its config: {check.stderr.strip()}")
-        proc = subprocess.run([SSHD_BIN, "-f", str(cfg), "-E", str(log_path)],
-                              capture_output=True, text=True)
+        proc = subprocess.run([SSHD_BIN, "-f", str(cfg), "-E", str(log_path)], capture_output=True, text=True)
         if proc.returncode != 0:
             last_error = proc.stderr.strip()
             continue
@@ -215,10 +213,20 @@ def start_sshd(root: Path, docker_host: str | None = None,
             continue
         known_hosts = root / "known_hosts"
         key_no_comment = " ".join(host_pub.split()[:2])
-        server = SshServer(host="127.0.0.1", port=port, user="root", key_path=user_key,
-                           known_hosts=known_hosts, host_pubkey=key_no_comment,
-                           log_path=log_path, config_path=cfg, pid_path=pid_path, root=root,
-                           docker_host=docker_host, extra_env=env)
+        server = SshServer(
+            host="127.0.0.1",
+            port=port,
+            user="root",
+            key_path=user_key,
+            known_hosts=known_hosts,
+            host_pubkey=key_no_comment,
+            log_path=log_path,
+            config_path=cfg,
+            pid_path=pid_path,
+            root=root,
+            docker_host=docker_host,
+            extra_env=env,
+        )
         known_hosts.write_text(server.known_hosts_line + "\n")
         return server
     raise InfraError(f"sshd failed to start: {last_error}")

@@ -23,10 +23,10 @@ import dagster as dg
 import docker
 import pytest
 
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.media import probe_video
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.record_store import RunStore
 from tests.infra.docker_events import attributes, container_events
@@ -54,8 +54,9 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def host(sshd, test_image: str, docker_client: docker.DockerClient,  # noqa: ANN001
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:  # fmt: skip
+def host(
+    sshd, test_image: str, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Host]:
     base = Path(tempfile.mkdtemp(prefix="cosmos-adopt-", dir="/tmp"))
     base.chmod(0o755)
     remote_dir = base / "cosmos-transfer1"
@@ -74,11 +75,18 @@ def host(sshd, test_image: str, docker_client: docker.DockerClient,  # noqa: ANN
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(PROMPTS.name, [*RANGE, *SINGLE, LONE])
     entry = {
-        "name": "gpu-1", "ssh": f"{sshd.user}@{sshd.host}:{sshd.port}", "remote_dir": str(remote_dir), "image": image,
-        "models": ["cosmos-transfer1"], "ssh_key": str(sshd.key_path), "known_hosts": str(sshd.known_hosts),
-        "ssh_config": str(base / "no-ssh-config"), "min_free_gb": 1.0, "reconnect_attempts": 1,
+        "name": "gpu-1",
+        "ssh": f"{sshd.user}@{sshd.host}:{sshd.port}",
+        "remote_dir": str(remote_dir),
+        "image": image,
+        "models": ["cosmos-transfer1"],
+        "ssh_key": str(sshd.key_path),
+        "known_hosts": str(sshd.known_hosts),
+        "ssh_config": str(base / "no-ssh-config"),
+        "min_free_gb": 1.0,
+        "reconnect_attempts": 1,
         "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.05"},  # the container outlives the orchestrator's kill
-    }  # fmt: skip
+    }
     hosts_file = root / "hosts.yaml"
     hosts_file.write_text(json.dumps({"hosts": [entry]}, indent=2))
     yield Host(project=project, home=home, hosts_file=hosts_file, image=image)
@@ -88,12 +96,30 @@ def host(sshd, test_image: str, docker_client: docker.DockerClient,  # noqa: ANN
 def materialize(host: Host, name: str, *selection: str) -> subprocess.Popen:
     """`dagster asset materialize` of ``selection`` (``--partition P`` or ``--partition-range A...C``), as typed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "REMOTE_", "DAGSTER_"))}
-    env |= {"DAGSTER_HOME": str(host.home), "COSMOS_PROJECT_ROOT": str(host.project.root),
-            "COSMOS_HOSTS_FILE": str(host.hosts_file), "HF_TOKEN": SECRET}  # fmt: skip
-    argv = [str(BIN / "dagster"), "asset", "materialize", "-m", "cosmos_assets.definitions", "--select",
-            "generated_videos", *selection]  # fmt: skip
-    return subprocess.Popen(argv, env=env, cwd=host.project.root, stdout=open(host.project.root / f"{name}.log", "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    env |= {
+        "DAGSTER_HOME": str(host.home),
+        "COSMOS_PROJECT_ROOT": str(host.project.root),
+        "COSMOS_HOSTS_FILE": str(host.hosts_file),
+        "HF_TOKEN": SECRET,
+    }
+    argv = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "cosmos_assets.definitions",
+        "--select",
+        "generated_videos",
+        *selection,
+    ]
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=host.project.root,
+        stdout=open(host.project.root / f"{name}.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def output(host: Host, name: str) -> str:
@@ -120,7 +146,9 @@ def wait_for(what: str, condition: Callable[[], bool], seconds: float = WAIT_SEC
 
 
 def generate_events(client: docker.DockerClient, since: float, actions: tuple[str, ...] = ("start",)) -> list[dict]:
-    return [e for e in container_events(client, since, actions) if attributes(e).get(f"{LABEL_PREFIX}.stage") == "generate"]
+    return [
+        e for e in container_events(client, since, actions) if attributes(e).get(f"{LABEL_PREFIX}.stage") == "generate"
+    ]
 
 
 def running(client: docker.DockerClient, label: str) -> bool:
@@ -148,8 +176,9 @@ def orphan_a_batch(host: Host, client: docker.DockerClient, prompts: dict[str, s
     return [r.run_id for r in left]
 
 
-def check_collected_once(host: Host, client: docker.DockerClient, since: float, prompts: dict[str, str],
-                         run_ids: list[str]) -> None:  # fmt: skip
+def check_collected_once(
+    host: Host, client: docker.DockerClient, since: float, prompts: dict[str, str], run_ids: list[str]
+) -> None:
     starts = generate_events(client, since)
     assert [attributes(e)[f"{LABEL_PREFIX}.prompt"] for e in starts] == ["+".join(prompts)]  # one start in all
     assert not client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.prompt={'+'.join(prompts)}"})
@@ -162,7 +191,9 @@ def check_collected_once(host: Host, client: docker.DockerClient, since: float, 
         assert probe_video(folder / "output.mp4").frames == 8
         assert records[run_id].state == "succeeded" and len(records[run_id].adopted_by) == 1
         assert SECRET not in (folder / "run.log").read_text() and SECRET not in (folder / "spec_used.json").read_text()
-    assert [r for r in records.values() if r.prompt in prompts and r.run_id not in run_ids and r.state != "failed"] == []
+    assert [
+        r for r in records.values() if r.prompt in prompts and r.run_id not in run_ids and r.state != "failed"
+    ] == []
 
 
 def test_a_sigkilled_batch_typed_again_is_collected_once_for_every_prompt(
@@ -198,12 +229,21 @@ def test_a_run_waits_for_a_foreign_container_of_ours_and_never_starts_beside_it(
     holds the host's GPUs: the run says whom it waits for and starts only once that one has ended."""
     started = time.time()
     foreign = docker_client.containers.run(
-        test_image, ["sleep", "600"], detach=True, name=f"cosmos-generate-foreign-{uuid.uuid4().hex[:8]}",
-        labels={f"{LABEL_PREFIX}.run-id": "20261207_000000_f0f0f0f0", f"{LABEL_PREFIX}.prompt": "someone_else",
-                f"{LABEL_PREFIX}.stage": "generate", f"{LABEL_PREFIX}.dagster-run-id": "their-run"},
-    )  # fmt: skip
-    waiting = f"waiting for container {foreign.name} (generate of someone_else, run 20261207_000000_f0f0f0f0, " \
-              "Dagster run their-run)"  # fmt: skip
+        test_image,
+        ["sleep", "600"],
+        detach=True,
+        name=f"cosmos-generate-foreign-{uuid.uuid4().hex[:8]}",
+        labels={
+            f"{LABEL_PREFIX}.run-id": "20261207_000000_f0f0f0f0",
+            f"{LABEL_PREFIX}.prompt": "someone_else",
+            f"{LABEL_PREFIX}.stage": "generate",
+            f"{LABEL_PREFIX}.dagster-run-id": "their-run",
+        },
+    )
+    waiting = (
+        f"waiting for container {foreign.name} (generate of someone_else, run 20261207_000000_f0f0f0f0, "
+        "Dagster run their-run)"
+    )
     try:
         lone = materialize(host, "lone", "--partition", LONE)
         wait_for("the run to say whom it waits for", lambda: waiting in output(host, "lone") or lone.poll() is not None)
@@ -213,6 +253,9 @@ def test_a_run_waits_for_a_foreign_container_of_ours_and_never_starts_beside_it(
     finally:
         foreign.remove(force=True)
     assert "is free now" in out
-    events = [(e["Action"], attributes(e)[f"{LABEL_PREFIX}.prompt"]) for e in generate_events(docker_client, started, ("start", "die"))]
+    events = [
+        (e["Action"], attributes(e)[f"{LABEL_PREFIX}.prompt"])
+        for e in generate_events(docker_client, started, ("start", "die"))
+    ]
     assert events == [("start", "someone_else"), ("die", "someone_else"), ("start", LONE), ("die", LONE)], events
     assert probe_video(host.project.output_dir(LONE) / "output.mp4").frames == 8

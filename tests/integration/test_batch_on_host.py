@@ -21,13 +21,14 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.partitions import PROMPTS
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.media import probe_video
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
-from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.record_store import RunStore
+from tests.infra.docker_events import attributes, container_events
 from tests.integration.test_ssh_host import (
     OWNER_GID,
     OWNER_UID,
@@ -40,7 +41,6 @@ from tests.integration.test_ssh_host import (
 )
 from tests.project_factory import make_project
 from tests.standins.install import install_checkout
-from tests.infra.docker_events import attributes, container_events
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +70,13 @@ def remote(test_image: str) -> Iterator[FakeRemote]:
     cache = base / "checkpoints" / "cache"
     (cache / "huggingface" / "hub").mkdir(parents=True)  # a warm cache: Cosmos 3's first-download disk check passes
     _chown_tree(cache, OWNER_UID, OWNER_GID)
-    yield FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints",
-                     image=f"cosmos-transfer1-batch:{uuid.uuid4().hex[:8]}", no_ssh_config=base / "no-ssh-config")
+    yield FakeRemote(
+        base=base,
+        remote_dir=remote_dir,
+        checkpoints=base / "checkpoints",
+        image=f"cosmos-transfer1-batch:{uuid.uuid4().hex[:8]}",
+        no_ssh_config=base / "no-ssh-config",
+    )
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -86,23 +91,31 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectLayout:
     return layout
 
 
-def generate_range(project: ProjectLayout, host, prompts: list[str],  # noqa: ANN001
-                   model: str | None = None) -> tuple[dg.ExecuteInProcessResult, set[str]]:  # fmt: skip
+def generate_range(
+    project: ProjectLayout, host, prompts: list[str], model: str | None = None
+) -> tuple[dg.ExecuteInProcessResult, set[str]]:
     """One Dagster run over the range of ``prompts``; its result and the partitions the instance then has materialized."""
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, prompts)
         result = dg.materialize(
-            ALL_ASSETS, selection=["generated_videos"], instance=instance, raise_on_error=False,
+            ALL_ASSETS,
+            selection=["generated_videos"],
+            instance=instance,
+            raise_on_error=False,
             run_config={"ops": {"generated_videos": {"config": {"model": model}}}} if model else None,
             tags={ASSET_PARTITION_RANGE_START_TAG: prompts[0], ASSET_PARTITION_RANGE_END_TAG: prompts[-1]},
             resources={"project": ProjectResource(root=str(project.root)), "gpu_host": host},
-        )  # fmt: skip
+        )
         return result, set(instance.get_materialized_partitions(dg.AssetKey("generated_videos")))
 
 
 def generate_containers(client: docker.DockerClient, since: float) -> list[dict[str, str]]:
     """The labels of every generation container started since ``since``."""
-    return [attributes(e) for e in container_events(client, since) if attributes(e).get(f"{LABEL_PREFIX}.stage") == "generate"]
+    return [
+        attributes(e)
+        for e in container_events(client, since)
+        if attributes(e).get(f"{LABEL_PREFIX}.stage") == "generate"
+    ]
 
 
 def check_own_output(project: ProjectLayout, prompt: str, text: str) -> dict:
@@ -111,7 +124,7 @@ def check_own_output(project: ProjectLayout, prompt: str, text: str) -> dict:
     assert probe_video(folder / "output.mp4").frames == 8
     used = json.loads((folder / "spec_used.json").read_text())
     assert used["prompt"] == prompt and used["spec"]["prompt"] == text and used["batch"] is not None
-    assert ["-u", f"{OWNER_UID}:{OWNER_GID}"] == used["command"][used["command"].index("-u"):][:2]
+    assert ["-u", f"{OWNER_UID}:{OWNER_GID}"] == used["command"][used["command"].index("-u") :][:2]
     for path in (folder / "spec_used.json", folder / "run.log"):
         assert SECRET not in path.read_text()
     return used
@@ -157,8 +170,10 @@ def test_a_blocked_middle_item_leaves_the_first_and_third_under_their_prompts_an
     assert not project.output_dir("c_two").exists()
     states = {r.prompt: r.state for r in RunStore(project.runs_dir).all() if r.prompt in WITH_BLOCK}
     assert states == {"c_one": "succeeded", "c_two": "guardrail_blocked", "c_three": "succeeded"}
-    assert [c[f"{LABEL_PREFIX}.prompt"] for c in generate_containers(docker_client, started)] == \
-        ["c_one+c_two+c_three", "c_three"]  # fmt: skip
+    assert [c[f"{LABEL_PREFIX}.prompt"] for c in generate_containers(docker_client, started)] == [
+        "c_one+c_two+c_three",
+        "c_three",
+    ]
 
 
 def test_transfer2_5_batches_natively_and_keeps_going_past_a_blocked_sample(
@@ -184,7 +199,7 @@ def test_transfer2_5_batches_natively_and_keeps_going_past_a_blocked_sample(
         assert used["backend"] == T25 and used["batch"]["items"] == 3
         command = used["command"]
         at = command.index("-i")
-        assert command[at + 1:at + 4] == [f"inputs/prompts/{p}.json" for p in ON_T25]
+        assert command[at + 1 : at + 4] == [f"inputs/prompts/{p}.json" for p in ON_T25]
     assert not project.output_dir("d_two").exists()
 
 
@@ -229,10 +244,16 @@ def test_a_wedge_runs_on_the_host_and_its_comparison_tiles_every_variant_with_gp
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions(PROMPTS.name, variants)
             result = dg.materialize(
-                ALL_ASSETS, selection=["generated_videos"], instance=instance, raise_on_error=False,
+                ALL_ASSETS,
+                selection=["generated_videos"],
+                instance=instance,
+                raise_on_error=False,
                 tags={ASSET_PARTITION_RANGE_START_TAG: variants[0], ASSET_PARTITION_RANGE_END_TAG: variants[-1]},
-                resources={"project": ProjectResource(root=str(project.root), gpu_price_per_hour=2.5), "gpu_host": host},
-            )  # fmt: skip
+                resources={
+                    "project": ProjectResource(root=str(project.root), gpu_price_per_hour=2.5),
+                    "gpu_host": host,
+                },
+            )
     finally:
         host.close()
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -286,8 +307,10 @@ def test_transfer2_5_prompts_whose_names_share_a_prefix_each_get_their_own_video
         used = json.loads((folder / "spec_used.json").read_text())
         assert used["prompt"] == prompt and used["spec"]["name"] == prompt and used["batch"]["items"] == 2
     batch = json.loads((project.outputs_dir / ".batches" / used["batch"]["batch_id"] / "batch.json").read_text())
-    assert [(i["prompt"], i["status"], i["folder"]) for i in batch["items"]] == \
-        [("city", "succeeded", "city"), ("city_mask_v2", "succeeded", "city_mask_v2")]  # fmt: skip
+    assert [(i["prompt"], i["status"], i["folder"]) for i in batch["items"]] == [
+        ("city", "succeeded", "city"),
+        ("city_mask_v2", "succeeded", "city_mask_v2"),
+    ]
     assert batch["unclaimed_folders"] == []
     own_lines = (project.output_dir("city") / "run.log").read_text().split("the invocation's last lines:")[0]
     own_lines = own_lines.split("about this prompt:")[1]

@@ -22,11 +22,11 @@ import dagster as dg
 import docker
 import pytest
 
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.defs.resources import slots
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.media import probe_video
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.spec_used import SpecUsed
 from tests.infra.docker_events import attributes, container_events
@@ -41,7 +41,7 @@ DEADLINE_S = 300  # a guard against a hang only: no assertion is about time
 
 
 @pytest.fixture(scope="module")
-def one_host(sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:  # noqa: ANN001
+def one_host(sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     base = Path(tempfile.mkdtemp(prefix="cosmos-waiting-", dir="/tmp"))
     yield make_pool({HOST: sshd}, docker_client, tmp_path_factory, base)
     shutil.rmtree(base, ignore_errors=True)
@@ -70,13 +70,29 @@ def env(pool: Pool, window: float = 120) -> dict[str, str]:
 def launch(pool: Pool, argv: list[str], name: str, window: float = 120) -> tuple[subprocess.Popen, Path]:
     out = pool.project.root / f"{name}-{uuid.uuid4().hex[:6]}.log"
     with out.open("w") as sink:
-        process = subprocess.Popen(argv, env=env(pool, window), cwd=pool.project.root, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, env=env(pool, window), cwd=pool.project.root, stdout=sink, stderr=subprocess.STDOUT
+        )
     return process, out
 
 
 def materialize(pool: Pool, asset: str, prompt: str, window: float = 120) -> tuple[subprocess.Popen, Path]:
-    return launch(pool, [str(BIN / "dagster"), "asset", "materialize", "-m", "cosmos_assets.definitions",
-                         "--select", asset, "--partition", prompt], f"{asset}-{prompt}", window)  # fmt: skip
+    return launch(
+        pool,
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "cosmos_assets.definitions",
+            "--select",
+            asset,
+            "--partition",
+            prompt,
+        ],
+        f"{asset}-{prompt}",
+        window,
+    )
 
 
 def finish(processes: list[tuple[subprocess.Popen, Path]]) -> list[str]:
@@ -89,11 +105,13 @@ def finish(processes: list[tuple[subprocess.Popen, Path]]) -> list[str]:
     return outputs
 
 
-def until(condition, what: str, processes: list[tuple[subprocess.Popen, Path]] = ()) -> None:  # noqa: ANN001
+def until(condition, what: str, processes: list[tuple[subprocess.Popen, Path]] = ()) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not condition():
         dead = [out for p, out in processes if p.poll() is not None]
-        assert not dead, f"a process ended before {what}:\n" + "\n".join(o.read_text(errors="replace")[-3000:] for o in dead)
+        assert not dead, f"a process ended before {what}:\n" + "\n".join(
+            o.read_text(errors="replace")[-3000:] for o in dead
+        )
         assert time.monotonic() < deadline, f"never: {what}"
         time.sleep(0.5)
 
@@ -118,13 +136,18 @@ def waiting(instance: dg.DagsterInstance, step: str) -> int:
     storage = instance.event_log_storage
     mine = storage.get_concurrency_info(slots.host_pool(HOST)).pending_steps
     before = storage.get_concurrency_info(slots.ANY_GPU_POOL).pending_steps  # a place there stays listed once assigned
-    return len({p.run_id for p in mine if p.step_key == f"{step}@{HOST}"} | {p.run_id for p in before if p.step_key == step})
+    return len(
+        {p.run_id for p in mine if p.step_key == f"{step}@{HOST}"} | {p.run_id for p in before if p.step_key == step}
+    )
 
 
 def containers(client: docker.DockerClient, since: float, stage: str) -> list[str]:
     """The prompts label of every container of ``stage`` the engine started since ``since``."""
-    return [attributes(e)[f"{LABEL_PREFIX}.prompt"] for e in container_events(client, since)
-            if attributes(e).get(f"{LABEL_PREFIX}.stage") == stage]  # fmt: skip
+    return [
+        attributes(e)[f"{LABEL_PREFIX}.prompt"]
+        for e in container_events(client, since)
+        if attributes(e).get(f"{LABEL_PREFIX}.stage") == stage
+    ]
 
 
 def own_output(layout: ProjectLayout, prompt: str, text: str, stage: str = "generate") -> SpecUsed:
@@ -140,15 +163,16 @@ def materializations(pool: Pool, asset: str, prompts: list[str]) -> dict[str, dg
     with instance_of(pool) as instance:
         found = {}
         for prompt in prompts:
-            records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
-                                                                            asset_partitions=[prompt]), limit=1).records  # fmt: skip
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[prompt]), limit=1
+            ).records
             if records:
                 found[prompt] = records[0]
         return found
 
 
 def test_three_single_prompt_runs_waiting_for_the_host_run_as_one_container_and_so_do_their_upscales(
-    one_host: Pool, docker_client  # noqa: ANN001
+    one_host: Pool, docker_client
 ) -> None:
     texts = {"t_one": "a quiet lane at dusk", "t_two": "a dry lane at noon", "t_three": "a wet lane at night"}
     add_prompts(one_host, texts)
@@ -194,16 +218,20 @@ def test_three_single_prompt_runs_waiting_for_the_host_run_as_one_container_and_
     assert set(materializations(one_host, "upscaled_videos", list(texts))) == set(texts)
 
 
-
-def test_an_urgent_prompt_is_not_held_back_by_the_window(one_host: Pool, docker_client) -> None:  # noqa: ANN001
+def test_an_urgent_prompt_is_not_held_back_by_the_window(one_host: Pool, docker_client) -> None:
     """The run on the host waits (window 600 s) for a run still on its way; an urgent run arriving ends that wait:
     it is taken at once, into the same invocation."""
     texts = {"w_normal": "a quiet quay at dusk", "w_urgent": "a busy quay at noon"}
     add_prompts(one_host, texts)
     with instance_of(one_host) as instance:  # a run on its way to the same step that never arrives
-        late = instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
-                                              asset_selection=frozenset({dg.AssetKey("generated_videos")}),
-                                              tags={"dagster/partition": "w_late"}))  # fmt: skip
+        late = instance.add_run(
+            dg.DagsterRun(
+                job_name="__ASSET_JOB",
+                status=dg.DagsterRunStatus.STARTED,
+                asset_selection=frozenset({dg.AssetKey("generated_videos")}),
+                tags={"dagster/partition": "w_late"},
+            )
+        )
     started = time.time()
     try:
         normal = materialize(one_host, "generated_videos", "w_normal", window=600)
@@ -214,8 +242,9 @@ def test_an_urgent_prompt_is_not_held_back_by_the_window(one_host: Pool, docker_
                 return any(s.step_key == f"generated_videos@{HOST}" for s in info.claimed_slots)
 
         until(normal_holds_the_host, "the normal run holds the host", [normal])
-        urgent = launch(one_host, [str(BIN / "cosmos-assets"), "generate", "--priority", "urgent", "w_urgent"], "urgent",
-                        window=600)  # fmt: skip
+        urgent = launch(
+            one_host, [str(BIN / "cosmos-assets"), "generate", "--priority", "urgent", "w_urgent"], "urgent", window=600
+        )
         normal_out, urgent_out = finish([normal, urgent])
     finally:
         with instance_of(one_host) as instance:
@@ -228,7 +257,7 @@ def test_an_urgent_prompt_is_not_held_back_by_the_window(one_host: Pool, docker_
 
 
 def test_the_daemon_with_auto_generate_on_makes_one_container_for_three_prompts_saved_at_once(
-    sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory  # noqa: ANN001
+    sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     base = Path(tempfile.mkdtemp(prefix="cosmos-auto-", dir="/tmp"))
     try:
@@ -238,8 +267,12 @@ def test_the_daemon_with_auto_generate_on_makes_one_container_for_three_prompts_
         texts = {"a_one": "a quiet yard at dusk", "a_two": "a dry yard at noon", "a_three": "a wet yard at night"}
         for prompt, text in texts.items():  # saved at once, before the daemon's first tick
             write_spec(new_prompt_spec(SHOT, text), pool.project.prompt_file(prompt))
-        daemon_env = env(pool) | {"COSMOS_SENSORS": "on", "COSMOS_AUTO_GENERATE": "on", "COSMOS_SENSOR_INTERVAL": "2",
-                                  "COSMOS_RENDER_SETTLE_SECONDS": "3600"}  # fmt: skip
+        daemon_env = env(pool) | {
+            "COSMOS_SENSORS": "on",
+            "COSMOS_AUTO_GENERATE": "on",
+            "COSMOS_SENSOR_INTERVAL": "2",
+            "COSMOS_RENDER_SETTLE_SECONDS": "3600",
+        }
         started = time.time()
         with _running_daemon(pool.project, daemon_env) as daemon:
             deadline = time.monotonic() + DEADLINE_S
@@ -247,9 +280,20 @@ def test_the_daemon_with_auto_generate_on_makes_one_container_for_three_prompts_
                 assert time.monotonic() < deadline, daemon.log_tail()
                 time.sleep(1)
             with instance_of(pool) as instance:
-                until(lambda: not instance.get_runs(filters=dg.RunsFilter(
-                    statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])),
-                      "every run of the sensor ended")  # fmt: skip
+                until(
+                    lambda: (
+                        not instance.get_runs(
+                            filters=dg.RunsFilter(
+                                statuses=[
+                                    dg.DagsterRunStatus.QUEUED,
+                                    dg.DagsterRunStatus.STARTING,
+                                    dg.DagsterRunStatus.STARTED,
+                                ]
+                            )
+                        )
+                    ),
+                    "every run of the sensor ended",
+                )
                 runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "prompt_sensor"}))
                 assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), daemon.log_tail()
         [label] = containers(docker_client, started, "generate")  # one generation container, one model load
@@ -260,7 +304,9 @@ def test_the_daemon_with_auto_generate_on_makes_one_container_for_three_prompts_
         upscales = containers(docker_client, started, "upscale")
         assert sorted(p for label in upscales for p in label.split("+")) == sorted(texts)
         print(f"upscale containers for three prompts: {len(upscales)} ({upscales})")
-        taken = [json.loads((pool.project.output_dir(p) / "spec_used.json").read_text())["batch"]["taken_for"] for p in texts]
+        taken = [
+            json.loads((pool.project.output_dir(p) / "spec_used.json").read_text())["batch"]["taken_for"] for p in texts
+        ]
         assert sum(t is not None for t in taken) == 2  # the run that got the host took the other two runs' prompts
     finally:
         shutil.rmtree(base, ignore_errors=True)

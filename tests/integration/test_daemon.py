@@ -122,7 +122,9 @@ def _prompt_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
 
 @pytest.mark.integration
 @pytest.mark.daemon
-def test_daemon_turns_a_new_render_folder_into_control_videos(project: ProjectLayout, daemon: Daemon, tmp_path: Path) -> None:
+def test_daemon_turns_a_new_render_folder_into_control_videos(
+    project: ProjectLayout, daemon: Daemon, tmp_path: Path
+) -> None:
     try:
         _drop_render_and_wait(project, daemon, tmp_path)
     except BaseException:
@@ -208,7 +210,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.posts.append((self.path, json.loads(body)))
                 self.send_response(200)
@@ -232,8 +234,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _notify_env(project: ProjectLayout, url: str) -> dict[str, str]:
-    return {**os.environ, "DAGSTER_HOME": str(project.root / "dagster_home"), "COSMOS_PROJECT_ROOT": str(project.root),
-            "COSMOS_HOST": "preview", "COSMOS_SENSORS": "off", "COSMOS_SENSOR_INTERVAL": "2", "COSMOS_WEBHOOK_URL": url}  # fmt: skip
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(project.root / "dagster_home"),
+        "COSMOS_PROJECT_ROOT": str(project.root),
+        "COSMOS_HOST": "preview",
+        "COSMOS_SENSORS": "off",
+        "COSMOS_SENSOR_INTERVAL": "2",
+        "COSMOS_WEBHOOK_URL": url,
+    }
 
 
 def _blocked_prompt(project: ProjectLayout, instance: dg.DagsterInstance) -> None:
@@ -245,11 +254,13 @@ def _blocked_prompt(project: ProjectLayout, instance: dg.DagsterInstance) -> Non
     instance.add_dynamic_partitions("prompts", [BLOCKED_PROMPT])
 
 
-def _sensor_state(instance: dg.DagsterInstance, name: str):  # noqa: ANN202 - InstigatorState
-    return next((s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == name), None)
+def _sensor_state(instance: dg.DagsterInstance, name: str):
+    return next(
+        (s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == name), None
+    )
 
 
-def _wait(what: str, daemon: Daemon, check, deadline: float = NOTIFY_DEADLINE_SECONDS):  # noqa: ANN001, ANN202
+def _wait(what: str, daemon: Daemon, check, deadline: float = NOTIFY_DEADLINE_SECONDS):
     started = time.monotonic()
     while time.monotonic() - started < deadline:
         assert daemon.process.poll() is None, f"dagster-daemon exited with {daemon.process.returncode}"
@@ -268,9 +279,24 @@ def _cursor_set(instance: dg.DagsterInstance) -> bool:
 def _materialize_cli(project: ProjectLayout, env: dict[str, str]) -> subprocess.CompletedProcess:
     """The README's command line, as an artist types it."""
     dagster = Path(sys.executable).with_name("dagster")
-    return subprocess.run([str(dagster), "asset", "materialize", "-m", "cosmos_assets.definitions", "--select",
-                           "prompt_inputs,prompt_specs,generated_videos", "--partition", BLOCKED_PROMPT],
-                          cwd=project.root, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "cosmos_assets.definitions",
+            "--select",
+            "prompt_inputs,prompt_specs,generated_videos",
+            "--partition",
+            BLOCKED_PROMPT,
+        ],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _only_run(instance: dg.DagsterInstance, job_name: str) -> dg.DagsterRun:
@@ -292,28 +318,51 @@ def test_a_guardrail_block_started_by_dagster_asset_materialize_is_posted_and_an
             foreign = project.root.parent / "their_pipeline" / "definitions.py"
             foreign.parent.mkdir()
             foreign.write_text(FOREIGN_DEFINITIONS)
-            theirs = subprocess.run([str(Path(sys.executable).with_name("dagster")), "job", "execute", "-f", str(foreign),
-                                     "-j", "their_job"], cwd=foreign.parent, env=env, capture_output=True, text=True,
-                                    timeout=600)  # fmt: skip
+            theirs = subprocess.run(
+                [
+                    str(Path(sys.executable).with_name("dagster")),
+                    "job",
+                    "execute",
+                    "-f",
+                    str(foreign),
+                    "-j",
+                    "their_job",
+                ],
+                cwd=foreign.parent,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert theirs.returncode != 0 and _only_run(instance, "their_job").status == dg.DagsterRunStatus.FAILURE
             ours = _materialize_cli(project, env)
             assert ours.returncode != 0, ours.stderr[-3000:]
             run = _only_run(instance, "__ASSET_JOB")
-            assert run.status == dg.DagsterRunStatus.FAILURE and run.remote_job_origin is None  # no code-location origin
-            posts = _wait("the guardrail block's post", daemon, lambda: [b for _, b in receiver.posts if b["run_id"] == run.run_id])
+            assert (
+                run.status == dg.DagsterRunStatus.FAILURE and run.remote_job_origin is None
+            )  # no code-location origin
+            posts = _wait(
+                "the guardrail block's post",
+                daemon,
+                lambda: [b for _, b in receiver.posts if b["run_id"] == run.run_id],
+            )
         except BaseException:
             print(f"---- dagster-daemon log ({daemon.log_path}) ----\n{daemon.log_tail()}")
             raise
     (body,) = posts
     assert body["event"] == "guardrail_blocked" and body["partition"] == BLOCKED_PROMPT, body
     assert body["text"].startswith(f":warning: __ASSET_JOB blocked by the guardrail for {BLOCKED_PROMPT}")
-    assert [path for path, _ in receiver.posts] == [f"/services/{TOKEN}"]  # their_job's failure, processed first, was not posted
+    assert [path for path, _ in receiver.posts] == [
+        f"/services/{TOKEN}"
+    ]  # their_job's failure, processed first, was not posted
     assert all(b["run_id"] != _only_run(instance, "their_job").run_id for _, b in receiver.posts)
 
 
 @pytest.mark.integration
 @pytest.mark.daemon
-def test_a_malformed_webhook_url_is_in_no_tick_event_log_or_compute_log(project: ProjectLayout, receiver: Receiver) -> None:
+def test_a_malformed_webhook_url_is_in_no_tick_event_log_or_compute_log(
+    project: ProjectLayout, receiver: Receiver
+) -> None:
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(project.root / "dagster_home")))
     _blocked_prompt(project, instance)
     env = _notify_env(project, f"{receiver.url}  # the lighting team's channel")  # an inline comment in an env file
@@ -323,15 +372,23 @@ def test_a_malformed_webhook_url_is_in_no_tick_event_log_or_compute_log(project:
             ours = _materialize_cli(project, env)
             assert ours.returncode != 0, ours.stderr[-3000:]
             state = _sensor_state(instance, "notify_failed_runs")
-            ticks = _wait("the tick that saw the failed run", daemon, lambda: [
-                t for t in instance.get_ticks(state.instigator_origin_id, state.selector_id)
-                if t.status == TickStatus.FAILURE or "COSMOS_WEBHOOK_URL" in (t.skip_reason or "")])  # fmt: skip
+            ticks = _wait(
+                "the tick that saw the failed run",
+                daemon,
+                lambda: [
+                    t
+                    for t in instance.get_ticks(state.instigator_origin_id, state.selector_id)
+                    if t.status == TickStatus.FAILURE or "COSMOS_WEBHOOK_URL" in (t.skip_reason or "")
+                ],
+            )
         except BaseException:
             print(f"---- dagster-daemon log ({daemon.log_path}) ----\n{daemon.log_tail()}")
             raise
     all_ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
     assert not [t for t in all_ticks if t.status == TickStatus.FAILURE], [t.error for t in all_ticks if t.error]
-    assert ticks[0].status == TickStatus.SKIPPED and "inline '# comment'" in ticks[0].skip_reason and receiver.posts == []
+    assert (
+        ticks[0].status == TickStatus.SKIPPED and "inline '# comment'" in ticks[0].skip_reason and receiver.posts == []
+    )
     secret = TOKEN.split("/")[-1].encode()
     holding = [str(p) for p in project.root.rglob("*") if p.is_file() and secret in p.read_bytes()]
     assert holding == [], f"the webhook URL's secret is stored in {holding}"  # Dagster's storage, compute logs, records

@@ -23,11 +23,11 @@ import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.defs.sensors.dead_runs import WORKER_TAG
 from cosmos_assets.layout import ProjectLayout
-from cosmos_assets.media import probe_video
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.machines.ssh_link import HostLinkLostError
+from cosmos_assets.media import probe_video
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.worker import Worker
@@ -58,11 +58,21 @@ class Cli:
         self.processes: list[subprocess.Popen] = []
 
     def materialize(self, name: str) -> subprocess.Popen:
-        log = open(self.layout.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        argv = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "cosmos_assets.definitions",
-                "--select", "generated_videos", "--partition", PROMPT]  # fmt: skip
-        process = subprocess.Popen(argv, cwd=self.layout.root, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        log = open(self.layout.root / f"{name}.log", "wb")
+        argv = [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset",
+            "materialize",
+            "-m",
+            "cosmos_assets.definitions",
+            "--select",
+            "generated_videos",
+            "--partition",
+            PROMPT,
+        ]
+        process = subprocess.Popen(
+            argv, cwd=self.layout.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes.append(process)
         return process
 
@@ -92,13 +102,20 @@ def instance_of(layout: ProjectLayout) -> dg.DagsterInstance:
 
 
 def base_env(layout: ProjectLayout, **extra: str) -> dict[str, str]:
-    return {**os.environ, "DAGSTER_HOME": str(layout.root / "dagster_home"), "COSMOS_PROJECT_ROOT": str(layout.root),
-            **extra}  # fmt: skip
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(layout.root / "dagster_home"),
+        "COSMOS_PROJECT_ROOT": str(layout.root),
+        **extra,
+    }
 
 
 def running_record_with_steps(layout: ProjectLayout, dagster_run_id: str | None = None) -> bool:
-    records = [r for r in RunStore(layout.runs_dir).all()
-               if r.state == "running" and dagster_run_id in (None, r.dagster_run_id)]  # fmt: skip
+    records = [
+        r
+        for r in RunStore(layout.runs_dir).all()
+        if r.state == "running" and dagster_run_id in (None, r.dagster_run_id)
+    ]
     if not records:
         return False
     log = layout.staging_dir / records[0].run_id / "run.log"
@@ -120,7 +137,9 @@ def test_a_sigkilled_materialize_does_not_hold_the_gpu_pool_and_the_same_command
     project: ProjectLayout, cli: Cli
 ) -> None:
     first = cli.materialize("first")
-    wait_for("the first generation to be running", lambda: running_record_with_steps(project) or first.poll() is not None)
+    wait_for(
+        "the first generation to be running", lambda: running_record_with_steps(project) or first.poll() is not None
+    )
     assert first.poll() is None, cli.output("first")
     os.kill(first.pid, signal.SIGKILL)  # the orchestrating process only, as `kill -9` of the CLI would
     first.wait(timeout=30)
@@ -163,20 +182,29 @@ sys.exit(0 if result.success else 1)
 
 
 @pytest.fixture()
-def preview_host(sshd, test_image: str) -> Iterator[dict[str, object]]:  # noqa: ANN001 (SshServer)
+def preview_host(sshd, test_image: str) -> Iterator[dict[str, object]]:
     """SshGpuHost fields for a host with only a Dockerfile, running the preview backend slowly in docker."""
     from tests.integration.test_ssh_host import dockerfile_only_host
 
     base, remote_dir = dockerfile_only_host("cosmos-durable-")
     yield dict(
-        host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path), known_hosts=str(sshd.known_hosts),
-        ssh_config=str(base / "no-ssh-config"), remote_dir=str(remote_dir), docker_image=f"cosmos-durable:{uuid.uuid4().hex[:8]}",
-        min_free_gb=0.1, reconnect_attempts=2, model="preview", container_env={"COSMOS_PREVIEW_STEP_SECONDS": "0.25"},
-    )  # fmt: skip
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        ssh_key=str(sshd.key_path),
+        known_hosts=str(sshd.known_hosts),
+        ssh_config=str(base / "no-ssh-config"),
+        remote_dir=str(remote_dir),
+        docker_image=f"cosmos-durable:{uuid.uuid4().hex[:8]}",
+        min_free_gb=0.1,
+        reconnect_attempts=2,
+        model="preview",
+        container_env={"COSMOS_PREVIEW_STEP_SECONDS": "0.25"},
+    )
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _container(docker_client, prompt: str):  # noqa: ANN001, ANN202
+def _container(docker_client, prompt: str):
     from tests.integration.test_ssh_host import our_containers
 
     found = our_containers(docker_client, prompt)
@@ -193,10 +221,16 @@ def test_a_sigkilled_orchestrator_is_adopted_one_container_in_all_and_the_first_
         instance.add_dynamic_partitions(PROMPTS.name, [PROMPT])
     started = time.time()
     args = json.dumps({"prompt": PROMPT, "root": str(project.root), "host": preview_host})
-    first = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, args], cwd=REPO, env=base_env(project),
-                             stdout=open(project.root / "first.log", "wb"), stderr=subprocess.STDOUT,
-                             start_new_session=True)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-c", ORCHESTRATOR, args],
+        cwd=REPO,
+        env=base_env(project),
+        stdout=open(project.root / "first.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
+
         def mid_generation() -> bool:
             container = _container(docker_client, PROMPT)
             return first.poll() is not None or (container is not None and b"step 4/" in container.logs())
@@ -223,9 +257,14 @@ def test_a_sigkilled_orchestrator_is_adopted_one_container_in_all_and_the_first_
         from cosmos_assets.defs.resources.project import ProjectResource
 
         host = SshGpuHost(**preview_host)
-        result = dg.materialize(ALL_ASSETS, selection=["generated_videos"], partition_key=PROMPT, instance=instance,
-                                raise_on_error=False, resources={"project": ProjectResource(root=str(project.root)),
-                                                                 "gpu_host": host})  # fmt: skip
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["generated_videos"],
+            partition_key=PROMPT,
+            instance=instance,
+            raise_on_error=False,
+            resources={"project": ProjectResource(root=str(project.root)), "gpu_host": host},
+        )
         host.close()
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         first_run = [r for r in instance.get_runs() if r.run_id != result.run_id][0]
@@ -244,7 +283,7 @@ def test_a_sigkilled_orchestrator_is_adopted_one_container_in_all_and_the_first_
     assert probe_video(project.output_dir(PROMPT) / "output.mp4").frames == 8
 
 
-def _ssh_machine(fields: dict[str, object], down: threading.Event | None = None):  # noqa: ANN202 - SshHost
+def _ssh_machine(fields: dict[str, object], down: threading.Event | None = None):
     """The SshHost of these fields; with ``down`` set, every (re)connect fails as if the network were gone."""
     from cosmos_assets.defs.resources import SshGpuHost
     from cosmos_assets.machines.ssh_connect import connect
@@ -254,7 +293,7 @@ def _ssh_machine(fields: dict[str, object], down: threading.Event | None = None)
     resource = SshGpuHost(**fields)
     target, settings = resource.ssh_target(), resource.host_settings()
 
-    def gate(t):  # noqa: ANN001, ANN202
+    def gate(t):
         if down is not None and down.is_set():
             raise OSError("Network is unreachable (test: the link is down)")
         return connect(t)
@@ -321,8 +360,10 @@ def test_a_full_local_disk_under_the_run_log_never_stops_the_container(
 
 
 def _daemon_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return sorted(instance.get_runs(filters=dg.RunsFilter(job_name="generate_job")),
-                  key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)  # fmt: skip
+    return sorted(
+        instance.get_runs(filters=dg.RunsFilter(job_name="generate_job")),
+        key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp,
+    )
 
 
 def _status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
@@ -338,11 +379,25 @@ def test_daemon_runs_a_killed_worker_frees_the_queue_and_terminate_stops_the_mod
     with instance_of(project) as instance:
         instance.add_dynamic_partitions(PROMPTS.name, [PROMPT])
     log_path = project.root / "daemon.log"
-    daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "cosmos_assets.definitions"],
-                              cwd=project.root, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)  # fmt: skip
-    launch = [str(Path(sys.executable).with_name("dagster")), "job", "launch", "-m", "cosmos_assets.definitions",
-              "-j", "generate_job", "--tags", json.dumps({"dagster/partition": PROMPT})]  # fmt: skip
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "cosmos_assets.definitions"],
+        cwd=project.root,
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    launch = [
+        str(Path(sys.executable).with_name("dagster")),
+        "job",
+        "launch",
+        "-m",
+        "cosmos_assets.definitions",
+        "-j",
+        "generate_job",
+        "--tags",
+        json.dumps({"dagster/partition": PROMPT}),
+    ]
     try:
         with instance_of(project) as instance:
             subprocess.run(launch, cwd=project.root, env=env, check=True, capture_output=True, timeout=120)
@@ -352,12 +407,16 @@ def test_daemon_runs_a_killed_worker_frees_the_queue_and_terminate_stops_the_mod
             os.kill(worker.pid, signal.SIGKILL)  # the run worker process the daemon launched
 
             subprocess.run(launch, cwd=project.root, env=env, check=True, capture_output=True, timeout=120)
-            wait_for("the dead run A to be failed", lambda: _status(instance, run_a.run_id) == dg.DagsterRunStatus.FAILURE)
+            wait_for(
+                "the dead run A to be failed", lambda: _status(instance, run_a.run_id) == dg.DagsterRunStatus.FAILURE
+            )
             run_b = _daemon_runs(instance)[1]
             wait_for("run B to be generating", lambda: running_record_with_steps(project, run_b.run_id))
             instance.run_launcher.terminate(run_b.run_id)
             wait_for("run B to be canceled", lambda: _status(instance, run_b.run_id) == dg.DagsterRunStatus.CANCELED)
-            wait_for("B's history line", lambda: any(h.status == "cancelled" for h in read_history(project.history_log)))
+            wait_for(
+                "B's history line", lambda: any(h.status == "cancelled" for h in read_history(project.history_log))
+            )
             history = read_history(project.history_log)
             assert [h.dagster_run_id for h in history if h.status == "cancelled"] == [run_b.run_id]
             # Who failed A: the dead_run_sensor, or Dagster's code server, which notices a run process it started
@@ -404,12 +463,25 @@ def test_terminating_a_materialize_run_from_outside_stops_its_container(
         instance.add_dynamic_partitions(PROMPTS.name, [PROMPT])
     started = time.time()
     args = json.dumps({"prompt": PROMPT, "root": str(project.root), "host": preview_host})
-    orchestrator = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, args], cwd=REPO, env=base_env(project),
-                                    stdout=open(project.root / "run.log", "wb"), stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
+    orchestrator = subprocess.Popen(
+        [sys.executable, "-c", ORCHESTRATOR, args],
+        cwd=REPO,
+        env=base_env(project),
+        stdout=open(project.root / "run.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        wait_for("the container to be generating", lambda: orchestrator.poll() is not None or (
-            _container(docker_client, PROMPT) is not None and b"step 4/" in _container(docker_client, PROMPT).logs()))
+        wait_for(
+            "the container to be generating",
+            lambda: (
+                orchestrator.poll() is not None
+                or (
+                    _container(docker_client, PROMPT) is not None
+                    and b"step 4/" in _container(docker_client, PROMPT).logs()
+                )
+            ),
+        )
         assert orchestrator.poll() is None, (project.root / "run.log").read_text()[-3000:]
         with instance_of(project) as instance:
             (run,) = instance.get_runs()

@@ -25,16 +25,16 @@ import dagster as dg
 import docker
 import pytest
 
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker_run import LABEL_PREFIX
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record_store import RunStore
+from tests.infra.docker_events import attributes, container_events
 from tests.infra.sshd import SshServer, start_sshd
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project
-from tests.infra.docker_events import attributes, container_events
 
 pytestmark = pytest.mark.integration
 
@@ -55,10 +55,13 @@ class Pool:
 
 
 @pytest.fixture(scope="module")
-def second_sshd(infra_root: Path, dockerd, fake_gpu_bin) -> Iterator[SshServer]:  # noqa: ANN001
+def second_sshd(infra_root: Path, dockerd, fake_gpu_bin) -> Iterator[SshServer]:
     """A second GPU host: its own sshd (port, host key, user key) in front of the same private engine."""
-    server = start_sshd(infra_root / f"ssh-b-{uuid.uuid4().hex[:6]}", docker_host=dockerd.docker_host,
-                        path_prepend=[fake_gpu_bin.bin_dir])  # fmt: skip
+    server = start_sshd(
+        infra_root / f"ssh-b-{uuid.uuid4().hex[:6]}",
+        docker_host=dockerd.docker_host,
+        path_prepend=[fake_gpu_bin.bin_dir],
+    )
     yield server
     server.stop()
 
@@ -66,19 +69,27 @@ def second_sshd(infra_root: Path, dockerd, fake_gpu_bin) -> Iterator[SshServer]:
 def host_entry(name: str, server: SshServer, base: Path, image: str) -> dict[str, object]:
     """One pool-file entry for ``server`` (its checkout and checkpoints under ``base/name``)."""
     return {
-        "name": name, "ssh": f"{server.user}@{server.host}:{server.port}", "remote_dir": str(base / name / "cosmos-transfer1"),
-        "image": image, "models": ["cosmos-transfer1"], "ssh_key": str(server.key_path),
-        "known_hosts": str(server.known_hosts), "ssh_config": str(base / "no-ssh-config"), "min_free_gb": 1.0,
-        "reconnect_attempts": 1, "price_per_gpu_hour": 1.5 if name == "gpu-a" else 3.0,
+        "name": name,
+        "ssh": f"{server.user}@{server.host}:{server.port}",
+        "remote_dir": str(base / name / "cosmos-transfer1"),
+        "image": image,
+        "models": ["cosmos-transfer1"],
+        "ssh_key": str(server.key_path),
+        "known_hosts": str(server.known_hosts),
+        "ssh_config": str(base / "no-ssh-config"),
+        "min_free_gb": 1.0,
+        "reconnect_attempts": 1,
+        "price_per_gpu_hour": 1.5 if name == "gpu-a" else 3.0,
         "container_env": {"COSMOS_PREVIEW_STEP_SECONDS": "0.05"},  # slowed a little: runs overlap
         # One engine stands in for two hosts: each gets its own fake GPU, as two hosts have their own (one engine runs
         # one model per GPU set, whichever pool entry started it: machines/busy_host.py).
         "gpus": "0" if name == "gpu-a" else "1",
-    }  # fmt: skip
+    }
 
 
-def make_pool(servers: dict[str, SshServer], docker_client, tmp_path_factory: pytest.TempPathFactory,  # noqa: ANN001
-              base: Path) -> Pool:  # fmt: skip
+def make_pool(
+    servers: dict[str, SshServer], docker_client, tmp_path_factory: pytest.TempPathFactory, base: Path
+) -> Pool:
     """A project with prompts p1..p4 and a pool file of ``servers`` (in that order), each with its own checkout."""
     base.chmod(0o755)
     image = f"cosmos-transfer1-pool:{uuid.uuid4().hex[:8]}"
@@ -106,7 +117,7 @@ def make_pool(servers: dict[str, SshServer], docker_client, tmp_path_factory: py
 
 
 @pytest.fixture(scope="module")
-def pool(sshd, second_sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:  # noqa: ANN001
+def pool(sshd, second_sshd, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     base = Path(tempfile.mkdtemp(prefix="cosmos-pool-", dir="/tmp"))
     # gpu-b first: a step that finds both free takes it
     yield make_pool({"gpu-b": second_sshd, "gpu-a": sshd}, docker_client, tmp_path_factory, base)
@@ -115,8 +126,12 @@ def pool(sshd, second_sshd, test_image: str, docker_client, tmp_path_factory: py
 
 def env_of(pool: Pool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "REMOTE_", "DAGSTER_"))}
-    return env | {"DAGSTER_HOME": str(pool.home), "COSMOS_PROJECT_ROOT": str(pool.project.root),
-                  "COSMOS_HOSTS_FILE": str(pool.hosts_file), "HF_TOKEN": SECRET}  # fmt: skip
+    return env | {
+        "DAGSTER_HOME": str(pool.home),
+        "COSMOS_PROJECT_ROOT": str(pool.project.root),
+        "COSMOS_HOSTS_FILE": str(pool.hosts_file),
+        "HF_TOKEN": SECRET,
+    }
 
 
 def launch_together(pool: Pool, prompts: list[str], force: bool = False) -> list[tuple[int, str]]:
@@ -125,11 +140,27 @@ def launch_together(pool: Pool, prompts: list[str], force: bool = False) -> list
     procs = []
     for prompt in prompts:
         out = pool.project.root / f"materialize-{prompt}-{uuid.uuid4().hex[:6]}.log"
-        argv = [str(BIN / "dagster"), "asset", "materialize", "-m", "cosmos_assets.definitions",
-                "--select", "generated_videos", "--partition", prompt, *config]  # fmt: skip
+        argv = [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "cosmos_assets.definitions",
+            "--select",
+            "generated_videos",
+            "--partition",
+            prompt,
+            *config,
+        ]
         with out.open("w") as sink:
-            procs.append((subprocess.Popen(argv, env=env_of(pool), cwd=pool.project.root, stdout=sink,
-                                           stderr=subprocess.STDOUT), out))  # fmt: skip
+            procs.append(
+                (
+                    subprocess.Popen(
+                        argv, env=env_of(pool), cwd=pool.project.root, stdout=sink, stderr=subprocess.STDOUT
+                    ),
+                    out,
+                )
+            )
     results = []
     for proc, out in procs:
         code = proc.wait(timeout=600)
@@ -139,8 +170,10 @@ def launch_together(pool: Pool, prompts: list[str], force: bool = False) -> list
 
 def host_events(client: docker.DockerClient, since: float) -> list[tuple[str, str]]:
     """(event, host label) of our containers' start and die events since ``since``, in the engine's order."""
-    return [(e["Action"], attributes(e)[HOST_LABEL])
-            for e in container_events(client, since, ("start", "die"), label=HOST_LABEL)]
+    return [
+        (e["Action"], attributes(e)[HOST_LABEL])
+        for e in container_events(client, since, ("start", "die"), label=HOST_LABEL)
+    ]
 
 
 def most_at_once(events: list[tuple[str, str]]) -> tuple[dict[str, int], int]:
@@ -172,13 +205,21 @@ def test_four_prompts_launched_together_spread_over_both_hosts_one_container_per
     history = [h for h in read_history(pool.project.history_log) if h.status == "success"]
     assert sorted(h.host for h in history) == sorted(starts)  # the history names the host each ran on
     for h in history:  # each host's own price per GPU hour
-        assert h.cost is not None and h.cost == pytest.approx(h.gpu_seconds / 3600 * (1.5 if h.host == "gpu-a" else 3.0), abs=1e-4)
+        assert h.cost is not None and h.cost == pytest.approx(
+            h.gpu_seconds / 3600 * (1.5 if h.host == "gpu-a" else 3.0), abs=1e-4
+        )
     chosen = [line for _, out in results for line in out.splitlines() if "chosen for cosmos-transfer1" in line]
     assert len(chosen) == 4
     assert all(SECRET not in out for _, out in results)
 
-    listing = subprocess.run([str(BIN / "cosmos-assets"), "hosts"], env=env_of(pool), cwd=pool.project.root,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    listing = subprocess.run(
+        [str(BIN / "cosmos-assets"), "hosts"],
+        env=env_of(pool),
+        cwd=pool.project.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == 0, listing.stderr
     rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
     for name in ("gpu-a", "gpu-b"):
@@ -195,8 +236,11 @@ def test_a_host_made_unreachable_mid_backfill_sends_its_work_to_the_other(
 
     def stop_taking_connections() -> None:
         # The first container on gpu-b started: its listener goes (its run's open link stays, so that run finishes).
-        stream = docker_client.events(since=int(started) - 1, decode=True,
-                                      filters={"type": "container", "event": "start", "label": f"{HOST_LABEL}=gpu-b"})  # fmt: skip
+        stream = docker_client.events(
+            since=int(started) - 1,
+            decode=True,
+            filters={"type": "container", "event": "start", "label": f"{HOST_LABEL}=gpu-b"},
+        )
         for event in stream:
             if event["timeNano"] < started * 1e9:  # the query works in whole seconds: an earlier test's container
                 continue
@@ -216,7 +260,12 @@ def test_a_host_made_unreachable_mid_backfill_sends_its_work_to_the_other(
     assert sorted(starts) == ["gpu-a", "gpu-a", "gpu-a", "gpu-b"], events  # gpu-b's later work went to gpu-a
     per_host, _ = most_at_once(events)
     assert per_host == {"gpu-a": 1, "gpu-b": 1}, events
-    skipped = [line for _, out in results for line in out.splitlines() if "host gpu-b skipped for this run: cannot connect to gpu-b" in line]
+    skipped = [
+        line
+        for _, out in results
+        for line in out.splitlines()
+        if "host gpu-b skipped for this run: cannot connect to gpu-b" in line
+    ]
     assert skipped, "no run logged that it skipped the unreachable host"
     try:
         with socket_to(gone.port):
@@ -225,7 +274,7 @@ def test_a_host_made_unreachable_mid_backfill_sends_its_work_to_the_other(
         pass
 
 
-def socket_to(port: int):  # noqa: ANN201
+def socket_to(port: int):
     import socket
 
     return socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -242,12 +291,17 @@ class FailoverPool:
 
 
 @pytest.fixture(scope="module")
-def failover_pool(infra_root: Path, dockerd, fake_gpu_bin, test_image: str, docker_client,  # noqa: ANN001
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailoverPool]:  # fmt: skip
+def failover_pool(
+    infra_root: Path, dockerd, fake_gpu_bin, test_image: str, docker_client, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FailoverPool]:
     """Two hosts of their own (gpu-a first in the file, so a lone step takes it), each its own sshd, one engine."""
+
     def new_sshd(tag: str) -> SshServer:
-        return start_sshd(infra_root / f"ssh-{tag}-{uuid.uuid4().hex[:6]}", docker_host=dockerd.docker_host,
-                          path_prepend=[fake_gpu_bin.bin_dir])  # fmt: skip
+        return start_sshd(
+            infra_root / f"ssh-{tag}-{uuid.uuid4().hex[:6]}",
+            docker_host=dockerd.docker_host,
+            path_prepend=[fake_gpu_bin.bin_dir],
+        )
 
     servers = {"gpu-a": new_sshd("fa"), "gpu-b": new_sshd("fb")}
     base = Path(tempfile.mkdtemp(prefix="cosmos-failover-", dir="/tmp"))
@@ -275,8 +329,11 @@ def test_a_host_whose_sshd_dies_mid_run_fails_over_runs_the_work_once_elsewhere_
     killed = threading.Event()
 
     def kill_gpu_a_once_its_container_runs() -> None:
-        stream = docker_client.events(since=int(started) - 1, decode=True,
-                                      filters={"type": "container", "event": "start", "label": f"{HOST_LABEL}=gpu-a"})  # fmt: skip
+        stream = docker_client.events(
+            since=int(started) - 1,
+            decode=True,
+            filters={"type": "container", "event": "start", "label": f"{HOST_LABEL}=gpu-a"},
+        )
         for event in stream:
             if event["timeNano"] < started * 1e9:
                 continue
@@ -297,7 +354,9 @@ def test_a_host_whose_sshd_dies_mid_run_fails_over_runs_the_work_once_elsewhere_
     assert "an earlier run of this work was left on it" in out  # the retry went to gpu-a first, found it gone
     records = [r for r in RunStore(pool.project.runs_dir).all() if r.prompt == "p1"]
     assert [(r.host, r.state, r.cause, r.detached) for r in records] == [
-        ("gpu-a", "failed", "link_lost", True), ("gpu-b", "succeeded", None, False)]
+        ("gpu-a", "failed", "link_lost", True),
+        ("gpu-b", "succeeded", None, False),
+    ]
     left, done = records
     assert json.loads((pool.project.output_dir("p1") / "spec_used.json").read_text())["run_id"] == done.run_id
     outputs_of_b = sorted(p.name for p in pool.project.output_dir("p1").iterdir())
@@ -309,7 +368,9 @@ def test_a_host_whose_sshd_dies_mid_run_fails_over_runs_the_work_once_elsewhere_
     [(code, out)] = launch_together(pool, ["p1"], force=True)
     assert code == 0, out[-4000:]
     assert "free, has the model; tried in pool-file order" in out and "superseded" in out
-    assert not [c for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.run-id={left.run_id}"})]
+    assert not [
+        c for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.run-id={left.run_id}"})
+    ]
     closed = RunStore(pool.project.runs_dir).load(left.run_id)
     assert closed.state == "failed" and not closed.detached and closed.error is not None
     assert f"superseded: run {done.run_id} did this work on gpu-b and succeeded" in closed.error

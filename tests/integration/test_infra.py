@@ -25,8 +25,15 @@ def _paramiko_client(sshd: SshServer, known_hosts: Path) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.load_host_keys(str(known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(sshd.host, port=sshd.port, username=sshd.user, key_filename=str(sshd.key_path),
-                   look_for_keys=False, allow_agent=False, timeout=20)
+    client.connect(
+        sshd.host,
+        port=sshd.port,
+        username=sshd.user,
+        key_filename=str(sshd.key_path),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=20,
+    )
     return client
 
 
@@ -38,9 +45,15 @@ def _exec(client: paramiko.SSHClient, command: str) -> str:
 
 
 def _settings(sshd: SshServer, tmp_path: Path) -> SshTarget:
-    return SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_path,
-                       known_hosts=sshd.known_hosts, ssh_config=tmp_path / "no-ssh-config",
-                       allow_agent=False)
+    return SshTarget(
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_path,
+        known_hosts=sshd.known_hosts,
+        ssh_config=tmp_path / "no-ssh-config",
+        allow_agent=False,
+    )
 
 
 def test_sshd_accepts_user_key_with_host_key_verification(sshd: SshServer) -> None:
@@ -59,8 +72,9 @@ def test_sshd_refused_when_known_hosts_lacks_its_key(sshd: SshServer, tmp_path: 
         _paramiko_client(sshd, empty)
 
 
-def test_sessions_see_private_engine_and_fake_gpus(sshd: SshServer, dockerd: DockerDaemon,
-                                                   fake_gpu_bin, tmp_path: Path) -> None:
+def test_sessions_see_private_engine_and_fake_gpus(
+    sshd: SshServer, dockerd: DockerDaemon, fake_gpu_bin, tmp_path: Path
+) -> None:
     link = SshLink(_settings(sshd, tmp_path), "test sshd")
     try:
         code, out, _ = link.exec(["sh", "-c", "echo $DOCKER_HOST"])
@@ -103,8 +117,9 @@ def _write_ssh_home(home: Path, sshd: SshServer, known_hosts_text: str) -> None:
     (ssh_dir / "known_hosts").write_text(known_hosts_text)
 
 
-def test_docker_sdk_over_ssh_with_temp_home(sshd: SshServer, dockerd: DockerDaemon, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_sdk_over_ssh_with_temp_home(
+    sshd: SshServer, dockerd: DockerDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """docker-py reads ~/.ssh/config and ~/.ssh/known_hosts: a test HOME supplies both."""
     home = tmp_path / "home"
     _write_ssh_home(home, sshd, sshd.known_hosts.read_text())
@@ -117,8 +132,9 @@ def test_docker_sdk_over_ssh_with_temp_home(sshd: SshServer, dockerd: DockerDaem
         client.close()
 
 
-def test_docker_sdk_over_ssh_refuses_unknown_host(sshd: SshServer, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_sdk_over_ssh_refuses_unknown_host(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     _write_ssh_home(home, sshd, "")
     monkeypatch.setenv("HOME", str(home))
@@ -126,8 +142,9 @@ def test_docker_sdk_over_ssh_refuses_unknown_host(sshd: SshServer, tmp_path: Pat
         docker.DockerClient(base_url=f"ssh://root@{sshd.host}:{sshd.port}", use_ssh_client=False)
 
 
-def test_container_as_user_with_bind_mount_and_gpu_request(sshd: SshServer, dockerd: DockerDaemon,
-                                                           test_image: str, tmp_path: Path) -> None:
+def test_container_as_user_with_bind_mount_and_gpu_request(
+    sshd: SshServer, dockerd: DockerDaemon, test_image: str, tmp_path: Path
+) -> None:
     """Through our own verified SSH link: the product's way of reaching a GPU host's engine."""
     work = tmp_path / "work"
     work.mkdir()
@@ -138,12 +155,18 @@ def test_container_as_user_with_bind_mount_and_gpu_request(sshd: SshServer, dock
     name = f"cosmos-infra-{uuid.uuid4().hex[:8]}"
     try:
         assert client.info()["DockerRootDir"] == str(dockerd.root / "data")
-        script = ("import av, numpy, os; "
-                  "data = open('/workspace/in.txt').read(); "
-                  "open('/workspace/out.txt', 'w').write(f'{os.getuid()}:{os.getgid()} {av.__version__} ' + data)")
+        script = (
+            "import av, numpy, os; "
+            "data = open('/workspace/in.txt').read(); "
+            "open('/workspace/out.txt', 'w').write(f'{os.getuid()}:{os.getgid()} {av.__version__} ' + data)"
+        )
         container = client.containers.run(
-            test_image, ["python3", "-c", script], name=name, user=f"{uid}:{gid}",
-            volumes={str(work): {"bind": "/workspace", "mode": "rw"}}, working_dir="/workspace",
+            test_image,
+            ["python3", "-c", script],
+            name=name,
+            user=f"{uid}:{gid}",
+            volumes={str(work): {"bind": "/workspace", "mode": "rw"}},
+            working_dir="/workspace",
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])],
             detach=True,
         )
@@ -165,8 +188,9 @@ def test_container_as_user_with_bind_mount_and_gpu_request(sshd: SshServer, dock
         client.close()
 
 
-def test_docker_client_over_ssh_reconnects_after_link_drop(sshd: SshServer, dockerd: DockerDaemon,
-                                                           tmp_path: Path) -> None:
+def test_docker_client_over_ssh_reconnects_after_link_drop(
+    sshd: SshServer, dockerd: DockerDaemon, tmp_path: Path
+) -> None:
     connects: list[int] = []
 
     def connect() -> paramiko.SSHClient:

@@ -61,13 +61,22 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectLayout:
     return layout
 
 
-def cosmos3_host(sshd, base: Path, tag: str, idle_minutes: float = 15.0, **env: str) -> SshHost:  # noqa: ANN001
+def cosmos3_host(sshd, base: Path, tag: str, idle_minutes: float = 15.0, **env: str) -> SshHost:
     resource = SshGpuHost(
-        host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path), known_hosts=str(sshd.known_hosts),
-        ssh_config=str(base / "no-ssh-config"), remote_dir=str(base / "cosmos-transfer1"),
-        docker_image="unused:latest", min_free_gb=0.5, model_images={"cosmos3": f"cosmos-framework-test:{tag}"},
-        container_env={"STANDIN_LOAD_SECONDS": LOAD_S, **env}, serve_idle_minutes=idle_minutes, name=f"gpu-{tag}",
-    )  # fmt: skip
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        ssh_key=str(sshd.key_path),
+        known_hosts=str(sshd.known_hosts),
+        ssh_config=str(base / "no-ssh-config"),
+        remote_dir=str(base / "cosmos-transfer1"),
+        docker_image="unused:latest",
+        min_free_gb=0.5,
+        model_images={"cosmos3": f"cosmos-framework-test:{tag}"},
+        container_env={"STANDIN_LOAD_SECONDS": LOAD_S, **env},
+        serve_idle_minutes=idle_minutes,
+        name=f"gpu-{tag}",
+    )
     machine = resource.machine_for("cosmos3")
     assert isinstance(machine, SshHost)
     return machine
@@ -78,12 +87,18 @@ def loads(base: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def run_once(project: ProjectLayout, host: SshHost, lines: list[str] | None = None):  # noqa: ANN201
-    return run_generation(project, host, backend_named("cosmos3"), PROMPT, force=True,
-                          log=(lines.append if lines is not None else lambda line: None))  # fmt: skip
+def run_once(project: ProjectLayout, host: SshHost, lines: list[str] | None = None):
+    return run_generation(
+        project,
+        host,
+        backend_named("cosmos3"),
+        PROMPT,
+        force=True,
+        log=(lines.append if lines is not None else lambda line: None),
+    )
 
 
-def wait_for(what: str, condition) -> None:  # noqa: ANN001
+def wait_for(what: str, condition) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
         assert time.monotonic() < deadline, f"still waiting for {what} after {WAIT_S:.0f}s"
@@ -109,8 +124,9 @@ def test_ten_runs_one_after_another_cost_one_model_load(sshd, remote: Path, proj
     host.close()
 
 
-def test_the_service_stops_when_idle_and_the_next_run_starts_it(sshd, remote: Path, project: ProjectLayout,
-                                                                  docker_client: docker.DockerClient) -> None:  # fmt: skip
+def test_the_service_stops_when_idle_and_the_next_run_starts_it(
+    sshd, remote: Path, project: ProjectLayout, docker_client: docker.DockerClient
+) -> None:
     host = cosmos3_host(sshd, remote, uuid.uuid4().hex[:8], idle_minutes=0.1)  # 6 s without a request
     first = run_once(project, host)
     name = first.record.serving.service_container
@@ -130,8 +146,9 @@ def test_the_service_stops_when_idle_and_the_next_run_starts_it(sshd, remote: Pa
     host.close()
 
 
-def test_a_service_killed_mid_request_is_restarted_once(sshd, remote: Path, project: ProjectLayout,
-                                                        docker_client: docker.DockerClient) -> None:  # fmt: skip
+def test_a_service_killed_mid_request_is_restarted_once(
+    sshd, remote: Path, project: ProjectLayout, docker_client: docker.DockerClient
+) -> None:
     host = cosmos3_host(sshd, remote, uuid.uuid4().hex[:8], STANDIN_SERVE_GENERATE_SECONDS="2")
     killed = kill_during_requests(docker_client, remote, host, times=1)
     before = loads(remote)
@@ -147,8 +164,9 @@ def test_a_service_killed_mid_request_is_restarted_once(sshd, remote: Path, proj
     host.close()
 
 
-def test_a_service_that_dies_again_fails_the_run_with_its_cause(sshd, remote: Path, project: ProjectLayout,
-                                                                docker_client: docker.DockerClient) -> None:  # fmt: skip
+def test_a_service_that_dies_again_fails_the_run_with_its_cause(
+    sshd, remote: Path, project: ProjectLayout, docker_client: docker.DockerClient
+) -> None:
     host = cosmos3_host(sshd, remote, uuid.uuid4().hex[:8], STANDIN_SERVE_GENERATE_SECONDS="2")
     killed = kill_during_requests(docker_client, remote, host, times=2)
     with pytest.raises(ServiceFailed, match="failed again after one restart"):
@@ -165,7 +183,9 @@ def run_records(project: ProjectLayout) -> list:
     return sorted(RunStore(project.runs_dir).all(), key=lambda r: r.created_at)
 
 
-def kill_during_requests(docker_client: docker.DockerClient, remote: Path, host: SshHost, times: int) -> threading.Thread:
+def kill_during_requests(
+    docker_client: docker.DockerClient, remote: Path, host: SshHost, times: int
+) -> threading.Thread:
     """A thread that kills the host's model service each time a request is running in it (its ``busy`` marker
     exists), ``times`` times."""
     service_root = remote / "cosmos-framework" / "outputs" / ".service"
@@ -173,7 +193,9 @@ def kill_during_requests(docker_client: docker.DockerClient, remote: Path, host:
     def kill() -> None:
         for _ in range(times):
             busy: list[Path] = []
-            wait_for("a request in the service", lambda busy=busy: bool(busy.extend(service_root.glob("*/busy")) or busy))
+            wait_for(
+                "a request in the service", lambda busy=busy: bool(busy.extend(service_root.glob("*/busy")) or busy)
+            )
             docker_client.containers.get(busy[0].parent.name).kill()
             wait_for("the busy marker to go", lambda busy=busy: not busy[0].exists())
 

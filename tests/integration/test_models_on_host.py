@@ -20,12 +20,12 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.defs.resources import SshGpuHost
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec
-from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.runs.record_store import RunStore
 from tests.integration.test_ssh_host import OWNER_GID, OWNER_UID, _chown_tree, _write_checkout, _write_checkpoints
 from tests.project_factory import make_project
@@ -67,24 +67,41 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectLayout:
     return layout
 
 
-def make_host(sshd, base: Path) -> SshGpuHost:  # noqa: ANN001 (SshServer)
+def make_host(sshd, base: Path) -> SshGpuHost:
     tag = uuid.uuid4().hex[:8]
     return SshGpuHost(
-        host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path), known_hosts=str(sshd.known_hosts),
-        ssh_config=str(base / "no-ssh-config"), remote_dir=str(base / "cosmos-transfer1"),
-        docker_image=f"cosmos-transfer1-test:{tag}", min_free_gb=1.0, hf_token=dg.EnvVar("HF_TOKEN"),
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        ssh_key=str(sshd.key_path),
+        known_hosts=str(sshd.known_hosts),
+        ssh_config=str(base / "no-ssh-config"),
+        remote_dir=str(base / "cosmos-transfer1"),
+        docker_image=f"cosmos-transfer1-test:{tag}",
+        min_free_gb=1.0,
+        hf_token=dg.EnvVar("HF_TOKEN"),
         model_images={T25: f"cosmos-transfer2.5-test:{tag}", C3: f"cosmos-framework-test:{tag}"},
-    )  # fmt: skip
+    )
 
 
-def materialize(project: ProjectLayout, instance: dg.DagsterInstance, host: SshGpuHost, selection: list[str],
-                model: str | None = None, prompt: str = PROMPT) -> dg.ExecuteInProcessResult:
+def materialize(
+    project: ProjectLayout,
+    instance: dg.DagsterInstance,
+    host: SshGpuHost,
+    selection: list[str],
+    model: str | None = None,
+    prompt: str = PROMPT,
+) -> dg.ExecuteInProcessResult:
     run_config = {"ops": {"generated_videos": {"config": {"model": model}}}} if model else None
     return dg.materialize(
-        ALL_ASSETS, selection=selection, partition_key=prompt, instance=instance, raise_on_error=False,
+        ALL_ASSETS,
+        selection=selection,
+        partition_key=prompt,
+        instance=instance,
+        raise_on_error=False,
         run_config=run_config,
         resources={"project": ProjectResource(root=str(project.root)), "gpu_host": host},
-    )  # fmt: skip
+    )
 
 
 def set_prompt_model(project: ProjectLayout, model: str) -> None:
@@ -103,7 +120,7 @@ def check_generation(project: ProjectLayout, base: Path, model: str, model_video
     command = used["command"]
     assert f"{base / 'checkpoints' / 'cache' / 'huggingface'}:/cache/huggingface" in command
     assert "HF_HOME=/cache/huggingface" in command and "UV_CACHE_DIR=/cache/uv" in command
-    assert ["-u", f"{OWNER_UID}:{OWNER_GID}"] == command[command.index("-u"):command.index("-u") + 2]
+    assert ["-u", f"{OWNER_UID}:{OWNER_GID}"] == command[command.index("-u") : command.index("-u") + 2]
     for path in (generated / "spec_used.json", generated / "run.log"):
         assert SECRET not in path.read_text()
     return used
@@ -114,7 +131,10 @@ def upscale_and_check(project: ProjectLayout, instance: dg.DagsterInstance, host
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     used = json.loads((project.upscaled_dir(PROMPT) / "spec_used.json").read_text())
     assert used["backend"] == "cosmos-transfer1"  # the 4K upscaler is Transfer1's whichever model generated
-    small, big = probe_video(project.output_dir(PROMPT) / "output.mp4"), probe_video(project.upscaled_dir(PROMPT) / "output.mp4")
+    small, big = (
+        probe_video(project.output_dir(PROMPT) / "output.mp4"),
+        probe_video(project.upscaled_dir(PROMPT) / "output.mp4"),
+    )
     assert big.frames == small.frames and (big.width, big.height) == (3 * small.width, 3 * small.height)
 
 
@@ -130,7 +150,7 @@ def test_one_shot_through_all_three_models_and_the_upscale(sshd, remote: Path, p
         assert used["spec"]["video_path"] == f"/workspace/inputs/videos/{SHOT}/color.mp4"
         assert isinstance(used["spec"]["depth"]["control_weight"], float) and "cosmos_assets" not in used["spec"]
         command = used["command"]
-        assert command[command.index(host.model_images[T25]) + 1:][:2] == ["python", "examples/inference.py"]
+        assert command[command.index(host.model_images[T25]) + 1 :][:2] == ["python", "examples/inference.py"]
         assert (project.output_dir(PROMPT) / f"{PROMPT}_control_depth.mp4").is_file()
         cache = remote / "checkpoints" / "cache" / "huggingface"
         assert cache.is_dir() and cache.stat().st_uid == OWNER_UID  # made writable for the container's uid
@@ -148,7 +168,9 @@ def test_one_shot_through_all_three_models_and_the_upscale(sshd, remote: Path, p
         used = check_generation(project, remote, C3, f"{PROMPT}/vision.mp4")
         assert used["spec"]["model_mode"] == "video2video" and "blur" in used["spec"] and "vis" not in used["spec"]
         assert "Cosmos3-Nano" in used["command"] and used["prompt_spec"]["cosmos_assets"]["model"] == C3
-        assert json.loads((project.output_dir(PROMPT) / PROMPT / "sample_outputs.json").read_text())["status"] == "success"
+        assert (
+            json.loads((project.output_dir(PROMPT) / PROMPT / "sample_outputs.json").read_text())["status"] == "success"
+        )
         run_log = (project.output_dir(PROMPT) / "run.log").read_text()
         assert "a first download needs about 150 GB" in run_log or "free for the cosmos3" not in run_log
         # issue 20: the diffusion cache passed explicitly (off by default) and said by the stand-in; the image's ID

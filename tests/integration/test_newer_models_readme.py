@@ -45,18 +45,22 @@ BATCH = ("street_a", "street_b")
 
 def readme_model_commands() -> dict[str, str]:
     """model -> the README's command line for it (continuation lines joined), from the Models section."""
-    section = README[README.index("## Models"):README.index("## A real GPU host")]
+    section = README[README.index("## Models") : README.index("## A real GPU host")]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block, "the README's Models section has no bash block"
     lines = block.group(1).replace("\\\n", " ").splitlines()
-    commands = {re.match(r"COSMOS_MODEL=(\S+) ", line).group(1): " ".join(line.split()) for line in lines if line.strip()}
+    commands = {
+        re.match(r"COSMOS_MODEL=(\S+) ", line).group(1): " ".join(line.split()) for line in lines if line.strip()
+    }
     assert set(commands) == {T25, C3}, commands
     return commands
 
 
 def readme_batching_command() -> str:
-    section = README[README.index("## Several prompts at once"):]
-    found = re.search(r"`(dagster asset materialize -m\s+cosmos_assets\.definitions[^`]*--partition-range A\.\.\.C)`", section)
+    section = README[README.index("## Several prompts at once") :]
+    found = re.search(
+        r"`(dagster asset materialize -m\s+cosmos_assets\.definitions[^`]*--partition-range A\.\.\.C)`", section
+    )
     assert found, "the README's batching section has no --partition-range command"
     return " ".join(found.group(1).split())
 
@@ -87,21 +91,32 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectLayout:
     return layout
 
 
-def environment(sshd, remote: Path, project: ProjectLayout) -> dict[str, str]:  # noqa: ANN001 (SshServer)
+def environment(sshd, remote: Path, project: ProjectLayout) -> dict[str, str]:
     """The deployment's settings as an artist exports them (README: Settings), and the virtualenv on the PATH."""
     tag = remote.name.rsplit("-", 1)[-1].lower()
     home = project.root / "home"
     home.mkdir(exist_ok=True)  # no ~/.ssh/config of the machine's user
     return {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(home),
-        "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(project.root / "dagster_home"),
-        "COSMOS_PROJECT_ROOT": str(project.root), "COSMOS_HOST": "ssh", "HF_TOKEN": SECRET,
-        "REMOTE_HOST": sshd.host, "REMOTE_PORT": str(sshd.port), "REMOTE_USER": sshd.user, "SSH_KEY": str(sshd.key_path),
-        "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts), "COSMOS_MIN_FREE_GB": "1",
-        "REMOTE_DIR": str(remote / "cosmos-transfer1"), "DOCKER_IMAGE": f"cosmos-transfer1-readme:{tag}",
-        "REMOTE_DIR_TRANSFER2_5": str(remote / "cosmos-transfer2.5"), "DOCKER_IMAGE_TRANSFER2_5": f"cosmos-transfer2.5-readme:{tag}",
-        "REMOTE_DIR_COSMOS3": str(remote / "cosmos-framework"), "DOCKER_IMAGE_COSMOS3": f"cosmos-framework-readme:{tag}",
-    }  # fmt: skip
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HOME": str(home),
+        "PYTHONPATH": str(REPO),
+        "DAGSTER_HOME": str(project.root / "dagster_home"),
+        "COSMOS_PROJECT_ROOT": str(project.root),
+        "COSMOS_HOST": "ssh",
+        "HF_TOKEN": SECRET,
+        "REMOTE_HOST": sshd.host,
+        "REMOTE_PORT": str(sshd.port),
+        "REMOTE_USER": sshd.user,
+        "SSH_KEY": str(sshd.key_path),
+        "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts),
+        "COSMOS_MIN_FREE_GB": "1",
+        "REMOTE_DIR": str(remote / "cosmos-transfer1"),
+        "DOCKER_IMAGE": f"cosmos-transfer1-readme:{tag}",
+        "REMOTE_DIR_TRANSFER2_5": str(remote / "cosmos-transfer2.5"),
+        "DOCKER_IMAGE_TRANSFER2_5": f"cosmos-transfer2.5-readme:{tag}",
+        "REMOTE_DIR_COSMOS3": str(remote / "cosmos-framework"),
+        "DOCKER_IMAGE_COSMOS3": f"cosmos-framework-readme:{tag}",
+    }
 
 
 def shell(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -128,7 +143,9 @@ def check_evaluations(project: ProjectLayout, prompt: str) -> dict[str, bool]:
 
 def check_outputs(project: ProjectLayout, prompt: str, model: str) -> dict:
     generated = project.output_dir(prompt)
-    assert (generated / MODEL_VIDEO[model].format(prompt=prompt)).is_file(), sorted(p.name for p in generated.rglob("*"))
+    assert (generated / MODEL_VIDEO[model].format(prompt=prompt)).is_file(), sorted(
+        p.name for p in generated.rglob("*")
+    )
     video = probe_video(generated / "output.mp4")
     assert (video.frames, (video.width, video.height)) == (8, GENERATED_SIZE[model])
     used = json.loads((generated / "spec_used.json").read_text())
@@ -136,8 +153,9 @@ def check_outputs(project: ProjectLayout, prompt: str, model: str) -> dict:
     return used
 
 
-def test_the_readmes_newer_model_commands_exit_0_with_every_output_and_check(sshd, remote: Path,
-                                                                          project: ProjectLayout) -> None:  # fmt: skip
+def test_the_readmes_newer_model_commands_exit_0_with_every_output_and_check(
+    sshd, remote: Path, project: ProjectLayout
+) -> None:
     env = environment(sshd, remote, project)
     registered = shell("cosmos-assets register", env, project.root)
     assert registered.returncode == 0, registered.stderr
@@ -157,8 +175,9 @@ def test_the_readmes_newer_model_commands_exit_0_with_every_output_and_check(ssh
         print(f"\n[measure] README command for {model}: exit 0, checks {sorted(checks)}")
 
 
-def test_the_readmes_batching_command_over_a_range_runs_the_prompts_in_one_invocation(sshd, remote: Path,
-                                                                                     project: ProjectLayout) -> None:  # fmt: skip
+def test_the_readmes_batching_command_over_a_range_runs_the_prompts_in_one_invocation(
+    sshd, remote: Path, project: ProjectLayout
+) -> None:
     """A range run yields no output of its own (each prompt is its own materialization event), so Dagster runs no
     check step for it: the check's rule is applied here to each prompt's outputs and spec_used.json instead."""
     from cosmos_assets.runs.output_rules import check_generated_run, read_spec_used

@@ -15,8 +15,8 @@ import paramiko
 import pytest
 
 from cosmos_assets.files import move_aside
-from cosmos_assets.machines import remote_hash, sftp_parallel, sftp_wire
-from cosmos_assets.machines import sftp_download, sftp_transfer as sftp_mod
+from cosmos_assets.machines import remote_hash, sftp_download, sftp_parallel, sftp_wire
+from cosmos_assets.machines import sftp_transfer as sftp_mod
 from cosmos_assets.machines.sftp_download import download_tree
 from cosmos_assets.machines.sftp_transfer import TransferVerificationError, upload_files
 from cosmos_assets.machines.ssh_connect import HostKeyChangedError, HostKeyUnknownError, connect
@@ -30,8 +30,15 @@ MB = 1024 * 1024
 
 
 def _settings(sshd: SshServer, tmp_path: Path, **changes: object) -> SshTarget:
-    base = dict(host=sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_path,
-                known_hosts=sshd.known_hosts, ssh_config=tmp_path / "no-ssh-config", allow_agent=False)
+    base = dict(
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_path,
+        known_hosts=sshd.known_hosts,
+        ssh_config=tmp_path / "no-ssh-config",
+        allow_agent=False,
+    )
     base.update(changes)
     return SshTarget(**base)
 
@@ -126,8 +133,9 @@ def test_part_longer_than_local_file_restarts(link, tmp_path: Path) -> None:
     assert remote.read_bytes() == local.read_bytes()
 
 
-def test_remote_corruption_between_write_and_verify_is_detected(link, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remote_corruption_between_write_and_verify_is_detected(
+    link, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local = _file(tmp_path / "shot_color.mp4", 2 * MB, 6)
     remote = tmp_path / "remote" / "shot_color.mp4"
     real_sync_and_sha256 = sftp_mod.sync_and_sha256
@@ -150,8 +158,11 @@ def test_remote_corruption_between_write_and_verify_is_detected(link, tmp_path: 
 def test_progress_reports_bytes_done_of_total(link, tmp_path: Path) -> None:
     a, b = _file(tmp_path / "a.bin", 3 * MB, 7), _file(tmp_path / "b.bin", MB, 8)
     calls: list[tuple[int, int]] = []
-    upload_files(link, [(a, str(tmp_path / "r" / "a.bin")), (b, str(tmp_path / "r" / "b.bin"))],
-                 progress=lambda done, total: calls.append((done, total)))
+    upload_files(
+        link,
+        [(a, str(tmp_path / "r" / "a.bin")), (b, str(tmp_path / "r" / "b.bin"))],
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls[-1] == (4 * MB, 4 * MB)
     assert all(total == 4 * MB for _, total in calls)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
@@ -194,8 +205,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch, name: str, owner: object = sftp_mod) -
     return calls
 
 
-def test_large_fresh_upload_goes_over_several_channels_and_is_exact(link, tmp_path: Path, small_parallel,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_fresh_upload_goes_over_several_channels_and_is_exact(
+    link, tmp_path: Path, small_parallel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local = _file(tmp_path / "big.bin", 9 * MB + 123, 13)
     remote = tmp_path / "remote" / "deep" / "big.bin"
     parallel = _spy(monkeypatch, "send_part_parallel")
@@ -220,8 +232,7 @@ def test_large_fresh_upload_goes_over_several_channels_and_is_exact(link, tmp_pa
     assert upload_files(link, [(local, str(remote))]).files_skipped == 1
 
 
-def test_a_resume_stays_on_one_channel(link, tmp_path: Path, small_parallel,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resume_stays_on_one_channel(link, tmp_path: Path, small_parallel, monkeypatch: pytest.MonkeyPatch) -> None:
     local = _file(tmp_path / "big.bin", 6 * MB, 14)
     remote = tmp_path / "remote" / "big.bin"
     remote.parent.mkdir()
@@ -232,8 +243,9 @@ def test_a_resume_stays_on_one_channel(link, tmp_path: Path, small_parallel,
     assert remote.read_bytes() == local.read_bytes()
 
 
-def test_parallel_upload_corrupted_before_verify_is_detected(link, tmp_path: Path, small_parallel,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_upload_corrupted_before_verify_is_detected(
+    link, tmp_path: Path, small_parallel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local = _file(tmp_path / "big.bin", 5 * MB + 1, 15)
     remote = tmp_path / "remote" / "big.bin"
     real = sftp_mod.sync_and_sha256
@@ -269,13 +281,15 @@ def _failing_writes(monkeypatch: pytest.MonkeyPatch, after_pieces: int, fail) ->
                 if due:
                     fail(client)
                 yield piece
+
         return real(client, handle, counted(), throttle, acked)
 
     monkeypatch.setattr(sftp_wire, "pipelined_write_at", wrapped)
 
 
-def test_failed_parallel_upload_keeps_the_landed_prefix_and_resumes(link, tmp_path: Path, small_parallel,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_parallel_upload_keeps_the_landed_prefix_and_resumes(
+    link, tmp_path: Path, small_parallel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local = _file(tmp_path / "big.bin", 12 * MB + 5, 16)
     remote = tmp_path / "remote" / "big.bin"
     part = Path(str(remote) + ".part")
@@ -298,9 +312,9 @@ def test_failed_parallel_upload_keeps_the_landed_prefix_and_resumes(link, tmp_pa
     assert not part.exists()
 
 
-def test_connection_lost_mid_parallel_upload_then_next_upload_is_exact(sshd: SshServer, tmp_path: Path,
-                                                                       small_parallel,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_lost_mid_parallel_upload_then_next_upload_is_exact(
+    sshd: SshServer, tmp_path: Path, small_parallel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local = _file(tmp_path / "big.bin", 12 * MB + 5, 17)
     remote = tmp_path / "remote" / "big.bin"
     first = SshLink(_settings(sshd, tmp_path), "test sshd")
@@ -322,8 +336,7 @@ def test_connection_lost_mid_parallel_upload_then_next_upload_is_exact(sshd: Ssh
     assert not Path(str(remote) + ".part").exists()
 
 
-def test_skip_check_is_one_remote_command_for_all_files(link, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skip_check_is_one_remote_command_for_all_files(link, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     local = tmp_path / "local"
     files = [_file(local / f"f{i}.bin", (i + 1) * 100_000 + i, 20 + i) for i in range(5)]
     files.append(_file(local / "empty.txt", 0, 0))
@@ -350,11 +363,11 @@ def test_skip_check_with_missing_or_non_file_remotes(link, tmp_path: Path) -> No
     a = _file(tmp_path / "a.bin", 1000, 30)
     remote = tmp_path / "remote"
     (remote / "b.bin").mkdir(parents=True)  # a directory where a file would go
-    assert remote_hash.same_remote_files(link, [(a, str(remote / "a.bin")), (a, str(remote / "b.bin"))]) \
-        == [None, None]
+    assert remote_hash.same_remote_files(link, [(a, str(remote / "a.bin")), (a, str(remote / "b.bin"))]) == [None, None]
     shutil.copy(a, remote / "a.bin")
-    assert remote_hash.same_remote_files(link, [(a, str(remote / "a.bin"))]) == \
-        [hashlib.sha256(a.read_bytes()).hexdigest()]
+    assert remote_hash.same_remote_files(link, [(a, str(remote / "a.bin"))]) == [
+        hashlib.sha256(a.read_bytes()).hexdigest()
+    ]
 
 
 @pytest.mark.parametrize("with_openssl", [True, False])
@@ -369,16 +382,23 @@ def test_remote_hash_scripts_with_and_without_openssl(tmp_path: Path, with_opens
     digest = hashlib.sha256(f.read_bytes()).hexdigest()
 
     def run(script: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run(["sh", "-c", script, "sh", *args], env=env, capture_output=True, text=True,
-                              executable=shutil.which("sh"), input=stdin)
+        return subprocess.run(
+            ["sh", "-c", script, "sh", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            executable=shutil.which("sh"),
+            input=stdin,
+        )
 
     assert run(remote_hash.SHA256_SH, str(f)).stdout == digest + "\n"
     assert run(remote_hash.SYNC_SHA256_SH, str(f), stdin="go\n").stdout == digest + "\n"
     never_told = run(remote_hash.SYNC_SHA256_SH, str(f))  # the upload failed before "go": no hash
     assert (never_told.returncode, never_told.stdout) == (3, "")
     assert run(remote_hash.SHA256_SH, str(tmp_path / "missing")).returncode != 0
-    out = run(remote_hash.SAME_SIZE_SHA256_SH, str(f.stat().st_size), str(f), "5", str(f),
-              "1", str(tmp_path / "missing")).stdout
+    out = run(
+        remote_hash.SAME_SIZE_SHA256_SH, str(f.stat().st_size), str(f), "5", str(f), "1", str(tmp_path / "missing")
+    ).stdout
     assert out.split("\n") == ["=", "-", "-", digest, "-", "-", ""]
 
 
@@ -403,8 +423,10 @@ def test_download_into_fresh_dir_is_verified_and_complete(link, tmp_path: Path) 
     assert got == expected
     assert report.files_sent == 4
     assert report.bytes_sent == sum(len(v) for v in expected.values())
-    assert all(f.sha256 == hashlib.sha256(expected[Path(f.local).relative_to(local).as_posix()]).hexdigest()
-               for f in report.files)
+    assert all(
+        f.sha256 == hashlib.sha256(expected[Path(f.local).relative_to(local).as_posix()]).hexdigest()
+        for f in report.files
+    )
     assert sorted(p.name for p in local.parent.iterdir()) == ["prompt_a"]  # no .partial left
 
 
@@ -492,12 +514,17 @@ def test_changed_host_key_is_refused_even_with_tofu(sshd: SshServer, tmp_path: P
 
 def test_ssh_config_alias_is_honoured(sshd: SshServer, tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
-    config.write_text(f"Host gpu-box\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
-                      f"  IdentityFile {sshd.key_path}\n")
+    config.write_text(
+        f"Host gpu-box\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n  IdentityFile {sshd.key_path}\n"
+    )
     settings = SshTarget(host="gpu-box", ssh_config=config, known_hosts=sshd.known_hosts, allow_agent=False)
     target = settings.resolve()
-    assert (target.hostname, target.port, target.user, target.key_files) == \
-        ("127.0.0.1", sshd.port, "root", [sshd.key_path])
+    assert (target.hostname, target.port, target.user, target.key_files) == (
+        "127.0.0.1",
+        sshd.port,
+        "root",
+        [sshd.key_path],
+    )
     client = connect(settings)
     try:
         assert run_remote(client, ["echo", "via alias"])[1] == "via alias\n"
@@ -505,12 +532,14 @@ def test_ssh_config_alias_is_honoured(sshd: SshServer, tmp_path: Path) -> None:
         client.close()
 
 
-def test_default_ssh_config_and_known_hosts_come_from_home(sshd: SshServer, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_ssh_config_and_known_hosts_come_from_home(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "config").write_text(f"Host gpu-box\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
-                                          f"  User root\n  IdentityFile {sshd.key_path}\n")
+    (home / ".ssh" / "config").write_text(
+        f"Host gpu-box\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n  IdentityFile {sshd.key_path}\n"
+    )
     (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts.read_text())
     monkeypatch.setenv("HOME", str(home))
     client = connect(SshTarget(host="gpu-box", allow_agent=False))
@@ -520,9 +549,9 @@ def test_default_ssh_config_and_known_hosts_come_from_home(sshd: SshServer, tmp_
         client.close()
 
 
-def test_passphrase_protected_key_reads_passphrase_from_env(sshd: SshServer, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_passphrase_protected_key_reads_passphrase_from_env(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "correct horse battery staple"
     protected = tmp_path / "protected_key"
     protected.write_bytes(sshd.key_path.read_bytes())

@@ -25,20 +25,20 @@ import docker
 import pytest
 
 from cosmos_assets.defs.assets import ALL_ASSETS
-from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.defs.resources import SshGpuHost
+from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.machines.docker_run import LABEL_PREFIX
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, Invocation, StagedFile
 from cosmos_assets.machines.ssh_host import SshHost
 from cosmos_assets.media import probe_video
 from cosmos_assets.models.preview import PROGRAM_LOCAL, PROGRAM_REMOTE
 from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS
-from cosmos_assets.defs.partitions import PROMPTS
-from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from tests.infra.docker_events import attributes, container_events
 from tests.infra.nvidia import set_fake_gpu_count
 from tests.project_factory import make_project
-from tests.infra.docker_events import attributes, container_events
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def _write_checkout(remote_dir: Path) -> None:
     entry.parent.mkdir(parents=True)
     shutil.copy(PROGRAM_LOCAL, entry)
     (remote_dir / "Dockerfile").write_text(
-        "FROM cosmos-test-base:latest\nLABEL org.cosmos-assets.test=\"ssh host\"\nWORKDIR /workspace\n"
+        'FROM cosmos-test-base:latest\nLABEL org.cosmos-assets.test="ssh host"\nWORKDIR /workspace\n'
     )
 
 
@@ -114,18 +114,30 @@ def remote(test_image: str) -> Iterator[FakeRemote]:
     _write_checkout(remote_dir)
     _write_checkpoints(base / "checkpoints")
     _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
-    yield FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints",
-                     image=f"cosmos-transfer1-test:{uuid.uuid4().hex[:8]}", no_ssh_config=base / "no-ssh-config")
+    yield FakeRemote(
+        base=base,
+        remote_dir=remote_dir,
+        checkpoints=base / "checkpoints",
+        image=f"cosmos-transfer1-test:{uuid.uuid4().hex[:8]}",
+        no_ssh_config=base / "no-ssh-config",
+    )
     shutil.rmtree(base, ignore_errors=True)
 
 
-def make_host(sshd, remote: FakeRemote, **overrides) -> SshGpuHost:  # noqa: ANN001 (SshServer)
+def make_host(sshd, remote: FakeRemote, **overrides) -> SshGpuHost:
     fields = dict(
-        host=sshd.host, port=sshd.port, user=sshd.user, ssh_key=str(sshd.key_path),
-        known_hosts=str(sshd.known_hosts), ssh_config=str(remote.no_ssh_config),
-        remote_dir=str(remote.remote_dir), docker_image=remote.image, min_free_gb=1.0,
-        hf_token=dg.EnvVar("HF_TOKEN"), reconnect_attempts=5,
-    )  # fmt: skip
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        ssh_key=str(sshd.key_path),
+        known_hosts=str(sshd.known_hosts),
+        ssh_config=str(remote.no_ssh_config),
+        remote_dir=str(remote.remote_dir),
+        docker_image=remote.image,
+        min_free_gb=1.0,
+        hf_token=dg.EnvVar("HF_TOKEN"),
+        reconnect_attempts=5,
+    )
     fields.update(overrides)
     return SshGpuHost(**fields)
 
@@ -151,14 +163,25 @@ def instance(project: ProjectLayout) -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def materialize(project: ProjectLayout, instance: dg.DagsterInstance, host: SshGpuHost, selection: list[str],
-                prompt: str = PROMPT, force: bool = False, price: float | None = None) -> dg.ExecuteInProcessResult:
+def materialize(
+    project: ProjectLayout,
+    instance: dg.DagsterInstance,
+    host: SshGpuHost,
+    selection: list[str],
+    prompt: str = PROMPT,
+    force: bool = False,
+    price: float | None = None,
+) -> dg.ExecuteInProcessResult:
     config = {"ops": {name: {"config": {"force": True}} for name in selection}} if force else None
     return dg.materialize(
-        ALL_ASSETS, selection=selection, partition_key=prompt, instance=instance, raise_on_error=False,
+        ALL_ASSETS,
+        selection=selection,
+        partition_key=prompt,
+        instance=instance,
+        raise_on_error=False,
         resources={"project": ProjectResource(root=str(project.root), gpu_price_per_hour=price), "gpu_host": host},
         run_config=config,
-    )  # fmt: skip
+    )
 
 
 def our_containers(client: docker.DockerClient, prompt: str) -> list:
@@ -168,9 +191,11 @@ def our_containers(client: docker.DockerClient, prompt: str) -> list:
 
 
 def container_starts(client: docker.DockerClient, since: float, prompt: str, stage: str) -> list[str]:
-    return [attributes(e)["name"] for e in container_events(client, since)
-            if attributes(e).get(f"{LABEL_PREFIX}.prompt") == prompt
-            and attributes(e).get(f"{LABEL_PREFIX}.stage") == stage]  # fmt: skip
+    return [
+        attributes(e)["name"]
+        for e in container_events(client, since)
+        if attributes(e).get(f"{LABEL_PREFIX}.prompt") == prompt and attributes(e).get(f"{LABEL_PREFIX}.stage") == stage
+    ]
 
 
 def no_secret_in(*paths: Path) -> None:
@@ -214,14 +239,18 @@ def test_generate_and_upscale_on_the_ssh_host_building_the_image(
     assert "owner of" in used["container"]["user_source"]
     command = used["command"]
     assert command[:3] == ["docker", "run", "-d"]
-    assert ["--gpus", "all"] == command[command.index("--gpus"):command.index("--gpus") + 2]
-    assert "--ipc=host" in command and ["-u", f"{OWNER_UID}:{OWNER_GID}"] == command[command.index("-u"):command.index("-u") + 2]
+    assert ["--gpus", "all"] == command[command.index("--gpus") : command.index("--gpus") + 2]
+    assert (
+        "--ipc=host" in command
+        and ["-u", f"{OWNER_UID}:{OWNER_GID}"] == command[command.index("-u") : command.index("-u") + 2]
+    )
     assert f"{remote.remote_dir}:/workspace" in command and f"{remote.checkpoints}:/workspace/checkpoints" in command
-    assert command[command.index("-e", command.index("PYTHONPATH=/workspace") + 1):][:2] == ["-e", "HF_TOKEN"]
+    assert command[command.index("-e", command.index("PYTHONPATH=/workspace") + 1) :][:2] == ["-e", "HF_TOKEN"]
     assert command[command.index(remote.image) + 1] == "python3"
     assert used["environment"]["HF_TOKEN"] == "***"
-    no_secret_in(generated / "spec_used.json", generated / "run.log", upscaled / "spec_used.json",
-                 upscaled / "upscale_run.log")
+    no_secret_in(
+        generated / "spec_used.json", generated / "run.log", upscaled / "spec_used.json", upscaled / "upscale_run.log"
+    )
     assert our_containers(docker_client, PROMPT) == []  # removed after a normal exit
 
     metadata = result.asset_materializations_for_node("generated_videos")[0].metadata
@@ -263,7 +292,9 @@ def test_unchanged_inputs_upload_nothing_and_a_dropped_link_keeps_one_container(
     run_log = (project.output_dir(PROMPT) / "run.log").read_text()
     assert "reconnected" in run_log and "re-attaching" in run_log
     steps = [line for line in run_log.splitlines() if "generate chunk 1/1 step " in line]
-    assert len(steps) == len(set(steps)) == 35, "every step line must reach the run log exactly once across the re-attach"
+    assert len(steps) == len(set(steps)) == 35, (
+        "every step line must reach the run log exactly once across the re-attach"
+    )
     assert probe_video(project.output_dir(PROMPT) / "output.mp4").frames == 8
     no_secret_in(project.output_dir(PROMPT) / "run.log", project.output_dir(PROMPT) / "spec_used.json")
 
@@ -299,8 +330,9 @@ def test_an_unchanged_prompt_is_skipped_and_a_changed_one_runs_with_its_gpu_seco
 def test_failing_container_fails_the_asset_with_its_log_tail_and_skips_the_upscale(
     sshd, remote: FakeRemote, project: ProjectLayout, instance: dg.DagsterInstance, docker_client
 ) -> None:
-    result = materialize(project, instance, make_host(sshd, remote), ["generated_videos", "upscaled_videos"],
-                         prompt=BLOCKED)
+    result = materialize(
+        project, instance, make_host(sshd, remote), ["generated_videos", "upscaled_videos"], prompt=BLOCKED
+    )
     assert not result.success
     failures = [e for e in result.all_events if e.is_step_failure]
     assert [e.step_key for e in failures] == ["generated_videos"]
@@ -318,8 +350,9 @@ def test_failing_container_fails_the_asset_with_its_log_tail_and_skips_the_upsca
 # --------------------------------------------------------------------------- host level
 
 
-def _job(project: ProjectLayout, prompt: str = PROMPT, num_gpus: int = 1, *, preview: bool = False,
-         label: str | None = None) -> InferenceJob:
+def _job(
+    project: ProjectLayout, prompt: str = PROMPT, num_gpus: int = 1, *, preview: bool = False, label: str | None = None
+) -> InferenceJob:
     """A generation job as a model backend would describe it: Cosmos-Transfer1's (the checkout's stand-in
     transfer.py, GPUs, checkpoints), or with ``preview`` the preview backend's (its program staged with the
     job, no GPU, no checkpoints)."""
@@ -332,13 +365,28 @@ def _job(project: ProjectLayout, prompt: str = PROMPT, num_gpus: int = 1, *, pre
     entry = PROGRAM_REMOTE if preview else ENTRY_POINT
     if preview:
         inputs.insert(0, StagedFile(local=PROGRAM_LOCAL, remote=PROGRAM_REMOTE))
-    launcher = ("python3",) if num_gpus == 1 else ("torchrun", f"--nproc_per_node={num_gpus}", "--nnodes=1", "--node_rank=0")
+    launcher = (
+        ("python3",) if num_gpus == 1 else ("torchrun", f"--nproc_per_node={num_gpus}", "--nnodes=1", "--node_rank=0")
+    )
     invocation = Invocation(
         model="preview" if preview else "cosmos-transfer1",
-        argv=(*launcher, entry, "--controlnet_specs", spec_remote, "--video_save_folder", output, "--num_gpus", str(num_gpus)),
-        entry_point=entry, output_folder=output, num_gpus=num_gpus, needs_gpu=not preview,
-        checkpoints=() if preview else SEED_CHECKPOINTS, guardrail_marker="GUARDRAIL BLOCKED",
-    )  # fmt: skip
+        argv=(
+            *launcher,
+            entry,
+            "--controlnet_specs",
+            spec_remote,
+            "--video_save_folder",
+            output,
+            "--num_gpus",
+            str(num_gpus),
+        ),
+        entry_point=entry,
+        output_folder=output,
+        num_gpus=num_gpus,
+        needs_gpu=not preview,
+        checkpoints=() if preview else SEED_CHECKPOINTS,
+        guardrail_marker="GUARDRAIL BLOCKED",
+    )
     return InferenceJob(run_id=run_id, stage="generate", prompt=label or prompt, invocation=invocation, inputs=inputs)
 
 
@@ -440,11 +488,17 @@ def test_cli_command_prints_what_the_ssh_host_would_run(
     from cosmos_assets.cli import main as cli_main
 
     env = {
-        "COSMOS_PROJECT_ROOT": str(project.root), "COSMOS_HOST": "ssh", "REMOTE_HOST": sshd.host,
-        "REMOTE_PORT": str(sshd.port), "REMOTE_USER": sshd.user, "SSH_KEY": str(sshd.key_path),
-        "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts), "REMOTE_DIR": str(remote.remote_dir),
-        "DOCKER_IMAGE": remote.image, "NUM_GPU": "2",
-    }  # fmt: skip
+        "COSMOS_PROJECT_ROOT": str(project.root),
+        "COSMOS_HOST": "ssh",
+        "REMOTE_HOST": sshd.host,
+        "REMOTE_PORT": str(sshd.port),
+        "REMOTE_USER": sshd.user,
+        "SSH_KEY": str(sshd.key_path),
+        "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts),
+        "REMOTE_DIR": str(remote.remote_dir),
+        "DOCKER_IMAGE": remote.image,
+        "NUM_GPU": "2",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert cli_main(["command", str(project.prompt_file(PROMPT))]) == 0
@@ -465,12 +519,21 @@ def test_the_preview_backend_runs_through_the_ssh_host_as_a_dry_run_of_a_new_hos
     remote_dir = base / "new-host"
     remote_dir.mkdir()
     (remote_dir / "Dockerfile").write_text(
-        "FROM cosmos-test-base:latest\nLABEL org.cosmos-assets.test=\"dry run\"\nWORKDIR /workspace\n"
+        'FROM cosmos-test-base:latest\nLABEL org.cosmos-assets.test="dry run"\nWORKDIR /workspace\n'
     )
     _chown_tree(remote_dir, OWNER_UID, OWNER_GID)
     image = f"cosmos-dry-run-test:{uuid.uuid4().hex[:8]}"
-    host = make_host(sshd, FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints", image=image,
-                                      no_ssh_config=base / "no-ssh-config"), model="preview")  # fmt: skip
+    host = make_host(
+        sshd,
+        FakeRemote(
+            base=base,
+            remote_dir=remote_dir,
+            checkpoints=base / "checkpoints",
+            image=image,
+            no_ssh_config=base / "no-ssh-config",
+        ),
+        model="preview",
+    )
     assert host.model == "preview" and host.docker_gpus == "all"  # the job, not the host, says no GPU
     machine = machine_of(host)
     job = _job(project, preview=True, label="dry_run")
@@ -489,7 +552,7 @@ def test_the_preview_backend_runs_through_the_ssh_host_as_a_dry_run_of_a_new_hos
     assert any(f"built {image}" in line for line in lines) and any("[docker build]" in line for line in lines)
     assert any("needs no GPU" in line for line in lines) and any("no GPU needed" in line for line in lines)
     assert upload.files_sent == len(job.inputs) and upload.bytes_sent > 0
-    assert "--gpus" not in command and command[command.index(image) + 1:] == list(job.invocation.argv)
+    assert "--gpus" not in command and command[command.index(image) + 1 :] == list(job.invocation.argv)
     assert outcome.exit_code == 0 and outcome.container["gpus"] == "none" and not outcome.guardrail_blocked
     assert any("[preview]" in line for line in lines) and any("started container" in line for line in lines)
     assert any(line.startswith("[transfer] upload") for line in lines)
@@ -509,11 +572,23 @@ def test_cosmos_model_preview_runs_the_whole_generation_on_the_ssh_host_through_
 
     base, remote_dir = dockerfile_only_host("cosmos-preview-host-", folder="new-host")
     image = f"cosmos-preview-host-test:{uuid.uuid4().hex[:8]}"
-    chosen = gpu_host_from_settings(Settings.from_env({"COSMOS_HOST": "ssh", "COSMOS_MODEL": "preview",
-                                                       "REMOTE_HOST": sshd.host, "DOCKER_IMAGE": image}))
+    chosen = gpu_host_from_settings(
+        Settings.from_env(
+            {"COSMOS_HOST": "ssh", "COSMOS_MODEL": "preview", "REMOTE_HOST": sshd.host, "DOCKER_IMAGE": image}
+        )
+    )
     assert chosen.model == "preview"  # one setting picks the model, whatever the host
-    host = make_host(sshd, FakeRemote(base=base, remote_dir=remote_dir, checkpoints=base / "checkpoints", image=image,
-                                      no_ssh_config=base / "no-ssh-config"), model=chosen.model)  # fmt: skip
+    host = make_host(
+        sshd,
+        FakeRemote(
+            base=base,
+            remote_dir=remote_dir,
+            checkpoints=base / "checkpoints",
+            image=image,
+            no_ssh_config=base / "no-ssh-config",
+        ),
+        model=chosen.model,
+    )
     try:
         result = materialize(project, instance, host, ["generated_videos"])
         assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -556,8 +631,10 @@ def test_a_remote_dir_sharing_the_project_folder_is_refused_at_preflight(
     [failure] = [e for e in result.all_events if e.is_step_failure]
     description = failure.step_failure_data.user_failure_data.description
     folder = "outputs/" if alias else "inputs/"
-    assert description.startswith(f"{host.label}: the model root {remote_dir}, a folder shared with this computer, "
-                                  f"reaches the project's own {folder} folder ({project.root / folder})")  # fmt: skip
+    assert description.startswith(
+        f"{host.label}: the model root {remote_dir}, a folder shared with this computer, "
+        f"reaches the project's own {folder} folder ({project.root / folder})"
+    )
     assert "Fix: set REMOTE_DIR (in a pool file: the host's remote_dir) to a folder of its own" in description
     assert failure.step_failure_data.user_failure_data.metadata["cause"].value == "host_not_ready"
     assert prompt.read_bytes() == before

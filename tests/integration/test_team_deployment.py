@@ -33,10 +33,10 @@ import pytest
 import yaml
 from dagster._core.instance.ref import InstanceRef
 
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.defs.sensors.dead_runs import WORKER_RUN_TAG, WORKER_TAG
 from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media import probe_video
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.worker import Worker
 from tests.infra.postgres import PostgresServer, start_postgres
@@ -80,7 +80,9 @@ def worker_image(docker_client: docker.DockerClient, test_image: str) -> str:
     """The run workers' image: the offline test base with this venv's `dagster` first on PATH (the code itself is
     mounted, :func:`worker_mounts`); built offline, as deploy/Dockerfile's `pip install .` cannot be here."""
     tag = f"cosmos-team-worker:{uuid.uuid4().hex[:8]}"
-    dockerfile = f"FROM {test_image}\nENV PATH={sys.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    dockerfile = (
+        f"FROM {test_image}\nENV PATH={sys.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    )
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
     return tag
 
@@ -103,51 +105,68 @@ def deployment_yaml(mounts: list[str]) -> dict:
     config["run_monitoring"]["poll_interval_seconds"] = 2
     unchanged = ("storage", "run_coordinator", "concurrency", "run_retries")
     assert {k: config[k] for k in unchanged} == {k: deployed[k] for k in unchanged}
-    assert {k: v for k, v in config["run_launcher"]["config"].items() if k != "container_kwargs"} == \
-           {k: v for k, v in deployed["run_launcher"]["config"].items() if k != "container_kwargs"}  # fmt: skip
-    assert {k: v for k, v in config["run_monitoring"].items() if k != "poll_interval_seconds"} == \
-           {k: v for k, v in deployed["run_monitoring"].items() if k != "poll_interval_seconds"}  # fmt: skip
+    assert {k: v for k, v in config["run_launcher"]["config"].items() if k != "container_kwargs"} == {
+        k: v for k, v in deployed["run_launcher"]["config"].items() if k != "container_kwargs"
+    }
+    assert {k: v for k, v in config["run_monitoring"].items() if k != "poll_interval_seconds"} == {
+        k: v for k, v in deployed["run_monitoring"].items() if k != "poll_interval_seconds"
+    }
     return config
 
 
 @pytest.fixture()
-def gpu_host(sshd, test_image: str) -> Iterator[dict[str, str]]:  # noqa: ANN001 (SshServer)
+def gpu_host(sshd, test_image: str) -> Iterator[dict[str, str]]:
     """REMOTE_* settings of a host whose model image (built by the preflight) runs the preview 0.3 s per step."""
     from tests.integration.test_ssh_host import dockerfile_only_host
 
     base, remote_dir = dockerfile_only_host(
-        "cosmos-team-", f"FROM {test_image}\nENV COSMOS_PREVIEW_STEP_SECONDS=0.3\nWORKDIR /workspace\n")
+        "cosmos-team-", f"FROM {test_image}\nENV COSMOS_PREVIEW_STEP_SECONDS=0.3\nWORKDIR /workspace\n"
+    )
     yield {
-        "COSMOS_HOST": "ssh", "COSMOS_MODEL": "preview", "REMOTE_HOST": sshd.host, "REMOTE_PORT": str(sshd.port),
-        "REMOTE_USER": sshd.user, "SSH_KEY": str(sshd.key_path), "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts),
-        "REMOTE_DIR": str(remote_dir), "DOCKER_IMAGE": f"cosmos-team-model:{uuid.uuid4().hex[:8]}",
+        "COSMOS_HOST": "ssh",
+        "COSMOS_MODEL": "preview",
+        "REMOTE_HOST": sshd.host,
+        "REMOTE_PORT": str(sshd.port),
+        "REMOTE_USER": sshd.user,
+        "SSH_KEY": str(sshd.key_path),
+        "COSMOS_KNOWN_HOSTS": str(sshd.known_hosts),
+        "REMOTE_DIR": str(remote_dir),
+        "DOCKER_IMAGE": f"cosmos-team-model:{uuid.uuid4().hex[:8]}",
         "COSMOS_MIN_FREE_GB": "0.1",
-    }  # fmt: skip
+    }
     shutil.rmtree(base, ignore_errors=True)
 
 
-def deployment_env(deploy: dict, layout: ProjectLayout, postgres: PostgresServer, docker_host: str, image: str,
-                   host: dict[str, str]) -> dict[str, str]:  # fmt: skip
+def deployment_env(
+    deploy: dict, layout: ProjectLayout, postgres: PostgresServer, docker_host: str, image: str, host: dict[str, str]
+) -> dict[str, str]:
     """The daemon's environment, as compose.yaml gives it: every variable the launcher passes on is set (empty when
     unused), DOCKER_HOST names the engine run workers start in."""
     names = deploy["run_launcher"]["config"]["env_vars"]
     env = {**os.environ, **{name: "" for name in names if "=" not in name}}
     env.update(postgres.env)
     env.update(host)
-    env.update({
-        "DAGSTER_HOME": str(layout.root / "dagster_home"), "COSMOS_PROJECT_ROOT": str(layout.root),
-        "DOCKER_HOST": docker_host, "COSMOS_RUN_IMAGE": image, "COSMOS_RUN_NETWORK": "host",
-        "COSMOS_SENSOR_INTERVAL": "2",  # the dead_run_sensor looks at the live container worker every 2 s
-    })  # fmt: skip
+    env.update(
+        {
+            "DAGSTER_HOME": str(layout.root / "dagster_home"),
+            "COSMOS_PROJECT_ROOT": str(layout.root),
+            "DOCKER_HOST": docker_host,
+            "COSMOS_RUN_IMAGE": image,
+            "COSMOS_RUN_NETWORK": "host",
+            "COSMOS_SENSOR_INTERVAL": "2",  # the dead_run_sensor looks at the live container worker every 2 s
+        }
+    )
     return env
 
 
 def _runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return sorted(instance.get_runs(filters=dg.RunsFilter(job_name="generate_job")),
-                  key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)  # fmt: skip
+    return sorted(
+        instance.get_runs(filters=dg.RunsFilter(job_name="generate_job")),
+        key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp,
+    )
 
 
-def _model_container(client: docker.DockerClient):  # noqa: ANN202
+def _model_container(client: docker.DockerClient):
     from tests.integration.test_ssh_host import our_containers
 
     found = our_containers(client, PROMPT)
@@ -155,8 +174,14 @@ def _model_container(client: docker.DockerClient):  # noqa: ANN202
 
 
 def test_a_killed_run_worker_container_is_retried_and_its_gpu_job_adopted(
-    tmp_path: Path, postgres: PostgresServer, dockerd, docker_client: docker.DockerClient, worker_image: str,  # noqa: ANN001
-    gpu_host: dict[str, str], sshd, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    tmp_path: Path,
+    postgres: PostgresServer,
+    dockerd,
+    docker_client: docker.DockerClient,
+    worker_image: str,
+    gpu_host: dict[str, str],
+    sshd,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tests.integration.test_ssh_host import container_starts
 
@@ -176,19 +201,36 @@ def test_a_killed_run_worker_container_is_retried_and_its_gpu_job_adopted(
         instance.add_dynamic_partitions(PROMPTS.name, [PROMPT])
     log_path = layout.root / "daemon.log"
     started = time.time()
-    daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "cosmos_assets.definitions"],
-                              cwd=layout.root, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)  # fmt: skip
-    launch = [str(Path(sys.executable).with_name("dagster")), "job", "launch", "-m", "cosmos_assets.definitions",
-              "-j", "generate_job", "--tags", json.dumps({"dagster/partition": PROMPT})]  # fmt: skip
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "cosmos_assets.definitions"],
+        cwd=layout.root,
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    launch = [
+        str(Path(sys.executable).with_name("dagster")),
+        "job",
+        "launch",
+        "-m",
+        "cosmos_assets.definitions",
+        "-j",
+        "generate_job",
+        "--tags",
+        json.dumps({"dagster/partition": PROMPT}),
+    ]
     run_a_container = None
     try:
         with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
             subprocess.run(launch, cwd=layout.root, env=env, check=True, capture_output=True, timeout=120)
             print(f"\n[phase] queued {time.time() - started:.1f}s")
             (queued,) = _runs(instance)
-            assert queued.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
-                                     dg.DagsterRunStatus.STARTED)  # fmt: skip
+            assert queued.status in (
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            )
 
             def generating() -> bool:
                 model = _model_container(docker_client)
@@ -200,7 +242,10 @@ def test_a_killed_run_worker_container_is_retried_and_its_gpu_job_adopted(
             run_a = instance.get_run_by_id(queued.run_id)
             assert run_a.status == dg.DagsterRunStatus.STARTED
             run_a_container = docker_client.containers.get(run_a.tags[CONTAINER_ID_TAG])
-            assert run_a_container.image.tags == [worker_image] and run_a_container.labels["dagster/run_id"] == run_a.run_id
+            assert (
+                run_a_container.image.tags == [worker_image]
+                and run_a_container.labels["dagster/run_id"] == run_a.run_id
+            )
             assert postgres.password not in json.dumps(run_a_container.attrs["Args"])  # a reference, not the value
 
             # The container worker, judged sanely while alive: its pid is in the container's namespace, not ours.
@@ -208,7 +253,9 @@ def test_a_killed_run_worker_container_is_retried_and_its_gpu_job_adopted(
             assert worker is not None and worker.pid_namespace not in ("", Worker.current().pid_namespace)
             assert not worker.provably_dead()
             ticks = _sensor_ticks(log_path)
-            wait_for("two dead_run_sensor ticks while run A's worker lives", lambda: _sensor_ticks(log_path) >= ticks + 2, 60)
+            wait_for(
+                "two dead_run_sensor ticks while run A's worker lives", lambda: _sensor_ticks(log_path) >= ticks + 2, 60
+            )
             assert instance.get_run_by_id(run_a.run_id).status == dg.DagsterRunStatus.STARTED  # not wrongly failed
 
             print(f"[phase] sensor ticks seen {time.time() - started:.1f}s")
@@ -219,10 +266,14 @@ def test_a_killed_run_worker_container_is_retried_and_its_gpu_job_adopted(
             health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_a.run_id))
             assert health.status.value == "FAILED" and "exited" in health.msg  # what run monitoring asks the engine
 
-            wait_for("run A to be failed", lambda: instance.get_run_by_id(run_a.run_id).status == dg.DagsterRunStatus.FAILURE)
+            wait_for(
+                "run A to be failed", lambda: instance.get_run_by_id(run_a.run_id).status == dg.DagsterRunStatus.FAILURE
+            )
             failure = instance.all_logs(run_a.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1].message
             assert "Detected run worker status" in failure or "is gone" in failure, failure
-            print(f"\nrun A failed by {'run monitoring' if 'Detected run worker status' in failure else 'dead_run_sensor'}")
+            print(
+                f"\nrun A failed by {'run monitoring' if 'Detected run worker status' in failure else 'dead_run_sensor'}"
+            )
 
             print(f"[phase] A failed {time.time() - started:.1f}s")
             wait_for("the retried run", lambda: len(_runs(instance)) == 2)

@@ -29,8 +29,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.partitions import PROMPTS, SHOTS, WEDGES
+from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.media.sample_render import make_sample_render
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -126,13 +126,24 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     instance.add_dynamic_partitions(WEDGES.name, [wedge])
     port = free_port()
     log = root / "dagster_dev.log"
-    env = {**os.environ, "COSMOS_PROJECT_ROOT": str(root), "DAGSTER_HOME": str(home), "COSMOS_HOST": "preview",
-           "REMOTE_DIR": str(root / "host"), STEP_SECONDS_ENV: STEP_SECONDS}  # fmt: skip
+    env = {
+        **os.environ,
+        "COSMOS_PROJECT_ROOT": str(root),
+        "DAGSTER_HOME": str(home),
+        "COSMOS_HOST": "preview",
+        "REMOTE_DIR": str(root / "host"),
+        STEP_SECONDS_ENV: STEP_SECONDS,
+    }
     dagster = Path(sys.executable).with_name("dagster")
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [str(dagster), "dev", "-m", "cosmos_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -149,9 +160,9 @@ def make_wedge(layout: ProjectLayout, host_root: Path) -> tuple[list[str], str]:
     from cosmos_assets.media import encode_control_videos, scan_render_folder
     from cosmos_assets.models.registry import backend_named
     from cosmos_assets.prompts.files import new_prompt_spec, write_spec
-    from cosmos_assets.runs.runner import run_generation
     from cosmos_assets.prompts.wedge_vary import parse_vary
     from cosmos_assets.prompts.wedges import plan_wedge, write_wedge
+    from cosmos_assets.runs.runner import run_generation
 
     encode_control_videos(scan_render_folder(layout.render_dir(SHOT)), layout.shot_videos_dir(SHOT))
     base = layout.root / "base_prompt.json"
@@ -291,7 +302,9 @@ def wait_for_run(home: Path, run_id: str, seconds: float) -> dg.DagsterRunStatus
     pytest.fail(f"run {run_id} still {run.status if run else 'unknown'} after {seconds}s")
 
 
-def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_server: UiServer, page, tmp_path: Path) -> None:
+def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(
+    ui_server: UiServer, page, tmp_path: Path
+) -> None:
     shots_dir = tmp_path / "screenshots"
     shots_dir.mkdir()
 
@@ -335,7 +348,16 @@ def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_serve
     log_filter = page.get_by_placeholder("Filter…")
     log_filter.fill("step:control_videos")
     log_filter.press("Enter")
-    wait_for_texts(page, [f"encode color: {FRAMES}/{FRAMES} frames", "ASSET_MATERIALIZATION", "frame_count", "contact_sheet", "[Show Markdown]"])
+    wait_for_texts(
+        page,
+        [
+            f"encode color: {FRAMES}/{FRAMES} frames",
+            "ASSET_MATERIALIZATION",
+            "frame_count",
+            "contact_sheet",
+            "[Show Markdown]",
+        ],
+    )
     page.get_by_text(f"encode color: {FRAMES}/{FRAMES} frames").first.scroll_into_view_if_needed()
     snap("03_run_logs.png")
 
@@ -360,7 +382,11 @@ def test_artist_materializes_a_shot_and_sees_metadata_and_contact_sheet(ui_serve
         e.dagster_event.event_specific_data
         for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     ]
-    assert {e.check_name for e in evaluations} >= {"controls_match_render", "controls_decodable", "controls_owned_by_user"}
+    assert {e.check_name for e in evaluations} >= {
+        "controls_match_render",
+        "controls_decodable",
+        "controls_owned_by_user",
+    }
     assert all(e.passed for e in evaluations), [(e.check_name, e.description) for e in evaluations]
 
     artist_generates_a_prompt_and_compares_its_wedge(ui_server, page, snap)
@@ -405,7 +431,9 @@ def artist_generates_a_prompt_and_compares_its_wedge(ui_server: UiServer, page, 
     page.goto(f"{ui_server.url}/assets/wedge_comparisons", wait_until="domcontentloaded")
     page.get_by_role("button", name="Materialize…").click()
     run_id = launch_from_dialog(page, WEDGE)
-    assert wait_for_run(ui_server.home, run_id, RUN_SECONDS) == dg.DagsterRunStatus.SUCCESS, ui_server.log.read_text()[-3000:]
+    assert wait_for_run(ui_server.home, run_id, RUN_SECONDS) == dg.DagsterRunStatus.SUCCESS, ui_server.log.read_text()[
+        -3000:
+    ]
     page.goto(f"{ui_server.url}/assets/wedge_comparisons?partition={WEDGE}", wait_until="domcontentloaded")
     tiles_row = page.get_by_role("row").filter(has_text="tiles").first
     tiles_row.wait_for(state="visible")

@@ -43,21 +43,39 @@ def ps(*lines: str) -> tuple[int, str, str]:
 
 
 def wait(link: ScriptedLink, log: list[str], wait_seconds: float, clock: Clock) -> None:
-    busy_host.wait_until_free(link, MINE, log.append, wait_seconds, gpus="0", prompt="p2", stage="generate", clock=clock,
-                              sleep=clock.sleep, poll_seconds=5)  # fmt: skip
+    busy_host.wait_until_free(
+        link,
+        MINE,
+        log.append,
+        wait_seconds,
+        gpus="0",
+        prompt="p2",
+        stage="generate",
+        clock=clock,
+        sleep=clock.sleep,
+        poll_seconds=5,
+    )
 
 
 def test_any_running_gpu_container_of_ours_is_waited_for_whoever_started_it_then_the_run_starts() -> None:
-    link, log, clock = ScriptedLink([ps(OLD, PREVIEW), ps(OLD), ps(BATCH), ps(PREVIEW, OTHER_GPU, UPSCALE, MINE)]), [], Clock()
+    link, log, clock = (
+        ScriptedLink([ps(OLD, PREVIEW), ps(OLD), ps(BATCH), ps(PREVIEW, OTHER_GPU, UPSCALE, MINE)]),
+        [],
+        Clock(),
+    )
     wait(link, log, 3600, clock)
     argv = link.commands[0][0]
     assert argv[:4] == ["docker", "ps", "--filter", "label=cosmos-assets.run-id"]  # every one of ours: no prompt,
     assert not any("prompt=" in a or "host=" in a for a in argv)  # no pool-host filter (one engine, one GPU host)
-    assert log[0] == (f"{TAG} waiting for container {OLD.split()[0]} (generate of p1, run 20261207_101010_0a1b2c3d, "
-                      "Dagster run dagster-run-1, started for gpu-a) to end on ssh@gpu1 before starting "
-                      f"{MINE}: one model on a host's GPUs at a time, whoever started it (waited 0s of at most 3600s)")
-    assert "container cosmos-generate-a-b-c-20261207-99 (generate of a+b+c, run 20261207_101010_0a1b2c3d_batch0, " \
-           "started for gpu-b)" in log[1]  # the next one is named as soon as it is the one waited for
+    assert log[0] == (
+        f"{TAG} waiting for container {OLD.split()[0]} (generate of p1, run 20261207_101010_0a1b2c3d, "
+        "Dagster run dagster-run-1, started for gpu-a) to end on ssh@gpu1 before starting "
+        f"{MINE}: one model on a host's GPUs at a time, whoever started it (waited 0s of at most 3600s)"
+    )
+    assert (
+        "container cosmos-generate-a-b-c-20261207-99 (generate of a+b+c, run 20261207_101010_0a1b2c3d_batch0, "
+        "started for gpu-b)" in log[1]
+    )  # the next one is named as soon as it is the one waited for
     # no GPU, other GPUs, another stage of its prompt, its own name: none of them holds what it needs
     assert log[2] == f"{TAG} ssh@gpu1 is free now (waited 15s): starting {MINE}"
     assert clock.sleeps == [5, 5, 5] and len(log) == 3
@@ -68,11 +86,16 @@ def test_a_run_still_waiting_is_said_again_each_minute_and_refused_at_the_bound_
     with pytest.raises(HostNotReadyError) as refused:
         wait(link, log, 150, clock)
     message = str(refused.value)
-    assert message.startswith(f"container {UNLABELLED.split()[0]} (generate of p9, run 20251010_101010_55555555) is "
-                              "still running on ssh@gpu1's docker engine after waiting 150s")  # unlabelled: a GPU one
+    assert message.startswith(
+        f"container {UNLABELLED.split()[0]} (generate of p9, run 20251010_101010_55555555) is "
+        "still running on ssh@gpu1's docker engine after waiting 150s"
+    )  # unlabelled: a GPU one
     assert "docker rm -f cosmos-generate-p9-20251010-55" in message and "COSMOS_HOST_BUSY_WAIT_MINUTES" in message
-    assert [line.split("(waited ")[1] for line in log] == ["0s of at most 150s)", "60s of at most 150s)",
-                                                           "120s of at most 150s)"]
+    assert [line.split("(waited ")[1] for line in log] == [
+        "0s of at most 150s)",
+        "60s of at most 150s)",
+        "120s of at most 150s)",
+    ]
     assert sum(clock.sleeps) == 150 and max(clock.sleeps) == 5
 
 
@@ -86,7 +109,9 @@ def test_no_wait_refuses_at_once_and_a_free_engine_is_one_question() -> None:
     assert log == [] and len(link.commands) == 1
 
 
-def test_listing_reconnects_into_the_run_log_and_a_stopped_engine_is_retryable(caplog: pytest.LogCaptureFixture) -> None:
+def test_listing_reconnects_into_the_run_log_and_a_stopped_engine_is_retryable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     link, log = ScriptedLink([LinkDropped("the host stopped answering"), ps()]), []
     wait(link, log, 60, Clock())
@@ -112,4 +137,9 @@ def test_gpu_labels_say_which_devices_a_container_holds() -> None:
     assert busy_host.gpus_held(True, None) == "all"  # COSMOS_DOCKER_GPUS=none on a test host: the model wants them
     assert busy_host.gpus_held(False, "all") == "none"  # the preview's dry run holds none
     held = busy_host.OurContainer("c", "r", "p", "generate", "", "h", "0,1")
-    assert held.holds_any_of("1,2") and held.holds_any_of("all") and not held.holds_any_of("2") and not held.holds_any_of("none")
+    assert (
+        held.holds_any_of("1,2")
+        and held.holds_any_of("all")
+        and not held.holds_any_of("2")
+        and not held.holds_any_of("none")
+    )

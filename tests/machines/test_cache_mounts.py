@@ -17,17 +17,26 @@ CACHES = {"cache/huggingface": "/cache/huggingface", "cache/uv": "/cache/uv"}
 
 
 def job(cache_dirs: dict[str, str]) -> InferenceJob:
-    invocation = Invocation(model="m", argv=("python", "x.py"), entry_point="x.py", output_folder="outputs/p/r",
-                            cache_dirs=cache_dirs)  # fmt: skip
+    invocation = Invocation(
+        model="m", argv=("python", "x.py"), entry_point="x.py", output_folder="outputs/p/r", cache_dirs=cache_dirs
+    )
     return InferenceJob(run_id="r", stage="generate", prompt="p", invocation=invocation, inputs=[])
 
 
 def test_cache_folders_are_mounted_from_under_the_checkpoint_folder() -> None:
-    facts = HostFacts(home="/home/u", remote_dir="/home/u/cosmos-transfer2.5", checkpoint_dir="/home/u/checkpoints",
-                      uid=1000, gid=1000, user_source="test")  # fmt: skip
+    facts = HostFacts(
+        home="/home/u",
+        remote_dir="/home/u/cosmos-transfer2.5",
+        checkpoint_dir="/home/u/checkpoints",
+        uid=1000,
+        gid=1000,
+        user_source="test",
+    )
     mounts = cache_mounts(facts, job(CACHES))
-    assert mounts == {"/home/u/checkpoints/cache/huggingface": "/cache/huggingface",
-                      "/home/u/checkpoints/cache/uv": "/cache/uv"}  # fmt: skip
+    assert mounts == {
+        "/home/u/checkpoints/cache/huggingface": "/cache/huggingface",
+        "/home/u/checkpoints/cache/uv": "/cache/uv",
+    }
     argv = docker_run_argv(settings(cache_mounts=mounts), ["python", "x.py"])
     assert "/home/u/checkpoints/cache/huggingface:/cache/huggingface" in argv
     assert argv[argv.index("/home/u/checkpoints/cache/uv:/cache/uv") - 1] == "-v"
@@ -39,9 +48,11 @@ def test_cache_folders_stay_inside_and_mount_cleanly(bad: dict[str, str]) -> Non
         job(bad)
 
 
-def test_the_cache_check_creates_the_folders_and_reports_unwritable_ones(tmp_path) -> None:  # noqa: ANN001
+def test_the_cache_check_creates_the_folders_and_reports_unwritable_ones(tmp_path) -> None:
     folder = tmp_path / "cache" / "huggingface"
-    done = subprocess.run(["sh", "-c", _cache_check_script(), "sh", "0", "0", str(folder)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["sh", "-c", _cache_check_script(), "sh", "0", "0", str(folder)], capture_output=True, text=True
+    )
     assert done.returncode == 0 and done.stdout == "" and folder.is_dir()
 
 

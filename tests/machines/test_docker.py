@@ -13,6 +13,8 @@ from pydantic import ValidationError
 
 from cosmos_assets.machines import docker_engine
 from cosmos_assets.machines.docker import DockerCli
+from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerUnreachableError, DockerWentAwayError
+from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.docker_run import (
     DockerRunSettings,
     container_name_for,
@@ -20,8 +22,6 @@ from cosmos_assets.machines.docker_run import (
     secret_env,
     secrets_from_stdin,
 )
-from cosmos_assets.machines.docker_engine import ContainerRemovedError, DockerUnreachableError, DockerWentAwayError
-from cosmos_assets.machines.docker_logs import LogFollower
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.ssh_link import TAG, LinkDropped, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
@@ -64,8 +64,9 @@ Result = tuple[int, str, str]
 class ScriptedLink(SshLink):
     """An SshLink whose commands answer from a script (a result, or an error to raise); no network."""
 
-    def __init__(self, execs: Sequence[Result | BaseException],
-                 streams: Sequence[Callable[[Callable[[str], None]], int]] = ()) -> None:  # fmt: skip
+    def __init__(
+        self, execs: Sequence[Result | BaseException], streams: Sequence[Callable[[Callable[[str], None]], int]] = ()
+    ) -> None:
         super().__init__(SshTarget(host="gpu1"), "ssh@gpu1", reconnect_attempts=3, sleep=self._slept)
         self.execs, self.streams = list(execs), list(streams)
         self.commands: list[tuple[list[str], list[str]]] = []
@@ -100,7 +101,9 @@ def test_start_sends_secrets_through_stdin_only() -> None:
     argv, stdin = link.commands[-1]
     assert argv == secrets_from_stdin(["HF_TOKEN"], command) and stdin == ["hf_value"]
     assert "hf_value" not in shlex.join(argv)
-    assert lines == [f"{TAG} started container cosmos-generate-p-1 (0123456789ab), detached: it keeps running if the SSH link drops"]
+    assert lines == [
+        f"{TAG} started container cosmos-generate-p-1 (0123456789ab), detached: it keeps running if the SSH link drops"
+    ]
 
 
 def test_a_secret_with_a_line_break_is_refused_by_name() -> None:
@@ -178,11 +181,14 @@ def test_a_container_that_finished_while_the_engine_was_away_did_its_work(no_eng
     assert _follow(link, []) == 0  # its outputs are collected, not run again
 
 
-def test_an_engine_that_stays_away_ends_the_wait_with_docker_unreachable(no_engine_wait: None,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_an_engine_that_stays_away_ends_the_wait_with_docker_unreachable(
+    no_engine_wait: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(docker_engine, "ENGINE_WAIT_S", 0.0)
     link = ScriptedLink([DOWN, DOWN], streams=[_ends])
-    with pytest.raises(DockerWentAwayError, match="did not answer again within 0s .*Cannot connect to the Docker daemon"):
+    with pytest.raises(
+        DockerWentAwayError, match="did not answer again within 0s .*Cannot connect to the Docker daemon"
+    ):
         _follow(link, [])
 
 
@@ -208,7 +214,6 @@ def test_state_never_mistakes_an_engine_that_does_not_answer_for_a_missing_conta
         DockerCli(ScriptedLink([DOWN])).image_present("x")
 
 
-
 def test_the_image_id_is_none_only_when_docker_says_the_image_is_absent() -> None:
     """An unknown ID left out of the inputs digest made finished work look new (issue 20): only docker's own "no such
     image" is None (the preflight then builds or pulls it and the ID is read after); a link or engine that does not
@@ -220,7 +225,9 @@ def test_the_image_id_is_none_only_when_docker_says_the_image_is_absent() -> Non
     image = "nvcr.io/me/cosmos-transfer1:latest"
 
     def image_id(answer: Result | BaseException) -> str | None:
-        return SshHost(SshTarget(host="gpu1"), SshHostSettings(docker_image=image), link=ScriptedLink([answer])).image_id()
+        return SshHost(
+            SshTarget(host="gpu1"), SshHostSettings(docker_image=image), link=ScriptedLink([answer])
+        ).image_id()
 
     ident = "sha256:" + "0a" * 32
     assert image_id((0, ident + "\n", "")) == ident
@@ -228,13 +235,18 @@ def test_the_image_id_is_none_only_when_docker_says_the_image_is_absent() -> Non
     assert image_id((1, "[]\n", f"Error response from daemon: No such image: {image}\n")) is None
     with pytest.raises(DockerUnreachableError, match="docker is not reachable on ssh@gpu1"):
         image_id(DOWN)
-    with pytest.raises(HostUnreachableError, match="the ID of image nvcr.io/me/cosmos-transfer1:latest could not be "
-                                                   "read on ssh@gpu1 .*the host stopped answering"):  # fmt: skip
+    with pytest.raises(
+        HostUnreachableError,
+        match="the ID of image nvcr.io/me/cosmos-transfer1:latest could not be "
+        "read on ssh@gpu1 .*the host stopped answering",
+    ):
         image_id(LinkDropped("the host stopped answering"))
     with pytest.raises(HostUnreachableError, match="no answer within"):
         image_id(TimeoutError("`docker image inspect` on ssh@gpu1 gave no answer within 60s"))
     denied = "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock"
-    with pytest.raises(HostNotReadyError, match="docker image inspect .* failed on ssh@gpu1 .*permission denied") as other:
+    with pytest.raises(
+        HostNotReadyError, match="docker image inspect .* failed on ssh@gpu1 .*permission denied"
+    ) as other:
         image_id((1, "", denied + "\n"))
     assert not isinstance(other.value, (DockerUnreachableError, HostUnreachableError))
     with pytest.raises(HostNotReadyError, match="answered 'not an id', not an image ID"):
@@ -250,16 +262,25 @@ def test_docker_run_argv_shape() -> None:
     inner = INNER
     argv = docker_run_argv(settings(), inner)
     assert argv[: argv.index("nvcr.io/me/cosmos-transfer1:latest")] == [
-        "docker", "run", "-d",
-        "--name", "cosmos-generate-p-1",
-        "--gpus", "all",
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "cosmos-generate-p-1",
+        "--gpus",
+        "all",
         "--ipc=host",
-        "-u", "1000:1001",
-        "-v", "/home/ubuntu/NatsFS/cosmos-transfer1:/workspace",
-        "-v", "/home/ubuntu/NatsFS/checkpoints:/workspace/checkpoints",
-        "-w", "/workspace",
-        "-e", "PYTHONPATH=/workspace",
-    ]  # fmt: skip
+        "-u",
+        "1000:1001",
+        "-v",
+        "/home/ubuntu/NatsFS/cosmos-transfer1:/workspace",
+        "-v",
+        "/home/ubuntu/NatsFS/checkpoints:/workspace/checkpoints",
+        "-w",
+        "/workspace",
+        "-e",
+        "PYTHONPATH=/workspace",
+    ]
     assert argv[-len(inner) :] == inner
 
 

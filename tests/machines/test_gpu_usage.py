@@ -29,7 +29,9 @@ def test_parse_keeps_readable_rows_only() -> None:
 
 
 def test_the_sampler_summarises_and_never_raises() -> None:
-    answers = itertools.cycle(["10, 1000, 80000\n30, 3000, 80000\n", "90, 5000, 80000\n50, 2000, 80000\n", None, "boom"])
+    answers = itertools.cycle(
+        ["10, 1000, 80000\n30, 3000, 80000\n", "90, 5000, 80000\n50, 2000, 80000\n", None, "boom"]
+    )
     seen = threading.Event()
 
     def read() -> str | None:
@@ -74,8 +76,9 @@ def test_the_fake_nvidia_smi_answers_the_query_with_varying_numbers(fake_smi_on_
     assert len({(r.utilization, r.memory_used_mib) for rows in samples for r in rows}) > 1
 
 
-def test_a_local_run_records_gpu_usage_where_nvidia_smi_exists(fake_smi_on_path: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_local_run_records_gpu_usage_where_nvidia_smi_exists(
+    fake_smi_on_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(gpu_usage, "INTERVAL_SECONDS", 0.1)
     monkeypatch.setenv("COSMOS_PREVIEW_STEP_SECONDS", "0.03")  # a run long enough for a few samples
     layout = make_project(tmp_path / "project")

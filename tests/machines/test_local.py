@@ -12,7 +12,7 @@ import pytest
 from cosmos_assets.machines.job import HostNotReadyError, InferenceJob, Invocation, StagedFile
 from cosmos_assets.machines.local import LocalMachine
 
-PROGRAM = '''\
+PROGRAM = """\
 import os, sys, time
 out = sys.argv[sys.argv.index("--out") + 1]
 os.makedirs(out, exist_ok=True)
@@ -30,17 +30,28 @@ with open(os.path.join(out, "output.txt"), "w") as f:
 os.makedirs(os.path.join(out, "sub"))
 with open(os.path.join(out, "sub", "deep.bin"), "wb") as f:
     f.write(b"x" * 3000)
-'''
+"""
 
 
 def job(tmp_path: Path, *flags: str) -> InferenceJob:
     program = tmp_path / "program.py"
     program.write_text(PROGRAM)
-    invocation = Invocation(model="preview", argv=("python3", "tools/program.py", "--out", "outputs/p/r1", *flags),
-                            entry_point="tools/program.py", output_folder="outputs/p/r1", needs_gpu=False,
-                            env={"MODEL_SETTING": "on"}, guardrail_marker="GUARDRAIL BLOCKED")  # fmt: skip
-    return InferenceJob(run_id="r1", stage="generate", prompt="p", invocation=invocation,
-                        inputs=[StagedFile(local=program, remote="tools/program.py")])  # fmt: skip
+    invocation = Invocation(
+        model="preview",
+        argv=("python3", "tools/program.py", "--out", "outputs/p/r1", *flags),
+        entry_point="tools/program.py",
+        output_folder="outputs/p/r1",
+        needs_gpu=False,
+        env={"MODEL_SETTING": "on"},
+        guardrail_marker="GUARDRAIL BLOCKED",
+    )
+    return InferenceJob(
+        run_id="r1",
+        stage="generate",
+        prompt="p",
+        invocation=invocation,
+        inputs=[StagedFile(local=program, remote="tools/program.py")],
+    )
 
 
 def test_a_job_runs_as_this_interpreter_in_the_model_folder_and_comes_back_verified(tmp_path: Path) -> None:
@@ -126,18 +137,31 @@ def project_job(project: Path, tmp_path: Path) -> InferenceJob:
     spec = project / "outputs/.staging/r1/spec.json"
     spec.write_text('{"prompt": "translated"}')
     base = job(tmp_path)
-    return base.model_copy(update={"project_root": project, "inputs": [
-        StagedFile(local=spec, remote="inputs/prompts/p.json"),
-        StagedFile(local=project / "inputs/videos/s/color.mp4", remote="inputs/videos/s/color.mp4"), *base.inputs]})
+    return base.model_copy(
+        update={
+            "project_root": project,
+            "inputs": [
+                StagedFile(local=spec, remote="inputs/prompts/p.json"),
+                StagedFile(local=project / "inputs/videos/s/color.mp4", remote="inputs/videos/s/color.mp4"),
+                *base.inputs,
+            ],
+        }
+    )
 
 
-@pytest.mark.parametrize("root_of", [
-    lambda project, tmp: project,  # the project root itself
-    lambda project, tmp: _link(tmp / "link-to-project", project),  # a symlink to it
-    lambda project, tmp: project / "outputs" / "model",  # inside one of its folders
-    lambda project, tmp: _link(tmp / "link-to-outputs", project / "outputs") / "model",  # inside one, through a link
-], ids=["project-root", "symlink-to-root", "inside-outputs", "symlink-into-outputs"])
-def test_a_model_root_landing_on_the_projects_folders_is_refused_at_preflight(tmp_path: Path, root_of) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "root_of",
+    [
+        lambda project, tmp: project,  # the project root itself
+        lambda project, tmp: _link(tmp / "link-to-project", project),  # a symlink to it
+        lambda project, tmp: project / "outputs" / "model",  # inside one of its folders
+        lambda project, tmp: (
+            _link(tmp / "link-to-outputs", project / "outputs") / "model"
+        ),  # inside one, through a link
+    ],
+    ids=["project-root", "symlink-to-root", "inside-outputs", "symlink-into-outputs"],
+)
+def test_a_model_root_landing_on_the_projects_folders_is_refused_at_preflight(tmp_path: Path, root_of) -> None:
     project = tmp_path / "project"
     j = project_job(project, tmp_path)
     prompt = (project / "inputs/prompts/p.json").read_bytes()
@@ -151,7 +175,9 @@ def test_a_model_root_landing_on_the_projects_folders_is_refused_at_preflight(tm
     assert (project / "inputs/prompts/p.json").read_bytes() == prompt
 
 
-def test_a_model_root_of_its_own_inside_the_project_passes_and_upload_never_writes_into_the_projects_folders(tmp_path: Path) -> None:
+def test_a_model_root_of_its_own_inside_the_project_passes_and_upload_never_writes_into_the_projects_folders(
+    tmp_path: Path,
+) -> None:
     project = tmp_path / "project"
     j = project_job(project, tmp_path)
     machine = LocalMachine(project / ".preview_host" / "cosmos-transfer1", label="preview@local")  # the default
@@ -162,7 +188,9 @@ def test_a_model_root_of_its_own_inside_the_project_passes_and_upload_never_writ
     # Defence in depth: a model root swapped for a link to the project after the preflight is refused at the write.
     (tmp_path / "swapped").symlink_to(project)
     machine.root = tmp_path / "swapped"
-    with pytest.raises(HostNotReadyError, match="refusing to stage over .*p.json, a file of the project's inputs/ folder"):
+    with pytest.raises(
+        HostNotReadyError, match="refusing to stage over .*p.json, a file of the project's inputs/ folder"
+    ):
         machine.upload(j.inputs, print)
     assert "artist" in (project / "inputs/prompts/p.json").read_text()
 
@@ -191,13 +219,25 @@ def cli_project(tmp_path: Path) -> Path:
     return layout.root
 
 
-def _cli(project: Path, preview_dir: Path, *argv: str):  # noqa: ANN202 - CompletedProcess
+def _cli(project: Path, preview_dir: Path, *argv: str):
     import subprocess
 
-    env = {**os.environ, "COSMOS_PROJECT_ROOT": str(project), "DAGSTER_HOME": str(project / "dagster_home"),
-           "COSMOS_HOST": "preview", "COSMOS_PREVIEW_DIR": str(preview_dir), "PYTHONPATH": str(REPO)}  # fmt: skip
-    return subprocess.run([str(Path(sys.executable).with_name(argv[0])), *argv[1:]], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    env = {
+        **os.environ,
+        "COSMOS_PROJECT_ROOT": str(project),
+        "DAGSTER_HOME": str(project / "dagster_home"),
+        "COSMOS_HOST": "preview",
+        "COSMOS_PREVIEW_DIR": str(preview_dir),
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).with_name(argv[0])), *argv[1:]],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cosmos_preview_dir_set_to_the_project_root_is_refused_through_the_cli(cli_project: Path) -> None:
@@ -213,14 +253,27 @@ def test_cosmos_preview_dir_set_to_the_project_root_is_refused_through_the_cli(c
     assert not list(cli_project.rglob(".cosmos-assets-overlap-*"))
 
 
-def test_cosmos_preview_dir_a_symlink_to_the_project_is_refused_through_dagster_asset_materialize(cli_project: Path) -> None:
+def test_cosmos_preview_dir_a_symlink_to_the_project_is_refused_through_dagster_asset_materialize(
+    cli_project: Path,
+) -> None:
     link = cli_project.parent / "link-to-project"
     link.symlink_to(cli_project)
     prompt = cli_project / "inputs" / "prompts" / "tiny_prompt.json"
     before = prompt.read_bytes()
     assert _cli(cli_project, link, "cosmos-assets", "register").returncode == 0
-    done = _cli(cli_project, link, "dagster", "asset", "materialize", "-m", "cosmos_assets.definitions",
-                "--select", "prompt_inputs,prompt_specs,generated_videos,upscaled_videos", "--partition", "tiny_prompt")
+    done = _cli(
+        cli_project,
+        link,
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "cosmos_assets.definitions",
+        "--select",
+        "prompt_inputs,prompt_specs,generated_videos,upscaled_videos",
+        "--partition",
+        "tiny_prompt",
+    )
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"preview@local: the model root {link} reaches the project's own inputs/ folder" in done.stdout + done.stderr
     assert prompt.read_bytes() == before

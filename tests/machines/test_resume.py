@@ -11,10 +11,10 @@ import pytest
 from cosmos_assets.machines.ssh_link import HostLinkLostError, LinkDropped, SshLink
 from cosmos_assets.machines.ssh_target import SshTarget
 from cosmos_assets.machines.transfer_resume import (
-    Landed,
-    LandedParts,
     CHECK_BLOCK,
     MAX_CHECK_BLOCKS,
+    Landed,
+    LandedParts,
     block_spans,
     check_block,
     clipped,
@@ -179,6 +179,11 @@ def test_the_remote_block_hash_script_agrees_with_the_local_block_hashes(tmp_pat
     for size in (320_000, 65_536, 1):  # the length given is always the whole .part
         f.write_bytes((hashlib.sha256(b"seed").digest() * 10_000)[:size])
         for first in (0, 1, 4):
-            out = subprocess.run(["sh", "-c", BLOCKS_SHA256_SH, "sh", str(f), "65536", str(size), str(first)],
-                                 env={"PATH": str(bin_dir)}, capture_output=True, text=True, check=True).stdout  # fmt: skip
+            out = subprocess.run(
+                ["sh", "-c", BLOCKS_SHA256_SH, "sh", str(f), "65536", str(size), str(first)],
+                env={"PATH": str(bin_dir)},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             assert out.split() == local_block_hashes(f, size, 65536, first)

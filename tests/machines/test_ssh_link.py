@@ -83,8 +83,10 @@ def test_an_outage_says_one_line_per_attempt_with_the_host_and_the_reason(first:
     with pytest.raises(HostLinkLostError):
         link.with_reconnect("upload", down, lines.append)
     assert lines[0].startswith(f"{TAG} SSH link to ssh@gpu1 lost during upload (") and "(attempt 1/3)" in lines[0]
-    assert lines[1:] == [f"{TAG} reconnect to ssh@gpu1 failed (attempt {n}/3, during upload): [Errno 111] Connection refused"
-                         for n in (1, 2, 3)]  # fmt: skip
+    assert lines[1:] == [
+        f"{TAG} reconnect to ssh@gpu1 failed (attempt {n}/3, during upload): [Errno 111] Connection refused"
+        for n in (1, 2, 3)
+    ]
     assert not any("Check REMOTE_HOST" in line for line in lines)
 
 
@@ -129,8 +131,14 @@ def test_a_failed_connect_leaves_paramikos_traceback_at_debug_and_raises_the_err
 
     threading.Thread(target=answer_not_ssh, daemon=True).start()
     caplog.set_level(logging.DEBUG, logger="paramiko")
-    target = SshTarget(host="127.0.0.1", port=port, user="me", known_hosts=tmp_path / "known_hosts",
-                       ssh_config=tmp_path / "none", allow_agent=False)  # fmt: skip
+    target = SshTarget(
+        host="127.0.0.1",
+        port=port,
+        user="me",
+        known_hosts=tmp_path / "known_hosts",
+        ssh_config=tmp_path / "none",
+        allow_agent=False,
+    )
     try:
         with pytest.raises(paramiko.SSHException, match="Error reading SSH protocol banner"):
             connect(target)
@@ -146,8 +154,15 @@ def test_a_failed_connect_leaves_paramikos_traceback_at_debug_and_raises_the_err
 
 @pytest.fixture
 def link(sshd: SshServer, tmp_path: Path) -> Iterator[SshLink]:
-    target = SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key_file=sshd.key_path,
-                       known_hosts=sshd.known_hosts, ssh_config=tmp_path / "none", allow_agent=False)  # fmt: skip
+    target = SshTarget(
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        key_file=sshd.key_path,
+        known_hosts=sshd.known_hosts,
+        ssh_config=tmp_path / "none",
+        allow_agent=False,
+    )
     link = SshLink(target, "test sshd", reconnect_attempts=3, sleep=lambda _s: None)
     yield link
     link.close()
@@ -156,8 +171,9 @@ def link(sshd: SshServer, tmp_path: Path) -> Iterator[SshLink]:
 @pytest.mark.integration
 def test_every_word_is_quoted_and_stdin_lines_arrive(link: SshLink, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    code, out, err = link.exec(["sh", "-c", 'read -r a; printf "%s|%s" "$a" "$1"', "sh", f"$(touch {marker}); x"],
-                               stdin_lines=["first line"])  # fmt: skip
+    code, out, err = link.exec(
+        ["sh", "-c", 'read -r a; printf "%s|%s" "$a" "$1"', "sh", f"$(touch {marker}); x"], stdin_lines=["first line"]
+    )
     assert (code, out, err) == (0, f"first line|$(touch {marker}); x", "") and not marker.exists()
 
 

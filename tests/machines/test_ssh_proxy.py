@@ -20,7 +20,7 @@ from tests.infra.sshd import SshServer, keygen
 
 pytestmark = pytest.mark.integration
 
-RELAY = '''\
+RELAY = """\
 import os, socket, sys, threading
 with open(sys.argv[3], "a") as log:
     log.write(" ".join(sys.argv[1:3]) + "\\n")
@@ -32,7 +32,7 @@ def up():
 threading.Thread(target=up, daemon=True).start()
 while data := s.recv(65536):
     os.write(1, data)
-'''
+"""
 
 
 def _config(tmp_path: Path, sshd: SshServer, extra: str) -> Path:
@@ -59,8 +59,12 @@ def _openssh(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_proxy_jump_goes_through_the_hop_and_openssh_goes_the_same_way(sshd: SshServer, tmp_path: Path) -> None:
-    target = SshTarget(host="behind-jump", ssh_config=_config(tmp_path, sshd, ""),
-                       known_hosts=_known_hosts(tmp_path, sshd, sshd.host_pubkey), allow_agent=False)  # fmt: skip
+    target = SshTarget(
+        host="behind-jump",
+        ssh_config=_config(tmp_path, sshd, ""),
+        known_hosts=_known_hosts(tmp_path, sshd, sshd.host_pubkey),
+        allow_agent=False,
+    )
     client = connect(target)
     try:
         assert isinstance(client.get_transport().sock, paramiko.Channel)  # SSH inside the hop's direct-tcpip channel
@@ -74,12 +78,19 @@ def test_proxy_jump_goes_through_the_hop_and_openssh_goes_the_same_way(sshd: Ssh
 
 def test_the_jump_host_key_is_checked_as_strictly_as_the_target(sshd: SshServer, tmp_path: Path) -> None:
     config = _config(tmp_path, sshd, "")
-    unknown = SshTarget(host="behind-jump", ssh_config=config, known_hosts=_known_hosts(tmp_path, sshd), allow_agent=False)
+    unknown = SshTarget(
+        host="behind-jump", ssh_config=config, known_hosts=_known_hosts(tmp_path, sshd), allow_agent=False
+    )
     with pytest.raises(HostKeyUnknownError, match=rf"Host key of \[localhost\]:{sshd.port} is not in"):
         connect(unknown)
     impostor = " ".join(keygen(tmp_path / "impostor", "impostor").split()[:2])
-    changed = SshTarget(host="behind-jump", ssh_config=config, known_hosts=_known_hosts(tmp_path, sshd, impostor),
-                        allow_agent=False, trust_on_first_use=True)  # fmt: skip
+    changed = SshTarget(
+        host="behind-jump",
+        ssh_config=config,
+        known_hosts=_known_hosts(tmp_path, sshd, impostor),
+        allow_agent=False,
+        trust_on_first_use=True,
+    )
     with pytest.raises(HostKeyChangedError, match="HOST KEY CHANGED for \\[localhost\\]"):
         connect(changed)
 
@@ -88,10 +99,16 @@ def test_proxy_command_runs_as_the_socket_with_tokens_as_separate_arguments(sshd
     relay = tmp_path / "relay with space.py"
     relay.write_text(RELAY)
     log = tmp_path / "relay.log"
-    config = _config(tmp_path, sshd, f"Host via-command\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
-                                     f"  IdentityFile {sshd.key_path}\n"
-                                     f"  ProxyCommand {sys.executable} '{relay}' %h %p '{log}'\n")  # fmt: skip
-    target = SshTarget(host="via-command", ssh_config=config, known_hosts=_known_hosts(tmp_path, sshd), allow_agent=False)
+    config = _config(
+        tmp_path,
+        sshd,
+        f"Host via-command\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
+        f"  IdentityFile {sshd.key_path}\n"
+        f"  ProxyCommand {sys.executable} '{relay}' %h %p '{log}'\n",
+    )
+    target = SshTarget(
+        host="via-command", ssh_config=config, known_hosts=_known_hosts(tmp_path, sshd), allow_agent=False
+    )
     link = SshLink(target, "via-command")
     try:
         assert link.exec(["echo", "through the command"])[:2] == (0, "through the command\n")
@@ -106,5 +123,7 @@ def test_proxy_command_runs_as_the_socket_with_tokens_as_separate_arguments(sshd
 def test_a_failing_proxy_command_is_a_clear_connection_error(sshd: SshServer, tmp_path: Path) -> None:
     config = _config(tmp_path, sshd, "Host broken\n  HostName 127.0.0.1\n  ProxyCommand /nonexistent/relay %h %p\n")
     link = SshLink(SshTarget(host="broken", ssh_config=config, known_hosts=_known_hosts(tmp_path, sshd)), "broken")
-    with pytest.raises(HostUnreachableError, match="cannot connect to broken .*ProxyCommand for broken could not start"):
+    with pytest.raises(
+        HostUnreachableError, match="cannot connect to broken .*ProxyCommand for broken could not start"
+    ):
         link.exec(["true"])

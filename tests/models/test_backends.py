@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models.registry import backend_named, backends
 from cosmos_assets.models.preview import PROGRAM_LOCAL, PROGRAM_REMOTE
+from cosmos_assets.models.registry import backend_named, backends
 from cosmos_assets.models.transfer1 import ALWAYS_NEEDED, CONTROL_CHECKPOINTS, DERIVED_CONTROL_MODELS, GUARDRAIL_MARKER
 from cosmos_assets.models.transfer1_cli import ENTRY_POINT
 from cosmos_assets.prompts.files import new_prompt_spec
@@ -17,9 +17,15 @@ from cosmos_assets.prompts.spec import ControlSpec, TransferSpec
 def test_backends_by_name_and_a_clear_error_for_an_unknown_one() -> None:
     assert set(backends()) == {"preview", "cosmos-transfer1", "cosmos-transfer2.5", "cosmos3"}
     assert backend_named(" Cosmos-Transfer1 ").name == "cosmos-transfer1"
-    assert backend_named("transfer1").name == "cosmos-transfer1" and backend_named("transfer2.5").name == "cosmos-transfer2.5"
-    with pytest.raises(ValueError, match=r"'transfer9' is not a backend here: use one of preview, cosmos-transfer1, "
-                       r"cosmos-transfer2.5, cosmos3"):
+    assert (
+        backend_named("transfer1").name == "cosmos-transfer1"
+        and backend_named("transfer2.5").name == "cosmos-transfer2.5"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"'transfer9' is not a backend here: use one of preview, cosmos-transfer1, "
+        r"cosmos-transfer2.5, cosmos3",
+    ):
         backend_named("transfer9")
 
 
@@ -66,7 +72,7 @@ def test_the_preview_runs_its_own_staged_program_with_transfer1s_flags_and_no_gp
     inv = preview.invocation
     assert inv.argv[:2] == ("python3", PROGRAM_REMOTE) and inv.entry_point == PROGRAM_REMOTE
     flags = list(model.invocation.argv)
-    assert list(inv.argv[2:]) == flags[flags.index(ENTRY_POINT) + 1:]  # the same command line as transfer.py
+    assert list(inv.argv[2:]) == flags[flags.index(ENTRY_POINT) + 1 :]  # the same command line as transfer.py
     assert not inv.needs_gpu and inv.checkpoints == ()
     assert inv.env == {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}  # the one process stands in for rank 0
     assert [(f.local, f.remote) for f in preview.program_files] == [(PROGRAM_LOCAL, PROGRAM_REMOTE)]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec
 
 T25 = backend_named("cosmos-transfer2.5")
@@ -19,7 +19,7 @@ def test_transfer2_5_puts_every_sample_file_after_one_i_and_maps_outputs_by_name
     argv = list(batch.request.invocation.argv)
     assert argv.count("-i") == 1 and argv.count("-o") == 1
     at = argv.index("-i")
-    assert argv[at + 1:at + 4] == ["inputs/prompts/a.json", "inputs/prompts/b.json", "inputs/prompts/c.json"]
+    assert argv[at + 1 : at + 4] == ["inputs/prompts/a.json", "inputs/prompts/b.json", "inputs/prompts/c.json"]
     assert argv[argv.index("-o") + 1] == "outputs/.batches/B1" == batch.request.invocation.output_folder
     assert batch.item_names == ("a", "b", "c")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.transfer1 import BatchLine
 from cosmos_assets.models.transfer1_cli import TransferInvocation
 from cosmos_assets.prompts.files import new_prompt_spec
@@ -14,16 +14,17 @@ from cosmos_assets.prompts.spec import TransferSpec, parse_spec
 T1 = backend_named("cosmos-transfer1")
 
 
-def item(prompt: str, spec: TransferSpec, **flags) -> BatchItem:  # noqa: ANN003
+def item(prompt: str, spec: TransferSpec, **flags) -> BatchItem:
     request = T1.generation(prompt, spec, f"run_{prompt}", 1)
     if flags:
         settings = TransferInvocation.model_validate({**request.invocation.settings, **flags})
-        request = type(request)(spec=request.spec, spec_remote=request.spec_remote,
-                                invocation=T1.invocation(spec, settings))  # fmt: skip
+        request = type(request)(
+            spec=request.spec, spec_remote=request.spec_remote, invocation=T1.invocation(spec, settings)
+        )
     return BatchItem(prompt=prompt, spec=spec, request=request)
 
 
-def with_keys(spec: TransferSpec, **keys) -> TransferSpec:  # noqa: ANN003
+def with_keys(spec: TransferSpec, **keys) -> TransferSpec:
     return parse_spec({**spec.to_json_dict(), **keys})
 
 
@@ -88,9 +89,14 @@ def test_an_upscale_batch_is_batch_size_1_with_the_top_level_input_video_and_one
     argv = list(batch.request.invocation.argv)
     assert batch.batch_size == 1 and argv[argv.index("--batch_size") + 1] == "1"  # transfer.py:290-293 forces it
     assert batch.item_texts == (None, None) and batch.item_folders == ("video_0", "video_1")
-    assert batch.request.spec == {"input_video_path": "inputs/generated/a/r/output.mp4", "upscale": {"control_weight": 0.5}}
+    assert batch.request.spec == {
+        "input_video_path": "inputs/generated/a/r/output.mp4",
+        "upscale": {"control_weight": 0.5},
+    }
     assert "--num_steps" in argv and argv[argv.index("--num_steps") + 1] == "10"
     assert batch.batch_file is not None
     lines = [json.loads(line) for line in batch.batch_file[1].splitlines()]
-    assert lines == [{"prompt": "a street", "visual_input": "inputs/generated/a/r/output.mp4", "control_overrides": {}},
-                     {"prompt": "", "visual_input": "inputs/generated/b/r/output.mp4", "control_overrides": {}}]
+    assert lines == [
+        {"prompt": "a street", "visual_input": "inputs/generated/a/r/output.mp4", "control_overrides": {}},
+        {"prompt": "", "visual_input": "inputs/generated/b/r/output.mp4", "control_overrides": {}},
+    ]

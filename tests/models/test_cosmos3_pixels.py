@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models import cosmos3_pixels as pixels
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.prompts.spec import SpecError, TransferSpec, parse_spec
 
@@ -21,13 +21,23 @@ def spec_with(**extra: object) -> TransferSpec:
 
 
 def one_control(**extra: object) -> TransferSpec:
-    data = {"prompt": "a street", "input_video_path": "inputs/videos/shot_a/color.mp4",
-            "edge": {"control_weight": 1.0}, **extra}  # fmt: skip
+    data = {
+        "prompt": "a street",
+        "input_video_path": "inputs/videos/shot_a/color.mp4",
+        "edge": {"control_weight": 1.0},
+        **extra,
+    }
     return parse_spec(data, "p1.json")
 
 
-@pytest.mark.parametrize(("block", "flag"), [({}, "--no-diffusion-cache"), ({"diffusion_cache": False}, "--no-diffusion-cache"),
-                                             ({"diffusion_cache": True}, "--diffusion-cache")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("block", "flag"),
+    [
+        ({}, "--no-diffusion-cache"),
+        ({"diffusion_cache": False}, "--no-diffusion-cache"),
+        ({"diffusion_cache": True}, "--diffusion-cache"),
+    ],
+)
 def test_the_diffusion_cache_is_always_passed_and_recorded(block: dict, flag: str) -> None:
     inv = backend_named(C3).generation("p1", spec_with(cosmos_assets={C3: block}), "r1", 1).invocation
     assert inv.argv[-1] == flag
@@ -48,7 +58,9 @@ def test_a_pinned_revision_goes_offline_and_is_checked_on_the_host() -> None:
     assert inv.revision_files == {"nvidia/Cosmos3-Nano": "cache/huggingface/hub/models--nvidia--Cosmos3-Nano/refs/main"}
     assert inv.settings["checkpoint_revision"] == PIN
     free = backend_named(C3).generation("p1", spec_with(), "r1", 1).invocation
-    assert free.pinned_revisions == {} and "HF_HUB_OFFLINE" not in free.env and free.revision_files == inv.revision_files
+    assert (
+        free.pinned_revisions == {} and "HF_HUB_OFFLINE" not in free.env and free.revision_files == inv.revision_files
+    )
     with pytest.raises(SpecError, match="checkpoint_revision"):
         backend_named(C3).generation("p1", spec_with(cosmos_assets={C3: {"checkpoint_revision": "main"}}), "r1", 1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,12 +14,12 @@ import pytest
 from cosmos_assets.machines import ssh_served
 from cosmos_assets.machines.job import InferenceJob, RunOutcome, Serving
 from cosmos_assets.machines.service_watchdog import idle_expired
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models import cosmos3_serve as serve
 from cosmos_assets.models.base import BatchItem
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec
-from cosmos_assets.runs.oom import with_offload
 from cosmos_assets.prompts.spec import TransferSpec, parse_spec
+from cosmos_assets.runs.oom import with_offload
 
 STANDIN = Path(__file__).resolve().parents[1] / "standins/cosmos3/cosmos_framework/inference/ray/serve.py"
 ONE_SHOT = ["python", "-m", serve.CLI_MODULE, "--parallelism-preset=latency", "-i", "inputs/prompts/p.json", "-o",
@@ -51,15 +51,26 @@ def test_the_request_is_the_translated_sample_and_refuses_what_the_app_would() -
 
 def test_the_stand_in_parses_the_same_request_model_as_the_client_sends() -> None:
     tree = ast.parse(STANDIN.read_text())
-    fields = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "FIELDS")
+    fields = next(
+        n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "FIELDS"
+    )
     names = {elt.value for elt in fields.args[0].elts if isinstance(elt, ast.Constant)}
     assert names | set(serve.HINTS) == serve.REQUEST_FIELDS  # the hints are spread in from HINTS in both
 
 
 def test_the_service_command_is_the_one_shot_setup_on_the_serving_module() -> None:
     argv = serve.service_argv(ONE_SHOT + ["--no-guardrails"], 1)
-    assert argv == ("python", "-m", serve.SERVE_MODULE, "--parallelism-preset=latency", "--checkpoint-path",
-                    "Cosmos3-Nano", "--no-guardrails", "--diffusion-cache", "--world-size=1")  # fmt: skip
+    assert argv == (
+        "python",
+        "-m",
+        serve.SERVE_MODULE,
+        "--parallelism-preset=latency",
+        "--checkpoint-path",
+        "Cosmos3-Nano",
+        "--no-guardrails",
+        "--diffusion-cache",
+        "--world-size=1",
+    )
     torchrun = ["torchrun", "--nproc-per-node=4", *ONE_SHOT[1:4], "-i", "a.json", "b.json", *ONE_SHOT[6:]]
     four = serve.service_argv(torchrun + ["--no-diffusion-cache"], 4)
     assert four[:3] == ("python", "-m", serve.SERVE_MODULE) and "a.json" not in four and "b.json" not in four
@@ -73,18 +84,22 @@ def test_chunks_follow_upstreams_rule(frames: int, chunks: int) -> None:
     assert serve.chunks(frames) == chunks
 
 
-@pytest.mark.parametrize(("resolution", "hints", "frames", "size", "fits", "words"), [
-    ("480", ["depth"], 8, "nano", True, "480p, one control, 8 frames (1 chunk(s)) is about 68 s"),
-    ("480", ["depth"], 277, "nano", True, "3 chunk(s)) is about 204 s"),
-    ("480", ["depth"], 278, "nano", False, "4 chunk(s)) is about 272 s on an H100"),
-    ("720", ["edge"], 8, "nano", False, "720p, one control, 8 frames (1 chunk(s)) is about 244 s"),
-    ("480", ["edge", "depth"], 8, "nano", True, "480p, several controls, 8 frames (1 chunk(s)) is about 239 s"),
-    ("480", ["edge", "depth"], 94, "nano", False, "several controls, 94 frames (2 chunk(s)) is about 477 s"),
-    ("256", ["depth"], 8, "super", True, "is about 49 s"),
-    ("480", ["depth"], None, "nano", False, "its frame count is not known here"),
-])  # fmt: skip
-def test_served_only_what_the_app_can_finish_in_its_300_seconds(resolution: str, hints: list[str], frames: int | None,
-                                                                 size: str, fits: bool, words: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("resolution", "hints", "frames", "size", "fits", "words"),
+    [
+        ("480", ["depth"], 8, "nano", True, "480p, one control, 8 frames (1 chunk(s)) is about 68 s"),
+        ("480", ["depth"], 277, "nano", True, "3 chunk(s)) is about 204 s"),
+        ("480", ["depth"], 278, "nano", False, "4 chunk(s)) is about 272 s on an H100"),
+        ("720", ["edge"], 8, "nano", False, "720p, one control, 8 frames (1 chunk(s)) is about 244 s"),
+        ("480", ["edge", "depth"], 8, "nano", True, "480p, several controls, 8 frames (1 chunk(s)) is about 239 s"),
+        ("480", ["edge", "depth"], 94, "nano", False, "several controls, 94 frames (2 chunk(s)) is about 477 s"),
+        ("256", ["depth"], 8, "super", True, "is about 49 s"),
+        ("480", ["depth"], None, "nano", False, "its frame count is not known here"),
+    ],
+)
+def test_served_only_what_the_app_can_finish_in_its_300_seconds(
+    resolution: str, hints: list[str], frames: int | None, size: str, fits: bool, words: str
+) -> None:
     spec = {"name": "p", "prompt": "x", "resolution": resolution, **{h: {"control_path": "/w/c.mp4"} for h in hints}}
     call = serve.served_call(spec, ONE_SHOT, 1, size, frames)
     assert call.fits is fits and words in call.why
@@ -141,15 +156,19 @@ def job(fits: bool, served: bool = True) -> InferenceJob:
     return InferenceJob(run_id="r1", stage="generate", prompt="p", invocation=invocation, inputs=[])
 
 
-@pytest.mark.parametrize(("mode", "fits", "files", "served", "words"), [
-    ("auto", True, None, True, "served: 480p"),
-    ("auto", False, None, False, "one-shot: 720p"),
-    ("never", True, None, False, "serving is off for this host"),
-    ("always", False, None, True, "served (serve: always), although 720p"),
-    ("always", True, set(), False, "has no serving app (cosmos_framework/inference/ray/serve.py)"),
-])  # fmt: skip
-def test_served_or_one_shot_per_host_setting(mode: str, fits: bool, files: set[str] | None, served: bool,
-                                              words: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "fits", "files", "served", "words"),
+    [
+        ("auto", True, None, True, "served: 480p"),
+        ("auto", False, None, False, "one-shot: 720p"),
+        ("never", True, None, False, "serving is off for this host"),
+        ("always", False, None, True, "served (serve: always), although 720p"),
+        ("always", True, set(), False, "has no serving app (cosmos_framework/inference/ray/serve.py)"),
+    ],
+)
+def test_served_or_one_shot_per_host_setting(
+    mode: str, fits: bool, files: set[str] | None, served: bool, words: str
+) -> None:
     host = FakeHost(mode) if files is None else FakeHost(mode, files)
     choice, why = ssh_served.serve_choice(host, job(fits))  # type: ignore[arg-type]
     assert choice is served and words in why
@@ -159,35 +178,62 @@ def test_a_model_without_a_serving_app_runs_as_before_and_says_nothing() -> None
     assert ssh_served.serve_choice(FakeHost("always"), job(True, served=False)) == (False, "")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("now", "ready", "last", "busy", "expired"), [
-    (1000.0, None, None, None, False),  # still loading: never stopped for idleness
-    (1000.0, 900.0, None, None, True),  # loaded 100 s ago, no request since: idle 60 s reached
-    (1000.0, 900.0, 950.0, None, False),  # a request ended 50 s ago
-    (1000.0, 900.0, 940.0, None, True),  # ... 60 s ago
-    (1000.0, 900.0, 900.0, 990.0, False),  # a request is running
-    (5000.0, 900.0, 900.0, 990.0, True),  # its busy marker is stale (the client died): idle since it was set
-])  # fmt: skip
-def test_the_idle_rule_with_a_forced_clock(now: float, ready: float | None, last: float | None, busy: float | None,
-                                           expired: bool) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("now", "ready", "last", "busy", "expired"),
+    [
+        (1000.0, None, None, None, False),  # still loading: never stopped for idleness
+        (1000.0, 900.0, None, None, True),  # loaded 100 s ago, no request since: idle 60 s reached
+        (1000.0, 900.0, 950.0, None, False),  # a request ended 50 s ago
+        (1000.0, 900.0, 940.0, None, True),  # ... 60 s ago
+        (1000.0, 900.0, 900.0, 990.0, False),  # a request is running
+        (5000.0, 900.0, 900.0, 990.0, True),  # its busy marker is stale (the client died): idle since it was set
+    ],
+)
+def test_the_idle_rule_with_a_forced_clock(
+    now: float, ready: float | None, last: float | None, busy: float | None, expired: bool
+) -> None:
     assert idle_expired(now, ready, last, busy, idle_seconds=60.0, busy_stale_seconds=3600.0) is expired
 
 
-@pytest.mark.parametrize(("serving", "served_by", "load"), [
-    (Serving(mode="served", reason="served: 480p", service_container="cosmos-service-gpu1-abc", service_id="0123456789ab",
-             load_seconds=42.5), "service 0123456789ab", 42.5),
-    (Serving(mode="served", reason="served: 480p", service_container="cosmos-service-gpu1-abc", service_id="0123456789ab"),
-     "service 0123456789ab", None),
-    (Serving(mode="one-shot", reason="one-shot: 720p ... 300 s"), "one-shot", None),
-])  # fmt: skip
-def test_record_history_and_metadata_say_which_served_the_run(tmp_path: Path, serving: Serving, served_by: str,
-                                                               load: float | None) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("serving", "served_by", "load"),
+    [
+        (
+            Serving(
+                mode="served",
+                reason="served: 480p",
+                service_container="cosmos-service-gpu1-abc",
+                service_id="0123456789ab",
+                load_seconds=42.5,
+            ),
+            "service 0123456789ab",
+            42.5,
+        ),
+        (
+            Serving(
+                mode="served",
+                reason="served: 480p",
+                service_container="cosmos-service-gpu1-abc",
+                service_id="0123456789ab",
+            ),
+            "service 0123456789ab",
+            None,
+        ),
+        (Serving(mode="one-shot", reason="one-shot: 720p ... 300 s"), "one-shot", None),
+    ],
+)
+def test_record_history_and_metadata_say_which_served_the_run(
+    tmp_path: Path, serving: Serving, served_by: str, load: float | None
+) -> None:
     from cosmos_assets.defs.assets.run_metadata import serving_metadata
     from tests.runs.test_record import _record
 
     record = _record(tmp_path, model="cosmos3")
-    now = datetime.now(timezone.utc)
-    record.ran(["docker", "run"], RunOutcome(exit_code=0, command=["docker", "run"], started_at=now, finished_at=now,
-                                             serving=serving))  # fmt: skip
+    now = datetime.now(UTC)
+    record.ran(
+        ["docker", "run"],
+        RunOutcome(exit_code=0, command=["docker", "run"], started_at=now, finished_at=now, serving=serving),
+    )
     record.state = "succeeded"
     assert record.serving == serving and record.history().served_by == served_by
     meta = serving_metadata(record)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_assets.models.registry import backend_named
-
-from cosmos_assets.models.refused_keys import prompt_file_invocation_keys
-from cosmos_assets.models import cosmos3_contract as cosmos3, transfer2_5_contract as transfer2_5, transfer1_cli
+from cosmos_assets.models import cosmos3_contract as cosmos3
+from cosmos_assets.models import transfer1_cli
+from cosmos_assets.models import transfer2_5_contract as transfer2_5
 from cosmos_assets.models.invocation_keys import cli_flags
+from cosmos_assets.models.refused_keys import prompt_file_invocation_keys
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.prompts.spec import SpecError, load_spec, parse_spec
 
@@ -59,8 +60,11 @@ def test_every_transfer1_flag_is_classified_once_invocation_or_item() -> None:
 
 @pytest.mark.parametrize("model", [T25, C3])
 def test_the_named_exceptions_are_real_flags_or_spec_fields(model: str) -> None:
-    module, cli, schema = ((transfer2_5, "transfer2_5_cli.json", "transfer2_5_spec_schema.json") if model == T25
-                           else (cosmos3, "cosmos3_cli.json", "cosmos3_spec_schema.json"))  # fmt: skip
+    module, cli, schema = (
+        (transfer2_5, "transfer2_5_cli.json", "transfer2_5_spec_schema.json")
+        if model == T25
+        else (cosmos3, "cosmos3_cli.json", "cosmos3_spec_schema.json")
+    )
     contract = Path(module.__file__).parents[1] / "contract"
     flags = cli_flags(json.loads((contract / cli).read_text()))
     fields = set(json.loads((contract / schema).read_text())["properties"])
@@ -69,24 +73,87 @@ def test_the_named_exceptions_are_real_flags_or_spec_fields(model: str) -> None:
     assert set(launch) - {"size"} <= set(flags)  # cosmos3's size is ours (it maps to --checkpoint-path)
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    (T1, {"batch_input_path", "batch_size", "video_save_folder", "video_save_name", "checkpoint_dir", "num_gpus",
-          "controlnet_specs", "tokenizer_dir"}),
-    (T25, {"input_files", "output_dir", "checkpoint_path", "context_parallel_size", "name", "video_path",
-           "prompt_path", "edge.control_path", "seg.mask_path", "experiment", "config_file", "keep_going"}),
-    (C3, {"input_files", "output_dir", "checkpoint_path", "parallelism_preset", "cp_size", "dp_shard_size", "name",
-          "vision_path", "prompt_path", "blur.control_path", "model_mode", "negative_prompt_file", "max_num_seqs"}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (
+            T1,
+            {
+                "batch_input_path",
+                "batch_size",
+                "video_save_folder",
+                "video_save_name",
+                "checkpoint_dir",
+                "num_gpus",
+                "controlnet_specs",
+                "tokenizer_dir",
+            },
+        ),
+        (
+            T25,
+            {
+                "input_files",
+                "output_dir",
+                "checkpoint_path",
+                "context_parallel_size",
+                "name",
+                "video_path",
+                "prompt_path",
+                "edge.control_path",
+                "seg.mask_path",
+                "experiment",
+                "config_file",
+                "keep_going",
+            },
+        ),
+        (
+            C3,
+            {
+                "input_files",
+                "output_dir",
+                "checkpoint_path",
+                "parallelism_preset",
+                "cp_size",
+                "dp_shard_size",
+                "name",
+                "vision_path",
+                "prompt_path",
+                "blur.control_path",
+                "model_mode",
+                "negative_prompt_file",
+                "max_num_seqs",
+            },
+        ),
+    ],
+)
 def test_the_contracts_hold_the_invocation_level_keys(model: str, expected: set[str]) -> None:
     assert expected <= set(keys_of(model))
 
 
 @pytest.mark.parametrize("model", [T1, T25, C3])
 def test_per_item_generation_settings_are_never_invocation_level(model: str) -> None:
-    item = {"seed", "guidance", "num_steps", "prompt", "negative_prompt", "sigma_max", "resolution", "fps",
-            "control_weight", "weight", "max_frames", "shift", "control_guidance", "edge.control_weight",
-            "edge.preset_edge_threshold", "edge.mask_prompt", "offload_guardrail_models", "disable_guardrails",
-            "guardrails", "use_torch_compile"}  # fmt: skip
+    item = {
+        "seed",
+        "guidance",
+        "num_steps",
+        "prompt",
+        "negative_prompt",
+        "sigma_max",
+        "resolution",
+        "fps",
+        "control_weight",
+        "weight",
+        "max_frames",
+        "shift",
+        "control_guidance",
+        "edge.control_weight",
+        "edge.preset_edge_threshold",
+        "edge.mask_prompt",
+        "offload_guardrail_models",
+        "disable_guardrails",
+        "guardrails",
+        "use_torch_compile",
+    }
     assert not item & set(keys_of(model))
 
 
@@ -99,7 +166,7 @@ def test_an_invocation_level_key_at_the_top_level_is_refused_naming_file_key_and
 ) -> None:
     message = refusal(tmp_path, {**SEED, key: "x"})
     [line] = [line for line in message.splitlines() if f": {key} = " in line]
-    assert line.startswith(f"{tmp_path / 'bad_prompt.json'}: {key} = \"x\": sets ")
+    assert line.startswith(f'{tmp_path / "bad_prompt.json"}: {key} = "x": sets ')
     assert "invocation, which is the project's; remove it" in line
     assert prompt_file_invocation_keys()[key].message() in line
 
@@ -110,22 +177,24 @@ def test_an_invocation_level_key_in_the_model_block_is_refused_naming_file_key_a
 ) -> None:
     message = refusal(tmp_path, with_block_key(model, key))
     expected = backend_named(model).invocation_keys()[key].message()
-    assert message == f"{tmp_path / 'bad_prompt.json'}: cosmos_assets.{model}.{key} = \"x\": {expected}"
+    assert message == f'{tmp_path / "bad_prompt.json"}: cosmos_assets.{model}.{key} = "x": {expected}'
 
 
 def test_batch_input_path_the_issues_case_is_refused_with_the_batching_fix(tmp_path: Path) -> None:
     message = refusal(tmp_path, {**SEED, "batch_input_path": "inputs/batches/another.jsonl"})
-    assert message == (f"{tmp_path / 'bad_prompt.json'}: batch_input_path = \"inputs/batches/another.jsonl\": sets "
-                       "batch mode (the prompts it reads) of the cosmos-transfer1 invocation, which is the project's; "
-                       "remove it; the project batches prompts itself: run a partition range (docs/batching.md)")
+    assert message == (
+        f'{tmp_path / "bad_prompt.json"}: batch_input_path = "inputs/batches/another.jsonl": sets '
+        "batch mode (the prompts it reads) of the cosmos-transfer1 invocation, which is the project's; "
+        "remove it; the project batches prompts itself: run a partition range (docs/batching.md)"
+    )
 
 
 def test_a_prompt_can_no_longer_rename_its_sample_or_point_it_at_another_prompts_files(tmp_path: Path) -> None:
     """``name`` and ``video_path`` at the top level used to reach Transfer2.5's spec as they were (another sample's
     name, a path never checked nor uploaded)."""
     message = refusal(tmp_path, {**SEED, "name": "city_mask_v2", "video_path": "/workspace/outputs/city/x.mp4"})
-    assert "name = \"city_mask_v2\": sets the output file names" in message
-    assert "video_path = \"/workspace/outputs/city/x.mp4\": sets an input path" in message
+    assert 'name = "city_mask_v2": sets the output file names' in message
+    assert 'video_path = "/workspace/outputs/city/x.mp4": sets an input path' in message
 
 
 def test_several_invocation_keys_are_each_named_on_their_own_line(tmp_path: Path) -> None:
@@ -137,8 +206,16 @@ def test_several_invocation_keys_are_each_named_on_their_own_line(tmp_path: Path
 
 
 def test_transfer1_item_flags_stay_allowed_at_the_top_level() -> None:
-    values = {"guidance": 7.0, "num_steps": 30, "fps": 24, "blur_strength": "low", "canny_threshold": "high",
-              "num_input_frames": 1, "upsample_prompt": True, "offload_diffusion_transformer": True}  # fmt: skip
+    values = {
+        "guidance": 7.0,
+        "num_steps": 30,
+        "fps": 24,
+        "blur_strength": "low",
+        "canny_threshold": "high",
+        "num_input_frames": 1,
+        "upsample_prompt": True,
+        "offload_diffusion_transformer": True,
+    }
     assert set(values) <= set(transfer1_cli.ITEM_FLAGS)
     spec = parse_spec({**SEED, **values})
     assert spec.to_json_dict()["num_steps"] == 30
@@ -152,11 +229,28 @@ def test_an_upsampled_prompt_is_made_the_invocations_torchrun_and_the_upsamplers
 
 
 def test_the_model_blocks_own_settings_stay_allowed() -> None:
-    spec = parse_spec({**SEED, "cosmos_assets": {
-        "model": T25,
-        T25: {"guidance": 3, "seed": 1, "num_steps": 20, "disable_guardrails": True, "edge": {"mask_prompt": "car"}},
-        C3: {"size": "super", "guardrails": False, "use_torch_compile": False, "shift": 10.0, "control_guidance": 1.5},
-    }})  # fmt: skip
+    spec = parse_spec(
+        {
+            **SEED,
+            "cosmos_assets": {
+                "model": T25,
+                T25: {
+                    "guidance": 3,
+                    "seed": 1,
+                    "num_steps": 20,
+                    "disable_guardrails": True,
+                    "edge": {"mask_prompt": "car"},
+                },
+                C3: {
+                    "size": "super",
+                    "guardrails": False,
+                    "use_torch_compile": False,
+                    "shift": 10.0,
+                    "control_guidance": 1.5,
+                },
+            },
+        }
+    )
     assert backend_named(T25).generation("p", spec, "r1", 1).spec["edge"]["mask_prompt"] == "car"
     assert "--checkpoint-path" in backend_named(C3).generation("p", spec, "r1", 2).invocation.argv
 
@@ -165,7 +259,9 @@ def test_the_model_blocks_own_settings_stay_allowed() -> None:
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared contracts not present at {SHARED}")
-@pytest.mark.parametrize("path", sorted((SHARED / "cosmos-transfer1" / "spec-examples").glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((SHARED / "cosmos-transfer1" / "spec-examples").glob("*.json")), ids=lambda p: p.stem
+)
 def test_every_transfer1_upstream_example_still_loads(path: Path) -> None:
     assert load_spec(path).to_json_dict() == json.loads(path.read_text())
 
@@ -173,13 +269,19 @@ def test_every_transfer1_upstream_example_still_loads(path: Path) -> None:
 def _samples(model_dir: str) -> list[tuple[str, dict]]:
     found = []
     for path in sorted((SHARED / model_dir / "spec-examples").glob("*.json*")):
-        texts = [path.read_text()] if path.suffix == ".json" else [t for t in path.read_text().splitlines() if t.strip()]
+        texts = (
+            [path.read_text()] if path.suffix == ".json" else [t for t in path.read_text().splitlines() if t.strip()]
+        )
         found += [(f"{path.name}[{i}]", json.loads(text)) for i, text in enumerate(texts)]
     return found
 
 
-NEWER_SAMPLES = [(m, n, s) for m, d in ((T25, "cosmos-transfer2.5"), (C3, "cosmos3")) if (SHARED / d).is_dir()
-                 for n, s in _samples(d)]  # fmt: skip
+NEWER_SAMPLES = [
+    (m, n, s)
+    for m, d in ((T25, "cosmos-transfer2.5"), (C3, "cosmos3"))
+    if (SHARED / d).is_dir()
+    for n, s in _samples(d)
+]
 
 
 @pytest.mark.parametrize(("model", "name", "sample"), NEWER_SAMPLES, ids=[f"{m}:{n}" for m, n, _ in NEWER_SAMPLES])
@@ -187,11 +289,15 @@ def test_an_upstream_samples_generation_settings_load_in_the_model_block(model: 
     """An upstream sample's keys the contract refuses are only those the project sets itself (its name, its mode,
     its input paths); the rest, laid in the model block, loads."""
     keys = backend_named(model).invocation_keys()
-    refused = {k for k in sample if k in keys} | {f"{k}.{s}" for k, v in sample.items() if isinstance(v, dict)
-                                                  for s in v if f"{k}.{s}" in keys}  # fmt: skip
+    refused = {k for k in sample if k in keys} | {
+        f"{k}.{s}" for k, v in sample.items() if isinstance(v, dict) for s in v if f"{k}.{s}" in keys
+    }
     assert all(k in ("name", "model_mode") or "path" in k or k.endswith("_file") for k in refused), refused
-    kept = {k: ({s: x for s, x in v.items() if f"{k}.{s}" not in keys} if isinstance(v, dict) else v)
-            for k, v in sample.items() if k not in keys}  # fmt: skip
+    kept = {
+        k: ({s: x for s, x in v.items() if f"{k}.{s}" not in keys} if isinstance(v, dict) else v)
+        for k, v in sample.items()
+        if k not in keys
+    }
     parse_spec({**SEED, "cosmos_assets": {model: kept}})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ def seed_spec(**extra: object) -> TransferSpec:
 
 
 def outcome(code: int = 0) -> RunOutcome:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return RunOutcome(exit_code=code, command=[], started_at=now, finished_at=now)
 
 
@@ -34,12 +34,16 @@ def outcome(code: int = 0) -> RunOutcome:
 def test_transfer2_5_writes_its_own_spec_from_the_prompt_file() -> None:
     request = backend_named("transfer2.5").generation("p1", seed_spec(guidance=5.0, sigma_max=80), "r1", 1)
     assert request.spec == {
-        "name": "p1", "prompt": "a street", "video_path": "/workspace/inputs/videos/shot_a/color.mp4",
-        "sigma_max": "80", "guidance": 5,
-        "edge": {"control_weight": 0.25}, "vis": {"control_weight": 0.25},
+        "name": "p1",
+        "prompt": "a street",
+        "video_path": "/workspace/inputs/videos/shot_a/color.mp4",
+        "sigma_max": "80",
+        "guidance": 5,
+        "edge": {"control_weight": 0.25},
+        "vis": {"control_weight": 0.25},
         "depth": {"control_path": "/workspace/inputs/videos/shot_a/depth.mp4", "control_weight": 0.25},
         "seg": {"control_path": "/workspace/inputs/videos/shot_a/segmentation.mp4", "control_weight": 0.25},
-    }  # fmt: skip
+    }
     assert isinstance(request.spec["sigma_max"], str) and isinstance(request.spec["guidance"], int)
 
 
@@ -60,7 +64,11 @@ def test_transfer2_5_argv_caches_and_guardrail_switch() -> None:
     ("changes", "field", "words"),
     [
         ({"depth": {"control_weight": "maps/w.pt"}}, "depth.control_weight", ".pt weight map"),
-        ({"depth": {"control_weight": 1.5, "input_control": "inputs/videos/shot_a/depth.mp4"}}, "depth.control_weight", "0..1"),
+        (
+            {"depth": {"control_weight": 1.5, "input_control": "inputs/videos/shot_a/depth.mp4"}},
+            "depth.control_weight",
+            "0..1",
+        ),
         ({"keypoint": {"control_weight": 0.3}}, "keypoint", "no keypoint control"),
         ({"guidance": 7.5}, "guidance", "whole number 0..7"),
         ({"input_video_path": None}, "input_video_path", "needs the RGB video"),
@@ -114,9 +122,19 @@ def test_cosmos3_writes_a_video2video_spec_with_hints() -> None:
     assert spec["blur"] == {"weight": 0.25} and "vis" not in spec
     assert spec["depth"] == {"control_path": "/workspace/inputs/videos/shot_a/depth.mp4", "weight": 0.25}
     inv = request.invocation
-    assert inv.argv == ("python", "-m", "cosmos_framework.scripts.inference", "--parallelism-preset=latency",
-                        "-i", "inputs/prompts/p1.json", "-o", "outputs/p1/r1", "--checkpoint-path", "Cosmos3-Nano",
-                        "--no-diffusion-cache")
+    assert inv.argv == (
+        "python",
+        "-m",
+        "cosmos_framework.scripts.inference",
+        "--parallelism-preset=latency",
+        "-i",
+        "inputs/prompts/p1.json",
+        "-o",
+        "outputs/p1/r1",
+        "--checkpoint-path",
+        "Cosmos3-Nano",
+        "--no-diffusion-cache",
+    )
     assert inv.entry_point == "cosmos_framework/scripts/inference.py" and inv.guardrail_marker is None
     assert inv.cache_dirs == CACHE_DIRS and inv.cache_free_gb >= 100
 

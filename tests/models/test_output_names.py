@@ -9,19 +9,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.models.base import BatchItem
+from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec
 from cosmos_assets.runs.batch import group_for_batches
-from cosmos_assets.runs.batch_members import Member as _Member
 from cosmos_assets.runs.batch_files import excerpt
 from cosmos_assets.runs.batch_map import map_outputs, own_files, unclaimed_files
+from cosmos_assets.runs.batch_members import Member as _Member
 
 T1, T25, C3 = backend_named("cosmos-transfer1"), backend_named("cosmos-transfer2.5"), backend_named("cosmos3")
 PREFIXED = ["city", "city_mask_v2", "city-2", "city2", "city.v2", "city_control", "city_mask"]
 
 
-def item(backend, prompt: str, **block: object) -> BatchItem:  # noqa: ANN001
+def item(backend, prompt: str, **block: object) -> BatchItem:
     data = new_prompt_spec("shot_a", f"text of {prompt}").to_json_dict()
     if block:
         data["cosmos_assets"] = {backend.name: block}
@@ -31,8 +31,9 @@ def item(backend, prompt: str, **block: object) -> BatchItem:  # noqa: ANN001
     return BatchItem(prompt=prompt, spec=spec, request=backend.generation(prompt, spec, f"run_{prompt}", 1))
 
 
-def write_flat_sample(folder: Path, name: str, controls: tuple[str, ...] = ("edge",), masks: tuple[str, ...] = (),
-                      blocked: bool = False) -> set[str]:  # fmt: skip
+def write_flat_sample(
+    folder: Path, name: str, controls: tuple[str, ...] = ("edge",), masks: tuple[str, ...] = (), blocked: bool = False
+) -> set[str]:
     """Upstream's flat files of one sample (cosmos_transfer2/inference.py); the names written."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {f"{name}.json": json.dumps({"name": name, "prompt": f"text of {name}"})}
@@ -78,7 +79,13 @@ def test_transfer2_5_city_does_not_take_city_mask_v2s_files_and_each_finds_its_o
         video = T25.output_video(folder)
         assert video == folder / "output.mp4" and video.read_text() == f"video of {name}"
     assert sorted(p.name for p in (tmp_path / "city").iterdir()) == [
-        "city.json", "city.mp4", "city.txt", "city_control_edge.mp4", "city_mask_edge.mp4", "output.mp4"]
+        "city.json",
+        "city.mp4",
+        "city.txt",
+        "city_control_edge.mp4",
+        "city_mask_edge.mp4",
+        "output.mp4",
+    ]
     assert not list(fetched.iterdir())
 
 
@@ -97,17 +104,28 @@ def test_transfer2_5_reads_the_sample_name_from_its_own_json_not_from_other_json
     assert T25.output_video(tmp_path).read_text() == "video of city"
 
 
-@pytest.mark.parametrize(("other", "clash"), [
-    ("city_mask_v2", False), ("city-2", False), ("city2", False), ("city_control", False),
-    ("city_mask_edge", True), ("city_control_seg", True), ("city_mask_guided_generation", True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("other", "clash"),
+    [
+        ("city_mask_v2", False),
+        ("city-2", False),
+        ("city2", False),
+        ("city_control", False),
+        ("city_mask_edge", True),
+        ("city_control_seg", True),
+        ("city_mask_guided_generation", True),
+    ],
+)
 def test_transfer2_5_never_batches_samples_whose_file_names_could_be_each_others(other: str, clash: bool) -> None:
     city, second = item(T25, "city"), item(T25, other)
     assert T25.shares_batch_with(second, [city]) is not clash
-    members = [_Member(i.prompt, T25, SimpleNamespace(spec=i.spec, request=i.request), None, None)  # type: ignore[arg-type]
-               for i in (city, second)]
-    assert [[m.prompt for m in g] for g in group_for_batches(members)] == \
-        ([["city"], [other]] if clash else [["city", other]])  # fmt: skip
+    members = [
+        _Member(i.prompt, T25, SimpleNamespace(spec=i.spec, request=i.request), None, None)  # type: ignore[arg-type]
+        for i in (city, second)
+    ]
+    assert [[m.prompt for m in g] for g in group_for_batches(members)] == (
+        [["city"], [other]] if clash else [["city", other]]
+    )
 
 
 # --------------------------------------------------------------------------- Cosmos 3: a folder per sample
@@ -124,8 +142,9 @@ def test_cosmos3_maps_each_prefixed_name_to_its_own_folder(tmp_path: Path) -> No
     for name in PREFIXED:
         write_c3_sample(tmp_path, name)
     batch = C3.batch_generation("B1", [item(C3, name) for name in PREFIXED], 1)
-    outcomes = map_outputs(tmp_path, batch.item_texts, batch.item_folders, batch.prompt_file, 1, 0, False,
-                           video=batch.item_video)  # fmt: skip
+    outcomes = map_outputs(
+        tmp_path, batch.item_texts, batch.item_folders, batch.prompt_file, 1, 0, False, video=batch.item_video
+    )
     assert [(o.status, o.folder) for o in outcomes] == [("succeeded", name) for name in PREFIXED]
     assert C3.output_video(tmp_path, "city_mask_v2").read_text() == "video of city_mask_v2"
     assert not C3.output_video(tmp_path).exists()  # several samples and no name: none is guessed
@@ -137,9 +156,11 @@ def test_cosmos3_one_sample_folder_is_found_by_upstreams_own_files(tmp_path: Pat
     assert C3.output_video(tmp_path).read_text() == "video of city"
 
 
-@pytest.mark.parametrize(("backend", "expected"), [(T25, "outputs/city/r1/city.mp4"), (C3, "outputs/city/r1/city/vision.mp4"),
-                                                   (T1, "outputs/city/r1/output.mp4")])  # fmt: skip
-def test_a_runs_video_on_the_host_is_named_exactly_for_adoption(backend, expected: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [(T25, "outputs/city/r1/city.mp4"), (C3, "outputs/city/r1/city/vision.mp4"), (T1, "outputs/city/r1/output.mp4")],
+)
+def test_a_runs_video_on_the_host_is_named_exactly_for_adoption(backend, expected: str) -> None:
     assert backend.output_video(Path("outputs/city/r1"), "city").as_posix() == expected
 
 
@@ -166,20 +187,29 @@ def test_transfer1_maps_by_text_and_video_1_is_not_video_11(tmp_path: Path) -> N
 
 def test_a_prompts_log_excerpt_holds_its_lines_and_not_a_prefixed_neighbours(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
-    log.write_text("\n".join([
-        "[1/2] Processing sample city",
-        "Saved arguments to /workspace/outputs/.batches/B/city.json",
-        "Mask for edge saved to /workspace/outputs/.batches/B/city_mask_edge.mp4",
-        "[2/2] Processing sample city_mask_v2",
-        "Saved arguments to /workspace/outputs/.batches/B/city_mask_v2.json",
-        "Generated video saved to /workspace/outputs/.batches/B/city_mask_v2.mp4",
-        "writing video_1/output.mp4",
-        "writing video_11/output.mp4",
-    ]) + "\n")  # fmt: skip
+    log.write_text(
+        "\n".join(
+            [
+                "[1/2] Processing sample city",
+                "Saved arguments to /workspace/outputs/.batches/B/city.json",
+                "Mask for edge saved to /workspace/outputs/.batches/B/city_mask_edge.mp4",
+                "[2/2] Processing sample city_mask_v2",
+                "Saved arguments to /workspace/outputs/.batches/B/city_mask_v2.json",
+                "Generated video saved to /workspace/outputs/.batches/B/city_mask_v2.mp4",
+                "writing video_1/output.mp4",
+                "writing video_11/output.mp4",
+            ]
+        )
+        + "\n"
+    )
     files = tuple(sorted({"city.json", "city.mp4", "city_mask_edge.mp4"}))
-    own = excerpt(log, "B", 0, "city", "r_city", "city", "ok", files).split("lines of the invocation about this prompt:")[1]
+    own = excerpt(log, "B", 0, "city", "r_city", "city", "ok", files).split(
+        "lines of the invocation about this prompt:"
+    )[1]
     own = own.split("[cosmos-assets] the invocation's last lines:")[0]
     assert "Processing sample city\n" in own and "city.json" in own and "city_mask_edge.mp4" in own
     assert "city_mask_v2" not in own
-    first = excerpt(log, "B", 1, "other", "r_other", "video_1", "ok").split("about this prompt:")[1].split("last lines")[0]
+    first = (
+        excerpt(log, "B", 1, "other", "r_other", "video_1", "ok").split("about this prompt:")[1].split("last lines")[0]
+    )
     assert "video_1/output.mp4" in first and "video_11" not in first

@@ -13,15 +13,17 @@ import pytest
 
 from cosmos_assets.models.names import MODEL_NAMES
 from cosmos_assets.models.refused_keys import model_invocation_keys, prompt_file_invocation_keys
-from cosmos_assets.prompts.spec import SpecError, parse_spec
 from cosmos_assets.prompts.files import new_prompt_spec
+from cosmos_assets.prompts.spec import SpecError, parse_spec
 
 SNAPSHOT = Path(__file__).parents[1] / "snapshots" / "refused_keys.json"
 
 
 def _listing() -> dict[str, dict[str, str]]:
     listing = {"prompt_file": {k: v.message() for k, v in sorted(prompt_file_invocation_keys().items())}}
-    listing |= {model: {k: v.message() for k, v in sorted(model_invocation_keys(model).items())} for model in MODEL_NAMES}
+    listing |= {
+        model: {k: v.message() for k, v in sorted(model_invocation_keys(model).items())} for model in MODEL_NAMES
+    }
     return listing
 
 

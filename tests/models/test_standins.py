@@ -56,11 +56,19 @@ def checkouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return found
 
 
-def run(checkout: Path, argv: list[str], spec: dict | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    checkout: Path, argv: list[str], spec: dict | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     if spec is not None:
         (checkout / "inputs/prompts/case.json").write_text(json.dumps(spec))
-    return subprocess.run([sys.executable, *argv], cwd=checkout, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(checkout), **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(checkout), **(env or {})},
+    )
 
 
 def base_spec(checkout: Path, **changes: object) -> dict:
@@ -77,8 +85,16 @@ def test_transfer2_5_standin_writes_the_flat_layout(checkouts: dict[str, Path]) 
     done = run(checkout, [*T25_ARGV, "out/ok"], base_spec(checkout, name="case"))
     assert done.returncode == 0, done.stderr
     names = {p.name for p in (checkout / "out/ok").iterdir()}
-    assert {"config.yaml", "console.log", "debug.log", "case.json", "case.mp4", "case.txt",
-            "case_control_depth.mp4", "case_control_vis.mp4"} <= names  # fmt: skip
+    assert {
+        "config.yaml",
+        "console.log",
+        "debug.log",
+        "case.json",
+        "case.mp4",
+        "case.txt",
+        "case_control_depth.mp4",
+        "case_control_vis.mp4",
+    } <= names
     assert "Generated video saved to" in done.stdout
 
 
@@ -105,8 +121,9 @@ def test_transfer2_5_standin_guardrail_block_exits_0_without_the_video(checkouts
         ([], {"video_path": "missing.mp4"}, 1, "video_path: Path does not point to a file"),
     ],
 )
-def test_transfer2_5_standin_refuses_as_upstream(checkouts: dict[str, Path], extra_argv: list[str], changes: dict,
-                                                 code: int, words: str) -> None:  # fmt: skip
+def test_transfer2_5_standin_refuses_as_upstream(
+    checkouts: dict[str, Path], extra_argv: list[str], changes: dict, code: int, words: str
+) -> None:
     checkout = checkouts["cosmos-transfer2.5"]
     done = run(checkout, [*T25_ARGV, "out/bad", *extra_argv], base_spec(checkout, name="bad", **changes))
     assert done.returncode == code, done.stderr
@@ -122,7 +139,8 @@ def test_cosmos3_standin_writes_its_sample_folder(checkouts: dict[str, Path]) ->
     assert done.returncode == 0, done.stderr
     folder = checkout / "out/ok/c"
     assert {"vision.mp4", "sample_args.json", "sample_outputs.json", "control_blur.mp4", "control_depth.mp4"} <= {
-        p.name for p in folder.iterdir()}
+        p.name for p in folder.iterdir()
+    }
     assert json.loads((folder / "sample_outputs.json").read_text())["status"] == "success"
     assert "Saved transfer outputs to" in done.stdout
 
@@ -134,14 +152,27 @@ def test_cosmos3_standin_writes_its_sample_folder(checkouts: dict[str, Path]) ->
         (["--checkpoint-path", "Cosmos3-Nano"], {}, {}, 1, "'output_dir' is required"),
         (["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano"], {}, {"WORLD_SIZE": "3"}, 1, "must divide WORLD_SIZE(3)"),
         (["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano", "--guardrails", "False"], {}, {}, 2, ""),
-        (["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano"], {"blur": {"control_weight": 1}}, {}, 1, "blur.control_weight: Extra"),
-        (["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano"], {"depth": {"weight": 1}}, {}, 1, "Missing pre-computed control input for 'depth'"),
+        (
+            ["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano"],
+            {"blur": {"control_weight": 1}},
+            {},
+            1,
+            "blur.control_weight: Extra",
+        ),
+        (
+            ["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano"],
+            {"depth": {"weight": 1}},
+            {},
+            1,
+            "Missing pre-computed control input for 'depth'",
+        ),
         (["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano"], {"fps": 29.97}, {}, 1, "fps: Input should be integer"),
         (["-o", "out/x", "--checkpoint-path", "Cosmos3-Nano"], {"vis": {}}, {}, 1, "vis: Extra inputs"),
     ],
 )
-def test_cosmos3_standin_refuses_as_upstream(checkouts: dict[str, Path], argv: list[str], changes: dict,
-                                             env: dict[str, str], code: int, words: str) -> None:  # fmt: skip
+def test_cosmos3_standin_refuses_as_upstream(
+    checkouts: dict[str, Path], argv: list[str], changes: dict, env: dict[str, str], code: int, words: str
+) -> None:
     checkout = checkouts["cosmos3"]
     done = run(checkout, [*C3_ARGV, *argv], base_spec(checkout, **changes), env)
     assert done.returncode == code, done.stderr

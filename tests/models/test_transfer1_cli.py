@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cosmos_assets.models.transfer1_cli import ENTRY_POINT, OFFLOAD_FLAGS, TransferInvocation, cli_contract, transfer_argv
+from cosmos_assets.models.transfer1_cli import (
+    ENTRY_POINT,
+    OFFLOAD_FLAGS,
+    TransferInvocation,
+    cli_contract,
+    transfer_argv,
+)
 
 CONTRACT_COPY = Path(__file__).parents[2] / "cosmos_assets" / "contract" / "transfer_cli.json"
 SHARED_CONTRACT = Path(__file__).parents[3] / "shared" / "cosmos-transfer1" / "transfer_cli.json"
@@ -26,8 +32,9 @@ def contract_parser() -> argparse.ArgumentParser:
         if info["type"] == "flag":
             parser.add_argument(flag, action="store_true")
         else:
-            parser.add_argument(flag, type=TYPES[info["type"]], choices=info.get("choices"),
-                                required=info.get("required", False))  # fmt: skip
+            parser.add_argument(
+                flag, type=TYPES[info["type"]], choices=info.get("choices"), required=info.get("required", False)
+            )
     parser.error = lambda message: (_ for _ in ()).throw(ValueError(message))  # type: ignore[method-assign]
     return parser
 
@@ -42,8 +49,6 @@ def invocation(**overrides: object) -> TransferInvocation:
     return TransferInvocation(**fields)
 
 
-
-
 @pytest.mark.skipif(not SHARED_CONTRACT.is_file(), reason=f"shared contract not present at {SHARED_CONTRACT}")
 def test_packaged_contract_equals_shared() -> None:
     assert json.loads(CONTRACT_COPY.read_text()) == json.loads(SHARED_CONTRACT.read_text())
@@ -55,14 +60,21 @@ def test_packaged_contract_equals_shared() -> None:
 
 def test_one_gpu_uses_python3_with_seed_flags() -> None:
     assert transfer_argv(invocation()) == [
-        "python3", ENTRY_POINT,
-        "--checkpoint_dir", "./checkpoints",
-        "--video_save_folder", "outputs/p/run1",
-        "--video_save_name", "output",
-        "--controlnet_specs", "inputs/prompts/p.json",
-        "--offload_text_encoder_model", "--offload_guardrail_models",
-        "--num_gpus", "1",
-    ]  # fmt: skip
+        "python3",
+        ENTRY_POINT,
+        "--checkpoint_dir",
+        "./checkpoints",
+        "--video_save_folder",
+        "outputs/p/run1",
+        "--video_save_name",
+        "output",
+        "--controlnet_specs",
+        "inputs/prompts/p.json",
+        "--offload_text_encoder_model",
+        "--offload_guardrail_models",
+        "--num_gpus",
+        "1",
+    ]
 
 
 @pytest.mark.parametrize("gpus", [2, 4, 8, 16])
@@ -109,8 +121,9 @@ def test_flags_are_key_space_value_never_key_equals_value() -> None:
         invocation(num_gpus=8, num_steps=10),
         invocation(offload_prompt_upsampler=True, extra={"upsample_prompt": True, "seed": 3}),
         invocation(extra={"guidance": 7, "sigma_max": 80.0, "canny_threshold": "very_high", "fps": 30}),
-        invocation(offload_diffusion_transformer=True, offload_text_encoder_model=False,
-                   extra={"--prompt": "a cup; rm -rf /"}),
+        invocation(
+            offload_diffusion_transformer=True, offload_text_encoder_model=False, extra={"--prompt": "a cup; rm -rf /"}
+        ),
     ],
     ids=["default", "8gpu", "upsample", "tuning", "dashed-names"],
 )

@@ -12,19 +12,19 @@ import dagster as dg
 import pytest
 
 from cosmos_assets.defs.assets import ALL_ASSETS
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.defs.resources import LocalPreviewHost
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.machines.job import InferenceJob
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models.registry import backend_named
-from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
-from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.runs.ids import new_run_id
+from cosmos_assets.runs import runner
 from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.record import RunRecord
 from cosmos_assets.runs.record_rules import RecordFileError
 from cosmos_assets.runs.record_store import RunStore
-from cosmos_assets.runs import runner
 from cosmos_assets.runs.runner import run_generation
 from tests.project_factory import make_project
 from tests.runs.test_record import _record
@@ -39,7 +39,7 @@ def _good(tmp_path: Path) -> RunRecord:
     return _record(tmp_path / "inputs")
 
 
-def _json(record: RunRecord, **changes) -> str:  # noqa: ANN003
+def _json(record: RunRecord, **changes) -> str:
     return json.dumps({**json.loads(record.model_dump_json()), **changes})
 
 
@@ -71,36 +71,70 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[object, str]]:
         "20260101_000007_00000007.json": (_json(good, run_id=hostile), "run_id '../other_prompt/"),
         "20260101_000008_00000008.json": (text, "file name is not its run id"),  # a copy under another name
         "renamed.json": (text, "not named <run_id>.json"),
-        "20260101_000009_00000009.json": (_json(good, run_id="20260101_000009_00000009", prompt="../p1"),
-                                          "prompt name '../p1'"),
+        "20260101_000009_00000009.json": (
+            _json(good, run_id="20260101_000009_00000009", prompt="../p1"),
+            "prompt name '../p1'",
+        ),
         "20260101_000010_00000010.json": (_json(good, run_id="20260101_000010_00000010", shot="a\nb"), "shot name"),
-        "20260101_000011_00000011.json": (_json(good, run_id="20260101_000011_00000011",
-                                                remote_output_folder=f"outputs/other_prompt/{OTHER_ID}"),
-                                          "remote_output_folder 'outputs/other_prompt/"),
-        "20260101_000012_00000012.json": (_json(good, run_id="20260101_000012_00000012",
-                                                remote_output_folder="/workspace/outputs/p1/20260101_000012_00000012"),
-                                          "remote_output_folder '/workspace"),
-        "20260101_000013_00000013.json": (_json(good, run_id="20260101_000013_00000013",
-                                                remote_output_folder="outputs/p1/20260101_000013_00000013",
-                                                output_files=[{"path": "outputs/p1/../../../etc/passwd", "size": 1,
-                                                               "sha256": "0"}]), "output_files entry"),
-        "20260101_000014_00000014.json": (_json(good, run_id="20260101_000014_00000014_p0",
-                                                remote_output_folder=f"outputs/.batches/{OTHER_ID}_batch0/video_0",
-                                                batch={"batch_id": f"{OTHER_ID}_batch0", "index": 0, "items": 1}),
-                                          "file name is not its run id"),
-        "20260101_000015_00000015_p0.json": (_json(good, run_id="20260101_000015_00000015_p0",
-                                                   remote_output_folder=f"outputs/.batches/{OTHER_ID}_batch0/video_0",
-                                                   batch={"batch_id": f"{OTHER_ID}_batch0", "index": 0, "items": 1}),
-                                             "is not of the request of run"),
-        "20260101_000016_00000016.json": (_json(good, run_id="20260101_000016_00000016",
-                                                remote_output_folder="outputs/p1/20260101_000016_00000016",
-                                                inputs=[{"path": "../../etc/shadow", "size": 1, "sha256": "0"}]),
-                                          "leaves the model's root folder"),
+        "20260101_000011_00000011.json": (
+            _json(good, run_id="20260101_000011_00000011", remote_output_folder=f"outputs/other_prompt/{OTHER_ID}"),
+            "remote_output_folder 'outputs/other_prompt/",
+        ),
+        "20260101_000012_00000012.json": (
+            _json(
+                good,
+                run_id="20260101_000012_00000012",
+                remote_output_folder="/workspace/outputs/p1/20260101_000012_00000012",
+            ),
+            "remote_output_folder '/workspace",
+        ),
+        "20260101_000013_00000013.json": (
+            _json(
+                good,
+                run_id="20260101_000013_00000013",
+                remote_output_folder="outputs/p1/20260101_000013_00000013",
+                output_files=[{"path": "outputs/p1/../../../etc/passwd", "size": 1, "sha256": "0"}],
+            ),
+            "output_files entry",
+        ),
+        "20260101_000014_00000014.json": (
+            _json(
+                good,
+                run_id="20260101_000014_00000014_p0",
+                remote_output_folder=f"outputs/.batches/{OTHER_ID}_batch0/video_0",
+                batch={"batch_id": f"{OTHER_ID}_batch0", "index": 0, "items": 1},
+            ),
+            "file name is not its run id",
+        ),
+        "20260101_000015_00000015_p0.json": (
+            _json(
+                good,
+                run_id="20260101_000015_00000015_p0",
+                remote_output_folder=f"outputs/.batches/{OTHER_ID}_batch0/video_0",
+                batch={"batch_id": f"{OTHER_ID}_batch0", "index": 0, "items": 1},
+            ),
+            "is not of the request of run",
+        ),
+        "20260101_000016_00000016.json": (
+            _json(
+                good,
+                run_id="20260101_000016_00000016",
+                remote_output_folder="outputs/p1/20260101_000016_00000016",
+                inputs=[{"path": "../../etc/shadow", "size": 1, "sha256": "0"}],
+            ),
+            "leaves the model's root folder",
+        ),
         "20260101_000017_00000017.json": ('{"run_id": "20260101_000017_00000017"}', "field stage: Field required"),
         # a time with no zone (hand-edited, or written by another tool) cannot be ordered beside ours
-        "20260101_000018_00000018.json": (_json(good, run_id="20260101_000018_00000018",
-                                                remote_output_folder="outputs/p1/20260101_000018_00000018",
-                                                created_at="2026-01-01T00:00:00"), "created_at"),
+        "20260101_000018_00000018.json": (
+            _json(
+                good,
+                run_id="20260101_000018_00000018",
+                remote_output_folder="outputs/p1/20260101_000018_00000018",
+                created_at="2026-01-01T00:00:00",
+            ),
+            "created_at",
+        ),
     }
 
 
@@ -148,10 +182,12 @@ def test_loading_a_named_bad_record_raises_one_line_naming_the_file(tmp_path: Pa
 def test_a_record_that_would_be_bad_on_read_is_refused_on_write(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs")
     good = _good(tmp_path)
-    for change, words in [({"run_id": f"../other_prompt/{OTHER_ID}"}, "not saved: run_id .../other_prompt/"),
-                          ({"remote_output_folder": f"outputs/other_prompt/{GOOD_ID}"}, "remote_output_folder"),
-                          ({"prompt": "other prompt"}, "remote_output_folder"),
-                          ({"output_dir": "outputs/other_prompt"}, "output_dir")]:  # fmt: skip
+    for change, words in [
+        ({"run_id": f"../other_prompt/{OTHER_ID}"}, "not saved: run_id .../other_prompt/"),
+        ({"remote_output_folder": f"outputs/other_prompt/{GOOD_ID}"}, "remote_output_folder"),
+        ({"prompt": "other prompt"}, "remote_output_folder"),
+        ({"output_dir": "outputs/other_prompt"}, "output_dir"),
+    ]:
         with pytest.raises(ValueError, match=words):
             store.save(good.model_copy(update=change))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -169,7 +205,7 @@ class _LeftOutputsMachine(LocalMachine):
         return "outputs" if (self.root / output_file).is_file() else "gone"
 
 
-def _plant(layout, record: RunRecord, run_id: str, file_id: str, **changes) -> Path:  # noqa: ANN001, ANN003
+def _plant(layout, record: RunRecord, run_id: str, file_id: str, **changes) -> Path:
     """``record`` as a left-behind run of the same work whose run id is ``run_id``, in ``<file_id>.json``."""
     data = json.loads(record.model_dump_json().replace(record.run_id, run_id))  # its settings name its own id
     data.update(state="running", worker=None, detached=False, **changes)
@@ -207,13 +243,24 @@ def test_a_preview_generation_through_dagster_succeeds_beside_bad_records(tmp_pa
     hostile = _plant(layout, first.record, f"../other_prompt/{OTHER_ID}", new_run_id())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, ["tiny_prompt"])
-        result = dg.materialize(ALL_ASSETS, selection=["generated_videos"], partition_key="tiny_prompt",
-                                instance=instance, run_config={"ops": {"generated_videos": {"config": {"force": True}}}},
-                                resources={"project": ProjectResource(root=str(layout.root)),
-                                           "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host"))})  # fmt: skip
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["generated_videos"],
+            partition_key="tiny_prompt",
+            instance=instance,
+            run_config={"ops": {"generated_videos": {"config": {"force": True}}}},
+            resources={
+                "project": ProjectResource(root=str(layout.root)),
+                "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host")),
+            },
+        )
         assert result.success
         messages = [e.message or "" for e in instance.all_logs(result.run_id)]
-    for path, words in [(truncated, "not complete JSON"), (apple, "macOS metadata file"), (hostile, "run_id '../other")]:
+    for path, words in [
+        (truncated, "not complete JSON"),
+        (apple, "macOS metadata file"),
+        (hostile, "run_id '../other"),
+    ]:
         said = [m for m in messages if f"run record {path}:" in m]
         assert len(said) == 1 and words in said[0], (path, said)
     (event,) = result.asset_materializations_for_node("generated_videos")
@@ -238,7 +285,10 @@ def test_a_hostile_spec_used_is_never_taken_for_a_folder_name(tmp_path: Path) ->
     assert str(raised.value).startswith(f"{used_path} is missing or bad: run_id '../../../inputs")
     assert "\n" not in str(raised.value)
     again = run_generation(layout, machine, PREVIEW, "tiny_prompt", force=True, log=lambda line: None)
-    assert again.previous_moved_to is not None and again.previous_moved_to.parent == layout.previous_outputs_dir / "tiny_prompt"
+    assert (
+        again.previous_moved_to is not None
+        and again.previous_moved_to.parent == layout.previous_outputs_dir / "tiny_prompt"
+    )
     assert again.previous_moved_to.name.endswith("_unknown")
     assert json.loads(layout.prompt_file("tiny_prompt").read_text())["prompt"] == "a quiet street at dusk"
 

@@ -4,7 +4,7 @@ can share a model load, every output under its own prompt, a guardrail block rep
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,19 +14,23 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.batch import run_generations
-from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.batch_map import map_outputs
-from cosmos_assets.runs.ids import listed_source, run_id_base, seeded_source, token_source
+from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.spec_used import SpecUsed
+from cosmos_assets.runs.ids import listed_source, run_id_base, seeded_source, token_source
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation
+from cosmos_assets.runs.spec_used import SpecUsed
 from tests.project_factory import make_project
 from tests.runs.test_ids import SEEDS_BY_LEAD
 
 PREVIEW = backend_named("preview")
 SHOT = "tiny_shot"
-TEXTS = {"p_one": "a quiet street at dusk", "p_two": "GUARDRAIL_TEST_BLOCK a street", "p_three": "a wet street at night"}
+TEXTS = {
+    "p_one": "a quiet street at dusk",
+    "p_two": "GUARDRAIL_TEST_BLOCK a street",
+    "p_three": "a wet street at night",
+}
 
 
 class CountingMachine(LocalMachine):
@@ -49,12 +53,17 @@ def project(tmp_path: Path):
     return layout, CountingMachine(tmp_path / "host" / "cosmos-transfer1")
 
 
-def generate(layout, machine, prompts: list[str], **options):  # noqa: ANN001, ANN201
-    return run_generations(layout, prompts, lambda prompt: PREVIEW, lambda backend: machine,
-                           BatchOptions(dagster_run_id="abcdef12", log=lambda line: None, **options))  # fmt: skip
+def generate(layout, machine, prompts: list[str], **options):
+    return run_generations(
+        layout,
+        prompts,
+        lambda prompt: PREVIEW,
+        lambda backend: machine,
+        BatchOptions(dagster_run_id="abcdef12", log=lambda line: None, **options),
+    )
 
 
-def own_text(layout, prompt: str) -> str:  # noqa: ANN001
+def own_text(layout, prompt: str) -> str:
     return (layout.output_dir(prompt) / "prompt.txt").read_text()
 
 
@@ -67,7 +76,11 @@ def test_three_compatible_prompts_run_as_one_invocation_each_under_its_own_promp
     batch_ids = set()
     for index, prompt in enumerate(["p_one", "p_two", "p_three"]):
         used = SpecUsed.read(layout.output_dir(prompt) / "spec_used.json")
-        assert own_text(layout, prompt) == used.spec["prompt"] == json.loads(layout.prompt_file(prompt).read_text())["prompt"]
+        assert (
+            own_text(layout, prompt)
+            == used.spec["prompt"]
+            == json.loads(layout.prompt_file(prompt).read_text())["prompt"]
+        )
         assert used.batch is not None and used.batch.index == index and used.batch.items == 3
         assert used.video_save_folder.endswith(f"/video_{index}") and used.prompt == prompt
         run_log = (layout.output_dir(prompt) / "run.log").read_text()
@@ -126,10 +139,19 @@ def test_prompts_that_cannot_share_a_load_go_to_separate_invocations(project) ->
     write_spec(new_prompt_spec(SHOT, TEXTS["p_one"]), layout.prompt_file("p_same_text"))
     outcomes = generate(layout, machine, ["p_one", "p_seed", "p_same_text", "p_three"])
     assert all(o.error is None for o in outcomes.values())
-    shapes = sorted(len(json.loads(Path(layout.root / "outputs" / ".batches").joinpath(
-        j.run_id, "batch.json").read_text())["items"]) if "--batch_input_path" in j.invocation.argv else 1
-        for j in machine.jobs)  # fmt: skip
-    assert shapes == [1, 1, 2]  # p_one + p_three share; the seed is per invocation; a repeated text cannot be told apart
+    shapes = sorted(
+        len(
+            json.loads(Path(layout.root / "outputs" / ".batches").joinpath(j.run_id, "batch.json").read_text())["items"]
+        )
+        if "--batch_input_path" in j.invocation.argv
+        else 1
+        for j in machine.jobs
+    )
+    assert shapes == [
+        1,
+        1,
+        2,
+    ]  # p_one + p_three share; the seed is per invocation; a repeated text cannot be told apart
     for prompt in outcomes:
         assert SpecUsed.read(layout.output_dir(prompt) / "spec_used.json").prompt == prompt
 
@@ -147,14 +169,23 @@ def test_the_mapping_trusts_text_not_position_and_knows_unrun_items(tmp_path: Pa
     # batch size 2, item b dropped: c saved into video_1; then d's window crashed (all blocked? no: here exit 0)
     fetched = _folders(tmp_path / "one", {"video_0": "a", "video_1": "c", "video_2": "d"})
     out = map_outputs(fetched, texts, folders, "prompt.txt", 2, 0, True)
-    assert [(o.status, o.folder) for o in out] == [("succeeded", "video_0"), ("blocked", None),
-                                                   ("succeeded", "video_1"), ("succeeded", "video_2")]
+    assert [(o.status, o.folder) for o in out] == [
+        ("succeeded", "video_0"),
+        ("blocked", None),
+        ("succeeded", "video_1"),
+        ("succeeded", "video_2"),
+    ]
     # batch size 1, the second item blocked and the invocation crashed: the rest never ran
     fetched = _folders(tmp_path / "two", {"video_0": "a"})
     out = map_outputs(fetched, texts, folders, "prompt.txt", 1, 1, True)
     assert [o.status for o in out] == ["succeeded", "blocked", "not_run", "not_run"]
     # the same crash without a guardrail line: a failure, and the rest failed too (no follow-up)
-    assert [o.status for o in map_outputs(fetched, texts, folders, "prompt.txt", 1, 1, False)] == ["succeeded", "failed", "failed", "failed"]
+    assert [o.status for o in map_outputs(fetched, texts, folders, "prompt.txt", 1, 1, False)] == [
+        "succeeded",
+        "failed",
+        "failed",
+        "failed",
+    ]
     # a folder whose prompt.txt is another text is never given to the item of that position
     fetched = _folders(tmp_path / "three", {"video_0": "zzz"})
     assert map_outputs(fetched, ("a",), ("video_0",), "prompt.txt", 1, 0, False)[0].status == "failed"
@@ -168,7 +199,7 @@ def test_the_mapping_trusts_text_not_position_and_knows_unrun_items(tmp_path: Pa
 BLOCKED_TOO = {"p_four": "GUARDRAIL_TEST_BLOCK a road", "p_five": "a dry street at noon"}
 
 
-def _with_two_blocks(layout) -> list[str]:  # noqa: ANN001
+def _with_two_blocks(layout) -> list[str]:
     for prompt, text in BLOCKED_TOO.items():
         write_spec(new_prompt_spec(SHOT, text), layout.prompt_file(prompt))
     return ["p_one", "p_two", "p_four", "p_five"]  # two blocks at batch size 1: the first invocation and two follow-ups
@@ -197,14 +228,24 @@ def test_each_follow_up_is_named_after_its_own_batch_whatever_the_random_part(pr
 def test_two_requests_in_the_same_second_with_f_leading_ids_keep_their_follow_ups_apart(project) -> None:
     """Before: both follow-ups were named <timestamp>_f2 and shared one folder, the second overwriting the first."""
     layout, machine = project
-    same_second = datetime(2025, 1, 2, 3, 4, 7, tzinfo=timezone.utc)
+    same_second = datetime(2025, 1, 2, 3, 4, 7, tzinfo=UTC)
     with token_source(listed_source(["f1111111", "f2222222"])):
         for _ in range(2):
-            run_generations(layout, ["p_one", "p_two", "p_three"], lambda prompt: PREVIEW, lambda backend: machine,
-                            BatchOptions(dagster_run_id="abcdef12", log=lambda line: None, force=True), now=same_second)
+            run_generations(
+                layout,
+                ["p_one", "p_two", "p_three"],
+                lambda prompt: PREVIEW,
+                lambda backend: machine,
+                BatchOptions(dagster_run_id="abcdef12", log=lambda line: None, force=True),
+                now=same_second,
+            )
     folders = sorted(p.name for p in (layout.outputs_dir / ".batches").iterdir())
-    assert folders == ["20250102_030407_f1111111_batch0", "20250102_030407_f1111111_batch0_f1",
-                       "20250102_030407_f2222222_batch0", "20250102_030407_f2222222_batch0_f1"]  # fmt: skip
+    assert folders == [
+        "20250102_030407_f1111111_batch0",
+        "20250102_030407_f1111111_batch0_f1",
+        "20250102_030407_f2222222_batch0",
+        "20250102_030407_f2222222_batch0_f1",
+    ]
     assert len(machine.jobs) == 4 and len({job.run_id for job in machine.jobs}) == 4
     three = [r for r in RunStore(layout.runs_dir).all() if r.prompt == "p_three"]
     assert sorted(r.batch.batch_id for r in three) == [folders[1], folders[3]]

@@ -20,12 +20,12 @@ from cosmos_assets.models.registry import backend_named
 from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs import batch_run as batch_module
 from cosmos_assets.runs.batch import run_generations
-from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.batch_adopt import batch_members, collecting
+from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.history import read_history
-from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation
+from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.runs.worker import Worker
 from tests.project_factory import make_project
 
@@ -79,11 +79,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return layout, machine
 
 
-def options(**fields) -> BatchOptions:  # noqa: ANN003
+def options(**fields) -> BatchOptions:
     return BatchOptions(dagster_run_id="abcdef12", log=lambda line: None, **fields)
 
 
-def orphan_a_batch(layout, machine, monkeypatch: pytest.MonkeyPatch) -> list[str]:  # noqa: ANN001
+def orphan_a_batch(layout, machine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Run the three prompts as one batch whose orchestrator dies once the invocation started: nothing records the
     death (a killed process writes nothing), so every record stays `running`. Its members' run ids."""
     machine.die_after_start = True
@@ -98,7 +98,7 @@ def orphan_a_batch(layout, machine, monkeypatch: pytest.MonkeyPatch) -> list[str
     return [r.run_id for r in records]
 
 
-def each_prompt_has_the_batchs_video(layout, run_ids: list[str]) -> None:  # noqa: ANN001
+def each_prompt_has_the_batchs_video(layout, run_ids: list[str]) -> None:
     for prompt, run_id in zip(TEXTS, run_ids):
         used = SpecUsed.read(layout.output_dir(prompt) / "spec_used.json")
         assert used.run_id == run_id and used.batch is not None  # the orphaned invocation's, not a new run
@@ -117,11 +117,18 @@ def test_the_range_typed_again_collects_the_orphaned_batch_once_for_every_prompt
     each_prompt_has_the_batchs_video(layout, run_ids)
     assert [o.result.record.run_id for o in outcomes.values()] == run_ids
     assert RunStore(layout.runs_dir).load(run_ids[1]).adopted_by == ["abcdef12"]
-    assert [(h.prompt, h.status) for h in read_history(layout.history_log)] == \
-        [("p_one", "success"), ("p_two", "success"), ("p_three", "success"), ("p_two", "skipped"), ("p_three", "skipped")]
+    assert [(h.prompt, h.status) for h in read_history(layout.history_log)] == [
+        ("p_one", "success"),
+        ("p_two", "success"),
+        ("p_three", "success"),
+        ("p_two", "skipped"),
+        ("p_three", "skipped"),
+    ]
 
 
-def test_one_prompt_retried_alone_takes_its_video_from_the_orphaned_batch_and_settles_the_others(project, monkeypatch) -> None:
+def test_one_prompt_retried_alone_takes_its_video_from_the_orphaned_batch_and_settles_the_others(
+    project, monkeypatch
+) -> None:
     layout, machine = project
     run_ids = orphan_a_batch(layout, machine, monkeypatch)
     result = run_generation(layout, machine, PREVIEW, "p_two", dagster_run_id="99999999", log=lambda line: None)
@@ -190,8 +197,9 @@ def test_a_batch_whose_orchestrator_still_lives_refuses_the_attempt_on_record(pr
         start = Path(f"/proc/{alive.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
         for run_id in run_ids:  # the batch is another process's, in progress
             record = store.load(run_id)
-            record.worker = Worker(host=Worker.current().host, pid=alive.pid, boot_id=Worker.current().boot_id,
-                                   start=start).to_text()  # fmt: skip
+            record.worker = Worker(
+                host=Worker.current().host, pid=alive.pid, boot_id=Worker.current().boot_id, start=start
+            ).to_text()
             store.save(record)
         with pytest.raises(HostNotReadyError, match=r"still in progress.*terminate Dagster run abcdef12"):
             run_generation(layout, machine, PREVIEW, "p_two", log=lambda line: None)
@@ -207,8 +215,9 @@ def test_a_batch_whose_orchestrator_still_lives_refuses_the_attempt_on_record(pr
 def test_an_item_whose_work_a_newer_run_did_is_collected_but_never_promoted_over_it(project, monkeypatch) -> None:
     layout, machine = project
     run_ids = orphan_a_batch(layout, machine, monkeypatch)
-    newer = run_generation(layout, LocalMachine(machine.root, label="elsewhere"), PREVIEW, "p_three",
-                           log=lambda line: None)  # a pool failed it over to another host meanwhile  # fmt: skip
+    newer = run_generation(
+        layout, LocalMachine(machine.root, label="elsewhere"), PREVIEW, "p_three", log=lambda line: None
+    )  # a pool failed it over to another host meanwhile
     newer_outputs = sorted(p.name for p in layout.output_dir("p_three").iterdir())
     run_generation(layout, machine, PREVIEW, "p_one", log=lambda line: None)
     assert len(machine.starts) == 1 and len(machine.attaches) == 1
@@ -245,8 +254,14 @@ def test_the_collect_lock_names_its_holder_once_and_is_taken_when_it_is_released
         with pytest.raises(StopWaiting):
             with collecting(tmp_path / "batch", inner.append, "B", poll):
                 pass
-    assert inner == [f"[cosmos-assets] the orphaned invocation B is being collected by {holder.strip()}: waiting for "
-                     "it, then taking this prompt's video from it"] and len(polls) == 3  # fmt: skip
+    assert (
+        inner
+        == [
+            f"[cosmos-assets] the orphaned invocation B is being collected by {holder.strip()}: waiting for "
+            "it, then taking this prompt's video from it"
+        ]
+        and len(polls) == 3
+    )
     with collecting(tmp_path / "batch", lines.append, "B", lambda: pytest.fail("the lock was free")):
         pass  # released when its holder's block ended (or its process died: the kernel drops a flock with the fd)
     assert lines == []

@@ -13,17 +13,21 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from cosmos_assets.defs.assets import ALL_ASSETS
-from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.defs.partitions import PROMPTS
-from cosmos_assets.prompts.files import new_prompt_spec, write_spec
+from cosmos_assets.defs.resources import LocalPreviewHost
 from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.prompts.files import new_prompt_spec, write_spec
 from cosmos_assets.runs.ids import BatchId, seeded_source, token_source
 from cosmos_assets.runs.record_store import RunStore
 from tests.project_factory import make_project
 from tests.runs.test_ids import SEEDS_BY_LEAD
 
 SHOT = "tiny_shot"
-PROMPTS_TEXT = {"p_one": "a quiet street at dusk", "p_two": "GUARDRAIL_TEST_BLOCK a street", "p_three": "a wet street at night"}
+PROMPTS_TEXT = {
+    "p_one": "a quiet street at dusk",
+    "p_two": "GUARDRAIL_TEST_BLOCK a street",
+    "p_three": "a wet street at night",
+}
 GENERATED = dg.AssetKey("generated_videos")
 
 
@@ -34,29 +38,33 @@ def setup(tmp_path: Path):
         write_spec(new_prompt_spec(SHOT, text), layout.prompt_file(prompt))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(PROMPTS.name, list(PROMPTS_TEXT))
-    resources = {"project": ProjectResource(root=str(layout.root)),
-                 "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host"))}  # fmt: skip
+    resources = {
+        "project": ProjectResource(root=str(layout.root)),
+        "gpu_host": LocalPreviewHost(remote_dir=str(tmp_path / "host")),
+    }
     return layout, instance, resources
 
 
-def materialize_range(instance, resources, selection: list[str]) -> dg.ExecuteInProcessResult:  # noqa: ANN001
+def materialize_range(instance, resources, selection: list[str]) -> dg.ExecuteInProcessResult:
     tags = {ASSET_PARTITION_RANGE_START_TAG: "p_one", ASSET_PARTITION_RANGE_END_TAG: "p_three"}
-    return dg.materialize(ALL_ASSETS, selection=selection, tags=tags, instance=instance, resources=resources,
-                          raise_on_error=False)  # fmt: skip
+    return dg.materialize(
+        ALL_ASSETS, selection=selection, tags=tags, instance=instance, resources=resources, raise_on_error=False
+    )
 
 
-def rewrite(layout, prompt: str, text: str) -> None:  # noqa: ANN001
+def rewrite(layout, prompt: str, text: str) -> None:
     layout.prompt_file(prompt).write_text(json.dumps(new_prompt_spec(SHOT, text).to_json_dict(), indent=2))
 
 
 def latest(instance: dg.DagsterInstance, prompt: str) -> dg.AssetMaterialization:
-    [record] = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=GENERATED, asset_partitions=[prompt]),
-                                               limit=1).records  # fmt: skip
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=GENERATED, asset_partitions=[prompt]), limit=1
+    ).records
     return record.asset_materialization
 
 
 @pytest.fixture(params=["f", "0"])
-def seeded_ids(request: pytest.FixtureRequest):  # noqa: ANN201
+def seeded_ids(request: pytest.FixtureRequest):
     """Run ids from a seeded source whose first random part starts with this hex digit: ``f`` used to cut the batch id
     at ``_f`` and name the follow-up ``<timestamp>_f2`` (this test failed one CI run in sixteen)."""
     with token_source(seeded_source(SEEDS_BY_LEAD[request.param])):
@@ -66,8 +74,9 @@ def seeded_ids(request: pytest.FixtureRequest):  # noqa: ANN201
 def test_a_range_run_materializes_each_prompt_on_its_own_and_fails_only_the_blocked_one(setup, seeded_ids: str) -> None:
     layout, instance, resources = setup
     for prompt in PROMPTS_TEXT:  # the specs first, one run each: their data versions are the generations' inputs
-        assert dg.materialize(ALL_ASSETS, selection=["prompt_specs"], partition_key=prompt, instance=instance,
-                              resources=resources).success  # fmt: skip
+        assert dg.materialize(
+            ALL_ASSETS, selection=["prompt_specs"], partition_key=prompt, instance=instance, resources=resources
+        ).success
 
     result = materialize_range(instance, resources, ["generated_videos"])
     assert not result.success
@@ -91,8 +100,9 @@ def test_a_range_run_materializes_each_prompt_on_its_own_and_fails_only_the_bloc
     resolver = get_stale_status_resolver(instance, ALL_ASSETS)
     assert resolver.get_status(GENERATED, "p_one") == resolver.get_status(GENERATED, "p_three") == StaleStatus.FRESH
     rewrite(layout, "p_one", "a quiet street at dawn")
-    assert dg.materialize(ALL_ASSETS, selection=["prompt_specs"], partition_key="p_one", instance=instance,
-                          resources=resources).success  # fmt: skip
+    assert dg.materialize(
+        ALL_ASSETS, selection=["prompt_specs"], partition_key="p_one", instance=instance, resources=resources
+    ).success
     resolver = get_stale_status_resolver(instance, ALL_ASSETS)
     assert resolver.get_status(GENERATED, "p_one") == StaleStatus.STALE
     assert resolver.get_status(GENERATED, "p_three") == StaleStatus.FRESH
@@ -108,8 +118,13 @@ def test_a_range_run_materializes_each_prompt_on_its_own_and_fails_only_the_bloc
 
 def test_a_single_partition_run_is_unchanged(setup) -> None:
     _, instance, resources = setup
-    result = dg.materialize(ALL_ASSETS, selection=["generated_videos", "upscaled_videos"], partition_key="p_one",
-                            instance=instance, resources=resources)  # fmt: skip
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=["generated_videos", "upscaled_videos"],
+        partition_key="p_one",
+        instance=instance,
+        resources=resources,
+    )
     assert result.success
     [event] = result.asset_materializations_for_node("generated_videos")
     assert event.partition == "p_one" and event.metadata["batch_id"].value == "(not batched)"

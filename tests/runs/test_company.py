@@ -13,9 +13,9 @@ from cosmos_assets.runs.batch_members import BatchOptions
 from cosmos_assets.runs.company import run_with_company
 from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.plan import plan_generation, plan_upscale
-from cosmos_assets.runs.spec_used import SpecUsed
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation, run_upscale
+from cosmos_assets.runs.spec_used import SpecUsed
 from tests.project_factory import make_project
 from tests.runs.test_batch import CountingMachine
 
@@ -37,8 +37,8 @@ def options() -> BatchOptions:
     return BatchOptions(dagster_run_id=HOLDER, log=lambda line: None)
 
 
-def generate(layout, machine, company: dict[str, str], asked: list | None = None):  # noqa: ANN001, ANN201
-    def planner(backend, prompt: str, rid: str):  # noqa: ANN001, ANN202
+def generate(layout, machine, company: dict[str, str], asked: list | None = None):
+    def planner(backend, prompt: str, rid: str):
         return plan_generation(layout, backend, prompt, run_id=rid, dagster_run_id=HOLDER)
 
     def find() -> dict[str, str]:
@@ -98,11 +98,12 @@ def test_upscales_waiting_share_one_invocation(project) -> None:
     generate(layout, machine, {"b": "wb", "c": "wc"})
     assert len(machine.jobs) == 1
 
-    def planner(backend, prompt: str, rid: str):  # noqa: ANN001, ANN202
+    def planner(backend, prompt: str, rid: str):
         return plan_upscale(layout, backend, prompt, run_id=rid, dagster_run_id=HOLDER)
 
-    outcomes = run_with_company(layout, "own", lambda: {"b": "wb", "c": "wc"}, lambda p: PREVIEW, machine, options(),
-                                planner, stage="upscale")  # fmt: skip
+    outcomes = run_with_company(
+        layout, "own", lambda: {"b": "wb", "c": "wc"}, lambda p: PREVIEW, machine, options(), planner, stage="upscale"
+    )
     assert {p: o.error for p, o in outcomes.items()} == {"own": None, "b": None, "c": None}
     assert len(machine.jobs) == 2
     argv = machine.jobs[1].invocation.argv

@@ -63,10 +63,17 @@ def test_a_retry_carrying_its_parents_dead_worker_is_not_failed_before_its_own_w
     dead = Worker(host=me.host, pid=_gone_pid(), boot_id=me.boot_id, start="1", pid_namespace=me.pid_namespace)
     with dg.instance_for_test() as instance:
         parent_id = make_new_run_id()
-        retry = instance.add_run(DagsterRun(job_name="generate_job", run_id=make_new_run_id(),
-                                            tags={WORKER_TAG: dead.to_text(), WORKER_RUN_TAG: parent_id},
-                                            status=dg.DagsterRunStatus.STARTING))  # fmt: skip
-        own = instance.add_run(DagsterRun(job_name="generate_job", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED))
+        retry = instance.add_run(
+            DagsterRun(
+                job_name="generate_job",
+                run_id=make_new_run_id(),
+                tags={WORKER_TAG: dead.to_text(), WORKER_RUN_TAG: parent_id},
+                status=dg.DagsterRunStatus.STARTING,
+            )
+        )
+        own = instance.add_run(
+            DagsterRun(job_name="generate_job", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED)
+        )
         instance.add_run_tags(own.run_id, {WORKER_TAG: dead.to_text(), WORKER_RUN_TAG: own.run_id})
         assert free_dead_runs(instance, print) == [own.run_id]
         assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.STARTING
@@ -75,8 +82,15 @@ def test_a_retry_carrying_its_parents_dead_worker_is_not_failed_before_its_own_w
 def test_a_record_of_an_ended_dagster_run_is_adopted_whoever_its_worker_was() -> None:
     me = Worker.current()
     elsewhere = Worker(host="another-machine", pid=7, boot_id="b", start="1", pid_namespace="1").to_text()
-    record = RunRecord.model_construct(run_id="r1", state="running", worker=elsewhere, dagster_run_id="d1",
-                                       stage="generate", prompt="p", host="ssh@gpu1")  # fmt: skip
+    record = RunRecord.model_construct(
+        run_id="r1",
+        state="running",
+        worker=elsewhere,
+        dagster_run_id="d1",
+        stage="generate",
+        prompt="p",
+        host="ssh@gpu1",
+    )
     with pytest.raises(HostNotReadyError, match="still in progress"):
         refuse_if_still_followed(record)  # another machine: cannot be judged, so refused
     with pytest.raises(HostNotReadyError):

@@ -3,7 +3,7 @@ table per shot and per day is a pure function of the history lines."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,14 @@ from cosmos_assets.runs.history import HistoryRecord, append_history
 from cosmos_assets.settings import Settings
 from tests.runs.test_record import _record
 
-START = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
-def _ran(record, seconds: float):  # noqa: ANN001, ANN202
-    record.ran([], RunOutcome(exit_code=0, command=["torchrun"], started_at=START, finished_at=START + timedelta(seconds=seconds)))
+def _ran(record, seconds: float):
+    record.ran(
+        [],
+        RunOutcome(exit_code=0, command=["torchrun"], started_at=START, finished_at=START + timedelta(seconds=seconds)),
+    )
     record.state = "succeeded"
     return record
 
@@ -48,14 +51,30 @@ def test_the_price_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _line(shot: str | None, day: int, gpu_seconds: float, cost: float | None, status: str = "success") -> HistoryRecord:
-    return HistoryRecord(when=datetime(2026, 1, day, 9, tzinfo=timezone.utc), run_id=f"r{day}{shot}", stage="generate",
-                         prompt="p", shot=shot, host="h", backend="cosmos-transfer1", command="x", status=status,  # type: ignore[arg-type]
-                         gpu_seconds=gpu_seconds, cost=cost)  # fmt: skip
+    return HistoryRecord(
+        when=datetime(2026, 1, day, 9, tzinfo=UTC),
+        run_id=f"r{day}{shot}",
+        stage="generate",
+        prompt="p",
+        shot=shot,
+        host="h",
+        backend="cosmos-transfer1",
+        command="x",
+        status=status,  # type: ignore[arg-type]
+        gpu_seconds=gpu_seconds,
+        cost=cost,
+    )
 
 
 def test_totals_per_shot_and_per_day() -> None:
-    lines = [_line("a", 1, 3600, 2.0), _line("a", 2, 7200, 4.0), _line("b", 2, 1800, 1.0),
-             _line("b", 2, 0, 0.0, status="skipped"), _line("c", 3, 3600, None), _line(None, 3, 0, 0.0)]  # fmt: skip
+    lines = [
+        _line("a", 1, 3600, 2.0),
+        _line("a", 2, 7200, 4.0),
+        _line("b", 2, 1800, 1.0),
+        _line("b", 2, 0, 0.0, status="skipped"),
+        _line("c", 3, 3600, None),
+        _line(None, 3, 0, 0.0),
+    ]
     shots = {r.key: (r.runs, r.gpu_hours, r.cost) for r in per_shot(lines)}
     assert shots == {"a": (2, 3.0, 6.0), "b": (1, 0.5, 1.0), "c": (1, 1.0, None), "(no shot)": (1, 0.0, 0.0)}
     days = {r.key: (r.runs, r.gpu_hours, r.cost) for r in per_day(lines)}

@@ -21,8 +21,9 @@ def _dead_worker() -> Worker:
 
 
 def _started_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> DagsterRun:
-    run = instance.add_run(DagsterRun(job_name="generate_job", run_id=make_new_run_id(), tags=tags,
-                                      status=dg.DagsterRunStatus.STARTED))  # fmt: skip
+    run = instance.add_run(
+        DagsterRun(job_name="generate_job", run_id=make_new_run_id(), tags=tags, status=dg.DagsterRunStatus.STARTED)
+    )
     return run
 
 

@@ -16,6 +16,7 @@ from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.machines.ssh_link import HostLinkLostError, HostUnreachableError
 from cosmos_assets.media import probe_video
 from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.spec import load_spec
 from cosmos_assets.runs import run_log, runner, stage
 from cosmos_assets.runs.adopt import earlier_attempt, refuse_if_still_followed
 from cosmos_assets.runs.causes import failure_cause, left_on_host, retryable
@@ -23,7 +24,6 @@ from cosmos_assets.runs.history import read_history
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import InferenceFailed, run_generation
 from cosmos_assets.runs.worker import Worker
-from cosmos_assets.prompts.spec import load_spec
 from tests.project_factory import TINY, make_project
 
 PREVIEW = backend_named("preview")
@@ -136,19 +136,28 @@ def test_an_orphaned_record_of_the_same_work_is_found_and_a_live_one_is_refused(
     orphan.state = "running"  # as left by a process killed mid-run
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    orphan.worker = Worker(host=Worker.current().host, pid=dead.pid, boot_id=Worker.current().boot_id, start="1").to_text()
+    orphan.worker = Worker(
+        host=Worker.current().host, pid=dead.pid, boot_id=Worker.current().boot_id, start="1"
+    ).to_text()
     store.save(orphan)
 
-    probe = runner.planned_record(layout, host, PREVIEW, runner.plan_generation(layout, PREVIEW, "tiny_prompt", run_id="20990101_000000_bbbbbbbb"))
+    probe = runner.planned_record(
+        layout, host, PREVIEW, runner.plan_generation(layout, PREVIEW, "tiny_prompt", run_id="20990101_000000_bbbbbbbb")
+    )
     assert probe.inputs_digest() == orphan.inputs_digest()  # the run id is not part of the work
     assert earlier_attempt(store, probe).run_id == orphan.run_id
     refuse_if_still_followed(orphan)  # its worker is dead: adoptable
 
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        orphan.worker = Worker(host=Worker.current().host, pid=alive.pid, boot_id=Worker.current().boot_id,
-                               start=Path(f"/proc/{alive.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-                               if Path("/proc").is_dir() else "").to_text()  # fmt: skip
+        orphan.worker = Worker(
+            host=Worker.current().host,
+            pid=alive.pid,
+            boot_id=Worker.current().boot_id,
+            start=Path(f"/proc/{alive.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+            if Path("/proc").is_dir()
+            else "",
+        ).to_text()
         with pytest.raises(HostNotReadyError, match=r"still in progress.*terminate Dagster run aaaaaaaa"):
             refuse_if_still_followed(orphan)
     finally:
@@ -159,7 +168,9 @@ def test_an_orphaned_record_of_the_same_work_is_found_and_a_live_one_is_refused(
     from cosmos_assets.prompts.files import write_spec
 
     write_spec(spec.model_copy(update={"prompt": "another street"}), layout.prompt_file("tiny_prompt"))
-    changed = runner.planned_record(layout, host, PREVIEW, runner.plan_generation(layout, PREVIEW, "tiny_prompt", run_id="20990101_000001_cccccccc"))
+    changed = runner.planned_record(
+        layout, host, PREVIEW, runner.plan_generation(layout, PREVIEW, "tiny_prompt", run_id="20990101_000001_cccccccc")
+    )
     assert earlier_attempt(store, changed) is None  # other inputs: never adopted
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cosmos_assets.runs.priority import LEVELS
 from cosmos_assets.runs.gather import URGENT, BatchWindow, Waiting, gather
+from cosmos_assets.runs.priority import LEVELS
 
 
 class FakeClock:
@@ -22,7 +22,7 @@ class FakeClock:
         self.now += seconds
 
 
-def arrivals(schedule: dict[float, list[Waiting]], clock: FakeClock):  # noqa: ANN201
+def arrivals(schedule: dict[float, list[Waiting]], clock: FakeClock):
     """find(): everything whose arrival time (seconds after the start) has come."""
     start = clock.now
 
@@ -75,7 +75,9 @@ def test_an_urgent_prompt_found_waiting_ends_the_wait_and_goes_first() -> None:
 def test_an_urgent_run_waits_for_nothing_and_takes_nobody() -> None:
     clock = FakeClock()
     asked: list[int] = []
-    company = gather("a", LEVELS["urgent"], lambda: asked.append(1) or [w("b")], BatchWindow(600, 8), clock, clock.sleep)
+    company = gather(
+        "a", LEVELS["urgent"], lambda: asked.append(1) or [w("b")], BatchWindow(600, 8), clock, clock.sleep
+    )
     assert company.taken == [] and asked == [] and clock.sleeps == [] and "urgent" in company.why
 
 

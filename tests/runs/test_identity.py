@@ -42,23 +42,38 @@ class LocalShell:
 
 
 def test_refs_main_is_read_for_each_repository_and_odd_files_are_left_out(tmp_path: Path) -> None:
-    facts = HostFacts(home="/h", remote_dir=str(tmp_path / "r"), checkpoint_dir=str(tmp_path), uid=1, gid=1, user_source="t")
+    facts = HostFacts(
+        home="/h", remote_dir=str(tmp_path / "r"), checkpoint_dir=str(tmp_path), uid=1, gid=1, user_source="t"
+    )
     for name, text in (("nano", A), ("edge", "not a commit\n"), ("super", B + "\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "main").write_text(text)
-    files = {"nvidia/Cosmos3-Nano": "nano/main", "nvidia/Cosmos3-Edge": "edge/main", "gone": "gone/main",
-             "nvidia/Cosmos3-Super": "super/main"}  # fmt: skip
+    files = {
+        "nvidia/Cosmos3-Nano": "nano/main",
+        "nvidia/Cosmos3-Edge": "edge/main",
+        "gone": "gone/main",
+        "nvidia/Cosmos3-Super": "super/main",
+    }
     assert read_revisions(LocalShell(), facts, files) == {"nvidia/Cosmos3-Nano": A, "nvidia/Cosmos3-Super": B}  # type: ignore[arg-type]
     assert read_revisions(LocalShell(), facts, {}) == {}  # type: ignore[arg-type]
 
 
 def test_a_pin_holds_only_where_the_cache_resolves_to_it() -> None:
-    invocation = Invocation(model="cosmos3", argv=("python",), entry_point="x.py", output_folder="outputs/p/r",
-                            pinned_revisions={"nvidia/Cosmos3-Nano": A})  # fmt: skip
+    invocation = Invocation(
+        model="cosmos3",
+        argv=("python",),
+        entry_point="x.py",
+        output_folder="outputs/p/r",
+        pinned_revisions={"nvidia/Cosmos3-Nano": A},
+    )
     job = InferenceJob(run_id="r", stage="generate", prompt="p", invocation=invocation, inputs=[])
     assert pin_problem(job, {"nvidia/Cosmos3-Nano": A}, "ssh@gpu") is None
     moved = pin_problem(job, {"nvidia/Cosmos3-Nano": B}, "ssh@gpu")
-    assert moved is not None and f"pins nvidia/Cosmos3-Nano at {A}" in moved and f"on ssh@gpu resolves main to {B}" in moved
+    assert (
+        moved is not None
+        and f"pins nvidia/Cosmos3-Nano at {A}" in moved
+        and f"on ssh@gpu resolves main to {B}" in moved
+    )
     assert "has no readable refs/main" in (pin_problem(job, {}, "ssh@gpu") or "")
 
 
@@ -100,15 +115,18 @@ def test_an_image_id_that_cannot_be_read_once_never_makes_finished_work_run_agai
     done = run_generation(layout, host, PREVIEW, "tiny_prompt", log=lambda _: None)
     assert done.record.image_id == host.answer and host.runs == 1
     before = {p.name: p.read_bytes() for p in done.output_dir.iterdir() if p.is_file()}
-    for error in (HostUnreachableError("the ID of image cosmos:latest could not be read on ssh@gpu (LinkDropped)"),
-                  DockerUnreachableError("docker is not reachable on ssh@gpu (Cannot connect to the Docker daemon)")):
+    for error in (
+        HostUnreachableError("the ID of image cosmos:latest could not be read on ssh@gpu (LinkDropped)"),
+        DockerUnreachableError("docker is not reachable on ssh@gpu (Cannot connect to the Docker daemon)"),
+    ):
         host.answer = error
         with pytest.raises(type(error)):
             run_generation(layout, host, PREVIEW, "tiny_prompt", log=lambda _: None)
         failed = RunStore(layout.runs_dir).all()[-1]
         assert failed.state == "failed" and retryable(failed.cause or "") and not failed.detached
         assert (layout.outputs_dir / ".failed" / "tiny_prompt" / failed.run_id / "run.log").read_text().count(
-            "the image's ID could not be read") == 1  # fmt: skip
+            "the image's ID could not be read"
+        ) == 1
         assert read_history(layout.history_log)[-1].run_id == failed.run_id
     assert host.runs == 1 and {p.name: p.read_bytes() for p in done.output_dir.iterdir() if p.is_file()} == before
     assert not (layout.previous_outputs_dir / "tiny_prompt").exists()

@@ -24,25 +24,46 @@ from cosmos_assets.runs.runner import OutOfMemory, run_generation
 from cosmos_assets.settings import Settings
 from tests.project_factory import make_project
 
-TORCH_LINE = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
-              "79.10 GiB of which 1.20 GiB is free.")  # fmt: skip
+TORCH_LINE = (
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
+    "79.10 GiB of which 1.20 GiB is free."
+)
 PREVIEW = backend_named("preview")
 
 
 def _invocation(model: str, argv: tuple[str, ...], num_gpus: int = 1, settings: dict | None = None) -> Invocation:
-    return Invocation(model=model, argv=argv, entry_point="run.py", output_folder="outputs/p/r", num_gpus=num_gpus,
-                      settings=settings or {})  # fmt: skip
+    return Invocation(
+        model=model,
+        argv=argv,
+        entry_point="run.py",
+        output_folder="outputs/p/r",
+        num_gpus=num_gpus,
+        settings=settings or {},
+    )
 
 
-@pytest.mark.parametrize("exit_code, lines, oom_killed, kind", [
-    (1, ["step 3/35", "Traceback (most recent call last):", TORCH_LINE], None, "gpu"),
-    (1, ["torch.distributed.elastic.multiprocessing.errors.ChildFailedError:", "RuntimeError: CUDA error: out of memory"], None, "gpu"),
-    (137, ["step 3/35"], True, "host"),
-    (137, ["step 3/35"], None, "host"),
-    (1, ["error: missing input"], False, None),
-    (0, [TORCH_LINE], None, None),  # a line that merely mentions it, in a run that succeeded
-])  # fmt: skip
-def test_memory_failures_are_told_apart(exit_code: int, lines: list[str], oom_killed: bool | None, kind: str | None) -> None:
+@pytest.mark.parametrize(
+    "exit_code, lines, oom_killed, kind",
+    [
+        (1, ["step 3/35", "Traceback (most recent call last):", TORCH_LINE], None, "gpu"),
+        (
+            1,
+            [
+                "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:",
+                "RuntimeError: CUDA error: out of memory",
+            ],
+            None,
+            "gpu",
+        ),
+        (137, ["step 3/35"], True, "host"),
+        (137, ["step 3/35"], None, "host"),
+        (1, ["error: missing input"], False, None),
+        (0, [TORCH_LINE], None, None),  # a line that merely mentions it, in a run that succeeded
+    ],
+)
+def test_memory_failures_are_told_apart(
+    exit_code: int, lines: list[str], oom_killed: bool | None, kind: str | None
+) -> None:
     found = oom.memory_failure(exit_code, lines, oom_killed)
     assert (found.kind if found else None) == kind
     if kind == "host" and oom_killed:
@@ -57,8 +78,16 @@ def test_the_fix_names_offload_more_gpus_and_a_shorter_clip_per_model() -> None:
     argv = ("python3", "transfer.py", "--offload_text_encoder_model", "--offload_guardrail_models", "--num_gpus", "2")
     text = oom.fix_text(gpu, t1, _invocation("cosmos-transfer1", argv, 2), retry_on=False)
     assert "\n" not in text
-    assert "--offload_diffusion_transformer" in text and "--offload_text_encoder_model" not in text.split("Fix:")[1].split(";")[0]
-    assert "COSMOS_OOM_RETRY_OFFLOAD=1" in text and "num_gpus" in text and "this run had 2" in text and "shorter clip" in text
+    assert (
+        "--offload_diffusion_transformer" in text
+        and "--offload_text_encoder_model" not in text.split("Fix:")[1].split(";")[0]
+    )
+    assert (
+        "COSMOS_OOM_RETRY_OFFLOAD=1" in text
+        and "num_gpus" in text
+        and "this run had 2" in text
+        and "shorter clip" in text
+    )
     assert '"offload_diffusion_transformer": true' in text
 
     t25 = backend_named("cosmos-transfer2.5")
@@ -71,14 +100,21 @@ def test_the_fix_names_offload_more_gpus_and_a_shorter_clip_per_model() -> None:
     assert oom.missing_offload_flags(c3, off) == []  # guardrail offload is moot without guardrails
     assert "FSDP" in oom.fix_text(gpu, c3, off, retry_on=True)
 
-    host = oom.fix_text(oom.MemoryFailure("host", "exit code 137, docker reports the container OOMKilled"), t1,
-                        _invocation("cosmos-transfer1", argv), retry_on=True)  # fmt: skip
+    host = oom.fix_text(
+        oom.MemoryFailure("host", "exit code 137, docker reports the container OOMKilled"),
+        t1,
+        _invocation("cosmos-transfer1", argv),
+        retry_on=True,
+    )
     assert "RAM" in host and "make it worse" in host and "COSMOS_OOM_RETRY_OFFLOAD" not in host
 
 
 def test_with_offload_adds_the_flags_and_says_so_in_the_settings() -> None:
-    inv = _invocation("cosmos-transfer1", ("python3", "t.py", "--num_gpus", "1"),
-                      settings={"offload_diffusion_transformer": False, "num_gpus": 1})  # fmt: skip
+    inv = _invocation(
+        "cosmos-transfer1",
+        ("python3", "t.py", "--num_gpus", "1"),
+        settings={"offload_diffusion_transformer": False, "num_gpus": 1},
+    )
     out = oom.with_offload(inv, ["--offload_diffusion_transformer"])
     assert out.argv[-1] == "--offload_diffusion_transformer" and out.settings["offload_diffusion_transformer"] is True
     assert inv.argv[-1] == "1"  # the original is unchanged
@@ -125,8 +161,9 @@ def test_out_of_gpu_memory_fails_with_its_fix_and_is_not_retried_by_default(proj
 def test_the_opt_in_retry_is_a_new_run_with_the_offload_flags(project) -> None:
     layout, host, earlier = project
     lines: list[str] = []
-    result = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="33333333", log=lines.append,
-                            oom_retry_offload=True)  # fmt: skip
+    result = run_generation(
+        layout, host, PREVIEW, "tiny_prompt", dagster_run_id="33333333", log=lines.append, oom_retry_offload=True
+    )
     failed, retry = RunStore(layout.runs_dir).all()[1:]
     assert failed.state == "failed" and failed.cause == "out_of_memory"
     assert "--offload_diffusion_transformer" not in failed.command
@@ -141,7 +178,10 @@ def test_the_opt_in_retry_is_a_new_run_with_the_offload_flags(project) -> None:
 
     history = read_history(layout.history_log)
     assert [(h.status, h.cause, h.retry_of) for h in history] == [
-        ("success", None, None), ("failed", "out_of_memory", None), ("success", None, failed.run_id)]
+        ("success", None, None),
+        ("failed", "out_of_memory", None),
+        ("success", None, failed.run_id),
+    ]
     assert "--offload_diffusion_transformer" in history[-1].flags_added
     moved = layout.previous_outputs_dir / "tiny_prompt"
     assert [p.read_bytes() for p in moved.glob("*/output.mp4")] == [earlier]  # the earlier run moved aside, intact

@@ -34,7 +34,9 @@ def original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("COSMOS_PREVIEW_DIR", str(host_dir))
     for name in ("COSMOS_HOST", "COSMOS_MODEL", "COSMOS_HOSTS_FILE"):
         monkeypatch.delenv(name, raising=False)
-    done = run_generation(layout, LocalMachine(host_dir, label="preview@local"), PREVIEW, "tiny_prompt", log=lambda _: None)
+    done = run_generation(
+        layout, LocalMachine(host_dir, label="preview@local"), PREVIEW, "tiny_prompt", log=lambda _: None
+    )
     return layout, done
 
 
@@ -51,12 +53,16 @@ def test_reproduce_run_id_gives_a_bit_identical_stream_in_a_new_folder(original,
     again = reproduced(layout, done.record.run_id)
     assert len(again) == 1 and again[0].state == "succeeded" and again[0].reproduce_differences == []
     folder = layout.outputs_dir / "_reproduced" / "tiny_prompt" / again[0].run_id
-    assert out == (f"reproduced run {done.record.run_id} as run {again[0].run_id} into {folder}: the video stream is "
-                   "bit-identical to the original's (8 frames)")  # fmt: skip
+    assert out == (
+        f"reproduced run {done.record.run_id} as run {again[0].run_id} into {folder}: the video stream is "
+        "bit-identical to the original's (8 frames)"
+    )
     assert (folder / "output.mp4").is_file()
     assert (folder / "output.mp4").read_bytes() != before["output.mp4"]  # the stamped recipe differs by design
     assert read_recipe(folder / "output.mp4")["cosmos_run_id"] == again[0].run_id
-    assert {p.name: p.read_bytes() for p in done.output_dir.iterdir() if p.is_file()} == before  # the original: untouched
+    assert {
+        p.name: p.read_bytes() for p in done.output_dir.iterdir() if p.is_file()
+    } == before  # the original: untouched
     assert last_success(RunStore(layout.runs_dir), "tiny_prompt", "generate").run_id == done.record.run_id
 
 
@@ -68,8 +74,9 @@ def test_a_changed_input_is_refused_naming_it_then_run_anyway_on_record(original
     assert main(["reproduce", done.record.run_id]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: run {done.record.run_id} cannot be run again exactly: input ")
-    assert "inputs/videos/tiny_shot/depth.mp4 changed (sha256 " in err[0] and err[0].endswith("--anyway runs it and "
-                                                                                               "records the difference")
+    assert "inputs/videos/tiny_shot/depth.mp4 changed (sha256 " in err[0] and err[0].endswith(
+        "--anyway runs it and records the difference"
+    )
     assert reproduced(layout, done.record.run_id) == [] and not (layout.outputs_dir / "_reproduced").exists()
 
     assert main(["reproduce", done.record.run_id, "--anyway"]) == 0
@@ -114,14 +121,18 @@ def test_a_clip_without_a_recipe_to_run_is_one_line(original, tmp_path: Path, ca
     assert "is not <YYYYmmdd_HHMMSS_8hex>" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field, value", [
-    ("cosmos_prompt_name", "../../../../victim/x"),
-    ("cosmos_prompt_name", "{tmp_path}/victim/x"),  # absolute: pathlib drops what comes before it
-    ("cosmos_inputs", json.dumps([["../../../victim/keep.txt", 4, "0" * 64]])),
-    ("cosmos_prompt_spec", "spec-escaping"),
-])
-def test_a_hostile_stamp_writes_and_deletes_nothing_outside_the_project(original, tmp_path: Path, capsys, field: str,
-                                                                        value: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("cosmos_prompt_name", "../../../../victim/x"),
+        ("cosmos_prompt_name", "{tmp_path}/victim/x"),  # absolute: pathlib drops what comes before it
+        ("cosmos_inputs", json.dumps([["../../../victim/keep.txt", 4, "0" * 64]])),
+        ("cosmos_prompt_spec", "spec-escaping"),
+    ],
+)
+def test_a_hostile_stamp_writes_and_deletes_nothing_outside_the_project(
+    original, tmp_path: Path, capsys, field: str, value: str
+) -> None:
     """A clip's stamped recipe is text from anywhere: each field that becomes a path stays inside the project."""
     from cosmos_assets.media.recipe import stamp
 
@@ -158,20 +169,30 @@ def test_checkpoints_the_original_did_not_record_are_a_difference_not_the_same(o
     assert was.checkpoint_revisions == {} and differences(was, done.record, {}, "ssh@gpu") == []
     nano = "nvidia/Cosmos3-Nano"
     found = differences(was, done.record, {nano: "a" * 40}, "ssh@gpu", revision_repos=[nano])
-    assert found == [(f"{nano}: checkpoint revision not recorded by the run (it resolves to {'a' * 40} on ssh@gpu "
-                      "now), so the same checkpoint cannot be checked")]  # fmt: skip
+    assert found == [
+        (
+            f"{nano}: checkpoint revision not recorded by the run (it resolves to {'a' * 40} on ssh@gpu "
+            "now), so the same checkpoint cannot be checked"
+        )
+    ]
     was.checkpoint_revisions = {nano: "a" * 40}
     assert differences(was, done.record, {nano: "a" * 40}, "ssh@gpu", revision_repos=[nano]) == []
 
 
-@pytest.mark.parametrize("error", [
-    HostLinkLostError("uploading: the SSH link to ssh@gpu1 stayed down after 6 reconnects over 63s (EOF). Check the "
-                      "network to the host and that it is up (`cosmos-assets ssh`), then run again"),
-    DockerWentAwayError("docker on ssh@gpu1 went away while container c1 ran; a later attempt runs it again"),
-    RunTerminated("generate for tiny_prompt on preview@local: the run was terminated; its job was stopped"),
-])
-def test_a_host_lost_mid_reproduction_is_one_line(original, monkeypatch: pytest.MonkeyPatch, capsys,
-                                                  error: BaseException) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "error",
+    [
+        HostLinkLostError(
+            "uploading: the SSH link to ssh@gpu1 stayed down after 6 reconnects over 63s (EOF). Check the "
+            "network to the host and that it is up (`cosmos-assets ssh`), then run again"
+        ),
+        DockerWentAwayError("docker on ssh@gpu1 went away while container c1 ran; a later attempt runs it again"),
+        RunTerminated("generate for tiny_prompt on preview@local: the run was terminated; its job was stopped"),
+    ],
+)
+def test_a_host_lost_mid_reproduction_is_one_line(
+    original, monkeypatch: pytest.MonkeyPatch, capsys, error: BaseException
+) -> None:
     layout, done = original
 
     def lost(self, job, log):
@@ -198,5 +219,7 @@ def test_a_comparison_that_fails_after_the_run_still_says_where_the_new_video_is
     (again,) = reproduced(layout, done.record.run_id)
     folder = layout.outputs_dir / "_reproduced" / "tiny_prompt" / again.run_id
     assert again.state == "succeeded" and (folder / "output.mp4").is_file()
-    assert out.startswith(f"reproduced run {done.record.run_id} as run {again.run_id} into {folder}: comparison failed: ")
+    assert out.startswith(
+        f"reproduced run {done.record.run_id} as run {again.run_id} into {folder}: comparison failed: "
+    )
     assert out.endswith("cannot be decoded: Invalid data found when processing input")

@@ -11,19 +11,19 @@ import pytest
 from cosmos_assets.defs.assets import ALL_ASSETS
 from cosmos_assets.defs.assets.generation import generated_videos, upscaled_videos
 from cosmos_assets.defs.assets.gpu_step import GPU_RETRY
+from cosmos_assets.defs.partitions import PROMPTS
 from cosmos_assets.defs.resources import LocalPreviewHost
+from cosmos_assets.defs.resources.project import ProjectResource
 from cosmos_assets.machines.job import HostNotReadyError
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.machines.ssh_link import HostUnreachableError
-from cosmos_assets.defs.partitions import PROMPTS
-from cosmos_assets.defs.resources.project import ProjectResource
 from tests.project_factory import make_project
 
 FAILURES: list[BaseException] = []
 
 
 class _FlakyMachine(LocalMachine):
-    def preflight(self, job, log) -> None:  # noqa: ANN001
+    def preflight(self, job, log) -> None:
         if FAILURES:
             raise FAILURES.pop(0)
         super().preflight(job, log)
@@ -38,9 +38,17 @@ def _materialize(tmp_path: Path) -> dg.ExecuteInProcessResult:
     layout = make_project(tmp_path / "project")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(PROMPTS.name, ["tiny_prompt"])
-        return dg.materialize(ALL_ASSETS, selection=["generated_videos"], partition_key="tiny_prompt", instance=instance,
-                              raise_on_error=False, resources={"project": ProjectResource(root=str(layout.root)),
-                              "gpu_host": _FlakyHost(remote_dir=str(tmp_path / "host"))})  # fmt: skip
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=["generated_videos"],
+            partition_key="tiny_prompt",
+            instance=instance,
+            raise_on_error=False,
+            resources={
+                "project": ProjectResource(root=str(layout.root)),
+                "gpu_host": _FlakyHost(remote_dir=str(tmp_path / "host")),
+            },
+        )
 
 
 def test_the_gpu_steps_have_the_retry_policy() -> None:
@@ -48,8 +56,13 @@ def test_the_gpu_steps_have_the_retry_policy() -> None:
         assert asset.op.retry_policy == GPU_RETRY and GPU_RETRY.max_retries == 2
 
 
-@pytest.mark.parametrize("error, retried", [(HostUnreachableError("cannot connect to gpu1 (test)"), True),
-                                            (HostNotReadyError("no GPUs on gpu1 (test)"), False)])
+@pytest.mark.parametrize(
+    "error, retried",
+    [
+        (HostUnreachableError("cannot connect to gpu1 (test)"), True),
+        (HostNotReadyError("no GPUs on gpu1 (test)"), False),
+    ],
+)
 def test_only_retryable_causes_are_retried(tmp_path: Path, error: BaseException, retried: bool) -> None:
     FAILURES[:] = [error]
     result = _materialize(tmp_path)

@@ -11,8 +11,8 @@ from cosmos_assets.machines.job import InferenceJob, LogLine, RunOutcome, Staged
 from cosmos_assets.machines.local import LocalMachine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.progress import TransferStats
-from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.history import read_history
+from cosmos_assets.runs.ids import new_run_id
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.runner import run_generation, run_upscale
 from cosmos_assets.runs.skip import decide
@@ -123,7 +123,8 @@ def test_a_failed_later_run_does_not_hide_the_last_success(project) -> None:
     first = run_generation(layout, host, PREVIEW, "tiny_prompt", dagster_run_id="11111111")
     store = RunStore(layout.runs_dir)
     later = new_run_id()
-    failed = first.record.model_copy(update={"run_id": later, "remote_output_folder": f"outputs/tiny_prompt/{later}",
-                                             "state": "failed"})  # fmt: skip
+    failed = first.record.model_copy(
+        update={"run_id": later, "remote_output_folder": f"outputs/tiny_prompt/{later}", "state": "failed"}
+    )
     store.save(failed)
     assert decide(store, layout.root, first.record.model_copy()).skip

@@ -67,7 +67,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     return clock
 
 
-def test_a_download_cut_by_the_link_and_finished_by_the_adopting_attempt_counts_both(tmp_path: Path, clock: _Clock) -> None:
+def test_a_download_cut_by_the_link_and_finished_by_the_adopting_attempt_counts_both(
+    tmp_path: Path, clock: _Clock
+) -> None:
     layout = make_project(tmp_path / "project")
     machine = _FlakyLinkMachine(tmp_path / "host", clock, upload_seconds=2.0, downloads=[(7.0, True), (5.0, False)])
     with pytest.raises(HostLinkLostError):
@@ -80,7 +82,12 @@ def test_a_download_cut_by_the_link_and_finished_by_the_adopting_attempt_counts_
     assert (record.upload_attempts, record.download_attempts) == ([2.0], [7.0, 5.0])
     assert (record.upload.seconds, record.download.seconds) == (2.0, 12.0)
     failed, succeeded = read_history(layout.history_log)
-    assert (failed.status, failed.cause, failed.upload_seconds, failed.download_seconds) == ("failed", "link_lost", 2.0, 7.0)
+    assert (failed.status, failed.cause, failed.upload_seconds, failed.download_seconds) == (
+        "failed",
+        "link_lost",
+        2.0,
+        7.0,
+    )
     assert (succeeded.status, succeeded.upload_seconds, succeeded.download_seconds) == ("success", 2.0, 12.0)
 
 
@@ -96,8 +103,13 @@ def test_each_prompt_of_a_shared_invocation_counts_its_transfers(tmp_path: Path,
     layout = make_project(tmp_path / "project")
     write_spec(new_prompt_spec("tiny_shot", "a wet street at night"), layout.prompt_file("second_prompt"))
     machine = _FlakyLinkMachine(tmp_path / "host", clock, upload_seconds=3.0, downloads=[(6.0, False)])
-    outcomes = run_generations(layout, ["tiny_prompt", "second_prompt"], lambda prompt: PREVIEW, lambda backend: machine,
-                               BatchOptions(log=lambda line: None))  # fmt: skip
+    outcomes = run_generations(
+        layout,
+        ["tiny_prompt", "second_prompt"],
+        lambda prompt: PREVIEW,
+        lambda backend: machine,
+        BatchOptions(log=lambda line: None),
+    )
     assert all(o.error is None for o in outcomes.values())
     for line in read_history(layout.history_log):
         assert line.batch_id is not None and (line.upload_seconds, line.download_seconds) == (3.0, 6.0)

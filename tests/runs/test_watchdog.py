@@ -21,4 +21,3 @@ def test_a_stall_is_stopped_again_while_the_job_is_still_followed() -> None:
     with Watchdog(0.05, on_stall, poll_seconds=0.01) as watchdog:
         assert twice.wait(10)
     assert watchdog.fired and len(stops) >= 2
-

@@ -87,11 +87,14 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 
 def _type_ok(value: Any, kind: str) -> bool:
     return {
-        "string": isinstance(value, str), "boolean": isinstance(value, bool), "null": value is None,
+        "string": isinstance(value, str),
+        "boolean": isinstance(value, bool),
+        "null": value is None,
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "array": isinstance(value, list), "object": isinstance(value, dict),
-    }[kind]  # fmt: skip
+        "array": isinstance(value, list),
+        "object": isinstance(value, dict),
+    }[kind]
 
 
 def _known_properties(schema: dict[str, Any], root: dict[str, Any]) -> set[str]:
@@ -159,12 +162,21 @@ def schema_problems(value: Any, schema: dict[str, Any], root: dict[str, Any], wh
 # --------------------------------------------------------------------------- outputs
 
 
-def composite_video(out: Path, base: str | None, controls: dict[str, str], weights: dict[str, float], prompt: str,
-                    seed: int, num_steps: int, banner: str, size: tuple[int, int] | None = None) -> int:
+def composite_video(
+    out: Path,
+    base: str | None,
+    controls: dict[str, str],
+    weights: dict[str, float],
+    prompt: str,
+    seed: int,
+    num_steps: int,
+    banner: str,
+    size: tuple[int, int] | None = None,
+) -> int:
     """A real video composited from the inputs by the preview program (its copy beside this file); ``size``: the
     model's own output size (the preview program's is Transfer1's bucket)."""
     sys.path.insert(0, str(HERE))
-    import preview_model  # noqa: PLC0415 - the copy beside this file
+    import preview_model
 
     preview_model.BANNER = banner
     if size is not None:
@@ -175,7 +187,7 @@ def composite_video(out: Path, base: str | None, controls: dict[str, str], weigh
 
 def video_size(path: str) -> tuple[int, int]:
     sys.path.insert(0, str(HERE))
-    import preview_model  # noqa: PLC0415 - the copy beside this file
+    import preview_model
 
     _, width, height = preview_model.count_frames(path)
     return width, height

@@ -11,21 +11,25 @@ from pydantic import Field
 
 from cosmos_assets.defs.assets.renders import shots
 from cosmos_assets.defs.check_results import to_result
-from cosmos_assets.media import MODALITIES, EncodedVideo, VideoReadError, encode_control_videos, scan_render_folder
-from cosmos_assets.runs.output_rules import check_controls_match_render
-from cosmos_assets.progress import Throttle
-from cosmos_assets.media.previews import control_preview, preview_markdown
 from cosmos_assets.defs.partitions import SHOTS
 from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.media import MODALITIES, EncodedVideo, VideoReadError, encode_control_videos, scan_render_folder
+from cosmos_assets.media.previews import control_preview, preview_markdown
+from cosmos_assets.progress import Throttle
+from cosmos_assets.runs.output_rules import check_controls_match_render
 
 PROGRESS_EVERY_SECONDS = 3.0
 
 
 class ControlVideosConfig(dg.Config):
-    max_frames: int | None = Field(default=None, ge=1, description="Encode only the first N frames (the seed's frame_count).")
+    max_frames: int | None = Field(
+        default=None, ge=1, description="Encode only the first N frames (the seed's frame_count)."
+    )
 
 
-def throttled_progress(log: Callable[[str], None], every: float = PROGRESS_EVERY_SECONDS) -> Callable[[str, int, int], None]:
+def throttled_progress(
+    log: Callable[[str], None], every: float = PROGRESS_EVERY_SECONDS
+) -> Callable[[str, int, int], None]:
     """A progress callback that logs each modality's first frame, then at most every ``every`` seconds, and its last frame."""
     throttle = Throttle(every, first_due=True)
 
@@ -59,13 +63,17 @@ with warnings.catch_warnings():  # a partitioned check spec is a preview feature
         "normalised once over the clip, as Cosmos' depth control expects."
     ),
 )
-def control_videos(context: dg.AssetExecutionContext, config: ControlVideosConfig, project: ProjectResource) -> dg.MaterializeResult:
+def control_videos(
+    context: dg.AssetExecutionContext, config: ControlVideosConfig, project: ProjectResource
+) -> dg.MaterializeResult:
     layout = project.layout
     shot = context.partition_key
     sequence = scan_render_folder(layout.render_dir(shot))
     out_dir = layout.shot_videos_dir(shot)
     started = time.monotonic()
-    videos = encode_control_videos(sequence, out_dir, max_frames=config.max_frames, progress=throttled_progress(context.log.info))
+    videos = encode_control_videos(
+        sequence, out_dir, max_frames=config.max_frames, progress=throttled_progress(context.log.info)
+    )
     seconds = time.monotonic() - started
     color = videos["color"]
     metadata: dict[str, Any] = {
@@ -85,7 +93,10 @@ def control_videos(context: dg.AssetExecutionContext, config: ControlVideosConfi
     for name, video in videos.items():
         metadata[f"{name}_path"] = dg.MetadataValue.path(str(video.path))
     report = check_controls_match_render(
-        {m: videos[m].path for m in MODALITIES}, sequence.frame_count, (sequence.width, sequence.height), config.max_frames
+        {m: videos[m].path for m in MODALITIES},
+        sequence.frame_count,
+        (sequence.width, sequence.height),
+        config.max_frames,
     )
     check = to_result(report, "the passes match the render", MATCH_RENDER_CHECK.name)
     return dg.MaterializeResult(metadata=metadata, check_results=[check])

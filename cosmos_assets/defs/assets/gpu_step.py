@@ -12,7 +12,6 @@ from cosmos_assets.defs.resources.placement import is_terminating
 from cosmos_assets.runs.causes import failure_cause, retryable
 from cosmos_assets.runs.stage import InferenceFailed, RunTerminated, StageResult
 
-
 GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 """Retries of a GPU step (30 s, then 60 s): only for causes a later attempt can fix (``runs.causes.RETRYABLE``: a
 lost link, an unreachable host, docker that went away); every other failure is a ``Failure(allow_retries=False)``. A retry adopts what the failed attempt left."""
@@ -41,8 +40,11 @@ def terminated(error: BaseException) -> dg.Failure:
     """A terminated step (UI Terminate, Ctrl-C): its GPU job is already stopped. Dagster 1.13.27 turns an interrupt
     of a step that has a RetryPolicy into a retry (``op_execution_error_boundary``), which would start it again:
     this Failure is never retried, and Dagster still ends a CANCELING run as canceled."""
-    return dg.Failure(description="terminated: the GPU job was stopped and its container removed",
-                      metadata={"cause": "cancelled", "retryable": False}, allow_retries=False)  # fmt: skip
+    return dg.Failure(
+        description="terminated: the GPU job was stopped and its container removed",
+        metadata={"cause": "cancelled", "retryable": False},
+        allow_retries=False,
+    )
 
 
 def failure_from(error: Exception) -> dg.Failure:
@@ -55,8 +57,11 @@ def failure_from(error: Exception) -> dg.Failure:
             "log": dg.MetadataValue.path(str(error.log_path)),
             "guardrail_blocked": error.guardrail_blocked,
         }
-    return dg.Failure(description=str(error).splitlines()[0] if str(error) else type(error).__name__,
-                      metadata=metadata, allow_retries=retryable(cause))  # fmt: skip
+    return dg.Failure(
+        description=str(error).splitlines()[0] if str(error) else type(error).__name__,
+        metadata=metadata,
+        allow_retries=retryable(cause),
+    )
 
 
 def gpu_step(run: Callable[[], StageResult]) -> StageResult:

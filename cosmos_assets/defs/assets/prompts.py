@@ -12,10 +12,10 @@ import warnings
 import dagster as dg
 
 from cosmos_assets.defs.assets.controls import control_videos
-from cosmos_assets.models.registry import backend_named
 from cosmos_assets.defs.partitions import NO_PARTICULAR_SHOT, PROMPTS
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.prompts.files import check_prompt_file, CheckedPrompt
+from cosmos_assets.models.registry import backend_named
+from cosmos_assets.prompts.files import CheckedPrompt, check_prompt_file
 
 PROMPT_INPUTS = dg.AssetKey("prompt_inputs")
 

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from cosmos_assets.media import scan_render_folder
 from cosmos_assets.defs.partitions import SHOTS
 from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.media import scan_render_folder
 
 
 @dg.asset(
@@ -20,7 +20,9 @@ from cosmos_assets.defs.resources.project import ProjectResource
 def shots(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     folder = project.layout.render_dir(context.partition_key)
     sequence = scan_render_folder(folder)
-    context.log.info(f"{folder}: {sequence.frame_count} frames {sequence.first_frame}-{sequence.last_frame}, {sequence.width}x{sequence.height}")
+    context.log.info(
+        f"{folder}: {sequence.frame_count} frames {sequence.first_frame}-{sequence.last_frame}, {sequence.width}x{sequence.height}"
+    )
     return dg.MaterializeResult(
         metadata={
             "folder": dg.MetadataValue.path(str(folder)),

@@ -39,8 +39,9 @@ def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None
         "download_bytes": record.download.bytes_sent,
         "download_seconds": round(record.download.seconds, 2),
         "previous_run_moved_to": record.previous_moved_to or "(none)",
-        "model_load_seconds": "(not derivable from this model's log)" if record.model_load_seconds is None
-                              else round(record.model_load_seconds, 2),
+        "model_load_seconds": "(not derivable from this model's log)"
+        if record.model_load_seconds is None
+        else round(record.model_load_seconds, 2),
         "cost": "(no COSMOS_GPU_PRICE_PER_HOUR set)" if record.cost is None else round(record.cost, 4),
         "skipped": result.skipped is not None,
         "batch_id": record.batch.batch_id if record.batch else "(not batched)",
@@ -53,9 +54,15 @@ def result_metadata(result: StageResult, log: dg.DagsterLogManager | None = None
             "skipped_because": result.skipped,
             "matches_run_id": record.run_id,
             "matches_run_finished_at": str(record.finished_at or record.updated_at),
-            "gpu_seconds": 0.0, "inference_seconds": 0.0, "cost": 0.0,
-            "upload_bytes": 0, "upload_seconds": 0.0, "upload_files_skipped": 0,
-            "download_bytes": 0, "download_seconds": 0.0, "previous_run_moved_to": "(none)",
+            "gpu_seconds": 0.0,
+            "inference_seconds": 0.0,
+            "cost": 0.0,
+            "upload_bytes": 0,
+            "upload_seconds": 0.0,
+            "upload_files_skipped": 0,
+            "download_bytes": 0,
+            "download_seconds": 0.0,
+            "previous_run_moved_to": "(none)",
         }
     return metadata
 
@@ -66,15 +73,31 @@ def serving_metadata(record: RunRecord) -> dict[str, Any]:
     serving = record.serving
     if serving is None:
         return {}
-    return {"served_by": "one-shot" if serving.mode == "one-shot" else f"service {serving.service_id or serving.service_container}",
-            "served_why": serving.reason,
-            **({"service_load_seconds": "(loaded already)" if serving.load_seconds is None else round(serving.load_seconds, 2),
-                "service_restarted": serving.restarted or "(no)"} if serving.mode == "served" else {})}  # fmt: skip
+    return {
+        "served_by": "one-shot"
+        if serving.mode == "one-shot"
+        else f"service {serving.service_id or serving.service_container}",
+        "served_why": serving.reason,
+        **(
+            {
+                "service_load_seconds": "(loaded already)"
+                if serving.load_seconds is None
+                else round(serving.load_seconds, 2),
+                "service_restarted": serving.restarted or "(no)",
+            }
+            if serving.mode == "served"
+            else {}
+        ),
+    }
 
 
 def gpu_metadata(record: RunRecord) -> dict[str, Any]:
     """What the GPUs did while it ran (nvidia-smi sampled on the machine), and the offload retry it was, if any."""
-    usage = record.gpu_usage.metadata() if record.gpu_usage is not None else {"gpu_util": "(not sampled: no nvidia-smi on this machine)"}
+    usage = (
+        record.gpu_usage.metadata()
+        if record.gpu_usage is not None
+        else {"gpu_util": "(not sampled: no nvidia-smi on this machine)"}
+    )
     if record.retry_of:
         usage |= {"retry_of": record.retry_of, "flags_added": " ".join(record.flags_added)}
     return usage

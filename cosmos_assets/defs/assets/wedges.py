@@ -12,10 +12,10 @@ from typing import Any
 import dagster as dg
 
 from cosmos_assets.defs.assets.generation import generated_videos
-from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.partitions import NO_PARTICULAR_PROMPT, WEDGES
-from cosmos_assets.media.previews import preview_markdown
 from cosmos_assets.defs.resources.project import ProjectResource
+from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.media.previews import preview_markdown
 from cosmos_assets.prompts.wedges import WedgeError
 from cosmos_assets.runs.wedge_comparison import Comparison, build_comparison
 
@@ -23,8 +23,11 @@ from cosmos_assets.runs.wedge_comparison import Comparison, build_comparison
 def comparison_metadata(comparison: Comparison, layout: ProjectLayout) -> dict[str, Any]:
     record = comparison.record
     return {
-        "contact_sheet_image": dg.MetadataValue.md(preview_markdown(
-            comparison.preview, f"wedge {record.wedge}: every variant's middle frame, labelled with its values")),
+        "contact_sheet_image": dg.MetadataValue.md(
+            preview_markdown(
+                comparison.preview, f"wedge {record.wedge}: every variant's middle frame, labelled with its values"
+            )
+        ),
         "grid_video": dg.MetadataValue.path(str(comparison.grid_video)),
         "contact_sheet": dg.MetadataValue.path(str(comparison.preview.sheet_path)),
         "tiles": len(record.tiles),
@@ -32,7 +35,7 @@ def comparison_metadata(comparison: Comparison, layout: ProjectLayout) -> dict[s
         "frame_count": record.frames,
         "variants": dg.MetadataValue.json({t.prompt: {"values": t.values, "run_id": t.run_id} for t in record.tiles}),
         "previous_comparison_moved_to": str(comparison.moved_aside) if comparison.moved_aside else "(none)",
-    }  # fmt: skip
+    }
 
 
 @dg.asset(
@@ -54,7 +57,10 @@ def wedge_comparisons(context: dg.AssetExecutionContext, project: ProjectResourc
     except WedgeError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
     record = comparison.record
-    context.log.info(f"wedge {record.wedge}: {len(record.tiles)} tiles ({record.columns}x{record.rows}), "
-                     f"{record.frames} frames -> {comparison.grid_video}")  # fmt: skip
-    return dg.MaterializeResult(metadata=comparison_metadata(comparison, layout),
-                                data_version=dg.DataVersion(record.version))  # fmt: skip
+    context.log.info(
+        f"wedge {record.wedge}: {len(record.tiles)} tiles ({record.columns}x{record.rows}), "
+        f"{record.frames} frames -> {comparison.grid_video}"
+    )
+    return dg.MaterializeResult(
+        metadata=comparison_metadata(comparison, layout), data_version=dg.DataVersion(record.version)
+    )

@@ -15,17 +15,18 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from cosmos_assets.defs.resources import slots
-from cosmos_assets.machines.pool_file import HostEntry, HostPoolFile, entry_error, load_host_pool
 from cosmos_assets.defs.resources.hosts import GpuHost, LocalPreviewHost, SshGpuHost
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.machines.job import HostNotReadyError
+from cosmos_assets.machines.pool_file import HostEntry, HostPoolFile, entry_error, load_host_pool
 
 DEFAULT_IMAGE = "cosmos-transfer1:latest"
 POOL_TAG = "cosmos/gpu_pool"
 
 
-def member_from_entry(entry: HostEntry, hosts_file: Path | str = "COSMOS_HOSTS_FILE",
-                      serve: dict[str, Any] | None = None) -> GpuHost:  # fmt: skip
+def member_from_entry(
+    entry: HostEntry, hosts_file: Path | str = "COSMOS_HOSTS_FILE", serve: dict[str, Any] | None = None
+) -> GpuHost:
     """The host resource of one pool-file entry (its HF token stays an EnvVar: read only by the run); what the
     resource refuses is a :class:`PoolFileError` naming the file, the host and the field. ``serve``: the deployment's
     model service settings (Settings.serve_defaults), the entry's own ``serve`` wins."""
@@ -37,20 +38,41 @@ def member_from_entry(entry: HostEntry, hosts_file: Path | str = "COSMOS_HOSTS_F
 
 def _member(entry: HostEntry, serve: dict[str, Any]) -> GpuHost:
     if entry.is_local:
-        return LocalPreviewHost(remote_dir=entry.remote_dir, name=entry.name, model="preview", models=["preview"],
-                                price_per_gpu_hour=entry.price_per_gpu_hour)  # fmt: skip
+        return LocalPreviewHost(
+            remote_dir=entry.remote_dir,
+            name=entry.name,
+            model="preview",
+            models=["preview"],
+            price_per_gpu_hour=entry.price_per_gpu_hour,
+        )
     user, host, port = entry.ssh_parts()
     token = entry.hf_token_env
     return SshGpuHost(
-        model=entry.models[0], models=entry.models, host=host, user=user, port=port, ssh_key=entry.ssh_key,
-        known_hosts=entry.known_hosts, ssh_config=entry.ssh_config, trust_on_first_use=entry.trust_on_first_use,
-        remote_dir=entry.remote_dir, checkpoint_dir=entry.checkpoints, docker_image=entry.image or DEFAULT_IMAGE,
-        docker_gpus=entry.gpus, container_user=entry.container_user, container_env=entry.container_env,
-        hf_token=dg.EnvVar(token) if token and os.environ.get(token) else None, min_free_gb=entry.min_free_gb,
-        reconnect_attempts=entry.reconnect_attempts, busy_wait_minutes=entry.busy_wait_minutes, name=entry.name, model_dirs=entry.model_dirs,
-        model_images=entry.model_images, price_per_gpu_hour=entry.price_per_gpu_hour,
+        model=entry.models[0],
+        models=entry.models,
+        host=host,
+        user=user,
+        port=port,
+        ssh_key=entry.ssh_key,
+        known_hosts=entry.known_hosts,
+        ssh_config=entry.ssh_config,
+        trust_on_first_use=entry.trust_on_first_use,
+        remote_dir=entry.remote_dir,
+        checkpoint_dir=entry.checkpoints,
+        docker_image=entry.image or DEFAULT_IMAGE,
+        docker_gpus=entry.gpus,
+        container_user=entry.container_user,
+        container_env=entry.container_env,
+        hf_token=dg.EnvVar(token) if token and os.environ.get(token) else None,
+        min_free_gb=entry.min_free_gb,
+        reconnect_attempts=entry.reconnect_attempts,
+        busy_wait_minutes=entry.busy_wait_minutes,
+        name=entry.name,
+        model_dirs=entry.model_dirs,
+        model_images=entry.model_images,
+        price_per_gpu_hour=entry.price_per_gpu_hour,
         **{**serve, **({"serve": entry.serve} if entry.serve else {})},
-    )  # fmt: skip
+    )
 
 
 class GpuHostPool(GpuHost):
@@ -59,8 +81,9 @@ class GpuHostPool(GpuHost):
     hosts_file: str = Field(description="COSMOS_HOSTS_FILE: the pool file (YAML or TOML; docs/hosts.md).")
     model: str = Field(default="cosmos-transfer1", description="Model when neither the run nor the prompt names one.")
     name: str = Field(default="pool", description="The pool's name in run tags.")
-    serve_defaults: dict[str, Any] = Field(default_factory=dict, description="COSMOS_SERVE and its timings, for the "
-                                           "hosts whose entry does not set serve.")  # fmt: skip
+    serve_defaults: dict[str, Any] = Field(
+        default_factory=dict, description="COSMOS_SERVE and its timings, for the hosts whose entry does not set serve."
+    )
 
     _pool: HostPoolFile | None = PrivateAttr(default=None)
     _members: list[GpuHost] | None = PrivateAttr(default=None)
@@ -85,8 +108,9 @@ class GpuHostPool(GpuHost):
 
     def members(self) -> list[GpuHost]:
         if self._members is None:
-            self._members = [member_from_entry(entry, self.hosts_file, self.serve_defaults)
-                             for entry in self.pool_file().enabled]  # fmt: skip
+            self._members = [
+                member_from_entry(entry, self.hosts_file, self.serve_defaults) for entry in self.pool_file().enabled
+            ]
         return self._members
 
     @property

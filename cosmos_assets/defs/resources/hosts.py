@@ -17,12 +17,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from cosmos_assets.defs.sensors.dead_runs import before_gpu_steps
 from cosmos_assets.defs.resources.placement import left_behind_hosts, run_on_free_host
+from cosmos_assets.defs.sensors.dead_runs import before_gpu_steps
 from cosmos_assets.machines.base import Machine
 from cosmos_assets.models.registry import backend_named
 from cosmos_assets.runs.options import RunOptions
-from cosmos_assets.settings import KEY_PASSPHRASE_ENV, default_checkpoint_dir, RESOURCE_VARIABLES, Settings, settings_error
+from cosmos_assets.settings import (
+    KEY_PASSPHRASE_ENV,
+    RESOURCE_VARIABLES,
+    Settings,
+    default_checkpoint_dir,
+    settings_error,
+)
 
 if TYPE_CHECKING:  # the SSH modules load paramiko: only when an SSH host is used
     from cosmos_assets.machines.ssh_host_settings import SshHostSettings
@@ -38,8 +44,9 @@ class GpuHost(dg.ConfigurableResource):
 
     model: str = Field(description="Model backend the runner uses on this host ('preview', 'cosmos-transfer1', ...).")
     models: list[str] = Field(
-        default_factory=list, description="Model backends this host has; a pool sends a run only to a host with its "
-        "model. Empty: any (a single host)."
+        default_factory=list,
+        description="Model backends this host has; a pool sends a run only to a host with its "
+        "model. Empty: any (a single host).",
     )
     price_per_gpu_hour: float | None = Field(
         default=None, ge=0, description="What a GPU hour costs on this host; unset: COSMOS_GPU_PRICE_PER_HOUR."
@@ -99,8 +106,13 @@ class GpuHost(dg.ConfigurableResource):
             return {**run_options, "gpu_price_per_hour": self.price_per_gpu_hour}  # type: ignore[return-value]
         return run_options.replace(gpu_price_per_hour=self.price_per_gpu_hour)
 
-    def on_free_host(self, context: dg.AssetExecutionContext, model: str, work: Callable[[GpuHost], T],
-                     left_behind: tuple[Path, str, str] | None = None) -> T:  # fmt: skip
+    def on_free_host(
+        self,
+        context: dg.AssetExecutionContext,
+        model: str,
+        work: Callable[[GpuHost], T],
+        left_behind: tuple[Path, str, str] | None = None,
+    ) -> T:
         """``work(host)`` on a free host that has ``model``, holding that host's Dagster pool slot meanwhile
         (docs/hosts.md); a host that is unreachable or refuses the job in its preflight is skipped for another.
         ``left_behind`` (runs folder, prompt, stage): a host holding an unfinished run of that work goes first."""
@@ -158,33 +170,47 @@ class SshGpuHost(GpuHost):
     ssh_config: str | None = Field(default=None, description="ssh config file; default ~/.ssh/config.")
     trust_on_first_use: bool = Field(default=False, description="Record an unknown host key instead of refusing.")
     remote_dir: str = Field(default="~/cosmos-transfer1", description="REMOTE_DIR: the model's code on the host.")
-    checkpoint_dir: str | None = Field(default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints.")
+    checkpoint_dir: str | None = Field(
+        default=None, description="CHECKPOINT_DIR_REMOTE; default REMOTE_DIR/../checkpoints."
+    )
     docker_image: str = Field(description="DOCKER_IMAGE; built from REMOTE_DIR/Dockerfile when missing.")
     docker_gpus: str = Field(default="all", description="'all', 'none' (no NVIDIA runtime) or device ids '0,1'.")
     container_user: str | None = Field(
-        default=None, description="uid:gid for the container; default the remote user's, or REMOTE_DIR's owner for root."
+        default=None,
+        description="uid:gid for the container; default the remote user's, or REMOTE_DIR's owner for root.",
     )
     container_env: dict[str, str] = Field(default_factory=dict, description="Extra non-secret container variables.")
     hf_token: str | None = Field(default=None, description="Hugging Face token (use dg.EnvVar('HF_TOKEN')).")
     min_free_gb: float = Field(default=20.0, description="Preflight: free space needed on REMOTE_DIR's disk.")
     reconnect_attempts: int = Field(
-        default=6, description="Reconnects tried in a row (with backoff) when the link drops; once data flows again the count starts over."
+        default=6,
+        description="Reconnects tried in a row (with backoff) when the link drops; once data flows again the count starts over.",
     )
-    busy_wait_minutes: float = Field(default=60.0, ge=0, description="How long a run waits for a model container of "
-                                     "ours already running on the host (whoever started it) before it is refused.")
+    busy_wait_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a run waits for a model container of "
+        "ours already running on the host (whoever started it) before it is refused.",
+    )
     name: str | None = Field(default=None, description="Host name in tags and metadata; default ssh@REMOTE_HOST.")
     model_dirs: dict[str, str] = Field(
-        default_factory=dict, description="Checkout of each newer model (cosmos-transfer2.5, cosmos3); default beside "
+        default_factory=dict,
+        description="Checkout of each newer model (cosmos-transfer2.5, cosmos3); default beside "
         "REMOTE_DIR: <its parent>/cosmos-transfer2.5, <its parent>/cosmos-framework.",
     )
     model_images: dict[str, str] = Field(
-        default_factory=dict, description="Docker image of each newer model; default cosmos-transfer2.5:latest, "
+        default_factory=dict,
+        description="Docker image of each newer model; default cosmos-transfer2.5:latest, "
         "cosmos-framework:latest (built from the checkout's Dockerfile when missing).",
     )
-    serve: str = Field(default="auto", description="COSMOS_SERVE: auto, always or never run Cosmos 3 through the "
-                       "host's resident model service (docs/serving.md).")
-    serve_idle_minutes: float = Field(default=15.0, description="COSMOS_SERVE_IDLE_MINUTES: the service stops after "
-                                      "this long without a request.")
+    serve: str = Field(
+        default="auto",
+        description="COSMOS_SERVE: auto, always or never run Cosmos 3 through the "
+        "host's resident model service (docs/serving.md).",
+    )
+    serve_idle_minutes: float = Field(
+        default=15.0, description="COSMOS_SERVE_IDLE_MINUTES: the service stops after this long without a request."
+    )
     serve_load_minutes: float = Field(default=60.0, description="COSMOS_SERVE_LOAD_MINUTES: longest model load.")
 
     @model_validator(mode="after")
@@ -210,13 +236,25 @@ class SshGpuHost(GpuHost):
     @classmethod
     def _from_settings(cls, settings: Settings) -> SshGpuHost:
         return cls(
-            model=settings.model_name, host=settings.remote_host, user=settings.remote_user, port=settings.remote_port,
-            ssh_key=settings.ssh_key, known_hosts=settings.known_hosts, trust_on_first_use=settings.trust_on_first_use,
-            remote_dir=settings.remote_dir, checkpoint_dir=settings.checkpoint_dir, docker_image=settings.image,
-            docker_gpus=settings.docker_gpus, container_user=settings.container_user, min_free_gb=settings.min_free_gb,
-            busy_wait_minutes=settings.host_busy_wait_minutes, hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None,
-            model_dirs=settings.model_places()[0], model_images=settings.model_places()[1], **settings.serve_defaults(),
-        )  # fmt: skip
+            model=settings.model_name,
+            host=settings.remote_host,
+            user=settings.remote_user,
+            port=settings.remote_port,
+            ssh_key=settings.ssh_key,
+            known_hosts=settings.known_hosts,
+            trust_on_first_use=settings.trust_on_first_use,
+            remote_dir=settings.remote_dir,
+            checkpoint_dir=settings.checkpoint_dir,
+            docker_image=settings.image,
+            docker_gpus=settings.docker_gpus,
+            container_user=settings.container_user,
+            min_free_gb=settings.min_free_gb,
+            busy_wait_minutes=settings.host_busy_wait_minutes,
+            hf_token=dg.EnvVar(HF_TOKEN_ENV) if os.environ.get(HF_TOKEN_ENV) else None,
+            model_dirs=settings.model_places()[0],
+            model_images=settings.model_places()[1],
+            **settings.serve_defaults(),
+        )
 
     @property
     def label(self) -> str:
@@ -231,13 +269,15 @@ class SshGpuHost(GpuHost):
         from cosmos_assets.machines.ssh_target import SshTarget
 
         return SshTarget(
-            host=self.host, port=self.port, user=self.user,
+            host=self.host,
+            port=self.port,
+            user=self.user,
             key_file=Path(self.ssh_key).expanduser() if self.ssh_key else None,
             key_passphrase_env=self.key_passphrase_env,
             known_hosts=Path(self.known_hosts).expanduser() if self.known_hosts else None,
             ssh_config=Path(self.ssh_config).expanduser() if self.ssh_config else None,
             trust_on_first_use=self.trust_on_first_use,
-        )  # fmt: skip
+        )
 
     def model_place(self, model: str) -> tuple[str, str]:
         """(checkout, image) of ``model``: REMOTE_DIR and DOCKER_IMAGE for Transfer1 and the preview (the upscaler's
@@ -264,12 +304,20 @@ class SshGpuHost(GpuHost):
         # One checkpoint folder (and so one download cache) for every model: Transfer1's default REMOTE_DIR/../checkpoints.
         checkpoint_dir = self.checkpoint_dir or (default_checkpoint_dir(self.remote_dir) if model else None)
         return SshHostSettings(
-            remote_dir=remote_dir, checkpoint_dir=checkpoint_dir, docker_image=image,
-            docker_gpus=self.docker_gpus, container_user=self.container_user, container_env=self.container_env,
-            min_free_gb=self.min_free_gb, reconnect_attempts=self.reconnect_attempts, name=self.label,
-            serve=self.serve, serve_idle_minutes=self.serve_idle_minutes, serve_load_minutes=self.serve_load_minutes,
+            remote_dir=remote_dir,
+            checkpoint_dir=checkpoint_dir,
+            docker_image=image,
+            docker_gpus=self.docker_gpus,
+            container_user=self.container_user,
+            container_env=self.container_env,
+            min_free_gb=self.min_free_gb,
+            reconnect_attempts=self.reconnect_attempts,
+            name=self.label,
+            serve=self.serve,
+            serve_idle_minutes=self.serve_idle_minutes,
+            serve_load_minutes=self.serve_load_minutes,
             busy_wait_minutes=self.busy_wait_minutes,
-        )  # fmt: skip
+        )
 
     def _secrets(self) -> dict[str, str]:
         token = self.hf_token.get_value() if isinstance(self.hf_token, dg.EnvVar) else self.hf_token

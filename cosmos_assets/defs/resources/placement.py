@@ -25,8 +25,8 @@ import dagster as dg
 from cosmos_assets.defs.resources import slots
 from cosmos_assets.machines.job import HostNotReadyError, HostUnreachableError
 from cosmos_assets.redaction import first_line
-from cosmos_assets.runs.record_index import UNFINISHED
 from cosmos_assets.runs.adopt import newer_success_in_index, superseded_by
+from cosmos_assets.runs.record_index import UNFINISHED
 from cosmos_assets.runs.record_store import RunStore
 
 if TYPE_CHECKING:
@@ -72,33 +72,55 @@ def left_behind_hosts(runs_dir: Path, prompt: str, stage: str) -> list[str]:
     store = RunStore(runs_dir)
 
     def indexed(conn: Connection) -> list[str]:
-        found = store.index.run_ids(conn, f"prompt = ? AND stage = ? AND {UNFINISHED} AND reproduces IS NULL",
-                                    (prompt, stage), order="created_us DESC, name DESC")  # fmt: skip
+        found = store.index.run_ids(
+            conn,
+            f"prompt = ? AND stage = ? AND {UNFINISHED} AND reproduces IS NULL",
+            (prompt, stage),
+            order="created_us DESC, name DESC",
+        )
         left = [store.index.load(conn, run_id) for run_id in found]
         return [r.host for r in left if newer_success_in_index(store, conn, r) is None]
 
     def scanned(records: list[RunRecord]) -> list[str]:
-        return [r.host for r in reversed(records) if r.prompt == prompt and r.stage == stage
-                and (not r.is_final or r.detached) and r.reproduces is None
-                and superseded_by(records, r) is None]  # fmt: skip
+        return [
+            r.host
+            for r in reversed(records)
+            if r.prompt == prompt
+            and r.stage == stage
+            and (not r.is_final or r.detached)
+            and r.reproduces is None
+            and superseded_by(records, r) is None
+        ]
 
     return list(dict.fromkeys(store.lookup(indexed, scanned)))
 
 
-def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], model: str,
-                     work: Callable[[H], T], prefer: Sequence[str] = ()) -> T:  # fmt: skip
+def run_on_free_host(
+    context: dg.AssetExecutionContext,
+    hosts: Sequence[H],
+    model: str,
+    work: Callable[[H], T],
+    prefer: Sequence[str] = (),
+) -> T:
     """``work(host)`` on a free host of ``hosts`` that has ``model``, holding that host's Dagster slot meanwhile;
     hosts named in ``prefer`` are tried first (when free), then the rest in pool-file order."""
     able = [host for host in hosts if host.has_model(model)]
     able = sorted(able, key=lambda h: prefer.index(h.label) if h.label in prefer else len(prefer))
     if not able:
         names = ", ".join(f"{h.label} ({', '.join(h.models) or 'any'})" for h in hosts)
-        raise HostNotReadyError(f"no host in the pool has the model {model} (hosts: {names}); add it to a host's "
-                                "models in COSMOS_HOSTS_FILE, or run another model")  # fmt: skip
+        raise HostNotReadyError(
+            f"no host in the pool has the model {model} (hosts: {names}); add it to a host's "
+            "models in COSMOS_HOSTS_FILE, or run another model"
+        )
     instance, run = context.instance, context.run
     claims = None
     if slots.supported(instance):
-        claims = slots.HostClaims(instance, run, str(context.op_execution_context.op_handle), cancelled=lambda: is_terminating(instance, run.run_id))
+        claims = slots.HostClaims(
+            instance,
+            run,
+            str(context.op_execution_context.op_handle),
+            cancelled=lambda: is_terminating(instance, run.run_id),
+        )
     else:
         context.log.warning("this Dagster instance has no concurrency slots: host runs are not limited to one per host")
     skipped: dict[str, HostNotReadyError] = {}
@@ -108,7 +130,9 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
         if claims is not None:
             gone = slots.drained(instance, open_hosts)
             for label in gone:
-                context.log.warning(f"host {label} skipped: drained (its Dagster pool {slots.host_pool(label)} has limit 0)")
+                context.log.warning(
+                    f"host {label} skipped: drained (its Dagster pool {slots.host_pool(label)} has limit 0)"
+                )
                 skipped[label] = HostNotReadyError(f"{label} is drained (Dagster pool limit 0)")
                 _stop_service_of_drained(by_label[label], context.log)
             open_hosts = [label for label in open_hosts if label not in gone]
@@ -117,8 +141,11 @@ def run_on_free_host(context: dg.AssetExecutionContext, hosts: Sequence[H], mode
         label = claims.claim_first(open_hosts, context.log.info) if claims is not None else open_hosts[0]
         host = by_label[label]
         try:
-            why = ("an earlier run of this work was left on it" if label in prefer
-                   else "free, has the model; tried in pool-file order")
+            why = (
+                "an earlier run of this work was left on it"
+                if label in prefer
+                else "free, has the model; tried in pool-file order"
+            )
             context.log.info(f"host {label} chosen for {model} ({why})")
             if instance is not None:
                 instance.add_run_tags(run.run_id, {HOST_TAG: label})
@@ -155,7 +182,11 @@ def _none_left(model: str, skipped: dict[str, HostNotReadyError]) -> HostNotRead
     if len(skipped) == 1:
         return next(iter(skipped.values()))
     reasons = "; ".join(f"{label}: {first_line(error)}" for label, error in skipped.items())
-    kind = HostUnreachableError if all(isinstance(e, HostUnreachableError) for e in skipped.values()) else HostNotReadyError
+    kind = (
+        HostUnreachableError
+        if all(isinstance(e, HostUnreachableError) for e in skipped.values())
+        else HostNotReadyError
+    )
     return kind(f"no host could take this {model} run ({reasons})")
 
 

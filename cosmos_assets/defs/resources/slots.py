@@ -56,8 +56,9 @@ def _set_exactly(instance: dg.DagsterInstance, key: str, slots: int) -> bool:
     return changed
 
 
-def ensure_limits(instance: dg.DagsterInstance, labels: Sequence[str], any_gpu: int | None,
-                  log: Callable[[str], None]) -> None:  # fmt: skip
+def ensure_limits(
+    instance: dg.DagsterInstance, labels: Sequence[str], any_gpu: int | None, log: Callable[[str], None]
+) -> None:
     """Each host's pool holds one slot (0, a drained host, is left alone); ``gpu_host`` holds ``any_gpu`` slots."""
     gone = drained(instance, labels)
     for label in labels:
@@ -77,8 +78,13 @@ def run_priority(run: dg.DagsterRun) -> int:
 class HostClaims:
     """The host slots one step of one run claims, waits for and gives back."""
 
-    def __init__(self, instance: dg.DagsterInstance, run: dg.DagsterRun, step_key: str,
-                 cancelled: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        run: dg.DagsterRun,
+        step_key: str,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.instance = instance
         self.run_id = run.run_id
         self.step_key = step_key
@@ -109,16 +115,19 @@ class HostClaims:
         try:
             while True:
                 for label in labels:
-                    status = self._storage.claim_concurrency_slot(host_pool(label), self.run_id, self._step(label),
-                                                                  self.priority)  # fmt: skip
+                    status = self._storage.claim_concurrency_slot(
+                        host_pool(label), self.run_id, self._step(label), self.priority
+                    )
                     queued.add(label)
                     if status.is_claimed and self._holds(label):
                         for other in queued - {label}:
                             self.release(other)
                         return label
                 if not waited:
-                    log(f"all hosts that can take {self.step_key} are busy ({', '.join(labels)}): waiting in their "
-                        f"Dagster pools at priority {self.priority}")  # fmt: skip
+                    log(
+                        f"all hosts that can take {self.step_key} are busy ({', '.join(labels)}): waiting in their "
+                        f"Dagster pools at priority {self.priority}"
+                    )
                     waited = True
                 if self.cancelled():
                     raise dg.DagsterExecutionInterruptedError("the run was terminated while waiting for a host")

@@ -37,8 +37,14 @@ def probe(host: GpuHost) -> HostStatus:
         state = machine.describe()
     finally:
         host.close()
-    return HostStatus(name=host.label, target=host.target, models=host.models or [host.model], image=machine.image,
-                      price_per_gpu_hour=host.price_per_gpu_hour, **state.model_dump())  # fmt: skip
+    return HostStatus(
+        name=host.label,
+        target=host.target,
+        models=host.models or [host.model],
+        image=machine.image,
+        price_per_gpu_hour=host.price_per_gpu_hour,
+        **state.model_dump(),
+    )
 
 
 def probe_all(hosts: Sequence[GpuHost]) -> list[HostStatus]:
@@ -58,6 +64,6 @@ def table(statuses: Sequence[HostStatus]) -> str:
             f"{'-' if s.gpus is None else s.gpus:>4} {'-' if s.free_gb is None else f'{s.free_gb:.1f}':>8} {image:<8} "
             f"{','.join(s.models):<36} {'-' if s.price_per_gpu_hour is None else f'{s.price_per_gpu_hour:g}':>11} "
             f"{'?' if s.waiting is None else s.waiting:>7} {flight:>9}"
-        )  # fmt: skip
+        )
     rows += [f"{s.name}: {s.problem}" for s in statuses if s.problem]
     return "\n".join(rows) + "\n"

@@ -16,9 +16,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITIO
 from cosmos_assets.defs.resources import slots
 from cosmos_assets.defs.resources.placement import is_terminating
 from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.runs.gather import BatchWindow, Waiting, gather
 from cosmos_assets.runs.record_store import RunStore
 from cosmos_assets.runs.skip import last_success
-from cosmos_assets.runs.gather import BatchWindow, Waiting, gather
 
 _QUEUED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
 _LIVE = (*_QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
@@ -40,9 +40,16 @@ def step_config(run: dg.DagsterRun, step: str) -> dict[str, Any]:
     return dict(found) if isinstance(found, dict) else {}
 
 
-def waiting_for_host(instance: dg.DagsterInstance, run: dg.DagsterRun, label: str, step: str, asset: dg.AssetKey,
-                     jobs_with_it: Collection[str], accepts: Callable[[dg.DagsterRun], bool],
-                     earlier: Callable[[dg.DagsterRun, str], str]) -> tuple[list[Waiting], int]:  # fmt: skip
+def waiting_for_host(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    label: str,
+    step: str,
+    asset: dg.AssetKey,
+    jobs_with_it: Collection[str],
+    accepts: Callable[[dg.DagsterRun], bool],
+    earlier: Callable[[dg.DagsterRun, str], str],
+) -> tuple[list[Waiting], int]:
     """The one-prompt runs (other than ``run``) that will do ``step`` of ``asset`` and that ``accepts`` (same config,
     not forced), waiting for ``label`` (its pool), queued, or with their earlier GPU step done for them; and how many
     more are on their way (started, neither done with the step nor waiting for it yet). ``earlier(run, prompt)``:
@@ -64,14 +71,22 @@ def waiting_for_host(instance: dg.DagsterInstance, run: dg.DagsterRun, label: st
     own = run.tags.get(PARTITION_NAME_TAG)
     for other in live:
         prompt = other.tags.get(PARTITION_NAME_TAG)
-        if (other.run_id == run.run_id or not prompt or prompt == own or ASSET_PARTITION_RANGE_START_TAG in other.tags
-                or not does_step(other, asset, jobs_with_it) or not accepts(other)):  # fmt: skip
+        if (
+            other.run_id == run.run_id
+            or not prompt
+            or prompt == own
+            or ASSET_PARTITION_RANGE_START_TAG in other.tags
+            or not does_step(other, asset, jobs_with_it)
+            or not accepts(other)
+        ):
             continue
         here = pending.get(other.run_id)
         before = earlier(other, prompt)
         if here == f"{step}@{label}" or before == "done" or (other.status in _QUEUED and before == "none"):
             how = f"waiting for host {label}" if here else ("queued" if other.status in _QUEUED else "on its way")
-            waiting.append(Waiting(prompt=prompt, dagster_run_id=other.run_id, priority=slots.run_priority(other), how=how))
+            waiting.append(
+                Waiting(prompt=prompt, dagster_run_id=other.run_id, priority=slots.run_priority(other), how=how)
+            )
         elif here is None and other.status not in _QUEUED and not _did(instance, other, asset, prompt):
             coming += 1  # not waiting for this host for another step: it cannot get here while this run holds it
     return waiting, coming
@@ -83,9 +98,16 @@ def _did(instance: dg.DagsterInstance, run: dg.DagsterRun, asset: dg.AssetKey, p
     return bool(found.records) and found.records[0].run_id == run.run_id
 
 
-def company_finder(context: dg.AssetExecutionContext, label: str, asset: dg.AssetKey, jobs_with_it: Collection[str],
-                   accepts: Callable[[dg.DagsterRun], bool], earlier: Callable[[dg.DagsterRun, str], str],
-                   window: BatchWindow, cancelled: Callable[[], bool]) -> Callable[[], dict[str, str]]:  # fmt: skip
+def company_finder(
+    context: dg.AssetExecutionContext,
+    label: str,
+    asset: dg.AssetKey,
+    jobs_with_it: Collection[str],
+    accepts: Callable[[dg.DagsterRun], bool],
+    earlier: Callable[[dg.DagsterRun, str], str],
+    window: BatchWindow,
+    cancelled: Callable[[], bool],
+) -> Callable[[], dict[str, str]]:
     """What :func:`~cosmos_assets.runs.company.run_with_company` asks once its own prompt has work: the prompts waiting
     for ``label`` gathered within ``window`` (runs/gather.py), prompt -> the Dagster run each waits in."""
     step = str(context.op_execution_context.op_handle)
@@ -95,16 +117,23 @@ def company_finder(context: dg.AssetExecutionContext, label: str, asset: dg.Asse
         seen = {"coming": 0}
 
         def find_now() -> list[Waiting]:
-            waiting, seen["coming"] = waiting_for_host(context.instance, run, label, step, asset, jobs_with_it, accepts,
-                                                       earlier)  # fmt: skip
+            waiting, seen["coming"] = waiting_for_host(
+                context.instance, run, label, step, asset, jobs_with_it, accepts, earlier
+            )
             return waiting
 
-        company = gather(own, slots.run_priority(run), find_now, window, cancelled=cancelled,
-                         on_the_way=lambda: seen["coming"])  # fmt: skip
-        context.log.info(f"company for {own} on {label}: {len(company.taken)} waiting prompt(s) "
-                         + (f"({', '.join(f'{w.prompt}: run {w.dagster_run_id[:8]}, {w.how}' for w in company.taken)}) "
-                            if company.taken else "")
-                         + f"after {company.waited_seconds:.1f} s; {company.why}")  # fmt: skip
+        company = gather(
+            own, slots.run_priority(run), find_now, window, cancelled=cancelled, on_the_way=lambda: seen["coming"]
+        )
+        context.log.info(
+            f"company for {own} on {label}: {len(company.taken)} waiting prompt(s) "
+            + (
+                f"({', '.join(f'{w.prompt}: run {w.dagster_run_id[:8]}, {w.how}' for w in company.taken)}) "
+                if company.taken
+                else ""
+            )
+            + f"after {company.waited_seconds:.1f} s; {company.why}"
+        )
         return {w.prompt: w.dagster_run_id for w in company.taken}
 
     return find
@@ -115,8 +144,15 @@ JOBS_WITH = {GENERATION: ("full_cycle_job", "generate_job"), UPSCALE: ("full_cyc
 """The jobs that materialize each GPU asset when a run names no asset selection (definitions.build_jobs)."""
 
 
-def company_for(context: dg.AssetExecutionContext, layout: ProjectLayout, label: str, config: dg.Config,
-                config_type: type[dg.Config], window: BatchWindow, able_hosts: int = 1) -> Callable[[], dict[str, str]]:  # fmt: skip
+def company_for(
+    context: dg.AssetExecutionContext,
+    layout: ProjectLayout,
+    label: str,
+    config: dg.Config,
+    config_type: type[dg.Config],
+    window: BatchWindow,
+    able_hosts: int = 1,
+) -> Callable[[], dict[str, str]]:
     """The prompts waiting for ``label`` that this step may take: one-prompt runs of the same step under an equal
     config, none of them forced (a forced run would run its prompt again anyway). An upscale whose run still has
     its generation to do is taken only once that generation was run for that run (by a taken batch).
@@ -124,9 +160,12 @@ def company_for(context: dg.AssetExecutionContext, layout: ProjectLayout, label:
     Only where ``label`` is the one host able to run the step (``able_hosts`` 1): in a pool of several, a waiting
     prompt waits for every able host at once and may be placed on another while this batch runs it (docs/batching.md)."""
     if able_hosts > 1:
+
         def none() -> dict[str, str]:
-            context.log.info(f"company for {context.partition_key}: none taken ({able_hosts} hosts can run this step: "
-                             "the waiting prompts spread over them)")  # fmt: skip
+            context.log.info(
+                f"company for {context.partition_key}: none taken ({able_hosts} hosts can run this step: "
+                "the waiting prompts spread over them)"
+            )
             return {}
 
         return none
@@ -146,8 +185,9 @@ def company_for(context: dg.AssetExecutionContext, layout: ProjectLayout, label:
         if asset != UPSCALE or not does_step(other, GENERATION, JOBS_WITH[GENERATION]):
             return "none"
         done = last_success(store, prompt, "generate")  # its generation, run for it by a batch that took it
-        return "done" if done is not None and done.batch is not None and done.batch.taken_for == other.run_id else "to do"
+        return (
+            "done" if done is not None and done.batch is not None and done.batch.taken_for == other.run_id else "to do"
+        )
 
     cancelled = lambda: is_terminating(context.instance, context.run.run_id)  # noqa: E731
     return company_finder(context, label, asset, JOBS_WITH.get(asset, ()), accepts, earlier, window, cancelled)
-

@@ -38,12 +38,16 @@ def record_worker(instance: dg.DagsterInstance, run_id: str) -> None:
 
 
 def _message(run: dg.DagsterRun, worker: Worker) -> str:
-    return (f"run {run.run_id} ({run.job_name}): its worker ({worker}) is gone (killed, crashed, or the machine "
-            f"restarted) while the run was {run.status.value}; marked failed by cosmos-assets and its pool slots freed. "
-            "A container it started on a GPU host keeps running and is adopted by the next attempt of the same prompt.")
+    return (
+        f"run {run.run_id} ({run.job_name}): its worker ({worker}) is gone (killed, crashed, or the machine "
+        f"restarted) while the run was {run.status.value}; marked failed by cosmos-assets and its pool slots freed. "
+        "A container it started on a GPU host keeps running and is adopted by the next attempt of the same prompt."
+    )
 
 
-def free_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None], skip_run_id: str | None = None) -> list[str]:
+def free_dead_runs(
+    instance: dg.DagsterInstance, log: Callable[[str], None], skip_run_id: str | None = None
+) -> list[str]:
     """Mark in-progress runs whose worker is provably gone as failed and free their slots; the run ids."""
     freed: list[str] = []
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_WATCHED), limit=1000):

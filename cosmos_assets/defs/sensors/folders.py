@@ -27,12 +27,12 @@ import dagster as dg
 # Private on purpose, and used only by `data_version_of` and `observation_with_version` below: see the comment there.
 from dagster._core.definitions.data_version import DATA_VERSION_TAG as _DATA_VERSION_TAG
 
-from cosmos_assets.runs.priority import priority_tags
-from cosmos_assets.layout import ProjectLayout
 from cosmos_assets.defs.partitions import PROMPTS, SHOTS
 from cosmos_assets.defs.resources.project import ProjectResource
-from cosmos_assets.watch.plans import Problem, RenderPlan, plan_prompt_tick, plan_render_tick
+from cosmos_assets.layout import ProjectLayout
+from cosmos_assets.runs.priority import priority_tags
 from cosmos_assets.watch.cursors import PromptCursor, RenderCursor, SensorSettings
+from cosmos_assets.watch.plans import Problem, RenderPlan, plan_prompt_tick, plan_render_tick
 
 if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster does not export the class itself
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -59,9 +59,13 @@ def data_version_of(event: dg.AssetMaterialization | dg.AssetObservation | None)
     return (event.tags or {}).get(_DATA_VERSION_TAG) if event is not None else None
 
 
-def observation_with_version(key: dg.AssetKey, partition: str, version: str, metadata: Mapping[str, str]) -> dg.AssetObservation:
+def observation_with_version(
+    key: dg.AssetKey, partition: str, version: str, metadata: Mapping[str, str]
+) -> dg.AssetObservation:
     """A runless observation of ``key``/``partition`` at ``version`` (what ``ObserveResult(data_version=...)`` records)."""
-    return dg.AssetObservation(asset_key=key, partition=partition, tags={_DATA_VERSION_TAG: version}, metadata=dict(metadata))
+    return dg.AssetObservation(
+        asset_key=key, partition=partition, tags={_DATA_VERSION_TAG: version}, metadata=dict(metadata)
+    )
 
 
 def _default_status(settings: SensorSettings) -> dg.DefaultSensorStatus:
@@ -80,7 +84,9 @@ def _names(names: list[str], limit: int = 10) -> str:
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str):
-    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1)
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    )
     return result.records[0] if result.records else None
 
 
@@ -100,7 +106,9 @@ def materialized_spec_version(instance: dg.DagsterInstance, prompt: str) -> str 
 
 
 def render_summary(plan: RenderPlan, folders_known: int) -> str:
-    parts = [f"{folders_known} render folders, {plan.examined} new or changed, {plan.deep_checked} re-checked, {len(plan.runs)} runs"]
+    parts = [
+        f"{folders_known} render folders, {plan.examined} new or changed, {plan.deep_checked} re-checked, {len(plan.runs)} runs"
+    ]
     if plan.waiting:
         parts.append(f"waiting to settle: {_names(plan.waiting)}")
     if plan.problems:
@@ -114,7 +122,9 @@ def render_summary(plan: RenderPlan, folders_known: int) -> str:
     return "; ".join(parts)
 
 
-def render_sensor_result(context: dg.SensorEvaluationContext, layout: ProjectLayout, settings: SensorSettings, now: float) -> dg.SensorResult:
+def render_sensor_result(
+    context: dg.SensorEvaluationContext, layout: ProjectLayout, settings: SensorSettings, now: float
+) -> dg.SensorResult:
     plan = plan_render_tick(
         layout,
         RenderCursor.load(context.cursor),
@@ -137,7 +147,15 @@ def render_sensor_result(context: dg.SensorEvaluationContext, layout: ProjectLay
     add = sorted(set(plan.shots_to_add) | {run.shot for run in plan.runs})
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=run.shot, run_key=run.run_key, tags={"cosmos/trigger": run.reason, "cosmos/fingerprint": run.fingerprint, **priority_tags(settings.run_priority)})
+            dg.RunRequest(
+                partition_key=run.shot,
+                run_key=run.run_key,
+                tags={
+                    "cosmos/trigger": run.reason,
+                    "cosmos/fingerprint": run.fingerprint,
+                    **priority_tags(settings.run_priority),
+                },
+            )
             for run in plan.runs
         ],
         dynamic_partitions_requests=[SHOTS.build_add_request(add)] if add else [],
@@ -163,7 +181,9 @@ def prompt_sensor_result(
     (recorded by the daemon before the runs start) and a run of ``job`` (its tags, e.g. ``gpu_host``, on the run)."""
     cursor = PromptCursor.load(context.cursor)
     touched, newest = touched_shots_since(context.instance, cursor.controls_after)
-    plan = plan_prompt_tick(layout, cursor, touched, materialized_version=lambda p: materialized_spec_version(context.instance, p))
+    plan = plan_prompt_tick(
+        layout, cursor, touched, materialized_version=lambda p: materialized_spec_version(context.instance, p)
+    )
     plan.cursor = plan.cursor.model_copy(update={"controls_after": newest})
     for prompt in plan.removed:
         context.log.warning(
@@ -180,9 +200,18 @@ def prompt_sensor_result(
             f"{job.name} run {run.run_key} ({', '.join(k.to_user_string() for k in selection)})"
         )
         observations.append(
-            observation_with_version(PROMPT_INPUTS, run.prompt, run.data_version, {"shot": run.shot or "(none)", "reason": run.reason})
+            observation_with_version(
+                PROMPT_INPUTS, run.prompt, run.data_version, {"shot": run.shot or "(none)", "reason": run.reason}
+            )
         )
-        runs.append(dg.RunRequest(partition_key=run.prompt, run_key=run.run_key, asset_selection=selection, tags={**tags, "cosmos/trigger": run.reason, **priority_tags(settings.run_priority)}))
+        runs.append(
+            dg.RunRequest(
+                partition_key=run.prompt,
+                run_key=run.run_key,
+                asset_selection=selection,
+                tags={**tags, "cosmos/trigger": run.reason, **priority_tags(settings.run_priority)},
+            )
+        )
     add = sorted(set(plan.prompts_to_add) | {run.prompt for run in plan.runs})
     summary = (
         f"{len(plan.cursor.prompts)} prompts, {len(runs)} runs"
@@ -200,7 +229,9 @@ def prompt_sensor_result(
     )
 
 
-def build_sensors(settings: SensorSettings, *, shot_job: AnyJob, prompt_job: AnyJob, gpu_job: AnyJob) -> list[dg.SensorDefinition]:
+def build_sensors(
+    settings: SensorSettings, *, shot_job: AnyJob, prompt_job: AnyJob, gpu_job: AnyJob
+) -> list[dg.SensorDefinition]:
     """The render and prompt sensors with these settings, starting these job objects (built once, in
     ``defs.jobs.build_jobs``): ``shot_job`` for render folders, ``prompt_job`` for prompts, or ``gpu_job`` for
     prompts when auto-generate is on (its tags, ``gpu_host=<host>``, queue the runs one at a time per host)."""

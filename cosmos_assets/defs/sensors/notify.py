@@ -62,15 +62,19 @@ class WebhookError(RuntimeError):
 def check_webhook_url(url: str) -> None:
     """:class:`WebhookError` naming ``COSMOS_WEBHOOK_URL`` (never its value) unless ``url`` is a plain http(s) URL."""
     if any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
-        raise WebhookError(f"{WEBHOOK_ENV} holds a space, tab or control character (an inline '# comment' or a stray "
-                           "tab in the env file?): set it to the bare URL")  # fmt: skip
+        raise WebhookError(
+            f"{WEBHOOK_ENV} holds a space, tab or control character (an inline '# comment' or a stray "
+            "tab in the env file?): set it to the bare URL"
+        )
     if not url.isascii():
         raise WebhookError(f"{WEBHOOK_ENV} holds a non-ASCII character: percent-encode it")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
     except ValueError:
-        raise WebhookError(f"{WEBHOOK_ENV} is not a URL (a bad port or [IPv6] host?): set it to the webhook's URL") from None
+        raise WebhookError(
+            f"{WEBHOOK_ENV} is not a URL (a bad port or [IPv6] host?): set it to the webhook's URL"
+        ) from None
     if parts.scheme not in ("https", "http"):
         raise WebhookError(f"{WEBHOOK_ENV} is not an http(s) URL: set it to the https:// URL of the webhook")
     if not parts.hostname:
@@ -119,8 +123,9 @@ def post(url: str, payload: WebhookPayload, timeout: float = POST_TIMEOUT_S) -> 
     body = json.dumps(payload.model_dump(exclude_none=True)).encode()
     connections: list[http.client.HTTPConnection] = []
     outcome: list[WebhookError | None] = []
-    worker = threading.Thread(target=_exchange, args=(url, body, timeout, connections, outcome), daemon=True,
-                              name="webhook-post")  # fmt: skip
+    worker = threading.Thread(
+        target=_exchange, args=(url, body, timeout, connections, outcome), daemon=True, name="webhook-post"
+    )
     worker.start()
     worker.join(timeout)
     if not outcome:
@@ -159,7 +164,7 @@ def _recording_opener(connections: list) -> urllib.request.OpenerDirector:
     opens so that :func:`_cut` can end it."""
 
     def recording(connection_class: type) -> Callable[..., http.client.HTTPConnection]:
-        def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:  # noqa: ANN401 - http.client's own
+        def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
             connection = connection_class(*args, **kwargs)
             connections.append(connection)
             return connection
@@ -172,11 +177,12 @@ def _recording_opener(connections: list) -> urllib.request.OpenerDirector:
 
     class Https(urllib.request.HTTPSHandler):
         def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-            return self.do_open(recording(http.client.HTTPSConnection), req, context=self._context,
-                                check_hostname=self._check_hostname)  # fmt: skip
+            return self.do_open(
+                recording(http.client.HTTPSConnection), req, context=self._context, check_hostname=self._check_hostname
+            )
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - urllib's own
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None  # urllib would repeat the POST as a GET, elsewhere: the webhook got nothing, say so (HTTP 30x)
 
     return urllib.request.build_opener(Http, Https, NoRedirect)
@@ -223,15 +229,32 @@ def failure_payload(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent], me
     """The payload of a failed run: guardrail_blocked when a step says the guardrail blocked it."""
     causes = [_cause(event) for event in step_failures]
     blocked = "guardrail_blocked" in causes
-    first = next((e.step_failure_data.error.message.splitlines()[0] for e in step_failures
-                  if e.step_failure_data is not None and e.step_failure_data.error is not None), None)  # fmt: skip
+    first = next(
+        (
+            e.step_failure_data.error.message.splitlines()[0]
+            for e in step_failures
+            if e.step_failure_data is not None and e.step_failure_data.error is not None
+        ),
+        None,
+    )
     partition = run.tags.get("dagster/partition")
     host = run.tags.get(HOST_TAG)
     what = "blocked by the guardrail" if blocked else "failed"
-    text = f":warning: {run.job_name} {what}" + (f" for {partition}" if partition else "") + (f" on {host}" if host else "")
+    text = (
+        f":warning: {run.job_name} {what}"
+        + (f" for {partition}" if partition else "")
+        + (f" on {host}" if host else "")
+    )
     error = first or message
-    return WebhookPayload(text=text + (f": {error}" if error else ""), event="guardrail_blocked" if blocked else "run_failed",
-                          run_id=run.run_id, job=run.job_name, partition=partition, host=host, error=error)  # fmt: skip
+    return WebhookPayload(
+        text=text + (f": {error}" if error else ""),
+        event="guardrail_blocked" if blocked else "run_failed",
+        run_id=run.run_id,
+        job=run.job_name,
+        partition=partition,
+        host=host,
+        error=error,
+    )
 
 
 def batch_payload(instance: dg.DagsterInstance, run: dg.DagsterRun) -> WebhookPayload | None:
@@ -243,19 +266,29 @@ def batch_payload(instance: dg.DagsterInstance, run: dg.DagsterRun) -> WebhookPa
     if any(r.dagster_run.status not in _FINISHED for r in records):
         return None
     backfill = instance.get_backfill(batch)
-    if backfill is not None and backfill.status == dg.BulkActionStatus.REQUESTED and not _all_launched(backfill, records):
+    if (
+        backfill is not None
+        and backfill.status == dg.BulkActionStatus.REQUESTED
+        and not _all_launched(backfill, records)
+    ):
         return None
     last = max(records, key=lambda r: (r.end_time or 0.0, r.dagster_run.run_id))
     if last.dagster_run.run_id != run.run_id:
         return None
     ok = sum(1 for r in records if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS)
     failed = len(records) - ok
-    return WebhookPayload(text=f":checkered_flag: batch {batch} finished: {ok} succeeded, {failed} failed",
-                          event="batch_finished", run_id=run.run_id, job=run.job_name, batch=batch,
-                          succeeded=ok, failed=failed)  # fmt: skip
+    return WebhookPayload(
+        text=f":checkered_flag: batch {batch} finished: {ok} succeeded, {failed} failed",
+        event="batch_finished",
+        run_id=run.run_id,
+        job=run.job_name,
+        batch=batch,
+        succeeded=ok,
+        failed=failed,
+    )
 
 
-def _all_launched(backfill: Any, records: list) -> bool:  # noqa: ANN401 - PartitionBackfill
+def _all_launched(backfill: Any, records: list) -> bool:
     try:
         return len(records) >= backfill.get_num_partitions()
     except Exception:  # noqa: BLE001 - an asset backfill without a count: wait for Dagster to mark it completed
@@ -272,7 +305,9 @@ def _send(target: WebhookTarget, payload: WebhookPayload, log: Callable[[str], N
     return None
 
 
-def build_notification_sensors(interval_seconds: int = 30, env: Mapping[str, str] | None = None) -> list[dg.SensorDefinition]:
+def build_notification_sensors(
+    interval_seconds: int = 30, env: Mapping[str, str] | None = None
+) -> list[dg.SensorDefinition]:
     """The two sensors, or none when ``COSMOS_WEBHOOK_URL`` is unset (notifications are off).
 
     A malformed URL still builds them: each tick then says why nothing is posted, in one line without the URL."""
@@ -280,23 +315,35 @@ def build_notification_sensors(interval_seconds: int = 30, env: Mapping[str, str
     if target is None:
         return []
 
-    @dg.run_failure_sensor(name="notify_failed_runs", minimum_interval_seconds=interval_seconds,
-                           default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True,
-                           description=f"Posts this project's failed and guardrail-blocked runs, however they were "
-                                       f"started, to the webhook in {WEBHOOK_ENV}.")  # fmt: skip
-    def notify_failed_runs(context: dg.RunFailureSensorContext):  # noqa: ANN202
+    @dg.run_failure_sensor(
+        name="notify_failed_runs",
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        monitor_all_code_locations=True,
+        description=f"Posts this project's failed and guardrail-blocked runs, however they were "
+        f"started, to the webhook in {WEBHOOK_ENV}.",
+    )
+    def notify_failed_runs(context: dg.RunFailureSensorContext):
         if not is_this_projects_run(context.dagster_run):
             return dg.SkipReason(f"run {context.dagster_run.run_id} is another project's")
-        payload = failure_payload(context.dagster_run, list(context.get_step_failure_events()), context.failure_event.message)
+        payload = failure_payload(
+            context.dagster_run, list(context.get_step_failure_events()), context.failure_event.message
+        )
         skipped = _send(target, payload, context.log.info)
         batch = batch_payload(context.instance, context.dagster_run)  # a batch can end on a failed run
         return _send(target, batch, context.log.info) if batch is not None else skipped
 
-    @dg.run_status_sensor(name="notify_finished_batches", run_status=dg.DagsterRunStatus.SUCCESS,
-                          minimum_interval_seconds=interval_seconds, default_status=dg.DefaultSensorStatus.RUNNING,
-                          description=f"Posts a finished backfill (a batch) to the webhook in {WEBHOOK_ENV}.")  # fmt: skip
-    def notify_finished_batches(context: dg.RunStatusSensorContext):  # noqa: ANN202
+    @dg.run_status_sensor(
+        name="notify_finished_batches",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Posts a finished backfill (a batch) to the webhook in {WEBHOOK_ENV}.",
+    )
+    def notify_finished_batches(context: dg.RunStatusSensorContext):
         payload = batch_payload(context.instance, context.dagster_run)
-        return _send(target, payload, context.log.info) if payload is not None else dg.SkipReason("not the end of a batch")
+        return (
+            _send(target, payload, context.log.info) if payload is not None else dg.SkipReason("not the end of a batch")
+        )
 
     return [notify_failed_runs, notify_finished_batches]

@@ -14,9 +14,14 @@ def build_wedge_sensor(job: Any, interval_seconds: int, default_status: dg.Defau
     """Starts ``job`` for a registered wedge whose variants all have a generated video; ``run_key`` is the variants'
     run ids, so each new set is compared once."""
 
-    @dg.sensor(name="wedge_sensor", job=job, minimum_interval_seconds=interval_seconds, default_status=default_status,
-               description="A wedge whose variants all have a generated video -> a wedge_comparisons run (again "
-                           "when a variant is generated anew). See docs/wedges.md.")  # fmt: skip
+    @dg.sensor(
+        name="wedge_sensor",
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=default_status,
+        description="A wedge whose variants all have a generated video -> a wedge_comparisons run (again "
+        "when a variant is generated anew). See docs/wedges.md.",
+    )
     def wedge_sensor(context: dg.SensorEvaluationContext, project: ProjectResource) -> dg.SensorResult:
         layout = project.layout
         registered = set(context.instance.get_dynamic_partitions(WEDGES.name))
@@ -29,7 +34,8 @@ def build_wedge_sensor(job: Any, interval_seconds: int, default_status: dg.Defau
                 waiting += 1
                 continue
             requests.append(dg.RunRequest(partition_key=wedge, run_key=f"{wedge}:{version}"))
-        return dg.SensorResult(run_requests=requests,
-                               skip_reason=None if requests else f"{waiting} wedge(s) waiting for their variants")  # fmt: skip
+        return dg.SensorResult(
+            run_requests=requests, skip_reason=None if requests else f"{waiting} wedge(s) waiting for their variants"
+        )
 
     return wedge_sensor

@@ -18,8 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from standin_common import (  # noqa: E402
-    GUARDRAIL_TEST_BLOCK, composite_video, contract, copy_file, parser_from_contract, resolve, say, schema_problems,
+from standin_common import (
+    GUARDRAIL_TEST_BLOCK,
+    composite_video,
+    contract,
+    copy_file,
+    parser_from_contract,
+    resolve,
+    say,
+    schema_problems,
     video_size,
 )
 
@@ -43,7 +50,9 @@ def load_samples(files: list[str]) -> list[tuple[dict, Path]]:
                     problems.append(f"{field}: Path does not point to a file")
             for key in KEYS:
                 block = data.get(key) or {}
-                if isinstance(block.get("control_path"), str) and not os.path.isfile(resolve(block["control_path"], path.parent)):
+                if isinstance(block.get("control_path"), str) and not os.path.isfile(
+                    resolve(block["control_path"], path.parent)
+                ):
                     problems.append(f"{key}.control_path: Path does not point to a file")
             if problems:
                 print(f"Error validating parameters from '{path}' at line {i}\n" + "\n".join(problems), file=sys.stderr)
@@ -56,7 +65,7 @@ def load_samples(files: list[str]) -> list[tuple[dict, Path]]:
     return samples
 
 
-def run_sample(data: dict, spec_dir: Path, out: Path, args, console: Path) -> None:  # noqa: ANN001
+def run_sample(data: dict, spec_dir: Path, out: Path, args, console: Path) -> None:
     name = data["name"]
     prompt = data.get("prompt", "")
     overrides = {k: getattr(args, k) for k in ("seed", "guidance", "num_steps") if getattr(args, k) is not None}
@@ -79,8 +88,17 @@ def run_sample(data: dict, spec_dir: Path, out: Path, args, console: Path) -> No
     steps = int(resolved.get("num_steps", 35))
     width, height = video_size(resolved["video_path"])  # keep_input_resolution (default): the input's size, even
     size = (width - width % 2, height - height % 2) if resolved.get("keep_input_resolution", True) else None
-    composite_video(out / f"{name}.mp4", resolved["video_path"], controls, weights, prompt,
-                    int(resolved.get("seed", 2025)), min(steps, 3), BANNER, size)  # fmt: skip
+    composite_video(
+        out / f"{name}.mp4",
+        resolved["video_path"],
+        controls,
+        weights,
+        prompt,
+        int(resolved.get("seed", 2025)),
+        min(steps, 3),
+        BANNER,
+        size,
+    )
     (out / f"{name}.txt").write_text(prompt)
     say(BANNER, f"Generated video saved to {out / name}.mp4", console)
 
@@ -99,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     console = out / "console.log"
     (out / "config.yaml").write_text(f"# stand-in config\ncontext_parallel_size: {world}\n")
-    say(BANNER, f"{len(samples)} sample(s), context parallel size {world}, guardrails "
-        f"{'off' if args.disable_guardrails else 'on'}", console)  # fmt: skip
+    say(
+        BANNER,
+        f"{len(samples)} sample(s), context parallel size {world}, guardrails "
+        f"{'off' if args.disable_guardrails else 'on'}",
+        console,
+    )
     for data, spec_dir in samples:
         run_sample(data, spec_dir, out, args, console)
     (out / "debug.log").write_text(console.read_text())

@@ -17,16 +17,25 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from standin_common import (  # noqa: E402
-    composite_video, contract, copy_file, parser_from_contract, resolve, say, schema_problems, video_size,
+from standin_common import (
+    composite_video,
+    contract,
+    copy_file,
+    parser_from_contract,
+    resolve,
+    say,
+    schema_problems,
+    video_size,
 )
 
 BANNER = "cosmos3 stand-in (not the model)"
 HINTS = ("edge", "blur", "depth", "seg", "wsm")
 LAYER = {"edge": "edge", "blur": "vis", "depth": "depth", "seg": "seg", "wsm": "vis"}
 # the output size by tier and aspect (docs/upstream/cosmos3.md#resolution-tiers): the bucket, not the source's
-TIERS = {"720": {"16,9": (1280, 720), "4,3": (1104, 832), "1,1": (960, 960), "3,4": (832, 1104), "9,16": (720, 1280)},
-         "480": {"16,9": (832, 480), "4,3": (736, 544), "1,1": (640, 640), "3,4": (544, 736), "9,16": (480, 832)}}
+TIERS = {
+    "720": {"16,9": (1280, 720), "4,3": (1104, 832), "1,1": (960, 960), "3,4": (832, 1104), "9,16": (720, 1280)},
+    "480": {"16,9": (832, 480), "4,3": (736, 544), "1,1": (640, 640), "3,4": (544, 736), "9,16": (480, 832)},
+}
 ASPECTS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
 CHECKPOINTS = ("Cosmos3-Nano", "Cosmos3-Edge", "Cosmos3-Super", "Cosmos3-Super-Image2Video", "Cosmos3-Super-Text2Image",
                "Cosmos3-Super-Text2Image-4Step", "Cosmos3-Super-Image2Video-4Step")  # fmt: skip
@@ -78,7 +87,9 @@ def load(path: Path) -> tuple[dict, list[str]]:
             if not os.path.isfile(resolve(block["control_path"], path.parent)):
                 problems.append(f"{hint}.control_path: Path does not point to a file: {block['control_path']}")
         elif hint in ("depth", "seg", "wsm"):
-            problems.append(f"Missing pre-computed control input for '{hint}'. Provide a control_path in the transfer config.")
+            problems.append(
+                f"Missing pre-computed control input for '{hint}'. Provide a control_path in the transfer config."
+            )
         elif "vision_path" not in data:
             problems.append(f"{hint}: needs a control_path or a vision_path to compute it from")
     if not any(isinstance(data.get(h), dict) for h in HINTS):
@@ -105,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     console = out / "console.log"
     simulate_load("cli", args.checkpoint_path)
-    say(BANNER, f"checkpoint {args.checkpoint_path}, preset {args.parallelism_preset}, world size {world}, "
+    say(
+        BANNER,
+        f"checkpoint {args.checkpoint_path}, preset {args.parallelism_preset}, world size {world}, "
         f"guardrails {'loaded, not applied on transfer' if args.guardrails else 'off'}, "
-        f"diffusion cache {'on (lossy)' if args.diffusion_cache else 'off'}", console)  # fmt: skip
+        f"diffusion cache {'on (lossy)' if args.diffusion_cache else 'off'}",
+        console,
+    )
     for file in sorted(set(args.input_files)):
         data, problems = load(Path(file))
         if problems:
@@ -129,9 +144,17 @@ def main(argv: list[str] | None = None) -> int:
             copy_file(source, folder / f"control_{hint}.mp4")
         resolved = {**data, "vision_path": vision, "output_dir": str(folder)}
         (folder / "sample_args.json").write_text(json.dumps(resolved, indent=2))
-        composite_video(folder / "vision.mp4", vision, controls, weights, data.get("prompt", ""),
-                        int(data.get("seed", 0)), min(int(data.get("num_steps", 35)), 3), BANNER,
-                        output_size(data, vision, first_control))  # fmt: skip
+        composite_video(
+            folder / "vision.mp4",
+            vision,
+            controls,
+            weights,
+            data.get("prompt", ""),
+            int(data.get("seed", 0)),
+            min(int(data.get("num_steps", 35)), 3),
+            BANNER,
+            output_size(data, vision, first_control),
+        )
         files = sorted(p.name for p in folder.iterdir())
         status = {"args": resolved, "status": "success", "outputs": [{"content": {}, "files": files}]}
         (folder / "sample_outputs.json").write_text(json.dumps(status, indent=2))

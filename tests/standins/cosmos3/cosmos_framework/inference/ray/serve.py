@@ -141,11 +141,25 @@ class App:
             copy_file(source, folder / f"control_{hint}.mp4")
         if first is None:
             return {"error": "ValueError: transfer inference requires at least one control hint"}
-        composite_video(folder / "vision.mp4", vision, controls, weights, args.get("prompt", ""), int(args["seed"]),
-                        min(int(args.get("num_steps") or 35), 3), BANNER, output_size(args, vision, first))  # fmt: skip
+        composite_video(
+            folder / "vision.mp4",
+            vision,
+            controls,
+            weights,
+            args.get("prompt", ""),
+            int(args["seed"]),
+            min(int(args.get("num_steps") or 35), 3),
+            BANNER,
+            output_size(args, vision, first),
+        )
         files = [folder / "vision.mp4", *[folder / f"control_{h}.mp4" for h in HINTS if isinstance(args.get(h), dict)]]
-        outputs = {"args": args, "status": "success", "message": None, "stack_trace": None,
-                   "outputs": [{"content": {}, "files": [str(f) for f in files]}]}  # fmt: skip
+        outputs = {
+            "args": args,
+            "status": "success",
+            "message": None,
+            "stack_trace": None,
+            "outputs": [{"content": {}, "files": [str(f) for f in files]}],
+        }
         (folder / "sample_outputs.json").write_text(json.dumps(outputs, indent=2))
         say(BANNER, f"Saved transfer outputs to '{folder / 'sample_outputs.json'}'")
         outputs["outputs"] = [{"content": {}, "files": [str(f.relative_to(self.output_dir)) for f in files]}]
@@ -167,12 +181,18 @@ def handler(app: App) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/models":
                 self.reply(200, [""])
             elif self.path == "/info":
-                self.reply(200, {"environment": {"cosmos3_version": "stand-in", "commit_sha": None}, "models": [""],
-                                 "output_dir": str(app.output_dir)})  # fmt: skip
+                self.reply(
+                    200,
+                    {
+                        "environment": {"cosmos3_version": "stand-in", "commit_sha": None},
+                        "models": [""],
+                        "output_dir": str(app.output_dir),
+                    },
+                )
             elif self.path == "/-/healthz":
                 self.reply(200, "success")
             elif self.path.startswith("/outputs/"):
@@ -184,7 +204,7 @@ def handler(app: App) -> type[BaseHTTPRequestHandler]:
             else:
                 self.reply(404, {"detail": "Not Found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path != "/generate":
                 self.reply(404, {"detail": "Not Found"})
                 return
@@ -212,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world-size", type=int)
     parser.add_argument("--max-batch-size", type=int, default=1)
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.01)
-    for flag, default in (("guardrails", True), ("diffusion-cache", False), ("use-torch-compile", True),
-                          ("offload-guardrail-models", False)):  # fmt: skip
+    for flag, default in (
+        ("guardrails", True),
+        ("diffusion-cache", False),
+        ("use-torch-compile", True),
+        ("offload-guardrail-models", False),
+    ):
         dest = flag.replace("-", "_")
         parser.add_argument(f"--{flag}", dest=dest, action="store_true", default=default)
         parser.add_argument(f"--no-{flag}", dest=dest, action="store_false")
@@ -225,11 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("An output directory is required. Set it with -o <path> or --output-dir <path>.")
     output_dir = Path(args.output_dir).absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
-    say(BANNER, f"serving app: checkpoint {args.checkpoint_path}, world size {args.world_size}, diffusion cache "
-        f"{'on' if args.diffusion_cache else 'off'}; loading the model")  # fmt: skip
+    say(
+        BANNER,
+        f"serving app: checkpoint {args.checkpoint_path}, world size {args.world_size}, diffusion cache "
+        f"{'on' if args.diffusion_cache else 'off'}; loading the model",
+    )
     simulate_load("serve", args.checkpoint_path)
     port = int(os.environ.get("RAY_SERVE_DEFAULT_HTTP_PORT", "8000"))
-    server = ThreadingHTTPServer((os.environ.get("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1"), port), handler(App(output_dir, args)))
+    server = ThreadingHTTPServer(
+        (os.environ.get("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1"), port), handler(App(output_dir, args))
+    )
     print(f"INFO serve stand-in -- Application 'cosmos3_omni' is ready at http://127.0.0.1:{port}/.", flush=True)
     server.serve_forever()
     return 0

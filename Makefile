@@ -9,7 +9,7 @@ DEMO_SHOT := sample_flythrough
 DEMO_PROMPT := sample_flythrough_demo
 UI_PORT ?= 3000
 
-.PHONY: demo test ui bench venv system-deps clean-demo
+.PHONY: demo test lint ui bench venv system-deps clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is needed: apt-get install -y python3 python3-venv"; exit 1; }
@@ -36,8 +36,14 @@ demo: venv
 	@echo "  run history:    $(COSMOS_PROJECT_ROOT)/notes/run_history.log"
 	@echo "Open the UI with: make ui   (then http://127.0.0.1:$(UI_PORT))"
 
-## The whole test suite, with the real sshd, dockerd and Chromium it needs.
-test: venv system-deps
+## The formatter and the linter (ruff, configured in pyproject.toml): `make test` runs them first. To fix what the
+## formatter reports: .venv/bin/ruff format cosmos_assets tests bench
+lint: venv
+	$(BIN)/ruff format --check cosmos_assets tests bench
+	$(BIN)/ruff check cosmos_assets tests bench
+
+## The whole test suite, with the real sshd, dockerd and Chromium it needs (after the lint).
+test: venv lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## The Dagster UI for this project on 127.0.0.1.

@@ -4,4 +4,5 @@ import sys
 
 from cosmos_assets.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (pkgutil walks the package) runs nothing
+    sys.exit(main())

@@ -203,10 +203,11 @@ def dismiss_community_dialog(page) -> None:
     skip.click()
 
 
-def pick_partition(page, dialog, key: str, attempts: int = 3):
+def pick_partition(page, dialog, key: str, attempts: int = 6):
     """Choose one partition in the Materialize dialog's "Custom" picker; returns the "Launch 1 run" button.
 
-    The picker's menu re-renders while partition statuses load, so a click can hit a detached item: retry.
+    The picker's menu re-renders while partition statuses load, so a click can hit a detached item: retry (on a
+    loaded 2-core machine the statuses can take several rounds to settle).
     """
     launch = dialog.get_by_role("button", name="Launch 1 run")
     for _ in range(attempts):
@@ -218,7 +219,7 @@ def pick_partition(page, dialog, key: str, attempts: int = 3):
             pass
         page.keyboard.press("Escape")
         try:
-            launch.wait_for(state="visible", timeout=5_000)
+            launch.wait_for(state="visible", timeout=10_000)
             return launch
         except Exception:  # noqa: BLE001
             continue
